@@ -1,0 +1,122 @@
+//! Inventory sources. Each reads from a root path (default `/`) so tests and auditors point it
+//! at a directory tree; each reports its outcome (`ok`, `absent`, `skipped`, `failed: ...`) so
+//! "not collected" is never confused with "not installed".
+//!
+//! A source appends [`InventoryItem`]s to a vector and returns a [`SourceOutcome`]. It must not
+//! panic on any input, must read files streaming with bounded line lengths, and must carry on
+//! past one bad entry.
+
+use commscan_core::inventory::InventoryItem;
+use commscan_core::platform::Platform;
+use commscan_core::scan::SourceOutcome;
+use std::io::{self, BufRead};
+use std::path::{Path, PathBuf};
+
+pub mod dpkg;
+pub mod processes;
+
+/// What a scan reads.
+#[derive(Debug, Clone)]
+pub struct ScanContext {
+    /// The root of the tree to read (`/` for this machine).
+    pub root: PathBuf,
+    /// The platform the tree belongs to.
+    pub platform: Platform,
+    /// Whether to read the live process table (only meaningful for this machine).
+    pub processes: bool,
+}
+
+impl ScanContext {
+    /// `rel` (an absolute path of the scanned system) under the root.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel.trim_start_matches('/'))
+    }
+}
+
+/// One inventory source.
+pub trait Source: Send + Sync {
+    /// Name used in evidence and `stats.sources`.
+    fn name(&self) -> &'static str;
+    /// Reads the source, appending items.
+    fn collect(&self, ctx: &ScanContext, out: &mut Vec<InventoryItem>) -> SourceOutcome;
+}
+
+/// The sources of a platform, in the order they run.
+pub fn for_platform(platform: Platform) -> Vec<Box<dyn Source>> {
+    match platform {
+        Platform::Linux => vec![Box::new(dpkg::Dpkg), Box::new(processes::Processes)],
+        Platform::Macos | Platform::Windows => vec![Box::new(processes::Processes)],
+    }
+}
+
+/// Longest line a parser accepts; longer lines are skipped, keeping memory bounded on
+/// corrupt files.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Calls `f` with each line of `reader` (without the newline, lossily decoded). Lines longer
+/// than [`MAX_LINE`] are passed truncated with `truncated = true`.
+pub fn for_each_line(mut reader: impl BufRead, mut f: impl FnMut(&str, bool)) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        buf.clear();
+        let mut truncated = false;
+        loop {
+            let chunk = reader.fill_buf()?;
+            if chunk.is_empty() {
+                break;
+            }
+            let (take, done) = match memchr_newline(chunk) {
+                Some(i) => (i + 1, true),
+                None => (chunk.len(), false),
+            };
+            let room = MAX_LINE.saturating_sub(buf.len());
+            buf.extend_from_slice(&chunk[..take.min(room)]);
+            truncated |= take > room;
+            reader.consume(take);
+            if done {
+                break;
+            }
+        }
+        if buf.is_empty() && !truncated {
+            return Ok(());
+        }
+        while matches!(buf.last(), Some(b'\n' | b'\r')) {
+            buf.pop();
+        }
+        f(&String::from_utf8_lossy(&buf), truncated);
+    }
+}
+
+fn memchr_newline(s: &[u8]) -> Option<usize> {
+    s.iter().position(|&b| b == b'\n')
+}
+
+/// Maps an open error to an outcome: missing file → absent, anything else → failed.
+pub fn open_outcome(path: &Path, err: &io::Error) -> SourceOutcome {
+    if err.kind() == io::ErrorKind::NotFound {
+        SourceOutcome::Absent
+    } else {
+        SourceOutcome::Failed(format!("{}: {err}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_are_truncated_not_buffered() {
+        let mut text = vec![b'a'; MAX_LINE * 3];
+        text.extend_from_slice(b"\nshort\n");
+        let mut seen = Vec::new();
+        for_each_line(io::Cursor::new(text), |l, t| seen.push((l.len(), t))).unwrap();
+        assert_eq!(seen, vec![(MAX_LINE, true), (5, false)]);
+    }
+
+    #[test]
+    fn last_line_without_newline_is_seen() {
+        let mut seen = Vec::new();
+        for_each_line(io::Cursor::new("a\r\nb"), |l, _| seen.push(l.to_owned())).unwrap();
+        assert_eq!(seen, vec!["a", "b"]);
+    }
+}

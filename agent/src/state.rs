@@ -1,0 +1,245 @@
+//! The agent's data directory.
+//!
+//! ```text
+//! <data-dir>/identity.json   device id, organisation, collector URL (0600)
+//! <data-dir>/device.key      the device's private key, generated here, never sent (0600)
+//! <data-dir>/device.crt      the client certificate the collector issued (0600)
+//! <data-dir>/ca.crt          the deployment CA, pinned on every connection
+//! <data-dir>/sequence.json   the last report sequence sent and acknowledged
+//! ```
+//!
+//! Small files are written atomically: `x.new`, `sync_all`, rename, so a power cut leaves the
+//! old or the new file, never half of one.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// A data-directory failure, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A file exists but is not what it should be.
+    #[error("{path}: {message}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The agent has not enrolled.
+    #[error("not enrolled: {0} is missing (run `commscan-agent enroll` first)")]
+    NotEnrolled(PathBuf),
+}
+
+/// Who this device is, as the collector named it at enrolment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Device id.
+    pub device_id: String,
+    /// Organisation.
+    pub organisation: String,
+    /// The collector's URL.
+    pub collector: String,
+}
+
+/// Report sequence bookkeeping.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sequence {
+    /// Highest sequence sent.
+    pub sent: u64,
+    /// Highest sequence acknowledged.
+    pub acked: u64,
+}
+
+/// The data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `bytes` to `path` atomically with the given Unix mode.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError> {
+    let tmp = path.with_extension("new");
+    {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(mode);
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        let mut f = opts.open(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    if let Some(dir) = path.parent() {
+        // Make the rename itself durable; best effort where directories cannot be opened.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+impl DataDir {
+    /// A data directory at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> DataDir {
+        DataDir { root: root.into() }
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A file in the directory.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Creates the directory (0700) if needed.
+    pub fn create(&self) -> Result<(), StateError> {
+        std::fs::create_dir_all(&self.root).map_err(io(&self.root))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))
+                .map_err(io(&self.root))?;
+        }
+        Ok(())
+    }
+
+    fn read(&self, name: &str) -> Result<String, StateError> {
+        let path = self.file(name);
+        std::fs::read_to_string(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                StateError::NotEnrolled(path.clone())
+            } else {
+                StateError::Io {
+                    path: path.clone(),
+                    source: e,
+                }
+            }
+        })
+    }
+
+    /// The stored identity.
+    pub fn identity(&self) -> Result<Identity, StateError> {
+        let text = self.read("identity.json")?;
+        serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
+            path: self.file("identity.json"),
+            message: e.to_string(),
+        })
+    }
+
+    /// `(ca, cert, key)` PEM texts.
+    pub fn credentials(&self) -> Result<(String, String, String), StateError> {
+        Ok((
+            self.read("ca.crt")?,
+            self.read("device.crt")?,
+            self.read("device.key")?,
+        ))
+    }
+
+    /// Stores everything enrolment produced. The key is written first: without it the
+    /// certificate is useless, and an interrupted enrolment is simply repeated.
+    pub fn store_enrolment(
+        &self,
+        identity: &Identity,
+        key_pem: &str,
+        cert_pem: &str,
+        ca_pem: &str,
+    ) -> Result<(), StateError> {
+        self.create()?;
+        write_atomic(&self.file("device.key"), key_pem.as_bytes(), 0o600)?;
+        write_atomic(&self.file("device.crt"), cert_pem.as_bytes(), 0o600)?;
+        write_atomic(&self.file("ca.crt"), ca_pem.as_bytes(), 0o644)?;
+        let json = serde_json::to_vec_pretty(identity).expect("identity serialises");
+        write_atomic(&self.file("identity.json"), &json, 0o600)?;
+        write_atomic(
+            &self.file("sequence.json"),
+            b"{\"sent\":0,\"acked\":0}",
+            0o600,
+        )
+    }
+
+    /// The sequence bookkeeping; a missing or corrupt file reads as zero (the collector's
+    /// welcome tells the agent where to continue, so nothing is lost).
+    pub fn sequence(&self) -> Sequence {
+        let path = self.file("sequence.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(path = %path.display(), error = %e, "sequence file corrupt, starting from the collector's sequence");
+                Sequence::default()
+            }),
+            Err(_) => Sequence::default(),
+        }
+    }
+
+    /// Records the sequence bookkeeping durably.
+    pub fn set_sequence(&self, seq: Sequence) -> Result<(), StateError> {
+        let json = serde_json::to_vec(&seq).expect("sequence serialises");
+        write_atomic(&self.file("sequence.json"), &json, 0o600)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enrolment_files_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = DataDir::new(dir.path().join("agent"));
+        let id = Identity {
+            device_id: "d".into(),
+            organisation: "o".into(),
+            collector: "https://c".into(),
+        };
+        d.store_enrolment(&id, "KEY", "CERT", "CA").unwrap();
+        assert_eq!(d.identity().unwrap(), id);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for f in ["device.key", "device.crt", "identity.json"] {
+                let mode = std::fs::metadata(d.file(f)).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{f}");
+            }
+        }
+    }
+
+    #[test]
+    fn corrupt_sequence_reads_as_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = DataDir::new(dir.path());
+        std::fs::write(d.file("sequence.json"), b"{garbage").unwrap();
+        assert_eq!(d.sequence(), Sequence::default());
+        d.set_sequence(Sequence { sent: 4, acked: 3 }).unwrap();
+        assert_eq!(d.sequence(), Sequence { sent: 4, acked: 3 });
+    }
+
+    #[test]
+    fn missing_identity_says_to_enroll() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = DataDir::new(dir.path()).identity().unwrap_err();
+        assert!(err.to_string().contains("commscan-agent enroll"), "{err}");
+    }
+}

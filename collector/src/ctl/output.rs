@@ -1,0 +1,539 @@
+//! Rendering query results as a table (default; statuses coloured on a terminal), JSON or
+//! CSV. JSON and CSV field names are stable for scripts.
+
+use commscan_core::verdict::Status;
+use commscan_proto::convert;
+use commscan_proto::v1;
+use serde::Serialize;
+use std::fmt::Write;
+use time::format_description::well_known::Rfc3339;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for scripts.
+    Json,
+    /// CSV for spreadsheets.
+    Csv,
+}
+
+/// A device row as printed.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceOut {
+    /// Device id.
+    pub device_id: String,
+    /// Organisation.
+    pub organisation: String,
+    /// Host name.
+    pub hostname: String,
+    /// Platform.
+    pub platform: String,
+    /// Status.
+    pub status: String,
+    /// Products behind the status.
+    pub products: Vec<String>,
+    /// Last report, RFC 3339.
+    pub last_report: Option<String>,
+    /// Agent version.
+    pub agent_version: String,
+}
+
+fn time_text(t: Option<&prost_types::Timestamp>) -> Option<String> {
+    t.and_then(|t| convert::from_timestamp(t).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
+}
+
+fn status_text(v: i32) -> String {
+    convert::status_from_wire(v)
+        .ok()
+        .flatten()
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Converts a wire row.
+pub fn device_out(r: &v1::DeviceRow) -> DeviceOut {
+    DeviceOut {
+        device_id: r.device_id.clone(),
+        organisation: r.organisation.clone(),
+        hostname: r.hostname.clone(),
+        platform: convert::platform_from_wire(r.platform)
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        status: status_text(r.status),
+        products: r.products.clone(),
+        last_report: time_text(r.last_report.as_ref()),
+        agent_version: r.agent_version.clone(),
+    }
+}
+
+/// Colours a status for a terminal.
+pub fn paint(status: &str, colour: bool) -> String {
+    if !colour {
+        return status.to_owned();
+    }
+    let code = match status.parse::<Status>() {
+        Ok(Status::Compliant) => "32",
+        Ok(Status::Noncompliant) => "31",
+        Ok(Status::Waived) => "36",
+        Ok(Status::Stale) | Ok(Status::Unknown) => "33",
+        Err(_) => return status.to_owned(),
+    };
+    format!("\x1b[{code}m{status}\x1b[0m")
+}
+
+/// Quotes a CSV field when needed (RFC 4180).
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// Aligns rows into columns. `widths` are computed from visible text; `paint_col` is coloured
+/// after padding so escape codes do not break alignment.
+pub fn table(
+    header: &[&str],
+    rows: &[Vec<String>],
+    paint_col: Option<usize>,
+    colour: bool,
+) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let mut s = String::new();
+    let line = |cells: Vec<String>, s: &mut String, paint_it: bool| {
+        let n = cells.len();
+        for (i, c) in cells.into_iter().enumerate() {
+            let pad = widths[i].saturating_sub(c.chars().count());
+            let text = if paint_it && Some(i) == paint_col {
+                paint(&c, colour)
+            } else {
+                c
+            };
+            if i + 1 == n {
+                let _ = write!(s, "{text}");
+            } else {
+                let _ = write!(s, "{text}{}  ", " ".repeat(pad));
+            }
+        }
+        s.push('\n');
+    };
+    line(
+        header.iter().map(|h| h.to_string()).collect(),
+        &mut s,
+        false,
+    );
+    for r in rows {
+        line(r.clone(), &mut s, true);
+    }
+    s
+}
+
+/// Renders device rows.
+pub fn devices(rows: &[DeviceOut], format: Format, colour: bool) -> String {
+    match format {
+        Format::Json => serde_json::to_string_pretty(rows).expect("serialises") + "\n",
+        Format::Csv => {
+            let mut s = String::from(
+                "device_id,organisation,hostname,platform,status,products,last_report,agent_version\n",
+            );
+            for r in rows {
+                let fields = [
+                    r.device_id.clone(),
+                    r.organisation.clone(),
+                    r.hostname.clone(),
+                    r.platform.clone(),
+                    r.status.clone(),
+                    r.products.join(" "),
+                    r.last_report.clone().unwrap_or_default(),
+                    r.agent_version.clone(),
+                ];
+                let _ = writeln!(
+                    s,
+                    "{}",
+                    fields
+                        .iter()
+                        .map(|f| csv_field(f))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+            }
+            s
+        }
+        Format::Table => {
+            if rows.is_empty() {
+                return "no devices match\n".into();
+            }
+            let body: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.device_id.clone(),
+                        r.organisation.clone(),
+                        r.hostname.clone(),
+                        r.platform.clone(),
+                        r.status.clone(),
+                        if r.products.is_empty() {
+                            "-".into()
+                        } else {
+                            r.products.join(", ")
+                        },
+                        r.last_report.clone().unwrap_or_else(|| "never".into()),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "DEVICE",
+                    "ORG",
+                    "HOST",
+                    "PLATFORM",
+                    "STATUS",
+                    "PRODUCTS",
+                    "LAST REPORT",
+                ],
+                &body,
+                Some(4),
+                colour,
+            )
+        }
+    }
+}
+
+/// A device's detail as printed in JSON.
+#[derive(Debug, Serialize)]
+pub struct DeviceDetailOut {
+    /// Row.
+    #[serde(flatten)]
+    pub device: DeviceOut,
+    /// OS.
+    pub os_version: String,
+    /// Enrolled at.
+    pub enrolled_at: Option<String>,
+    /// Policy that judged.
+    pub policy: String,
+    /// Reasons.
+    pub reasons: Vec<ReasonOut>,
+    /// Findings.
+    pub findings: Vec<commscan_core::scan::Finding>,
+    /// Unclassified.
+    pub unclassified: Vec<commscan_core::scan::Unclassified>,
+    /// Source outcomes of the last scan.
+    pub sources: std::collections::BTreeMap<String, String>,
+}
+
+/// One reason as printed.
+#[derive(Debug, Serialize)]
+pub struct ReasonOut {
+    /// Product.
+    pub product: String,
+    /// Rule.
+    pub rule: String,
+    /// violation, waived or notice.
+    pub kind: String,
+    /// Sentence.
+    pub text: String,
+}
+
+/// Converts a device detail response.
+pub fn device_detail_out(d: &v1::GetDeviceResponse) -> DeviceDetailOut {
+    let verdict = d.verdict.clone().unwrap_or_default();
+    let domain = convert::verdict_from_wire(&verdict);
+    DeviceDetailOut {
+        device: device_out(&d.device.clone().unwrap_or_default()),
+        os_version: d.os_version.clone(),
+        enrolled_at: time_text(d.enrolled_at.as_ref()),
+        policy: verdict.policy.clone(),
+        reasons: domain
+            .reasons
+            .iter()
+            .map(|r| ReasonOut {
+                product: r.product.clone(),
+                rule: r.rule.clone(),
+                kind: serde_json::to_value(r.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                text: r.text.clone(),
+            })
+            .collect(),
+        findings: d
+            .findings
+            .iter()
+            .cloned()
+            .filter_map(|f| convert::finding_from_wire(f).ok())
+            .collect(),
+        unclassified: d
+            .unclassified
+            .iter()
+            .cloned()
+            .map(convert::unclassified_from_wire)
+            .collect(),
+        sources: convert::stats_from_wire(d.stats.clone().unwrap_or_default())
+            .sources
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string()))
+            .collect(),
+    }
+}
+
+/// Renders a device's detail.
+pub fn device_detail(d: &DeviceDetailOut, format: Format, colour: bool) -> String {
+    match format {
+        Format::Json => serde_json::to_string_pretty(d).expect("serialises") + "\n",
+        Format::Csv => {
+            let mut s =
+                String::from("device_id,product,installed,running,version,verdict_reason\n");
+            for f in &d.findings {
+                let reason = d
+                    .reasons
+                    .iter()
+                    .find(|r| r.product == f.product)
+                    .map(|r| r.text.as_str())
+                    .unwrap_or("");
+                let fields = [
+                    d.device.device_id.clone(),
+                    f.product.clone(),
+                    f.installed.to_string(),
+                    f.running.to_string(),
+                    f.version.clone().unwrap_or_default(),
+                    reason.to_owned(),
+                ];
+                let _ = writeln!(
+                    s,
+                    "{}",
+                    fields
+                        .iter()
+                        .map(|x| csv_field(x))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+            }
+            s
+        }
+        Format::Table => {
+            let mut s = String::new();
+            let _ = writeln!(s, "device    {}", d.device.device_id);
+            let _ = writeln!(
+                s,
+                "host      {} ({}, {})",
+                d.device.hostname, d.device.platform, d.os_version
+            );
+            let _ = writeln!(s, "org       {}", d.device.organisation);
+            let _ = writeln!(
+                s,
+                "status    {}  (policy {})",
+                paint(&d.device.status, colour),
+                if d.policy.is_empty() { "-" } else { &d.policy }
+            );
+            let _ = writeln!(
+                s,
+                "reported  {}",
+                d.device
+                    .last_report
+                    .clone()
+                    .unwrap_or_else(|| "never".into())
+            );
+            if !d.reasons.is_empty() {
+                let _ = writeln!(s, "\nreasons:");
+                for r in &d.reasons {
+                    let _ = writeln!(s, "  [{}] {}", r.kind, r.text);
+                }
+            }
+            if !d.findings.is_empty() {
+                let _ = writeln!(s, "\nfindings:");
+                let rows: Vec<Vec<String>> = d
+                    .findings
+                    .iter()
+                    .map(|f| {
+                        vec![
+                            f.product.clone(),
+                            if f.installed {
+                                "yes".into()
+                            } else {
+                                "no".into()
+                            },
+                            if f.running { "yes".into() } else { "no".into() },
+                            f.version.clone().unwrap_or_else(|| "-".into()),
+                            f.evidence
+                                .iter()
+                                .map(|e| format!("{}: {}", e.source, e.detail))
+                                .collect::<Vec<_>>()
+                                .join("; "),
+                        ]
+                    })
+                    .collect();
+                for l in table(
+                    &["PRODUCT", "INSTALLED", "RUNNING", "VERSION", "EVIDENCE"],
+                    &rows,
+                    None,
+                    false,
+                )
+                .lines()
+                {
+                    let _ = writeln!(s, "  {l}");
+                }
+            } else {
+                let _ = writeln!(s, "\nno catalogued communication software found");
+            }
+            if !d.unclassified.is_empty() {
+                let _ = writeln!(s, "\nunclassified candidates:");
+                for u in &d.unclassified {
+                    let _ = writeln!(s, "  {} ({}: {})", u.name, u.source, u.detail);
+                }
+            }
+            let sources: Vec<String> = d.sources.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(
+                s,
+                "\nsources: {}",
+                if sources.is_empty() {
+                    "-".into()
+                } else {
+                    sources.join(", ")
+                }
+            );
+            s
+        }
+    }
+}
+
+/// An organisation summary as printed in JSON.
+#[derive(Debug, Serialize)]
+pub struct SummaryOut {
+    /// Organisation.
+    pub organisation: String,
+    /// Devices.
+    pub devices: u64,
+    /// Percent compliant.
+    pub percent_compliant: f64,
+    /// Devices per status.
+    pub by_status: std::collections::BTreeMap<String, u64>,
+    /// Per product: devices and violating devices.
+    pub by_product: Vec<ProductOut>,
+}
+
+/// Per product counts.
+#[derive(Debug, Serialize)]
+pub struct ProductOut {
+    /// Product.
+    pub product: String,
+    /// Devices.
+    pub devices: u64,
+    /// Violating devices.
+    pub violating: u64,
+}
+
+/// Converts a summary response.
+pub fn summary_out(r: &v1::OrganisationSummaryResponse) -> SummaryOut {
+    SummaryOut {
+        organisation: r.organisation.clone(),
+        devices: r.devices,
+        percent_compliant: (r.percent_compliant * 10.0).round() / 10.0,
+        by_status: r
+            .by_status
+            .iter()
+            .map(|s| (status_text(s.status), s.devices))
+            .collect(),
+        by_product: r
+            .by_product
+            .iter()
+            .map(|p| ProductOut {
+                product: p.product.clone(),
+                devices: p.devices,
+                violating: p.violating,
+            })
+            .collect(),
+    }
+}
+
+/// Renders a summary.
+pub fn summary(s: &SummaryOut, format: Format, colour: bool) -> String {
+    match format {
+        Format::Json => serde_json::to_string_pretty(s).expect("serialises") + "\n",
+        Format::Csv => {
+            let mut out = String::from("organisation,kind,key,devices,violating\n");
+            for (k, v) in &s.by_status {
+                let _ = writeln!(out, "{},status,{},{},", csv_field(&s.organisation), k, v);
+            }
+            for p in &s.by_product {
+                let _ = writeln!(
+                    out,
+                    "{},product,{},{},{}",
+                    csv_field(&s.organisation),
+                    p.product,
+                    p.devices,
+                    p.violating
+                );
+            }
+            out
+        }
+        Format::Table => {
+            let mut out = String::new();
+            let _ = writeln!(
+                out,
+                "organisation {}: {} devices, {:.1}% compliant\n",
+                s.organisation, s.devices, s.percent_compliant
+            );
+            let rows: Vec<Vec<String>> = s
+                .by_status
+                .iter()
+                .map(|(k, v)| vec![k.clone(), v.to_string()])
+                .collect();
+            out.push_str(&table(&["STATUS", "DEVICES"], &rows, Some(0), colour));
+            if !s.by_product.is_empty() {
+                out.push('\n');
+                let rows: Vec<Vec<String>> = s
+                    .by_product
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.product.clone(),
+                            p.devices.to_string(),
+                            p.violating.to_string(),
+                        ]
+                    })
+                    .collect();
+                out.push_str(&table(
+                    &["PRODUCT", "DEVICES", "VIOLATING"],
+                    &rows,
+                    None,
+                    false,
+                ));
+            }
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_only_when_needed() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+
+    #[test]
+    fn colour_does_not_break_alignment() {
+        let rows = vec![
+            vec!["noncompliant".to_string(), "x".to_string()],
+            vec!["ok".to_string(), "y".to_string()],
+        ];
+        let plain = table(&["STATUS", "V"], &rows, Some(0), false);
+        let painted = table(&["STATUS", "V"], &rows, Some(0), true);
+        let strip = |s: &str| s.replace("\x1b[31m", "").replace("\x1b[0m", "");
+        assert_eq!(strip(&painted), plain);
+        assert!(plain.contains("noncompliant  x\n"));
+        assert!(plain.contains("ok            y\n"));
+    }
+}

@@ -1,0 +1,179 @@
+//! `Reporting.Connect` adapter: one task per stream.
+//!
+//! The device is the one named by the verified client certificate; the stream is refused
+//! before reading anything if there is none, or if the device is unknown or revoked. The first
+//! message must be a hello; the collector answers with a welcome carrying its stored sequence,
+//! then acknowledges each report after the store has flushed it. Outbound messages go through
+//! a bounded channel: a failed send means the agent is gone and the task ends.
+
+use super::{blocking, to_status};
+use crate::collector::Collector;
+use crate::error::CollectorError;
+use crate::ingest::{HelloInfo, IncomingReport, ReportBody};
+use commscan_core::identity::DeviceIdentity;
+use commscan_proto::convert;
+use commscan_proto::v1::{
+    self, AgentMessage, CollectorMessage, agent_message, collector_message,
+    reporting_server::Reporting,
+};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// The `Reporting` service.
+#[derive(Debug, Clone)]
+pub struct ReportingService(pub Arc<Collector>);
+
+/// The device identity of a request, from its verified client certificate only.
+pub fn peer_identity<T>(request: &tonic::Request<T>) -> Result<DeviceIdentity, CollectorError> {
+    let certs = request.peer_certs().ok_or_else(|| {
+        CollectorError::Unauthenticated(
+            "a device client certificate is required (enrol first)".into(),
+        )
+    })?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| CollectorError::Unauthenticated("empty client certificate chain".into()))?;
+    DeviceIdentity::from_certificate_der(leaf)
+        .map_err(|e| CollectorError::Unauthenticated(e.to_string()))
+}
+
+fn report_from_wire(r: v1::Report) -> Result<IncomingReport, CollectorError> {
+    let bad = CollectorError::InvalidArgument;
+    if r.sequence == 0 {
+        return Err(bad("report.sequence: must be at least 1".into()));
+    }
+    let findings = |list: Vec<v1::Finding>| {
+        list.into_iter()
+            .map(convert::finding_from_wire)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad)
+    };
+    let body = match r.body {
+        Some(v1::report::Body::Snapshot(s)) => ReportBody::Snapshot {
+            findings: findings(s.findings)?,
+            unclassified: s
+                .unclassified
+                .into_iter()
+                .map(convert::unclassified_from_wire)
+                .collect(),
+        },
+        Some(v1::report::Body::Delta(d)) => ReportBody::Delta {
+            upserted: findings(d.upserted)?,
+            removed: d.removed,
+            unclassified: d.unclassified_changed.then(|| {
+                d.unclassified
+                    .into_iter()
+                    .map(convert::unclassified_from_wire)
+                    .collect()
+            }),
+        },
+        None => return Err(bad("report.body: a snapshot or a delta is required".into())),
+    };
+    Ok(IncomingReport {
+        sequence: r.sequence,
+        body,
+        stats: convert::stats_from_wire(r.stats.unwrap_or_default()),
+    })
+}
+
+fn msg(kind: collector_message::Kind) -> Result<CollectorMessage, tonic::Status> {
+    Ok(CollectorMessage { kind: Some(kind) })
+}
+
+#[tonic::async_trait]
+impl Reporting for ReportingService {
+    type ConnectStream =
+        Pin<Box<dyn Stream<Item = Result<CollectorMessage, tonic::Status>> + Send>>;
+
+    async fn connect(
+        &self,
+        request: tonic::Request<tonic::Streaming<AgentMessage>>,
+    ) -> Result<tonic::Response<Self::ConnectStream>, tonic::Status> {
+        let who = peer_identity(&request).map_err(to_status)?;
+        let admitted = {
+            let who = who.clone();
+            blocking(&self.0, move |c| c.admit(&who)).await
+        };
+        let device = admitted.inspect_err(
+            |s| tracing::warn!(device = %who, error = %s.message(), "device refused"),
+        )?;
+        let mut inbound = request.into_inner();
+        let hello = match inbound.message().await? {
+            Some(AgentMessage {
+                kind: Some(agent_message::Kind::Hello(h)),
+            }) => h,
+            _ => {
+                return Err(tonic::Status::failed_precondition(
+                    "the first message of a stream must be a hello",
+                ));
+            }
+        };
+        let info = HelloInfo {
+            agent_version: hello.agent_version,
+            platform: convert::platform_from_wire(hello.platform).ok(),
+            hostname: hello.hostname,
+        };
+        let (tx, rx) = mpsc::channel(16);
+        let welcome = v1::Welcome {
+            device_id: who.device_id.clone(),
+            organisation: who.organisation.clone(),
+            stored_sequence: device.last_sequence,
+            want_snapshot: device.last_sequence == 0,
+        };
+        tx.send(msg(collector_message::Kind::Welcome(welcome)))
+            .await
+            .map_err(|_| tonic::Status::cancelled("agent gone"))?;
+        tracing::info!(device = %who.device_id, organisation = %who.organisation, last_acked = hello.last_acked_sequence, "agent connected");
+
+        let collector = self.0.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = match inbound.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(device = %who.device_id, error = %status, "stream ended");
+                        break;
+                    }
+                };
+                match next.kind {
+                    Some(agent_message::Kind::Report(r)) => {
+                        let outcome = match report_from_wire(r) {
+                            Ok(report) => {
+                                let (who, info) = (who.clone(), info.clone());
+                                blocking(&collector, move |c| c.apply_report(&who, &info, report))
+                                    .await
+                            }
+                            Err(e) => Err(to_status(e)),
+                        };
+                        let reply = match outcome {
+                            Ok(sequence) => msg(collector_message::Kind::Ack(v1::Ack { sequence })),
+                            Err(status) => {
+                                tracing::warn!(device = %who.device_id, error = %status.message(), "report rejected");
+                                Err(status)
+                            }
+                        };
+                        let fatal = reply.is_err();
+                        if tx.send(reply).await.is_err() || fatal {
+                            break;
+                        }
+                    }
+                    Some(agent_message::Kind::Heartbeat(_)) => {}
+                    Some(agent_message::Kind::Hello(_)) | None => {
+                        let _ = tx
+                            .send(Err(tonic::Status::failed_precondition(
+                                "only one hello per stream",
+                            )))
+                            .await;
+                        break;
+                    }
+                }
+            }
+            tracing::info!(device = %who.device_id, "agent disconnected");
+        });
+        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

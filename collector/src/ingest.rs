@@ -1,0 +1,221 @@
+//! Ingest: apply one report from an authenticated device, judge it, store it durably.
+//!
+//! Idempotent by sequence: a report at or below the stored sequence is acknowledged without
+//! being applied (the agent resent it after a lost ack). A snapshot replaces the device's
+//! findings; a delta upserts and removes. First sightings are kept per product for grace
+//! periods. Reports are bounded: too many findings, evidence entries or oversized strings are
+//! refused with INVALID_ARGUMENT naming the field.
+
+use crate::collector::Collector;
+use crate::enrollment::clean_text;
+use crate::error::CollectorError;
+use crate::store::DeviceRecord;
+use commscan_core::identity::DeviceIdentity;
+use commscan_core::platform::Platform;
+use commscan_core::scan::{Finding, ScanStats, Unclassified};
+use std::collections::BTreeMap;
+
+/// Most findings one report may carry.
+pub const MAX_FINDINGS: usize = 1_000;
+/// Most unclassified candidates one report may carry.
+pub const MAX_UNCLASSIFIED: usize = 500;
+/// Most evidence entries one finding may carry.
+pub const MAX_EVIDENCE: usize = 64;
+/// Longest text field kept.
+pub const MAX_TEXT: usize = 512;
+
+/// The body of a report.
+#[derive(Debug, Clone)]
+pub enum ReportBody {
+    /// The complete state.
+    Snapshot {
+        /// Findings.
+        findings: Vec<Finding>,
+        /// Unclassified candidates.
+        unclassified: Vec<Unclassified>,
+    },
+    /// Changes.
+    Delta {
+        /// Upserted findings.
+        upserted: Vec<Finding>,
+        /// Removed product ids.
+        removed: Vec<String>,
+        /// New unclassified list, if it changed.
+        unclassified: Option<Vec<Unclassified>>,
+    },
+}
+
+/// One report from a device.
+#[derive(Debug, Clone)]
+pub struct IncomingReport {
+    /// Sequence.
+    pub sequence: u64,
+    /// Body.
+    pub body: ReportBody,
+    /// Scan stats.
+    pub stats: ScanStats,
+}
+
+/// What the device said about itself in its hello.
+#[derive(Debug, Clone, Default)]
+pub struct HelloInfo {
+    /// Agent version.
+    pub agent_version: String,
+    /// Platform.
+    pub platform: Option<Platform>,
+    /// Host name.
+    pub hostname: String,
+}
+
+fn check_findings(findings: &mut [Finding]) -> Result<(), CollectorError> {
+    if findings.len() > MAX_FINDINGS {
+        return Err(CollectorError::InvalidArgument(format!(
+            "report.findings: {} findings, at most {MAX_FINDINGS}",
+            findings.len()
+        )));
+    }
+    for f in findings.iter_mut() {
+        if f.evidence.len() > MAX_EVIDENCE {
+            return Err(CollectorError::InvalidArgument(format!(
+                "finding '{}'.evidence: {} entries, at most {MAX_EVIDENCE}",
+                f.product,
+                f.evidence.len()
+            )));
+        }
+        for e in &mut f.evidence {
+            e.detail = clean_text(&e.detail, MAX_TEXT);
+            e.source = clean_text(&e.source, 64);
+        }
+        if let Some(v) = &mut f.version {
+            *v = clean_text(v, 128);
+        }
+    }
+    Ok(())
+}
+
+fn check_unclassified(list: &mut [Unclassified]) -> Result<(), CollectorError> {
+    if list.len() > MAX_UNCLASSIFIED {
+        return Err(CollectorError::InvalidArgument(format!(
+            "report.unclassified: {} entries, at most {MAX_UNCLASSIFIED}",
+            list.len()
+        )));
+    }
+    for u in list.iter_mut() {
+        u.name = clean_text(&u.name, MAX_TEXT);
+        u.detail = clean_text(&u.detail, MAX_TEXT);
+        u.source = clean_text(&u.source, 64);
+    }
+    Ok(())
+}
+
+impl Collector {
+    /// The device record of an authenticated identity, refusing unknown and revoked devices.
+    pub fn admit(&self, who: &DeviceIdentity) -> Result<DeviceRecord, CollectorError> {
+        if who.trust_domain != self.trust_domain {
+            return Err(CollectorError::Unauthenticated(format!(
+                "certificate is for trust domain '{}'",
+                who.trust_domain
+            )));
+        }
+        let device = self.store.device(&who.device_id)?.ok_or_else(|| {
+            CollectorError::PermissionDenied(format!(
+                "device {} is not enrolled here",
+                who.device_id
+            ))
+        })?;
+        if device.organisation != who.organisation {
+            return Err(CollectorError::PermissionDenied(format!(
+                "device {} belongs to another organisation",
+                who.device_id
+            )));
+        }
+        if device.revoked {
+            return Err(CollectorError::PermissionDenied(format!(
+                "device {} is revoked",
+                who.device_id
+            )));
+        }
+        Ok(device)
+    }
+
+    /// Applies a report and makes it durable. Returns the sequence to acknowledge.
+    pub fn apply_report(
+        &self,
+        who: &DeviceIdentity,
+        hello: &HelloInfo,
+        report: IncomingReport,
+    ) -> Result<u64, CollectorError> {
+        let mut device = self.admit(who)?;
+        if report.sequence <= device.last_sequence {
+            tracing::debug!(device = %who.device_id, sequence = report.sequence, stored = device.last_sequence, "duplicate report acknowledged");
+            return Ok(device.last_sequence);
+        }
+        let now = self.now();
+        match report.body {
+            ReportBody::Snapshot {
+                mut findings,
+                mut unclassified,
+            } => {
+                check_findings(&mut findings)?;
+                check_unclassified(&mut unclassified)?;
+                device.findings = findings;
+                device.unclassified = unclassified;
+            }
+            ReportBody::Delta {
+                mut upserted,
+                removed,
+                unclassified,
+            } => {
+                check_findings(&mut upserted)?;
+                let mut by_product: BTreeMap<String, Finding> = device
+                    .findings
+                    .drain(..)
+                    .map(|f| (f.product.clone(), f))
+                    .collect();
+                for r in &removed {
+                    by_product.remove(r);
+                }
+                for f in upserted {
+                    by_product.insert(f.product.clone(), f);
+                }
+                if by_product.len() > MAX_FINDINGS {
+                    return Err(CollectorError::InvalidArgument(format!(
+                        "report.delta: device would hold {} findings, at most {MAX_FINDINGS}",
+                        by_product.len()
+                    )));
+                }
+                device.findings = by_product.into_values().collect();
+                if let Some(mut u) = unclassified {
+                    check_unclassified(&mut u)?;
+                    device.unclassified = u;
+                }
+            }
+        }
+        device
+            .first_seen
+            .retain(|p, _| device.findings.iter().any(|f| &f.product == p));
+        for f in &device.findings {
+            device.first_seen.entry(f.product.clone()).or_insert(now);
+        }
+        device.stats = report.stats;
+        device.last_sequence = report.sequence;
+        device.last_report = Some(now);
+        if !hello.hostname.is_empty() {
+            device.hostname = clean_text(&hello.hostname, 255);
+        }
+        if !hello.agent_version.is_empty() {
+            device.agent_version = clean_text(&hello.agent_version, 64);
+        }
+        if hello.platform.is_some() {
+            device.platform = hello.platform;
+        }
+        let previous = device.verdict.status;
+        self.compliance.rules().judge(&mut device, now);
+        self.store.put_device(&device)?;
+        self.store.flush()?;
+        if previous != device.verdict.status {
+            tracing::info!(device = %who.device_id, organisation = %who.organisation, from = %previous, to = %device.verdict.status, "verdict changed");
+        }
+        Ok(report.sequence)
+    }
+}

@@ -1,0 +1,221 @@
+//! The collector's data directory, `init`, and opening it for `serve`.
+//!
+//! ```text
+//! <data>/collector.json     trust domain and format version
+//! <data>/pki/ca.crt         deployment CA certificate (give it to agents with --ca)
+//! <data>/pki/ca.key         CA private key (0600)
+//! <data>/pki/server.crt     the collector's certificate, signed by the CA
+//! <data>/pki/server.key     its key (0600)
+//! <data>/store/             sled database: devices, aggregates, hashed tokens
+//! <data>/admin.token        the first admin bearer token (0600); move it somewhere safe
+//! ```
+//!
+//! `init` refuses to touch a directory that already holds a deployment: nothing stored is ever
+//! overwritten by a second `init`.
+
+use crate::collector::{Collector, system_clock};
+use crate::compliance::{Compliance, Rules};
+use crate::secrets;
+use crate::store::Store;
+use crate::store::records::{PersonRecord, Role, TokenRecord};
+use crate::store::sled_store::SledStore;
+use commscan_agent::state::write_atomic;
+use commscan_core::identity::is_valid_organisation;
+use commscan_core::pki::Authority;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A data-directory failure, naming the path.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    /// A file or directory could not be used.
+    #[error("{path}: {message}")]
+    Path {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A setting is invalid.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn path_err(path: &Path, message: impl std::fmt::Display) -> LayoutError {
+    LayoutError::Path {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+/// Paths inside a data directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The directory.
+    pub root: PathBuf,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetaFile {
+    format: u32,
+    trust_domain: String,
+}
+
+/// What `init` creates.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Trust domain in device certificates.
+    pub trust_domain: String,
+    /// DNS names and IP addresses the server certificate covers.
+    pub server_names: Vec<String>,
+    /// Organisation of the first enrolment token.
+    pub organisation: String,
+}
+
+/// Secrets `init` shows once.
+#[derive(Debug, Clone)]
+pub struct InitSecrets {
+    /// An admin bearer token (also written to `admin.token`).
+    pub admin_token: String,
+    /// An enrolment token for the organisation.
+    pub enrolment_token: String,
+}
+
+impl Layout {
+    /// The layout of `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Layout {
+        Layout { root: root.into() }
+    }
+
+    /// A path inside the directory.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// Creates a new deployment: CA, server certificate, store, admin token and one enrolment
+    /// token. Refuses if the directory already holds one.
+    pub fn init(&self, opts: &InitOptions) -> Result<InitSecrets, LayoutError> {
+        if !is_valid_organisation(&opts.organisation) {
+            return Err(LayoutError::Invalid(format!(
+                "--org '{}': use 1-64 of a-z, 0-9 and '-'",
+                opts.organisation
+            )));
+        }
+        if opts.trust_domain.is_empty() || opts.trust_domain.contains('/') {
+            return Err(LayoutError::Invalid(format!(
+                "--trust-domain '{}': must be a non-empty name without '/'",
+                opts.trust_domain
+            )));
+        }
+        let meta = self.path("collector.json");
+        if meta.exists() || self.path("pki/ca.crt").exists() {
+            return Err(path_err(
+                &self.root,
+                "already holds a deployment; refusing to overwrite it (use another --data-dir)",
+            ));
+        }
+        let pki = self.path("pki");
+        std::fs::create_dir_all(&pki).map_err(|e| path_err(&pki, format!("cannot create: {e}")))?;
+        let (ca, ca_pem) = Authority::generate(&opts.trust_domain)
+            .map_err(|e| LayoutError::Invalid(e.to_string()))?;
+        let server = ca
+            .issue_server(&opts.server_names)
+            .map_err(|e| LayoutError::Invalid(format!("--server-name: {e}")))?;
+        let write = |rel: &str, text: &str, mode: u32| {
+            let p = self.path(rel);
+            write_atomic(&p, text.as_bytes(), mode).map_err(|e| path_err(&p, e))
+        };
+        write("pki/ca.key", &ca_pem.key, 0o600)?;
+        write("pki/ca.crt", &ca_pem.cert, 0o644)?;
+        write("pki/server.key", &server.key, 0o600)?;
+        write("pki/server.crt", &server.cert, 0o644)?;
+        let store =
+            SledStore::open(&self.path("store")).map_err(|e| path_err(&self.path("store"), e))?;
+        let admin_token = secrets::generate("csa");
+        store
+            .put_person(
+                &secrets::hash(&admin_token),
+                &PersonRecord {
+                    name: "admin".into(),
+                    role: Role::Admin,
+                },
+            )
+            .map_err(|e| path_err(&self.path("store"), e))?;
+        let enrolment_token = secrets::generate("cse");
+        let now = time::OffsetDateTime::now_utc();
+        store
+            .put_token(
+                &secrets::hash(&enrolment_token),
+                &TokenRecord {
+                    organisation: opts.organisation.clone(),
+                    created_at: now,
+                    expires_at: Some(now + time::Duration::days(7)),
+                    uses_left: None,
+                    revoked: false,
+                },
+            )
+            .map_err(|e| path_err(&self.path("store"), e))?;
+        store
+            .flush()
+            .map_err(|e| path_err(&self.path("store"), e))?;
+        write("admin.token", &format!("{admin_token}\n"), 0o600)?;
+        // Written last: its presence means a complete deployment.
+        let m = serde_json::to_string_pretty(&MetaFile {
+            format: 1,
+            trust_domain: opts.trust_domain.clone(),
+        })
+        .expect("serialises");
+        write("collector.json", &m, 0o644)?;
+        Ok(InitSecrets {
+            admin_token,
+            enrolment_token,
+        })
+    }
+
+    /// Opens an initialised directory: the collector and its TLS configuration.
+    pub fn open(
+        &self,
+        policy: Option<&Path>,
+    ) -> Result<(Arc<Collector>, Arc<rustls::ServerConfig>), LayoutError> {
+        let meta_path = self.path("collector.json");
+        let text = std::fs::read_to_string(&meta_path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                path_err(
+                    &meta_path,
+                    "missing: not a collector data directory (run `commscan-collector init` first)",
+                )
+            } else {
+                path_err(&meta_path, format!("cannot read: {e}"))
+            }
+        })?;
+        let meta: MetaFile = serde_json::from_str(&text)
+            .map_err(|e| path_err(&meta_path, format!("invalid: {e}")))?;
+        let read = |rel: &str| {
+            let p = self.path(rel);
+            std::fs::read_to_string(&p).map_err(|e| path_err(&p, format!("cannot read: {e}")))
+        };
+        let authority = Authority::from_pem(&read("pki/ca.crt")?, &read("pki/ca.key")?)
+            .map_err(|e| path_err(&self.path("pki"), e))?;
+        let tls = crate::tls::server_config(
+            &self.path("pki/ca.crt"),
+            &self.path("pki/server.crt"),
+            &self.path("pki/server.key"),
+        )
+        .map_err(|e| LayoutError::Invalid(e.to_string()))?;
+        let rules =
+            Rules::load(policy).map_err(|e| LayoutError::Invalid(format!("policy: {e}")))?;
+        let store: Arc<dyn Store> = Arc::new(
+            SledStore::open(&self.path("store")).map_err(|e| path_err(&self.path("store"), e))?,
+        );
+        let collector = Collector {
+            store,
+            compliance: Compliance::new(rules),
+            authority,
+            trust_domain: meta.trust_domain,
+            clock: system_clock(),
+        };
+        Ok((Arc::new(collector), tls))
+    }
+}

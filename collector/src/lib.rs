@@ -1,0 +1,38 @@
+//! `commscan-collector`: enrols devices, stores their compliance state, judges it, answers
+//! queries.
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`collector`] | the shared domain object: store, rules in force, CA, clock |
+//! | [`enrollment`] | tokens and CSRs in, device identities and certificates out |
+//! | [`ingest`] | applying a device's report: idempotent by sequence, judged, durable before ack |
+//! | [`queries`] | device listings, device detail, organisation summaries |
+//! | [`auth`] | bearer tokens → principals; the one authorisation function |
+//! | [`compliance`] | catalog, registers and policy in force; judging a device |
+//! | [`store`] | the storage trait, its records, and the sled backend |
+//! | [`secrets`] | token generation and hashing |
+//! | [`error`] | the domain error and its wire codes |
+//! | [`grpc`] | thin tonic adapters for `Enrollment`, `Reporting`, `Query` |
+//! | [`tls`] | rustls TLS 1.3 configuration and the accept loop |
+//! | [`server`] | all services on one port, limits, health, reflection |
+//! | [`layout`] | the data directory: `init` and opening it |
+//! | [`dev`] | `commscan-collector dev`: the one-command start |
+//! | [`ctl`] | the `commscanctl` client: connection settings and output formats |
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod collector;
+pub mod compliance;
+pub mod ctl;
+pub mod dev;
+pub mod enrollment;
+pub mod error;
+pub mod grpc;
+pub mod ingest;
+pub mod layout;
+pub mod queries;
+pub mod secrets;
+pub mod server;
+pub mod store;
+pub mod tls;

@@ -1,0 +1,95 @@
+//! The compliance store: the narrow, transactional seam between the collector's domain and
+//! its database.
+//!
+//! The embedded backend is sled ([`sled_store::SledStore`]); the trait is kept small so a
+//! PostgreSQL-protocol backend can implement it later. Every write that changes a device also
+//! updates its organisation's aggregate *in the same transaction*, so a summary is a single
+//! read and never a scan. [`Store::flush`] makes everything written so far durable; the
+//! reporting service acknowledges an agent's report only after it returns.
+
+pub mod records;
+pub mod sled_store;
+
+pub use records::{DeviceRecord, OrgAggregate, PersonRecord, TokenRecord};
+
+use commscan_core::verdict::Status;
+use time::OffsetDateTime;
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("store: {0}")]
+    Backend(String),
+    /// A stored record could not be decoded.
+    #[error("store: corrupt record {key}: {message}")]
+    Corrupt {
+        /// The record's key.
+        key: String,
+        /// The decoder's message.
+        message: String,
+    },
+    /// A conditional write lost (the record changed or vanished).
+    #[error("store: {0}")]
+    Conflict(String),
+    /// An enrolment token could not be used.
+    #[error("enrolment token refused: {0}")]
+    TokenRefused(String),
+}
+
+/// Filters and paging for device listings.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceFilter {
+    /// Only this organisation.
+    pub organisation: Option<String>,
+    /// Only this status.
+    pub status: Option<Status>,
+    /// Only devices with a finding of this product.
+    pub product: Option<String>,
+}
+
+/// One page of devices.
+#[derive(Debug, Clone)]
+pub struct DevicePage {
+    /// The rows.
+    pub devices: Vec<DeviceRecord>,
+    /// Cursor for the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// What the collector needs from a database.
+pub trait Store: Send + Sync + 'static {
+    /// Inserts a newly enrolled device and consumes one use of its organisation's enrolment
+    /// token, atomically; refuses if the token can no longer be used at `now`.
+    fn enroll(
+        &self,
+        device: &DeviceRecord,
+        token_hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Replaces a device record, updating its organisation's aggregate in the same transaction.
+    fn put_device(&self, device: &DeviceRecord) -> Result<(), StoreError>;
+    /// A device by id.
+    fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError>;
+    /// Devices in (organisation, device id) order after `cursor`, filtered.
+    fn list_devices(
+        &self,
+        filter: &DeviceFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<DevicePage, StoreError>;
+    /// Every device id (for re-judging after a policy change).
+    fn device_ids(&self) -> Result<Vec<String>, StoreError>;
+    /// An organisation's aggregate.
+    fn org_aggregate(&self, org: &str) -> Result<Option<OrgAggregate>, StoreError>;
+    /// Stores an enrolment token record under its hash.
+    fn put_token(&self, hash: &str, token: &TokenRecord) -> Result<(), StoreError>;
+    /// An enrolment token by hash.
+    fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// Stores a person's bearer token record under its hash.
+    fn put_person(&self, hash: &str, person: &PersonRecord) -> Result<(), StoreError>;
+    /// A person by token hash.
+    fn person(&self, hash: &str) -> Result<Option<PersonRecord>, StoreError>;
+    /// Makes every write so far durable.
+    fn flush(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,225 @@
+//! The records the store keeps, serialised as JSON (readable in a debugger, versionable with
+//! `#[serde(default)]` on new fields).
+
+use commscan_core::platform::Platform;
+use commscan_core::scan::{Finding, ScanStats, Unclassified};
+use commscan_core::verdict::{ReasonKind, Status, Verdict};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use time::OffsetDateTime;
+
+/// Everything the collector knows about one device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// Device id (UUID), from the certificate.
+    pub device_id: String,
+    /// Organisation, from the certificate.
+    pub organisation: String,
+    /// Host name as last reported.
+    pub hostname: String,
+    /// Platform.
+    pub platform: Option<Platform>,
+    /// OS name and version from enrolment.
+    #[serde(default)]
+    pub os_version: String,
+    /// Agent version as last reported.
+    pub agent_version: String,
+    /// When the device enrolled.
+    #[serde(with = "time::serde::rfc3339")]
+    pub enrolled_at: OffsetDateTime,
+    /// When it last reported.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub last_report: Option<OffsetDateTime>,
+    /// Highest report sequence applied.
+    pub last_sequence: u64,
+    /// Current findings.
+    pub findings: Vec<Finding>,
+    /// Current unclassified candidates.
+    pub unclassified: Vec<Unclassified>,
+    /// Stats of the last scan.
+    pub stats: ScanStats,
+    /// When each currently present product was first seen.
+    #[serde(default)]
+    pub first_seen: BTreeMap<String, OffsetDateTime>,
+    /// The current verdict.
+    pub verdict: Verdict,
+    /// When the verdict was computed.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub judged_at: Option<OffsetDateTime>,
+    /// The policy that judged (`id`).
+    #[serde(default)]
+    pub policy: String,
+    /// Revoked devices are refused; their history stays.
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+impl DeviceRecord {
+    /// A freshly enrolled device that has not reported.
+    pub fn enrolled(
+        device_id: String,
+        organisation: String,
+        hostname: String,
+        platform: Option<Platform>,
+        os_version: String,
+        agent_version: String,
+        now: OffsetDateTime,
+    ) -> DeviceRecord {
+        DeviceRecord {
+            device_id,
+            organisation,
+            hostname,
+            platform,
+            os_version,
+            agent_version,
+            enrolled_at: now,
+            last_report: None,
+            last_sequence: 0,
+            findings: Vec::new(),
+            unclassified: Vec::new(),
+            stats: ScanStats::default(),
+            first_seen: BTreeMap::new(),
+            verdict: Verdict {
+                status: Status::Unknown,
+                reasons: Vec::new(),
+            },
+            judged_at: None,
+            policy: String::new(),
+            revoked: false,
+        }
+    }
+
+    /// What this device adds to its organisation's aggregate.
+    pub fn contribution(&self) -> Contribution {
+        let violating: BTreeSet<String> = self
+            .verdict
+            .reasons
+            .iter()
+            .filter(|r| r.kind == ReasonKind::Violation)
+            .map(|r| r.product.clone())
+            .collect();
+        Contribution {
+            status: self.verdict.status,
+            products: self.findings.iter().map(|f| f.product.clone()).collect(),
+            violating,
+        }
+    }
+}
+
+/// A device's share of an aggregate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contribution {
+    /// Its status.
+    pub status: Status,
+    /// Products found.
+    pub products: BTreeSet<String>,
+    /// Products in violation.
+    pub violating: BTreeSet<String>,
+}
+
+/// Per-product counts in an aggregate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductCounts {
+    /// Devices where the product is found.
+    pub devices: u64,
+    /// Of those, devices where it is a violation.
+    pub violating: u64,
+}
+
+/// An organisation's counts, maintained incrementally.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgAggregate {
+    /// Enrolled devices.
+    pub devices: u64,
+    /// Devices per status.
+    pub by_status: BTreeMap<Status, u64>,
+    /// Counts per product.
+    pub by_product: BTreeMap<String, ProductCounts>,
+}
+
+impl OrgAggregate {
+    /// Adds (`sign = 1`) or removes (`sign = -1`) a device's contribution.
+    pub fn apply(&mut self, c: &Contribution, add: bool) {
+        fn step(v: &mut u64, add: bool) {
+            *v = if add { *v + 1 } else { v.saturating_sub(1) };
+        }
+        step(&mut self.devices, add);
+        step(self.by_status.entry(c.status).or_default(), add);
+        for p in &c.products {
+            let e = self.by_product.entry(p.clone()).or_default();
+            step(&mut e.devices, add);
+            if c.violating.contains(p) {
+                step(&mut e.violating, add);
+            }
+        }
+        self.by_status.retain(|_, v| *v > 0);
+        self.by_product
+            .retain(|_, v| v.devices > 0 || v.violating > 0);
+    }
+
+    /// Compliant and waived devices as a percentage of all devices.
+    pub fn percent_compliant(&self) -> f64 {
+        if self.devices == 0 {
+            return 0.0;
+        }
+        let ok = self.by_status.get(&Status::Compliant).copied().unwrap_or(0)
+            + self.by_status.get(&Status::Waived).copied().unwrap_or(0);
+        100.0 * ok as f64 / self.devices as f64
+    }
+}
+
+/// An enrolment token, stored under the SHA-256 of its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Organisation devices enrol into.
+    pub organisation: String,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it stops working; `None` never.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub expires_at: Option<OffsetDateTime>,
+    /// Uses left; `None` unlimited.
+    pub uses_left: Option<u64>,
+    /// Revoked tokens never work.
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+impl TokenRecord {
+    /// The record after one more use at `now`, or why the token cannot be used.
+    pub fn consume(&self, now: OffsetDateTime) -> Result<TokenRecord, String> {
+        if self.revoked {
+            return Err("token revoked".into());
+        }
+        if self.expires_at.is_some_and(|e| now >= e) {
+            return Err("token expired".into());
+        }
+        let uses_left = match self.uses_left {
+            Some(0) => return Err("token has no uses left".into()),
+            Some(n) => Some(n - 1),
+            None => None,
+        };
+        Ok(TokenRecord {
+            uses_left,
+            ..self.clone()
+        })
+    }
+}
+
+/// A person allowed to query, stored under the SHA-256 of their bearer token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonRecord {
+    /// Who.
+    pub name: String,
+    /// Their role.
+    pub role: Role,
+}
+
+/// What a person may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything.
+    Admin,
+}

@@ -1,0 +1,276 @@
+//! The deployment's PKI: a CA, the collector's server certificate, and device certificates
+//! signed from agents' CSRs.
+//!
+//! Keys are ECDSA P-256 (rcgen on `ring`). The CA signs two kinds of leaf: server certificates
+//! (EKU serverAuth, DNS/IP SANs) and device certificates (EKU clientAuth, one URI SAN naming the
+//! device, see [`crate::identity`]). A device's private key is generated on the device and never
+//! leaves it: the collector signs the public key of the CSR and ignores the CSR's names.
+
+use crate::identity::DeviceIdentity;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use std::time::Duration;
+use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// Validity of a freshly created CA.
+pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86_400);
+/// Validity of a server certificate.
+pub const SERVER_VALIDITY: Duration = Duration::from_secs(397 * 86_400);
+/// Validity of a device certificate: short-lived, renewed by the agent.
+pub const DEVICE_VALIDITY: Duration = Duration::from_secs(30 * 86_400);
+
+/// A PKI failure.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// Key or certificate material could not be parsed.
+    #[error("invalid {what}: {source}")]
+    Invalid {
+        /// What was being parsed.
+        what: &'static str,
+        /// The parser's error.
+        source: rcgen::Error,
+    },
+    /// Signing failed.
+    #[error("signing failed: {0}")]
+    Sign(rcgen::Error),
+    /// A PEM certificate could not be read.
+    #[error("invalid certificate: {0}")]
+    Certificate(String),
+}
+
+/// A certificate with its private key, both PEM.
+#[derive(Debug, Clone)]
+pub struct Pem {
+    /// Certificate PEM.
+    pub cert: String,
+    /// Private key PEM (PKCS#8).
+    pub key: String,
+}
+
+/// The deployment CA, able to sign.
+pub struct Authority {
+    cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority").finish_non_exhaustive()
+    }
+}
+
+fn random_serial() -> SerialNumber {
+    let mut bytes = *uuid::Uuid::new_v4().as_bytes();
+    bytes[0] &= 0x7f; // positive
+    SerialNumber::from_slice(&bytes)
+}
+
+fn validity(params: &mut CertificateParams, for_: Duration) {
+    let now = OffsetDateTime::now_utc();
+    // A little back-dating tolerates clock skew between collector and devices.
+    params.not_before = now - Duration::from_secs(300);
+    params.not_after = now + for_;
+}
+
+impl Authority {
+    /// Creates a new CA named after the trust domain.
+    pub fn generate(trust_domain: &str) -> Result<(Authority, Pem), PkiError> {
+        let key = KeyPair::generate().map_err(PkiError::Sign)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("commscan CA {trust_domain}"));
+        dn.push(DnType::OrganizationName, "commscan");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.serial_number = Some(random_serial());
+        validity(&mut params, CA_VALIDITY);
+        let cert = params.self_signed(&key).map_err(PkiError::Sign)?;
+        let pem = Pem {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        };
+        let authority = Authority::from_pem(&pem.cert, &pem.key)?;
+        Ok((authority, pem))
+    }
+
+    /// Loads a CA from PEM certificate and key.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Authority, PkiError> {
+        let key = KeyPair::from_pem(key_pem).map_err(|source| PkiError::Invalid {
+            what: "CA key",
+            source,
+        })?;
+        let issuer =
+            Issuer::from_ca_cert_pem(cert_pem, key).map_err(|source| PkiError::Invalid {
+                what: "CA certificate",
+                source,
+            })?;
+        Ok(Authority {
+            cert_pem: cert_pem.to_owned(),
+            issuer,
+        })
+    }
+
+    /// The CA certificate in PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// Issues a server certificate for the given DNS names and IP addresses.
+    pub fn issue_server(&self, names: &[String]) -> Result<Pem, PkiError> {
+        let key = KeyPair::generate().map_err(PkiError::Sign)?;
+        let mut params =
+            CertificateParams::new(names.to_vec()).map_err(|source| PkiError::Invalid {
+                what: "server name",
+                source,
+            })?;
+        let mut dn = DistinguishedName::new();
+        dn.push(
+            DnType::CommonName,
+            names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "commscan-collector".into()),
+        );
+        params.distinguished_name = dn;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.serial_number = Some(random_serial());
+        params.use_authority_key_identifier_extension = true;
+        validity(&mut params, SERVER_VALIDITY);
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(PkiError::Sign)?;
+        Ok(Pem {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        })
+    }
+
+    /// Signs a device CSR for `identity`. Only the CSR's public key is used.
+    pub fn sign_device_csr(
+        &self,
+        csr_pem: &str,
+        identity: &DeviceIdentity,
+        valid_for: Duration,
+    ) -> Result<(String, OffsetDateTime), PkiError> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|source| {
+            PkiError::Invalid {
+                what: "certificate signing request",
+                source,
+            }
+        })?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, identity.device_id.clone());
+        dn.push(DnType::OrganizationName, identity.organisation.clone());
+        params.distinguished_name = dn;
+        let uri = identity
+            .uri()
+            .try_into()
+            .map_err(|source| PkiError::Invalid {
+                what: "device URI",
+                source,
+            })?;
+        params.subject_alt_names = vec![SanType::URI(uri)];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.serial_number = Some(random_serial());
+        params.use_authority_key_identifier_extension = true;
+        validity(&mut params, valid_for);
+        let not_after = params.not_after;
+        let signed = CertificateSigningRequestParams {
+            params,
+            public_key: csr.public_key,
+        }
+        .signed_by(&self.issuer)
+        .map_err(PkiError::Sign)?;
+        Ok((signed.pem(), not_after))
+    }
+}
+
+/// Generates a device key pair and a CSR for it. Returns `(key_pem, csr_pem)`.
+pub fn device_key_and_csr() -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate().map_err(PkiError::Sign)?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "commscan device");
+    params.distinguished_name = dn;
+    let csr = params.serialize_request(&key).map_err(PkiError::Sign)?;
+    Ok((key.serialize_pem(), csr.pem().map_err(PkiError::Sign)?))
+}
+
+/// The DER of the first certificate in a PEM text.
+pub fn first_cert_der(pem: &str) -> Result<Vec<u8>, PkiError> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .map(|c| c.to_vec())
+        .map_err(|e| PkiError::Certificate(e.to_string()))
+}
+
+/// When the first certificate of a PEM text expires.
+pub fn not_after(pem: &str) -> Result<OffsetDateTime, PkiError> {
+    let der = first_cert_der(pem)?;
+    let (_, cert) =
+        X509Certificate::from_der(&der).map_err(|e| PkiError::Certificate(e.to_string()))?;
+    Ok(cert.validity().not_after.to_datetime())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_certificate_names_the_identity_and_ignores_csr_names() {
+        let (ca, _) = Authority::generate("test.local").unwrap();
+        let (_key, csr) = device_key_and_csr().unwrap();
+        let id = DeviceIdentity {
+            trust_domain: "test.local".into(),
+            organisation: "acme".into(),
+            device_id: uuid::Uuid::new_v4().to_string(),
+        };
+        let (cert, not_after_t) = ca.sign_device_csr(&csr, &id, DEVICE_VALIDITY).unwrap();
+        let der = first_cert_der(&cert).unwrap();
+        assert_eq!(DeviceIdentity::from_certificate_der(&der).unwrap(), id);
+        assert_eq!(
+            not_after(&cert).unwrap().unix_timestamp(),
+            not_after_t.unix_timestamp()
+        );
+    }
+
+    #[test]
+    fn garbage_csr_is_rejected() {
+        let (ca, _) = Authority::generate("t").unwrap();
+        let id = DeviceIdentity {
+            trust_domain: "t".into(),
+            organisation: "a".into(),
+            device_id: uuid::Uuid::new_v4().to_string(),
+        };
+        assert!(
+            ca.sign_device_csr(
+                "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+                &id,
+                DEVICE_VALIDITY
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn authority_reloads_from_pem() {
+        let (_, pem) = Authority::generate("t").unwrap();
+        let ca = Authority::from_pem(&pem.cert, &pem.key).unwrap();
+        let server = ca
+            .issue_server(&["localhost".into(), "127.0.0.1".into()])
+            .unwrap();
+        assert!(not_after(&server.cert).is_ok());
+        assert!(Authority::from_pem(&pem.cert, "not a key").is_err());
+    }
+}

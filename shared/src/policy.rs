@@ -1,0 +1,552 @@
+//! The policy language and its evaluation.
+//!
+//! A policy is a TOML file an officer can read (see `policies/` at the repository root):
+//!
+//! ```toml
+//! version = 1
+//! id = "ministry-letter"
+//! name = "Ministry letter: domestic communication software only"
+//! counts = "installed"          # "installed": installed or running counts; "running": only running
+//! default_action = "allow"      # for catalogued products no rule names
+//!
+//! [[rule]]
+//! id = "domestic-register"
+//! action = "allow"
+//! registers = ["ru-domestic-software"]
+//!
+//! [[rule]]
+//! id = "named-foreign"
+//! action = "deny"
+//! products = ["zoom", "skype", "whatsapp"]
+//! enforcement = "enforce"       # notify | warn | enforce
+//!
+//! [[rule]]
+//! id = "foreign-vc"
+//! action = "deny"
+//! categories = ["messenger", "video_conferencing"]
+//! except_countries = ["RU"]
+//! enforcement = "warn"
+//! grace = "30d"                 # warn: noncompliant once this long has passed since first sighting
+//!
+//! [[waiver]]
+//! scope = "device"              # or "organisation"
+//! device = "6f1c…"
+//! product = "zoom"
+//! reason = "court hearings by Zoom until the domestic system is certified"
+//! approver = "i.petrova"
+//! expires = 2026-12-31          # required; the waiver counts through that day (UTC)
+//! ```
+//!
+//! Semantics:
+//! - Rules are tried in file order; the first rule whose selectors all match a product decides.
+//!   Within one selector the values are alternatives (`categories = [a, b]` is a or b); across
+//!   selectors they combine (`categories` and `except_countries`). A rule needs a selector.
+//! - A finding counts when it is installed or running (`counts = "installed"`), or only when
+//!   running (`counts = "running"`).
+//! - A denied finding under `enforce` is a violation at once; under `warn` it is a notice until
+//!   `grace` has passed since the product's first sighting on the device, then a violation;
+//!   under `notify` it is only ever a notice.
+//! - A violation covered by an unexpired waiver (device or organisation scope) is waived. An
+//!   expired waiver stops counting by itself: evaluation takes `now`.
+//! - Verdict: any unwaived violation → noncompliant; else any waived violation → waived; else
+//!   compliant. Reasons are sentences an officer can read.
+//!
+//! Parsing collects every problem (syntax, unknown product or register ids, invalid country
+//! codes, waivers without expiry...) with file, line and key, so a failed reload names them all
+//! and the caller keeps the policy in force.
+
+use crate::catalog::{Catalog, Category, is_country_code, is_slug};
+use crate::duration::parse_duration;
+use crate::register::Registers;
+use crate::textpos::{Problem, Problems, line_of, toml_problem};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+use time::OffsetDateTime;
+use toml::Spanned;
+
+/// The policy the collector applies when none is configured: the seed case, a ministry letter.
+pub const DEFAULT_POLICY: &str = include_str!("../../policies/ministry-letter.toml");
+
+/// What a rule does with the products it selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Permitted.
+    Allow,
+    /// Forbidden.
+    Deny,
+}
+
+/// How a denial is enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Enforcement {
+    /// Recorded, never noncompliant.
+    Notify,
+    /// Noncompliant once the grace period since first sighting has passed.
+    Warn,
+    /// Noncompliant at once.
+    Enforce,
+}
+
+/// Which findings count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Counts {
+    /// Installed or running.
+    Installed,
+    /// Only running.
+    Running,
+}
+
+/// Whom a waiver covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum WaiverScope {
+    /// One device.
+    Device(String),
+    /// Every device of an organisation.
+    Organisation(String),
+}
+
+/// A time-limited exception for one product.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Waiver {
+    /// Whom it covers.
+    pub scope: WaiverScope,
+    /// The product.
+    pub product: String,
+    /// Why.
+    pub reason: String,
+    /// Who approved it.
+    pub approver: String,
+    /// When it stops counting.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires: OffsetDateTime,
+}
+
+/// One rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    /// Name used in reasons.
+    pub id: String,
+    /// Allow or deny.
+    pub action: Action,
+    /// How a denial is enforced.
+    pub enforcement: Enforcement,
+    /// Grace period for `warn`.
+    pub grace: Option<Duration>,
+    /// Product ids selected.
+    pub products: Vec<String>,
+    /// Products of these registers selected.
+    pub registers: Vec<String>,
+    /// Products of these categories selected.
+    pub categories: Vec<Category>,
+    /// Products from these countries selected.
+    pub countries: Vec<String>,
+    /// Products from these countries never selected.
+    pub except_countries: Vec<String>,
+}
+
+/// A validated policy.
+#[derive(Debug, Clone, Serialize)]
+pub struct Policy {
+    /// Stable id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Which findings count.
+    pub counts: Counts,
+    /// For catalogued products no rule selects.
+    pub default_action: Action,
+    /// Enforcement of the default when it denies.
+    pub default_enforcement: Enforcement,
+    /// Rules in file order.
+    pub rules: Vec<Rule>,
+    /// Waivers.
+    pub waivers: Vec<Waiver>,
+    /// Product facts the rules need, resolved at load time.
+    #[serde(skip)]
+    facts: BTreeMap<String, ProductFacts>,
+}
+
+#[derive(Debug, Clone)]
+struct ProductFacts {
+    country: String,
+    categories: Vec<Category>,
+    registers: Vec<String>,
+}
+
+impl Policy {
+    /// Country, categories and registers of a product, if the catalog knows it.
+    pub(crate) fn facts_of(
+        &self,
+        product: &str,
+    ) -> Option<(&String, &Vec<Category>, &Vec<String>)> {
+        self.facts
+            .get(product)
+            .map(|f| (&f.country, &f.categories, &f.registers))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    version: Spanned<u32>,
+    id: Spanned<String>,
+    name: String,
+    description: Option<String>,
+    counts: Option<Counts>,
+    default_action: Option<Action>,
+    default_enforcement: Option<Enforcement>,
+    #[serde(default)]
+    rule: Vec<RawRule>,
+    #[serde(default)]
+    waiver: Vec<RawWaiver>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    id: Spanned<String>,
+    action: Action,
+    enforcement: Option<Enforcement>,
+    grace: Option<Spanned<String>>,
+    #[serde(default = "no_values")]
+    products: Spanned<Vec<String>>,
+    #[serde(default = "no_values")]
+    registers: Spanned<Vec<String>>,
+    #[serde(default = "no_values")]
+    categories: Spanned<Vec<String>>,
+    #[serde(default = "no_values")]
+    countries: Spanned<Vec<String>>,
+    #[serde(default = "no_values")]
+    except_countries: Spanned<Vec<String>>,
+}
+
+fn no_values() -> Spanned<Vec<String>> {
+    Spanned::new(0..0, Vec::new())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWaiver {
+    scope: Spanned<String>,
+    device: Option<String>,
+    organisation: Option<String>,
+    product: Spanned<String>,
+    reason: Option<String>,
+    approver: Option<String>,
+    expires: Option<Spanned<toml::value::Datetime>>,
+}
+
+/// Converts a TOML date or date-time to the instant a waiver stops counting.
+/// A bare date counts through that whole day in UTC.
+fn expiry_instant(dt: &toml::value::Datetime) -> Result<OffsetDateTime, String> {
+    let date = dt.date.ok_or("a time without a date is not an expiry")?;
+    let month = time::Month::try_from(date.month).map_err(|e| e.to_string())?;
+    let day = time::Date::from_calendar_date(i32::from(date.year), month, date.day)
+        .map_err(|e| e.to_string())?;
+    match dt.time {
+        None => Ok(day
+            .next_day()
+            .ok_or("date out of range")?
+            .midnight()
+            .assume_utc()),
+        Some(t) => {
+            let tm = time::Time::from_hms_nano(t.hour, t.minute, t.second, t.nanosecond)
+                .map_err(|e| e.to_string())?;
+            let offset = match dt.offset {
+                None | Some(toml::value::Offset::Z) => time::UtcOffset::UTC,
+                Some(toml::value::Offset::Custom { minutes }) => {
+                    time::UtcOffset::from_whole_seconds(i32::from(minutes) * 60)
+                        .map_err(|e| e.to_string())?
+                }
+            };
+            Ok(day
+                .with_time(tm)
+                .assume_offset(offset)
+                .to_offset(time::UtcOffset::UTC))
+        }
+    }
+}
+
+impl Policy {
+    /// The embedded default policy, checked against `catalog` and `registers`.
+    pub fn embedded(catalog: &Catalog, registers: &Registers) -> Result<Policy, Problems> {
+        Policy::parse("<embedded policy>", DEFAULT_POLICY, catalog, registers)
+    }
+
+    /// Loads a policy file.
+    pub fn from_file(
+        path: &std::path::Path,
+        catalog: &Catalog,
+        registers: &Registers,
+    ) -> Result<Policy, Problems> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Problems(vec![Problem {
+                file: name.clone(),
+                line: None,
+                key: "(file)".into(),
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Policy::parse(&name, &text, catalog, registers)
+    }
+
+    /// Parses and validates policy text against a catalog and its registers.
+    pub fn parse(
+        file: &str,
+        text: &str,
+        catalog: &Catalog,
+        registers: &Registers,
+    ) -> Result<Policy, Problems> {
+        let raw: RawPolicy =
+            toml::from_str(text).map_err(|e| Problems(vec![toml_problem(file, text, &e)]))?;
+        let mut problems = Vec::new();
+        let mut p = |span: std::ops::Range<usize>, key: String, message: String| {
+            problems.push(Problem {
+                file: file.to_owned(),
+                line: Some(line_of(text, span.start)),
+                key,
+                message,
+            })
+        };
+        if *raw.version.get_ref() != 1 {
+            p(
+                raw.version.span(),
+                "version".into(),
+                format!(
+                    "unsupported version {} (this build reads 1)",
+                    raw.version.get_ref()
+                ),
+            );
+        }
+        if !is_slug(raw.id.get_ref()) {
+            p(
+                raw.id.span(),
+                "id".into(),
+                format!("'{}' is not a lowercase slug", raw.id.get_ref()),
+            );
+        }
+        let mut rule_ids = HashSet::new();
+        let mut rules = Vec::new();
+        for (i, r) in raw.rule.into_iter().enumerate() {
+            let key = |k: &str| format!("rule[{i}].{k}");
+            if !is_slug(r.id.get_ref()) {
+                p(
+                    r.id.span(),
+                    key("id"),
+                    format!("'{}' is not a lowercase slug", r.id.get_ref()),
+                );
+            }
+            if !rule_ids.insert(r.id.get_ref().clone()) {
+                p(
+                    r.id.span(),
+                    key("id"),
+                    format!("duplicate rule id '{}'", r.id.get_ref()),
+                );
+            }
+            for prod in r.products.get_ref() {
+                if !catalog.contains(prod) {
+                    p(
+                        r.products.span(),
+                        key("products"),
+                        format!("unknown product id '{prod}' (see `commscanctl catalog list`)"),
+                    );
+                }
+            }
+            for reg in r.registers.get_ref() {
+                if registers.get(reg).is_none() {
+                    p(
+                        r.registers.span(),
+                        key("registers"),
+                        format!("unknown register '{reg}'"),
+                    );
+                }
+            }
+            let mut categories = Vec::new();
+            for c in r.categories.get_ref() {
+                match c.parse::<Category>() {
+                    Ok(c) => categories.push(c),
+                    Err(e) => p(r.categories.span(), key("categories"), e),
+                }
+            }
+            for (sel, list) in [
+                ("countries", &r.countries),
+                ("except_countries", &r.except_countries),
+            ] {
+                for c in list.get_ref() {
+                    if !is_country_code(c) {
+                        p(
+                            list.span(),
+                            key(sel),
+                            format!("'{c}' is not an ISO 3166-1 alpha-2 code like 'US'"),
+                        );
+                    }
+                }
+            }
+            if r.products.get_ref().is_empty()
+                && r.registers.get_ref().is_empty()
+                && r.categories.get_ref().is_empty()
+                && r.countries.get_ref().is_empty()
+                && r.except_countries.get_ref().is_empty()
+            {
+                p(r.id.span(), key("products"), "a rule needs at least one selector (products, registers, categories, countries, except_countries)".into());
+            }
+            let enforcement = r.enforcement.unwrap_or(Enforcement::Enforce);
+            let grace = match &r.grace {
+                None => None,
+                Some(g) => match parse_duration(g.get_ref()) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        p(g.span(), key("grace"), e);
+                        None
+                    }
+                },
+            };
+            if enforcement == Enforcement::Warn && r.grace.is_none() {
+                p(
+                    r.id.span(),
+                    key("grace"),
+                    "enforcement 'warn' needs a grace period such as '14d'".into(),
+                );
+            }
+            if enforcement != Enforcement::Warn && r.grace.is_some() {
+                p(
+                    r.grace.as_ref().map(|g| g.span()).unwrap_or(0..0),
+                    key("grace"),
+                    "grace only applies to enforcement 'warn'".into(),
+                );
+            }
+            if r.action == Action::Allow && r.enforcement.is_some() {
+                p(
+                    r.id.span(),
+                    key("enforcement"),
+                    "enforcement only applies to action 'deny'".into(),
+                );
+            }
+            rules.push(Rule {
+                id: r.id.into_inner(),
+                action: r.action,
+                enforcement,
+                grace,
+                products: r.products.into_inner(),
+                registers: r.registers.into_inner(),
+                categories,
+                countries: r.countries.into_inner(),
+                except_countries: r.except_countries.into_inner(),
+            });
+        }
+        let mut waivers = Vec::new();
+        for (i, w) in raw.waiver.into_iter().enumerate() {
+            let key = |k: &str| format!("waiver[{i}].{k}");
+            if !catalog.contains(w.product.get_ref()) {
+                p(
+                    w.product.span(),
+                    key("product"),
+                    format!("unknown product id '{}'", w.product.get_ref()),
+                );
+            }
+            let scope = match (w.scope.get_ref().as_str(), w.device, w.organisation) {
+                ("device", Some(d), None) => Some(WaiverScope::Device(d)),
+                ("organisation", None, Some(o)) => Some(WaiverScope::Organisation(o)),
+                ("device", _, _) => {
+                    p(
+                        w.scope.span(),
+                        key("device"),
+                        "scope 'device' needs `device` and no `organisation`".into(),
+                    );
+                    None
+                }
+                ("organisation", _, _) => {
+                    p(
+                        w.scope.span(),
+                        key("organisation"),
+                        "scope 'organisation' needs `organisation` and no `device`".into(),
+                    );
+                    None
+                }
+                (other, _, _) => {
+                    p(
+                        w.scope.span(),
+                        key("scope"),
+                        format!("unknown scope '{other}' (device, organisation)"),
+                    );
+                    None
+                }
+            };
+            let expires = match &w.expires {
+                None => {
+                    p(
+                        w.product.span(),
+                        key("expires"),
+                        "a waiver needs an expiry date (e.g. expires = 2026-12-31)".into(),
+                    );
+                    None
+                }
+                Some(e) => match expiry_instant(e.get_ref()) {
+                    Ok(t) => Some(t),
+                    Err(m) => {
+                        p(e.span(), key("expires"), m);
+                        None
+                    }
+                },
+            };
+            for (field, v) in [("reason", &w.reason), ("approver", &w.approver)] {
+                if v.as_deref().is_none_or(|s| s.trim().is_empty()) {
+                    p(
+                        w.product.span(),
+                        key(field),
+                        format!("a waiver needs a {field}"),
+                    );
+                }
+            }
+            if let (Some(scope), Some(expires)) = (scope, expires) {
+                waivers.push(Waiver {
+                    scope,
+                    product: w.product.into_inner(),
+                    reason: w.reason.unwrap_or_default(),
+                    approver: w.approver.unwrap_or_default(),
+                    expires,
+                });
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Problems(problems));
+        }
+        let facts = catalog
+            .products()
+            .iter()
+            .map(|prod| {
+                let regs = registers
+                    .iter()
+                    .filter(|r| r.products.contains(&prod.id))
+                    .map(|r| r.id.clone())
+                    .collect();
+                (
+                    prod.id.clone(),
+                    ProductFacts {
+                        country: prod.country.clone(),
+                        categories: prod.categories.clone(),
+                        registers: regs,
+                    },
+                )
+            })
+            .collect();
+        Ok(Policy {
+            id: raw.id.into_inner(),
+            name: raw.name,
+            description: raw.description,
+            counts: raw.counts.unwrap_or(Counts::Installed),
+            default_action: raw.default_action.unwrap_or(Action::Allow),
+            default_enforcement: raw.default_enforcement.unwrap_or(Enforcement::Enforce),
+            rules,
+            waivers,
+            facts,
+        })
+    }
+}

@@ -1,0 +1,165 @@
+//! Registers: named lists of product ids approved by an authority (for example a country's
+//! register of domestic software). Policies reference registers by id, so the same policy
+//! follows the register as it grows.
+//!
+//! Registers are data (`shared/catalog/registers.toml`), embedded and replaceable like the
+//! catalog, and validated against a catalog: every product id must exist.
+
+use crate::catalog::{Catalog, is_slug};
+use crate::textpos::{Problem, Problems, line_of, toml_problem};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+/// The registers shipped with commscan.
+pub const EMBEDDED_REGISTERS: &str = include_str!("../catalog/registers.toml");
+
+/// A named list of approved products.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Register {
+    /// Stable slug.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Who maintains it.
+    pub authority: String,
+    /// Caveats.
+    pub note: Option<String>,
+    /// Member product ids.
+    pub products: Vec<String>,
+    /// Where membership comes from.
+    pub sources: Vec<String>,
+}
+
+/// Every register, by id.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Registers {
+    registers: BTreeMap<String, Register>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    version: Spanned<u32>,
+    #[serde(default)]
+    register: Vec<RawRegister>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegister {
+    id: Spanned<String>,
+    name: String,
+    authority: String,
+    note: Option<String>,
+    products: Spanned<Vec<String>>,
+    #[serde(default)]
+    sources: Vec<String>,
+}
+
+impl Registers {
+    /// The registers embedded in this build, checked against `catalog`.
+    pub fn embedded(catalog: &Catalog) -> Result<Registers, Problems> {
+        Registers::parse("<embedded registers>", EMBEDDED_REGISTERS, catalog)
+    }
+
+    /// Parses registers and checks every member against `catalog`.
+    pub fn parse(file: &str, text: &str, catalog: &Catalog) -> Result<Registers, Problems> {
+        let raw: RawFile =
+            toml::from_str(text).map_err(|e| Problems(vec![toml_problem(file, text, &e)]))?;
+        let mut problems = Vec::new();
+        let mut p = |span: std::ops::Range<usize>, key: String, message: String| {
+            problems.push(Problem {
+                file: file.to_owned(),
+                line: Some(line_of(text, span.start)),
+                key,
+                message,
+            })
+        };
+        if *raw.version.get_ref() != 1 {
+            p(
+                raw.version.span(),
+                "version".into(),
+                format!("unsupported version {}", raw.version.get_ref()),
+            );
+        }
+        let mut registers = BTreeMap::new();
+        for (i, r) in raw.register.into_iter().enumerate() {
+            let id = r.id.get_ref().clone();
+            if !is_slug(&id) {
+                p(
+                    r.id.span(),
+                    format!("register[{i}].id"),
+                    format!("'{id}' is not a lowercase slug"),
+                );
+            }
+            if registers.contains_key(&id) {
+                p(
+                    r.id.span(),
+                    format!("register[{i}].id"),
+                    format!("duplicate register id '{id}'"),
+                );
+            }
+            for prod in r.products.get_ref() {
+                if !catalog.contains(prod) {
+                    p(
+                        r.products.span(),
+                        format!("register[{i}].products"),
+                        format!("unknown product id '{prod}'"),
+                    );
+                }
+            }
+            registers.insert(
+                id.clone(),
+                Register {
+                    id,
+                    name: r.name,
+                    authority: r.authority,
+                    note: r.note,
+                    products: r.products.into_inner(),
+                    sources: r.sources,
+                },
+            );
+        }
+        if problems.is_empty() {
+            Ok(Registers { registers })
+        } else {
+            Err(Problems(problems))
+        }
+    }
+
+    /// A register by id.
+    pub fn get(&self, id: &str) -> Option<&Register> {
+        self.registers.get(id)
+    }
+
+    /// Every register.
+    pub fn iter(&self) -> impl Iterator<Item = &Register> {
+        self.registers.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_registers_reference_only_catalogued_products() {
+        let c = Catalog::embedded();
+        let r = Registers::embedded(&c).unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.iter().count() >= 1);
+    }
+
+    #[test]
+    fn unknown_members_are_named() {
+        let c = Catalog::embedded();
+        let text = "version = 1\n[[register]]\nid = \"r\"\nname = \"R\"\nauthority = \"A\"\nproducts = [\"zoom\", \"no-such-app\"]\n";
+        let err = Registers::parse("r.toml", text, &c)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("r.toml:6: register[0].products: unknown product id 'no-such-app'"),
+            "{err}"
+        );
+    }
+}
