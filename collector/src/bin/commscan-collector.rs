@@ -187,10 +187,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `dev` prints its own story on stdout; its logs stay quiet unless asked for.
+    let default_filter = match cli.command {
+        Command::Dev { .. } => "warn",
+        _ => "warn,commscan_collector=info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("COMMSCAN_LOG")
-                .unwrap_or_else(|_| "warn,commscan_collector=info".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();

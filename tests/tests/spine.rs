@@ -1,0 +1,354 @@
+//! The spine end to end: enrolment over TLS, reporting over mutual TLS, judging, querying,
+//! and restarts, with real servers on loopback.
+
+use commscan_agent::transport::{SessionEnd, TransportError};
+use commscan_core::identity::DeviceIdentity;
+use commscan_core::pki::{Authority, DEVICE_VALIDITY, device_key_and_csr};
+use commscan_proto::v1::{self, reporting_client::ReportingClient};
+use commscan_tests::{TestCollector, dpkg_fixture, reporter};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const ZOOM: (&str, &str, &str) = ("zoom", "install ok installed", "6.1.0.198");
+
+async fn report_once(c: &TestCollector, agent: &str, root: &std::path::Path) -> String {
+    let data = c.enroll_agent(agent).await;
+    let id = data.identity().unwrap().device_id;
+    let end = reporter(data, root)
+        .session(Duration::from_secs(3600), true, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(matches!(end, SessionEnd::Acked(1)), "{end:?}");
+    id
+}
+
+#[tokio::test]
+async fn device_with_zoom_in_dpkg_is_noncompliant_with_zoom_as_the_reason() {
+    let c = TestCollector::start().await;
+    let root = dpkg_fixture(&[ZOOM, ("bash", "install ok installed", "5.2")]);
+    let id = report_once(&c, "laptop-1", root.path()).await;
+
+    let mut q = c.query().await;
+    let d = q
+        .get_device(v1::GetDeviceRequest {
+            device_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let row = d.device.unwrap();
+    assert_eq!(row.status, v1::DeviceStatus::Noncompliant as i32);
+    assert_eq!(row.organisation, "acme");
+    assert_eq!(row.products, vec!["zoom"]);
+    let verdict = d.verdict.unwrap();
+    assert_eq!(verdict.reasons.len(), 1);
+    let reason = &verdict.reasons[0];
+    assert_eq!(reason.product, "zoom");
+    assert!(
+        reason
+            .text
+            .contains("zoom installed (dpkg: package zoom 6.1.0.198)"),
+        "{}",
+        reason.text
+    );
+    assert!(
+        reason.text.contains("denied by rule 'named-in-letter'"),
+        "{}",
+        reason.text
+    );
+    assert_eq!(d.findings.len(), 1);
+    assert_eq!(d.findings[0].version, "6.1.0.198");
+
+    let list = q
+        .list_devices(v1::ListDevicesRequest {
+            organisation: "acme".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.devices.len(), 1);
+    let noncompliant = q
+        .list_devices(v1::ListDevicesRequest {
+            status: v1::DeviceStatus::Noncompliant as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(noncompliant.devices.len(), 1);
+    let compliant = q
+        .list_devices(v1::ListDevicesRequest {
+            status: v1::DeviceStatus::Compliant as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(compliant.devices.is_empty());
+
+    let s = q
+        .organisation_summary(v1::OrganisationSummaryRequest {
+            organisation: "acme".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.devices, 1);
+    assert_eq!(s.percent_compliant, 0.0);
+    assert_eq!(s.by_product.len(), 1);
+    assert_eq!(
+        (
+            s.by_product[0].product.as_str(),
+            s.by_product[0].devices,
+            s.by_product[0].violating
+        ),
+        ("zoom", 1, 1)
+    );
+}
+
+#[tokio::test]
+async fn removed_package_in_config_files_state_is_not_a_finding() {
+    let c = TestCollector::start().await;
+    let root = dpkg_fixture(&[("zoom", "deinstall ok config-files", "6.1.0")]);
+    let id = report_once(&c, "laptop-2", root.path()).await;
+    let d = c
+        .query()
+        .await
+        .get_device(v1::GetDeviceRequest { device_id: id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.device.unwrap().status, v1::DeviceStatus::Compliant as i32);
+    assert!(d.findings.is_empty());
+}
+
+#[tokio::test]
+async fn enrolled_device_that_never_reported_is_unknown() {
+    let c = TestCollector::start().await;
+    let data = c.enroll_agent("quiet").await;
+    let id = data.identity().unwrap().device_id;
+    let d = c
+        .query()
+        .await
+        .get_device(v1::GetDeviceRequest { device_id: id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.device.unwrap().status, v1::DeviceStatus::Unknown as i32);
+}
+
+#[tokio::test]
+async fn client_without_certificate_cannot_open_reporting() {
+    let c = TestCollector::start().await;
+    let channel = commscan_agent::transport::channel(&c.url, &c.ca_pem, None)
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(v1::AgentMessage {
+        kind: Some(v1::agent_message::Kind::Hello(v1::Hello::default())),
+    })
+    .await
+    .unwrap();
+    let err = ReportingClient::new(channel)
+        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    assert!(
+        err.message().contains("client certificate"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn client_with_certificate_from_another_ca_cannot_connect() {
+    let c = TestCollector::start().await;
+    // A device certificate with a plausible identity, signed by an attacker's CA.
+    let (rogue, _) = Authority::generate("test.local").unwrap();
+    let (key, csr) = device_key_and_csr().unwrap();
+    let id = DeviceIdentity {
+        trust_domain: "test.local".into(),
+        organisation: "acme".into(),
+        device_id: "6f1c5c3e-2b1a-4a57-9a1e-0c2d4e1f3a5b".into(),
+    };
+    let (cert, _) = rogue.sign_device_csr(&csr, &id, DEVICE_VALIDITY).unwrap();
+    let result = async {
+        let channel =
+            commscan_agent::transport::channel(&c.url, &c.ca_pem, Some((&cert, &key))).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(v1::AgentMessage {
+            kind: Some(v1::agent_message::Kind::Hello(v1::Hello::default())),
+        })
+        .await
+        .ok();
+        ReportingClient::new(channel)
+            .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?;
+        Ok::<_, TransportError>(())
+    }
+    .await;
+    assert!(
+        result.is_err(),
+        "a certificate from another CA must not open a stream"
+    );
+    // And the collector still serves legitimate devices afterwards.
+    let root = dpkg_fixture(&[ZOOM]);
+    report_once(&c, "legit", root.path()).await;
+}
+
+#[tokio::test]
+async fn wrong_enrolment_token_is_refused_and_nothing_is_stored() {
+    let c = TestCollector::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = commscan_agent::state::DataDir::new(dir.path().join("agent"));
+    let err = commscan_agent::enroll::enroll(
+        &c.url,
+        "cse_not-a-real-token",
+        &c.ca_pem,
+        commscan_core::platform::Platform::Linux,
+        &data,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("Unauthenticated")
+            || err.to_string().contains("unknown enrolment token"),
+        "{err}"
+    );
+    assert!(
+        !data.root().exists(),
+        "nothing may be written on a failed enrolment"
+    );
+    let list = c
+        .query()
+        .await
+        .list_devices(v1::ListDevicesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(list.devices.is_empty());
+}
+
+#[tokio::test]
+async fn queries_without_a_valid_bearer_token_are_unauthenticated() {
+    let c = TestCollector::start().await;
+    let err = c
+        .query_as("csa_wrong")
+        .await
+        .list_devices(v1::ListDevicesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn restarting_the_collector_keeps_the_device_and_its_state() {
+    let mut c = TestCollector::start().await;
+    let root = dpkg_fixture(&[ZOOM]);
+    let data = c.enroll_agent("survivor").await;
+    let id = data.identity().unwrap().device_id;
+    let r = reporter(data.clone(), root.path());
+    r.session(Duration::from_secs(3600), true, &CancellationToken::new())
+        .await
+        .unwrap();
+
+    c.restart().await;
+
+    let d = c
+        .query()
+        .await
+        .get_device(v1::GetDeviceRequest {
+            device_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        d.device.unwrap().status,
+        v1::DeviceStatus::Noncompliant as i32
+    );
+    assert_eq!(d.last_sequence, 1);
+    // The same agent reconnects with its stored certificate and continues the sequence.
+    let end = r
+        .session(Duration::from_secs(3600), true, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(end, SessionEnd::Acked(2));
+}
+
+#[tokio::test]
+async fn wiped_agent_sequence_continues_after_the_collectors() {
+    let c = TestCollector::start().await;
+    let root = dpkg_fixture(&[ZOOM]);
+    let data = c.enroll_agent("amnesiac").await;
+    let r = reporter(data.clone(), root.path());
+    for expected in 1..=3 {
+        assert_eq!(
+            r.session(Duration::from_secs(3600), true, &CancellationToken::new())
+                .await
+                .unwrap(),
+            SessionEnd::Acked(expected)
+        );
+    }
+    std::fs::remove_file(data.file("sequence.json")).unwrap();
+    // Without the collector's welcome the agent would restart at 1 and be ignored forever.
+    assert_eq!(
+        r.session(Duration::from_secs(3600), true, &CancellationToken::new())
+            .await
+            .unwrap(),
+        SessionEnd::Acked(4)
+    );
+}
+
+#[tokio::test]
+async fn health_and_reflection_are_served() {
+    let c = TestCollector::start().await;
+    let channel = commscan_agent::transport::channel(&c.url, &c.ca_pem, None)
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "commscan.v1.Reporting".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut refl = ServerReflectionClient::new(channel);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = refl
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+        panic!("unexpected reflection answer")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for svc in [
+        "commscan.v1.Enrollment",
+        "commscan.v1.Reporting",
+        "commscan.v1.Query",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == svc),
+            "{svc} missing from {names:?}"
+        );
+    }
+}
