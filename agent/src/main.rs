@@ -108,8 +108,13 @@ fn target(
         Some(root) => {
             anyhow::ensure!(root.is_dir(), "--root {}: not a directory", root.display());
             let platform = platform
-                .or_else(Platform::host)
-                .context("--platform is required on this operating system")?;
+                .or_else(|| ScanTarget::detect_platform(&root))
+                .with_context(|| {
+                    format!(
+                        "--root {}: cannot tell its platform; give --platform linux|macos|windows",
+                        root.display()
+                    )
+                })?;
             Ok(ScanTarget::tree(&root, platform))
         }
         None => {

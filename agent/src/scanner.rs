@@ -9,10 +9,12 @@ use commscan_core::matcher::Matcher;
 use commscan_core::platform::Platform;
 use commscan_core::scan::{ScanReport, ScanStats};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Runs scans with a compiled catalog.
 pub struct Scanner {
+    catalog: Arc<Catalog>,
     matcher: Matcher,
 }
 
@@ -43,6 +45,28 @@ impl ScanTarget {
         })
     }
 
+    /// The platform a tree belongs to, from marker files: `Windows/System32`, macOS's
+    /// `System/Library/CoreServices/SystemVersion.plist` or `/Applications` beside `/Users`,
+    /// Linux's `etc/os-release` or package databases. `None` if nothing tells.
+    pub fn detect_platform(root: &Path) -> Option<Platform> {
+        let has = |rel: &str| root.join(rel).exists();
+        if has("Windows/System32") || has("windows/system32") {
+            Some(Platform::Windows)
+        } else if has("System/Library/CoreServices/SystemVersion.plist")
+            || (has("Applications") && has("Users"))
+        {
+            Some(Platform::Macos)
+        } else if has("etc/os-release")
+            || has("var/lib/dpkg")
+            || has("var/lib/rpm")
+            || has("usr/share/applications")
+        {
+            Some(Platform::Linux)
+        } else {
+            None
+        }
+    }
+
     /// Another tree (a fixture or a mounted disk): processes are never read.
     pub fn tree(root: &Path, platform: Platform) -> ScanTarget {
         ScanTarget {
@@ -57,6 +81,7 @@ impl Scanner {
     /// Compiles the catalog.
     pub fn new(catalog: &Catalog) -> Scanner {
         Scanner {
+            catalog: Arc::new(catalog.clone()),
             matcher: Matcher::new(catalog),
         }
     }
@@ -69,11 +94,12 @@ impl Scanner {
     /// Scans with the given sources (tests pick their own).
     pub fn scan_with(&self, target: &ScanTarget, sources: &[Box<dyn Source>]) -> ScanReport {
         let start = Instant::now();
-        let ctx = ScanContext {
-            root: target.root.clone(),
-            platform: target.platform,
-            processes: target.processes,
-        };
+        let ctx = ScanContext::with_catalog(
+            target.root.clone(),
+            target.platform,
+            target.processes,
+            self.catalog.clone(),
+        );
         let mut items = Vec::new();
         let mut stats = ScanStats::default();
         for source in sources {
@@ -92,5 +118,24 @@ impl Scanner {
             unclassified,
             stats,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_is_detected_from_marker_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        assert_eq!(ScanTarget::detect_platform(r), None);
+        std::fs::create_dir_all(r.join("var/lib/dpkg")).unwrap();
+        assert_eq!(ScanTarget::detect_platform(r), Some(Platform::Linux));
+        std::fs::create_dir_all(r.join("Applications")).unwrap();
+        std::fs::create_dir_all(r.join("Users")).unwrap();
+        assert_eq!(ScanTarget::detect_platform(r), Some(Platform::Macos));
+        std::fs::create_dir_all(r.join("Windows/System32")).unwrap();
+        assert_eq!(ScanTarget::detect_platform(r), Some(Platform::Windows));
     }
 }

@@ -569,6 +569,17 @@ impl Catalog {
         self.by_id.get(id).map(|&i| &self.products[i])
     }
 
+    /// Every value of one signature kind across the catalog, with its product id. Sources
+    /// that probe known locations (install paths) use this instead of enumerating a disk.
+    pub fn values_of(&self, kind: SignatureKind) -> impl Iterator<Item = (&str, &str)> {
+        self.products.iter().flat_map(move |p| {
+            p.signatures
+                .iter()
+                .filter(move |s| s.kind == kind)
+                .flat_map(move |s| s.values.iter().map(move |v| (p.id.as_str(), v.as_str())))
+        })
+    }
+
     /// Whether the id names a product.
     pub fn contains(&self, id: &str) -> bool {
         self.by_id.contains_key(id)

@@ -151,11 +151,7 @@ Package: discord\nStatus: install reinstreq half-installed\n";
     #[test]
     fn missing_database_is_absent_not_failed() {
         let dir = tempfile::tempdir().unwrap();
-        let ctx = ScanContext {
-            root: dir.path().into(),
-            platform: commscan_core::platform::Platform::Linux,
-            processes: false,
-        };
+        let ctx = ScanContext::new(dir.path(), commscan_core::platform::Platform::Linux, false);
         assert_eq!(Dpkg.collect(&ctx, &mut Vec::new()), SourceOutcome::Absent);
     }
 }

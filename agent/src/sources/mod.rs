@@ -6,14 +6,18 @@
 //! panic on any input, must read files streaming with bounded line lengths, and must carry on
 //! past one bad entry.
 
+use commscan_core::catalog::Catalog;
 use commscan_core::inventory::InventoryItem;
 use commscan_core::platform::Platform;
 use commscan_core::scan::SourceOutcome;
 use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 pub mod dpkg;
+pub mod fs;
 pub mod processes;
+pub mod users;
 
 /// What a scan reads.
 #[derive(Debug, Clone)]
@@ -24,9 +28,39 @@ pub struct ScanContext {
     pub platform: Platform,
     /// Whether to read the live process table (only meaningful for this machine).
     pub processes: bool,
+    /// The catalog, for sources that probe known locations (install paths) instead of
+    /// enumerating everything.
+    pub catalog: Arc<Catalog>,
+    homes: Arc<OnceLock<Vec<users::Home>>>,
 }
 
 impl ScanContext {
+    /// A context with the embedded catalog.
+    pub fn new(root: impl Into<PathBuf>, platform: Platform, processes: bool) -> ScanContext {
+        ScanContext::with_catalog(root, platform, processes, Arc::new(Catalog::embedded()))
+    }
+
+    /// A context with a given catalog.
+    pub fn with_catalog(
+        root: impl Into<PathBuf>,
+        platform: Platform,
+        processes: bool,
+        catalog: Arc<Catalog>,
+    ) -> ScanContext {
+        ScanContext {
+            root: root.into(),
+            platform,
+            processes,
+            catalog,
+            homes: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Users' home directories of the scanned system, enumerated once per scan.
+    pub fn homes(&self) -> &[users::Home] {
+        self.homes.get_or_init(|| users::homes(self))
+    }
+
     /// `rel` (an absolute path of the scanned system) under the root.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.root.join(rel.trim_start_matches('/'))

@@ -87,11 +87,7 @@ mod tests {
 
     #[test]
     fn skipped_for_offline_roots() {
-        let ctx = ScanContext {
-            root: "/nonexistent".into(),
-            platform: Platform::Linux,
-            processes: false,
-        };
+        let ctx = ScanContext::new("/nonexistent", Platform::Linux, false);
         assert_eq!(
             Processes.collect(&ctx, &mut Vec::new()),
             SourceOutcome::Skipped
@@ -100,11 +96,7 @@ mod tests {
 
     #[test]
     fn this_machine_has_processes() {
-        let ctx = ScanContext {
-            root: "/".into(),
-            platform: Platform::Linux,
-            processes: true,
-        };
+        let ctx = ScanContext::new("/", Platform::Linux, true);
         let mut out = Vec::new();
         assert_eq!(Processes.collect(&ctx, &mut out), SourceOutcome::Ok);
         assert!(
