@@ -19,15 +19,25 @@
 use crate::catalog::{Catalog, SignatureKind, Strength};
 use crate::inventory::{InventoryItem, Presence};
 use crate::scan::{Evidence, Finding, Unclassified};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use unicode_normalization::UnicodeNormalization;
 
 /// At most this many evidence entries are kept per finding; the rest are counted.
 pub const MAX_EVIDENCE: usize = 16;
 
-/// Normalises a value for comparison: NFC, then lowercase.
-pub fn normalise(s: &str) -> String {
-    s.nfc().flat_map(char::to_lowercase).collect()
+/// Normalises a value for comparison: NFC, then lowercase. ASCII (nearly every identifier)
+/// takes a fast path that allocates only when there is an uppercase letter.
+pub fn normalise(s: &str) -> Cow<'_, str> {
+    if s.is_ascii() {
+        if s.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(s.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(s)
+        }
+    } else {
+        Cow::Owned(s.nfc().flat_map(char::to_lowercase).collect())
+    }
 }
 
 /// A compiled `*` glob over normalised text.
@@ -74,12 +84,18 @@ impl Glob {
     }
 }
 
+/// `SignatureKind::ALL` is in declaration order, so the discriminant is the index.
+fn kind_index(kind: SignatureKind) -> usize {
+    kind as usize
+}
+
 /// A catalog compiled for matching.
 #[derive(Debug, Clone)]
 pub struct Matcher {
     ids: Vec<String>,
     family_root: Vec<usize>,
-    exact: HashMap<(SignatureKind, String), Vec<usize>>,
+    /// Per kind (indexed by position in `SignatureKind::ALL`): normalised value → products.
+    exact: Vec<HashMap<Box<str>, Vec<usize>>>,
     globs: Vec<(SignatureKind, Glob, usize)>,
 }
 
@@ -103,7 +119,8 @@ impl Matcher {
                     .unwrap_or(i)
             })
             .collect();
-        let mut exact: HashMap<(SignatureKind, String), Vec<usize>> = HashMap::new();
+        let mut exact: Vec<HashMap<Box<str>, Vec<usize>>> =
+            vec![HashMap::new(); SignatureKind::ALL.len()];
         let mut globs = Vec::new();
         for (i, product) in products.iter().enumerate() {
             for sig in &product.signatures {
@@ -111,7 +128,9 @@ impl Matcher {
                     if sig.kind.is_glob() && value.contains('*') {
                         globs.push((sig.kind, Glob::new(value), i));
                     } else {
-                        let slot = exact.entry((sig.kind, normalise(value))).or_default();
+                        let slot = exact[kind_index(sig.kind)]
+                            .entry(normalise(value).into())
+                            .or_default();
                         if !slot.contains(&i) {
                             slot.push(i);
                         }
@@ -140,7 +159,7 @@ impl Matcher {
             let mut hits: Vec<(usize, SignatureKind)> = Vec::new();
             for (kind, value) in item.ids.iter().filter(|(k, _)| k.strength() == strength) {
                 let value = normalise(value);
-                if let Some(products) = self.exact.get(&(*kind, value.clone())) {
+                if let Some(products) = self.exact[kind_index(*kind)].get(value.as_ref()) {
                     hits.extend(products.iter().map(|&p| (p, *kind)));
                 }
                 if kind.is_glob() {
@@ -439,6 +458,13 @@ source = "t"
         assert_eq!(f.evidence[0].detail, "package zoom 6.1.0");
         assert_eq!(unclassified.len(), 1);
         assert_eq!(unclassified[0].name, "Example Chat");
+    }
+
+    #[test]
+    fn kind_index_is_the_position_in_all() {
+        for (i, k) in SignatureKind::ALL.iter().enumerate() {
+            assert_eq!(kind_index(*k), i);
+        }
     }
 
     #[test]
