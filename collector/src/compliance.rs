@@ -71,6 +71,11 @@ impl Compliance {
         }
     }
 
+    /// Puts new rules in force.
+    pub fn replace(&self, rules: Rules) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rules);
+    }
+
     /// The rules in force now.
     pub fn rules(&self) -> Arc<Rules> {
         self.current

@@ -7,6 +7,7 @@
 //! | [`enrollment`] | tokens and CSRs in, device identities and certificates out |
 //! | [`ingest`] | applying a device's report: idempotent by sequence, judged, durable before ack |
 //! | [`queries`] | device listings, device detail, organisation summaries |
+//! | [`rejudge`] | policy reloads: swap rules, re-judge every device from stored findings |
 //! | [`auth`] | bearer tokens → principals; the one authorisation function |
 //! | [`compliance`] | catalog, registers and policy in force; judging a device |
 //! | [`store`] | the storage trait, its records, and the sled backend |
@@ -32,6 +33,7 @@ pub mod grpc;
 pub mod ingest;
 pub mod layout;
 pub mod queries;
+pub mod rejudge;
 pub mod secrets;
 pub mod server;
 pub mod store;

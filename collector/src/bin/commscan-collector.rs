@@ -57,7 +57,8 @@ enum Command {
         /// Address to listen on.
         #[arg(long, env = "COMMSCAN_LISTEN", default_value = "0.0.0.0:7443")]
         listen: SocketAddr,
-        /// Policy file (default: the embedded ministry-letter policy).
+        /// Policy file (default: the embedded ministry-letter policy). SIGHUP reloads it; an
+        /// invalid file is refused and the previous policy stays in force.
         #[arg(long, env = "COMMSCAN_POLICY")]
         policy: Option<PathBuf>,
     },
@@ -144,6 +145,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             policy,
         } => {
             let (collector, tls) = Layout::new(&data_dir).open(policy.as_deref())?;
+            // Verdicts stored under another policy (or catalog) are brought up to date at once.
+            let r = collector.rejudge_all()?;
+            tracing::info!(
+                devices = r.devices,
+                changed = r.changed,
+                "devices judged under the policy in force"
+            );
+            #[cfg(unix)]
+            {
+                let collector = collector.clone();
+                tokio::spawn(async move {
+                    let Ok(mut hup) =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                    else {
+                        return;
+                    };
+                    while hup.recv().await.is_some() {
+                        let (c, p) = (collector.clone(), policy.clone());
+                        match tokio::task::spawn_blocking(move || c.reload(p.as_deref())).await {
+                            Ok(Ok(_)) => {}
+                            Ok(Err(e)) => {
+                                tracing::error!(error = %e, "SIGHUP: policy reload failed")
+                            }
+                            Err(e) => tracing::error!(error = %e, "SIGHUP: reload task failed"),
+                        }
+                    }
+                });
+            }
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("--listen {listen}: cannot bind"))?;

@@ -1,0 +1,69 @@
+//! Policy and catalog changes: swap the rules in force, then re-judge every device from its
+//! stored findings, without a rescan. Each device is rewritten through the store's normal
+//! transactional path, so the organisation aggregates follow.
+//!
+//! A reload that fails validation returns every problem and leaves the rules in force untouched.
+
+use crate::collector::Collector;
+use crate::compliance::Rules;
+use crate::error::CollectorError;
+use commscan_core::textpos::Problems;
+use std::path::Path;
+
+/// What a re-judgement changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rejudged {
+    /// Devices looked at.
+    pub devices: usize,
+    /// Devices whose status changed.
+    pub changed: usize,
+}
+
+/// Why a reload did not take effect.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new rules are invalid; the previous ones stay in force.
+    #[error("reload refused, previous policy stays in force: {0}")]
+    Invalid(#[from] Problems),
+    /// Re-judging failed part-way; the new rules are in force and the next report or reload
+    /// finishes the job.
+    #[error("re-judging devices: {0}")]
+    Rejudge(#[from] CollectorError),
+}
+
+impl Collector {
+    /// Re-judges every stored device under the rules in force now.
+    pub fn rejudge_all(&self) -> Result<Rejudged, CollectorError> {
+        let rules = self.compliance.rules();
+        let now = self.now();
+        let mut out = Rejudged::default();
+        for id in self.store.device_ids()? {
+            let Some(mut device) = self.store.device(&id)? else {
+                continue;
+            };
+            let before = device.verdict.clone();
+            rules.judge(&mut device, now);
+            out.devices += 1;
+            if device.verdict != before {
+                if device.verdict.status != before.status {
+                    out.changed += 1;
+                    tracing::info!(device = %id, from = %before.status, to = %device.verdict.status, "verdict changed by policy");
+                }
+                self.store.put_device(&device)?;
+            }
+        }
+        self.store.flush()?;
+        Ok(out)
+    }
+
+    /// Loads new rules (policy from `policy`, or the embedded default) and, if valid, puts them
+    /// in force and re-judges every device.
+    pub fn reload(&self, policy: Option<&Path>) -> Result<Rejudged, ReloadError> {
+        let rules = Rules::load(policy)?;
+        let id = rules.policy.id.clone();
+        self.compliance.replace(rules);
+        let r = self.rejudge_all()?;
+        tracing::info!(policy = %id, devices = r.devices, changed = r.changed, "policy reloaded");
+        Ok(r)
+    }
+}

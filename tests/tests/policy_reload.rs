@@ -1,0 +1,74 @@
+//! Policy changes re-judge every device without a rescan; a broken policy is refused and the
+//! previous one stays in force.
+
+use commscan_agent::transport::SessionEnd;
+use commscan_collector::layout::Layout;
+use commscan_proto::v1;
+use commscan_tests::{TestCollector, dpkg_fixture, reporter};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+fn policy_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../policies")
+        .join(name)
+}
+
+async fn status(c: &TestCollector, id: &str) -> i32 {
+    c.query()
+        .await
+        .get_device(v1::GetDeviceRequest {
+            device_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .device
+        .unwrap()
+        .status
+}
+
+#[tokio::test]
+async fn a_policy_change_rejudges_devices_and_summaries_without_a_rescan() {
+    let mut c = TestCollector::start().await;
+    let root = dpkg_fixture(&[("zoom", "install ok installed", "6.1.0")]);
+    let data = c.enroll_agent("pc").await;
+    let id = data.identity().unwrap().device_id;
+    let end = reporter(data, root.path())
+        .session(Duration::from_secs(3600), true, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(end, SessionEnd::Acked(1));
+    assert_eq!(status(&c, &id).await, v1::DeviceStatus::Noncompliant as i32);
+
+    // Open the same store directly (the server is stopped) and reload another policy.
+    c.stop().await;
+    let layout = Layout::new(c.layout.root.clone());
+    let (collector, _) = layout.open(None).unwrap();
+    let broken = c.dir.path().join("broken.toml");
+    std::fs::write(&broken, "version = 1\nid = \"x\"\nname = \"X\"\n[[rule]]\nid = \"r\"\naction = \"deny\"\nproducts = [\"no-such-product\"]\n").unwrap();
+    let err = collector.reload(Some(&broken)).unwrap_err().to_string();
+    assert!(
+        err.contains("previous policy stays in force")
+            && err.contains("unknown product id 'no-such-product'"),
+        "{err}"
+    );
+    assert_eq!(collector.compliance.rules().policy.id, "ministry-letter");
+
+    let r = collector
+        .reload(Some(&policy_path("government-device-ban.toml")))
+        .unwrap();
+    assert_eq!((r.devices, r.changed), (1, 1));
+    let agg = collector.store.org_aggregate("acme").unwrap().unwrap();
+    assert_eq!(
+        agg.percent_compliant(),
+        100.0,
+        "aggregates follow the re-judged device"
+    );
+    drop(collector);
+
+    c.restart().await;
+    // The restarted server uses the embedded default again, so the device is re-judged when
+    // it next reports; the stored verdict is the one the reload wrote.
+    assert_eq!(status(&c, &id).await, v1::DeviceStatus::Compliant as i32);
+}
