@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/commscan/v1/enrollment.proto",
         "proto/commscan/v1/reporting.proto",
         "proto/commscan/v1/query.proto",
+        "proto/commscan/v1/admin.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

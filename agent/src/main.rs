@@ -63,6 +63,9 @@ enum Command {
         /// The deployment CA certificate (PEM) to pin.
         #[arg(long, env = "COMMSCAN_CA")]
         ca: PathBuf,
+        /// The organisation this device must join; enrolment is refused if the token is for another.
+        #[arg(long)]
+        org: Option<String>,
         /// Data directory.
         #[arg(
             long,
@@ -156,6 +159,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             token,
             ca,
             data_dir,
+            org,
         } => {
             let ca_pem = std::fs::read_to_string(&ca)
                 .with_context(|| format!("--ca {}: cannot read", ca.display()))?;
@@ -165,6 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &token,
                 &ca_pem,
                 platform,
+                org.as_deref(),
                 &DataDir::new(&data_dir),
             )
             .await?;

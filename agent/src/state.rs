@@ -150,8 +150,9 @@ impl DataDir {
         })
     }
 
-    /// `(ca, cert, key)` PEM texts.
+    /// `(ca, cert, key)` PEM texts. Completes or discards a renewal a crash interrupted.
     pub fn credentials(&self) -> Result<(String, String, String), StateError> {
+        self.recover_renewal()?;
         Ok((
             self.read("ca.crt")?,
             self.read("device.crt")?,
@@ -179,6 +180,39 @@ impl DataDir {
             b"{\"sent\":0,\"acked\":0}",
             0o600,
         )
+    }
+
+    /// Replaces key and certificate after a renewal. Both new files are written and synced,
+    /// then a `renew.ready` marker; only then are they renamed into place and the marker
+    /// removed. A crash before the marker leaves the old pair; after it, the next
+    /// [`DataDir::credentials`] finishes the swap. Key and certificate never mismatch.
+    pub fn store_renewal(&self, key_pem: &str, cert_pem: &str) -> Result<(), StateError> {
+        write_atomic(&self.file("device.key.new"), key_pem.as_bytes(), 0o600)?;
+        write_atomic(&self.file("device.crt.new"), cert_pem.as_bytes(), 0o600)?;
+        write_atomic(&self.file("renew.ready"), b"", 0o600)?;
+        self.recover_renewal()
+    }
+
+    fn recover_renewal(&self) -> Result<(), StateError> {
+        let marker = self.file("renew.ready");
+        let pairs = [
+            ("device.key.new", "device.key"),
+            ("device.crt.new", "device.crt"),
+        ];
+        if marker.exists() {
+            for (from, to) in pairs {
+                let from = self.file(from);
+                if from.exists() {
+                    std::fs::rename(&from, self.file(to)).map_err(io(&from))?;
+                }
+            }
+            std::fs::remove_file(&marker).map_err(io(&marker))?;
+        } else {
+            for (from, _) in pairs {
+                let _ = std::fs::remove_file(self.file(from));
+            }
+        }
+        Ok(())
     }
 
     /// The sequence bookkeeping; a missing or corrupt file reads as zero (the collector's
@@ -224,6 +258,39 @@ mod tests {
                 assert_eq!(mode, 0o600, "{f}");
             }
         }
+    }
+
+    #[test]
+    fn an_interrupted_renewal_never_mixes_key_and_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = DataDir::new(dir.path());
+        let id = Identity {
+            device_id: "d".into(),
+            organisation: "o".into(),
+            collector: "https://c".into(),
+        };
+        d.store_enrolment(&id, "KEY1", "CERT1", "CA").unwrap();
+        // Crash after writing the new pair but before the marker: the old pair stays.
+        write_atomic(&d.file("device.key.new"), b"KEY2", 0o600).unwrap();
+        write_atomic(&d.file("device.crt.new"), b"CERT2", 0o600).unwrap();
+        assert_eq!(
+            d.credentials().unwrap(),
+            ("CA".into(), "CERT1".into(), "KEY1".into())
+        );
+        // Crash after the marker and the key rename: the next read finishes the swap.
+        write_atomic(&d.file("device.crt.new"), b"CERT3", 0o600).unwrap();
+        write_atomic(&d.file("renew.ready"), b"", 0o600).unwrap();
+        std::fs::write(d.file("device.key"), b"KEY3").unwrap();
+        assert_eq!(
+            d.credentials().unwrap(),
+            ("CA".into(), "CERT3".into(), "KEY3".into())
+        );
+        d.store_renewal("KEY4", "CERT4").unwrap();
+        assert_eq!(
+            d.credentials().unwrap(),
+            ("CA".into(), "CERT4".into(), "KEY4".into())
+        );
+        assert!(!d.file("renew.ready").exists());
     }
 
     #[test]

@@ -177,6 +177,13 @@ impl Reporter {
         shutdown: &CancellationToken,
     ) -> Result<SessionEnd, TransportError> {
         let identity = self.data.identity()?;
+        // Renew a certificate near its end before using it; a failed renewal is retried on
+        // the next session while the current certificate still works.
+        if let Err(e) =
+            crate::enroll::renew_if_due(&self.data, time::OffsetDateTime::now_utc()).await
+        {
+            tracing::warn!(error = %e, "certificate renewal failed; will retry");
+        }
         let (ca, cert, key) = self.data.credentials()?;
         let channel = channel(&identity.collector, &ca, Some((&cert, &key))).await?;
         let mut client = ReportingClient::new(channel);
@@ -189,6 +196,7 @@ impl Reporter {
             last_acked_sequence: seq.acked,
             hostname: hostname(),
             state_digest: Vec::new(),
+            device_id: identity.device_id.clone(),
         };
         tx.send(v1::AgentMessage {
             kind: Some(agent_message::Kind::Hello(hello)),
@@ -232,11 +240,12 @@ impl Reporter {
                 stats: Some(convert::stats_to_wire(&report.stats)),
                 scanned_at: Some(convert::timestamp(time::OffsetDateTime::now_utc())),
             };
-            tx.send(v1::AgentMessage {
+            let msg = v1::AgentMessage {
                 kind: Some(agent_message::Kind::Report(msg)),
-            })
-            .await
-            .map_err(|_| TransportError::Protocol("stream closed by collector".into()))?;
+            };
+            tx.send(msg.clone())
+                .await
+                .map_err(|_| TransportError::Protocol("stream closed by collector".into()))?;
             tracing::debug!(sequence, findings = report.findings.len(), "report sent");
 
             let mut rescan = false;
@@ -252,10 +261,17 @@ impl Reporter {
                             }
                             Some(collector_message::Kind::Command(_)) => rescan = true,
                             Some(collector_message::Kind::Throttle(t)) => {
-                                tokio::time::sleep(Duration::from_millis(u64::from(
-                                    t.retry_after_ms,
-                                )))
-                                .await
+                                // The report was not applied: wait as asked, then send it again.
+                                let wait = Duration::from_millis(u64::from(t.retry_after_ms))
+                                    .min(ACK_TIMEOUT / 2);
+                                tracing::info!(
+                                    retry_after_ms = t.retry_after_ms,
+                                    "collector throttled this device"
+                                );
+                                tokio::time::sleep(wait).await;
+                                tx.send(msg.clone()).await.map_err(|_| {
+                                    TransportError::Protocol("stream closed by collector".into())
+                                })?;
                             }
                             _ => {}
                         },

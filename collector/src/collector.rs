@@ -4,6 +4,7 @@
 //! methods are synchronous (sled is), so adapters run them on the blocking pool.
 
 use crate::compliance::Compliance;
+use crate::error::CollectorError;
 use crate::store::Store;
 use commscan_core::pki::Authority;
 use std::sync::Arc;
@@ -23,8 +24,15 @@ pub struct Collector {
     pub store: Arc<dyn Store>,
     /// The rules in force.
     pub compliance: Compliance,
-    /// The deployment CA.
-    pub authority: Authority,
+    /// The deployment CA, able to sign; `None` when its key is kept offline (enrolment and
+    /// renewal are then unavailable; reporting and queries work).
+    pub authority: Option<Authority>,
+    /// The deployment CA certificate (PEM), always present.
+    pub ca_pem: String,
+    /// Rate limits.
+    pub limiters: crate::limits::Limiters,
+    /// Connected agents.
+    pub connections: crate::connections::Connections,
     /// The trust domain named in device certificates.
     pub trust_domain: String,
     /// The clock.
@@ -40,6 +48,13 @@ impl std::fmt::Debug for Collector {
 }
 
 impl Collector {
+    /// The signing CA, or UNAVAILABLE when its key is offline.
+    pub fn signer(&self) -> Result<&Authority, CollectorError> {
+        self.authority.as_ref().ok_or_else(|| {
+            CollectorError::Unavailable("enrolment is closed: the CA key is kept offline (put pki/ca.key back and restart to enrol devices)".into())
+        })
+    }
+
     /// Now, by the collector's clock.
     pub fn now(&self) -> OffsetDateTime {
         (self.clock)()

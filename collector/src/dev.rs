@@ -58,6 +58,8 @@ pub async fn run(
             trust_domain: "commscan.dev".into(),
             server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             organisation: "dev".into(),
+            import_ca: None,
+            import_server: None,
         })
         .context("init")?;
     let (collector, tls) = layout.open(opts.policy.as_deref())?;
@@ -95,6 +97,7 @@ pub async fn run(
         &secrets.enrolment_token,
         &ca_pem,
         platform,
+        None,
         &agent_dir,
     )
     .await

@@ -29,6 +29,10 @@ pub struct EnrollInput {
     pub os_version: String,
     /// Agent version.
     pub agent_version: String,
+    /// The organisation the operator expects; empty when not given.
+    pub expected_organisation: String,
+    /// Where the request came from (for rate limits and the audit log).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// What the device gets back.
@@ -52,24 +56,85 @@ pub fn clean_text(s: &str, max: usize) -> String {
 }
 
 impl Collector {
-    /// Enrols a device.
+    /// Enrols a device. Every attempt is audited; failed attempts spend a per-address budget,
+    /// and an address whose budget is empty is refused until it refills.
     pub fn enroll(&self, input: EnrollInput) -> Result<Enrolled, CollectorError> {
+        let actor = match input.peer {
+            Some(ip) => format!("anonymous@{ip}"),
+            None => "anonymous".to_owned(),
+        };
+        let now = std::time::Instant::now();
+        if let Some(ip) = input.peer
+            && self.limiters.enrol_failures.peek(&ip, now).is_err()
+        {
+            self.audit(
+                &actor,
+                "enroll",
+                None,
+                false,
+                "too many failed enrolment attempts from this address",
+            );
+            return Err(CollectorError::ResourceExhausted(
+                "too many failed enrolment attempts; retry in a minute".into(),
+            ));
+        }
+        if self.limiters.enrol_global.take(&(), now).is_err() {
+            return Err(CollectorError::ResourceExhausted(
+                "the collector is enrolling many devices; retry shortly".into(),
+            ));
+        }
+        let peer = input.peer;
+        let mut org = None;
+        let result = self.enroll_checked(input, &mut org);
+        match &result {
+            Ok(e) => self.audit(
+                &actor,
+                "enroll",
+                Some(&e.organisation),
+                true,
+                format!("device {} enrolled", e.device_id),
+            ),
+            Err(err) => {
+                if let Some(ip) = peer {
+                    let _ = self.limiters.enrol_failures.take(&ip, now);
+                }
+                self.audit(&actor, "enroll", org.as_deref(), false, err.to_string());
+            }
+        }
+        result
+    }
+
+    /// The enrolment itself; `org` is set as soon as the token names one, for the audit log.
+    fn enroll_checked(
+        &self,
+        input: EnrollInput,
+        org: &mut Option<String>,
+    ) -> Result<Enrolled, CollectorError> {
         let now = self.now();
+        let signer = self.signer()?;
         let hash = secrets::hash(&input.token);
         let token = self
             .store
             .token(&hash)?
             .ok_or_else(|| CollectorError::Unauthenticated("unknown enrolment token".into()))?;
+        *org = Some(token.organisation.clone());
         token.consume(now).map_err(|why| {
             CollectorError::Unauthenticated(format!("enrolment token refused: {why}"))
         })?;
+        if !input.expected_organisation.is_empty()
+            && input.expected_organisation != token.organisation
+        {
+            return Err(CollectorError::PermissionDenied(format!(
+                "token belongs to organisation '{}', not '{}' as the enrolling device expects",
+                token.organisation, input.expected_organisation
+            )));
+        }
         let identity = DeviceIdentity {
             trust_domain: self.trust_domain.clone(),
             organisation: token.organisation.clone(),
             device_id: uuid::Uuid::new_v4().to_string(),
         };
-        let (certificate_pem, not_after) = self
-            .authority
+        let (certificate_pem, not_after) = signer
             .sign_device_csr(&input.csr_pem, &identity, DEVICE_VALIDITY)
             .map_err(|e| CollectorError::InvalidArgument(format!("csr_pem: {e}")))?;
         let record = DeviceRecord::enrolled(
@@ -88,8 +153,39 @@ impl Collector {
             device_id: identity.device_id,
             organisation: identity.organisation,
             certificate_pem,
-            ca_pem: self.authority.cert_pem().to_owned(),
+            ca_pem: self.ca_pem.clone(),
             not_after,
         })
+    }
+
+    /// Issues a fresh certificate for an enrolled, unrevoked device, from a new CSR.
+    pub fn renew(
+        &self,
+        who: &DeviceIdentity,
+        csr_pem: &str,
+    ) -> Result<(String, OffsetDateTime), CollectorError> {
+        let actor = format!("device:{}", who.device_id);
+        let result = self.admit(who).and_then(|_| {
+            self.signer()?
+                .sign_device_csr(csr_pem, who, DEVICE_VALIDITY)
+                .map_err(|e| CollectorError::InvalidArgument(format!("csr_pem: {e}")))
+        });
+        match &result {
+            Ok((_, not_after)) => self.audit(
+                &actor,
+                "renew",
+                Some(&who.organisation),
+                true,
+                format!("certificate renewed until {not_after}"),
+            ),
+            Err(e) => self.audit(
+                &actor,
+                "renew",
+                Some(&who.organisation),
+                false,
+                e.to_string(),
+            ),
+        }
+        result
     }
 }

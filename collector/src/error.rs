@@ -24,6 +24,12 @@ pub enum CollectorError {
     /// The call came in the wrong state (e.g. a stream without a hello).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// Another holder of the same identity is connected.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The service cannot do this now (e.g. the CA key is kept offline).
+    #[error("{0}")]
+    Unavailable(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -47,6 +53,10 @@ pub enum Code {
     ResourceExhausted,
     /// FAILED_PRECONDITION.
     FailedPrecondition,
+    /// ALREADY_EXISTS.
+    AlreadyExists,
+    /// UNAVAILABLE.
+    Unavailable,
     /// INTERNAL (details stay in the log).
     Internal,
 }
@@ -61,6 +71,8 @@ impl CollectorError {
             CollectorError::NotFound(_) => Code::NotFound,
             CollectorError::ResourceExhausted(_) => Code::ResourceExhausted,
             CollectorError::FailedPrecondition(_) => Code::FailedPrecondition,
+            CollectorError::AlreadyExists(_) => Code::AlreadyExists,
+            CollectorError::Unavailable(_) => Code::Unavailable,
             CollectorError::Store(StoreError::TokenRefused(_)) => Code::Unauthenticated,
             CollectorError::Store(_) | CollectorError::Pki(_) => Code::Internal,
         }

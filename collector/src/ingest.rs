@@ -7,6 +7,7 @@
 //! refused with INVALID_ARGUMENT naming the field.
 
 use crate::collector::Collector;
+use crate::connections::Registered;
 use crate::enrollment::clean_text;
 use crate::error::CollectorError;
 use crate::store::DeviceRecord;
@@ -65,6 +66,8 @@ pub struct HelloInfo {
     pub platform: Option<Platform>,
     /// Host name.
     pub hostname: String,
+    /// The device id the agent believes it has; empty if not given.
+    pub claimed_device_id: String,
 }
 
 fn check_findings(findings: &mut [Finding]) -> Result<(), CollectorError> {
@@ -135,7 +138,66 @@ impl Collector {
                 who.device_id
             )));
         }
+        if let Some(why) = &device.duplicate {
+            return Err(CollectorError::PermissionDenied(format!(
+                "device {} is flagged as a duplicate enrolment ({why}); revoke it and re-enrol each machine",
+                who.device_id
+            )));
+        }
         Ok(device)
+    }
+
+    /// Opens a reporting stream: admits the device, checks what the hello claims against the
+    /// certificate, and registers the stream. Refusals and duplicates are audited.
+    pub fn open_stream(
+        &self,
+        who: &DeviceIdentity,
+        hello: &HelloInfo,
+    ) -> Result<(DeviceRecord, Registered), CollectorError> {
+        let actor = format!("device:{}", who.device_id);
+        let result = self.admit(who).and_then(|device| {
+            if !hello.claimed_device_id.is_empty() && hello.claimed_device_id != who.device_id {
+                return Err(CollectorError::PermissionDenied(format!(
+                    "hello names device {} but the certificate is device {}",
+                    clean_text(&hello.claimed_device_id, 64),
+                    who.device_id
+                )));
+            }
+            Ok(device)
+        });
+        let device = result.inspect_err(|e| {
+            self.audit(
+                &actor,
+                "reporting.connect",
+                Some(&who.organisation),
+                false,
+                e.to_string(),
+            )
+        })?;
+        let registered = self
+            .connections
+            .register(&who.device_id, std::time::Instant::now());
+        if registered.duplicate {
+            let why = "two agents kept taking over each other's stream".to_owned();
+            let mut flagged = device.clone();
+            flagged.duplicate = Some(why.clone());
+            self.store.put_device(&flagged)?;
+            self.store.flush()?;
+            self.audit(
+                &actor,
+                "reporting.connect",
+                Some(&who.organisation),
+                false,
+                format!("flagged as duplicate enrolment: {why}"),
+            );
+            tracing::warn!(device = %who.device_id, organisation = %who.organisation, "duplicate enrolment flagged");
+            self.connections.unregister(&who.device_id, registered.conn);
+            return Err(CollectorError::AlreadyExists(format!(
+                "device {} is used by more than one agent; flagged as a duplicate enrolment",
+                who.device_id
+            )));
+        }
+        Ok((device, registered))
     }
 
     /// Applies a report and makes it durable. Returns the sequence to acknowledge.

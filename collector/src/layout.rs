@@ -17,7 +17,7 @@ use crate::collector::{Collector, system_clock};
 use crate::compliance::{Compliance, Rules};
 use crate::secrets;
 use crate::store::Store;
-use crate::store::records::{PersonRecord, Role, TokenRecord};
+use crate::store::records::{Grant, PersonRecord, Role, TokenRecord};
 use crate::store::sled_store::SledStore;
 use commscan_agent::state::write_atomic;
 use commscan_core::identity::is_valid_organisation;
@@ -72,6 +72,11 @@ pub struct InitOptions {
     pub server_names: Vec<String>,
     /// Organisation of the first enrolment token.
     pub organisation: String,
+    /// The enterprise's own CA (certificate, key) instead of a new one. Without the key, the
+    /// deployment cannot enrol devices (its PKI signs them elsewhere).
+    pub import_ca: Option<(PathBuf, Option<PathBuf>)>,
+    /// The enterprise's own server certificate and key instead of one issued by the CA.
+    pub import_server: Option<(PathBuf, PathBuf)>,
 }
 
 /// Secrets `init` shows once.
@@ -118,16 +123,62 @@ impl Layout {
         }
         let pki = self.path("pki");
         std::fs::create_dir_all(&pki).map_err(|e| path_err(&pki, format!("cannot create: {e}")))?;
-        let (ca, ca_pem) = Authority::generate(&opts.trust_domain)
-            .map_err(|e| LayoutError::Invalid(e.to_string()))?;
-        let server = ca
-            .issue_server(&opts.server_names)
-            .map_err(|e| LayoutError::Invalid(format!("--server-name: {e}")))?;
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(|e| path_err(p, format!("cannot read: {e}")))
+        };
+        let (ca, ca_pem) = match &opts.import_ca {
+            None => {
+                let (ca, pem) = Authority::generate(&opts.trust_domain)
+                    .map_err(|e| LayoutError::Invalid(e.to_string()))?;
+                (Some(ca), pem)
+            }
+            Some((cert, key)) => {
+                let cert_pem = read(cert)?;
+                commscan_core::pki::not_after(&cert_pem).map_err(|e| path_err(cert, e))?;
+                match key {
+                    Some(k) => {
+                        let key_pem = read(k)?;
+                        let ca =
+                            Authority::from_pem(&cert_pem, &key_pem).map_err(|e| path_err(k, e))?;
+                        (
+                            Some(ca),
+                            commscan_core::pki::Pem {
+                                cert: cert_pem,
+                                key: key_pem,
+                            },
+                        )
+                    }
+                    None => (
+                        None,
+                        commscan_core::pki::Pem {
+                            cert: cert_pem,
+                            key: String::new(),
+                        },
+                    ),
+                }
+            }
+        };
+        let server = match (&opts.import_server, &ca) {
+            (Some((cert, key)), _) => commscan_core::pki::Pem {
+                cert: read(cert)?,
+                key: read(key)?,
+            },
+            (None, Some(ca)) => ca
+                .issue_server(&opts.server_names)
+                .map_err(|e| LayoutError::Invalid(format!("--server-name: {e}")))?,
+            (None, None) => {
+                return Err(LayoutError::Invalid(
+                    "--ca-cert without --ca-key needs --server-cert and --server-key: nothing can issue the server certificate".into(),
+                ));
+            }
+        };
         let write = |rel: &str, text: &str, mode: u32| {
             let p = self.path(rel);
             write_atomic(&p, text.as_bytes(), mode).map_err(|e| path_err(&p, e))
         };
-        write("pki/ca.key", &ca_pem.key, 0o600)?;
+        if !ca_pem.key.is_empty() {
+            write("pki/ca.key", &ca_pem.key, 0o600)?;
+        }
         write("pki/ca.crt", &ca_pem.cert, 0o644)?;
         write("pki/server.key", &server.key, 0o600)?;
         write("pki/server.crt", &server.cert, 0o644)?;
@@ -139,7 +190,10 @@ impl Layout {
                 &secrets::hash(&admin_token),
                 &PersonRecord {
                     name: "admin".into(),
-                    role: Role::Admin,
+                    grants: vec![Grant {
+                        role: Role::Admin,
+                        organisation: None,
+                    }],
                 },
             )
             .map_err(|e| path_err(&self.path("store"), e))?;
@@ -196,8 +250,17 @@ impl Layout {
             let p = self.path(rel);
             std::fs::read_to_string(&p).map_err(|e| path_err(&p, format!("cannot read: {e}")))
         };
-        let authority = Authority::from_pem(&read("pki/ca.crt")?, &read("pki/ca.key")?)
-            .map_err(|e| path_err(&self.path("pki"), e))?;
+        let ca_pem = read("pki/ca.crt")?;
+        let key_path = self.path("pki/ca.key");
+        let authority = if key_path.exists() {
+            Some(
+                Authority::from_pem(&ca_pem, &read("pki/ca.key")?)
+                    .map_err(|e| path_err(&key_path, e))?,
+            )
+        } else {
+            tracing::warn!(path = %key_path.display(), "CA key not present: enrolment and renewal are closed");
+            None
+        };
         let tls = crate::tls::server_config(
             &self.path("pki/ca.crt"),
             &self.path("pki/server.crt"),
@@ -213,6 +276,9 @@ impl Layout {
             store,
             compliance: Compliance::new(rules),
             authority,
+            ca_pem,
+            limiters: crate::limits::Limiters::default(),
+            connections: crate::connections::Connections::default(),
             trust_domain: meta.trust_domain,
             clock: system_clock(),
         };

@@ -8,6 +8,10 @@
 //! | [`ingest`] | applying a device's report: idempotent by sequence, judged, durable before ack |
 //! | [`queries`] | device listings, device detail, organisation summaries |
 //! | [`rejudge`] | policy reloads: swap rules, re-judge every device from stored findings |
+//! | [`admin`] | enrolment tokens, device revocation, access tokens, the audit log (privileged) |
+//! | [`audit`] | appending to the audit log |
+//! | [`connections`] | connected agents; takeovers and duplicate identities |
+//! | [`limits`] | rate limits for enrolment and reports |
 //! | [`auth`] | bearer tokens → principals; the one authorisation function |
 //! | [`compliance`] | catalog, registers and policy in force; judging a device |
 //! | [`store`] | the storage trait, its records, and the sled backend |
@@ -22,9 +26,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod collector;
 pub mod compliance;
+pub mod connections;
 pub mod ctl;
 pub mod dev;
 pub mod enrollment;
@@ -32,6 +39,7 @@ pub mod error;
 pub mod grpc;
 pub mod ingest;
 pub mod layout;
+pub mod limits;
 pub mod queries;
 pub mod rejudge;
 pub mod secrets;

@@ -1,7 +1,8 @@
-//! Queries for officers and analysts, each authorised through [`crate::auth::authorize`].
-//! Summaries read the maintained aggregates; they never scan devices.
+//! Queries for officers and analysts. Each one is authorised through
+//! [`crate::auth::authorize`] (via [`Collector::check`], which audits denials) before it reads
+//! anything. Summaries read the maintained aggregates; they never scan devices.
 
-use crate::auth::{Access, Principal, authorize};
+use crate::auth::{Access, Principal};
 use crate::collector::Collector;
 use crate::error::CollectorError;
 use crate::store::{DeviceFilter, DevicePage, DeviceRecord, OrgAggregate};
@@ -12,7 +13,7 @@ pub const DEFAULT_PAGE: usize = 100;
 pub const MAX_PAGE: usize = 1000;
 
 impl Collector {
-    /// Lists devices.
+    /// Lists devices the caller may see, filtered.
     pub fn list_devices(
         &self,
         who: &Principal,
@@ -20,27 +21,45 @@ impl Collector {
         cursor: Option<&str>,
         page_size: usize,
     ) -> Result<DevicePage, CollectorError> {
-        authorize(who, Access::ReadDevices, filter.organisation.as_deref())?;
+        let proof = self.check(
+            who,
+            Access::ReadDevices,
+            filter.organisation.as_deref(),
+            "query.list_devices",
+        )?;
+        let filter = DeviceFilter {
+            allowed_orgs: proof.orgs,
+            ..filter.clone()
+        };
         let limit = if page_size == 0 {
             DEFAULT_PAGE
         } else {
             page_size.min(MAX_PAGE)
         };
-        Ok(self.store.list_devices(filter, cursor, limit)?)
+        Ok(self.store.list_devices(&filter, cursor, limit)?)
     }
 
-    /// One device.
+    /// One device. A device outside the caller's organisations is reported exactly like a
+    /// missing one, so ids cannot be probed across tenants.
     pub fn get_device(&self, who: &Principal, id: &str) -> Result<DeviceRecord, CollectorError> {
-        let device = self.store.device(id)?;
-        // Authorise against the device's organisation; an unknown id is NOT_FOUND only for
-        // callers who could have seen it.
-        let org = device.as_ref().map(|d| d.organisation.as_str());
-        authorize(who, Access::ReadDevices, org)?;
-        device.ok_or_else(|| {
+        let not_found = || {
             CollectorError::NotFound(format!(
                 "no device '{id}' (list devices with `commscanctl devices`)"
             ))
-        })
+        };
+        let proof = self.check(who, Access::ReadDevices, None, "query.get_device")?;
+        let device = self.store.device(id)?.ok_or_else(not_found)?;
+        if !proof.covers(&device.organisation) {
+            self.audit(
+                &who.name,
+                "query.get_device",
+                Some(&device.organisation),
+                false,
+                format!("device {id} is outside the caller's organisations"),
+            );
+            return Err(not_found());
+        }
+        Ok(device)
     }
 
     /// An organisation's summary.
@@ -54,7 +73,12 @@ impl Collector {
                 "organisation: required".into(),
             ));
         }
-        authorize(who, Access::ReadSummaries, Some(org))?;
+        self.check(
+            who,
+            Access::ReadSummaries,
+            Some(org),
+            "query.organisation_summary",
+        )?;
         self.store.org_aggregate(org)?.ok_or_else(|| {
             CollectorError::NotFound(format!("no organisation '{org}' has enrolled devices"))
         })

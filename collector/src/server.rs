@@ -4,9 +4,12 @@
 //! token; it returns when the token fires and in-flight calls have drained.
 
 use crate::collector::Collector;
+use crate::grpc::admin::AdminService;
+use crate::grpc::backstop::Backstop;
 use crate::grpc::{
     enrollment::EnrollmentService, query::QueryService, reporting::ReportingService,
 };
+use commscan_proto::v1::admin_server::AdminServer;
 use commscan_proto::v1::{
     enrollment_server::EnrollmentServer, query_server::QueryServer,
     reporting_server::ReportingServer,
@@ -73,6 +76,9 @@ pub async fn serve(
     health_reporter
         .set_serving::<QueryServer<QueryService>>()
         .await;
+    health_reporter
+        .set_serving::<AdminServer<AdminService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(commscan_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -100,7 +106,12 @@ pub async fn serve(
             ReportingServer::new(ReportingService(collector.clone()))
                 .max_decoding_message_size(max),
         )
-        .add_service(QueryServer::new(QueryService(collector)).max_decoding_message_size(max))
+        .add_service(Backstop::new(
+            QueryServer::new(QueryService(collector.clone())).max_decoding_message_size(max),
+        ))
+        .add_service(Backstop::new(
+            AdminServer::new(AdminService(collector)).max_decoding_message_size(max),
+        ))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await?;
     Ok(())

@@ -107,6 +107,16 @@ impl Authority {
             what: "CA key",
             source,
         })?;
+        // The key must be the certificate's: otherwise every device certificate would be
+        // signed by a key no verifier trusts.
+        let der = first_cert_der(cert_pem)?;
+        let (_, cert) =
+            X509Certificate::from_der(&der).map_err(|e| PkiError::Certificate(e.to_string()))?;
+        if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            return Err(PkiError::Certificate(
+                "the CA key does not belong to the CA certificate".into(),
+            ));
+        }
         let issuer =
             Issuer::from_ca_cert_pem(cert_pem, key).map_err(|source| PkiError::Invalid {
                 what: "CA certificate",
@@ -272,5 +282,8 @@ mod tests {
             .unwrap();
         assert!(not_after(&server.cert).is_ok());
         assert!(Authority::from_pem(&pem.cert, "not a key").is_err());
+        let (_, other) = Authority::generate("t").unwrap();
+        let err = Authority::from_pem(&pem.cert, &other.key).unwrap_err();
+        assert!(err.to_string().contains("does not belong"), "{err}");
     }
 }

@@ -53,6 +53,8 @@ impl TestCollector {
                 trust_domain: "test.local".into(),
                 server_names: vec!["localhost".into(), "127.0.0.1".into()],
                 organisation: "acme".into(),
+                import_ca: None,
+                import_server: None,
             })
             .expect("init");
         let ca_pem = std::fs::read_to_string(layout.path("pki/ca.crt")).expect("ca");
@@ -131,6 +133,7 @@ impl TestCollector {
             &self.enrolment_token,
             &self.ca_pem,
             Platform::Linux,
+            None,
             &data,
         )
         .await

@@ -208,6 +208,7 @@ async fn wrong_enrolment_token_is_refused_and_nothing_is_stored() {
         "cse_not-a-real-token",
         &c.ca_pem,
         commscan_core::platform::Platform::Linux,
+        None,
         &data,
     )
     .await

@@ -44,6 +44,18 @@ enum Command {
         /// Organisation of the first enrolment token.
         #[arg(long, default_value = "default")]
         org: String,
+        /// Use the enterprise's own CA certificate (PEM) instead of creating one.
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
+        /// The key of --ca-cert. Without it the collector cannot enrol devices.
+        #[arg(long, requires = "ca_cert")]
+        ca_key: Option<PathBuf>,
+        /// Use this server certificate (PEM) instead of issuing one from the CA.
+        #[arg(long, requires = "server_key")]
+        server_cert: Option<PathBuf>,
+        /// The key of --server-cert.
+        #[arg(long, requires = "server_cert")]
+        server_key: Option<PathBuf>,
     },
     /// Serve enrolment, reporting and queries.
     Serve {
@@ -114,12 +126,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             trust_domain,
             server_names,
             org,
+            ca_cert,
+            ca_key,
+            server_cert,
+            server_key,
         } => {
             let layout = Layout::new(&data_dir);
             let s = layout.init(&InitOptions {
                 trust_domain,
                 server_names,
                 organisation: org.clone(),
+                import_ca: ca_cert.map(|c| (c, ca_key)),
+                import_server: server_cert.zip(server_key),
             })?;
             println!("initialised {}", data_dir.display());
             println!(

@@ -1,6 +1,8 @@
 //! gRPC adapters: wire → domain, call the [`Collector`], domain → wire. No decisions are made
 //! here beyond translating; errors map to `tonic::Status` in [`to_status`] only.
 
+pub mod admin;
+pub mod backstop;
 pub mod enrollment;
 pub mod query;
 pub mod reporting;
@@ -20,6 +22,8 @@ pub fn to_status(e: CollectorError) -> tonic::Status {
         Code::NotFound => tonic::Status::not_found(msg),
         Code::ResourceExhausted => tonic::Status::resource_exhausted(msg),
         Code::FailedPrecondition => tonic::Status::failed_precondition(msg),
+        Code::AlreadyExists => tonic::Status::already_exists(msg),
+        Code::Unavailable => tonic::Status::unavailable(msg),
         Code::Internal => {
             tracing::error!(error = %msg, "internal error");
             tonic::Status::internal("internal error; see the collector's log")

@@ -1,6 +1,7 @@
 //! `Query` adapter. Every call resolves the bearer token to a principal first; the domain
 //! methods authorise.
 
+use super::backstop::mark_of;
 use super::blocking;
 use crate::collector::Collector;
 use crate::error::CollectorError;
@@ -13,7 +14,8 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct QueryService(pub Arc<Collector>);
 
-fn bearer<T>(request: &tonic::Request<T>) -> Option<String> {
+/// The bearer token of a request.
+pub fn bearer<T>(request: &tonic::Request<T>) -> Option<String> {
     let v = request.metadata().get("authorization")?.to_str().ok()?;
     v.strip_prefix("Bearer ")
         .or_else(|| v.strip_prefix("bearer "))
@@ -43,7 +45,7 @@ impl Query for QueryService {
         &self,
         request: tonic::Request<v1::ListDevicesRequest>,
     ) -> Result<tonic::Response<v1::ListDevicesResponse>, tonic::Status> {
-        let token = bearer(&request);
+        let (token, mark) = (bearer(&request), mark_of(&request));
         let r = request.into_inner();
         let status =
             convert::status_from_wire(r.status).map_err(tonic::Status::invalid_argument)?;
@@ -51,10 +53,11 @@ impl Query for QueryService {
             organisation: Some(r.organisation).filter(|s| !s.is_empty()),
             status,
             product: Some(r.product).filter(|s| !s.is_empty()),
+            allowed_orgs: None,
         };
         let cursor = Some(r.page_token).filter(|s| !s.is_empty());
         let page = blocking(&self.0, move |c| {
-            let who = c.authenticate(token.as_deref())?;
+            let who = c.authenticate(token.as_deref(), mark)?;
             c.list_devices(&who, &filter, cursor.as_deref(), r.page_size as usize)
         })
         .await?;
@@ -68,10 +71,10 @@ impl Query for QueryService {
         &self,
         request: tonic::Request<v1::GetDeviceRequest>,
     ) -> Result<tonic::Response<v1::GetDeviceResponse>, tonic::Status> {
-        let token = bearer(&request);
+        let (token, mark) = (bearer(&request), mark_of(&request));
         let id = request.into_inner().device_id;
         let d = blocking(&self.0, move |c| {
-            let who = c.authenticate(token.as_deref())?;
+            let who = c.authenticate(token.as_deref(), mark)?;
             if id.is_empty() {
                 return Err(CollectorError::InvalidArgument(
                     "device_id: required".into(),
@@ -100,11 +103,11 @@ impl Query for QueryService {
         &self,
         request: tonic::Request<v1::OrganisationSummaryRequest>,
     ) -> Result<tonic::Response<v1::OrganisationSummaryResponse>, tonic::Status> {
-        let token = bearer(&request);
+        let (token, mark) = (bearer(&request), mark_of(&request));
         let org = request.into_inner().organisation;
         let org2 = org.clone();
         let agg = blocking(&self.0, move |c| {
-            let who = c.authenticate(token.as_deref())?;
+            let who = c.authenticate(token.as_deref(), mark)?;
             c.organisation_summary(&who, &org2)
         })
         .await?;

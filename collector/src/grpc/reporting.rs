@@ -92,14 +92,18 @@ impl Reporting for ReportingService {
         &self,
         request: tonic::Request<tonic::Streaming<AgentMessage>>,
     ) -> Result<tonic::Response<Self::ConnectStream>, tonic::Status> {
-        let who = peer_identity(&request).map_err(to_status)?;
-        let admitted = {
-            let who = who.clone();
-            blocking(&self.0, move |c| c.admit(&who)).await
+        let who = match peer_identity(&request) {
+            Ok(who) => who,
+            Err(e) => {
+                let actor = request
+                    .remote_addr()
+                    .map(|a| format!("anonymous@{}", a.ip()))
+                    .unwrap_or_else(|| "anonymous".into());
+                self.0
+                    .audit(&actor, "reporting.connect", None, false, e.to_string());
+                return Err(to_status(e));
+            }
         };
-        let device = admitted.inspect_err(
-            |s| tracing::warn!(device = %who, error = %s.message(), "device refused"),
-        )?;
         let mut inbound = request.into_inner();
         let hello = match inbound.message().await? {
             Some(AgentMessage {
@@ -115,6 +119,15 @@ impl Reporting for ReportingService {
             agent_version: hello.agent_version,
             platform: convert::platform_from_wire(hello.platform).ok(),
             hostname: hello.hostname,
+            claimed_device_id: hello.device_id,
+        };
+        let (device, registered) = {
+            let (w, info) = (who.clone(), info.clone());
+            blocking(&self.0, move |c| c.open_stream(&w, &info))
+                .await
+                .inspect_err(
+                    |s| tracing::warn!(device = %who, error = %s.message(), "stream refused"),
+                )?
         };
         let (tx, rx) = mpsc::channel(16);
         let welcome = v1::Welcome {
@@ -130,50 +143,97 @@ impl Reporting for ReportingService {
 
         let collector = self.0.clone();
         tokio::spawn(async move {
-            loop {
-                let next = match inbound.message().await {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break,
-                    Err(status) => {
-                        tracing::debug!(device = %who.device_id, error = %status, "stream ended");
-                        break;
-                    }
-                };
-                match next.kind {
-                    Some(agent_message::Kind::Report(r)) => {
-                        let outcome = match report_from_wire(r) {
-                            Ok(report) => {
-                                let (who, info) = (who.clone(), info.clone());
-                                blocking(&collector, move |c| c.apply_report(&who, &info, report))
-                                    .await
-                            }
-                            Err(e) => Err(to_status(e)),
-                        };
-                        let reply = match outcome {
-                            Ok(sequence) => msg(collector_message::Kind::Ack(v1::Ack { sequence })),
-                            Err(status) => {
-                                tracing::warn!(device = %who.device_id, error = %status.message(), "report rejected");
-                                Err(status)
-                            }
-                        };
-                        let fatal = reply.is_err();
-                        if tx.send(reply).await.is_err() || fatal {
-                            break;
-                        }
-                    }
-                    Some(agent_message::Kind::Heartbeat(_)) => {}
-                    Some(agent_message::Kind::Hello(_)) | None => {
-                        let _ = tx
-                            .send(Err(tonic::Status::failed_precondition(
-                                "only one hello per stream",
-                            )))
-                            .await;
-                        break;
-                    }
-                }
-            }
+            pump(
+                &collector,
+                &who,
+                &info,
+                inbound,
+                &tx,
+                &registered.superseded,
+            )
+            .await;
+            collector
+                .connections
+                .unregister(&who.device_id, registered.conn);
             tracing::info!(device = %who.device_id, "agent disconnected");
         });
         Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Reads the agent's messages until the stream ends, a newer stream of the device takes over,
+/// or a report is refused.
+async fn pump(
+    collector: &Arc<Collector>,
+    who: &DeviceIdentity,
+    info: &HelloInfo,
+    mut inbound: tonic::Streaming<AgentMessage>,
+    tx: &mpsc::Sender<Result<CollectorMessage, tonic::Status>>,
+    superseded: &tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            _ = superseded.cancelled() => {
+                let _ = tx.send(Err(tonic::Status::aborted("superseded by a newer connection of this device"))).await;
+                return;
+            }
+            m = inbound.message() => match m {
+                Ok(Some(m)) => m,
+                Ok(None) => return,
+                Err(status) => {
+                    tracing::debug!(device = %who.device_id, error = %status, "stream ended");
+                    return;
+                }
+            },
+        };
+        match next.kind {
+            Some(agent_message::Kind::Report(r)) => {
+                if let Err(wait) = collector
+                    .limiters
+                    .reports
+                    .take(&who.device_id, std::time::Instant::now())
+                {
+                    let retry_after_ms = wait.as_millis().clamp(1, u128::from(u32::MAX)) as u32;
+                    tracing::warn!(device = %who.device_id, retry_after_ms, "report rate exceeded; throttling");
+                    if tx
+                        .send(msg(collector_message::Kind::Throttle(v1::Throttle {
+                            retry_after_ms,
+                        })))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
+                let outcome = match report_from_wire(r) {
+                    Ok(report) => {
+                        let (who, info) = (who.clone(), info.clone());
+                        blocking(collector, move |c| c.apply_report(&who, &info, report)).await
+                    }
+                    Err(e) => Err(to_status(e)),
+                };
+                let reply = match outcome {
+                    Ok(sequence) => msg(collector_message::Kind::Ack(v1::Ack { sequence })),
+                    Err(status) => {
+                        tracing::warn!(device = %who.device_id, error = %status.message(), "report rejected");
+                        Err(status)
+                    }
+                };
+                let fatal = reply.is_err();
+                if tx.send(reply).await.is_err() || fatal {
+                    return;
+                }
+            }
+            Some(agent_message::Kind::Heartbeat(_)) => {}
+            Some(agent_message::Kind::Hello(_)) | None => {
+                let _ = tx
+                    .send(Err(tonic::Status::failed_precondition(
+                        "only one hello per stream",
+                    )))
+                    .await;
+                return;
+            }
+        }
     }
 }

@@ -10,7 +10,7 @@
 pub mod records;
 pub mod sled_store;
 
-pub use records::{DeviceRecord, OrgAggregate, PersonRecord, TokenRecord};
+pub use records::{AuditRecord, DeviceRecord, OrgAggregate, PersonRecord, TokenRecord};
 
 use commscan_core::verdict::Status;
 use time::OffsetDateTime;
@@ -46,6 +46,8 @@ pub struct DeviceFilter {
     pub status: Option<Status>,
     /// Only devices with a finding of this product.
     pub product: Option<String>,
+    /// Only these organisations (the caller's scope); `None` means all.
+    pub allowed_orgs: Option<std::collections::BTreeSet<String>>,
 }
 
 /// One page of devices.
@@ -86,6 +88,12 @@ pub trait Store: Send + Sync + 'static {
     fn put_token(&self, hash: &str, token: &TokenRecord) -> Result<(), StoreError>;
     /// An enrolment token by hash.
     fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// Every enrolment token with its hash.
+    fn tokens(&self) -> Result<Vec<(String, TokenRecord)>, StoreError>;
+    /// Appends an audit entry; returns its position. There is no way to change or delete one.
+    fn append_audit(&self, entry: &AuditRecord) -> Result<u64, StoreError>;
+    /// Audit entries after `after`, oldest first, at most `limit`.
+    fn audit(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditRecord)>, StoreError>;
     /// Stores a person's bearer token record under its hash.
     fn put_person(&self, hash: &str, person: &PersonRecord) -> Result<(), StoreError>;
     /// A person by token hash.

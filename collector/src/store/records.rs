@@ -52,6 +52,10 @@ pub struct DeviceRecord {
     /// Revoked devices are refused; their history stays.
     #[serde(default)]
     pub revoked: bool,
+    /// Set when two agents use this device's identity at once (a cloned disk); reports are
+    /// refused until the device is revoked and the clones re-enrolled.
+    #[serde(default)]
+    pub duplicate: Option<String>,
 }
 
 impl DeviceRecord {
@@ -86,6 +90,7 @@ impl DeviceRecord {
             judged_at: None,
             policy: String::new(),
             revoked: false,
+            duplicate: None,
         }
     }
 
@@ -207,13 +212,23 @@ impl TokenRecord {
     }
 }
 
-/// A person allowed to query, stored under the SHA-256 of their bearer token.
+/// A person, stored under the SHA-256 of their bearer token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PersonRecord {
-    /// Who.
+    /// Who, as shown in the audit log.
     pub name: String,
-    /// Their role.
+    /// What they may do, where.
+    pub grants: Vec<Grant>,
+}
+
+/// One role in one organisation, or in all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The role.
     pub role: Role,
+    /// The organisation; `None` means every organisation.
+    #[serde(default)]
+    pub organisation: Option<String>,
 }
 
 /// What a person may do.
@@ -222,4 +237,44 @@ pub struct PersonRecord {
 pub enum Role {
     /// Everything.
     Admin,
+    /// Devices, summaries, enrolment tokens and revocation in their organisations.
+    Officer,
+    /// Aggregates across organisations; never device rows.
+    Analyst,
+    /// Read-only: devices, summaries, audit; never tokens.
+    Auditor,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "officer" => Ok(Role::Officer),
+            "analyst" => Ok(Role::Analyst),
+            "auditor" => Ok(Role::Auditor),
+            other => Err(format!(
+                "unknown role '{other}' (admin, officer, analyst, auditor)"
+            )),
+        }
+    }
+}
+
+/// One entry of the append-only audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// Which organisation.
+    #[serde(default)]
+    pub organisation: Option<String>,
+    /// Allowed or denied.
+    pub allowed: bool,
+    /// Why.
+    pub detail: String,
 }

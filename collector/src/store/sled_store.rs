@@ -9,13 +9,14 @@
 //! | `orgs` | organisation | [`OrgAggregate`] (JSON) |
 //! | `tokens` | SHA-256 hex of an enrolment token | [`TokenRecord`] (JSON) |
 //! | `people` | SHA-256 hex of a bearer token | [`PersonRecord`] (JSON) |
+//! | `audit` | position, u64 big-endian (from sled's monotonic id generator) | [`AuditRecord`] (JSON) |
 //!
 //! Device writes run as one sled transaction over `devices`, `by_org` and `orgs` (plus
 //! `tokens` at enrolment): the old record's contribution is subtracted from the aggregate and
 //! the new one's added, atomically. Organisation ids cannot contain `/`, so `<org>/` is an
 //! exact prefix.
 
-use super::records::{DeviceRecord, OrgAggregate, PersonRecord, TokenRecord};
+use super::records::{AuditRecord, DeviceRecord, OrgAggregate, PersonRecord, TokenRecord};
 use super::{DeviceFilter, DevicePage, Store, StoreError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -33,6 +34,7 @@ pub struct SledStore {
     orgs: sled::Tree,
     tokens: sled::Tree,
     people: sled::Tree,
+    audit: sled::Tree,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -112,6 +114,7 @@ impl SledStore {
             orgs: tree("orgs")?,
             tokens: tree("tokens")?,
             people: tree("people")?,
+            audit: tree("audit")?,
             db,
         })
     }
@@ -202,6 +205,13 @@ impl Store for SledStore {
             let Some((_, id)) = k.split_once('/') else {
                 continue;
             };
+            if let Some(allowed) = &filter.allowed_orgs
+                && !k
+                    .split_once('/')
+                    .is_some_and(|(org, _)| allowed.contains(org))
+            {
+                continue;
+            }
             let Some(device) = self.device(id)? else {
                 continue;
             };
@@ -253,6 +263,41 @@ impl Store for SledStore {
 
     fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
         SledStore::get(&self.tokens, hash)
+    }
+
+    fn tokens(&self) -> Result<Vec<(String, TokenRecord)>, StoreError> {
+        self.tokens
+            .iter()
+            .map(|r| {
+                let (k, v) = r.map_err(backend)?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), decode(&k, &v)?))
+            })
+            .collect()
+    }
+
+    fn append_audit(&self, entry: &AuditRecord) -> Result<u64, StoreError> {
+        // sled's id generator is monotonic across restarts; +1 keeps 0 free as "from the start".
+        let position = self.db.generate_id().map_err(backend)? + 1;
+        self.audit
+            .insert(position.to_be_bytes(), encode(entry))
+            .map_err(backend)?;
+        Ok(position)
+    }
+
+    fn audit(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
+        let start = after.saturating_add(1).to_be_bytes();
+        self.audit
+            .range(start..)
+            .take(limit)
+            .map(|r| {
+                let (k, v) = r.map_err(backend)?;
+                let position: [u8; 8] = k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    key: format!("audit/{k:?}"),
+                    message: "audit key is not a u64".into(),
+                })?;
+                Ok((u64::from_be_bytes(position), decode(&k, &v)?))
+            })
+            .collect()
     }
 
     fn put_person(&self, hash: &str, person: &PersonRecord) -> Result<(), StoreError> {

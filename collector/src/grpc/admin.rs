@@ -1,0 +1,156 @@
+//! `Admin` adapter.
+
+use super::backstop::mark_of;
+use super::blocking;
+use super::query::bearer;
+use crate::admin::TokenInfo;
+use crate::collector::Collector;
+use crate::error::CollectorError;
+use crate::store::records::{Grant, Role};
+use commscan_proto::convert;
+use commscan_proto::v1::{self, admin_server::Admin};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The `Admin` service.
+#[derive(Debug, Clone)]
+pub struct AdminService(pub Arc<Collector>);
+
+fn token_to_wire(t: &TokenInfo) -> v1::EnrollmentToken {
+    v1::EnrollmentToken {
+        token_id: t.token_id.clone(),
+        organisation: t.record.organisation.clone(),
+        created_at: Some(convert::timestamp(t.record.created_at)),
+        expires_at: t.record.expires_at.map(convert::timestamp),
+        uses_left: t.record.uses_left,
+        revoked: t.record.revoked,
+    }
+}
+
+fn role_from_wire(v: i32) -> Result<Role, CollectorError> {
+    match v1::Role::try_from(v) {
+        Ok(v1::Role::Admin) => Ok(Role::Admin),
+        Ok(v1::Role::Officer) => Ok(Role::Officer),
+        Ok(v1::Role::Analyst) => Ok(Role::Analyst),
+        Ok(v1::Role::Auditor) => Ok(Role::Auditor),
+        _ => Err(CollectorError::InvalidArgument(format!(
+            "grants.role: {v} is not a role"
+        ))),
+    }
+}
+
+macro_rules! authed {
+    ($self:ident, $request:ident, |$c:ident, $who:ident, $body:ident| $call:expr) => {{
+        let (token, mark) = (bearer(&$request), mark_of(&$request));
+        let $body = $request.into_inner();
+        blocking(&$self.0, move |$c| {
+            let $who = $c.authenticate(token.as_deref(), mark)?;
+            $call
+        })
+        .await
+    }};
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_enrollment_token(
+        &self,
+        request: tonic::Request<v1::CreateEnrollmentTokenRequest>,
+    ) -> Result<tonic::Response<v1::CreateEnrollmentTokenResponse>, tonic::Status> {
+        let (info, secret) = authed!(self, request, |c, who, r| {
+            let uses = (r.uses > 0).then_some(r.uses);
+            let lifetime =
+                (r.expires_in_seconds > 0).then(|| Duration::from_secs(r.expires_in_seconds));
+            c.create_enrollment_token(&who, &r.organisation, uses, lifetime)
+        })?;
+        Ok(tonic::Response::new(v1::CreateEnrollmentTokenResponse {
+            token: Some(token_to_wire(&info)),
+            secret,
+        }))
+    }
+
+    async fn list_enrollment_tokens(
+        &self,
+        request: tonic::Request<v1::ListEnrollmentTokensRequest>,
+    ) -> Result<tonic::Response<v1::ListEnrollmentTokensResponse>, tonic::Status> {
+        let tokens = authed!(self, request, |c, who, r| {
+            let org = Some(r.organisation).filter(|o| !o.is_empty());
+            c.list_enrollment_tokens(&who, org.as_deref())
+        })?;
+        Ok(tonic::Response::new(v1::ListEnrollmentTokensResponse {
+            tokens: tokens.iter().map(token_to_wire).collect(),
+        }))
+    }
+
+    async fn revoke_enrollment_token(
+        &self,
+        request: tonic::Request<v1::RevokeEnrollmentTokenRequest>,
+    ) -> Result<tonic::Response<v1::RevokeEnrollmentTokenResponse>, tonic::Status> {
+        authed!(self, request, |c, who, r| c
+            .revoke_enrollment_token(&who, &r.token_id))?;
+        Ok(tonic::Response::new(v1::RevokeEnrollmentTokenResponse {}))
+    }
+
+    async fn revoke_device(
+        &self,
+        request: tonic::Request<v1::RevokeDeviceRequest>,
+    ) -> Result<tonic::Response<v1::RevokeDeviceResponse>, tonic::Status> {
+        authed!(self, request, |c, who, r| c
+            .revoke_device(&who, &r.device_id))?;
+        Ok(tonic::Response::new(v1::RevokeDeviceResponse {}))
+    }
+
+    async fn create_access_token(
+        &self,
+        request: tonic::Request<v1::CreateAccessTokenRequest>,
+    ) -> Result<tonic::Response<v1::CreateAccessTokenResponse>, tonic::Status> {
+        let secret = authed!(self, request, |c, who, r| {
+            let grants = r
+                .grants
+                .into_iter()
+                .map(|g| {
+                    Ok(Grant {
+                        role: role_from_wire(g.role)?,
+                        organisation: Some(g.organisation).filter(|o| !o.is_empty()),
+                    })
+                })
+                .collect::<Result<Vec<_>, CollectorError>>();
+            // Authorise before reporting input errors, so an unauthorised caller learns nothing.
+            match grants {
+                Ok(grants) => c.create_access_token(&who, &r.name, grants),
+                Err(e) => {
+                    crate::auth::authorize(&who, crate::auth::Access::ManagePeople, None)?;
+                    Err(e)
+                }
+            }
+        })?;
+        Ok(tonic::Response::new(v1::CreateAccessTokenResponse {
+            secret,
+        }))
+    }
+
+    async fn list_audit(
+        &self,
+        request: tonic::Request<v1::ListAuditRequest>,
+    ) -> Result<tonic::Response<v1::ListAuditResponse>, tonic::Status> {
+        let entries = authed!(self, request, |c, who, r| c.list_audit(
+            &who,
+            r.after,
+            r.limit as usize
+        ))?;
+        Ok(tonic::Response::new(v1::ListAuditResponse {
+            entries: entries
+                .into_iter()
+                .map(|(position, e)| v1::AuditEntry {
+                    position,
+                    at: Some(convert::timestamp(e.at)),
+                    actor: e.actor,
+                    action: e.action,
+                    organisation: e.organisation.unwrap_or_default(),
+                    allowed: e.allowed,
+                    detail: e.detail,
+                })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,79 @@
+//! The fail-closed backstop around `Query` and `Admin`.
+//!
+//! Every request gets a fresh [`DecisionMark`] in its extensions. Handlers pass it to
+//! [`crate::collector::Collector::authenticate`], and [`crate::auth::authorize`] sets it. If a
+//! handler returns without any authentication or authorisation decision having been made (a
+//! handler that forgot), the response is replaced by PERMISSION_DENIED and the event is logged
+//! as an error: a new RPC cannot leak data by omission.
+
+use crate::auth::DecisionMark;
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+use tonic::codegen::{BoxFuture, Service, http};
+use tonic::server::NamedService;
+
+/// Wraps a generated gRPC server.
+#[derive(Debug, Clone)]
+pub struct Backstop<S> {
+    inner: S,
+}
+
+impl<S> Backstop<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Backstop { inner }
+    }
+}
+
+impl<S: NamedService> NamedService for Backstop<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+/// The mark of a request, for handlers (a fresh one if the backstop is not installed).
+pub fn mark_of<T>(request: &tonic::Request<T>) -> DecisionMark {
+    request
+        .extensions()
+        .get::<DecisionMark>()
+        .cloned()
+        .unwrap_or_default()
+}
+
+impl<S, B> Service<http::Request<B>> for Backstop<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let mark = DecisionMark::default();
+        req.extensions_mut().insert(mark.clone());
+        let path = req.uri().path().to_owned();
+        // The clone is ready-polled by the caller's `poll_ready` on `self.inner`; swap so the
+        // ready one serves this call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let response = inner.call(req).await?;
+            if mark.is_set() {
+                Ok(response)
+            } else {
+                tracing::error!(rpc = %path, "handler returned without an authorisation decision; denied");
+                Ok(
+                    tonic::Status::permission_denied("authorisation was not checked for this call")
+                        .into_http(),
+                )
+            }
+        })
+    }
+}
