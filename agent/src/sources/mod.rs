@@ -14,9 +14,15 @@ use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+pub mod desktop;
 pub mod dpkg;
+pub mod flatpak;
 pub mod fs;
+pub mod linux_apps;
 pub mod processes;
+pub mod rooted;
+pub mod rpm;
+pub mod snap;
 pub mod users;
 
 /// What a scan reads.
@@ -78,7 +84,16 @@ pub trait Source: Send + Sync {
 /// The sources of a platform, in the order they run.
 pub fn for_platform(platform: Platform) -> Vec<Box<dyn Source>> {
     match platform {
-        Platform::Linux => vec![Box::new(dpkg::Dpkg), Box::new(processes::Processes)],
+        Platform::Linux => vec![
+            Box::new(dpkg::Dpkg),
+            Box::new(rpm::Rpm),
+            Box::new(snap::Snap),
+            Box::new(flatpak::Flatpak),
+            Box::new(desktop::Desktop),
+            Box::new(linux_apps::Appimage),
+            Box::new(linux_apps::InstallPath),
+            Box::new(processes::Processes),
+        ],
         Platform::Macos | Platform::Windows => vec![Box::new(processes::Processes)],
     }
 }
