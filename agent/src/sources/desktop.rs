@@ -15,7 +15,7 @@
 //! An entry whose `Categories` hold InstantMessaging, Chat, VideoConference, Telephony or
 //! IRCClient is an unclassified candidate: reported only if no catalog signature matches it.
 
-use super::{ScanContext, Source, for_each_line, fs::Walk, rooted};
+use super::{ScanContext, Source, clip, for_each_line, fs::Walk, rooted};
 use commscan_core::catalog::SignatureKind;
 use commscan_core::inventory::InventoryItem;
 use commscan_core::scan::SourceOutcome;
@@ -255,7 +255,7 @@ pub fn item_for(id: &str, entry: &Entry, location: &str) -> Option<InventoryItem
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| id.to_owned());
         let categories = entry.categories.clone().unwrap_or_default();
-        item = item.with_candidate(name, format!("Categories={categories}"));
+        item = item.with_candidate(clip(&name), clip(&format!("Categories={categories}")));
     }
     Some(item)
 }

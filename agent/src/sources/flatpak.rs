@@ -10,7 +10,7 @@
 //! `.appdata.xml` names), read with a size cap. `current` and `active` are symlinks; they are
 //! resolved inside the scanned root, never through the host's file system.
 
-use super::{ScanContext, Source, fs, rooted};
+use super::{ScanContext, Source, clip, fs, rooted};
 use commscan_core::catalog::SignatureKind;
 use commscan_core::inventory::InventoryItem;
 use commscan_core::scan::SourceOutcome;
@@ -49,7 +49,7 @@ pub fn first_release_version(xml: &str) -> Option<String> {
             let value = &value[1..];
             let end = value.find(quote)?;
             let v = value[..end].trim();
-            return (!v.is_empty()).then(|| v.to_owned());
+            return (!v.is_empty()).then(|| clip(v));
         }
         return None;
     }

@@ -149,9 +149,30 @@ pub fn open_outcome(path: &Path, err: &io::Error) -> SourceOutcome {
     }
 }
 
+/// Longest text taken from a scanned file into what may leave the device (versions, names of
+/// unclassified candidates); longer text is cut on a character boundary.
+pub const MAX_FIELD: usize = 200;
+
+/// `s` cut to at most [`MAX_FIELD`] bytes on a character boundary.
+pub fn clip(s: &str) -> String {
+    let mut end = s.len().min(MAX_FIELD);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clip_cuts_on_character_boundaries() {
+        let s = "я".repeat(MAX_FIELD);
+        let c = clip(&s);
+        assert!(c.len() <= MAX_FIELD && c.chars().all(|ch| ch == 'я'));
+        assert_eq!(clip("short"), "short");
+    }
 
     #[test]
     fn long_lines_are_truncated_not_buffered() {

@@ -15,7 +15,7 @@
 //! - The older BerkeleyDB `Packages` (RHEL ≤ 8) and SUSE's `Packages.db` (ndb) are not read:
 //!   the source says so as `failed: ...` instead of claiming the machine has no rpm packages.
 
-use super::{ScanContext, Source, rooted};
+use super::{ScanContext, Source, clip, rooted};
 use commscan_core::catalog::SignatureKind;
 use commscan_core::inventory::InventoryItem;
 use commscan_core::scan::SourceOutcome;
@@ -71,7 +71,7 @@ impl Header {
             s.push('-');
             s.push_str(r);
         }
-        Some(s)
+        Some(clip(&s))
     }
 }
 

@@ -10,7 +10,7 @@
 //!
 //! Every snap is reported, bases and `snapd` included: only catalog matches leave the device.
 
-use super::{ScanContext, Source, for_each_line, rooted};
+use super::{ScanContext, Source, clip, for_each_line, rooted};
 use commscan_core::catalog::SignatureKind;
 use commscan_core::inventory::InventoryItem;
 use commscan_core::scan::SourceOutcome;
@@ -64,7 +64,7 @@ pub fn yaml_version(path: &Path) -> Option<String> {
         if let Some(v) = line.strip_prefix("version:") {
             let v = v.trim().trim_matches(|c| c == '"' || c == '\'').trim();
             if !v.is_empty() {
-                version = Some(v.to_owned());
+                version = Some(clip(v));
             }
         }
     });
