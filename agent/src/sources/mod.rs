@@ -14,11 +14,17 @@ use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+pub mod desktop;
 pub mod dpkg;
+pub mod flatpak;
 pub mod fs;
+pub mod linux_apps;
 pub mod macos_apps;
 pub mod processes;
 pub mod pwa;
+pub mod rooted;
+pub mod rpm;
+pub mod snap;
 pub mod users;
 
 /// What a scan reads.
@@ -82,6 +88,12 @@ pub fn for_platform(platform: Platform) -> Vec<Box<dyn Source>> {
     match platform {
         Platform::Linux => vec![
             Box::new(dpkg::Dpkg),
+            Box::new(rpm::Rpm),
+            Box::new(snap::Snap),
+            Box::new(flatpak::Flatpak),
+            Box::new(desktop::Desktop),
+            Box::new(linux_apps::Appimage),
+            Box::new(linux_apps::InstallPath),
             Box::new(pwa::Pwa),
             Box::new(processes::Processes),
         ],
@@ -177,9 +189,30 @@ pub fn problems_outcome(problems: &[String]) -> SourceOutcome {
     SourceOutcome::Failed(msg)
 }
 
+/// Longest text taken from a scanned file into what may leave the device (versions, names of
+/// unclassified candidates); longer text is cut on a character boundary.
+pub const MAX_FIELD: usize = 200;
+
+/// `s` cut to at most [`MAX_FIELD`] bytes on a character boundary.
+pub fn clip(s: &str) -> String {
+    let mut end = s.len().min(MAX_FIELD);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clip_cuts_on_character_boundaries() {
+        let s = "я".repeat(MAX_FIELD);
+        let c = clip(&s);
+        assert!(c.len() <= MAX_FIELD && c.chars().all(|ch| ch == 'я'));
+        assert_eq!(clip("short"), "short");
+    }
 
     #[test]
     fn long_lines_are_truncated_not_buffered() {
