@@ -16,6 +16,7 @@ use std::sync::{Arc, OnceLock};
 
 pub mod dpkg;
 pub mod fs;
+pub mod hive;
 pub mod processes;
 pub mod users;
 
