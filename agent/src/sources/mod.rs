@@ -14,11 +14,14 @@ use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+pub mod appx;
 pub mod dpkg;
 pub mod fs;
 pub mod hive;
 pub mod processes;
 pub mod users;
+pub mod windows_paths;
+pub mod windows_registry;
 
 /// What a scan reads.
 #[derive(Debug, Clone)]
@@ -80,7 +83,13 @@ pub trait Source: Send + Sync {
 pub fn for_platform(platform: Platform) -> Vec<Box<dyn Source>> {
     match platform {
         Platform::Linux => vec![Box::new(dpkg::Dpkg), Box::new(processes::Processes)],
-        Platform::Macos | Platform::Windows => vec![Box::new(processes::Processes)],
+        Platform::Macos => vec![Box::new(processes::Processes)],
+        Platform::Windows => vec![
+            Box::new(windows_registry::WindowsRegistry),
+            Box::new(appx::Appx),
+            Box::new(windows_paths::WindowsPaths),
+            Box::new(processes::Processes),
+        ],
     }
 }
 
