@@ -14,10 +14,12 @@ use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+pub mod appx;
 pub mod desktop;
 pub mod dpkg;
 pub mod flatpak;
 pub mod fs;
+pub mod hive;
 pub mod linux_apps;
 pub mod macos_apps;
 pub mod processes;
@@ -26,6 +28,8 @@ pub mod rooted;
 pub mod rpm;
 pub mod snap;
 pub mod users;
+pub mod windows_paths;
+pub mod windows_registry;
 
 /// What a scan reads.
 #[derive(Debug, Clone)]
@@ -102,7 +106,13 @@ pub fn for_platform(platform: Platform) -> Vec<Box<dyn Source>> {
             Box::new(pwa::Pwa),
             Box::new(processes::Processes),
         ],
-        Platform::Windows => vec![Box::new(pwa::Pwa), Box::new(processes::Processes)],
+        Platform::Windows => vec![
+            Box::new(windows_registry::WindowsRegistry),
+            Box::new(appx::Appx),
+            Box::new(windows_paths::WindowsPaths),
+            Box::new(pwa::Pwa),
+            Box::new(processes::Processes),
+        ],
     }
 }
 
