@@ -8,6 +8,8 @@
 //! | [`state`] | the agent's data directory: identity, key, certificates, report sequence |
 //! | [`enroll`] | key generation, CSR, `Enrollment.Enroll`, storing the identity |
 //! | [`transport`] | TLS channels to the collector and one `Reporting.Connect` session |
+//! | [`device_state`] | the reported state in canonical form, its digest, changes between states |
+//! | [`spool`] | the durable spool: pending changes, unacknowledged records, sequences |
 //!
 //! Data flow: sources → inventory items → matcher → [`commscan_core::scan::ScanReport`] →
 //! snapshot report with a sequence number → collector → ack → sequence recorded in `state`.
@@ -15,9 +17,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod device_state;
 pub mod enroll;
 pub mod output;
 pub mod scanner;
 pub mod sources;
+pub mod spool;
 pub mod state;
 pub mod transport;

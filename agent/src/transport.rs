@@ -239,6 +239,7 @@ impl Reporter {
                 })),
                 stats: Some(convert::stats_to_wire(&report.stats)),
                 scanned_at: Some(convert::timestamp(time::OffsetDateTime::now_utc())),
+                state_digest: Vec::new(),
             };
             let msg = v1::AgentMessage {
                 kind: Some(agent_message::Kind::Report(msg)),

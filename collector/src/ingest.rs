@@ -5,6 +5,14 @@
 //! findings; a delta upserts and removes. First sightings are kept per product for grace
 //! periods. Reports are bounded: too many findings, evidence entries or oversized strings are
 //! refused with INVALID_ARGUMENT naming the field.
+//!
+//! Reconciliation: the device record keeps the state digest (`commscan_proto::digest`) of
+//! what it stores. A hello whose digest (the state the agent last had acknowledged) is empty
+//! or differs gets `want_snapshot` ([`wants_snapshot`]); a delta that leaves the store with
+//! another digest than the agent declared asks for a resync ([`Applied::resync`]). So a lost
+//! delta, a restored backup of this store or a wiped agent spool heal on the next connection.
+//! Every applied report is logged after the store flushed (`report applied`, with sequence
+//! and digest); fault tests read these lines.
 
 use crate::collector::Collector;
 use crate::connections::Registered;
@@ -14,6 +22,8 @@ use crate::store::DeviceRecord;
 use commscan_core::identity::DeviceIdentity;
 use commscan_core::platform::Platform;
 use commscan_core::scan::{Finding, ScanStats, Unclassified};
+use commscan_proto::convert::{canonical_finding, canonical_unclassified};
+use commscan_proto::digest;
 use std::collections::BTreeMap;
 
 /// Most findings one report may carry.
@@ -23,7 +33,7 @@ pub const MAX_UNCLASSIFIED: usize = 500;
 /// Most evidence entries one finding may carry.
 pub const MAX_EVIDENCE: usize = 64;
 /// Longest text field kept.
-pub const MAX_TEXT: usize = 512;
+pub const MAX_TEXT: usize = commscan_proto::convert::MAX_TEXT;
 
 /// The body of a report.
 #[derive(Debug, Clone)]
@@ -55,6 +65,38 @@ pub struct IncomingReport {
     pub body: ReportBody,
     /// Scan stats.
     pub stats: ScanStats,
+    /// The agent's digest of its state once this report is applied; empty if not given.
+    pub state_digest: Vec<u8>,
+}
+
+/// What applying a report did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// The sequence to acknowledge.
+    pub sequence: u64,
+    /// The report was a delta and the stored state does not match the agent's declared
+    /// digest: ask the agent for a snapshot (Command RESYNC) after the ack.
+    pub resync: bool,
+}
+
+/// The hex state digest of what a device record stores.
+pub fn stored_digest(device: &DeviceRecord) -> String {
+    if device.state_digest.is_empty() {
+        digest::hex(&digest::state_digest(
+            &device.findings,
+            &device.unclassified,
+        ))
+    } else {
+        device.state_digest.clone()
+    }
+}
+
+/// Whether a device's next report should be a snapshot: the collector holds nothing for it,
+/// or the agent's digest of the state it last had acknowledged is unknown or differs.
+pub fn wants_snapshot(device: &DeviceRecord, hello: &HelloInfo) -> bool {
+    device.last_sequence == 0
+        || hello.state_digest.is_empty()
+        || digest::hex(&hello.state_digest) != stored_digest(device)
 }
 
 /// What the device said about itself in its hello.
@@ -68,6 +110,8 @@ pub struct HelloInfo {
     pub hostname: String,
     /// The device id the agent believes it has; empty if not given.
     pub claimed_device_id: String,
+    /// Digest of the state the agent last had acknowledged; empty if it does not know.
+    pub state_digest: Vec<u8>,
 }
 
 fn check_findings(findings: &mut [Finding]) -> Result<(), CollectorError> {
@@ -85,13 +129,7 @@ fn check_findings(findings: &mut [Finding]) -> Result<(), CollectorError> {
                 f.evidence.len()
             )));
         }
-        for e in &mut f.evidence {
-            e.detail = clean_text(&e.detail, MAX_TEXT);
-            e.source = clean_text(&e.source, 64);
-        }
-        if let Some(v) = &mut f.version {
-            *v = clean_text(v, 128);
-        }
+        *f = canonical_finding(f.clone());
     }
     Ok(())
 }
@@ -104,9 +142,7 @@ fn check_unclassified(list: &mut [Unclassified]) -> Result<(), CollectorError> {
         )));
     }
     for u in list.iter_mut() {
-        u.name = clean_text(&u.name, MAX_TEXT);
-        u.detail = clean_text(&u.detail, MAX_TEXT);
-        u.source = clean_text(&u.source, 64);
+        *u = canonical_unclassified(u.clone());
     }
     Ok(())
 }
@@ -200,19 +236,23 @@ impl Collector {
         Ok((device, registered))
     }
 
-    /// Applies a report and makes it durable. Returns the sequence to acknowledge.
+    /// Applies a report and makes it durable; only then returns what to acknowledge.
     pub fn apply_report(
         &self,
         who: &DeviceIdentity,
         hello: &HelloInfo,
         report: IncomingReport,
-    ) -> Result<u64, CollectorError> {
+    ) -> Result<Applied, CollectorError> {
         let mut device = self.admit(who)?;
         if report.sequence <= device.last_sequence {
-            tracing::debug!(device = %who.device_id, sequence = report.sequence, stored = device.last_sequence, "duplicate report acknowledged");
-            return Ok(device.last_sequence);
+            tracing::info!(device = %who.device_id, sequence = report.sequence, stored = device.last_sequence, "report already stored");
+            return Ok(Applied {
+                sequence: device.last_sequence,
+                resync: false,
+            });
         }
         let now = self.now();
+        let is_delta = matches!(report.body, ReportBody::Delta { .. });
         match report.body {
             ReportBody::Snapshot {
                 mut findings,
@@ -271,13 +311,35 @@ impl Collector {
         if hello.platform.is_some() {
             device.platform = hello.platform;
         }
+        device.state_digest = digest::hex(&digest::state_digest(
+            &device.findings,
+            &device.unclassified,
+        ));
         let previous = device.verdict.status;
         self.compliance.rules().judge(&mut device, now);
         self.store.put_device(&device)?;
         self.store.flush()?;
+        let declared = digest::hex(&report.state_digest);
+        let resync = is_delta && !declared.is_empty() && declared != device.state_digest;
+        tracing::info!(
+            device = %who.device_id,
+            sequence = report.sequence,
+            kind = if is_delta { "delta" } else { "snapshot" },
+            digest = %device.state_digest,
+            resync,
+            "report applied"
+        );
+        if !is_delta && !declared.is_empty() && declared != device.state_digest {
+            // A snapshot is the whole state: a mismatch is an agent/collector disagreement on
+            // the canonical form, and asking again would loop.
+            tracing::warn!(device = %who.device_id, agent = %declared, stored = %device.state_digest, "snapshot digest differs from the agent's");
+        }
         if previous != device.verdict.status {
             tracing::info!(device = %who.device_id, organisation = %who.organisation, from = %previous, to = %device.verdict.status, "verdict changed");
         }
-        Ok(report.sequence)
+        Ok(Applied {
+            sequence: report.sequence,
+            resync,
+        })
     }
 }

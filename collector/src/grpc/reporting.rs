@@ -9,7 +9,7 @@
 use super::{blocking, to_status};
 use crate::collector::Collector;
 use crate::error::CollectorError;
-use crate::ingest::{HelloInfo, IncomingReport, ReportBody};
+use crate::ingest::{HelloInfo, IncomingReport, ReportBody, wants_snapshot};
 use commscan_core::identity::DeviceIdentity;
 use commscan_proto::convert;
 use commscan_proto::v1::{
@@ -76,6 +76,7 @@ fn report_from_wire(r: v1::Report) -> Result<IncomingReport, CollectorError> {
         sequence: r.sequence,
         body,
         stats: convert::stats_from_wire(r.stats.unwrap_or_default()),
+        state_digest: r.state_digest,
     })
 }
 
@@ -120,6 +121,7 @@ impl Reporting for ReportingService {
             platform: convert::platform_from_wire(hello.platform).ok(),
             hostname: hello.hostname,
             claimed_device_id: hello.device_id,
+            state_digest: hello.state_digest,
         };
         let (device, registered) = {
             let (w, info) = (who.clone(), info.clone());
@@ -134,12 +136,13 @@ impl Reporting for ReportingService {
             device_id: who.device_id.clone(),
             organisation: who.organisation.clone(),
             stored_sequence: device.last_sequence,
-            want_snapshot: device.last_sequence == 0,
+            want_snapshot: wants_snapshot(&device, &info),
         };
+        let welcome_wants = welcome.want_snapshot;
         tx.send(msg(collector_message::Kind::Welcome(welcome)))
             .await
             .map_err(|_| tonic::Status::cancelled("agent gone"))?;
-        tracing::info!(device = %who.device_id, organisation = %who.organisation, last_acked = hello.last_acked_sequence, "agent connected");
+        tracing::info!(device = %who.device_id, organisation = %who.organisation, last_acked = hello.last_acked_sequence, stored = device.last_sequence, want_snapshot = welcome_wants, "agent connected");
 
         let collector = self.0.clone();
         tokio::spawn(async move {
@@ -213,16 +216,34 @@ async fn pump(
                     }
                     Err(e) => Err(to_status(e)),
                 };
-                let reply = match outcome {
-                    Ok(sequence) => msg(collector_message::Kind::Ack(v1::Ack { sequence })),
+                let (reply, resync) = match outcome {
+                    Ok(a) => (
+                        msg(collector_message::Kind::Ack(v1::Ack {
+                            sequence: a.sequence,
+                        })),
+                        a.resync,
+                    ),
                     Err(status) => {
                         tracing::warn!(device = %who.device_id, error = %status.message(), "report rejected");
-                        Err(status)
+                        (Err(status), false)
                     }
                 };
                 let fatal = reply.is_err();
                 if tx.send(reply).await.is_err() || fatal {
                     return;
+                }
+                if resync {
+                    tracing::warn!(device = %who.device_id, "stored state differs from the agent's after a delta; asking for a snapshot");
+                    let resync = v1::Command {
+                        kind: v1::CommandKind::Resync as i32,
+                    };
+                    if tx
+                        .send(msg(collector_message::Kind::Command(resync)))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
                 }
             }
             Some(agent_message::Kind::Heartbeat(_)) => {}

@@ -56,6 +56,11 @@ pub struct DeviceRecord {
     /// refused until the device is revoked and the clones re-enrolled.
     #[serde(default)]
     pub duplicate: Option<String>,
+    /// Hex SHA-256 state digest (`commscan_proto::digest`) of `findings` and `unclassified`,
+    /// computed when a report is applied; compared with the agent's hello to ask for a
+    /// snapshot. Empty for records written before digests existed (computed on demand).
+    #[serde(default)]
+    pub state_digest: String,
 }
 
 impl DeviceRecord {
@@ -91,6 +96,7 @@ impl DeviceRecord {
             policy: String::new(),
             revoked: false,
             duplicate: None,
+            state_digest: String::new(),
         }
     }
 

@@ -1,0 +1,243 @@
+//! Spool behaviour, crash-consistency and corruption, named as what a user would notice.
+
+use super::torture::{MemorySpool, step};
+use super::*;
+use crate::device_state::State;
+use commscan_core::scan::{Evidence, Finding};
+use proptest::prelude::*;
+
+fn finding(product: &str, version: &str) -> Finding {
+    Finding {
+        product: product.into(),
+        installed: true,
+        running: false,
+        version: Some(version.into()),
+        evidence: vec![Evidence {
+            source: "dpkg".into(),
+            detail: format!("package {product} {version}"),
+            signature: "dpkg".into(),
+        }],
+    }
+}
+
+fn obs(products: &[(&str, &str)], report: bool) -> Observation {
+    Observation {
+        state: State::from_parts(
+            products.iter().map(|(p, v)| finding(p, v)).collect(),
+            vec![],
+        ),
+        stats: ScanStats::default(),
+        scanned_at: 1_700_000_000,
+        report,
+    }
+}
+
+fn open(dir: &std::path::Path) -> SledSpool {
+    SledSpool::open(&dir.join("spool"), DEFAULT_CAP_BYTES).unwrap()
+}
+
+#[test]
+fn the_first_record_is_a_snapshot_and_later_changes_are_deltas() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    assert!(s.next_record().unwrap().is_none(), "nothing observed yet");
+    s.observe(obs(&[("zoom", "6")], true)).unwrap();
+    let r = s.next_record().unwrap().unwrap();
+    assert_eq!((r.sequence, r.body.kind()), (1, "snapshot"));
+    assert_eq!(
+        s.next_record().unwrap().unwrap(),
+        r,
+        "unacked record is resent as is"
+    );
+    s.acknowledge(1).unwrap();
+    assert!(s.next_record().unwrap().is_none());
+    s.observe(obs(&[("zoom", "6"), ("skype", "8")], false))
+        .unwrap();
+    let r = s.next_record().unwrap().unwrap();
+    assert_eq!(r.sequence, 2);
+    assert_eq!(
+        r.body,
+        Body::Delta {
+            upserted: vec![finding("skype", "8")],
+            removed: vec![],
+            unclassified: None
+        }
+    );
+    assert_eq!(
+        r.state_digest,
+        commscan_proto::digest::hex(&s.view().current.digest())
+    );
+}
+
+#[test]
+fn changes_of_one_product_coalesce_while_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.observe(obs(&[], true)).unwrap();
+    let first = s.next_record().unwrap().unwrap();
+    s.acknowledge(first.sequence).unwrap();
+    for v in 0..500 {
+        s.observe(obs(&[("zoom", &v.to_string())], false)).unwrap();
+    }
+    let view = s.view();
+    assert_eq!(view.pending.len(), 1, "one pending change per product");
+    assert!(view.bytes < 1024, "{} bytes", view.bytes);
+    assert_eq!(view.meta.observed_changes, 500);
+}
+
+#[test]
+fn an_acknowledged_record_is_forgotten_and_its_digest_sent_in_the_next_hello() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.observe(obs(&[("zoom", "6")], true)).unwrap();
+    let r = s.next_record().unwrap().unwrap();
+    assert_eq!(hello_fields(&s.view()), (0, None));
+    s.acknowledge(r.sequence).unwrap();
+    let (seq, digest) = hello_fields(&s.view());
+    assert_eq!(seq, 1);
+    assert_eq!(
+        commscan_proto::digest::hex(&digest.unwrap()),
+        r.state_digest
+    );
+    assert!(s.view().outbox.is_empty());
+}
+
+#[test]
+fn reopening_gives_back_exactly_what_was_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = {
+        let s = open(dir.path());
+        s.observe(obs(&[("zoom", "6")], true)).unwrap();
+        s.next_record().unwrap();
+        s.observe(obs(&[("zoom", "7"), ("teams", "1")], false))
+            .unwrap();
+        s.view()
+    };
+    let s = open(dir.path());
+    assert_eq!(s.view(), before);
+    assert_eq!(s.view().outbox.len(), 1);
+    assert_eq!(s.view().pending.len(), 2);
+}
+
+#[test]
+fn reaching_the_cap_falls_back_to_a_single_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SledSpool::open(&dir.path().join("spool"), 2048).unwrap();
+    s.observe(obs(&[], true)).unwrap();
+    let r = s.next_record().unwrap().unwrap();
+    s.acknowledge(r.sequence).unwrap();
+    let many: Vec<(String, String)> = (0..40).map(|i| (format!("p{i}"), "1".into())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let o = s.observe(obs(&many, false)).unwrap();
+    assert!(o.fell_back);
+    let view = s.view();
+    assert!(view.bytes <= view.cap, "{} > {}", view.bytes, view.cap);
+    assert_eq!(view.meta.fallbacks, 1);
+    assert!(
+        view.meta
+            .last_fallback
+            .as_deref()
+            .unwrap()
+            .contains("cap of 2048 bytes")
+    );
+    let r = s.next_record().unwrap().unwrap();
+    match r.body {
+        Body::Snapshot { findings, .. } => assert_eq!(findings.len(), 40),
+        other => panic!("expected a snapshot, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_collector_that_wants_a_snapshot_gets_one_instead_of_the_pending_deltas() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.observe(obs(&[("zoom", "6")], true)).unwrap();
+    let r = s.next_record().unwrap().unwrap();
+    s.acknowledge(r.sequence).unwrap();
+    s.observe(obs(&[("zoom", "7")], false)).unwrap();
+    s.next_record().unwrap();
+    // A restored collector backup: stored sequence 40, a state we do not know.
+    s.welcome(40, true).unwrap();
+    let r = s.next_record().unwrap().unwrap();
+    assert_eq!((r.sequence, r.body.kind()), (41, "snapshot"));
+}
+
+#[test]
+fn a_record_the_collector_cannot_have_applied_is_sent_again_under_a_new_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.observe(obs(&[("zoom", "6")], true)).unwrap();
+    let r = s.next_record().unwrap().unwrap();
+    s.acknowledge(r.sequence).unwrap();
+    s.observe(obs(&[("zoom", "7")], false)).unwrap();
+    let pending = s.next_record().unwrap().unwrap();
+    assert_eq!(pending.sequence, 2);
+    // The collector holds our acknowledged state but says it stored sequence 2.
+    s.welcome(2, false).unwrap();
+    let again = s.next_record().unwrap().unwrap();
+    assert_eq!(again.sequence, 3);
+    assert_eq!(again.body, pending.body);
+}
+
+#[test]
+fn a_corrupt_spool_is_quarantined_and_a_fresh_one_started() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path());
+        s.observe(obs(&[("zoom", "6")], true)).unwrap();
+        s.tree.insert(b"o/garbage", b"{not json".to_vec()).unwrap();
+        s.flush().unwrap();
+    }
+    let err = SledSpool::open(&dir.path().join("spool"), DEFAULT_CAP_BYTES).unwrap_err();
+    assert!(err.is_corruption(), "{err}");
+    let s = quarantine::open_or_quarantine(dir.path(), DEFAULT_CAP_BYTES, 1_700_000_000).unwrap();
+    let note = s.view().meta.quarantine.expect("the fresh spool remembers");
+    assert!(
+        note.path.contains("spool.corrupt-20231114T221320Z"),
+        "{}",
+        note.path
+    );
+    assert!(note.reason.contains("outbox key"), "{}", note.reason);
+    assert_eq!(quarantine::quarantined(dir.path()).len(), 1);
+    assert!(s.view().meta.snapshot_needed);
+    // Opening again does not quarantine again.
+    drop(s);
+    let s = quarantine::open_or_quarantine(dir.path(), DEFAULT_CAP_BYTES, 1_700_000_100).unwrap();
+    assert!(s.view().meta.quarantine.is_some());
+    assert_eq!(quarantine::quarantined(dir.path()).len(), 1);
+}
+
+#[test]
+fn a_spool_held_by_another_running_agent_is_not_quarantined() {
+    let dir = tempfile::tempdir().unwrap();
+    let _running = open(dir.path());
+    // sled locks the database file; a second open in this process fails the same way.
+    let err = quarantine::open_or_quarantine(dir.path(), DEFAULT_CAP_BYTES, 0).unwrap_err();
+    assert!(!err.is_corruption(), "{err}");
+    assert!(quarantine::quarantined(dir.path()).is_empty());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// The sled spool behaves like the in-memory model for any sequence of operations, and
+    /// reopening it gives back the model's content.
+    #[test]
+    fn sled_spool_matches_the_model_and_survives_reopening(seed in any::<u64>(), ops in 1u64..120) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool");
+        let model = MemorySpool::new(torture::TORTURE_CAP);
+        {
+            let real = SledSpool::open(&path, torture::TORTURE_CAP).unwrap();
+            for i in 0..ops {
+                let a = step(&real, seed, i).unwrap();
+                let b = step(&model, seed, i).unwrap();
+                prop_assert_eq!(a, b);
+                prop_assert!(real.view().bytes <= torture::TORTURE_CAP);
+            }
+            prop_assert_eq!(real.view(), model.view());
+        }
+        let reopened = SledSpool::open(&path, torture::TORTURE_CAP).unwrap();
+        prop_assert_eq!(reopened.view(), model.view());
+    }
+}
