@@ -10,13 +10,20 @@
 //! | [`transport`] | TLS channels to the collector and one `Reporting.Connect` session |
 //! | [`device_state`] | the reported state in canonical form, its digest, changes between states |
 //! | [`spool`] | the durable spool: pending changes, unacknowledged records, sequences |
+//! | [`delivery`] | the running agent: triggers → scans → spool → stream → acks, reconnects |
+//! | [`config`] | `/etc/commscan/agent.toml`: raw → validated → typed |
+//! | [`status`] | `status.json` written by the running agent, read by `commscan-agent status` |
+//! | [`systemd`] | `sd_notify` without libsystemd |
 //!
 //! Data flow: sources → inventory items → matcher → [`commscan_core::scan::ScanReport`] →
-//! snapshot report with a sequence number → collector → ack → sequence recorded in `state`.
+//! [`device_state::State`] → changes in the [`spool`] → a record with a sequence number →
+//! collector → ack → record forgotten.
 //! The agent never judges compliance: the collector does.
 
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod delivery;
 pub mod device_state;
 pub mod enroll;
 pub mod output;
@@ -24,4 +31,6 @@ pub mod scanner;
 pub mod sources;
 pub mod spool;
 pub mod state;
+pub mod status;
+pub mod systemd;
 pub mod transport;

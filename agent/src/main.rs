@@ -1,11 +1,15 @@
-//! `commscan-agent`: parse flags, set up logging, call the library. Exit codes: 0 success,
-//! 1 runtime failure, 64 bad usage or configuration (EX_USAGE).
+//! `commscan-agent`: parse flags, set up logging, load and validate the configuration, call
+//! the library. Exit codes: 0 success, 1 runtime failure, 64 bad usage or configuration
+//! (EX_USAGE; also "not enrolled", which no restart can fix — the systemd unit does not
+//! restart on 64).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use commscan_agent::scanner::{ScanTarget, Scanner};
-use commscan_agent::state::DataDir;
-use commscan_agent::transport::{Reporter, SessionEnd, backoff};
+use commscan_agent::config::{self, AgentConfig, RawConfig};
+use commscan_agent::delivery::Agent;
+use commscan_agent::scanner::{HostInventory, ScanTarget, Scanner};
+use commscan_agent::state::{DataDir, StateError};
+use commscan_agent::status::StatusReport;
 use commscan_agent::{enroll, output};
 use commscan_core::catalog::Catalog;
 use commscan_core::platform::Platform;
@@ -14,6 +18,21 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// Bad usage or configuration.
+const EX_USAGE: u8 = 64;
+
+/// An error that exits 64 instead of 1.
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
 
 #[derive(Parser)]
 #[command(
@@ -74,28 +93,76 @@ enum Command {
         )]
         data_dir: PathBuf,
     },
-    /// Report to the collector until stopped: a snapshot at start and after every scan.
+    /// Report to the collector until stopped (SIGTERM flushes and exits 0).
     Run {
-        /// Data directory.
-        #[arg(
-            long,
-            env = "COMMSCAN_AGENT_DATA_DIR",
-            default_value = "/var/lib/commscan-agent"
-        )]
-        data_dir: PathBuf,
-        /// Time between scans, e.g. 1h, 15m.
-        #[arg(long, default_value = "1h", value_parser = parse_interval)]
-        interval: Duration,
-        /// Scan this tree instead of this machine (testing).
+        /// Configuration file.
+        #[arg(long, env = "COMMSCAN_AGENT_CONFIG")]
+        config: Option<PathBuf>,
+        /// Data directory (overrides the file).
+        #[arg(long, env = "COMMSCAN_AGENT_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Time between full scans, e.g. 1h, 15m (overrides the file).
+        #[arg(long, value_parser = parse_interval)]
+        interval: Option<Duration>,
+        /// Scan this tree instead of this machine (testing; overrides the file).
         #[arg(long)]
         root: Option<PathBuf>,
         /// Do not read the process table.
         #[arg(long)]
         no_processes: bool,
-        /// Send one report, wait for its acknowledgement, exit.
+        /// Scan once, deliver until everything is acknowledged, exit.
         #[arg(long)]
         once: bool,
     },
+    /// Check the configuration file; exit 64 naming every problem (systemd ExecStartPre).
+    Validate {
+        /// Configuration file.
+        #[arg(long, env = "COMMSCAN_AGENT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Show last scan, last acknowledgement, spool depth, certificate expiry, quarantine;
+    /// reads the data directory only, never contacts the collector.
+    Status {
+        /// Configuration file (for its data_dir).
+        #[arg(long, env = "COMMSCAN_AGENT_CONFIG")]
+        config: Option<PathBuf>,
+        /// Data directory (overrides the file).
+        #[arg(long, env = "COMMSCAN_AGENT_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Crash-test workload: runs spool operations of a seed forever, printing each committed
+    /// one (used by the SIGKILL tests; not for operators).
+    #[command(hide = true)]
+    SpoolTorture {
+        /// Spool directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Workload seed.
+        #[arg(long)]
+        seed: u64,
+    },
+}
+
+/// Loads and validates the configuration file (`--config`, or the default path if present).
+fn load_config(path: Option<PathBuf>) -> anyhow::Result<AgentConfig> {
+    let explicit = path.is_some();
+    let path = path.unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+    RawConfig::load(&path, explicit)
+        .and_then(|raw| raw.validate())
+        .map_err(|e| {
+            Usage(format!(
+                "{}: invalid configuration:\n{}",
+                path.display(),
+                e.0.iter()
+                    .map(|p| format!("  {}: {}", p.key, p.message))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ))
+            .into()
+        })
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -181,17 +248,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Run {
+            config,
             data_dir,
             interval,
             root,
             no_processes,
             once,
         } => {
-            let data = DataDir::new(&data_dir);
-            data.identity()?; // fail fast with "run enroll first"
-            let target = target(root, None, no_processes)?;
-            let reporter =
-                Reporter::new(data, Arc::new(Scanner::new(&Catalog::embedded())), target);
+            let mut cfg = load_config(config)?;
+            if let Some(d) = data_dir {
+                cfg.data_dir = d;
+            }
+            if let Some(i) = interval {
+                cfg.triggers.full_scan_interval = i;
+            }
+            if root.is_some() {
+                cfg.root = root;
+            }
+            if no_processes {
+                cfg.processes = false;
+            }
+            let target = target(cfg.root.clone(), None, !cfg.processes)?;
+            let inventory = Arc::new(HostInventory::new(
+                Arc::new(Scanner::new(&Catalog::embedded())),
+                target,
+            ));
+            let agent = Agent::open(cfg, inventory).map_err(|e| match e {
+                commscan_agent::delivery::AgentError::State(
+                    e @ (StateError::NotEnrolled(_) | StateError::Corrupt { .. }),
+                ) => anyhow::Error::new(Usage(e.to_string())),
+                other => other.into(),
+            })?;
             let shutdown = CancellationToken::new();
             let signal = shutdown.clone();
             tokio::spawn(async move {
@@ -210,30 +297,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 });
             }
-            let mut attempt = 0;
-            loop {
-                match reporter.session(interval, once, &shutdown).await {
-                    Ok(SessionEnd::Acked(seq)) => {
-                        println!("report {seq} acknowledged");
-                        return Ok(());
-                    }
-                    Ok(SessionEnd::Shutdown) => return Ok(()),
-                    Err(e) if once => return Err(e.into()),
-                    Err(e) => {
-                        let cap = if e.is_retriable() {
-                            Duration::from_secs(300)
-                        } else {
-                            Duration::from_secs(3600)
-                        };
-                        let delay = backoff(attempt, Duration::from_secs(1), cap);
-                        attempt += 1;
-                        tracing::warn!(error = %e, retriable = e.is_retriable(), retry_in_ms = delay.as_millis() as u64, "session ended");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return Ok(()),
-                            _ = tokio::time::sleep(delay) => {}
-                        }
-                    }
-                }
+            if once {
+                let seq = agent.report_once(&shutdown).await?;
+                println!("acknowledged up to report {seq}");
+            } else {
+                agent.run(shutdown).await;
+            }
+        }
+        Command::Validate { config } => {
+            let cfg = load_config(config)?;
+            println!(
+                "configuration ok: data_dir {}, full scan every {:?}, spool cap {} bytes",
+                cfg.data_dir.display(),
+                cfg.triggers.full_scan_interval,
+                cfg.spool_cap
+            );
+        }
+        Command::Status {
+            config,
+            data_dir,
+            output,
+        } => {
+            let dir = match data_dir {
+                Some(d) => d,
+                None => load_config(config)?.data_dir,
+            };
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let report = StatusReport::gather(&DataDir::new(&dir), now);
+            match output {
+                Output::Table => print!("{}", report.render(now)),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("status serialises")
+                ),
+            }
+        }
+        Command::SpoolTorture { dir, seed } => {
+            use commscan_agent::spool::{SledSpool, torture};
+            use std::io::Write;
+            let spool = SledSpool::open(&dir, torture::TORTURE_CAP)?;
+            let mut out = std::io::stdout().lock();
+            for i in 0u64.. {
+                torture::step(&spool, seed, i)?;
+                writeln!(out, "{i}")?;
+                out.flush()?;
             }
         }
     }
@@ -259,7 +366,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("commscan-agent: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<Usage>().is_some() {
+                ExitCode::from(EX_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -5,11 +5,12 @@
 
 use crate::sources::{self, ScanContext, Source};
 use commscan_core::catalog::Catalog;
+use commscan_core::inventory::InventoryItem;
 use commscan_core::matcher::Matcher;
 use commscan_core::platform::Platform;
 use commscan_core::scan::{ScanReport, ScanStats};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Runs scans with a compiled catalog.
@@ -94,30 +95,154 @@ impl Scanner {
     /// Scans with the given sources (tests pick their own).
     pub fn scan_with(&self, target: &ScanTarget, sources: &[Box<dyn Source>]) -> ScanReport {
         let start = Instant::now();
-        let ctx = ScanContext::with_catalog(
+        let mut items = Vec::new();
+        let mut stats = ScanStats::default();
+        self.collect(target, sources, &mut items, &mut stats);
+        self.finish(target.platform, &items, stats, start)
+    }
+
+    fn context(&self, target: &ScanTarget) -> ScanContext {
+        ScanContext::with_catalog(
             target.root.clone(),
             target.platform,
             target.processes,
             self.catalog.clone(),
-        );
-        let mut items = Vec::new();
-        let mut stats = ScanStats::default();
+        )
+    }
+
+    /// Runs `sources`, appending their items and outcomes.
+    pub fn collect(
+        &self,
+        target: &ScanTarget,
+        sources: &[Box<dyn Source>],
+        items: &mut Vec<InventoryItem>,
+        stats: &mut ScanStats,
+    ) {
+        let ctx = self.context(target);
         for source in sources {
-            let outcome = source.collect(&ctx, &mut items);
+            let outcome = source.collect(&ctx, items);
             if let commscan_core::scan::SourceOutcome::Failed(why) = &outcome {
                 tracing::warn!(source = source.name(), error = %why, "inventory source failed");
             }
             stats.sources.insert(source.name().to_owned(), outcome);
         }
-        let (findings, unclassified) = self.matcher.match_all(&items);
+    }
+
+    /// Matches collected items into a report.
+    pub fn finish(
+        &self,
+        platform: Platform,
+        items: &[InventoryItem],
+        mut stats: ScanStats,
+        start: Instant,
+    ) -> ScanReport {
+        let (findings, unclassified) = self.matcher.match_all(items);
         stats.items_seen = items.len() as u64;
         stats.duration_ms = start.elapsed().as_millis() as u64;
         ScanReport {
-            platform: target.platform,
+            platform,
             findings,
             unclassified,
             stats,
         }
+    }
+}
+
+/// What the agent observes, as the delivery loop sees it: full scans, cheap samples, and the
+/// directories worth watching. [`HostInventory`] is the real one; tests substitute their own.
+pub trait Inventory: Send + Sync {
+    /// Every source.
+    fn full(&self) -> ScanReport;
+    /// Only the process table, combined with the installed items of the last full scan;
+    /// `None` when there is nothing cheap to sample (no process source, no full scan yet).
+    fn sample(&self) -> Option<ScanReport>;
+    /// Directories whose changes should trigger a full scan.
+    fn watch_paths(&self) -> Vec<PathBuf>;
+    /// The platform reported in the hello.
+    fn platform(&self) -> Platform;
+}
+
+/// The sources of a target, run by a scanner.
+pub struct HostInventory {
+    scanner: Arc<Scanner>,
+    target: ScanTarget,
+    /// Items and outcomes of the non-process sources at the last full scan.
+    installed: Mutex<Option<(Vec<InventoryItem>, ScanStats)>>,
+}
+
+impl std::fmt::Debug for HostInventory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostInventory")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+const PROCESS_SOURCE: &str = "process";
+
+/// A list of sources.
+type Sources = Vec<Box<dyn Source>>;
+
+impl HostInventory {
+    /// The inventory of `target`.
+    pub fn new(scanner: Arc<Scanner>, target: ScanTarget) -> HostInventory {
+        HostInventory {
+            scanner,
+            target,
+            installed: Mutex::new(None),
+        }
+    }
+
+    /// (installed-software sources, the process source).
+    fn split(&self) -> (Sources, Sources) {
+        sources::for_platform(self.target.platform)
+            .into_iter()
+            .partition(|s| s.name() != PROCESS_SOURCE)
+    }
+}
+
+impl Inventory for HostInventory {
+    fn full(&self) -> ScanReport {
+        let start = Instant::now();
+        let (installed, running) = self.split();
+        let mut items = Vec::new();
+        let mut stats = ScanStats::default();
+        self.scanner
+            .collect(&self.target, &installed, &mut items, &mut stats);
+        *self.installed.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((items.clone(), stats.clone()));
+        self.scanner
+            .collect(&self.target, &running, &mut items, &mut stats);
+        self.scanner
+            .finish(self.target.platform, &items, stats, start)
+    }
+
+    fn sample(&self) -> Option<ScanReport> {
+        if !self.target.processes {
+            return None;
+        }
+        let start = Instant::now();
+        let (mut items, mut stats) = self
+            .installed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        let (_, running) = self.split();
+        self.scanner
+            .collect(&self.target, &running, &mut items, &mut stats);
+        Some(
+            self.scanner
+                .finish(self.target.platform, &items, stats, start),
+        )
+    }
+
+    fn watch_paths(&self) -> Vec<PathBuf> {
+        let ctx = self.scanner.context(&self.target);
+        sources::watch_paths(&ctx, &sources::for_platform(self.target.platform))
+    }
+
+    fn platform(&self) -> Platform {
+        self.target.platform
     }
 }
 
@@ -137,5 +262,28 @@ mod tests {
         assert_eq!(ScanTarget::detect_platform(r), Some(Platform::Macos));
         std::fs::create_dir_all(r.join("Windows/System32")).unwrap();
         assert_eq!(ScanTarget::detect_platform(r), Some(Platform::Windows));
+    }
+
+    #[test]
+    fn the_watch_list_is_the_sources_existing_directories_under_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        std::fs::create_dir_all(r.join("var/lib/dpkg")).unwrap();
+        std::fs::create_dir_all(r.join("usr/share/applications")).unwrap();
+        std::fs::create_dir_all(r.join("home/alice/.local/share/applications")).unwrap();
+        let inv = HostInventory::new(
+            Arc::new(Scanner::new(&Catalog::embedded())),
+            ScanTarget::tree(r, Platform::Linux),
+        );
+        let watched = inv.watch_paths();
+        assert_eq!(
+            watched,
+            vec![
+                r.join("home/alice/.local/share/applications"),
+                r.join("usr/share/applications"),
+                r.join("var/lib/dpkg"),
+            ]
+        );
+        assert!(inv.sample().is_none(), "no processes in a tree");
     }
 }

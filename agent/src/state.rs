@@ -5,7 +5,8 @@
 //! <data-dir>/device.key      the device's private key, generated here, never sent (0600)
 //! <data-dir>/device.crt      the client certificate the collector issued (0600)
 //! <data-dir>/ca.crt          the deployment CA, pinned on every connection
-//! <data-dir>/sequence.json   the last report sequence sent and acknowledged
+//! <data-dir>/spool/           the spool (sled): state, pending changes, sequences (crate::spool)
+//! <data-dir>/status.json     what the running agent last did (crate::status)
 //! ```
 //!
 //! Small files are written atomically: `x.new`, `sync_all`, rename, so a power cut leaves the
@@ -50,15 +51,6 @@ pub struct Identity {
     pub collector: String,
 }
 
-/// Report sequence bookkeeping.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Sequence {
-    /// Highest sequence sent.
-    pub sent: u64,
-    /// Highest sequence acknowledged.
-    pub acked: u64,
-}
-
 /// The data directory.
 #[derive(Debug, Clone)]
 pub struct DataDir {
@@ -97,6 +89,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateErr
         }
     }
     Ok(())
+}
+
+/// Replaces `path` by renaming a freshly written `x.new` over it, without syncing: for files
+/// that report (status), where losing the latest version to a power cut is harmless.
+pub fn write_replace(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError> {
+    let tmp = path.with_extension("new");
+    {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(mode);
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        let mut f = opts.open(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io(path))
 }
 
 impl DataDir {
@@ -174,12 +186,7 @@ impl DataDir {
         write_atomic(&self.file("device.crt"), cert_pem.as_bytes(), 0o600)?;
         write_atomic(&self.file("ca.crt"), ca_pem.as_bytes(), 0o644)?;
         let json = serde_json::to_vec_pretty(identity).expect("identity serialises");
-        write_atomic(&self.file("identity.json"), &json, 0o600)?;
-        write_atomic(
-            &self.file("sequence.json"),
-            b"{\"sent\":0,\"acked\":0}",
-            0o600,
-        )
+        write_atomic(&self.file("identity.json"), &json, 0o600)
     }
 
     /// Replaces key and certificate after a renewal. Both new files are written and synced,
@@ -213,25 +220,6 @@ impl DataDir {
             }
         }
         Ok(())
-    }
-
-    /// The sequence bookkeeping; a missing or corrupt file reads as zero (the collector's
-    /// welcome tells the agent where to continue, so nothing is lost).
-    pub fn sequence(&self) -> Sequence {
-        let path = self.file("sequence.json");
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                tracing::warn!(path = %path.display(), error = %e, "sequence file corrupt, starting from the collector's sequence");
-                Sequence::default()
-            }),
-            Err(_) => Sequence::default(),
-        }
-    }
-
-    /// Records the sequence bookkeeping durably.
-    pub fn set_sequence(&self, seq: Sequence) -> Result<(), StateError> {
-        let json = serde_json::to_vec(&seq).expect("sequence serialises");
-        write_atomic(&self.file("sequence.json"), &json, 0o600)
     }
 }
 
@@ -291,16 +279,6 @@ mod tests {
             ("CA".into(), "CERT4".into(), "KEY4".into())
         );
         assert!(!d.file("renew.ready").exists());
-    }
-
-    #[test]
-    fn corrupt_sequence_reads_as_zero() {
-        let dir = tempfile::tempdir().unwrap();
-        let d = DataDir::new(dir.path());
-        std::fs::write(d.file("sequence.json"), b"{garbage").unwrap();
-        assert_eq!(d.sequence(), Sequence::default());
-        d.set_sequence(Sequence { sent: 4, acked: 3 }).unwrap();
-        assert_eq!(d.sequence(), Sequence { sent: 4, acked: 3 });
     }
 
     #[test]

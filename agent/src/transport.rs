@@ -1,36 +1,23 @@
-//! Talking to the collector: TLS channels and one `Reporting.Connect` session.
+//! Talking to the collector: TLS channels, the transport error, reconnect backoff.
 //!
 //! Every connection pins the deployment CA from the data directory (no system roots). The
 //! reporting channel presents the device certificate; the collector derives the device from it.
-//! HTTP/2 keepalive notices a half-open link within `KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT`.
+//! HTTP/2 keepalive notices a half-open link within `keepalive_interval + keepalive_timeout`
+//! (defaults [`KEEPALIVE_INTERVAL`], [`KEEPALIVE_TIMEOUT`], configurable).
 //!
-//! A session: send `Hello` (last acked sequence) → receive `Welcome` (the collector's stored
-//! sequence) → scan → send a snapshot `Report` with the next sequence → wait for its `Ack` →
-//! record it → wait for the next scan tick, a `Command`, or shutdown. The next sequence is
-//! always above both the local and the collector's record, so a wiped data directory or a
-//! restored collector backup cannot make reports be ignored.
-//!
-//! Errors are classified once, in [`TransportError::is_retriable`].
+//! The reporting session itself (hello, welcome, reports from the spool, acks) lives in
+//! [`crate::delivery`]. Errors are classified once, in [`TransportError::is_retriable`].
 
-use crate::scanner::{ScanTarget, Scanner};
-use crate::state::{DataDir, Sequence, StateError};
-use commscan_proto::convert;
-use commscan_proto::v1::{
-    self, agent_message, collector_message, reporting_client::ReportingClient,
-};
-use std::sync::Arc;
+use crate::state::StateError;
 use std::time::Duration;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+pub use crate::delivery::{Reporter, SessionEnd};
 
 /// Interval between HTTP/2 keepalive pings.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a ping may go unanswered before the link counts as dead.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long to wait for an acknowledgement before giving the session up.
-pub const ACK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A transport failure.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +50,9 @@ pub enum TransportError {
     /// Local state could not be read or written.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The spool failed.
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
 }
 
 impl TransportError {
@@ -79,7 +69,10 @@ impl TransportError {
                     | Code::InvalidArgument
                     | Code::Unimplemented
             ),
-            TransportError::Url { .. } | TransportError::Tls(_) | TransportError::State(_) => false,
+            TransportError::Url { .. }
+            | TransportError::Tls(_)
+            | TransportError::State(_)
+            | TransportError::Spool(_) => false,
         }
     }
 }
@@ -90,11 +83,23 @@ impl From<tonic::Status> for TransportError {
     }
 }
 
-/// A channel to the collector pinning `ca_pem`, presenting `identity` (cert, key) if given.
+/// A channel to the collector pinning `ca_pem`, presenting `identity` (cert, key) if given,
+/// with the default keepalive.
 pub async fn channel(
     url: &str,
     ca_pem: &str,
     identity: Option<(&str, &str)>,
+) -> Result<Channel, TransportError> {
+    channel_with(url, ca_pem, identity, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT).await
+}
+
+/// [`channel`] with a given HTTP/2 keepalive interval and timeout.
+pub async fn channel_with(
+    url: &str,
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+    keepalive_interval: Duration,
+    keepalive_timeout: Duration,
 ) -> Result<Channel, TransportError> {
     let bad_url = |message: String| TransportError::Url {
         url: url.to_owned(),
@@ -114,8 +119,8 @@ pub async fn channel(
         .tls_config(tls)
         .map_err(|e| TransportError::Tls(e.to_string()))?
         .connect_timeout(Duration::from_secs(10))
-        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .http2_keep_alive_interval(keepalive_interval)
+        .keep_alive_timeout(keepalive_timeout)
         .keep_alive_while_idle(true);
     endpoint
         .connect()
@@ -124,201 +129,6 @@ pub async fn channel(
             url: url.to_owned(),
             source,
         })
-}
-
-/// An enrolled agent's reporting session.
-pub struct Reporter {
-    data: DataDir,
-    scanner: Arc<Scanner>,
-    target: ScanTarget,
-}
-
-impl std::fmt::Debug for Reporter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reporter")
-            .field("data", &self.data)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What [`Reporter::session`] ended with when it did not fail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionEnd {
-    /// `once` was set and the first report was acknowledged with this sequence.
-    Acked(u64),
-    /// Shutdown was requested.
-    Shutdown,
-}
-
-impl Reporter {
-    /// A reporter for an enrolled data directory.
-    pub fn new(data: DataDir, scanner: Arc<Scanner>, target: ScanTarget) -> Reporter {
-        Reporter {
-            data,
-            scanner,
-            target,
-        }
-    }
-
-    async fn scan(&self) -> commscan_core::scan::ScanReport {
-        let scanner = self.scanner.clone();
-        let target = self.target.clone();
-        tokio::task::spawn_blocking(move || scanner.scan(&target))
-            .await
-            .expect("scan task does not panic")
-    }
-
-    /// Runs one session. With `once`, returns after the first acknowledged report; otherwise
-    /// rescans every `interval` (or on a collector command) until `shutdown`.
-    pub async fn session(
-        &self,
-        interval: Duration,
-        once: bool,
-        shutdown: &CancellationToken,
-    ) -> Result<SessionEnd, TransportError> {
-        let identity = self.data.identity()?;
-        // Renew a certificate near its end before using it; a failed renewal is retried on
-        // the next session while the current certificate still works.
-        if let Err(e) =
-            crate::enroll::renew_if_due(&self.data, time::OffsetDateTime::now_utc()).await
-        {
-            tracing::warn!(error = %e, "certificate renewal failed; will retry");
-        }
-        let (ca, cert, key) = self.data.credentials()?;
-        let channel = channel(&identity.collector, &ca, Some((&cert, &key))).await?;
-        let mut client = ReportingClient::new(channel);
-        let mut seq = self.data.sequence();
-
-        let (tx, rx) = mpsc::channel::<v1::AgentMessage>(8);
-        let hello = v1::Hello {
-            agent_version: commscan_core::VERSION.to_owned(),
-            platform: convert::platform_to_wire(self.target.platform),
-            last_acked_sequence: seq.acked,
-            hostname: hostname(),
-            state_digest: Vec::new(),
-            device_id: identity.device_id.clone(),
-        };
-        tx.send(v1::AgentMessage {
-            kind: Some(agent_message::Kind::Hello(hello)),
-        })
-        .await
-        .map_err(|_| TransportError::Protocol("stream closed before hello".into()))?;
-        let mut inbound = client.connect(ReceiverStream::new(rx)).await?.into_inner();
-        let welcome = match inbound.message().await? {
-            Some(v1::CollectorMessage {
-                kind: Some(collector_message::Kind::Welcome(w)),
-            }) => w,
-            other => {
-                return Err(TransportError::Protocol(format!(
-                    "expected welcome, got {other:?}"
-                )));
-            }
-        };
-        tracing::info!(device = %welcome.device_id, organisation = %welcome.organisation, stored_sequence = welcome.stored_sequence, "connected to collector");
-        seq.sent = seq.sent.max(welcome.stored_sequence);
-
-        loop {
-            let report = self.scan().await;
-            let sequence = seq.sent + 1;
-            // Record the sequence before sending it, so a crash can never reuse it.
-            seq.sent = sequence;
-            self.data.set_sequence(seq)?;
-            let msg = v1::Report {
-                sequence,
-                body: Some(v1::report::Body::Snapshot(v1::Snapshot {
-                    findings: report
-                        .findings
-                        .iter()
-                        .map(convert::finding_to_wire)
-                        .collect(),
-                    unclassified: report
-                        .unclassified
-                        .iter()
-                        .map(convert::unclassified_to_wire)
-                        .collect(),
-                })),
-                stats: Some(convert::stats_to_wire(&report.stats)),
-                scanned_at: Some(convert::timestamp(time::OffsetDateTime::now_utc())),
-                state_digest: Vec::new(),
-            };
-            let msg = v1::AgentMessage {
-                kind: Some(agent_message::Kind::Report(msg)),
-            };
-            tx.send(msg.clone())
-                .await
-                .map_err(|_| TransportError::Protocol("stream closed by collector".into()))?;
-            tracing::debug!(sequence, findings = report.findings.len(), "report sent");
-
-            let mut rescan = false;
-            let acked = tokio::time::timeout(ACK_TIMEOUT, async {
-                loop {
-                    match inbound.message().await? {
-                        None => {
-                            return Err(TransportError::Protocol("stream ended before ack".into()));
-                        }
-                        Some(m) => match m.kind {
-                            Some(collector_message::Kind::Ack(a)) if a.sequence >= sequence => {
-                                return Ok(a.sequence);
-                            }
-                            Some(collector_message::Kind::Command(_)) => rescan = true,
-                            Some(collector_message::Kind::Throttle(t)) => {
-                                // The report was not applied: wait as asked, then send it again.
-                                let wait = Duration::from_millis(u64::from(t.retry_after_ms))
-                                    .min(ACK_TIMEOUT / 2);
-                                tracing::info!(
-                                    retry_after_ms = t.retry_after_ms,
-                                    "collector throttled this device"
-                                );
-                                tokio::time::sleep(wait).await;
-                                tx.send(msg.clone()).await.map_err(|_| {
-                                    TransportError::Protocol("stream closed by collector".into())
-                                })?;
-                            }
-                            _ => {}
-                        },
-                    }
-                }
-            })
-            .await
-            .map_err(|_| {
-                TransportError::Protocol(format!(
-                    "no ack for sequence {sequence} within {ACK_TIMEOUT:?}"
-                ))
-            })??;
-            seq = Sequence {
-                sent: seq.sent,
-                acked: acked.min(seq.sent),
-            };
-            self.data.set_sequence(seq)?;
-            tracing::info!(
-                sequence = acked,
-                findings = report.findings.len(),
-                "report acknowledged"
-            );
-            if once {
-                return Ok(SessionEnd::Acked(acked));
-            }
-            if rescan {
-                continue;
-            }
-            let tick = tokio::time::sleep(interval);
-            tokio::pin!(tick);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
-                    _ = &mut tick => break,
-                    m = inbound.message() => match m?.and_then(|m| m.kind) {
-                        Some(collector_message::Kind::Command(c)) => {
-                            tracing::info!(command = c.kind, "collector asked for a rescan");
-                            break;
-                        }
-                        Some(_) => {}
-                        None => return Err(TransportError::Protocol("stream closed by collector".into())),
-                    },
-                }
-            }
-        }
-    }
 }
 
 /// This machine's host name, for display to officers.

@@ -280,7 +280,7 @@ async fn restarting_the_collector_keeps_the_device_and_its_state() {
 }
 
 #[tokio::test]
-async fn wiped_agent_sequence_continues_after_the_collectors() {
+async fn wiped_agent_spool_continues_after_the_collectors_sequence() {
     let c = TestCollector::start().await;
     let root = dpkg_fixture(&[ZOOM]);
     let data = c.enroll_agent("amnesiac").await;
@@ -293,10 +293,12 @@ async fn wiped_agent_sequence_continues_after_the_collectors() {
             SessionEnd::Acked(expected)
         );
     }
-    std::fs::remove_file(data.file("sequence.json")).unwrap();
+    drop(r);
+    std::fs::remove_dir_all(data.file("spool")).unwrap();
     // Without the collector's welcome the agent would restart at 1 and be ignored forever.
     assert_eq!(
-        r.session(Duration::from_secs(3600), true, &CancellationToken::new())
+        reporter(data, root.path())
+            .session(Duration::from_secs(3600), true, &CancellationToken::new())
             .await
             .unwrap(),
         SessionEnd::Acked(4)

@@ -327,6 +327,14 @@ impl Source for Desktop {
         "desktop"
     }
 
+    fn watch_paths(&self, ctx: &ScanContext) -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = SYSTEM_DIRS.iter().map(|d| ctx.path(d)).collect();
+        for d in USER_DIRS {
+            v.extend(super::in_homes(ctx, d));
+        }
+        v
+    }
+
     fn collect(&self, ctx: &ScanContext, out: &mut Vec<InventoryItem>) -> SourceOutcome {
         let mut dirs: Vec<(String, String)> = SYSTEM_DIRS
             .iter()

@@ -98,6 +98,11 @@ impl Source for Dpkg {
         "dpkg"
     }
 
+    fn watch_paths(&self, ctx: &ScanContext) -> Vec<std::path::PathBuf> {
+        // dpkg replaces the status file by renaming: watch its directory.
+        vec![ctx.path("/var/lib/dpkg")]
+    }
+
     fn collect(&self, ctx: &ScanContext, out: &mut Vec<InventoryItem>) -> SourceOutcome {
         let path = ctx.path(STATUS);
         let file = match std::fs::File::open(&path) {

@@ -113,6 +113,12 @@ impl Source for Flatpak {
         "flatpak"
     }
 
+    fn watch_paths(&self, ctx: &ScanContext) -> Vec<std::path::PathBuf> {
+        let mut v = vec![ctx.path(SYSTEM_APPS)];
+        v.extend(super::in_homes(ctx, USER_APPS));
+        v
+    }
+
     fn collect(&self, ctx: &ScanContext, out: &mut Vec<InventoryItem>) -> SourceOutcome {
         let mut installations = vec![(SYSTEM_APPS.to_owned(), "system")];
         for home in ctx.homes() {

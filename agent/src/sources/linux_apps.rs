@@ -106,6 +106,10 @@ impl Source for InstallPath {
         "install_path"
     }
 
+    fn watch_paths(&self, ctx: &ScanContext) -> Vec<std::path::PathBuf> {
+        vec![ctx.path("/opt")]
+    }
+
     fn collect(&self, ctx: &ScanContext, out: &mut Vec<InventoryItem>) -> SourceOutcome {
         let mut reported: BTreeSet<String> = BTreeSet::new();
         let mut emit = |value: &str, detail: String, out: &mut Vec<InventoryItem>| {

@@ -278,6 +278,12 @@ impl Source for MacosApps {
         SOURCE
     }
 
+    fn watch_paths(&self, ctx: &ScanContext) -> Vec<std::path::PathBuf> {
+        let mut v = vec![ctx.path("/Applications")];
+        v.extend(super::in_homes(ctx, "Applications"));
+        v
+    }
+
     fn collect(&self, ctx: &ScanContext, out: &mut Vec<InventoryItem>) -> SourceOutcome {
         // (folder, how problems name it, scope); a user's home is shown as `~`.
         let mut folders = vec![(ctx.path("/Applications"), "/Applications", Scope::System)];

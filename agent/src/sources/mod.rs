@@ -85,6 +85,31 @@ pub trait Source: Send + Sync {
     fn name(&self) -> &'static str;
     /// Reads the source, appending items.
     fn collect(&self, ctx: &ScanContext, out: &mut Vec<InventoryItem>) -> SourceOutcome;
+    /// Directories (under the root) whose entries change when software is installed or
+    /// removed, for the agent's file-watch triggers; the default is none.
+    fn watch_paths(&self, _ctx: &ScanContext) -> Vec<PathBuf> {
+        Vec::new()
+    }
+}
+
+/// `rel` under every user's home of the scanned system.
+pub fn in_homes(ctx: &ScanContext, rel: &str) -> Vec<PathBuf> {
+    ctx.homes()
+        .iter()
+        .map(|h| ctx.path(&h.path).join(rel))
+        .collect()
+}
+
+/// The directories every source of `sources` watches, de-duplicated, existing ones only.
+pub fn watch_paths(ctx: &ScanContext, sources: &[Box<dyn Source>]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = sources
+        .iter()
+        .flat_map(|s| s.watch_paths(ctx))
+        .filter(|p| p.is_dir())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The sources of a platform, in the order they run.

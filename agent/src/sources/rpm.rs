@@ -326,6 +326,10 @@ impl Source for Rpm {
         "rpm"
     }
 
+    fn watch_paths(&self, ctx: &ScanContext) -> Vec<std::path::PathBuf> {
+        DB_DIRS.iter().map(|d| ctx.path(d)).collect()
+    }
+
     fn collect(&self, ctx: &ScanContext, out: &mut Vec<InventoryItem>) -> SourceOutcome {
         for dir in DB_DIRS {
             let Ok(dir) = rooted::resolve(&ctx.root, dir) else {

@@ -95,6 +95,10 @@ impl Source for Snap {
         "snap"
     }
 
+    fn watch_paths(&self, ctx: &ScanContext) -> Vec<std::path::PathBuf> {
+        vec![ctx.path(SNAP_FILES)]
+    }
+
     fn collect(&self, ctx: &ScanContext, out: &mut Vec<InventoryItem>) -> SourceOutcome {
         let mut snaps: BTreeMap<String, Installed> = BTreeMap::new();
         let mut failures = Vec::new();

@@ -1,0 +1,414 @@
+//! The agent's configuration file, `/etc/commscan/agent.toml`.
+//!
+//! Read in three steps: the file parses into [`RawConfig`] (every field optional, unknown
+//! fields refused), [`RawConfig::validate`] checks every field and reports *all* problems at
+//! once, each naming its key, and yields the typed [`AgentConfig`]. `commscan-agent validate`
+//! runs exactly this (systemd's `ExecStartPre`), and exits 64 on any problem; command-line
+//! flags of `run` override the file.
+//!
+//! ```toml
+//! data_dir = "/var/lib/commscan-agent"   # identity, certificates, spool, status
+//! full_scan_interval = "1h"               # periodic full scan, jittered by up to a tenth
+//! process_sample_interval = "30s"         # cheap process-only sample ("0s" disables)
+//! watch = true                            # rescan when package databases or app dirs change
+//! watch_debounce = "2s"                   # quiet time after the last change before a rescan
+//! spool_cap = "4MiB"                      # bytes of unacknowledged changes kept offline
+//! backoff_initial = "1s"                  # first reconnect delay (full jitter)
+//! backoff_max = "5m"                      # reconnect delay cap
+//! keepalive_interval = "30s"              # HTTP/2 ping interval on the collector link
+//! keepalive_timeout = "10s"               # a ping unanswered this long means the link is dead
+//! ack_timeout = "60s"                     # a report unacknowledged this long ends the session
+//! shutdown_grace = "10s"                  # SIGTERM: time allowed to finish and flush
+//! processes = true                        # read the process table
+//! root = "/"                              # scan this tree instead (testing, disk images)
+//! ```
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where `run`, `status` and `validate` look without `--config`.
+pub const DEFAULT_PATH: &str = "/etc/commscan/agent.toml";
+/// The default data directory.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/commscan-agent";
+
+/// The file as written: every field optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Data directory: identity, key, certificates, spool, status file.
+    pub data_dir: Option<PathBuf>,
+    /// Interval between full scans (e.g. "1h"); each is jittered by up to a tenth.
+    pub full_scan_interval: Option<String>,
+    /// Interval between process-only samples (e.g. "30s"); "0s" disables them.
+    pub process_sample_interval: Option<String>,
+    /// Rescan when package databases or application directories change.
+    pub watch: Option<bool>,
+    /// Quiet time after the last file change before the rescan (e.g. "2s").
+    pub watch_debounce: Option<String>,
+    /// Cap on unacknowledged bytes in the spool: a number of bytes or "512KiB", "4MiB", "4MB".
+    pub spool_cap: Option<String>,
+    /// First reconnect delay (e.g. "1s"); doubles per failure, with full jitter.
+    pub backoff_initial: Option<String>,
+    /// Longest reconnect delay (e.g. "5m").
+    pub backoff_max: Option<String>,
+    /// HTTP/2 keepalive ping interval (e.g. "30s").
+    pub keepalive_interval: Option<String>,
+    /// How long a keepalive ping may go unanswered (e.g. "10s").
+    pub keepalive_timeout: Option<String>,
+    /// How long to wait for a report's acknowledgement before giving the session up.
+    pub ack_timeout: Option<String>,
+    /// Time allowed on SIGTERM to finish and flush before exiting.
+    pub shutdown_grace: Option<String>,
+    /// Read the process table.
+    pub processes: Option<bool>,
+    /// Scan this directory tree instead of this machine.
+    pub root: Option<PathBuf>,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Scheduling of scans.
+    pub triggers: Triggers,
+    /// Delivery to the collector.
+    pub delivery: Delivery,
+    /// Spool cap in bytes.
+    pub spool_cap: u64,
+    /// SIGTERM grace.
+    pub shutdown_grace: Duration,
+    /// Read the process table.
+    pub processes: bool,
+    /// Scan this tree instead of this machine.
+    pub root: Option<PathBuf>,
+}
+
+/// When to scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Triggers {
+    /// Full scan interval (jittered by up to a tenth).
+    pub full_scan_interval: Duration,
+    /// Process sample interval; `None` disables samples.
+    pub process_sample_interval: Option<Duration>,
+    /// File-watch triggers on.
+    pub watch: bool,
+    /// Debounce of file-watch triggers.
+    pub watch_debounce: Duration,
+}
+
+/// How to talk to the collector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// First reconnect delay.
+    pub backoff_initial: Duration,
+    /// Reconnect delay cap.
+    pub backoff_max: Duration,
+    /// HTTP/2 keepalive ping interval.
+    pub keepalive_interval: Duration,
+    /// HTTP/2 keepalive timeout.
+    pub keepalive_timeout: Duration,
+    /// Acknowledgement timeout.
+    pub ack_timeout: Duration,
+}
+
+impl Default for Triggers {
+    fn default() -> Self {
+        Triggers {
+            full_scan_interval: Duration::from_secs(3600),
+            process_sample_interval: Some(Duration::from_secs(30)),
+            watch: true,
+            watch_debounce: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            ack_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            triggers: Triggers::default(),
+            delivery: Delivery::default(),
+            spool_cap: crate::spool::DEFAULT_CAP_BYTES,
+            shutdown_grace: Duration::from_secs(10),
+            processes: true,
+            root: None,
+        }
+    }
+}
+
+/// One problem with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The key (`spool_cap`), or `file` for the file as a whole.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Every problem found, reported together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(|p| format!("{}: {}", p.key, p.message)).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError(pub Vec<Problem>);
+
+/// Parses sizes: plain bytes, or with `KB`, `MB`, `KiB`, `MiB` (case-insensitive).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size like '4MiB' or '512KiB'"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "kib" => 1024,
+        "mb" => 1_000_000,
+        "mib" => 1024 * 1024,
+        "gb" => 1_000_000_000,
+        "gib" => 1024 * 1024 * 1024,
+        _ => return Err(format!("'{s}': unknown unit (use KiB, MiB, KB or MB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+impl RawConfig {
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            ConfigError(vec![Problem {
+                key: "file".into(),
+                message: e.to_string().trim().replace('\n', " "),
+            }])
+        })
+    }
+
+    /// Reads a file; a missing file at the default path reads as empty (all defaults).
+    pub fn load(path: &Path, explicit: bool) -> Result<RawConfig, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => RawConfig::parse(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                Ok(RawConfig::default())
+            }
+            Err(e) => Err(ConfigError(vec![Problem {
+                key: "file".into(),
+                message: format!("{}: {e}", path.display()),
+            }])),
+        }
+    }
+
+    /// Checks every field; all problems are returned at once.
+    pub fn validate(&self) -> Result<AgentConfig, ConfigError> {
+        let mut problems = Vec::new();
+        let d = AgentConfig::default();
+        let mut dur = |key: &str, v: &Option<String>, default: Duration, min: Duration| match v {
+            None => default,
+            Some(s) => match commscan_core::duration::parse_duration(s) {
+                Ok(x) if x >= min => x,
+                Ok(_) => {
+                    problems.push(Problem {
+                        key: key.into(),
+                        message: format!("'{s}' is shorter than the minimum {min:?}"),
+                    });
+                    default
+                }
+                Err(m) => {
+                    problems.push(Problem {
+                        key: key.into(),
+                        message: m,
+                    });
+                    default
+                }
+            },
+        };
+        let s = Duration::from_secs;
+        let full = dur(
+            "full_scan_interval",
+            &self.full_scan_interval,
+            d.triggers.full_scan_interval,
+            s(60),
+        );
+        let sample = dur(
+            "process_sample_interval",
+            &self.process_sample_interval,
+            s(30),
+            s(0),
+        );
+        let debounce = dur(
+            "watch_debounce",
+            &self.watch_debounce,
+            d.triggers.watch_debounce,
+            s(0),
+        );
+        let backoff_initial = dur(
+            "backoff_initial",
+            &self.backoff_initial,
+            d.delivery.backoff_initial,
+            s(1),
+        );
+        let backoff_max = dur(
+            "backoff_max",
+            &self.backoff_max,
+            d.delivery.backoff_max,
+            s(1),
+        );
+        let keepalive_interval = dur(
+            "keepalive_interval",
+            &self.keepalive_interval,
+            d.delivery.keepalive_interval,
+            s(1),
+        );
+        let keepalive_timeout = dur(
+            "keepalive_timeout",
+            &self.keepalive_timeout,
+            d.delivery.keepalive_timeout,
+            s(1),
+        );
+        let ack_timeout = dur(
+            "ack_timeout",
+            &self.ack_timeout,
+            d.delivery.ack_timeout,
+            s(1),
+        );
+        let grace = dur(
+            "shutdown_grace",
+            &self.shutdown_grace,
+            d.shutdown_grace,
+            s(0),
+        );
+        if sample > s(0) && sample < s(5) {
+            problems.push(Problem {
+                key: "process_sample_interval".into(),
+                message: "must be 0s (off) or at least 5s".into(),
+            });
+        }
+        if backoff_max < backoff_initial {
+            problems.push(Problem {
+                key: "backoff_max".into(),
+                message: format!("{backoff_max:?} is shorter than backoff_initial"),
+            });
+        }
+        let spool_cap = match &self.spool_cap {
+            None => d.spool_cap,
+            Some(v) => match parse_size(v) {
+                Ok(n) if n >= 64 * 1024 => n,
+                Ok(_) => {
+                    problems.push(Problem {
+                        key: "spool_cap".into(),
+                        message: format!("'{v}' is below the minimum of 64KiB"),
+                    });
+                    d.spool_cap
+                }
+                Err(m) => {
+                    problems.push(Problem {
+                        key: "spool_cap".into(),
+                        message: m,
+                    });
+                    d.spool_cap
+                }
+            },
+        };
+        for (key, p) in [("data_dir", &self.data_dir), ("root", &self.root)] {
+            if let Some(p) = p
+                && !p.is_absolute()
+            {
+                problems.push(Problem {
+                    key: key.into(),
+                    message: format!("'{}' must be an absolute path", p.display()),
+                });
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError(problems));
+        }
+        Ok(AgentConfig {
+            data_dir: self.data_dir.clone().unwrap_or(d.data_dir),
+            triggers: Triggers {
+                full_scan_interval: full,
+                process_sample_interval: (sample > s(0)).then_some(sample),
+                watch: self.watch.unwrap_or(true),
+                watch_debounce: debounce,
+            },
+            delivery: Delivery {
+                backoff_initial,
+                backoff_max,
+                keepalive_interval,
+                keepalive_timeout,
+                ack_timeout,
+            },
+            spool_cap,
+            shutdown_grace: grace,
+            processes: self.processes.unwrap_or(true),
+            root: self.root.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_documented_defaults() {
+        let c = RawConfig::parse("").unwrap().validate().unwrap();
+        assert_eq!(c, AgentConfig::default());
+        assert_eq!(c.triggers.full_scan_interval, Duration::from_secs(3600));
+        assert_eq!(
+            c.triggers.process_sample_interval,
+            Some(Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_key() {
+        let err = RawConfig::parse(
+            "full_scan_interval = \"soon\"\nspool_cap = \"12 parsecs\"\nbackoff_initial = \"10m\"\nbackoff_max = \"1m\"\ndata_dir = \"relative\"\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["full_scan_interval", "backoff_max", "spool_cap", "data_dir"],
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name() {
+        let err = RawConfig::parse("spool_kap = \"4MiB\"\n").unwrap_err();
+        assert!(err.to_string().contains("spool_kap"), "{err}");
+    }
+
+    #[test]
+    fn sizes_take_binary_and_decimal_units() {
+        assert_eq!(parse_size("4MiB"), Ok(4 * 1024 * 1024));
+        assert_eq!(parse_size("512 KiB"), Ok(512 * 1024));
+        assert_eq!(parse_size("3MB"), Ok(3_000_000));
+        assert_eq!(parse_size("70000"), Ok(70_000));
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn a_missing_default_file_means_defaults_but_a_missing_named_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.toml");
+        assert!(RawConfig::load(&p, false).is_ok());
+        assert!(RawConfig::load(&p, true).is_err());
+    }
+}

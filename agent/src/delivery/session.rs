@@ -1,0 +1,325 @@
+//! The sender: one `Reporting.Connect` stream at a time, records from the spool, reconnects.
+//!
+//! A session: hello (acknowledged sequence and state digest) → welcome, handed to the spool
+//! (a snapshot may replace the pending deltas; sequences move above the collector's) → then,
+//! while the stream lives, the spool's next record is sent and its acknowledgement awaited
+//! (at most `ack_timeout`) before the next; with nothing to send the sender waits for the
+//! observer, a command, or shutdown. Throttle: the record was not applied; wait as asked
+//! (at most half the ack timeout) and send it again under the same sequence. RESYNC (sent
+//! after an ack): the spool replaces what is pending by a snapshot. RESCAN: the observer
+//! scans now.
+//!
+//! Between sessions: full-jitter exponential backoff from `backoff_initial` up to
+//! `backoff_max` (permanent refusals wait at least an hour), never shorter than a throttle
+//! the collector asked for; a session that reached the welcome resets the backoff.
+
+use super::{AgentEvent, Shared, now};
+use crate::spool::{Body, Record, hello_fields};
+use crate::transport::{self, TransportError, backoff};
+use commscan_proto::convert;
+use commscan_proto::v1::{
+    self, agent_message, collector_message, reporting_client::ReportingClient,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+/// Permanent refusals (revoked, unknown device) are retried this rarely at most.
+const PERMANENT_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// How a session ended without error.
+enum End {
+    Shutdown,
+    Idle(u64),
+}
+
+/// What a failed session leaves for the backoff.
+#[derive(Default)]
+struct Progress {
+    established: bool,
+    throttle: Option<Duration>,
+}
+
+/// The sender loop: sessions until shutdown.
+pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let d = shared.config.delivery.clone();
+    let mut attempt = 0u32;
+    loop {
+        let mut progress = Progress::default();
+        let result = session(&shared, &shutdown, false, &mut progress).await;
+        shared.set_status(|s| s.connected = false);
+        let err = match result {
+            Ok(_) => return,
+            Err(e) => e,
+        };
+        if progress.established {
+            attempt = 0;
+        }
+        let cap = if err.is_retriable() {
+            d.backoff_max
+        } else {
+            d.backoff_max.max(PERMANENT_BACKOFF)
+        };
+        let mut delay = backoff(attempt, d.backoff_initial, cap);
+        if let Some(t) = progress.throttle {
+            delay = delay.max(t);
+        }
+        attempt = attempt.saturating_add(1);
+        tracing::warn!(error = %err, retriable = err.is_retriable(), retry_in_ms = delay.as_millis() as u64, "session ended");
+        shared.emit(AgentEvent::Disconnected {
+            error: err.to_string(),
+        });
+        shared.set_status(|s| s.last_error = Some(err.to_string()));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// One session that ends once nothing is left to send; returns the acknowledged sequence.
+pub(crate) async fn until_idle(
+    shared: &Arc<Shared>,
+    shutdown: &CancellationToken,
+) -> Result<u64, TransportError> {
+    let mut progress = Progress::default();
+    let r = session(shared, shutdown, true, &mut progress).await;
+    shared.set_status(|s| s.connected = false);
+    match r? {
+        End::Idle(seq) => Ok(seq),
+        End::Shutdown => Ok(shared.spool.view().meta.acked_sequence),
+    }
+}
+
+fn report(r: &Record) -> v1::AgentMessage {
+    let body = match &r.body {
+        Body::Snapshot {
+            findings,
+            unclassified,
+        } => v1::report::Body::Snapshot(v1::Snapshot {
+            findings: findings.iter().map(convert::finding_to_wire).collect(),
+            unclassified: unclassified
+                .iter()
+                .map(convert::unclassified_to_wire)
+                .collect(),
+        }),
+        Body::Delta {
+            upserted,
+            removed,
+            unclassified,
+        } => v1::report::Body::Delta(v1::Delta {
+            upserted: upserted.iter().map(convert::finding_to_wire).collect(),
+            removed: removed.clone(),
+            unclassified_changed: unclassified.is_some(),
+            unclassified: unclassified
+                .iter()
+                .flatten()
+                .map(convert::unclassified_to_wire)
+                .collect(),
+        }),
+    };
+    let state_digest = (0..r.state_digest.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&r.state_digest[2 * i..2 * i + 2], 16).ok())
+        .collect();
+    v1::AgentMessage {
+        kind: Some(agent_message::Kind::Report(v1::Report {
+            sequence: r.sequence,
+            body: Some(body),
+            stats: Some(convert::stats_to_wire(&r.stats)),
+            scanned_at: Some(prost_types::Timestamp {
+                seconds: r.scanned_at,
+                nanos: 0,
+            }),
+            state_digest,
+        })),
+    }
+}
+
+fn closed() -> TransportError {
+    TransportError::Protocol("stream closed by collector".into())
+}
+
+/// Handles a command outside an ack wait.
+fn command(shared: &Shared, c: &v1::Command) -> Result<(), TransportError> {
+    match v1::CommandKind::try_from(c.kind) {
+        Ok(v1::CommandKind::Rescan) => {
+            tracing::info!("collector asked for a rescan");
+            shared.rescan.notify_one();
+        }
+        Ok(v1::CommandKind::Resync) => {
+            tracing::info!("collector asked for a resync; the next report is a snapshot");
+            shared.spool.resync()?;
+            shared.emit(AgentEvent::Resync);
+            shared.ready.notify_one();
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+async fn session(
+    shared: &Arc<Shared>,
+    shutdown: &CancellationToken,
+    until_idle: bool,
+    progress: &mut Progress,
+) -> Result<End, TransportError> {
+    let d = &shared.config.delivery;
+    let identity = shared.data.identity()?;
+    // Renew a certificate near its end before using it; a failed renewal is retried on the
+    // next session while the current certificate still works.
+    if let Err(e) = crate::enroll::renew_if_due(&shared.data, time::OffsetDateTime::now_utc()).await
+    {
+        tracing::warn!(error = %e, "certificate renewal failed; will retry");
+    }
+    let (ca, cert, key) = shared.data.credentials()?;
+    let channel = transport::channel_with(
+        &identity.collector,
+        &ca,
+        Some((&cert, &key)),
+        d.keepalive_interval,
+        d.keepalive_timeout,
+    )
+    .await?;
+    let mut client = ReportingClient::new(channel);
+    let (acked, digest) = hello_fields(&shared.spool.view());
+    let (tx, rx) = mpsc::channel::<v1::AgentMessage>(8);
+    let hello = v1::Hello {
+        agent_version: commscan_core::VERSION.to_owned(),
+        platform: convert::platform_to_wire(shared.inventory.platform()),
+        last_acked_sequence: acked,
+        hostname: transport::hostname(),
+        state_digest: digest.map(|d| d.to_vec()).unwrap_or_default(),
+        device_id: identity.device_id.clone(),
+    };
+    tx.send(v1::AgentMessage {
+        kind: Some(agent_message::Kind::Hello(hello)),
+    })
+    .await
+    .map_err(|_| TransportError::Protocol("stream closed before hello".into()))?;
+    let mut inbound = client.connect(ReceiverStream::new(rx)).await?.into_inner();
+    let welcome = match inbound.message().await? {
+        Some(v1::CollectorMessage {
+            kind: Some(collector_message::Kind::Welcome(w)),
+        }) => w,
+        Some(v1::CollectorMessage {
+            kind: Some(collector_message::Kind::Throttle(t)),
+        }) => {
+            progress.throttle = Some(Duration::from_millis(u64::from(t.retry_after_ms)));
+            return Err(TransportError::Protocol("throttled before welcome".into()));
+        }
+        other => {
+            return Err(TransportError::Protocol(format!(
+                "expected welcome, got {other:?}"
+            )));
+        }
+    };
+    shared
+        .spool
+        .welcome(welcome.stored_sequence, welcome.want_snapshot)?;
+    progress.established = true;
+    tracing::info!(device = %welcome.device_id, stored_sequence = welcome.stored_sequence, want_snapshot = welcome.want_snapshot, "connected to collector");
+    shared.emit(AgentEvent::Connected {
+        stored_sequence: welcome.stored_sequence,
+        want_snapshot: welcome.want_snapshot,
+    });
+    shared.set_status(|s| {
+        s.connected = true;
+        s.last_error = None;
+    });
+
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(End::Shutdown);
+        }
+        let Some(record) = shared.spool.next_record()? else {
+            if until_idle {
+                return Ok(End::Idle(shared.spool.view().meta.acked_sequence));
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(End::Shutdown),
+                _ = shared.ready.notified() => continue,
+                m = inbound.message() => match m?.and_then(|m| m.kind) {
+                    Some(collector_message::Kind::Command(c)) => command(shared, &c)?,
+                    Some(_) => {}
+                    None => return Err(closed()),
+                },
+            }
+            continue;
+        };
+        let msg = report(&record);
+        tx.send(msg.clone()).await.map_err(|_| closed())?;
+        tracing::debug!(
+            sequence = record.sequence,
+            kind = record.body.kind(),
+            "report sent"
+        );
+        shared.emit(AgentEvent::Sent {
+            sequence: record.sequence,
+            kind: record.body.kind(),
+            state_digest: record.state_digest.clone(),
+        });
+        let mut resync = false;
+        let wait = async {
+            loop {
+                match inbound.message().await? {
+                    None => return Err(closed()),
+                    Some(m) => match m.kind {
+                        Some(collector_message::Kind::Ack(a)) if a.sequence >= record.sequence => {
+                            return Ok(a.sequence);
+                        }
+                        Some(collector_message::Kind::Command(c)) => {
+                            if c.kind == v1::CommandKind::Resync as i32 {
+                                resync = true;
+                            } else {
+                                command(shared, &c)?;
+                            }
+                        }
+                        Some(collector_message::Kind::Throttle(t)) => {
+                            let wait = Duration::from_millis(u64::from(t.retry_after_ms))
+                                .min(d.ack_timeout / 2);
+                            tracing::info!(
+                                retry_after_ms = t.retry_after_ms,
+                                "collector throttled this device"
+                            );
+                            tokio::time::sleep(wait).await;
+                            tx.send(msg.clone()).await.map_err(|_| closed())?;
+                        }
+                        _ => {}
+                    },
+                }
+            }
+        };
+        let acked = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(End::Shutdown),
+            r = tokio::time::timeout(d.ack_timeout, wait) => r.map_err(|_| {
+                TransportError::Protocol(format!(
+                    "no ack for sequence {} within {:?}",
+                    record.sequence, d.ack_timeout
+                ))
+            })??,
+        };
+        shared.spool.acknowledge(acked)?;
+        tracing::info!(
+            sequence = acked,
+            kind = record.body.kind(),
+            "report acknowledged"
+        );
+        shared.emit(AgentEvent::Acked { sequence: acked });
+        shared.set_status(|s| {
+            s.last_ack = Some(crate::status::AckNote {
+                at: now(),
+                sequence: acked,
+            })
+        });
+        if resync {
+            command(
+                shared,
+                &v1::Command {
+                    kind: v1::CommandKind::Resync as i32,
+                },
+            )?;
+        }
+    }
+}
