@@ -103,7 +103,7 @@ pub async fn serve(
                 .max_decoding_message_size(max),
         )
         .add_service(
-            ReportingServer::new(ReportingService(collector.clone()))
+            ReportingServer::new(ReportingService(collector.clone(), shutdown.clone()))
                 .max_decoding_message_size(max),
         )
         .add_service(Backstop::new(

@@ -187,3 +187,191 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// dpkg packages and the catalog products they are, for fixtures: `(package, product)`.
+pub const PACKAGES: [(&str, &str); 5] = [
+    ("zoom", "zoom"),
+    ("skypeforlinux", "skype"),
+    ("slack-desktop", "slack"),
+    ("telegram-desktop", "telegram"),
+    ("teams", "microsoft-teams"),
+];
+
+/// Writes a fixture's dpkg database holding exactly `packages` (names from [`PACKAGES`]).
+pub fn install(root: &Path, packages: &[&str]) {
+    let entries: Vec<(&str, &str, &str)> = packages
+        .iter()
+        .map(|p| (*p, "install ok installed", "1.0"))
+        .collect();
+    write_dpkg(root, &entries);
+}
+
+/// The products a device holds at the collector, sorted, and its stored sequence.
+pub async fn device_state(c: &TestCollector, device_id: &str) -> Option<(Vec<String>, u64)> {
+    let d = c
+        .query()
+        .await
+        .get_device(commscan_proto::v1::GetDeviceRequest {
+            device_id: device_id.to_owned(),
+        })
+        .await
+        .ok()?
+        .into_inner();
+    let mut products: Vec<String> = d.findings.into_iter().map(|f| f.product).collect();
+    products.sort();
+    Some((products, d.last_sequence))
+}
+
+/// Agent configuration for tests: short, bounded timings, no process samples.
+pub fn test_config(data: &DataDir) -> commscan_agent::config::AgentConfig {
+    let mut c = commscan_agent::config::AgentConfig {
+        data_dir: data.root().to_path_buf(),
+        processes: false,
+        ..Default::default()
+    };
+    c.triggers.process_sample_interval = None;
+    c.triggers.watch = false;
+    c.delivery.backoff_initial = Duration::from_millis(100);
+    c.delivery.backoff_max = Duration::from_secs(1);
+    c.delivery.ack_timeout = Duration::from_secs(10);
+    c.shutdown_grace = Duration::from_secs(5);
+    c
+}
+
+/// A running in-process agent.
+pub struct RunningAgent {
+    /// The agent.
+    pub agent: Arc<commscan_agent::delivery::Agent>,
+    /// Stops it.
+    pub stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl RunningAgent {
+    /// Starts `agent.run` in a task.
+    pub fn start(agent: commscan_agent::delivery::Agent) -> RunningAgent {
+        let agent = Arc::new(agent);
+        let stop = CancellationToken::new();
+        let (a, s) = (agent.clone(), stop.clone());
+        let task = tokio::spawn(async move { a.run(s).await });
+        RunningAgent {
+            agent,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// Stops it and waits until it has flushed and returned.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.task.take() {
+            t.await.expect("agent task");
+        }
+    }
+}
+
+/// An agent scanning `root` as a Linux tree with `config`.
+pub fn tree_agent(
+    config: commscan_agent::config::AgentConfig,
+    root: &Path,
+) -> commscan_agent::delivery::Agent {
+    let inventory = Arc::new(commscan_agent::scanner::HostInventory::new(
+        Arc::new(Scanner::new(&Catalog::embedded())),
+        ScanTarget::tree(root, Platform::Linux),
+    ));
+    commscan_agent::delivery::Agent::open(config, inventory).expect("open agent")
+}
+
+/// What a [`TcpProxy`] does to the connections open when the fault is injected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Close them (FIN).
+    Drop,
+    /// Stop forwarding, keep them open: a half-open link.
+    Stall,
+    /// Reset them (RST).
+    Reset,
+}
+
+/// A TCP proxy on `127.0.0.1:0` in front of `upstream` that can cut its open connections.
+/// New connections are always forwarded.
+pub struct TcpProxy {
+    /// `127.0.0.1:PORT` to connect to.
+    pub addr: std::net::SocketAddr,
+    conns: Arc<std::sync::Mutex<Vec<tokio::sync::watch::Sender<Option<Fault>>>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TcpProxy {
+    /// Starts a proxy to `upstream`.
+    pub async fn start(upstream: std::net::SocketAddr) -> TcpProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let conns: Arc<std::sync::Mutex<Vec<tokio::sync::watch::Sender<Option<Fault>>>>> =
+            Arc::default();
+        let c = conns.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let (tx, rx) = tokio::sync::watch::channel(None);
+                c.lock().expect("lock").push(tx);
+                tokio::spawn(pipe(client, server, rx));
+            }
+        });
+        TcpProxy { addr, conns, task }
+    }
+
+    /// Injects `fault` into every connection open now.
+    pub fn cut(&self, fault: Fault) {
+        for tx in self.conns.lock().expect("lock").drain(..) {
+            let _ = tx.send(Some(fault));
+        }
+    }
+}
+
+async fn pipe(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    mut fault: tokio::sync::watch::Receiver<Option<Fault>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let (mut a, mut b) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+    let f = loop {
+        tokio::select! {
+            _ = fault.changed() => break *fault.borrow(),
+            n = cr.read(&mut a) => match n {
+                Ok(0) | Err(_) => return,
+                Ok(n) => if sw.write_all(&a[..n]).await.is_err() { return },
+            },
+            n = sr.read(&mut b) => match n {
+                Ok(0) | Err(_) => return,
+                Ok(n) => if cw.write_all(&b[..n]).await.is_err() { return },
+            },
+        }
+    };
+    match f {
+        Some(Fault::Stall) | None => {
+            // Keep both sockets open, forward nothing, until the test ends.
+            let _keep = (cr, cw, sr, sw);
+            std::future::pending::<()>().await;
+        }
+        Some(Fault::Drop) => {}
+        Some(Fault::Reset) => {
+            for s in [cr.reunite(cw), sr.reunite(sw)].into_iter().flatten() {
+                let _ = s.set_zero_linger();
+            }
+        }
+    }
+}

@@ -103,6 +103,8 @@ pub(crate) struct Shared {
     pub(crate) ready: Notify,
     /// The collector asked for a rescan.
     pub(crate) rescan: Notify,
+    /// End a reconnect backoff now.
+    pub(crate) wake: Notify,
     pub(crate) events: broadcast::Sender<AgentEvent>,
     pub(crate) status: Mutex<StatusFile>,
 }
@@ -182,6 +184,7 @@ impl Agent {
                 inventory,
                 ready: Notify::new(),
                 rescan: Notify::new(),
+                wake: Notify::new(),
                 events,
                 status: Mutex::new(status),
             }),
@@ -196,6 +199,12 @@ impl Agent {
     /// The spool.
     pub fn spool(&self) -> &Arc<dyn Spool> {
         &self.shared.spool
+    }
+
+    /// Ends a reconnect backoff now, for when the network is known to be back (a laptop
+    /// woke up, an interface came up). While connected, the next backoff is skipped once.
+    pub fn reconnect_now(&self) {
+        self.shared.wake.notify_one();
     }
 
     /// Runs until `shutdown`, then stops within the configured grace: scans on its triggers,

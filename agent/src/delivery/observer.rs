@@ -107,6 +107,10 @@ pub(crate) async fn scan_now(shared: &Arc<Shared>, kind: ScanKind) -> Result<(),
         changes = observed.changes,
         "scan recorded"
     );
+    if kind == ScanKind::Sample && observed.changes == 0 {
+        // Nothing new to tell: no status write every 30 s.
+        return Ok(());
+    }
     shared.set_status(|s| {
         s.last_scan = Some(crate::status::ScanNote {
             at: now(),

@@ -75,6 +75,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
+            _ = shared.wake.notified() => {}
         }
     }
 }

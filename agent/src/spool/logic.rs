@@ -177,6 +177,18 @@ impl SpoolView {
     pub(crate) fn observe(&mut self, obs: Observation) -> (Observed, Vec<Write>) {
         let mut w = Vec::new();
         let changes = self.current.changes_to(&obs.state);
+        if changes.is_empty() && !obs.report {
+            // A sample that changes nothing writes nothing (samples run every 30 s).
+            let sendable = self.sendable();
+            return (
+                Observed {
+                    changes: 0,
+                    fell_back: false,
+                    sendable,
+                },
+                w,
+            );
+        }
         for c in &changes {
             self.current.apply(c);
             match c {

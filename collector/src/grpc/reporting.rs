@@ -22,9 +22,10 @@ use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 
-/// The `Reporting` service.
+/// The `Reporting` service. Streams are long-lived: `shutdown` ends them (UNAVAILABLE, the
+/// agent reconnects later) so that a graceful server shutdown does not wait for agents.
 #[derive(Debug, Clone)]
-pub struct ReportingService(pub Arc<Collector>);
+pub struct ReportingService(pub Arc<Collector>, pub tokio_util::sync::CancellationToken);
 
 /// The device identity of a request, from its verified client certificate only.
 pub fn peer_identity<T>(request: &tonic::Request<T>) -> Result<DeviceIdentity, CollectorError> {
@@ -145,6 +146,7 @@ impl Reporting for ReportingService {
         tracing::info!(device = %who.device_id, organisation = %who.organisation, last_acked = hello.last_acked_sequence, stored = device.last_sequence, want_snapshot = welcome_wants, "agent connected");
 
         let collector = self.0.clone();
+        let shutdown = self.1.clone();
         tokio::spawn(async move {
             pump(
                 &collector,
@@ -153,6 +155,7 @@ impl Reporting for ReportingService {
                 inbound,
                 &tx,
                 &registered.superseded,
+                &shutdown,
             )
             .await;
             collector
@@ -165,7 +168,7 @@ impl Reporting for ReportingService {
 }
 
 /// Reads the agent's messages until the stream ends, a newer stream of the device takes over,
-/// or a report is refused.
+/// a report is refused, or the collector shuts down.
 async fn pump(
     collector: &Arc<Collector>,
     who: &DeviceIdentity,
@@ -173,9 +176,14 @@ async fn pump(
     mut inbound: tonic::Streaming<AgentMessage>,
     tx: &mpsc::Sender<Result<CollectorMessage, tonic::Status>>,
     superseded: &tokio_util::sync::CancellationToken,
+    shutdown: &tokio_util::sync::CancellationToken,
 ) {
     loop {
         let next = tokio::select! {
+            _ = shutdown.cancelled() => {
+                let _ = tx.send(Err(tonic::Status::unavailable("the collector is shutting down"))).await;
+                return;
+            }
             _ = superseded.cancelled() => {
                 let _ = tx.send(Err(tonic::Status::aborted("superseded by a newer connection of this device"))).await;
                 return;
