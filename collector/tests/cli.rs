@@ -190,3 +190,24 @@ fn ctl_policy_test_judges_a_saved_scan() {
         "the same scan is fine where only WeChat is banned: {stdout}"
     );
 }
+
+#[test]
+fn validate_accepts_an_initialised_directory_and_exits_64_on_a_missing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("c");
+    let (ok, _, stderr) = collector(&["init", "--data-dir", data.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    let (ok, stdout, stderr) = collector(&["validate", "--data-dir", data.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("ready to serve"), "{stdout}");
+    let out = Command::new(env!("CARGO_BIN_EXE_commscan-collector"))
+        .args([
+            "validate",
+            "--data-dir",
+            dir.path().join("nope").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("commscan-collector init"));
+}

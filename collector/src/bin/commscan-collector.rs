@@ -74,6 +74,20 @@ enum Command {
         #[arg(long, env = "COMMSCAN_POLICY")]
         policy: Option<PathBuf>,
     },
+    /// Check that `serve` would start (data directory, PKI, store, policy); exit 64 naming
+    /// the problem otherwise (systemd ExecStartPre).
+    Validate {
+        /// Data directory made by `init`.
+        #[arg(
+            long,
+            env = "COMMSCAN_DATA_DIR",
+            default_value = "/var/lib/commscan-collector"
+        )]
+        data_dir: PathBuf,
+        /// Policy file `serve` will use.
+        #[arg(long, env = "COMMSCAN_POLICY")]
+        policy: Option<PathBuf>,
+    },
     /// One-command start: throw-away collector, an agent scanning this machine, its verdict.
     Dev {
         /// Print the verdict and exit 0 (for scripts and CI).
@@ -203,6 +217,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 shutdown_on_signals(),
             )
             .await?;
+        }
+        Command::Validate { data_dir, policy } => {
+            if let Err(e) = Layout::new(&data_dir).open(policy.as_deref()) {
+                eprintln!("commscan-collector: {e:#}");
+                std::process::exit(64);
+            }
+            println!("{}: ready to serve", data_dir.display());
         }
         Command::Dev {
             once,
