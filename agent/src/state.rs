@@ -64,8 +64,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
     }
 }
 
-/// Writes `bytes` to `path` atomically with the given Unix mode.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError> {
+/// Writes `bytes` to `path.new` with `mode`, optionally synced, and renames it over `path`.
+fn write_then_rename(path: &Path, bytes: &[u8], mode: u32, sync: bool) -> Result<(), StateError> {
     let tmp = path.with_extension("new");
     {
         let mut opts = std::fs::OpenOptions::new();
@@ -79,9 +79,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateErr
         let _ = mode;
         let mut f = opts.open(&tmp).map_err(io(&tmp))?;
         f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
+        if sync {
+            f.sync_all().map_err(io(&tmp))?;
+        }
     }
-    std::fs::rename(&tmp, path).map_err(io(path))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// Writes `bytes` to `path` atomically with the given Unix mode.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError> {
+    write_then_rename(path, bytes, mode, true)?;
     if let Some(dir) = path.parent() {
         // Make the rename itself durable; best effort where directories cannot be opened.
         if let Ok(d) = std::fs::File::open(dir) {
@@ -91,24 +98,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateErr
     Ok(())
 }
 
-/// Replaces `path` by renaming a freshly written `x.new` over it, without syncing: for files
-/// that report (status), where losing the latest version to a power cut is harmless.
+/// Replaces `path` like [`write_atomic`] but without syncing: for files that report
+/// (status), where losing the latest version to a power cut is harmless.
 pub fn write_replace(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError> {
-    let tmp = path.with_extension("new");
-    {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(mode);
-        }
-        #[cfg(not(unix))]
-        let _ = mode;
-        let mut f = opts.open(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(io(path))
+    write_then_rename(path, bytes, mode, false)
 }
 
 impl DataDir {

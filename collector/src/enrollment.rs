@@ -50,10 +50,9 @@ pub struct Enrolled {
     pub not_after: OffsetDateTime,
 }
 
-/// Trims a free-text field from a device to a sane length without control characters.
-pub fn clean_text(s: &str, max: usize) -> String {
-    s.chars().filter(|c| !c.is_control()).take(max).collect()
-}
+/// Trims a free-text field from a device to a sane length without control characters (the
+/// same rule as the canonical form of findings, defined once in the contract crate).
+pub use commscan_proto::convert::clean_text;
 
 impl Collector {
     /// Enrols a device. Every attempt is audited; failed attempts spend a per-address budget,

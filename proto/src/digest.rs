@@ -67,6 +67,18 @@ pub fn hex(d: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A digest from its hex form; `None` unless it is 64 hex digits.
+pub fn from_hex(h: &str) -> Option<StateDigest> {
+    if h.len() != 64 {
+        return None;
+    }
+    let mut d = [0u8; 32];
+    for (i, b) in d.iter_mut().enumerate() {
+        *b = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +106,8 @@ mod tests {
         assert_ne!(d1, state_digest([&a, &finding("skype", "9")], []));
         assert_ne!(d1, state_digest([&a], []));
         assert_ne!(state_digest([], []), d1);
+        assert_eq!(from_hex(&hex(&d1)), Some(d1));
+        assert_eq!(from_hex("zz"), None);
     }
 
     #[test]

@@ -355,3 +355,123 @@ async fn health_and_reflection_are_served() {
         );
     }
 }
+
+fn finding(product: &str) -> commscan_core::scan::Finding {
+    commscan_core::scan::Finding {
+        product: product.into(),
+        installed: true,
+        running: false,
+        version: Some("1.0".into()),
+        evidence: vec![commscan_core::scan::Evidence {
+            source: "dpkg".into(),
+            detail: format!("package {product} 1.0"),
+            signature: "dpkg".into(),
+        }],
+    }
+}
+
+fn report(seq: u64, body: v1::report::Body, digest_of: &[&str]) -> v1::AgentMessage {
+    let findings: Vec<_> = digest_of.iter().map(|p| finding(p)).collect();
+    v1::AgentMessage {
+        kind: Some(v1::agent_message::Kind::Report(v1::Report {
+            sequence: seq,
+            body: Some(body),
+            stats: None,
+            scanned_at: None,
+            state_digest: commscan_proto::digest::state_digest(&findings, []).to_vec(),
+        })),
+    }
+}
+
+/// Opens a raw stream for an enrolled agent with the given hello digest; returns the sender,
+/// the inbound stream and the welcome.
+async fn raw_stream(
+    c: &TestCollector,
+    data: &commscan_agent::state::DataDir,
+    digest_of: Option<&[&str]>,
+) -> (
+    tokio::sync::mpsc::Sender<v1::AgentMessage>,
+    tonic::Streaming<v1::CollectorMessage>,
+    v1::Welcome,
+) {
+    let (ca, cert, key) = data.credentials().unwrap();
+    let channel = commscan_agent::transport::channel(&c.url, &ca, Some((&cert, &key)))
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let state_digest = digest_of
+        .map(|ps| {
+            let f: Vec<_> = ps.iter().map(|p| finding(p)).collect();
+            commscan_proto::digest::state_digest(&f, []).to_vec()
+        })
+        .unwrap_or_default();
+    tx.send(v1::AgentMessage {
+        kind: Some(v1::agent_message::Kind::Hello(v1::Hello {
+            state_digest,
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let mut inbound = ReportingClient::new(channel)
+        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1::collector_message::Kind::Welcome(w)) =
+        inbound.message().await.unwrap().unwrap().kind
+    else {
+        panic!("expected a welcome")
+    };
+    (tx, inbound, w)
+}
+
+#[tokio::test]
+async fn the_collector_asks_for_a_snapshot_whenever_its_state_differs_from_the_agents() {
+    let c = TestCollector::start().await;
+    let data = c.enroll_agent("reconciled").await;
+    let (tx, mut inbound, w) = raw_stream(&c, &data, None).await;
+    assert!(w.want_snapshot, "nothing stored yet");
+    let snapshot = v1::report::Body::Snapshot(v1::Snapshot {
+        findings: vec![commscan_proto::convert::finding_to_wire(&finding("zoom"))],
+        unclassified: vec![],
+    });
+    tx.send(report(1, snapshot, &["zoom"])).await.unwrap();
+    let m = inbound.message().await.unwrap().unwrap().kind;
+    assert!(
+        matches!(
+            m,
+            Some(v1::collector_message::Kind::Ack(v1::Ack { sequence: 1 }))
+        ),
+        "{m:?}"
+    );
+    // A delta whose declared result is not what the collector now holds: acknowledged (it is
+    // stored), then a resync is asked for.
+    let delta = v1::report::Body::Delta(v1::Delta {
+        upserted: vec![commscan_proto::convert::finding_to_wire(&finding("skype"))],
+        ..Default::default()
+    });
+    tx.send(report(2, delta, &["zoom"])).await.unwrap();
+    let m = inbound.message().await.unwrap().unwrap().kind;
+    assert!(
+        matches!(
+            m,
+            Some(v1::collector_message::Kind::Ack(v1::Ack { sequence: 2 }))
+        ),
+        "{m:?}"
+    );
+    let m = inbound.message().await.unwrap().unwrap().kind;
+    assert_eq!(
+        m,
+        Some(v1::collector_message::Kind::Command(v1::Command {
+            kind: v1::CommandKind::Resync as i32
+        }))
+    );
+    drop((tx, inbound));
+    // A hello with the digest of what is stored needs no snapshot; any other does.
+    let (_, _, w) = raw_stream(&c, &data, Some(&["skype", "zoom"])).await;
+    assert!(!w.want_snapshot);
+    assert_eq!(w.stored_sequence, 2);
+    let (_, _, w) = raw_stream(&c, &data, Some(&["zoom"])).await;
+    assert!(w.want_snapshot);
+}

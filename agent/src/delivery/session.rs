@@ -121,9 +121,9 @@ fn report(r: &Record) -> v1::AgentMessage {
                 .collect(),
         }),
     };
-    let state_digest = (0..r.state_digest.len() / 2)
-        .filter_map(|i| u8::from_str_radix(&r.state_digest[2 * i..2 * i + 2], 16).ok())
-        .collect();
+    let state_digest = commscan_proto::digest::from_hex(&r.state_digest)
+        .map(|d| d.to_vec())
+        .unwrap_or_default();
     v1::AgentMessage {
         kind: Some(agent_message::Kind::Report(v1::Report {
             sequence: r.sequence,

@@ -262,12 +262,11 @@ pub trait Spool: Send + Sync {
 
 /// `(last acknowledged sequence, digest of the acknowledged state)` for a hello.
 pub fn hello_fields(view: &SpoolView) -> (u64, Option<StateDigest>) {
-    let digest = view.meta.acked_digest.as_deref().and_then(|h| {
-        let bytes: Vec<u8> = (0..h.len() / 2)
-            .map(|i| u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok())
-            .collect::<Option<_>>()?;
-        bytes.try_into().ok()
-    });
+    let digest = view
+        .meta
+        .acked_digest
+        .as_deref()
+        .and_then(commscan_proto::digest::from_hex);
     (view.meta.acked_sequence, digest)
 }
 
