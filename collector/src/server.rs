@@ -86,13 +86,25 @@ pub async fn serve(
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
     let max = limits.max_message_bytes;
+    let auditor = collector.clone();
+    let hook: crate::tls::RejectHook = Arc::new(move |peer, why| {
+        auditor.audit(
+            &format!("anonymous@{}", peer.ip()),
+            "tls.handshake",
+            None,
+            false,
+            why,
+        );
+    });
     let incoming = ReceiverStream::new(crate::tls::accept_loop(
         listener,
         tls,
         limits.max_connections,
+        hook,
         shutdown.clone(),
     ));
     tonic::transport::Server::builder()
+        .layer(crate::grpc::oversize::OversizeLayer)
         .max_concurrent_streams(limits.max_streams_per_connection)
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))

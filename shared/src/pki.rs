@@ -171,6 +171,25 @@ impl Authority {
         identity: &DeviceIdentity,
         valid_for: Duration,
     ) -> Result<(String, OffsetDateTime), PkiError> {
+        let now = OffsetDateTime::now_utc();
+        // A little back-dating tolerates clock skew between collector and devices.
+        self.sign_device_csr_between(
+            csr_pem,
+            identity,
+            now - Duration::from_secs(300),
+            now + valid_for,
+        )
+    }
+
+    /// Signs a device CSR valid from `not_before` to `not_after` (tests use past windows to
+    /// make expired certificates).
+    pub fn sign_device_csr_between(
+        &self,
+        csr_pem: &str,
+        identity: &DeviceIdentity,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<(String, OffsetDateTime), PkiError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|source| {
             PkiError::Invalid {
                 what: "certificate signing request",
@@ -194,8 +213,8 @@ impl Authority {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.serial_number = Some(random_serial());
         params.use_authority_key_identifier_extension = true;
-        validity(&mut params, valid_for);
-        let not_after = params.not_after;
+        params.not_before = not_before;
+        params.not_after = not_after;
         let signed = CertificateSigningRequestParams {
             params,
             public_key: csr.public_key,

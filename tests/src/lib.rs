@@ -7,7 +7,8 @@
 use commscan_agent::scanner::{ScanTarget, Scanner};
 use commscan_agent::state::DataDir;
 use commscan_agent::transport::Reporter;
-use commscan_collector::ctl::{AuthedQuery, Connection};
+use commscan_collector::collector::Collector;
+use commscan_collector::ctl::{AuthedAdmin, AuthedQuery, Connection};
 use commscan_collector::layout::{InitOptions, Layout};
 use commscan_collector::server::{Limits, serve};
 use commscan_core::catalog::Catalog;
@@ -38,6 +39,9 @@ pub struct TestCollector {
     pub admin_token: String,
     /// An enrolment token for organisation `acme`.
     pub enrolment_token: String,
+    /// The serving collector's domain object (for setting up state tests cannot reach over
+    /// the wire, such as an already-expired token).
+    pub collector: Option<Arc<Collector>>,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
@@ -65,6 +69,7 @@ impl TestCollector {
             ca_pem,
             admin_token: secrets.admin_token,
             enrolment_token: secrets.enrolment_token,
+            collector: None,
             stop: CancellationToken::new(),
             task: None,
         };
@@ -82,6 +87,7 @@ impl TestCollector {
             .await;
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         self.url = format!("https://{}", listener.local_addr().expect("addr"));
+        self.collector = Some(collector.clone());
         self.stop = CancellationToken::new();
         let stop = self.stop.clone();
         self.task = Some(tokio::spawn(async move {
@@ -93,6 +99,7 @@ impl TestCollector {
 
     /// Stops serving and waits until the store is closed.
     pub async fn stop(&mut self) {
+        self.collector = None;
         self.stop.cancel();
         if let Some(t) = self.task.take() {
             t.await.expect("server task");
@@ -123,6 +130,36 @@ impl TestCollector {
         .query()
         .await
         .expect("query client")
+    }
+
+    /// An admin client with any token.
+    pub async fn admin_as(&self, token: &str) -> AuthedAdmin {
+        let ca = self.dir.path().join("ca-for-ctl.crt");
+        std::fs::write(&ca, &self.ca_pem).expect("write ca");
+        Connection {
+            collector: self.url.clone(),
+            ca,
+            token: token.to_owned(),
+        }
+        .admin()
+        .await
+        .expect("admin client")
+    }
+
+    /// The serving collector.
+    pub fn domain(&self) -> &Arc<Collector> {
+        self.collector.as_ref().expect("the collector is serving")
+    }
+
+    /// Audit entries, oldest first (read directly from the store).
+    pub fn audit(&self) -> Vec<commscan_collector::store::AuditRecord> {
+        self.domain()
+            .store
+            .audit(0, 100_000)
+            .expect("audit")
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect()
     }
 
     /// Enrols a new agent whose data lives under the test directory.
