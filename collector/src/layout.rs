@@ -14,7 +14,7 @@
 //! overwritten by a second `init`.
 
 use crate::collector::{Collector, system_clock};
-use crate::compliance::{Compliance, Rules};
+use crate::compliance::{Compliance, Rules, RulesConfig};
 use crate::secrets;
 use crate::store::Store;
 use crate::store::records::{Grant, PersonRecord, Role, TokenRecord};
@@ -231,7 +231,7 @@ impl Layout {
     /// Opens an initialised directory: the collector and its TLS configuration.
     pub fn open(
         &self,
-        policy: Option<&Path>,
+        rules: &RulesConfig,
     ) -> Result<(Arc<Collector>, Arc<rustls::ServerConfig>), LayoutError> {
         let meta_path = self.path("collector.json");
         let text = std::fs::read_to_string(&meta_path).map_err(|e| {
@@ -267,8 +267,7 @@ impl Layout {
             &self.path("pki/server.key"),
         )
         .map_err(|e| LayoutError::Invalid(e.to_string()))?;
-        let rules =
-            Rules::load(policy).map_err(|e| LayoutError::Invalid(format!("policy: {e}")))?;
+        let rules = Rules::load(rules).map_err(|e| LayoutError::Invalid(format!("rules: {e}")))?;
         let store: Arc<dyn Store> = Arc::new(
             SledStore::open(&self.path("store")).map_err(|e| path_err(&self.path("store"), e))?,
         );

@@ -5,10 +5,9 @@
 //! A reload that fails validation returns every problem and leaves the rules in force untouched.
 
 use crate::collector::Collector;
-use crate::compliance::Rules;
+use crate::compliance::{Rules, RulesConfig};
 use crate::error::CollectorError;
 use commscan_core::textpos::Problems;
-use std::path::Path;
 
 /// What a re-judgement changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -56,10 +55,10 @@ impl Collector {
         Ok(out)
     }
 
-    /// Loads new rules (policy from `policy`, or the embedded default) and, if valid, puts them
-    /// in force and re-judges every device.
-    pub fn reload(&self, policy: Option<&Path>) -> Result<Rejudged, ReloadError> {
-        let rules = Rules::load(policy)?;
+    /// Loads new rules as `config` says and, if all of it is valid, puts them in force and
+    /// re-judges every device.
+    pub fn reload(&self, config: &RulesConfig) -> Result<Rejudged, ReloadError> {
+        let rules = Rules::load(config)?;
         let id = rules.policy.id.clone();
         self.compliance.replace(rules);
         let r = self.rejudge_all()?;

@@ -82,7 +82,7 @@ impl TestCollector {
         // is released when the last handle drops.
         let (collector, tls) =
             wait_until(Duration::from_secs(10), "the store to reopen", || async {
-                self.layout.open(None).ok()
+                self.layout.open(&Default::default()).ok()
             })
             .await;
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");

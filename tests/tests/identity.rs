@@ -418,3 +418,64 @@ async fn garbage_on_the_port_closes_only_that_connection() {
 fn uuid_like() -> String {
     "6f1c5c3e-2b1a-4a57-9a1e-0c2d4e1f3a5b".into()
 }
+
+#[tokio::test]
+async fn a_cloned_disk_is_flagged_as_a_duplicate_never_merged() {
+    let c = TestCollector::start().await;
+    let root = dpkg_fixture(&[("zoom", "install ok installed", "6.1.0")]);
+    let original = c.enroll_agent("original").await;
+    let id = original.identity().unwrap().device_id;
+    // The clone: a byte-for-byte copy of the agent's data directory.
+    let clone_dir = c.dir.path().join("agents/clone");
+    std::fs::create_dir_all(&clone_dir).unwrap();
+    for f in [
+        "identity.json",
+        "device.key",
+        "device.crt",
+        "ca.crt",
+        "sequence.json",
+    ] {
+        std::fs::copy(original.file(f), clone_dir.join(f)).unwrap();
+    }
+    let clone = commscan_agent::state::DataDir::new(&clone_dir);
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    for data in [original, clone] {
+        let r = reporter(data, root.path());
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..20 {
+                if stop.is_cancelled() {
+                    break;
+                }
+                let _ = r.session(Duration::from_secs(3600), false, &stop).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }));
+    }
+    commscan_tests::wait_until(Duration::from_secs(20), "the duplicate flag", || async {
+        c.domain()
+            .store
+            .device(&id)
+            .unwrap()
+            .and_then(|d| d.duplicate)
+    })
+    .await;
+    stop.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(
+        c.audit()
+            .iter()
+            .any(|e| !e.allowed && e.detail.contains("flagged as duplicate enrolment"))
+    );
+    let d = c
+        .query()
+        .await
+        .get_device(v1::GetDeviceRequest { device_id: id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!d.duplicate.is_empty());
+}

@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use commscan_collector::compliance::RulesConfig;
 use commscan_collector::dev::{self, DevOptions};
 use commscan_collector::layout::{InitOptions, Layout};
 use commscan_collector::server::{Limits, serve};
@@ -69,10 +70,19 @@ enum Command {
         /// Address to listen on.
         #[arg(long, env = "COMMSCAN_LISTEN", default_value = "0.0.0.0:7443")]
         listen: SocketAddr,
-        /// Policy file (default: the embedded ministry-letter policy). SIGHUP reloads it; an
-        /// invalid file is refused and the previous policy stays in force.
+        /// Default policy file (default: the embedded ministry-letter policy). SIGHUP reloads
+        /// every rules file; an invalid one is refused and the previous rules stay in force.
         #[arg(long, env = "COMMSCAN_POLICY")]
         policy: Option<PathBuf>,
+        /// ORG=FILE: a policy for one organisation (repeatable); others get the default.
+        #[arg(long = "org-policy", value_parser = parse_org_policy)]
+        org_policies: Vec<(String, PathBuf)>,
+        /// Catalog file replacing the embedded catalog.
+        #[arg(long, env = "COMMSCAN_CATALOG")]
+        catalog: Option<PathBuf>,
+        /// Registers file replacing the embedded registers.
+        #[arg(long, env = "COMMSCAN_REGISTERS")]
+        registers: Option<PathBuf>,
     },
     /// One-command start: throw-away collector, an agent scanning this machine, its verdict.
     Dev {
@@ -95,6 +105,16 @@ enum Command {
         #[arg(long, default_value = "5m", value_parser = commscan_core::duration::parse_duration)]
         interval: Duration,
     },
+}
+
+fn parse_org_policy(s: &str) -> Result<(String, PathBuf), String> {
+    let (org, file) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}': expected ORG=FILE"))?;
+    if !commscan_core::identity::is_valid_organisation(org) {
+        return Err(format!("'{org}': not a valid organisation id"));
+    }
+    Ok((org.to_owned(), PathBuf::from(file)))
 }
 
 fn shutdown_on_signals() -> CancellationToken {
@@ -161,8 +181,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             listen,
             policy,
+            org_policies,
+            catalog,
+            registers,
         } => {
-            let (collector, tls) = Layout::new(&data_dir).open(policy.as_deref())?;
+            let rules = RulesConfig {
+                catalog,
+                registers,
+                policy,
+                org_policies,
+            };
+            let (collector, tls) = Layout::new(&data_dir).open(&rules)?;
             // Verdicts stored under another policy (or catalog) are brought up to date at once.
             let r = collector.rejudge_all()?;
             tracing::info!(
@@ -180,8 +209,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         return;
                     };
                     while hup.recv().await.is_some() {
-                        let (c, p) = (collector.clone(), policy.clone());
-                        match tokio::task::spawn_blocking(move || c.reload(p.as_deref())).await {
+                        let (c, r) = (collector.clone(), rules.clone());
+                        match tokio::task::spawn_blocking(move || c.reload(&r)).await {
                             Ok(Ok(_)) => {}
                             Ok(Err(e)) => {
                                 tracing::error!(error = %e, "SIGHUP: policy reload failed")

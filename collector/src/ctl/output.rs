@@ -227,6 +227,10 @@ pub struct DeviceDetailOut {
     pub unclassified: Vec<commscan_core::scan::Unclassified>,
     /// Source outcomes of the last scan.
     pub sources: std::collections::BTreeMap<String, String>,
+    /// Revoked.
+    pub revoked: bool,
+    /// Why the device is flagged as a duplicate enrolment, if it is.
+    pub duplicate: Option<String>,
 }
 
 /// One reason as printed.
@@ -281,6 +285,8 @@ pub fn device_detail_out(d: &v1::GetDeviceResponse) -> DeviceDetailOut {
             .into_iter()
             .map(|(k, v)| (k, v.to_string()))
             .collect(),
+        revoked: d.revoked,
+        duplicate: Some(d.duplicate.clone()).filter(|s| !s.is_empty()),
     }
 }
 
@@ -341,6 +347,12 @@ pub fn device_detail(d: &DeviceDetailOut, format: Format, colour: bool) -> Strin
                     .clone()
                     .unwrap_or_else(|| "never".into())
             );
+            if d.revoked {
+                let _ = writeln!(s, "REVOKED   refused at its next connection; history kept");
+            }
+            if let Some(why) = &d.duplicate {
+                let _ = writeln!(s, "DUPLICATE {why}: revoke it and re-enrol each machine");
+            }
             if !d.reasons.is_empty() {
                 let _ = writeln!(s, "\nreasons:");
                 for r in &d.reasons {

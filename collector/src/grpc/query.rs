@@ -96,6 +96,8 @@ impl Query for QueryService {
             enrolled_at: Some(convert::timestamp(d.enrolled_at)),
             last_sequence: d.last_sequence,
             os_version: d.os_version.clone(),
+            revoked: d.revoked,
+            duplicate: d.duplicate.clone().unwrap_or_default(),
         }))
     }
 
