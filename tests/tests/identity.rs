@@ -479,3 +479,59 @@ async fn a_cloned_disk_is_flagged_as_a_duplicate_never_merged() {
         .into_inner();
     assert!(!d.duplicate.is_empty());
 }
+
+#[tokio::test]
+async fn a_device_flooding_reports_is_throttled_not_served() {
+    let c = TestCollector::start().await;
+    let data = c.enroll_agent("flood").await;
+    let (_, cert, key) = data.credentials().unwrap();
+    let channel = commscan_agent::transport::channel(&c.url, &c.ca_pem, Some((&cert, &key)))
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tx.send(v1::AgentMessage {
+        kind: Some(v1::agent_message::Kind::Hello(v1::Hello::default())),
+    })
+    .await
+    .unwrap();
+    let mut stream = ReportingClient::new(channel)
+        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let _welcome = stream.message().await.unwrap().unwrap();
+    for sequence in 1..=40 {
+        let report = v1::Report {
+            sequence,
+            body: Some(v1::report::Body::Snapshot(v1::Snapshot::default())),
+            stats: None,
+            scanned_at: None,
+        };
+        tx.send(v1::AgentMessage {
+            kind: Some(v1::agent_message::Kind::Report(report)),
+        })
+        .await
+        .unwrap();
+    }
+    let (mut acks, mut throttles) = (0, 0);
+    while acks + throttles < 40 {
+        match stream.message().await.unwrap().unwrap().kind {
+            Some(v1::collector_message::Kind::Ack(_)) => acks += 1,
+            Some(v1::collector_message::Kind::Throttle(t)) => {
+                assert!(t.retry_after_ms > 0);
+                throttles += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // The burst of 24 is served; the bucket refills at 12 a minute, so a slow machine may
+    // serve one or two more before the 40 are through.
+    assert!(
+        (24..=27).contains(&acks),
+        "the burst is served: {acks} acks"
+    );
+    assert!(
+        throttles >= 13,
+        "the rest is throttled: {throttles} throttles"
+    );
+}
