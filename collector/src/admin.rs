@@ -161,7 +161,7 @@ impl Collector {
             return Err(not_found());
         }
         device.revoked = true;
-        self.store.put_device(&device)?;
+        self.store.put_device(&device, self.now())?;
         self.store.flush()?;
         self.audit(
             &who.name,

@@ -107,12 +107,19 @@ impl Rules {
         self.org_policies.get(organisation).unwrap_or(&self.policy)
     }
 
-    /// Re-judges a device record at `now`. Devices that never reported stay `unknown`.
-    pub fn judge(&self, device: &mut DeviceRecord, now: OffsetDateTime) {
-        if device.last_report.is_none() {
+    /// Re-judges a device record at `now`. Devices that never reported stay `unknown`; devices
+    /// whose last report is older than `stale_after` are `stale` (their policy reasons are kept,
+    /// so an officer still sees what they had), and never count as compliant.
+    pub fn judge(
+        &self,
+        device: &mut DeviceRecord,
+        now: OffsetDateTime,
+        stale_after: std::time::Duration,
+    ) {
+        let Some(last) = device.last_report else {
             device.verdict.status = Status::Unknown;
             return;
-        }
+        };
         let subject = Subject {
             device_id: &device.device_id,
             organisation: &device.organisation,
@@ -120,6 +127,9 @@ impl Rules {
         };
         let policy = self.policy_for(&device.organisation);
         device.verdict = policy.judge(subject, &device.findings, now);
+        if now - last > stale_after {
+            device.verdict.status = Status::Stale;
+        }
         device.judged_at = Some(now);
         device.policy = policy.id.clone();
     }

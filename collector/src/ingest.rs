@@ -181,7 +181,7 @@ impl Collector {
             let why = "two agents kept taking over each other's stream".to_owned();
             let mut flagged = device.clone();
             flagged.duplicate = Some(why.clone());
-            self.store.put_device(&flagged)?;
+            self.store.put_device(&flagged, self.now())?;
             self.store.flush()?;
             self.audit(
                 &actor,
@@ -271,9 +271,10 @@ impl Collector {
         if hello.platform.is_some() {
             device.platform = hello.platform;
         }
+        self.apply_classifications(&mut device)?;
         let previous = device.verdict.status;
-        self.compliance.rules().judge(&mut device, now);
-        self.store.put_device(&device)?;
+        self.judge(&mut device, now);
+        self.store_device(&device, previous, now)?;
         self.store.flush()?;
         if previous != device.verdict.status {
             tracing::info!(device = %who.device_id, organisation = %who.organisation, from = %previous, to = %device.verdict.status, "verdict changed");

@@ -280,6 +280,8 @@ impl Layout {
             connections: crate::connections::Connections::default(),
             trust_domain: meta.trust_domain,
             clock: system_clock(),
+            stale_after: crate::collector::DEFAULT_STALE_AFTER,
+            events: crate::events::channel(),
         };
         Ok((Arc::new(collector), tls))
     }

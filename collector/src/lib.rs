@@ -12,6 +12,10 @@
 //! | [`audit`] | appending to the audit log |
 //! | [`connections`] | connected agents; takeovers and duplicate identities |
 //! | [`limits`] | rate limits for enrolment and reports |
+//! | [`staleness`] | devices past their reporting window become stale without a report |
+//! | [`events`] | verdict-change events for `WatchEvents` |
+//! | [`classify`] | officers map or dismiss unclassified candidates; applied at ingest |
+//! | [`federation`] | enterprise → ministry aggregates |
 //! | [`auth`] | bearer tokens → principals; the one authorisation function |
 //! | [`compliance`] | catalog, registers and policy in force; judging a device |
 //! | [`store`] | the storage trait, its records, and the sled backend |
@@ -29,6 +33,7 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod classify;
 pub mod collector;
 pub mod compliance;
 pub mod connections;
@@ -36,6 +41,8 @@ pub mod ctl;
 pub mod dev;
 pub mod enrollment;
 pub mod error;
+pub mod events;
+pub mod federation;
 pub mod grpc;
 pub mod ingest;
 pub mod layout;
@@ -44,5 +51,6 @@ pub mod queries;
 pub mod rejudge;
 pub mod secrets;
 pub mod server;
+pub mod staleness;
 pub mod store;
 pub mod tls;

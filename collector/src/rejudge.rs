@@ -33,7 +33,6 @@ pub enum ReloadError {
 impl Collector {
     /// Re-judges every stored device under the rules in force now.
     pub fn rejudge_all(&self) -> Result<Rejudged, CollectorError> {
-        let rules = self.compliance.rules();
         let now = self.now();
         let mut out = Rejudged::default();
         for id in self.store.device_ids()? {
@@ -41,14 +40,15 @@ impl Collector {
                 continue;
             };
             let before = device.verdict.clone();
-            rules.judge(&mut device, now);
+            self.apply_classifications(&mut device)?;
+            self.judge(&mut device, now);
             out.devices += 1;
             if device.verdict != before {
                 if device.verdict.status != before.status {
                     out.changed += 1;
                     tracing::info!(device = %id, from = %before.status, to = %device.verdict.status, "verdict changed by policy");
                 }
-                self.store.put_device(&device)?;
+                self.store_device(&device, before.status, now)?;
             }
         }
         self.store.flush()?;

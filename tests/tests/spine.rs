@@ -89,6 +89,7 @@ async fn device_with_zoom_in_dpkg_is_noncompliant_with_zoom_as_the_reason() {
 
     let s = q
         .organisation_summary(v1::OrganisationSummaryRequest {
+            trend_days: 0,
             organisation: "acme".into(),
         })
         .await

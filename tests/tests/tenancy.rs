@@ -133,6 +133,7 @@ async fn call(w: &World, token: &str, rpc: &str) -> Outcome {
         "Summary(A)" => (
             code(
                 q.organisation_summary(v1::OrganisationSummaryRequest {
+                    trend_days: 0,
                     organisation: "acme".into(),
                 })
                 .await,
@@ -142,6 +143,7 @@ async fn call(w: &World, token: &str, rpc: &str) -> Outcome {
         "Summary(B)" => (
             code(
                 q.organisation_summary(v1::OrganisationSummaryRequest {
+                    trend_days: 0,
                     organisation: "globex".into(),
                 })
                 .await,

@@ -83,6 +83,9 @@ enum Command {
         /// Only devices with this product.
         #[arg(long)]
         product: Option<String>,
+        /// Only devices of this platform (linux, macos, windows).
+        #[arg(long)]
+        platform: Option<commscan_core::platform::Platform>,
         /// Stop after this many rows (0: all).
         #[arg(long, default_value_t = 0)]
         limit: usize,
@@ -94,13 +97,50 @@ enum Command {
         /// Device id.
         id: String,
     },
-    /// An organisation's compliance summary.
+    /// An organisation's compliance summary, with its daily trend.
     Summary {
         #[command(flatten)]
         conn: Conn,
         /// Organisation.
         #[arg(long, default_value = "default")]
         org: String,
+        /// Days of trend to show.
+        #[arg(long, default_value_t = 14)]
+        days: u32,
+    },
+    /// One row per organisation (for ministry analysts): aggregates only.
+    Fleet {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Per product, devices and violating devices across your organisations.
+    Products {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Unclassified communication-like software seen in an organisation; map or dismiss it.
+    Candidates {
+        #[command(subcommand)]
+        command: CandidatesCommand,
+    },
+    /// Print verdict changes as they happen (Ctrl-C to stop).
+    Watch {
+        #[command(flatten)]
+        conn: Conn,
+        /// Only this organisation.
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Export every device you may see as CSV or JSON lines, streamed.
+    Export {
+        #[command(flatten)]
+        conn: Conn,
+        /// Only this organisation.
+        #[arg(long)]
+        org: Option<String>,
+        /// Only this status.
+        #[arg(long)]
+        status: Option<Status>,
     },
     /// Enrolment tokens: create, list, revoke.
     Tokens {
@@ -132,6 +172,41 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CandidatesCommand {
+    /// List candidates with how many devices report each.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+        /// Organisation.
+        #[arg(long)]
+        org: String,
+    },
+    /// Map a candidate to a catalog product: its devices are judged as having that product.
+    Map {
+        #[command(flatten)]
+        conn: Conn,
+        /// Organisation.
+        #[arg(long)]
+        org: String,
+        /// The candidate's name, as listed.
+        name: String,
+        /// Catalog product id.
+        #[arg(long)]
+        product: String,
+    },
+    /// Dismiss a candidate: not listed again.
+    Dismiss {
+        #[command(flatten)]
+        conn: Conn,
+        /// Organisation.
+        #[arg(long)]
+        org: String,
+        /// The candidate's name, as listed.
+        name: String,
     },
 }
 
@@ -501,6 +576,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             org,
             status,
             product,
+            platform,
             limit,
         } => {
             let mut client = conn.connection()?.query().await?;
@@ -514,6 +590,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         product: product.clone().unwrap_or_default(),
                         page_size: 1000,
                         page_token: token,
+                        platform: platform.map(convert::platform_to_wire).unwrap_or_default(),
                     })
                     .await?
                     .into_inner();
@@ -541,18 +618,158 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 output::device_detail(&output::device_detail_out(&d), conn.output, colour())
             );
         }
-        Command::Summary { conn, org } => {
+        Command::Summary { conn, org, days } => {
             let s = conn
                 .connection()?
                 .query()
                 .await?
-                .organisation_summary(v1::OrganisationSummaryRequest { organisation: org })
+                .organisation_summary(v1::OrganisationSummaryRequest {
+                    organisation: org,
+                    trend_days: days,
+                })
                 .await?
                 .into_inner();
             print!(
                 "{}",
                 output::summary(&output::summary_out(&s), conn.output, colour())
             );
+        }
+        Command::Fleet { conn } => {
+            let r = conn
+                .connection()?
+                .query()
+                .await?
+                .fleet_summary(v1::FleetSummaryRequest {})
+                .await?
+                .into_inner();
+            print!("{}", output::fleet(&r, conn.output, colour()));
+        }
+        Command::Products { conn } => {
+            let r = conn
+                .connection()?
+                .query()
+                .await?
+                .product_findings(v1::ProductFindingsRequest {})
+                .await?
+                .into_inner();
+            let rows: Vec<Vec<String>> = r
+                .products
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.product.clone(),
+                        p.devices.to_string(),
+                        p.violating.to_string(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                output::rows(&["PRODUCT", "DEVICES", "VIOLATING"], &rows, conn.output)
+            );
+        }
+        Command::Candidates {
+            command: CandidatesCommand::List { conn, org },
+        } => {
+            let r = conn
+                .connection()?
+                .query()
+                .await?
+                .list_unclassified(v1::ListUnclassifiedRequest { organisation: org })
+                .await?
+                .into_inner();
+            let rows: Vec<Vec<String>> = r
+                .candidates
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.name.clone(),
+                        c.devices.to_string(),
+                        c.source.clone(),
+                        c.detail.clone(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                output::rows(&["NAME", "DEVICES", "SOURCE", "WHY"], &rows, conn.output)
+            );
+        }
+        Command::Candidates {
+            command:
+                CandidatesCommand::Map {
+                    conn,
+                    org,
+                    name,
+                    product,
+                },
+        } => {
+            conn.connection()?
+                .query()
+                .await?
+                .classify_candidate(v1::ClassifyCandidateRequest {
+                    organisation: org.clone(),
+                    name: name.clone(),
+                    product: product.clone(),
+                    dismiss: false,
+                })
+                .await?;
+            println!("'{name}' in '{org}' now counts as {product}; its devices were re-judged");
+        }
+        Command::Candidates {
+            command: CandidatesCommand::Dismiss { conn, org, name },
+        } => {
+            conn.connection()?
+                .query()
+                .await?
+                .classify_candidate(v1::ClassifyCandidateRequest {
+                    organisation: org.clone(),
+                    name: name.clone(),
+                    product: String::new(),
+                    dismiss: true,
+                })
+                .await?;
+            println!("'{name}' in '{org}' dismissed");
+        }
+        Command::Watch { conn, org } => {
+            let mut stream = conn
+                .connection()?
+                .query()
+                .await?
+                .watch_events(v1::WatchEventsRequest {
+                    organisation: org.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            while let Some(e) = stream.message().await? {
+                let line = output::event(&e, conn.output, colour());
+                print!("{line}");
+                use std::io::Write;
+                std::io::stdout().flush()?;
+            }
+        }
+        Command::Export { conn, org, status } => {
+            let format = match conn.output {
+                Format::Json => "json",
+                _ => "csv",
+            };
+            let mut stream = conn
+                .connection()?
+                .query()
+                .await?
+                .export_devices(v1::ExportDevicesRequest {
+                    format: format.into(),
+                    organisation: org.unwrap_or_default(),
+                    status: status.map(convert::status_to_wire).unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            use std::io::Write;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            while let Some(chunk) = stream.message().await? {
+                out.write_all(&chunk.data)?;
+            }
+            out.flush()?;
         }
         Command::Catalog {
             command: CatalogCommand::List { output },

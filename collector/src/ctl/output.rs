@@ -231,6 +231,42 @@ pub struct DeviceDetailOut {
     pub revoked: bool,
     /// Why the device is flagged as a duplicate enrolment, if it is.
     pub duplicate: Option<String>,
+    /// Recent history, oldest first.
+    pub history: Vec<HistoryOut>,
+    /// Waivers covering the device.
+    pub waivers: Vec<WaiverOut>,
+}
+
+/// One history event as printed.
+#[derive(Debug, Serialize)]
+pub struct HistoryOut {
+    /// When.
+    pub at: String,
+    /// What.
+    pub kind: String,
+    /// Product, for product events.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub product: String,
+    /// Status change, for status events: "from -> to".
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub change: String,
+}
+
+/// A waiver as printed.
+#[derive(Debug, Serialize)]
+pub struct WaiverOut {
+    /// device or organisation.
+    pub scope: String,
+    /// Product.
+    pub product: String,
+    /// Why.
+    pub reason: String,
+    /// Who approved.
+    pub approver: String,
+    /// Expiry.
+    pub expires: String,
+    /// Whether it has expired.
+    pub expired: bool,
 }
 
 /// One reason as printed.
@@ -287,6 +323,32 @@ pub fn device_detail_out(d: &v1::GetDeviceResponse) -> DeviceDetailOut {
             .collect(),
         revoked: d.revoked,
         duplicate: Some(d.duplicate.clone()).filter(|s| !s.is_empty()),
+        history: d
+            .history
+            .iter()
+            .map(|h| HistoryOut {
+                at: time_text(h.at.as_ref()).unwrap_or_default(),
+                kind: h.kind.clone(),
+                product: h.product.clone(),
+                change: if h.kind == "status_changed" || h.kind == "stale" {
+                    format!("{} -> {}", status_text(h.from), status_text(h.to))
+                } else {
+                    String::new()
+                },
+            })
+            .collect(),
+        waivers: d
+            .waivers
+            .iter()
+            .map(|w| WaiverOut {
+                scope: w.scope.clone(),
+                product: w.product.clone(),
+                reason: w.reason.clone(),
+                approver: w.approver.clone(),
+                expires: time_text(w.expires.as_ref()).unwrap_or_default(),
+                expired: w.expired,
+            })
+            .collect(),
     }
 }
 
@@ -399,6 +461,32 @@ pub fn device_detail(d: &DeviceDetailOut, format: Format, colour: bool) -> Strin
                 let _ = writeln!(s, "\nunclassified candidates:");
                 for u in &d.unclassified {
                     let _ = writeln!(s, "  {} ({}: {})", u.name, u.source, u.detail);
+                }
+            }
+            if !d.waivers.is_empty() {
+                let _ = writeln!(s, "\nwaivers:");
+                for w in &d.waivers {
+                    let _ = writeln!(
+                        s,
+                        "  {} ({}): {} — approved by {}, {} {}",
+                        w.product,
+                        w.scope,
+                        w.reason,
+                        w.approver,
+                        if w.expired { "expired" } else { "until" },
+                        w.expires
+                    );
+                }
+            }
+            if !d.history.is_empty() {
+                let _ = writeln!(s, "\nhistory:");
+                for h in &d.history {
+                    let what = if h.product.is_empty() {
+                        h.change.clone()
+                    } else {
+                        h.product.clone()
+                    };
+                    let _ = writeln!(s, "  {}  {:<16} {}", h.at, h.kind, what);
                 }
             }
             let sources: Vec<String> = d.sources.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -521,6 +609,134 @@ pub fn summary(s: &SummaryOut, format: Format, colour: bool) -> String {
             }
             out
         }
+    }
+}
+
+/// Renders generic rows as a table, JSON (objects keyed by lowercased headers) or CSV.
+pub fn rows(header: &[&str], rows: &[Vec<String>], format: Format) -> String {
+    let keys: Vec<String> = header
+        .iter()
+        .map(|h| h.to_lowercase().replace(' ', "_"))
+        .collect();
+    match format {
+        Format::Table => {
+            if rows.is_empty() {
+                return "nothing to show\n".into();
+            }
+            table(header, rows, None, false)
+        }
+        Format::Json => {
+            let v: Vec<serde_json::Map<String, serde_json::Value>> = rows
+                .iter()
+                .map(|r| {
+                    keys.iter()
+                        .cloned()
+                        .zip(r.iter().map(|c| serde_json::Value::String(c.clone())))
+                        .collect()
+                })
+                .collect();
+            serde_json::to_string_pretty(&v).expect("serialises") + "\n"
+        }
+        Format::Csv => {
+            let mut s = keys.join(",") + "\n";
+            for r in rows {
+                s.push_str(&r.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","));
+                s.push('\n');
+            }
+            s
+        }
+    }
+}
+
+/// Renders a fleet summary.
+pub fn fleet(r: &v1::FleetSummaryResponse, format: Format, colour: bool) -> String {
+    let count = |list: &[v1::StatusCount], s: Status| {
+        list.iter()
+            .find(|c| c.status == commscan_proto::convert::status_to_wire(s))
+            .map(|c| c.devices)
+            .unwrap_or(0)
+    };
+    let body: Vec<Vec<String>> = r
+        .rows
+        .iter()
+        .map(|row| {
+            vec![
+                if row.enterprise.is_empty() {
+                    "-".into()
+                } else {
+                    row.enterprise.clone()
+                },
+                row.organisation.clone(),
+                row.devices.to_string(),
+                format!("{:.1}", row.percent_compliant),
+                count(&row.by_status, Status::Noncompliant).to_string(),
+                count(&row.by_status, Status::Stale).to_string(),
+                time_text(row.updated_at.as_ref()).unwrap_or_else(|| "live".into()),
+                if row.stale {
+                    "stale".into()
+                } else {
+                    "fresh".into()
+                },
+            ]
+        })
+        .collect();
+    let header = [
+        "ENTERPRISE",
+        "ORG",
+        "DEVICES",
+        "% COMPLIANT",
+        "NONCOMPLIANT",
+        "STALE DEVICES",
+        "UPDATED",
+        "FRESHNESS",
+    ];
+    match format {
+        Format::Table => {
+            let mut s = table(&header, &body, None, colour);
+            let _ = writeln!(
+                s,
+                "\n{} organisations, {} devices, {:.1}% compliant",
+                r.rows.len(),
+                r.total_devices,
+                r.percent_compliant
+            );
+            s
+        }
+        _ => rows(&header, &body, format),
+    }
+}
+
+/// Renders one verdict-change event as a line.
+pub fn event(e: &v1::Event, format: Format, colour: bool) -> String {
+    let at = time_text(e.at.as_ref()).unwrap_or_default();
+    match format {
+        Format::Json => {
+            serde_json::json!({
+                "at": at, "device_id": e.device_id, "organisation": e.organisation, "hostname": e.hostname,
+                "from": status_text(e.from), "to": status_text(e.to), "products": e.products,
+            })
+            .to_string()
+                + "\n"
+        }
+        Format::Csv => format!(
+            "{},{},{},{},{},{},{}\n",
+            at,
+            csv_field(&e.device_id),
+            csv_field(&e.organisation),
+            csv_field(&e.hostname),
+            status_text(e.from),
+            status_text(e.to),
+            csv_field(&e.products.join(" "))
+        ),
+        Format::Table => format!(
+            "{at}  {}  {} ({})  {} -> {}  {}\n",
+            e.organisation,
+            e.hostname,
+            e.device_id,
+            status_text(e.from),
+            paint(&status_text(e.to), colour),
+            e.products.join(", ")
+        ),
     }
 }
 

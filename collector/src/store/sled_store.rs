@@ -10,14 +10,23 @@
 //! | `tokens` | SHA-256 hex of an enrolment token | [`TokenRecord`] (JSON) |
 //! | `people` | SHA-256 hex of a bearer token | [`PersonRecord`] (JSON) |
 //! | `audit` | position, u64 big-endian (from sled's monotonic id generator) | [`AuditRecord`] (JSON) |
+//! | `history` | `<device id>/<position u64 BE>` | [`HistoryRecord`] (JSON) |
+//! | `daily` | `<org>/<YYYY-MM-DD>` | the organisation's [`OrgAggregate`] as last written that day |
+//! | `by_last_report` | `<last report, i64 BE, sign-flipped>/<device id>` | empty: devices that may go stale |
+//! | `classifications` | `<org>/<candidate name>` | [`Classification`] (JSON) |
 //!
-//! Device writes run as one sled transaction over `devices`, `by_org` and `orgs` (plus
-//! `tokens` at enrolment): the old record's contribution is subtracted from the aggregate and
-//! the new one's added, atomically. Organisation ids cannot contain `/`, so `<org>/` is an
+//! Device writes run as one sled transaction over `devices`, `by_org`, `orgs`, `history`,
+//! `daily` and `by_last_report` (plus `tokens` at enrolment): the old record's contribution is
+//! subtracted from the aggregate and the new one's added, the day's end state recorded, the
+//! history events between the two records appended, and the indexes moved, atomically. Organisation ids cannot contain `/`, so `<org>/` is an
 //! exact prefix.
 
-use super::records::{AuditRecord, DeviceRecord, OrgAggregate, PersonRecord, TokenRecord};
+use super::records::{
+    AuditRecord, Classification, DeviceRecord, HistoryKind, HistoryRecord, OrgAggregate,
+    PersonRecord, TokenRecord,
+};
 use super::{DeviceFilter, DevicePage, Store, StoreError};
+use commscan_core::verdict::Status;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::Transactional;
@@ -35,6 +44,10 @@ pub struct SledStore {
     tokens: sled::Tree,
     people: sled::Tree,
     audit: sled::Tree,
+    history: sled::Tree,
+    daily: sled::Tree,
+    by_last_report: sled::Tree,
+    classifications: sled::Tree,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -65,39 +78,95 @@ fn org_key(device: &DeviceRecord) -> Vec<u8> {
     format!("{}/{}", device.organisation, device.device_id).into_bytes()
 }
 
-/// Writes `device` inside a transaction, moving its contribution in the aggregate.
-fn write_device(
-    devices: &TransactionalTree,
-    by_org: &TransactionalTree,
-    orgs: &TransactionalTree,
-    device: &DeviceRecord,
-) -> TxResult<()> {
-    let key = device.device_id.as_bytes();
-    let old: Option<DeviceRecord> = match devices.get(key)? {
-        Some(bytes) => Some(decode(key, &bytes).map_err(ConflictableTransactionError::Abort)?),
-        None => None,
-    };
-    let touch = |org: &str, f: &dyn Fn(&mut OrgAggregate)| -> TxResult<()> {
-        let mut agg: OrgAggregate = match orgs.get(org.as_bytes())? {
-            Some(b) => decode(org.as_bytes(), &b).map_err(ConflictableTransactionError::Abort)?,
-            None => OrgAggregate::default(),
-        };
-        f(&mut agg);
-        orgs.insert(org.as_bytes(), encode(&agg))?;
-        Ok(())
-    };
-    if let Some(old) = &old {
-        let c = old.contribution();
-        touch(&old.organisation, &|a| a.apply(&c, false))?;
-        if old.organisation != device.organisation {
-            by_org.remove(org_key(old))?;
-        }
+/// The trees a device write touches, inside one transaction.
+struct DeviceTx<'a> {
+    devices: &'a TransactionalTree,
+    by_org: &'a TransactionalTree,
+    orgs: &'a TransactionalTree,
+    history: &'a TransactionalTree,
+    daily: &'a TransactionalTree,
+    by_last_report: &'a TransactionalTree,
+}
+
+fn report_key(device: &DeviceRecord) -> Option<Vec<u8>> {
+    // Stale devices leave the index: the sweeper only visits devices that may become stale.
+    let at = device.last_report?;
+    if device.verdict.status == Status::Stale {
+        return None;
     }
-    let c = device.contribution();
-    touch(&device.organisation, &|a| a.apply(&c, true))?;
-    by_org.insert(org_key(device), &[])?;
-    devices.insert(key, encode(device))?;
-    Ok(())
+    let mut k = at.unix_timestamp().to_be_bytes().to_vec();
+    k[0] ^= 0x80; // order negative timestamps before positive ones
+    k.push(b'/');
+    k.extend_from_slice(device.device_id.as_bytes());
+    Some(k)
+}
+
+fn day_key(org: &str, at: OffsetDateTime) -> Vec<u8> {
+    format!("{org}/{}", at.date()).into_bytes()
+}
+
+impl DeviceTx<'_> {
+    /// Writes `device` (or removes it, with `remove`), moving its contribution in the
+    /// organisation aggregate, recording the day's end state, maintaining the indexes and
+    /// appending the history events that lead from the stored record to the new one.
+    fn write(&self, device: &DeviceRecord, at: OffsetDateTime, remove: bool) -> TxResult<()> {
+        let key = device.device_id.as_bytes();
+        let old: Option<DeviceRecord> = match self.devices.get(key)? {
+            Some(bytes) => Some(decode(key, &bytes).map_err(ConflictableTransactionError::Abort)?),
+            None => None,
+        };
+        let touch = |org: &str, f: &dyn Fn(&mut OrgAggregate)| -> TxResult<()> {
+            let mut agg: OrgAggregate = match self.orgs.get(org.as_bytes())? {
+                Some(b) => {
+                    decode(org.as_bytes(), &b).map_err(ConflictableTransactionError::Abort)?
+                }
+                None => OrgAggregate::default(),
+            };
+            f(&mut agg);
+            let bytes = encode(&agg);
+            self.daily.insert(day_key(org, at), bytes.clone())?;
+            self.orgs.insert(org.as_bytes(), bytes)?;
+            Ok(())
+        };
+        if let Some(old) = &old {
+            let c = old.contribution();
+            touch(&old.organisation, &|a| a.apply(&c, false))?;
+            self.by_org.remove(org_key(old))?;
+            if let Some(k) = report_key(old) {
+                self.by_last_report.remove(k)?;
+            }
+        }
+        if remove {
+            self.devices.remove(key)?;
+            return Ok(());
+        }
+        let c = device.contribution();
+        touch(&device.organisation, &|a| a.apply(&c, true))?;
+        self.by_org.insert(org_key(device), &[])?;
+        if let Some(k) = report_key(device) {
+            self.by_last_report.insert(k, &[])?;
+        }
+        for kind in HistoryKind::between(old.as_ref(), device) {
+            let mut hk = device.device_id.as_bytes().to_vec();
+            hk.push(b'/');
+            hk.extend_from_slice(&self.history.generate_id()?.to_be_bytes());
+            self.history
+                .insert(hk, encode(&HistoryRecord { at, kind }))?;
+        }
+        self.devices.insert(key, encode(device))?;
+        Ok(())
+    }
+}
+
+fn device_tx(t: &[TransactionalTree]) -> DeviceTx<'_> {
+    DeviceTx {
+        devices: &t[0],
+        by_org: &t[1],
+        orgs: &t[2],
+        history: &t[3],
+        daily: &t[4],
+        by_last_report: &t[5],
+    }
 }
 
 impl SledStore {
@@ -115,8 +184,23 @@ impl SledStore {
             tokens: tree("tokens")?,
             people: tree("people")?,
             audit: tree("audit")?,
+            history: tree("history")?,
+            daily: tree("daily")?,
+            by_last_report: tree("by_last_report")?,
+            classifications: tree("classifications")?,
             db,
         })
+    }
+
+    fn device_trees(&self) -> [&sled::Tree; 6] {
+        [
+            &self.devices,
+            &self.by_org,
+            &self.orgs,
+            &self.history,
+            &self.daily,
+            &self.by_last_report,
+        ]
     }
 
     fn get<T: DeserializeOwned>(tree: &sled::Tree, key: &str) -> Result<Option<T>, StoreError> {
@@ -134,11 +218,22 @@ impl Store for SledStore {
         token_hash: &str,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        (&self.devices, &self.by_org, &self.orgs, &self.tokens)
-            .transaction(|(d, b, o, t)| {
+        let trees = [
+            &self.devices,
+            &self.by_org,
+            &self.orgs,
+            &self.history,
+            &self.daily,
+            &self.by_last_report,
+            &self.tokens,
+        ];
+        trees
+            .as_slice()
+            .transaction(|t| {
+                let tokens = &t[6];
                 // The token is checked and consumed inside the transaction: two enrolments
                 // racing for its last use cannot both win.
-                let token: TokenRecord = match t.get(token_hash.as_bytes())? {
+                let token: TokenRecord = match tokens.get(token_hash.as_bytes())? {
                     Some(bytes) => decode(token_hash.as_bytes(), &bytes)
                         .map_err(ConflictableTransactionError::Abort)?,
                     None => {
@@ -155,21 +250,126 @@ impl Store for SledStore {
                 let consumed = token.consume(now).map_err(|why| {
                     ConflictableTransactionError::Abort(StoreError::TokenRefused(why))
                 })?;
-                t.insert(token_hash.as_bytes(), encode(&consumed))?;
-                if d.get(device.device_id.as_bytes())?.is_some() {
+                tokens.insert(token_hash.as_bytes(), encode(&consumed))?;
+                if t[0].get(device.device_id.as_bytes())?.is_some() {
                     return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
                         format!("device {} exists", device.device_id),
                     )));
                 }
-                write_device(d, b, o, device)
+                device_tx(t).write(device, now, false)
             })
             .map_err(tx_err)
     }
 
-    fn put_device(&self, device: &DeviceRecord) -> Result<(), StoreError> {
-        (&self.devices, &self.by_org, &self.orgs)
-            .transaction(|(d, b, o)| write_device(d, b, o, device))
+    fn put_device(&self, device: &DeviceRecord, at: OffsetDateTime) -> Result<(), StoreError> {
+        self.device_trees()
+            .as_slice()
+            .transaction(|t| device_tx(t).write(device, at, false))
             .map_err(tx_err)
+    }
+
+    fn remove_device(&self, id: &str, at: OffsetDateTime) -> Result<bool, StoreError> {
+        let Some(device) = self.device(id)? else {
+            return Ok(false);
+        };
+        self.device_trees()
+            .as_slice()
+            .transaction(|t| device_tx(t).write(&device, at, true))
+            .map_err(tx_err)?;
+        let mut prefix = id.as_bytes().to_vec();
+        prefix.push(b'/');
+        for k in self.history.scan_prefix(&prefix).keys() {
+            self.history.remove(k.map_err(backend)?).map_err(backend)?;
+        }
+        Ok(true)
+    }
+
+    fn org_aggregates(&self) -> Result<Vec<(String, OrgAggregate)>, StoreError> {
+        self.orgs
+            .iter()
+            .map(|r| {
+                let (k, v) = r.map_err(backend)?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), decode(&k, &v)?))
+            })
+            .collect()
+    }
+
+    fn history(&self, device: &str, limit: usize) -> Result<Vec<HistoryRecord>, StoreError> {
+        let mut prefix = device.as_bytes().to_vec();
+        prefix.push(b'/');
+        let mut out: Vec<HistoryRecord> = self
+            .history
+            .scan_prefix(&prefix)
+            .rev()
+            .take(limit)
+            .map(|r| {
+                let (k, v) = r.map_err(backend)?;
+                decode(&k, &v)
+            })
+            .collect::<Result<_, _>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    fn daily(&self, org: &str, days: usize) -> Result<Vec<(String, OrgAggregate)>, StoreError> {
+        let prefix = format!("{org}/");
+        let mut out: Vec<(String, OrgAggregate)> = self
+            .daily
+            .scan_prefix(prefix.as_bytes())
+            .rev()
+            .take(days)
+            .map(|r| {
+                let (k, v) = r.map_err(backend)?;
+                let day = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                Ok((day, decode(&k, &v)?))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    fn stale_candidates(
+        &self,
+        reported_before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut end = reported_before.unix_timestamp().to_be_bytes().to_vec();
+        end[0] ^= 0x80;
+        self.by_last_report
+            .range(..end)
+            .keys()
+            .take(limit)
+            .map(|k| {
+                let k = k.map_err(backend)?;
+                Ok(String::from_utf8_lossy(&k[9.min(k.len())..]).into_owned())
+            })
+            .collect()
+    }
+
+    fn put_classification(
+        &self,
+        org: &str,
+        name: &str,
+        c: &Classification,
+    ) -> Result<(), StoreError> {
+        self.classifications
+            .insert(format!("{org}/{name}").as_bytes(), encode(c))
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn classifications(&self, org: &str) -> Result<Vec<(String, Classification)>, StoreError> {
+        let prefix = format!("{org}/");
+        self.classifications
+            .scan_prefix(prefix.as_bytes())
+            .map(|r| {
+                let (k, v) = r.map_err(backend)?;
+                Ok((
+                    String::from_utf8_lossy(&k[prefix.len()..]).into_owned(),
+                    decode(&k, &v)?,
+                ))
+            })
+            .collect()
     }
 
     fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
@@ -216,6 +416,9 @@ impl Store for SledStore {
                 continue;
             };
             if filter.status.is_some_and(|s| s != device.verdict.status) {
+                continue;
+            }
+            if filter.platform.is_some() && filter.platform != device.platform {
                 continue;
             }
             if filter
