@@ -535,3 +535,47 @@ async fn a_device_flooding_reports_is_throttled_not_served() {
         "the rest is throttled: {throttles} throttles"
     );
 }
+
+#[tokio::test]
+async fn a_device_is_removed_only_after_it_was_revoked() {
+    let c = TestCollector::start().await;
+    let data = c.enroll_agent("old-laptop").await;
+    let id = data.identity().unwrap().device_id;
+    let mut admin = c.admin_as(&c.admin_token).await;
+    let s = admin
+        .remove_device(v1::RemoveDeviceRequest {
+            device_id: id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), tonic::Code::FailedPrecondition);
+    assert!(s.message().contains("revoke it first"), "{}", s.message());
+    admin
+        .revoke_device(v1::RevokeDeviceRequest {
+            device_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    admin
+        .remove_device(v1::RemoveDeviceRequest {
+            device_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    let err = c
+        .query()
+        .await
+        .get_device(v1::GetDeviceRequest { device_id: id })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert_eq!(
+        c.domain()
+            .store
+            .org_aggregate("acme")
+            .unwrap()
+            .unwrap_or_default()
+            .devices,
+        0
+    );
+}

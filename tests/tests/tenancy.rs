@@ -1,4 +1,4 @@
-//! The tenant matrix: every Query and Admin RPC × {admin, officer of A, officer of A and
+//! The tenant matrix: every Query RPC and the Admin RPCs × {admin, officer of A, officer of A and
 //! auditor of B, analyst, auditor}, with the expected allow or deny. Organisation A is `acme`,
 //! B is `globex`; each has one reporting device.
 
@@ -206,6 +206,65 @@ async fn call(w: &World, token: &str, rpc: &str) -> Outcome {
             code(a.list_audit(v1::ListAuditRequest::default()).await),
             None,
         ),
+        "Fleet" => match q.fleet_summary(v1::FleetSummaryRequest {}).await {
+            Ok(r) => (tonic::Code::Ok, Some(r.into_inner().rows.len())),
+            Err(s) => (s.code(), None),
+        },
+        "Products" => (
+            code(q.product_findings(v1::ProductFindingsRequest {}).await),
+            None,
+        ),
+        "Candidates(A)" => (
+            code(
+                q.list_unclassified(v1::ListUnclassifiedRequest {
+                    organisation: "acme".into(),
+                })
+                .await,
+            ),
+            None,
+        ),
+        "Classify(A)" => (
+            code(
+                q.classify_candidate(v1::ClassifyCandidateRequest {
+                    organisation: "acme".into(),
+                    name: "Some Chat".into(),
+                    product: String::new(),
+                    dismiss: true,
+                })
+                .await,
+            ),
+            None,
+        ),
+        "Watch(B)" => (
+            code(
+                q.watch_events(v1::WatchEventsRequest {
+                    organisation: "globex".into(),
+                })
+                .await,
+            ),
+            None,
+        ),
+        "Export(*)" => match q
+            .export_devices(v1::ExportDevicesRequest {
+                format: "csv".into(),
+                organisation: String::new(),
+                status: 0,
+            })
+            .await
+        {
+            Ok(r) => {
+                let mut s = r.into_inner();
+                let mut text = Vec::new();
+                while let Some(c) = s.message().await.unwrap() {
+                    text.extend(c.data);
+                }
+                (
+                    tonic::Code::Ok,
+                    Some(String::from_utf8(text).unwrap().lines().count() - 1),
+                )
+            }
+            Err(s) => (s.code(), None),
+        },
         other => panic!("unknown rpc {other}"),
     }
 }
@@ -293,6 +352,42 @@ async fn every_rpc_for_every_role() {
         (
             "Audit",
             [(OK, None), (OK, None), (OK, None), (PD, None), (OK, None)],
+        ),
+        (
+            "Fleet",
+            [
+                (OK, Some(2)),
+                (OK, Some(1)),
+                (OK, Some(2)),
+                (OK, Some(2)),
+                (OK, Some(2)),
+            ],
+        ),
+        (
+            "Products",
+            [(OK, None), (OK, None), (OK, None), (OK, None), (OK, None)],
+        ),
+        (
+            "Candidates(A)",
+            [(OK, None), (OK, None), (OK, None), (PD, None), (OK, None)],
+        ),
+        (
+            "Classify(A)",
+            [(OK, None), (OK, None), (OK, None), (PD, None), (PD, None)],
+        ),
+        (
+            "Watch(B)",
+            [(OK, None), (PD, None), (OK, None), (PD, None), (OK, None)],
+        ),
+        (
+            "Export(*)",
+            [
+                (OK, Some(2)),
+                (OK, Some(1)),
+                (OK, Some(2)),
+                (PD, None),
+                (OK, Some(2)),
+            ],
         ),
     ];
     let mut failures = Vec::new();

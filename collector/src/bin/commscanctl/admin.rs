@@ -6,6 +6,19 @@ use super::*;
 pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Devices {
+            action: Some(DevicesAction::Remove { conn, id }),
+            ..
+        } => {
+            conn.connection()?
+                .admin()
+                .await?
+                .remove_device(v1::RemoveDeviceRequest {
+                    device_id: id.clone(),
+                })
+                .await?;
+            println!("device {id} removed with its history");
+        }
+        Command::Devices {
             action: Some(DevicesAction::Revoke { conn, id }),
             ..
         } => {

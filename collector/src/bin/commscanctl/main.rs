@@ -220,6 +220,13 @@ enum CandidatesCommand {
 
 #[derive(Subcommand)]
 enum DevicesAction {
+    /// Remove a revoked, decommissioned device: its record and history are deleted.
+    Remove {
+        #[command(flatten)]
+        conn: Conn,
+        /// Device id.
+        id: String,
+    },
     /// Revoke a device: refused from its next connection on; its history stays.
     Revoke {
         #[command(flatten)]
