@@ -11,7 +11,7 @@ use crate::store::DeviceRecord;
 use commscan_core::catalog::Catalog;
 use commscan_core::policy::Policy;
 use commscan_core::register::Registers;
-use commscan_core::textpos::{Problem, Problems};
+use commscan_core::textpos::Problems;
 use commscan_core::verdict::{Status, Subject};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -62,17 +62,7 @@ impl Rules {
             None => Catalog::embedded(),
         };
         let registers = match &config.registers {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| {
-                    Problems(vec![Problem {
-                        file: p.display().to_string(),
-                        line: None,
-                        key: "(file)".into(),
-                        message: format!("cannot read: {e}"),
-                    }])
-                })?;
-                Registers::parse(&p.display().to_string(), &text, &catalog)?
-            }
+            Some(p) => Registers::from_file(p, &catalog)?,
             None => Registers::embedded(&catalog)?,
         };
         let mut problems = Vec::new();

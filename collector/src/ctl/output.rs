@@ -69,17 +69,17 @@ pub fn device_out(r: &v1::DeviceRow) -> DeviceOut {
     }
 }
 
-/// Colours a status for a terminal.
+/// Colours a status (or an audit outcome, allowed/denied) for a terminal.
 pub fn paint(status: &str, colour: bool) -> String {
     if !colour {
         return status.to_owned();
     }
-    let code = match status.parse::<Status>() {
-        Ok(Status::Compliant) => "32",
-        Ok(Status::Noncompliant) => "31",
-        Ok(Status::Waived) => "36",
-        Ok(Status::Stale) | Ok(Status::Unknown) => "33",
-        Err(_) => return status.to_owned(),
+    let code = match (status, status.parse::<Status>()) {
+        (_, Ok(Status::Compliant)) | ("allowed", _) => "32",
+        (_, Ok(Status::Noncompliant)) | ("denied", _) => "31",
+        (_, Ok(Status::Waived)) => "36",
+        (_, Ok(Status::Stale)) | (_, Ok(Status::Unknown)) => "33",
+        _ => return status.to_owned(),
     };
     format!("\x1b[{code}m{status}\x1b[0m")
 }
@@ -614,6 +614,17 @@ pub fn summary(s: &SummaryOut, format: Format, colour: bool) -> String {
 
 /// Renders generic rows as a table, JSON (objects keyed by lowercased headers) or CSV.
 pub fn rows(header: &[&str], rows: &[Vec<String>], format: Format) -> String {
+    rows_painted(header, rows, format, None, false)
+}
+
+/// [`rows`], with one column's statuses coloured in tables on a terminal.
+pub fn rows_painted(
+    header: &[&str],
+    rows: &[Vec<String>],
+    format: Format,
+    paint_col: Option<usize>,
+    colour: bool,
+) -> String {
     let keys: Vec<String> = header
         .iter()
         .map(|h| h.to_lowercase().replace(' ', "_"))
@@ -623,7 +634,7 @@ pub fn rows(header: &[&str], rows: &[Vec<String>], format: Format) -> String {
             if rows.is_empty() {
                 return "nothing to show\n".into();
             }
-            table(header, rows, None, false)
+            table(header, rows, paint_col, colour)
         }
         Format::Json => {
             let v: Vec<serde_json::Map<String, serde_json::Value>> = rows

@@ -74,6 +74,17 @@ fn tx_err(e: TransactionError<StoreError>) -> StoreError {
     }
 }
 
+/// Decodes one `(key, value)` of a scan: the key after its first `prefix_len` bytes, as text,
+/// and the JSON value.
+fn entry<T: DeserializeOwned>(
+    prefix_len: usize,
+    r: sled::Result<(sled::IVec, sled::IVec)>,
+) -> Result<(String, T), StoreError> {
+    let (k, v) = r.map_err(backend)?;
+    let name = String::from_utf8_lossy(k.get(prefix_len..).unwrap_or_default()).into_owned();
+    Ok((name, decode(&k, &v)?))
+}
+
 fn org_key(device: &DeviceRecord) -> Vec<u8> {
     format!("{}/{}", device.organisation, device.device_id).into_bytes()
 }
@@ -285,13 +296,7 @@ impl Store for SledStore {
     }
 
     fn org_aggregates(&self) -> Result<Vec<(String, OrgAggregate)>, StoreError> {
-        self.orgs
-            .iter()
-            .map(|r| {
-                let (k, v) = r.map_err(backend)?;
-                Ok((String::from_utf8_lossy(&k).into_owned(), decode(&k, &v)?))
-            })
-            .collect()
+        self.orgs.iter().map(|r| entry(0, r)).collect()
     }
 
     fn history(&self, device: &str, limit: usize) -> Result<Vec<HistoryRecord>, StoreError> {
@@ -318,11 +323,7 @@ impl Store for SledStore {
             .scan_prefix(prefix.as_bytes())
             .rev()
             .take(days)
-            .map(|r| {
-                let (k, v) = r.map_err(backend)?;
-                let day = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-                Ok((day, decode(&k, &v)?))
-            })
+            .map(|r| entry(prefix.len(), r))
             .collect::<Result<_, StoreError>>()?;
         out.reverse();
         Ok(out)
@@ -362,13 +363,7 @@ impl Store for SledStore {
         let prefix = format!("{org}/");
         self.classifications
             .scan_prefix(prefix.as_bytes())
-            .map(|r| {
-                let (k, v) = r.map_err(backend)?;
-                Ok((
-                    String::from_utf8_lossy(&k[prefix.len()..]).into_owned(),
-                    decode(&k, &v)?,
-                ))
-            })
+            .map(|r| entry(prefix.len(), r))
             .collect()
     }
 
@@ -469,13 +464,7 @@ impl Store for SledStore {
     }
 
     fn tokens(&self) -> Result<Vec<(String, TokenRecord)>, StoreError> {
-        self.tokens
-            .iter()
-            .map(|r| {
-                let (k, v) = r.map_err(backend)?;
-                Ok((String::from_utf8_lossy(&k).into_owned(), decode(&k, &v)?))
-            })
-            .collect()
+        self.tokens.iter().map(|r| entry(0, r)).collect()
     }
 
     fn append_audit(&self, entry: &AuditRecord) -> Result<u64, StoreError> {

@@ -109,46 +109,7 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 })
                 .collect();
             let header = ["TOKEN", "ORG", "CREATED", "EXPIRES", "USES LEFT", "STATE"];
-            match conn.output {
-                Format::Json => {
-                    let v: Vec<serde_json::Value> = rows
-                        .iter()
-                        .map(|r| {
-                            header
-                                .iter()
-                                .zip(r)
-                                .map(|(h, c)| {
-                                    (
-                                        h.to_lowercase().replace(' ', "_"),
-                                        serde_json::Value::String(c.clone()),
-                                    )
-                                })
-                                .collect()
-                        })
-                        .collect();
-                    println!("{}", serde_json::to_string_pretty(&v)?);
-                }
-                Format::Csv => {
-                    println!(
-                        "{}",
-                        header
-                            .iter()
-                            .map(|h| h.to_lowercase().replace(' ', "_"))
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    );
-                    for r in &rows {
-                        println!(
-                            "{}",
-                            r.iter()
-                                .map(|c| output::csv_field(c))
-                                .collect::<Vec<_>>()
-                                .join(",")
-                        );
-                    }
-                }
-                Format::Table => print!("{}", output::table(&header, &rows, None, false)),
-            }
+            print!("{}", output::rows(&header, &rows, conn.output));
         }
         Command::Tokens {
             command: TokensCommand::Revoke { conn, id },
@@ -215,37 +176,19 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     ]
                 })
                 .collect();
-            let header = ["POS", "AT", "WHO", "ACTION", "ORG", "OUTCOME", "DETAIL"];
-            match conn.output {
-                Format::Json => {
-                    let v: Vec<serde_json::Value> = rows
-                        .iter()
-                        .map(|r| {
-                            header
-                                .iter()
-                                .zip(r)
-                                .map(|(h, c)| {
-                                    (h.to_lowercase(), serde_json::Value::String(c.clone()))
-                                })
-                                .collect()
-                        })
-                        .collect();
-                    println!("{}", serde_json::to_string_pretty(&v)?);
-                }
-                Format::Csv => {
-                    println!("position,at,actor,action,organisation,outcome,detail");
-                    for r in &rows {
-                        println!(
-                            "{}",
-                            r.iter()
-                                .map(|c| output::csv_field(c))
-                                .collect::<Vec<_>>()
-                                .join(",")
-                        );
-                    }
-                }
-                Format::Table => print!("{}", output::table(&header, &rows, Some(5), colour())),
-            }
+            let header = [
+                "POSITION",
+                "AT",
+                "ACTOR",
+                "ACTION",
+                "ORGANISATION",
+                "OUTCOME",
+                "DETAIL",
+            ];
+            print!(
+                "{}",
+                output::rows_painted(&header, &rows, conn.output, Some(5), colour())
+            );
         }
         other => unreachable!("main dispatched {} here", other.name()),
     }
