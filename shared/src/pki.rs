@@ -115,10 +115,7 @@ impl Authority {
         })?;
         // The key must be the certificate's: otherwise every device certificate would be
         // signed by a key no verifier trusts.
-        let der = first_cert_der(cert_pem)?;
-        let (_, cert) =
-            X509Certificate::from_der(&der).map_err(|e| PkiError::Certificate(e.to_string()))?;
-        if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+        if !key_belongs_to(cert_pem, &key)? {
             return Err(PkiError::Certificate(
                 "the CA key does not belong to the CA certificate".into(),
             ));
@@ -286,6 +283,28 @@ pub fn device_key_and_csr() -> Result<(String, String), PkiError> {
     Ok((key.serialize_pem(), csr.pem().map_err(PkiError::Sign)?))
 }
 
+fn key_belongs_to(cert_pem: &str, key: &KeyPair) -> Result<bool, PkiError> {
+    let der = first_cert_der(cert_pem)?;
+    let (_, cert) =
+        X509Certificate::from_der(&der).map_err(|e| PkiError::Certificate(e.to_string()))?;
+    Ok(cert.public_key().subject_public_key.data.as_ref() == key.public_key_raw())
+}
+
+/// Checks that `key_pem` is the private key of the first certificate of `cert_pem`.
+pub fn check_key_pair(cert_pem: &str, key_pem: &str) -> Result<(), PkiError> {
+    let key = KeyPair::from_pem(key_pem).map_err(|source| PkiError::Invalid {
+        what: "private key",
+        source,
+    })?;
+    if key_belongs_to(cert_pem, &key)? {
+        Ok(())
+    } else {
+        Err(PkiError::Certificate(
+            "the key does not belong to the certificate".into(),
+        ))
+    }
+}
+
 /// The DER of the first certificate in a PEM text.
 pub fn first_cert_der(pem: &str) -> Result<Vec<u8>, PkiError> {
     use rustls_pki_types::pem::PemObject;
@@ -333,6 +352,9 @@ mod tests {
             organisations: vec!["branches".into(), "hq".into()],
         };
         let pem = ca.issue_enterprise(&id, ENTERPRISE_VALIDITY).unwrap();
+        check_key_pair(&pem.cert, &pem.key).unwrap();
+        let other = ca.issue_enterprise(&id, ENTERPRISE_VALIDITY).unwrap();
+        assert!(check_key_pair(&pem.cert, &other.key).is_err());
         let der = first_cert_der(&pem.cert).unwrap();
         assert_eq!(EnterpriseIdentity::from_certificate_der(&der).unwrap(), id);
         assert!(DeviceIdentity::from_certificate_der(&der).is_err());
