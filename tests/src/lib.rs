@@ -10,7 +10,7 @@ use commscan_agent::state::DataDir;
 use commscan_agent::transport::Reporter;
 use commscan_collector::collector::{Clock, Collector};
 use commscan_collector::ctl::{AuthedAdmin, AuthedQuery, Connection};
-use commscan_collector::federation::push::Upstream;
+use commscan_collector::federation::upstream::Upstream;
 use commscan_collector::layout::{InitOptions, Layout, OpenSettings};
 use commscan_collector::server::{Limits, serve};
 use commscan_core::catalog::Catalog;

@@ -11,7 +11,7 @@
 
 use commscan_agent::state::DataDir;
 use commscan_collector::ctl::output::{self, Format};
-use commscan_collector::federation::push::Upstream;
+use commscan_collector::federation::upstream::Upstream;
 use commscan_collector::layout::OpenSettings;
 use commscan_core::verdict::Status;
 use commscan_proto::convert;
@@ -546,4 +546,24 @@ async fn no_device_rows_ever_reach_the_ministry() {
         3,
         "federated rows survive a restart"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_made_while_the_ministry_is_down_arrives_once_it_is_back() {
+    let mut w = world(Duration::from_secs(3600)).await;
+    ministry_shows(&w, all_four_rows()).await;
+    w.ministry.stop().await;
+    // While the ministry is down, e2's device drops zoom; e2's pushes fail and back off.
+    write_dpkg(w.e2_zoom.root.path(), &[BASH]);
+    w.e2_zoom.report().await;
+    w.ministry.restart().await;
+    ministry_shows(
+        &w,
+        vec![
+            row("e1", "acme", 2, 1, 1, false),
+            row("e1", "globex", 1, 1, 0, false),
+            row("e2", "acme", 1, 1, 0, false),
+        ],
+    )
+    .await;
 }

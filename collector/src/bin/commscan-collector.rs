@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use commscan_collector::compliance::RulesConfig;
 use commscan_collector::dev::{self, DevOptions};
-use commscan_collector::federation::push::{self, UpstreamFlags};
+use commscan_collector::federation::{push, upstream::UpstreamFlags};
 use commscan_collector::layout::{InitOptions, Layout, LayoutError, OpenSettings};
 use commscan_collector::server::{Limits, serve};
 use std::io::IsTerminal;

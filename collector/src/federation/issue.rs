@@ -148,7 +148,7 @@ mod tests {
             let mode = std::fs::metadata(&issued.key).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        let up = crate::federation::push::Upstream::from_pem(
+        let up = crate::federation::upstream::Upstream::from_pem(
             "https://m:1",
             &std::fs::read_to_string(&issued.ca).unwrap(),
             &std::fs::read_to_string(&issued.cert).unwrap(),

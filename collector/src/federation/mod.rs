@@ -12,6 +12,7 @@
 //! | module | concern |
 //! |---|---|
 //! | [`issue`] | the ministry operator issues an enterprise certificate, offline, from the ministry's CA |
+//! | [`upstream`] | the enterprise side's settings: the ministry's URL, CA, and the enterprise certificate |
 //! | [`push`] | the enterprise side: a background task pushing its aggregates, periodically and on change |
 //! | [`ministry`] | the ministry side: who may push what, validation, storing, freshness |
 //!
@@ -44,6 +45,7 @@
 pub mod issue;
 pub mod ministry;
 pub mod push;
+pub mod upstream;
 
 use crate::store::OrgAggregate;
 use time::OffsetDateTime;
