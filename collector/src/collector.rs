@@ -41,10 +41,18 @@ pub struct Collector {
     pub stale_after: std::time::Duration,
     /// Verdict changes, for `WatchEvents` subscribers.
     pub events: tokio::sync::broadcast::Sender<crate::events::VerdictEvent>,
+    /// On a ministry collector, an enterprise's rows not refreshed by a push for this long are
+    /// stale (see [`crate::federation`]).
+    pub federation_stale_after: std::time::Duration,
 }
 
 /// Default staleness window: three missed hourly reports.
 pub const DEFAULT_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(3 * 3600);
+
+/// Default window of federated rows: three missed pushes at the default 15-minute interval
+/// ([`crate::federation::push::DEFAULT_PUSH_INTERVAL`]).
+pub const DEFAULT_FEDERATION_STALE_AFTER: std::time::Duration =
+    std::time::Duration::from_secs(3 * 15 * 60);
 
 impl std::fmt::Debug for Collector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

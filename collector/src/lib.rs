@@ -15,13 +15,13 @@
 //! | [`staleness`] | devices past their reporting window become stale without a report |
 //! | [`events`] | verdict-change events for `WatchEvents` |
 //! | [`classify`] | officers map or dismiss unclassified candidates; applied at ingest |
-//! | [`federation`] | enterprise → ministry aggregates |
+//! | [`federation`] | enterprise → ministry aggregates: issuing enterprise certificates, pushing, receiving, freshness |
 //! | [`auth`] | bearer tokens → principals; the one authorisation function |
 //! | [`compliance`] | catalog, registers and policy in force; judging a device |
 //! | [`store`] | the storage trait, its records, and the sled backend |
 //! | [`secrets`] | token generation and hashing |
 //! | [`error`] | the domain error and its wire codes |
-//! | [`grpc`] | thin tonic adapters for `Enrollment`, `Reporting`, `Query` |
+//! | [`grpc`] | thin tonic adapters for `Enrollment`, `Reporting`, `Query`, `Admin`, `Federation` |
 //! | [`tls`] | rustls TLS 1.3 configuration and the accept loop |
 //! | [`server`] | all services on one port, limits, health, reflection |
 //! | [`layout`] | the data directory: `init` and opening it |

@@ -185,7 +185,13 @@ impl Collector {
         let proof = self.check(who, Access::ReadSummaries, None, "query.product_findings")?;
         let mut totals: std::collections::BTreeMap<String, crate::store::records::ProductCounts> =
             Default::default();
-        for (org, agg) in self.store.org_aggregates()? {
+        // On a ministry, enterprises' organisations count too (stale ones with their last
+        // known figures).
+        let federated = self
+            .federated_rows()?
+            .into_iter()
+            .map(|r| (r.organisation, r.aggregate));
+        for (org, agg) in self.store.org_aggregates()?.into_iter().chain(federated) {
             if !proof.covers(&org) {
                 continue;
             }

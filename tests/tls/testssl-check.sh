@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../.."
 bin=${1:-}
 if [ -z "$bin" ]; then
   cargo build --locked -q -p commscan-collector --bin commscan-collector
-  bin=target/debug/commscan-collector
+  bin=${CARGO_TARGET_DIR:-target}/debug/commscan-collector
 fi
 command -v testssl >/dev/null || { echo "testssl not found: apt-get install testssl.sh" >&2; exit 2; }
 

@@ -5,7 +5,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use commscan_collector::compliance::RulesConfig;
 use commscan_collector::dev::{self, DevOptions};
-use commscan_collector::layout::{InitOptions, Layout};
+use commscan_collector::federation::{push, upstream::UpstreamFlags};
+use commscan_collector::layout::{InitOptions, Layout, LayoutError, OpenSettings};
 use commscan_collector::server::{Limits, serve};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -83,6 +84,31 @@ enum Command {
         /// Registers file replacing the embedded registers.
         #[arg(long, env = "COMMSCAN_REGISTERS")]
         registers: Option<PathBuf>,
+        /// Enterprise: the ministry collector to push organisation aggregates to
+        /// (https://HOST:PORT). Needs --upstream-ca, --upstream-cert and --upstream-key.
+        #[arg(long, env = "COMMSCAN_UPSTREAM")]
+        upstream: Option<String>,
+        /// Enterprise: the ministry's CA certificate (ministry-ca.crt from `federation issue`).
+        #[arg(long, env = "COMMSCAN_UPSTREAM_CA")]
+        upstream_ca: Option<PathBuf>,
+        /// Enterprise: this enterprise's certificate issued by the ministry (enterprise.crt).
+        #[arg(long, env = "COMMSCAN_UPSTREAM_CERT")]
+        upstream_cert: Option<PathBuf>,
+        /// Enterprise: its key (enterprise.key).
+        #[arg(long, env = "COMMSCAN_UPSTREAM_KEY")]
+        upstream_key: Option<PathBuf>,
+        /// Enterprise: push at least this often, and soon after every change.
+        #[arg(long, default_value = "15m", value_parser = commscan_core::duration::parse_duration)]
+        push_interval: Duration,
+        /// Ministry: an enterprise whose last push is older than this shows as stale (keep it
+        /// at about three push intervals).
+        #[arg(long, default_value = "45m", value_parser = commscan_core::duration::parse_duration)]
+        federation_stale_after: Duration,
+    },
+    /// Federation between enterprise collectors and a ministry collector.
+    Federation {
+        #[command(subcommand)]
+        command: FederationCommand,
     },
     /// One-command start: throw-away collector, an agent scanning this machine, its verdict.
     Dev {
@@ -106,6 +132,30 @@ enum Command {
         interval: Duration,
     },
 }
+
+#[derive(Subcommand)]
+enum FederationCommand {
+    /// Ministry: issue an enterprise collector's certificate from the ministry's CA (offline).
+    Issue {
+        /// The ministry's data directory (its pki/ca.key is needed).
+        #[arg(long, env = "COMMSCAN_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The enterprise id (1-64 of a-z, 0-9 and '-').
+        #[arg(long)]
+        enterprise: String,
+        /// An organisation the enterprise may push (repeatable).
+        #[arg(long = "org", required = true)]
+        orgs: Vec<String>,
+        /// Directory to write enterprise.key, enterprise.crt and ministry-ca.crt into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// A configuration mistake: exit code 64.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ConfigError(String);
 
 fn parse_org_policy(s: &str) -> Result<(String, PathBuf), String> {
     let (org, file) = s
@@ -184,6 +234,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             org_policies,
             catalog,
             registers,
+            upstream,
+            upstream_ca,
+            upstream_cert,
+            upstream_key,
+            push_interval,
+            federation_stale_after,
         } => {
             let rules = RulesConfig {
                 catalog,
@@ -191,7 +247,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 policy,
                 org_policies,
             };
-            let (collector, tls) = Layout::new(&data_dir).open(&rules)?;
+            let upstream = UpstreamFlags {
+                url: upstream,
+                ca: upstream_ca,
+                cert: upstream_cert,
+                key: upstream_key,
+                interval: push_interval,
+            }
+            .resolve()
+            .map_err(|e| ConfigError(e.to_string()))?;
+            if federation_stale_after.is_zero() {
+                return Err(ConfigError(
+                    "--federation-stale-after: must be longer than zero".into(),
+                )
+                .into());
+            }
+            let settings = OpenSettings {
+                federation_stale_after,
+                ..OpenSettings::default()
+            };
+            let (collector, tls) = Layout::new(&data_dir).open_with(&rules, &settings)?;
             // Verdicts stored under another policy (or catalog) are brought up to date at once.
             let r = collector.rejudge_all()?;
             tracing::info!(
@@ -224,14 +299,55 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("--listen {listen}: cannot bind"))?;
             tracing::info!(addr = %listener.local_addr()?, data_dir = %data_dir.display(), "serving");
+            let shutdown = shutdown_on_signals();
+            let pusher =
+                upstream.map(|u| tokio::spawn(push::run(collector.clone(), u, shutdown.clone())));
             serve(
                 collector,
                 tls,
                 listener,
                 Limits::default(),
-                shutdown_on_signals(),
+                shutdown.clone(),
             )
             .await?;
+            shutdown.cancel();
+            if let Some(p) = pusher {
+                let _ = p.await;
+            }
+        }
+        Command::Federation {
+            command:
+                FederationCommand::Issue {
+                    data_dir,
+                    enterprise,
+                    orgs,
+                    out,
+                },
+        } => {
+            let issued = Layout::new(&data_dir)
+                .issue_enterprise(&enterprise, &orgs, &out)
+                .map_err(|e| match e {
+                    LayoutError::Invalid(m) => anyhow::Error::new(ConfigError(m)),
+                    e => e.into(),
+                })?;
+            println!(
+                "issued enterprise '{}' for organisations {} (expires {})",
+                issued.identity.enterprise,
+                issued.identity.organisations.join(", "),
+                issued.not_after.date()
+            );
+            println!("  key (0600, hand over securely): {}", issued.key.display());
+            println!(
+                "  certificate:                    {}",
+                issued.cert.display()
+            );
+            println!("  ministry CA certificate:        {}", issued.ca.display());
+            println!(
+                "\nOn the enterprise collector:\n  commscan-collector serve --upstream https://<ministry>:7443 --upstream-ca {} --upstream-cert {} --upstream-key {}",
+                issued.ca.display(),
+                issued.cert.display(),
+                issued.key.display()
+            );
         }
         Command::Dev {
             once,
@@ -284,7 +400,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("commscan-collector: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(64)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -681,8 +681,22 @@ pub fn fleet(r: &v1::FleetSummaryResponse, format: Format, colour: bool) -> Stri
                 row.devices.to_string(),
                 format!("{:.1}", row.percent_compliant),
                 count(&row.by_status, Status::Noncompliant).to_string(),
-                count(&row.by_status, Status::Stale).to_string(),
-                time_text(row.updated_at.as_ref()).unwrap_or_else(|| "live".into()),
+                // A stale federated row's devices all count as stale, as in the totals.
+                if row.stale {
+                    row.devices
+                } else {
+                    count(&row.by_status, Status::Stale)
+                }
+                .to_string(),
+                row.updated_at
+                    .as_ref()
+                    .and_then(|t| {
+                        time_text(Some(&prost_types::Timestamp {
+                            seconds: t.seconds,
+                            nanos: 0,
+                        }))
+                    })
+                    .unwrap_or_else(|| "live".into()),
                 if row.stale {
                     "stale".into()
                 } else {
@@ -704,13 +718,22 @@ pub fn fleet(r: &v1::FleetSummaryResponse, format: Format, colour: bool) -> Stri
     match format {
         Format::Table => {
             let mut s = table(&header, &body, None, colour);
-            let _ = writeln!(
+            let _ = write!(
                 s,
                 "\n{} organisations, {} devices, {:.1}% compliant",
                 r.rows.len(),
                 r.total_devices,
                 r.percent_compliant
             );
+            let stale_rows = r.rows.iter().filter(|row| row.stale).count();
+            if stale_rows > 0 {
+                let _ = write!(
+                    s,
+                    "; {stale_rows} organisations stale (their enterprise missed its reporting window), {} devices counted as stale",
+                    count(&r.total_by_status, Status::Stale)
+                );
+            }
+            s.push('\n');
             s
         }
         _ => rows(&header, &body, format),
@@ -760,6 +783,40 @@ mod tests {
         assert_eq!(csv_field("plain"), "plain");
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+
+    #[test]
+    fn a_stale_enterprise_row_counts_its_devices_as_stale_and_says_so() {
+        let at = prost_types::Timestamp {
+            seconds: 1_800_000_000,
+            nanos: 123,
+        };
+        let r = v1::FleetSummaryResponse {
+            rows: vec![v1::FleetRow {
+                enterprise: "e2".into(),
+                organisation: "acme".into(),
+                devices: 3,
+                by_status: vec![v1::StatusCount {
+                    status: convert::status_to_wire(Status::Compliant),
+                    devices: 3,
+                }],
+                percent_compliant: 0.0,
+                updated_at: Some(at),
+                stale: true,
+            }],
+            total_devices: 3,
+            total_by_status: vec![v1::StatusCount {
+                status: convert::status_to_wire(Status::Stale),
+                devices: 3,
+            }],
+            percent_compliant: 0.0,
+        };
+        let t = fleet(&r, Format::Table, false);
+        assert!(
+            t.contains("e2          acme  3        0.0          0             3              2027-01-15T08:00:00Z  stale"),
+            "{t}"
+        );
+        assert!(t.contains("1 organisations stale"), "{t}");
     }
 
     #[test]

@@ -11,8 +11,8 @@ pub mod records;
 pub mod sled_store;
 
 pub use records::{
-    AuditRecord, Classification, DeviceRecord, HistoryKind, HistoryRecord, OrgAggregate,
-    PersonRecord, TokenRecord,
+    AuditRecord, Classification, DeviceRecord, FederatedRecord, HistoryKind, HistoryRecord,
+    OrgAggregate, PersonRecord, TokenRecord,
 };
 
 use commscan_core::verdict::Status;
@@ -128,6 +128,17 @@ pub trait Store: Send + Sync + 'static {
     fn put_person(&self, hash: &str, person: &PersonRecord) -> Result<(), StoreError>;
     /// A person by token hash.
     fn person(&self, hash: &str) -> Result<Option<PersonRecord>, StoreError>;
+    /// Replaces every organisation stored for `enterprise` with `rows` (organisation, record),
+    /// atomically: organisations absent from `rows` are removed. Other enterprises' rows are
+    /// never touched. Not durable until [`Store::flush`].
+    fn replace_federated(
+        &self,
+        enterprise: &str,
+        rows: &[(String, FederatedRecord)],
+    ) -> Result<(), StoreError>;
+    /// Every federated row as (enterprise, organisation, record), ordered by enterprise then
+    /// organisation.
+    fn federated(&self) -> Result<Vec<(String, String, FederatedRecord)>, StoreError>;
     /// Makes every write so far durable.
     fn flush(&self) -> Result<(), StoreError>;
 }

@@ -152,6 +152,20 @@ pub struct OrgAggregate {
     pub unclassified: BTreeMap<String, CandidateCounts>,
 }
 
+/// One organisation of an enterprise, as its collector last pushed it to this (ministry)
+/// collector. Counts only: the aggregate's `unclassified` map is always empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FederatedRecord {
+    /// Devices, by status and by product.
+    pub aggregate: OrgAggregate,
+    /// When the enterprise read the figures, by its clock.
+    #[serde(with = "time::serde::rfc3339")]
+    pub generated_at: OffsetDateTime,
+    /// When this collector received and stored them, by its clock: freshness counts from here.
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+}
+
 /// How many devices report an unclassified candidate, with a sample of what they said.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CandidateCounts {

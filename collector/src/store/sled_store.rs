@@ -14,16 +14,22 @@
 //! | `daily` | `<org>/<YYYY-MM-DD>` | the organisation's [`OrgAggregate`] as last written that day |
 //! | `by_last_report` | `<last report, i64 BE, sign-flipped>/<device id>` | empty: devices that may go stale |
 //! | `classifications` | `<org>/<candidate name>` | [`Classification`] (JSON) |
+//! | `federated` | `<enterprise>/<org>` | [`FederatedRecord`] (JSON), on a ministry collector |
 //!
 //! Device writes run as one sled transaction over `devices`, `by_org`, `orgs`, `history`,
 //! `daily` and `by_last_report` (plus `tokens` at enrolment): the old record's contribution is
 //! subtracted from the aggregate and the new one's added, the day's end state recorded, the
 //! history events between the two records appended, and the indexes moved, atomically. Organisation ids cannot contain `/`, so `<org>/` is an
-//! exact prefix.
+//! exact prefix; enterprise ids cannot either, so `<enterprise>/` is one too.
+//!
+//! `federated` is written apart from device data: a push replaces one enterprise's rows with a
+//! single atomic batch (removals of organisations it no longer reports, plus the new rows),
+//! under a lock that serialises pushes so two concurrent pushes of one enterprise cannot
+//! interleave their read and their batch.
 
 use super::records::{
-    AuditRecord, Classification, DeviceRecord, HistoryKind, HistoryRecord, OrgAggregate,
-    PersonRecord, TokenRecord,
+    AuditRecord, Classification, DeviceRecord, FederatedRecord, HistoryKind, HistoryRecord,
+    OrgAggregate, PersonRecord, TokenRecord,
 };
 use super::{DeviceFilter, DevicePage, Store, StoreError};
 use commscan_core::verdict::Status;
@@ -48,6 +54,8 @@ pub struct SledStore {
     daily: sled::Tree,
     by_last_report: sled::Tree,
     classifications: sled::Tree,
+    federated: sled::Tree,
+    federated_writes: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -199,6 +207,8 @@ impl SledStore {
             daily: tree("daily")?,
             by_last_report: tree("by_last_report")?,
             classifications: tree("classifications")?,
+            federated: tree("federated")?,
+            federated_writes: Default::default(),
             db,
         })
     }
@@ -501,6 +511,47 @@ impl Store for SledStore {
 
     fn person(&self, hash: &str) -> Result<Option<PersonRecord>, StoreError> {
         SledStore::get(&self.people, hash)
+    }
+
+    fn replace_federated(
+        &self,
+        enterprise: &str,
+        rows: &[(String, FederatedRecord)],
+    ) -> Result<(), StoreError> {
+        let prefix = format!("{enterprise}/");
+        // A poisoned lock only means another push panicked; the tree itself is consistent.
+        let _serial = self
+            .federated_writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut batch = sled::Batch::default();
+        for k in self.federated.scan_prefix(prefix.as_bytes()).keys() {
+            batch.remove(k.map_err(backend)?);
+        }
+        // Inserts after removals: a key in both ends up inserted.
+        for (org, record) in rows {
+            batch.insert(format!("{prefix}{org}").as_bytes(), encode(record));
+        }
+        self.federated.apply_batch(batch).map_err(backend)
+    }
+
+    fn federated(&self) -> Result<Vec<(String, String, FederatedRecord)>, StoreError> {
+        let mut out = self
+            .federated
+            .iter()
+            .map(|r| {
+                let (k, v) = r.map_err(backend)?;
+                let key = String::from_utf8_lossy(&k).into_owned();
+                let (enterprise, org) = key.split_once('/').ok_or_else(|| StoreError::Corrupt {
+                    key: format!("federated/{key}"),
+                    message: "key is not <enterprise>/<organisation>".into(),
+                })?;
+                Ok((enterprise.to_owned(), org.to_owned(), decode(&k, &v)?))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // Key order puts `e1-x/` before `e1/` ('-' < '/'); callers want (enterprise, org).
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        Ok(out)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
