@@ -12,6 +12,7 @@
 //! | [`audit`] | appending to the audit log |
 //! | [`connections`] | connected agents; takeovers and duplicate identities |
 //! | [`limits`] | rate limits for enrolment and reports |
+//! | [`service`] | background work of `serve`: staleness sweeps, SIGHUP reloads |
 //! | [`staleness`] | devices past their reporting window become stale without a report |
 //! | [`events`] | verdict-change events for `WatchEvents` |
 //! | [`classify`] | officers map or dismiss unclassified candidates; applied at ingest |
@@ -51,6 +52,7 @@ pub mod queries;
 pub mod rejudge;
 pub mod secrets;
 pub mod server;
+pub mod service;
 pub mod staleness;
 pub mod store;
 pub mod tls;

@@ -274,32 +274,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 changed = r.changed,
                 "devices judged under the policy in force"
             );
-            #[cfg(unix)]
-            {
-                let collector = collector.clone();
-                tokio::spawn(async move {
-                    let Ok(mut hup) =
-                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                    else {
-                        return;
-                    };
-                    while hup.recv().await.is_some() {
-                        let (c, r) = (collector.clone(), rules.clone());
-                        match tokio::task::spawn_blocking(move || c.reload(&r)).await {
-                            Ok(Ok(_)) => {}
-                            Ok(Err(e)) => {
-                                tracing::error!(error = %e, "SIGHUP: policy reload failed")
-                            }
-                            Err(e) => tracing::error!(error = %e, "SIGHUP: reload task failed"),
-                        }
-                    }
-                });
-            }
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("--listen {listen}: cannot bind"))?;
             tracing::info!(addr = %listener.local_addr()?, data_dir = %data_dir.display(), "serving");
             let shutdown = shutdown_on_signals();
+            let maintenance =
+                commscan_collector::service::spawn(collector.clone(), rules, shutdown.clone());
             let pusher =
                 upstream.map(|u| tokio::spawn(push::run(collector.clone(), u, shutdown.clone())));
             serve(
@@ -311,6 +292,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await?;
             shutdown.cancel();
+            maintenance.wait().await;
             if let Some(p) = pusher {
                 let _ = p.await;
             }
