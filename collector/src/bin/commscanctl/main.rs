@@ -116,7 +116,9 @@ enum Command {
         #[arg(long, default_value_t = 14)]
         days: u32,
     },
-    /// One row per organisation (for ministry analysts): aggregates only.
+    /// One row per organisation (for ministry analysts): aggregates only. On a ministry
+    /// collector, enterprises' organisations too, with when each last pushed and whether it is
+    /// stale (a stale organisation's devices count as stale, never compliant).
     Fleet {
         #[command(flatten)]
         conn: Conn,
