@@ -1,0 +1,412 @@
+//! Device listings and device details.
+
+use super::{Format, csv_field, paint, status_text, table, time_text};
+use commscan_proto::convert;
+use commscan_proto::v1;
+use serde::Serialize;
+use std::fmt::Write;
+
+/// A device row as printed.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceOut {
+    /// Device id.
+    pub device_id: String,
+    /// Organisation.
+    pub organisation: String,
+    /// Host name.
+    pub hostname: String,
+    /// Platform.
+    pub platform: String,
+    /// Status.
+    pub status: String,
+    /// Products behind the status.
+    pub products: Vec<String>,
+    /// Last report, RFC 3339.
+    pub last_report: Option<String>,
+    /// Agent version.
+    pub agent_version: String,
+}
+
+/// Converts a wire row.
+pub fn device_out(r: &v1::DeviceRow) -> DeviceOut {
+    DeviceOut {
+        device_id: r.device_id.clone(),
+        organisation: r.organisation.clone(),
+        hostname: r.hostname.clone(),
+        platform: convert::platform_from_wire(r.platform)
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        status: status_text(r.status),
+        products: r.products.clone(),
+        last_report: time_text(r.last_report.as_ref()),
+        agent_version: r.agent_version.clone(),
+    }
+}
+
+/// Renders device rows.
+pub fn devices(rows: &[DeviceOut], format: Format, colour: bool) -> String {
+    match format {
+        Format::Json => serde_json::to_string_pretty(rows).expect("serialises") + "\n",
+        Format::Csv => {
+            let mut s = String::from(
+                "device_id,organisation,hostname,platform,status,products,last_report,agent_version\n",
+            );
+            for r in rows {
+                let fields = [
+                    r.device_id.clone(),
+                    r.organisation.clone(),
+                    r.hostname.clone(),
+                    r.platform.clone(),
+                    r.status.clone(),
+                    r.products.join(" "),
+                    r.last_report.clone().unwrap_or_default(),
+                    r.agent_version.clone(),
+                ];
+                let _ = writeln!(
+                    s,
+                    "{}",
+                    fields
+                        .iter()
+                        .map(|f| csv_field(f))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+            }
+            s
+        }
+        Format::Table => {
+            if rows.is_empty() {
+                return "no devices match\n".into();
+            }
+            let body: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.device_id.clone(),
+                        r.organisation.clone(),
+                        r.hostname.clone(),
+                        r.platform.clone(),
+                        r.status.clone(),
+                        if r.products.is_empty() {
+                            "-".into()
+                        } else {
+                            r.products.join(", ")
+                        },
+                        r.last_report.clone().unwrap_or_else(|| "never".into()),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "DEVICE",
+                    "ORG",
+                    "HOST",
+                    "PLATFORM",
+                    "STATUS",
+                    "PRODUCTS",
+                    "LAST REPORT",
+                ],
+                &body,
+                Some(4),
+                colour,
+            )
+        }
+    }
+}
+
+/// A device's detail as printed in JSON.
+#[derive(Debug, Serialize)]
+pub struct DeviceDetailOut {
+    /// Row.
+    #[serde(flatten)]
+    pub device: DeviceOut,
+    /// OS.
+    pub os_version: String,
+    /// Enrolled at.
+    pub enrolled_at: Option<String>,
+    /// Policy that judged.
+    pub policy: String,
+    /// Reasons.
+    pub reasons: Vec<ReasonOut>,
+    /// Findings.
+    pub findings: Vec<commscan_core::scan::Finding>,
+    /// Unclassified.
+    pub unclassified: Vec<commscan_core::scan::Unclassified>,
+    /// Source outcomes of the last scan.
+    pub sources: std::collections::BTreeMap<String, String>,
+    /// Revoked.
+    pub revoked: bool,
+    /// Why the device is flagged as a duplicate enrolment, if it is.
+    pub duplicate: Option<String>,
+    /// Recent history, oldest first.
+    pub history: Vec<HistoryOut>,
+    /// Waivers covering the device.
+    pub waivers: Vec<WaiverOut>,
+}
+
+/// One history event as printed.
+#[derive(Debug, Serialize)]
+pub struct HistoryOut {
+    /// When.
+    pub at: String,
+    /// What.
+    pub kind: String,
+    /// Product, for product events.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub product: String,
+    /// Status change, for status events: "from -> to".
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub change: String,
+}
+
+/// A waiver as printed.
+#[derive(Debug, Serialize)]
+pub struct WaiverOut {
+    /// device or organisation.
+    pub scope: String,
+    /// Product.
+    pub product: String,
+    /// Why.
+    pub reason: String,
+    /// Who approved.
+    pub approver: String,
+    /// Expiry.
+    pub expires: String,
+    /// Whether it has expired.
+    pub expired: bool,
+}
+
+/// One reason as printed.
+#[derive(Debug, Serialize)]
+pub struct ReasonOut {
+    /// Product.
+    pub product: String,
+    /// Rule.
+    pub rule: String,
+    /// violation, waived or notice.
+    pub kind: String,
+    /// Sentence.
+    pub text: String,
+}
+
+/// Converts a device detail response.
+pub fn device_detail_out(d: &v1::GetDeviceResponse) -> DeviceDetailOut {
+    let verdict = d.verdict.clone().unwrap_or_default();
+    let domain = convert::verdict_from_wire(&verdict);
+    DeviceDetailOut {
+        device: device_out(&d.device.clone().unwrap_or_default()),
+        os_version: d.os_version.clone(),
+        enrolled_at: time_text(d.enrolled_at.as_ref()),
+        policy: verdict.policy.clone(),
+        reasons: domain
+            .reasons
+            .iter()
+            .map(|r| ReasonOut {
+                product: r.product.clone(),
+                rule: r.rule.clone(),
+                kind: serde_json::to_value(r.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                text: r.text.clone(),
+            })
+            .collect(),
+        findings: d
+            .findings
+            .iter()
+            .cloned()
+            .filter_map(|f| convert::finding_from_wire(f).ok())
+            .collect(),
+        unclassified: d
+            .unclassified
+            .iter()
+            .cloned()
+            .map(convert::unclassified_from_wire)
+            .collect(),
+        sources: convert::stats_from_wire(d.stats.clone().unwrap_or_default())
+            .sources
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string()))
+            .collect(),
+        revoked: d.revoked,
+        duplicate: Some(d.duplicate.clone()).filter(|s| !s.is_empty()),
+        history: d
+            .history
+            .iter()
+            .map(|h| HistoryOut {
+                at: time_text(h.at.as_ref()).unwrap_or_default(),
+                kind: h.kind.clone(),
+                product: h.product.clone(),
+                change: if h.kind == "status_changed" || h.kind == "stale" {
+                    format!("{} -> {}", status_text(h.from), status_text(h.to))
+                } else {
+                    String::new()
+                },
+            })
+            .collect(),
+        waivers: d
+            .waivers
+            .iter()
+            .map(|w| WaiverOut {
+                scope: w.scope.clone(),
+                product: w.product.clone(),
+                reason: w.reason.clone(),
+                approver: w.approver.clone(),
+                expires: time_text(w.expires.as_ref()).unwrap_or_default(),
+                expired: w.expired,
+            })
+            .collect(),
+    }
+}
+
+/// Renders a device's detail.
+pub fn device_detail(d: &DeviceDetailOut, format: Format, colour: bool) -> String {
+    match format {
+        Format::Json => serde_json::to_string_pretty(d).expect("serialises") + "\n",
+        Format::Csv => {
+            let mut s =
+                String::from("device_id,product,installed,running,version,verdict_reason\n");
+            for f in &d.findings {
+                let reason = d
+                    .reasons
+                    .iter()
+                    .find(|r| r.product == f.product)
+                    .map(|r| r.text.as_str())
+                    .unwrap_or("");
+                let fields = [
+                    d.device.device_id.clone(),
+                    f.product.clone(),
+                    f.installed.to_string(),
+                    f.running.to_string(),
+                    f.version.clone().unwrap_or_default(),
+                    reason.to_owned(),
+                ];
+                let _ = writeln!(
+                    s,
+                    "{}",
+                    fields
+                        .iter()
+                        .map(|x| csv_field(x))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+            }
+            s
+        }
+        Format::Table => {
+            let mut s = String::new();
+            let _ = writeln!(s, "device    {}", d.device.device_id);
+            let _ = writeln!(
+                s,
+                "host      {} ({}, {})",
+                d.device.hostname, d.device.platform, d.os_version
+            );
+            let _ = writeln!(s, "org       {}", d.device.organisation);
+            let _ = writeln!(
+                s,
+                "status    {}  (policy {})",
+                paint(&d.device.status, colour),
+                if d.policy.is_empty() { "-" } else { &d.policy }
+            );
+            let _ = writeln!(
+                s,
+                "reported  {}",
+                d.device
+                    .last_report
+                    .clone()
+                    .unwrap_or_else(|| "never".into())
+            );
+            if d.revoked {
+                let _ = writeln!(s, "REVOKED   refused at its next connection; history kept");
+            }
+            if let Some(why) = &d.duplicate {
+                let _ = writeln!(s, "DUPLICATE {why}: revoke it and re-enrol each machine");
+            }
+            if !d.reasons.is_empty() {
+                let _ = writeln!(s, "\nreasons:");
+                for r in &d.reasons {
+                    let _ = writeln!(s, "  [{}] {}", r.kind, r.text);
+                }
+            }
+            if !d.findings.is_empty() {
+                let _ = writeln!(s, "\nfindings:");
+                let rows: Vec<Vec<String>> = d
+                    .findings
+                    .iter()
+                    .map(|f| {
+                        vec![
+                            f.product.clone(),
+                            if f.installed {
+                                "yes".into()
+                            } else {
+                                "no".into()
+                            },
+                            if f.running { "yes".into() } else { "no".into() },
+                            f.version.clone().unwrap_or_else(|| "-".into()),
+                            f.evidence
+                                .iter()
+                                .map(|e| format!("{}: {}", e.source, e.detail))
+                                .collect::<Vec<_>>()
+                                .join("; "),
+                        ]
+                    })
+                    .collect();
+                for l in table(
+                    &["PRODUCT", "INSTALLED", "RUNNING", "VERSION", "EVIDENCE"],
+                    &rows,
+                    None,
+                    false,
+                )
+                .lines()
+                {
+                    let _ = writeln!(s, "  {l}");
+                }
+            } else {
+                let _ = writeln!(s, "\nno catalogued communication software found");
+            }
+            if !d.unclassified.is_empty() {
+                let _ = writeln!(s, "\nunclassified candidates:");
+                for u in &d.unclassified {
+                    let _ = writeln!(s, "  {} ({}: {})", u.name, u.source, u.detail);
+                }
+            }
+            if !d.waivers.is_empty() {
+                let _ = writeln!(s, "\nwaivers:");
+                for w in &d.waivers {
+                    let _ = writeln!(
+                        s,
+                        "  {} ({}): {} — approved by {}, {} {}",
+                        w.product,
+                        w.scope,
+                        w.reason,
+                        w.approver,
+                        if w.expired { "expired" } else { "until" },
+                        w.expires
+                    );
+                }
+            }
+            if !d.history.is_empty() {
+                let _ = writeln!(s, "\nhistory:");
+                for h in &d.history {
+                    let what = if h.product.is_empty() {
+                        h.change.clone()
+                    } else {
+                        h.product.clone()
+                    };
+                    let _ = writeln!(s, "  {}  {:<16} {}", h.at, h.kind, what);
+                }
+            }
+            let sources: Vec<String> = d.sources.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(
+                s,
+                "\nsources: {}",
+                if sources.is_empty() {
+                    "-".into()
+                } else {
+                    sources.join(", ")
+                }
+            );
+            s
+        }
+    }
+}
