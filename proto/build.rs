@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/commscan/v1/reporting.proto",
         "proto/commscan/v1/query.proto",
         "proto/commscan/v1/admin.proto",
+        "proto/commscan/v1/federation.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -161,7 +161,7 @@ impl Collector {
             return Err(not_found());
         }
         device.revoked = true;
-        self.store.put_device(&device)?;
+        self.store.put_device(&device, self.now())?;
         self.store.flush()?;
         self.audit(
             &who.name,
@@ -169,6 +169,38 @@ impl Collector {
             Some(&device.organisation),
             true,
             format!("device {id} ({}) revoked", device.hostname),
+        );
+        Ok(())
+    }
+
+    /// Removes a revoked device, its history, and its share of the aggregates.
+    pub fn remove_device(&self, who: &Principal, id: &str) -> Result<(), CollectorError> {
+        let not_found = || CollectorError::NotFound(format!("no device '{id}'"));
+        let proof = self.check(who, Access::ManageDevices, None, "devices.remove")?;
+        let device = self.store.device(id)?.ok_or_else(not_found)?;
+        if !proof.covers(&device.organisation) {
+            self.audit(
+                &who.name,
+                "devices.remove",
+                Some(&device.organisation),
+                false,
+                format!("device {id} is outside the caller's organisations"),
+            );
+            return Err(not_found());
+        }
+        if !device.revoked {
+            return Err(CollectorError::FailedPrecondition(format!(
+                "device {id} is not revoked: revoke it first (`commscanctl devices revoke {id}`) so it cannot report again"
+            )));
+        }
+        self.store.remove_device(id, self.now())?;
+        self.store.flush()?;
+        self.audit(
+            &who.name,
+            "devices.remove",
+            Some(&device.organisation),
+            true,
+            format!("device {id} ({}) removed", device.hostname),
         );
         Ok(())
     }

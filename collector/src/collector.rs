@@ -37,7 +37,22 @@ pub struct Collector {
     pub trust_domain: String,
     /// The clock.
     pub clock: Clock,
+    /// A device that has not reported for this long is stale.
+    pub stale_after: std::time::Duration,
+    /// Verdict changes, for `WatchEvents` subscribers.
+    pub events: tokio::sync::broadcast::Sender<crate::events::VerdictEvent>,
+    /// On a ministry collector, an enterprise's rows not refreshed by a push for this long are
+    /// stale (see [`crate::federation`]).
+    pub federation_stale_after: std::time::Duration,
 }
+
+/// Default staleness window: three missed hourly reports.
+pub const DEFAULT_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(3 * 3600);
+
+/// Default window of federated rows: three missed pushes at the default 15-minute interval
+/// ([`crate::federation::push::DEFAULT_PUSH_INTERVAL`]).
+pub const DEFAULT_FEDERATION_STALE_AFTER: std::time::Duration =
+    std::time::Duration::from_secs(3 * 15 * 60);
 
 impl std::fmt::Debug for Collector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -53,6 +68,28 @@ impl Collector {
         self.authority.as_ref().ok_or_else(|| {
             CollectorError::Unavailable("enrolment is closed: the CA key is kept offline (put pki/ca.key back and restart to enrol devices)".into())
         })
+    }
+
+    /// Judges `device` under the rules in force at `now`.
+    pub fn judge(&self, device: &mut crate::store::DeviceRecord, now: OffsetDateTime) {
+        self.compliance.rules().judge(device, now, self.stale_after);
+    }
+
+    /// Stores a device changed at `now` and publishes a verdict change, if any, to watchers.
+    pub fn store_device(
+        &self,
+        device: &crate::store::DeviceRecord,
+        before: commscan_core::verdict::Status,
+        now: OffsetDateTime,
+    ) -> Result<(), CollectorError> {
+        self.store.put_device(device, now)?;
+        if before != device.verdict.status {
+            // Nobody listening is fine.
+            let _ = self
+                .events
+                .send(crate::events::VerdictEvent::of(device, before, now));
+        }
+        Ok(())
     }
 
     /// Now, by the collector's clock.

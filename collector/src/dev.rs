@@ -62,7 +62,9 @@ pub async fn run(
             import_server: None,
         })
         .context("init")?;
-    let (collector, tls) = layout.open(opts.policy.as_deref())?;
+    let (collector, tls) = layout.open(&crate::compliance::RulesConfig::with_policy(
+        opts.policy.as_deref(),
+    ))?;
     let policy_id = collector.compliance.rules().policy.id.clone();
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await

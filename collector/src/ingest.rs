@@ -217,7 +217,7 @@ impl Collector {
             let why = "two agents kept taking over each other's stream".to_owned();
             let mut flagged = device.clone();
             flagged.duplicate = Some(why.clone());
-            self.store.put_device(&flagged)?;
+            self.store.put_device(&flagged, self.now())?;
             self.store.flush()?;
             self.audit(
                 &actor,
@@ -311,16 +311,29 @@ impl Collector {
         if hello.platform.is_some() {
             device.platform = hello.platform;
         }
-        device.state_digest = digest::hex(&digest::state_digest(
+        // The digest of the state as the agent reported it, before officers' classifications
+        // turn candidates into findings (or dismiss them): the agent cannot know those.
+        let reported = digest::hex(&digest::state_digest(
             &device.findings,
             &device.unclassified,
         ));
-        let previous = device.verdict.status;
-        self.compliance.rules().judge(&mut device, now);
-        self.store.put_device(&device)?;
-        self.store.flush()?;
         let declared = digest::hex(&report.state_digest);
-        let resync = is_delta && !declared.is_empty() && declared != device.state_digest;
+        // Where the organisation classifies candidates, a stored base may already hold
+        // officer-made findings or lack dismissed candidates, so the collector cannot recompute
+        // the agent's view after a delta: it keeps the agent's declared digest and asks no
+        // resync. Elsewhere the recomputed digest is the truth and a mismatch means a lost delta.
+        let classifies = is_delta && !self.store.classifications(&device.organisation)?.is_empty();
+        let resync = is_delta && !classifies && !declared.is_empty() && declared != reported;
+        device.state_digest = if classifies && !declared.is_empty() {
+            declared.clone()
+        } else {
+            reported
+        };
+        self.apply_classifications(&mut device)?;
+        let previous = device.verdict.status;
+        self.judge(&mut device, now);
+        self.store_device(&device, previous, now)?;
+        self.store.flush()?;
         tracing::info!(
             device = %who.device_id,
             sequence = report.sequence,

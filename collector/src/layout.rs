@@ -13,8 +13,8 @@
 //! `init` refuses to touch a directory that already holds a deployment: nothing stored is ever
 //! overwritten by a second `init`.
 
-use crate::collector::{Collector, system_clock};
-use crate::compliance::{Compliance, Rules};
+use crate::collector::{Clock, Collector, system_clock};
+use crate::compliance::{Compliance, Rules, RulesConfig};
 use crate::secrets;
 use crate::store::Store;
 use crate::store::records::{Grant, PersonRecord, Role, TokenRecord};
@@ -42,7 +42,7 @@ pub enum LayoutError {
     Invalid(String),
 }
 
-fn path_err(path: &Path, message: impl std::fmt::Display) -> LayoutError {
+pub(crate) fn path_err(path: &Path, message: impl std::fmt::Display) -> LayoutError {
     LayoutError::Path {
         path: path.to_path_buf(),
         message: message.to_string(),
@@ -86,6 +86,32 @@ pub struct InitSecrets {
     pub admin_token: String,
     /// An enrolment token for the organisation.
     pub enrolment_token: String,
+}
+
+/// How `open` sets up the collector beyond what the data directory holds.
+#[derive(Clone)]
+pub struct OpenSettings {
+    /// The clock (tests substitute a controllable one).
+    pub clock: Clock,
+    /// On a ministry, how long an enterprise's pushed rows stay fresh.
+    pub federation_stale_after: std::time::Duration,
+}
+
+impl Default for OpenSettings {
+    fn default() -> Self {
+        OpenSettings {
+            clock: system_clock(),
+            federation_stale_after: crate::collector::DEFAULT_FEDERATION_STALE_AFTER,
+        }
+    }
+}
+
+impl std::fmt::Debug for OpenSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenSettings")
+            .field("federation_stale_after", &self.federation_stale_after)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Layout {
@@ -228,11 +254,8 @@ impl Layout {
         })
     }
 
-    /// Opens an initialised directory: the collector and its TLS configuration.
-    pub fn open(
-        &self,
-        policy: Option<&Path>,
-    ) -> Result<(Arc<Collector>, Arc<rustls::ServerConfig>), LayoutError> {
+    /// The trust domain of an initialised directory.
+    pub fn trust_domain(&self) -> Result<String, LayoutError> {
         let meta_path = self.path("collector.json");
         let text = std::fs::read_to_string(&meta_path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -246,6 +269,24 @@ impl Layout {
         })?;
         let meta: MetaFile = serde_json::from_str(&text)
             .map_err(|e| path_err(&meta_path, format!("invalid: {e}")))?;
+        Ok(meta.trust_domain)
+    }
+
+    /// Opens an initialised directory: the collector and its TLS configuration.
+    pub fn open(
+        &self,
+        rules: &RulesConfig,
+    ) -> Result<(Arc<Collector>, Arc<rustls::ServerConfig>), LayoutError> {
+        self.open_with(rules, &OpenSettings::default())
+    }
+
+    /// [`Layout::open`] with settings.
+    pub fn open_with(
+        &self,
+        rules: &RulesConfig,
+        settings: &OpenSettings,
+    ) -> Result<(Arc<Collector>, Arc<rustls::ServerConfig>), LayoutError> {
+        let trust_domain = self.trust_domain()?;
         let read = |rel: &str| {
             let p = self.path(rel);
             std::fs::read_to_string(&p).map_err(|e| path_err(&p, format!("cannot read: {e}")))
@@ -267,8 +308,7 @@ impl Layout {
             &self.path("pki/server.key"),
         )
         .map_err(|e| LayoutError::Invalid(e.to_string()))?;
-        let rules =
-            Rules::load(policy).map_err(|e| LayoutError::Invalid(format!("policy: {e}")))?;
+        let rules = Rules::load(rules).map_err(|e| LayoutError::Invalid(format!("rules: {e}")))?;
         let store: Arc<dyn Store> = Arc::new(
             SledStore::open(&self.path("store")).map_err(|e| path_err(&self.path("store"), e))?,
         );
@@ -279,8 +319,11 @@ impl Layout {
             ca_pem,
             limiters: crate::limits::Limiters::default(),
             connections: crate::connections::Connections::default(),
-            trust_domain: meta.trust_domain,
-            clock: system_clock(),
+            trust_domain,
+            clock: settings.clock.clone(),
+            stale_after: crate::collector::DEFAULT_STALE_AFTER,
+            events: crate::events::channel(),
+            federation_stale_after: settings.federation_stale_after,
         };
         Ok((Arc::new(collector), tls))
     }

@@ -12,12 +12,17 @@
 //! | [`audit`] | appending to the audit log |
 //! | [`connections`] | connected agents; takeovers and duplicate identities |
 //! | [`limits`] | rate limits for enrolment and reports |
+//! | [`service`] | background work of `serve`: staleness sweeps, SIGHUP reloads |
+//! | [`staleness`] | devices past their reporting window become stale without a report |
+//! | [`events`] | verdict-change events for `WatchEvents` |
+//! | [`classify`] | officers map or dismiss unclassified candidates; applied at ingest |
+//! | [`federation`] | enterprise → ministry aggregates: issuing enterprise certificates, pushing, receiving, freshness |
 //! | [`auth`] | bearer tokens → principals; the one authorisation function |
 //! | [`compliance`] | catalog, registers and policy in force; judging a device |
 //! | [`store`] | the storage trait, its records, and the sled backend |
 //! | [`secrets`] | token generation and hashing |
 //! | [`error`] | the domain error and its wire codes |
-//! | [`grpc`] | thin tonic adapters for `Enrollment`, `Reporting`, `Query` |
+//! | [`grpc`] | thin tonic adapters for `Enrollment`, `Reporting`, `Query`, `Admin`, `Federation` |
 //! | [`tls`] | rustls TLS 1.3 configuration and the accept loop |
 //! | [`server`] | all services on one port, limits, health, reflection |
 //! | [`layout`] | the data directory: `init` and opening it |
@@ -29,6 +34,7 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod classify;
 pub mod collector;
 pub mod compliance;
 pub mod connections;
@@ -36,6 +42,8 @@ pub mod ctl;
 pub mod dev;
 pub mod enrollment;
 pub mod error;
+pub mod events;
+pub mod federation;
 pub mod grpc;
 pub mod ingest;
 pub mod layout;
@@ -44,5 +52,7 @@ pub mod queries;
 pub mod rejudge;
 pub mod secrets;
 pub mod server;
+pub mod service;
+pub mod staleness;
 pub mod store;
 pub mod tls;

@@ -84,3 +84,163 @@ impl Collector {
         })
     }
 }
+
+/// One organisation's row in a fleet summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetRow {
+    /// The enterprise it came from; empty for this collector's organisations.
+    pub enterprise: String,
+    /// The organisation.
+    pub organisation: String,
+    /// Its aggregate.
+    pub aggregate: OrgAggregate,
+    /// When the figures were last updated.
+    pub updated_at: Option<time::OffsetDateTime>,
+    /// A federated row whose enterprise missed its window.
+    pub stale: bool,
+}
+
+/// A device's detail with its history and the waivers that concern it.
+#[derive(Debug, Clone)]
+pub struct DeviceDetail {
+    /// The record.
+    pub device: DeviceRecord,
+    /// Recent history, oldest first.
+    pub history: Vec<crate::store::HistoryRecord>,
+    /// Waivers of its policy covering it.
+    pub waivers: Vec<commscan_core::policy::Waiver>,
+}
+
+/// Most history events returned with a device.
+pub const HISTORY_LIMIT: usize = 200;
+
+impl Collector {
+    /// A device with its history and the waivers that cover it.
+    pub fn device_detail(&self, who: &Principal, id: &str) -> Result<DeviceDetail, CollectorError> {
+        let device = self.get_device(who, id)?;
+        let history = self.store.history(id, HISTORY_LIMIT)?;
+        let rules = self.compliance.rules();
+        let waivers = rules
+            .policy_for(&device.organisation)
+            .waivers
+            .iter()
+            .filter(|w| match &w.scope {
+                commscan_core::policy::WaiverScope::Device(d) => d == &device.device_id,
+                commscan_core::policy::WaiverScope::Organisation(o) => o == &device.organisation,
+            })
+            .cloned()
+            .collect();
+        Ok(DeviceDetail {
+            device,
+            history,
+            waivers,
+        })
+    }
+
+    /// An organisation's end-of-day trend, oldest first.
+    pub fn organisation_trend(
+        &self,
+        who: &Principal,
+        org: &str,
+        days: usize,
+    ) -> Result<Vec<(String, OrgAggregate)>, CollectorError> {
+        self.check(
+            who,
+            Access::ReadSummaries,
+            Some(org),
+            "query.organisation_summary",
+        )?;
+        Ok(self.store.daily(org, days.clamp(1, 366))?)
+    }
+
+    /// One row per organisation the caller may see: this collector's, then federated ones.
+    pub fn fleet_summary(&self, who: &Principal) -> Result<Vec<FleetRow>, CollectorError> {
+        let proof = self.check(who, Access::ReadSummaries, None, "query.fleet_summary")?;
+        let mut rows: Vec<FleetRow> = self
+            .store
+            .org_aggregates()?
+            .into_iter()
+            .filter(|(org, _)| proof.covers(org))
+            .map(|(organisation, aggregate)| FleetRow {
+                enterprise: String::new(),
+                organisation,
+                aggregate,
+                updated_at: None,
+                stale: false,
+            })
+            .collect();
+        rows.extend(
+            self.federated_rows()?
+                .into_iter()
+                .filter(|r| proof.covers(&r.organisation)),
+        );
+        Ok(rows)
+    }
+
+    /// Per product, devices and violating devices across the caller's organisations.
+    pub fn product_findings(
+        &self,
+        who: &Principal,
+    ) -> Result<Vec<(String, crate::store::records::ProductCounts)>, CollectorError> {
+        let proof = self.check(who, Access::ReadSummaries, None, "query.product_findings")?;
+        let mut totals: std::collections::BTreeMap<String, crate::store::records::ProductCounts> =
+            Default::default();
+        // On a ministry, enterprises' organisations count too (stale ones with their last
+        // known figures).
+        let federated = self
+            .federated_rows()?
+            .into_iter()
+            .map(|r| (r.organisation, r.aggregate));
+        for (org, agg) in self.store.org_aggregates()?.into_iter().chain(federated) {
+            if !proof.covers(&org) {
+                continue;
+            }
+            for (p, c) in agg.by_product {
+                let t = totals.entry(p).or_default();
+                t.devices += c.devices;
+                t.violating += c.violating;
+            }
+        }
+        let mut out: Vec<_> = totals.into_iter().collect();
+        out.sort_by(|a, b| b.1.devices.cmp(&a.1.devices).then_with(|| a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// Unclassified candidates of an organisation, most widespread first, without those an
+    /// officer already mapped or dismissed.
+    pub fn list_unclassified(
+        &self,
+        who: &Principal,
+        org: &str,
+    ) -> Result<Vec<(String, crate::store::records::CandidateCounts)>, CollectorError> {
+        self.check(
+            who,
+            Access::ReadDevices,
+            Some(org),
+            "query.list_unclassified",
+        )?;
+        let decided: std::collections::BTreeSet<String> = self
+            .store
+            .classifications(org)?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let agg = self.store.org_aggregate(org)?.unwrap_or_default();
+        let mut out: Vec<_> = agg
+            .unclassified
+            .into_iter()
+            .filter(|(n, _)| !decided.contains(n))
+            .collect();
+        out.sort_by(|a, b| b.1.devices.cmp(&a.1.devices).then_with(|| a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// Authorises a subscription to verdict changes; returns the organisations it may see.
+    pub fn watch(
+        &self,
+        who: &Principal,
+        org: Option<&str>,
+    ) -> Result<crate::auth::Authorized, CollectorError> {
+        self.check(who, Access::ReadDevices, org, "query.watch_events")
+    }
+}

@@ -5,10 +5,9 @@
 //! A reload that fails validation returns every problem and leaves the rules in force untouched.
 
 use crate::collector::Collector;
-use crate::compliance::Rules;
+use crate::compliance::{Rules, RulesConfig};
 use crate::error::CollectorError;
 use commscan_core::textpos::Problems;
-use std::path::Path;
 
 /// What a re-judgement changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,7 +33,6 @@ pub enum ReloadError {
 impl Collector {
     /// Re-judges every stored device under the rules in force now.
     pub fn rejudge_all(&self) -> Result<Rejudged, CollectorError> {
-        let rules = self.compliance.rules();
         let now = self.now();
         let mut out = Rejudged::default();
         for id in self.store.device_ids()? {
@@ -42,24 +40,25 @@ impl Collector {
                 continue;
             };
             let before = device.verdict.clone();
-            rules.judge(&mut device, now);
+            self.apply_classifications(&mut device)?;
+            self.judge(&mut device, now);
             out.devices += 1;
             if device.verdict != before {
                 if device.verdict.status != before.status {
                     out.changed += 1;
                     tracing::info!(device = %id, from = %before.status, to = %device.verdict.status, "verdict changed by policy");
                 }
-                self.store.put_device(&device)?;
+                self.store_device(&device, before.status, now)?;
             }
         }
         self.store.flush()?;
         Ok(out)
     }
 
-    /// Loads new rules (policy from `policy`, or the embedded default) and, if valid, puts them
-    /// in force and re-judges every device.
-    pub fn reload(&self, policy: Option<&Path>) -> Result<Rejudged, ReloadError> {
-        let rules = Rules::load(policy)?;
+    /// Loads new rules as `config` says and, if all of it is valid, puts them in force and
+    /// re-judges every device.
+    pub fn reload(&self, config: &RulesConfig) -> Result<Rejudged, ReloadError> {
+        let rules = Rules::load(config)?;
         let id = rules.policy.id.clone();
         self.compliance.replace(rules);
         let r = self.rejudge_all()?;

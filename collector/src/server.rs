@@ -7,12 +7,13 @@ use crate::collector::Collector;
 use crate::grpc::admin::AdminService;
 use crate::grpc::backstop::Backstop;
 use crate::grpc::{
-    enrollment::EnrollmentService, query::QueryService, reporting::ReportingService,
+    enrollment::EnrollmentService, federation::FederationService, query::QueryService,
+    reporting::ReportingService,
 };
 use commscan_proto::v1::admin_server::AdminServer;
 use commscan_proto::v1::{
-    enrollment_server::EnrollmentServer, query_server::QueryServer,
-    reporting_server::ReportingServer,
+    enrollment_server::EnrollmentServer, federation_server::FederationServer,
+    query_server::QueryServer, reporting_server::ReportingServer,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,6 +80,9 @@ pub async fn serve(
     health_reporter
         .set_serving::<AdminServer<AdminService>>()
         .await;
+    health_reporter
+        .set_serving::<FederationServer<FederationService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(commscan_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -86,13 +90,25 @@ pub async fn serve(
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
     let max = limits.max_message_bytes;
+    let auditor = collector.clone();
+    let hook: crate::tls::RejectHook = Arc::new(move |peer, why| {
+        auditor.audit(
+            &format!("anonymous@{}", peer.ip()),
+            "tls.handshake",
+            None,
+            false,
+            why,
+        );
+    });
     let incoming = ReceiverStream::new(crate::tls::accept_loop(
         listener,
         tls,
         limits.max_connections,
+        hook,
         shutdown.clone(),
     ));
     tonic::transport::Server::builder()
+        .layer(crate::grpc::oversize::OversizeLayer)
         .max_concurrent_streams(limits.max_streams_per_connection)
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
@@ -110,8 +126,12 @@ pub async fn serve(
             QueryServer::new(QueryService(collector.clone())).max_decoding_message_size(max),
         ))
         .add_service(Backstop::new(
-            AdminServer::new(AdminService(collector)).max_decoding_message_size(max),
+            AdminServer::new(AdminService(collector.clone())).max_decoding_message_size(max),
         ))
+        // Authenticated by the enterprise certificate, not a bearer token: no backstop.
+        .add_service(
+            FederationServer::new(FederationService(collector)).max_decoding_message_size(max),
+        )
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await?;
     Ok(())

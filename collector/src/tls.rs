@@ -98,6 +98,7 @@ pub fn accept_loop(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     max_connections: usize,
+    on_certificate_rejected: RejectHook,
     shutdown: CancellationToken,
 ) -> mpsc::Receiver<Result<TlsConnection, std::io::Error>> {
     let (tx, rx) = mpsc::channel(128);
@@ -123,6 +124,7 @@ pub fn accept_loop(
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
+            let hook = on_certificate_rejected.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
@@ -133,13 +135,32 @@ pub fn accept_loop(
                             }))
                             .await;
                     }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Ok(Err(e)) => match certificate_rejection(&e) {
+                        Some(why) => {
+                            tracing::warn!(%peer, error = %why, "client certificate rejected");
+                            hook(peer, why);
+                        }
+                        None => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    },
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 }
             });
         }
     });
     rx
+}
+
+/// Called with the peer and the reason when a client presents a certificate the deployment
+/// does not accept (wrong CA, expired...). Garbage and plain failed handshakes are not reported:
+/// they say nothing about identity and would flood the audit log.
+pub type RejectHook = Arc<dyn Fn(std::net::SocketAddr, String) + Send + Sync>;
+
+/// The reason, if a handshake failed because of the client's certificate.
+pub fn certificate_rejection(e: &std::io::Error) -> Option<String> {
+    match e.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::InvalidCertificate(c) => Some(format!("client certificate rejected: {c:?}")),
+        _ => None,
+    }
 }
 
 /// An established TLS connection holding one connection permit until it closes.

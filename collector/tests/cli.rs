@@ -211,3 +211,89 @@ fn validate_accepts_an_initialised_directory_and_exits_64_on_a_missing_one() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("commscan-collector init"));
 }
+
+#[test]
+fn federation_issue_writes_an_enterprise_certificate_and_never_overwrites_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ministry");
+    let (ok, _, stderr) = collector(&[
+        "init",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--trust-domain",
+        "ministry.gov",
+    ]);
+    assert!(ok, "{stderr}");
+    let out = dir.path().join("bank");
+    let issue = |org: &str| {
+        collector(&[
+            "federation",
+            "issue",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--enterprise",
+            "bank",
+            "--org",
+            org,
+            "--org",
+            "branches",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let (ok, stdout, stderr) = issue("hq");
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("issued enterprise 'bank' for organisations branches, hq"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("--upstream-cert"), "{stdout}");
+    for f in ["enterprise.key", "enterprise.crt", "ministry-ca.crt"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(out.join("enterprise.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert_eq!(
+        std::fs::read(out.join("ministry-ca.crt")).unwrap(),
+        std::fs::read(data.join("pki/ca.crt")).unwrap()
+    );
+    let key_before = std::fs::read(out.join("enterprise.key")).unwrap();
+    let (ok, _, stderr) = issue("hq");
+    assert!(!ok);
+    assert!(stderr.contains("refusing to overwrite"), "{stderr}");
+    assert_eq!(
+        std::fs::read(out.join("enterprise.key")).unwrap(),
+        key_before
+    );
+}
+
+#[test]
+fn serve_with_part_of_the_upstream_flags_names_the_missing_ones_and_exits_64() {
+    let out = Command::new(env!("CARGO_BIN_EXE_commscan-collector"))
+        .args([
+            "serve",
+            "--data-dir",
+            "/nonexistent/commscan",
+            "--upstream",
+            "https://ministry.example:7443",
+            "--upstream-cert",
+            "enterprise.crt",
+        ])
+        .env_remove("COMMSCAN_UPSTREAM_CA")
+        .env_remove("COMMSCAN_UPSTREAM_KEY")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("--upstream-ca, --upstream-key missing"),
+        "{stderr}"
+    );
+}

@@ -10,7 +10,7 @@
 //! match but are flagged in evidence so an officer can weigh them.
 
 use crate::platform::Platform;
-use crate::textpos::{Problem, Problems, line_of, toml_problem};
+use crate::textpos::{Problem, Problems, line_of, read_source, toml_problem};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -352,15 +352,7 @@ impl Catalog {
 
     /// Loads and validates a catalog file.
     pub fn from_file(path: &Path) -> Result<Catalog, Problems> {
-        let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Problems(vec![Problem {
-                file: name.clone(),
-                line: None,
-                key: "(file)".into(),
-                message: format!("cannot read: {e}"),
-            }])
-        })?;
+        let (name, text) = read_source(path)?;
         Catalog::parse(&name, &text)
     }
 

@@ -10,8 +10,8 @@
 //! | [`scan`] | the scan result: findings, unclassified candidates, per-source status (the `scan --output json` contract) |
 //! | [`policy`] | the policy language and its evaluation into a verdict with readable reasons |
 //! | [`verdict`] | judging findings under a policy at a given time: status and reasons |
-//! | [`pki`] | the deployment CA, server certificates and device certificate signing |
-//! | [`identity`] | device identities and their SPIFFE-style URI in client certificates |
+//! | [`pki`] | the deployment CA, server certificates, device certificate signing, enterprise certificates |
+//! | [`identity`] | device and enterprise identities and their SPIFFE-style URIs in client certificates |
 //! | [`duration`] | human durations (`14d`) in config and policy files |
 //! | [`textpos`] | byte offset to line number, for error messages that name file and line |
 //!

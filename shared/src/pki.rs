@@ -5,8 +5,12 @@
 //! (EKU serverAuth, DNS/IP SANs) and device certificates (EKU clientAuth, one URI SAN naming the
 //! device, see [`crate::identity`]). A device's private key is generated on the device and never
 //! leaves it: the collector signs the public key of the CSR and ignores the CSR's names.
+//!
+//! A ministry's CA also signs enterprise certificates (EKU clientAuth, the URI SANs of an
+//! [`EnterpriseIdentity`]) for enterprise collectors that push aggregates to it. The ministry
+//! operator issues them offline, key included, and hands them over with the CA certificate.
 
-use crate::identity::DeviceIdentity;
+use crate::identity::{DeviceIdentity, EnterpriseIdentity};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
@@ -21,6 +25,8 @@ pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86_400);
 pub const SERVER_VALIDITY: Duration = Duration::from_secs(397 * 86_400);
 /// Validity of a device certificate: short-lived, renewed by the agent.
 pub const DEVICE_VALIDITY: Duration = Duration::from_secs(30 * 86_400);
+/// Validity of an enterprise certificate: reissued by the ministry once a year.
+pub const ENTERPRISE_VALIDITY: Duration = Duration::from_secs(397 * 86_400);
 
 /// A PKI failure.
 #[derive(Debug, thiserror::Error)]
@@ -109,10 +115,7 @@ impl Authority {
         })?;
         // The key must be the certificate's: otherwise every device certificate would be
         // signed by a key no verifier trusts.
-        let der = first_cert_der(cert_pem)?;
-        let (_, cert) =
-            X509Certificate::from_der(&der).map_err(|e| PkiError::Certificate(e.to_string()))?;
-        if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+        if !key_belongs_to(cert_pem, &key)? {
             return Err(PkiError::Certificate(
                 "the CA key does not belong to the CA certificate".into(),
             ));
@@ -171,6 +174,25 @@ impl Authority {
         identity: &DeviceIdentity,
         valid_for: Duration,
     ) -> Result<(String, OffsetDateTime), PkiError> {
+        let now = OffsetDateTime::now_utc();
+        // A little back-dating tolerates clock skew between collector and devices.
+        self.sign_device_csr_between(
+            csr_pem,
+            identity,
+            now - Duration::from_secs(300),
+            now + valid_for,
+        )
+    }
+
+    /// Signs a device CSR valid from `not_before` to `not_after` (tests use past windows to
+    /// make expired certificates).
+    pub fn sign_device_csr_between(
+        &self,
+        csr_pem: &str,
+        identity: &DeviceIdentity,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<(String, OffsetDateTime), PkiError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|source| {
             PkiError::Invalid {
                 what: "certificate signing request",
@@ -194,8 +216,8 @@ impl Authority {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.serial_number = Some(random_serial());
         params.use_authority_key_identifier_extension = true;
-        validity(&mut params, valid_for);
-        let not_after = params.not_after;
+        params.not_before = not_before;
+        params.not_after = not_after;
         let signed = CertificateSigningRequestParams {
             params,
             public_key: csr.public_key,
@@ -203,6 +225,50 @@ impl Authority {
         .signed_by(&self.issuer)
         .map_err(PkiError::Sign)?;
         Ok((signed.pem(), not_after))
+    }
+}
+
+impl Authority {
+    /// Issues an enterprise collector's client certificate, with a new key, naming the
+    /// enterprise and every organisation it may push.
+    pub fn issue_enterprise(
+        &self,
+        identity: &EnterpriseIdentity,
+        valid_for: Duration,
+    ) -> Result<Pem, PkiError> {
+        let key = KeyPair::generate().map_err(PkiError::Sign)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(
+            DnType::CommonName,
+            format!("commscan enterprise {}", identity.enterprise),
+        );
+        dn.push(DnType::OrganizationName, identity.enterprise.clone());
+        params.distinguished_name = dn;
+        params.subject_alt_names = identity
+            .uris()
+            .into_iter()
+            .map(|u| {
+                u.try_into()
+                    .map(SanType::URI)
+                    .map_err(|source| PkiError::Invalid {
+                        what: "enterprise URI",
+                        source,
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.serial_number = Some(random_serial());
+        params.use_authority_key_identifier_extension = true;
+        validity(&mut params, valid_for);
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(PkiError::Sign)?;
+        Ok(Pem {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        })
     }
 }
 
@@ -215,6 +281,28 @@ pub fn device_key_and_csr() -> Result<(String, String), PkiError> {
     params.distinguished_name = dn;
     let csr = params.serialize_request(&key).map_err(PkiError::Sign)?;
     Ok((key.serialize_pem(), csr.pem().map_err(PkiError::Sign)?))
+}
+
+fn key_belongs_to(cert_pem: &str, key: &KeyPair) -> Result<bool, PkiError> {
+    let der = first_cert_der(cert_pem)?;
+    let (_, cert) =
+        X509Certificate::from_der(&der).map_err(|e| PkiError::Certificate(e.to_string()))?;
+    Ok(cert.public_key().subject_public_key.data.as_ref() == key.public_key_raw())
+}
+
+/// Checks that `key_pem` is the private key of the first certificate of `cert_pem`.
+pub fn check_key_pair(cert_pem: &str, key_pem: &str) -> Result<(), PkiError> {
+    let key = KeyPair::from_pem(key_pem).map_err(|source| PkiError::Invalid {
+        what: "private key",
+        source,
+    })?;
+    if key_belongs_to(cert_pem, &key)? {
+        Ok(())
+    } else {
+        Err(PkiError::Certificate(
+            "the key does not belong to the certificate".into(),
+        ))
+    }
 }
 
 /// The DER of the first certificate in a PEM text.
@@ -252,6 +340,45 @@ mod tests {
         assert_eq!(
             not_after(&cert).unwrap().unix_timestamp(),
             not_after_t.unix_timestamp()
+        );
+    }
+
+    #[test]
+    fn enterprise_certificate_names_the_enterprise_and_never_a_device() {
+        let (ca, _) = Authority::generate("ministry.gov").unwrap();
+        let id = EnterpriseIdentity {
+            trust_domain: "ministry.gov".into(),
+            enterprise: "bank-one".into(),
+            organisations: vec!["branches".into(), "hq".into()],
+        };
+        let pem = ca.issue_enterprise(&id, ENTERPRISE_VALIDITY).unwrap();
+        check_key_pair(&pem.cert, &pem.key).unwrap();
+        let other = ca.issue_enterprise(&id, ENTERPRISE_VALIDITY).unwrap();
+        assert!(check_key_pair(&pem.cert, &other.key).is_err());
+        let der = first_cert_der(&pem.cert).unwrap();
+        assert_eq!(EnterpriseIdentity::from_certificate_der(&der).unwrap(), id);
+        assert!(DeviceIdentity::from_certificate_der(&der).is_err());
+        let (_, cert) = X509Certificate::from_der(&der).unwrap();
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.client_auth && !eku.server_auth);
+    }
+
+    #[test]
+    fn device_certificate_never_passes_as_an_enterprise() {
+        let (ca, _) = Authority::generate("ministry.gov").unwrap();
+        let (_key, csr) = device_key_and_csr().unwrap();
+        let id = DeviceIdentity {
+            trust_domain: "ministry.gov".into(),
+            organisation: "hq".into(),
+            device_id: uuid::Uuid::new_v4().to_string(),
+        };
+        let (cert, _) = ca.sign_device_csr(&csr, &id, DEVICE_VALIDITY).unwrap();
+        let der = first_cert_der(&cert).unwrap();
+        assert!(EnterpriseIdentity::from_certificate_der(&der).is_err());
+        let server = ca.issue_server(&["localhost".into()]).unwrap();
+        assert!(
+            EnterpriseIdentity::from_certificate_der(&first_cert_der(&server.cert).unwrap())
+                .is_err()
         );
     }
 

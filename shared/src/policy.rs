@@ -58,7 +58,7 @@
 use crate::catalog::{Catalog, Category, is_country_code, is_slug};
 use crate::duration::parse_duration;
 use crate::register::Registers;
-use crate::textpos::{Problem, Problems, line_of, toml_problem};
+use crate::textpos::{Problem, Problems, line_of, read_source, toml_problem};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -285,15 +285,7 @@ impl Policy {
         catalog: &Catalog,
         registers: &Registers,
     ) -> Result<Policy, Problems> {
-        let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Problems(vec![Problem {
-                file: name.clone(),
-                line: None,
-                key: "(file)".into(),
-                message: format!("cannot read: {e}"),
-            }])
-        })?;
+        let (name, text) = read_source(path)?;
         Policy::parse(&name, &text, catalog, registers)
     }
 

@@ -63,6 +63,12 @@ impl Registers {
         Registers::parse("<embedded registers>", EMBEDDED_REGISTERS, catalog)
     }
 
+    /// Loads a registers file and checks every member against `catalog`.
+    pub fn from_file(path: &std::path::Path, catalog: &Catalog) -> Result<Registers, Problems> {
+        let (name, text) = crate::textpos::read_source(path)?;
+        Registers::parse(&name, &text, catalog)
+    }
+
     /// Parses registers and checks every member against `catalog`.
     pub fn parse(file: &str, text: &str, catalog: &Catalog) -> Result<Registers, Problems> {
         let raw: RawFile =

@@ -47,6 +47,21 @@ fn render(problems: &[Problem]) -> String {
     )
 }
 
+/// Reads a data file whole (catalog, registers and policies are small), returning the name to
+/// use in problems and the text; an unreadable file is one problem naming it.
+pub fn read_source(path: &std::path::Path) -> Result<(String, String), Problems> {
+    let name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok((name, text)),
+        Err(e) => Err(Problems(vec![Problem {
+            file: name,
+            line: None,
+            key: "(file)".into(),
+            message: format!("cannot read: {e}"),
+        }])),
+    }
+}
+
 /// Converts a TOML syntax error into a problem naming file and line.
 pub fn toml_problem(file: &str, text: &str, err: &toml::de::Error) -> Problem {
     Problem {

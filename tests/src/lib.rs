@@ -2,19 +2,23 @@
 //! data directory, agents enrolled against it, fixture trees, and a polling `wait_until`.
 //!
 //! Everything runs in-process on loopback; a [`TestCollector`] can be stopped and started
-//! again on the same data directory to test restarts.
+//! again on the same data directory to test restarts. [`StartOptions`] give a collector a
+//! controllable clock ([`TestClock`]) and, for federation, an upstream it pushes to.
 
 use commscan_agent::scanner::{ScanTarget, Scanner};
 use commscan_agent::state::DataDir;
 use commscan_agent::transport::Reporter;
-use commscan_collector::ctl::{AuthedQuery, Connection};
-use commscan_collector::layout::{InitOptions, Layout};
+use commscan_collector::collector::{Clock, Collector};
+use commscan_collector::ctl::{AuthedAdmin, AuthedQuery, Connection};
+use commscan_collector::federation::upstream::Upstream;
+use commscan_collector::layout::{InitOptions, Layout, OpenSettings};
 use commscan_collector::server::{Limits, serve};
 use commscan_core::catalog::Catalog;
 use commscan_core::platform::Platform;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +26,46 @@ use tokio_util::sync::CancellationToken;
 /// Installs the rustls crypto provider once per test process.
 pub fn init_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A clock running with the system clock plus an offset the test moves forward.
+#[derive(Debug, Clone, Default)]
+pub struct TestClock(Arc<AtomicI64>);
+
+impl TestClock {
+    /// The clock to give a collector.
+    pub fn clock(&self) -> Clock {
+        let offset = self.0.clone();
+        Arc::new(move || {
+            time::OffsetDateTime::now_utc() + time::Duration::seconds(offset.load(Ordering::SeqCst))
+        })
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        self.0.fetch_add(by.as_secs() as i64, Ordering::SeqCst);
+    }
+}
+
+/// How a [`TestCollector`] starts.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// Trust domain of the deployment.
+    pub trust_domain: String,
+    /// Clock and federation window.
+    pub settings: OpenSettings,
+    /// A ministry collector to push aggregates to, while serving.
+    pub upstream: Option<Upstream>,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions {
+            trust_domain: "test.local".into(),
+            settings: OpenSettings::default(),
+            upstream: None,
+        }
+    }
 }
 
 /// A collector under test.
@@ -38,19 +82,29 @@ pub struct TestCollector {
     pub admin_token: String,
     /// An enrolment token for organisation `acme`.
     pub enrolment_token: String,
+    /// The serving collector's domain object (for setting up state tests cannot reach over
+    /// the wire, such as an already-expired token).
+    pub collector: Option<Arc<Collector>>,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
+    options: StartOptions,
+    pusher: Option<JoinHandle<()>>,
 }
 
 impl TestCollector {
     /// Initialises a fresh deployment (organisation `acme`) and serves it.
     pub async fn start() -> TestCollector {
+        TestCollector::start_with(StartOptions::default()).await
+    }
+
+    /// [`TestCollector::start`] with options.
+    pub async fn start_with(options: StartOptions) -> TestCollector {
         init_crypto();
         let dir = tempfile::tempdir().expect("tempdir");
         let layout = Layout::new(dir.path().join("collector"));
         let secrets = layout
             .init(&InitOptions {
-                trust_domain: "test.local".into(),
+                trust_domain: options.trust_domain.clone(),
                 server_names: vec!["localhost".into(), "127.0.0.1".into()],
                 organisation: "acme".into(),
                 import_ca: None,
@@ -65,8 +119,11 @@ impl TestCollector {
             ca_pem,
             admin_token: secrets.admin_token,
             enrolment_token: secrets.enrolment_token,
+            collector: None,
             stop: CancellationToken::new(),
             task: None,
+            options,
+            pusher: None,
         };
         c.serve_on("127.0.0.1:0").await;
         c
@@ -77,13 +134,23 @@ impl TestCollector {
         // is released when the last handle drops.
         let (collector, tls) =
             wait_until(Duration::from_secs(10), "the store to reopen", || async {
-                self.layout.open(None).ok()
+                self.layout
+                    .open_with(&Default::default(), &self.options.settings)
+                    .ok()
             })
             .await;
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         self.url = format!("https://{}", listener.local_addr().expect("addr"));
+        self.collector = Some(collector.clone());
         self.stop = CancellationToken::new();
         let stop = self.stop.clone();
+        if let Some(upstream) = self.options.upstream.clone() {
+            self.pusher = Some(tokio::spawn(commscan_collector::federation::push::run(
+                collector.clone(),
+                upstream,
+                stop.clone(),
+            )));
+        }
         self.task = Some(tokio::spawn(async move {
             serve(collector, tls, listener, Limits::default(), stop)
                 .await
@@ -93,9 +160,13 @@ impl TestCollector {
 
     /// Stops serving and waits until the store is closed.
     pub async fn stop(&mut self) {
+        self.collector = None;
         self.stop.cancel();
         if let Some(t) = self.task.take() {
             t.await.expect("server task");
+        }
+        if let Some(p) = self.pusher.take() {
+            p.await.expect("push task");
         }
     }
 
@@ -125,12 +196,47 @@ impl TestCollector {
         .expect("query client")
     }
 
+    /// An admin client with any token.
+    pub async fn admin_as(&self, token: &str) -> AuthedAdmin {
+        let ca = self.dir.path().join("ca-for-ctl.crt");
+        std::fs::write(&ca, &self.ca_pem).expect("write ca");
+        Connection {
+            collector: self.url.clone(),
+            ca,
+            token: token.to_owned(),
+        }
+        .admin()
+        .await
+        .expect("admin client")
+    }
+
+    /// The serving collector.
+    pub fn domain(&self) -> &Arc<Collector> {
+        self.collector.as_ref().expect("the collector is serving")
+    }
+
+    /// Audit entries, oldest first (read directly from the store).
+    pub fn audit(&self) -> Vec<commscan_collector::store::AuditRecord> {
+        self.domain()
+            .store
+            .audit(0, 100_000)
+            .expect("audit")
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect()
+    }
+
     /// Enrols a new agent whose data lives under the test directory.
     pub async fn enroll_agent(&self, name: &str) -> DataDir {
+        self.enroll_agent_with(name, &self.enrolment_token).await
+    }
+
+    /// Enrols a new agent with an enrolment token (of any organisation).
+    pub async fn enroll_agent_with(&self, name: &str, token: &str) -> DataDir {
         let data = DataDir::new(self.dir.path().join("agents").join(name));
         commscan_agent::enroll::enroll(
             &self.url,
-            &self.enrolment_token,
+            token,
             &self.ca_pem,
             Platform::Linux,
             None,

@@ -251,11 +251,17 @@ async fn a_delta_the_collector_lost_heals_on_the_next_connection() {
     // The store loses the teams finding behind both sides' backs.
     c.stop().await;
     {
-        let (collector, _) = c.layout.open(None).unwrap();
+        let (collector, _) = c
+            .layout
+            .open(&commscan_collector::compliance::RulesConfig::default())
+            .unwrap();
         let mut d = collector.store.device(&id).unwrap().unwrap();
         d.findings.retain(|f| f.product != "microsoft-teams");
         d.state_digest.clear();
-        collector.store.put_device(&d).unwrap();
+        collector
+            .store
+            .put_device(&d, time::OffsetDateTime::now_utc())
+            .unwrap();
         collector.store.flush().unwrap();
     }
     c.restart().await;

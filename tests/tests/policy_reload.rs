@@ -2,6 +2,7 @@
 //! previous one stays in force.
 
 use commscan_agent::transport::SessionEnd;
+use commscan_collector::compliance::RulesConfig;
 use commscan_collector::layout::Layout;
 use commscan_proto::v1;
 use commscan_tests::{TestCollector, dpkg_fixture, reporter};
@@ -44,10 +45,13 @@ async fn a_policy_change_rejudges_devices_and_summaries_without_a_rescan() {
     // Open the same store directly (the server is stopped) and reload another policy.
     c.stop().await;
     let layout = Layout::new(c.layout.root.clone());
-    let (collector, _) = layout.open(None).unwrap();
+    let (collector, _) = layout.open(&Default::default()).unwrap();
     let broken = c.dir.path().join("broken.toml");
     std::fs::write(&broken, "version = 1\nid = \"x\"\nname = \"X\"\n[[rule]]\nid = \"r\"\naction = \"deny\"\nproducts = [\"no-such-product\"]\n").unwrap();
-    let err = collector.reload(Some(&broken)).unwrap_err().to_string();
+    let err = collector
+        .reload(&RulesConfig::with_policy(Some(&broken)))
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("previous policy stays in force")
             && err.contains("unknown product id 'no-such-product'"),
@@ -56,7 +60,9 @@ async fn a_policy_change_rejudges_devices_and_summaries_without_a_rescan() {
     assert_eq!(collector.compliance.rules().policy.id, "ministry-letter");
 
     let r = collector
-        .reload(Some(&policy_path("government-device-ban.toml")))
+        .reload(&RulesConfig::with_policy(Some(&policy_path(
+            "government-device-ban.toml",
+        ))))
         .unwrap();
     assert_eq!((r.devices, r.changed), (1, 1));
     let agg = collector.store.org_aggregate("acme").unwrap().unwrap();
@@ -71,4 +77,39 @@ async fn a_policy_change_rejudges_devices_and_summaries_without_a_rescan() {
     // The restarted server uses the embedded default again, so the device is re-judged when
     // it next reports; the stored verdict is the one the reload wrote.
     assert_eq!(status(&c, &id).await, v1::DeviceStatus::Compliant as i32);
+}
+
+#[tokio::test]
+async fn an_organisation_with_its_own_policy_is_judged_by_it() {
+    let c = TestCollector::start().await;
+    let root = dpkg_fixture(&[("zoom", "install ok installed", "6.1.0")]);
+    let data = c.enroll_agent("org-pc").await;
+    let id = data.identity().unwrap().device_id;
+    reporter(data, root.path())
+        .session(Duration::from_secs(3600), true, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(status(&c, &id).await, v1::DeviceStatus::Noncompliant as i32);
+
+    let mut config = RulesConfig::with_policy(Some(&policy_path("ministry-letter.toml")));
+    config
+        .org_policies
+        .push(("acme".into(), c.dir.path().join("missing.toml")));
+    let err = c.domain().reload(&config).unwrap_err().to_string();
+    assert!(
+        err.contains("missing.toml") && err.contains("cannot read"),
+        "{err}"
+    );
+
+    config.org_policies = vec![("acme".into(), policy_path("government-device-ban.toml"))];
+    c.domain().reload(&config).unwrap();
+    let d = c
+        .query()
+        .await
+        .get_device(v1::GetDeviceRequest { device_id: id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.device.unwrap().status, v1::DeviceStatus::Compliant as i32);
+    assert_eq!(d.verdict.unwrap().policy, "government-device-ban");
 }

@@ -89,6 +89,7 @@ async fn device_with_zoom_in_dpkg_is_noncompliant_with_zoom_as_the_reason() {
 
     let s = q
         .organisation_summary(v1::OrganisationSummaryRequest {
+            trend_days: 0,
             organisation: "acme".into(),
         })
         .await
@@ -323,6 +324,17 @@ async fn health_and_reflection_are_served() {
         status.status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+    let federation = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "commscan.v1.Federation".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        federation.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 
     use tonic_reflection::pb::v1::{
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
@@ -347,6 +359,7 @@ async fn health_and_reflection_are_served() {
         "commscan.v1.Enrollment",
         "commscan.v1.Reporting",
         "commscan.v1.Query",
+        "commscan.v1.Federation",
         "grpc.health.v1.Health",
     ] {
         assert!(

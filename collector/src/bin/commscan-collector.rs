@@ -3,8 +3,10 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use commscan_collector::compliance::RulesConfig;
 use commscan_collector::dev::{self, DevOptions};
-use commscan_collector::layout::{InitOptions, Layout};
+use commscan_collector::federation::{push, upstream::UpstreamFlags};
+use commscan_collector::layout::{InitOptions, Layout, LayoutError, OpenSettings};
 use commscan_collector::server::{Limits, serve};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -69,13 +71,47 @@ enum Command {
         /// Address to listen on.
         #[arg(long, env = "COMMSCAN_LISTEN", default_value = "0.0.0.0:7443")]
         listen: SocketAddr,
-        /// Policy file (default: the embedded ministry-letter policy). SIGHUP reloads it; an
-        /// invalid file is refused and the previous policy stays in force.
+        /// Default policy file (default: the embedded ministry-letter policy). SIGHUP reloads
+        /// every rules file; an invalid one is refused and the previous rules stay in force.
         #[arg(long, env = "COMMSCAN_POLICY")]
         policy: Option<PathBuf>,
+        /// ORG=FILE: a policy for one organisation (repeatable); others get the default.
+        #[arg(long = "org-policy", value_parser = parse_org_policy)]
+        org_policies: Vec<(String, PathBuf)>,
+        /// Catalog file replacing the embedded catalog.
+        #[arg(long, env = "COMMSCAN_CATALOG")]
+        catalog: Option<PathBuf>,
+        /// Registers file replacing the embedded registers.
+        #[arg(long, env = "COMMSCAN_REGISTERS")]
+        registers: Option<PathBuf>,
+        /// Enterprise: the ministry collector to push organisation aggregates to
+        /// (https://HOST:PORT). Needs --upstream-ca, --upstream-cert and --upstream-key.
+        #[arg(long, env = "COMMSCAN_UPSTREAM")]
+        upstream: Option<String>,
+        /// Enterprise: the ministry's CA certificate (ministry-ca.crt from `federation issue`).
+        #[arg(long, env = "COMMSCAN_UPSTREAM_CA")]
+        upstream_ca: Option<PathBuf>,
+        /// Enterprise: this enterprise's certificate issued by the ministry (enterprise.crt).
+        #[arg(long, env = "COMMSCAN_UPSTREAM_CERT")]
+        upstream_cert: Option<PathBuf>,
+        /// Enterprise: its key (enterprise.key).
+        #[arg(long, env = "COMMSCAN_UPSTREAM_KEY")]
+        upstream_key: Option<PathBuf>,
+        /// Enterprise: push at least this often, and soon after every change.
+        #[arg(long, default_value = "15m", value_parser = commscan_core::duration::parse_duration)]
+        push_interval: Duration,
+        /// Ministry: an enterprise whose last push is older than this shows as stale (keep it
+        /// at about three push intervals).
+        #[arg(long, default_value = "45m", value_parser = commscan_core::duration::parse_duration)]
+        federation_stale_after: Duration,
     },
-    /// Check that `serve` would start (data directory, PKI, store, policy); exit 64 naming
-    /// the problem otherwise (systemd ExecStartPre).
+    /// Federation between enterprise collectors and a ministry collector.
+    Federation {
+        #[command(subcommand)]
+        command: FederationCommand,
+    },
+    /// Check that `serve` would start (data directory, PKI, store, rules files); exit 64
+    /// naming the problem otherwise (systemd ExecStartPre).
     Validate {
         /// Data directory made by `init`.
         #[arg(
@@ -84,9 +120,18 @@ enum Command {
             default_value = "/var/lib/commscan-collector"
         )]
         data_dir: PathBuf,
-        /// Policy file `serve` will use.
+        /// Default policy file `serve` will use.
         #[arg(long, env = "COMMSCAN_POLICY")]
         policy: Option<PathBuf>,
+        /// ORG=FILE policies `serve` will use (repeatable).
+        #[arg(long = "org-policy", value_parser = parse_org_policy)]
+        org_policies: Vec<(String, PathBuf)>,
+        /// Catalog file `serve` will use.
+        #[arg(long, env = "COMMSCAN_CATALOG")]
+        catalog: Option<PathBuf>,
+        /// Registers file `serve` will use.
+        #[arg(long, env = "COMMSCAN_REGISTERS")]
+        registers: Option<PathBuf>,
     },
     /// One-command start: throw-away collector, an agent scanning this machine, its verdict.
     Dev {
@@ -109,6 +154,40 @@ enum Command {
         #[arg(long, default_value = "5m", value_parser = commscan_core::duration::parse_duration)]
         interval: Duration,
     },
+}
+
+#[derive(Subcommand)]
+enum FederationCommand {
+    /// Ministry: issue an enterprise collector's certificate from the ministry's CA (offline).
+    Issue {
+        /// The ministry's data directory (its pki/ca.key is needed).
+        #[arg(long, env = "COMMSCAN_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The enterprise id (1-64 of a-z, 0-9 and '-').
+        #[arg(long)]
+        enterprise: String,
+        /// An organisation the enterprise may push (repeatable).
+        #[arg(long = "org", required = true)]
+        orgs: Vec<String>,
+        /// Directory to write enterprise.key, enterprise.crt and ministry-ca.crt into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// A configuration mistake: exit code 64.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ConfigError(String);
+
+fn parse_org_policy(s: &str) -> Result<(String, PathBuf), String> {
+    let (org, file) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}': expected ORG=FILE"))?;
+    if !commscan_core::identity::is_valid_organisation(org) {
+        return Err(format!("'{org}': not a valid organisation id"));
+    }
+    Ok((org.to_owned(), PathBuf::from(file)))
 }
 
 fn shutdown_on_signals() -> CancellationToken {
@@ -175,8 +254,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             listen,
             policy,
+            org_policies,
+            catalog,
+            registers,
+            upstream,
+            upstream_ca,
+            upstream_cert,
+            upstream_key,
+            push_interval,
+            federation_stale_after,
         } => {
-            let (collector, tls) = Layout::new(&data_dir).open(policy.as_deref())?;
+            let rules = RulesConfig {
+                catalog,
+                registers,
+                policy,
+                org_policies,
+            };
+            let upstream = UpstreamFlags {
+                url: upstream,
+                ca: upstream_ca,
+                cert: upstream_cert,
+                key: upstream_key,
+                interval: push_interval,
+            }
+            .resolve()
+            .map_err(|e| ConfigError(e.to_string()))?;
+            if federation_stale_after.is_zero() {
+                return Err(ConfigError(
+                    "--federation-stale-after: must be longer than zero".into(),
+                )
+                .into());
+            }
+            let settings = OpenSettings {
+                federation_stale_after,
+                ..OpenSettings::default()
+            };
+            let (collector, tls) = Layout::new(&data_dir).open_with(&rules, &settings)?;
             // Verdicts stored under another policy (or catalog) are brought up to date at once.
             let r = collector.rejudge_all()?;
             tracing::info!(
@@ -184,45 +297,79 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 changed = r.changed,
                 "devices judged under the policy in force"
             );
-            #[cfg(unix)]
-            {
-                let collector = collector.clone();
-                tokio::spawn(async move {
-                    let Ok(mut hup) =
-                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                    else {
-                        return;
-                    };
-                    while hup.recv().await.is_some() {
-                        let (c, p) = (collector.clone(), policy.clone());
-                        match tokio::task::spawn_blocking(move || c.reload(p.as_deref())).await {
-                            Ok(Ok(_)) => {}
-                            Ok(Err(e)) => {
-                                tracing::error!(error = %e, "SIGHUP: policy reload failed")
-                            }
-                            Err(e) => tracing::error!(error = %e, "SIGHUP: reload task failed"),
-                        }
-                    }
-                });
-            }
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("--listen {listen}: cannot bind"))?;
             tracing::info!(addr = %listener.local_addr()?, data_dir = %data_dir.display(), "serving");
+            let shutdown = shutdown_on_signals();
+            let maintenance =
+                commscan_collector::service::spawn(collector.clone(), rules, shutdown.clone());
+            let pusher =
+                upstream.map(|u| tokio::spawn(push::run(collector.clone(), u, shutdown.clone())));
             serve(
                 collector,
                 tls,
                 listener,
                 Limits::default(),
-                shutdown_on_signals(),
+                shutdown.clone(),
             )
             .await?;
-        }
-        Command::Validate { data_dir, policy } => {
-            if let Err(e) = Layout::new(&data_dir).open(policy.as_deref()) {
-                eprintln!("commscan-collector: {e:#}");
-                std::process::exit(64);
+            shutdown.cancel();
+            maintenance.wait().await;
+            if let Some(p) = pusher {
+                let _ = p.await;
             }
+        }
+        Command::Federation {
+            command:
+                FederationCommand::Issue {
+                    data_dir,
+                    enterprise,
+                    orgs,
+                    out,
+                },
+        } => {
+            let issued = Layout::new(&data_dir)
+                .issue_enterprise(&enterprise, &orgs, &out)
+                .map_err(|e| match e {
+                    LayoutError::Invalid(m) => anyhow::Error::new(ConfigError(m)),
+                    e => e.into(),
+                })?;
+            println!(
+                "issued enterprise '{}' for organisations {} (expires {})",
+                issued.identity.enterprise,
+                issued.identity.organisations.join(", "),
+                issued.not_after.date()
+            );
+            println!("  key (0600, hand over securely): {}", issued.key.display());
+            println!(
+                "  certificate:                    {}",
+                issued.cert.display()
+            );
+            println!("  ministry CA certificate:        {}", issued.ca.display());
+            println!(
+                "\nOn the enterprise collector:\n  commscan-collector serve --upstream https://<ministry>:7443 --upstream-ca {} --upstream-cert {} --upstream-key {}",
+                issued.ca.display(),
+                issued.cert.display(),
+                issued.key.display()
+            );
+        }
+        Command::Validate {
+            data_dir,
+            policy,
+            org_policies,
+            catalog,
+            registers,
+        } => {
+            let rules = RulesConfig {
+                catalog,
+                registers,
+                policy,
+                org_policies,
+            };
+            Layout::new(&data_dir)
+                .open(&rules)
+                .map_err(|e| ConfigError(e.to_string()))?;
             println!("{}: ready to serve", data_dir.display());
         }
         Command::Dev {
@@ -276,7 +423,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("commscan-collector: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(64)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod output;
 
+use commscan_proto::v1::admin_client::AdminClient;
 use commscan_proto::v1::query_client::QueryClient;
 use std::path::PathBuf;
 use tonic::metadata::MetadataValue;
@@ -66,6 +67,9 @@ pub fn resolve_token(file: Option<&PathBuf>, value: Option<String>) -> Result<St
 /// A query client adding the bearer token to every call.
 pub type AuthedQuery = QueryClient<InterceptedService<Channel, Bearer>>;
 
+/// An admin client adding the bearer token to every call.
+pub type AuthedAdmin = AdminClient<InterceptedService<Channel, Bearer>>;
+
 /// Adds `authorization: Bearer …`.
 #[derive(Clone)]
 pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
@@ -78,8 +82,7 @@ impl tonic::service::Interceptor for Bearer {
 }
 
 impl Connection {
-    /// Connects and returns a query client.
-    pub async fn query(&self) -> Result<AuthedQuery, CtlError> {
+    async fn channel(&self) -> Result<(Channel, Bearer), CtlError> {
         let ca = std::fs::read_to_string(&self.ca).map_err(|e| CtlError::File {
             path: self.ca.clone(),
             message: format!("cannot read CA certificate: {e} (set COMMSCAN_CA or --ca to the collector's pki/ca.crt)"),
@@ -88,6 +91,18 @@ impl Connection {
         let value = format!("Bearer {}", self.token).parse().map_err(|_| {
             CtlError::Missing("the bearer token contains characters not allowed in a header".into())
         })?;
-        Ok(QueryClient::with_interceptor(channel, Bearer(value)))
+        Ok((channel, Bearer(value)))
+    }
+
+    /// Connects and returns a query client.
+    pub async fn query(&self) -> Result<AuthedQuery, CtlError> {
+        let (channel, bearer) = self.channel().await?;
+        Ok(QueryClient::with_interceptor(channel, bearer))
+    }
+
+    /// Connects and returns an admin client.
+    pub async fn admin(&self) -> Result<AuthedAdmin, CtlError> {
+        let (channel, bearer) = self.channel().await?;
+        Ok(AdminClient::with_interceptor(channel, bearer))
     }
 }

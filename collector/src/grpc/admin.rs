@@ -100,6 +100,15 @@ impl Admin for AdminService {
         Ok(tonic::Response::new(v1::RevokeDeviceResponse {}))
     }
 
+    async fn remove_device(
+        &self,
+        request: tonic::Request<v1::RemoveDeviceRequest>,
+    ) -> Result<tonic::Response<v1::RemoveDeviceResponse>, tonic::Status> {
+        authed!(self, request, |c, who, r| c
+            .remove_device(&who, &r.device_id))?;
+        Ok(tonic::Response::new(v1::RemoveDeviceResponse {}))
+    }
+
     async fn create_access_token(
         &self,
         request: tonic::Request<v1::CreateAccessTokenRequest>,

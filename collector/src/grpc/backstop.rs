@@ -77,3 +77,58 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::codegen::http::Request;
+
+    fn ok_response() -> http::Response<tonic::body::Body> {
+        http::Response::builder()
+            .header("grpc-status", "0")
+            .body(tonic::body::Body::empty())
+            .unwrap()
+    }
+
+    async fn status_of(mark_it: bool) -> String {
+        let inner = tower::service_fn(move |req: Request<()>| async move {
+            if mark_it {
+                req.extensions()
+                    .get::<DecisionMark>()
+                    .expect("the backstop adds a mark")
+                    .set();
+            }
+            Ok::<_, Infallible>(ok_response())
+        });
+        let mut svc = Backstop::new(inner);
+        std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+        let resp = svc
+            .call(
+                Request::builder()
+                    .uri("/commscan.v1.Query/New")
+                    .body(())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        resp.headers()
+            .get("grpc-status")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_forgot_to_authorise_is_denied() {
+        assert_eq!(
+            status_of(false).await,
+            (tonic::Code::PermissionDenied as i32).to_string()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_decided_passes_through() {
+        assert_eq!(status_of(true).await, "0");
+    }
+}

@@ -4,6 +4,8 @@
 pub mod admin;
 pub mod backstop;
 pub mod enrollment;
+pub mod federation;
+pub mod oversize;
 pub mod query;
 pub mod reporting;
 

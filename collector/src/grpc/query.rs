@@ -1,14 +1,21 @@
 //! `Query` adapter. Every call resolves the bearer token to a principal first; the domain
-//! methods authorise.
+//! methods authorise. Streams (events, exports) authorise once, at the start.
 
 use super::backstop::mark_of;
-use super::blocking;
+use super::{blocking, to_status};
 use crate::collector::Collector;
 use crate::error::CollectorError;
-use crate::store::{DeviceFilter, DeviceRecord};
+use crate::queries::FleetRow;
+use crate::store::records::OrgAggregate;
+use crate::store::{Classification, DeviceFilter, DeviceRecord, HistoryKind};
+use commscan_core::verdict::Status;
 use commscan_proto::convert;
 use commscan_proto::v1::{self, query_server::Query};
+use std::pin::Pin;
 use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
 
 /// The `Query` service.
 #[derive(Debug, Clone)]
@@ -39,6 +46,106 @@ pub fn row(d: &DeviceRecord) -> v1::DeviceRow {
     }
 }
 
+fn by_status(a: &OrgAggregate) -> Vec<v1::StatusCount> {
+    a.by_status
+        .iter()
+        .map(|(s, n)| v1::StatusCount {
+            status: convert::status_to_wire(*s),
+            devices: *n,
+        })
+        .collect()
+}
+
+fn percent(ok: u64, all: u64) -> f64 {
+    if all == 0 {
+        0.0
+    } else {
+        100.0 * ok as f64 / all as f64
+    }
+}
+
+/// The CSV header of device exports; the columns of [`csv_line`].
+pub const CSV_HEADER: &str =
+    "device_id,organisation,hostname,platform,status,products,last_report,agent_version\n";
+
+/// One device as a CSV line.
+pub fn csv_line(d: &DeviceRecord) -> String {
+    use crate::ctl::output::csv_field;
+    let last = d
+        .last_report
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    let fields = [
+        d.device_id.as_str(),
+        d.organisation.as_str(),
+        d.hostname.as_str(),
+        d.platform.map(|p| p.as_str()).unwrap_or(""),
+        d.verdict.status.as_str(),
+        &d.verdict.products().join(" "),
+        &last,
+        d.agent_version.as_str(),
+    ];
+    let mut line = fields
+        .iter()
+        .map(|f| csv_field(f))
+        .collect::<Vec<_>>()
+        .join(",");
+    line.push('\n');
+    line
+}
+
+/// One device as a JSON line.
+pub fn json_line(d: &DeviceRecord) -> String {
+    let v = serde_json::json!({
+        "device_id": d.device_id,
+        "organisation": d.organisation,
+        "hostname": d.hostname,
+        "platform": d.platform,
+        "status": d.verdict.status,
+        "products": d.verdict.products(),
+        "last_report": d.last_report.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
+        "agent_version": d.agent_version,
+        "findings": d.findings,
+    });
+    let mut line = v.to_string();
+    line.push('\n');
+    line
+}
+
+fn history_to_wire(h: &crate::store::HistoryRecord) -> v1::HistoryEvent {
+    let mut e = v1::HistoryEvent {
+        at: Some(convert::timestamp(h.at)),
+        ..Default::default()
+    };
+    match &h.kind {
+        HistoryKind::Enrolled => e.kind = "enrolled".into(),
+        HistoryKind::ProductSeen { product } => {
+            e.kind = "product_seen".into();
+            e.product.clone_from(product);
+        }
+        HistoryKind::ProductRemoved { product } => {
+            e.kind = "product_removed".into();
+            e.product.clone_from(product);
+        }
+        HistoryKind::StatusChanged { from, to } => {
+            e.kind = if *to == Status::Stale {
+                "stale".into()
+            } else {
+                "status_changed".into()
+            };
+            e.from = convert::status_to_wire(*from);
+            e.to = convert::status_to_wire(*to);
+        }
+        HistoryKind::Revoked => e.kind = "revoked".into(),
+    }
+    e
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Query for QueryService {
     async fn list_devices(
@@ -49,10 +156,16 @@ impl Query for QueryService {
         let r = request.into_inner();
         let status =
             convert::status_from_wire(r.status).map_err(tonic::Status::invalid_argument)?;
+        let platform = if r.platform == 0 {
+            None
+        } else {
+            Some(convert::platform_from_wire(r.platform).map_err(tonic::Status::invalid_argument)?)
+        };
         let filter = DeviceFilter {
             organisation: Some(r.organisation).filter(|s| !s.is_empty()),
             status,
             product: Some(r.product).filter(|s| !s.is_empty()),
+            platform,
             allowed_orgs: None,
         };
         let cursor = Some(r.page_token).filter(|s| !s.is_empty());
@@ -73,18 +186,20 @@ impl Query for QueryService {
     ) -> Result<tonic::Response<v1::GetDeviceResponse>, tonic::Status> {
         let (token, mark) = (bearer(&request), mark_of(&request));
         let id = request.into_inner().device_id;
-        let d = blocking(&self.0, move |c| {
+        let detail = blocking(&self.0, move |c| {
             let who = c.authenticate(token.as_deref(), mark)?;
             if id.is_empty() {
                 return Err(CollectorError::InvalidArgument(
                     "device_id: required".into(),
                 ));
             }
-            c.get_device(&who, &id)
+            c.device_detail(&who, &id)
         })
         .await?;
+        let now = self.0.now();
+        let d = &detail.device;
         Ok(tonic::Response::new(v1::GetDeviceResponse {
-            device: Some(row(&d)),
+            device: Some(row(d)),
             verdict: Some(convert::verdict_to_wire(&d.verdict, d.judged_at, &d.policy)),
             findings: d.findings.iter().map(convert::finding_to_wire).collect(),
             unclassified: d
@@ -96,6 +211,26 @@ impl Query for QueryService {
             enrolled_at: Some(convert::timestamp(d.enrolled_at)),
             last_sequence: d.last_sequence,
             os_version: d.os_version.clone(),
+            revoked: d.revoked,
+            duplicate: d.duplicate.clone().unwrap_or_default(),
+            history: detail.history.iter().map(history_to_wire).collect(),
+            waivers: detail
+                .waivers
+                .iter()
+                .map(|w| v1::Waiver {
+                    scope: match w.scope {
+                        commscan_core::policy::WaiverScope::Device(_) => "device".into(),
+                        commscan_core::policy::WaiverScope::Organisation(_) => {
+                            "organisation".into()
+                        }
+                    },
+                    product: w.product.clone(),
+                    reason: w.reason.clone(),
+                    approver: w.approver.clone(),
+                    expires: Some(convert::timestamp(w.expires)),
+                    expired: w.expires <= now,
+                })
+                .collect(),
         }))
     }
 
@@ -104,11 +239,17 @@ impl Query for QueryService {
         request: tonic::Request<v1::OrganisationSummaryRequest>,
     ) -> Result<tonic::Response<v1::OrganisationSummaryResponse>, tonic::Status> {
         let (token, mark) = (bearer(&request), mark_of(&request));
-        let org = request.into_inner().organisation;
-        let org2 = org.clone();
-        let agg = blocking(&self.0, move |c| {
+        let r = request.into_inner();
+        let org = r.organisation.clone();
+        let days = if r.trend_days == 0 {
+            30
+        } else {
+            r.trend_days as usize
+        };
+        let (agg, trend) = blocking(&self.0, move |c| {
             let who = c.authenticate(token.as_deref(), mark)?;
-            c.organisation_summary(&who, &org2)
+            let agg = c.organisation_summary(&who, &r.organisation)?;
+            Ok((agg, c.organisation_trend(&who, &r.organisation, days)?))
         })
         .await?;
         let mut by_product: Vec<v1::ProductCount> = agg
@@ -128,16 +269,287 @@ impl Query for QueryService {
         Ok(tonic::Response::new(v1::OrganisationSummaryResponse {
             organisation: org,
             devices: agg.devices,
-            by_status: agg
-                .by_status
+            by_status: by_status(&agg),
+            by_product,
+            percent_compliant: agg.percent_compliant(),
+            trend: trend
+                .iter()
+                .map(|(day, a)| v1::DayCount {
+                    day: day.clone(),
+                    by_status: by_status(a),
+                    percent_compliant: a.percent_compliant(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn fleet_summary(
+        &self,
+        request: tonic::Request<v1::FleetSummaryRequest>,
+    ) -> Result<tonic::Response<v1::FleetSummaryResponse>, tonic::Status> {
+        let (token, mark) = (bearer(&request), mark_of(&request));
+        let rows: Vec<FleetRow> = blocking(&self.0, move |c| {
+            let who = c.authenticate(token.as_deref(), mark)?;
+            c.fleet_summary(&who)
+        })
+        .await?;
+        let mut totals = std::collections::BTreeMap::<Status, u64>::new();
+        let mut devices = 0;
+        for r in &rows {
+            devices += r.aggregate.devices;
+            if r.stale {
+                *totals.entry(Status::Stale).or_default() += r.aggregate.devices;
+            } else {
+                for (s, n) in &r.aggregate.by_status {
+                    *totals.entry(*s).or_default() += n;
+                }
+            }
+        }
+        let ok = totals.get(&Status::Compliant).copied().unwrap_or(0)
+            + totals.get(&Status::Waived).copied().unwrap_or(0);
+        Ok(tonic::Response::new(v1::FleetSummaryResponse {
+            rows: rows
+                .iter()
+                .map(|r| v1::FleetRow {
+                    enterprise: r.enterprise.clone(),
+                    organisation: r.organisation.clone(),
+                    devices: r.aggregate.devices,
+                    by_status: by_status(&r.aggregate),
+                    percent_compliant: if r.stale {
+                        0.0
+                    } else {
+                        r.aggregate.percent_compliant()
+                    },
+                    updated_at: r.updated_at.map(convert::timestamp),
+                    stale: r.stale,
+                })
+                .collect(),
+            total_devices: devices,
+            total_by_status: totals
                 .iter()
                 .map(|(s, n)| v1::StatusCount {
                     status: convert::status_to_wire(*s),
                     devices: *n,
                 })
                 .collect(),
-            by_product,
-            percent_compliant: agg.percent_compliant(),
+            percent_compliant: percent(ok, devices),
         }))
+    }
+
+    async fn product_findings(
+        &self,
+        request: tonic::Request<v1::ProductFindingsRequest>,
+    ) -> Result<tonic::Response<v1::ProductFindingsResponse>, tonic::Status> {
+        let (token, mark) = (bearer(&request), mark_of(&request));
+        let products = blocking(&self.0, move |c| {
+            let who = c.authenticate(token.as_deref(), mark)?;
+            c.product_findings(&who)
+        })
+        .await?;
+        Ok(tonic::Response::new(v1::ProductFindingsResponse {
+            products: products
+                .into_iter()
+                .map(|(p, c)| v1::ProductCount {
+                    product: p,
+                    devices: c.devices,
+                    violating: c.violating,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_unclassified(
+        &self,
+        request: tonic::Request<v1::ListUnclassifiedRequest>,
+    ) -> Result<tonic::Response<v1::ListUnclassifiedResponse>, tonic::Status> {
+        let (token, mark) = (bearer(&request), mark_of(&request));
+        let org = request.into_inner().organisation;
+        let list = blocking(&self.0, move |c| {
+            let who = c.authenticate(token.as_deref(), mark)?;
+            c.list_unclassified(&who, &org)
+        })
+        .await?;
+        Ok(tonic::Response::new(v1::ListUnclassifiedResponse {
+            candidates: list
+                .into_iter()
+                .map(|(name, c)| v1::CandidateCount {
+                    name,
+                    source: c.source,
+                    devices: c.devices,
+                    detail: c.detail,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn classify_candidate(
+        &self,
+        request: tonic::Request<v1::ClassifyCandidateRequest>,
+    ) -> Result<tonic::Response<v1::ClassifyCandidateResponse>, tonic::Status> {
+        let (token, mark) = (bearer(&request), mark_of(&request));
+        let r = request.into_inner();
+        blocking(&self.0, move |c| {
+            let who = c.authenticate(token.as_deref(), mark)?;
+            let decision = match (r.dismiss, r.product.is_empty()) {
+                (true, true) => Classification::Dismissed,
+                (false, false) => Classification::Product { product: r.product },
+                _ => {
+                    crate::auth::authorize(
+                        &who,
+                        crate::auth::Access::ManageDevices,
+                        Some(&r.organisation),
+                    )?;
+                    return Err(CollectorError::InvalidArgument(
+                        "give either product or dismiss".into(),
+                    ));
+                }
+            };
+            c.classify_candidate(&who, &r.organisation, &r.name, decision)
+        })
+        .await?;
+        Ok(tonic::Response::new(v1::ClassifyCandidateResponse {}))
+    }
+
+    type WatchEventsStream = BoxStream<v1::Event>;
+
+    async fn watch_events(
+        &self,
+        request: tonic::Request<v1::WatchEventsRequest>,
+    ) -> Result<tonic::Response<Self::WatchEventsStream>, tonic::Status> {
+        let (token, mark) = (bearer(&request), mark_of(&request));
+        let org = Some(request.into_inner().organisation).filter(|o| !o.is_empty());
+        let org2 = org.clone();
+        let proof = blocking(&self.0, move |c| {
+            let who = c.authenticate(token.as_deref(), mark)?;
+            c.watch(&who, org2.as_deref())
+        })
+        .await?;
+        let mut rx = self.0.events.subscribe();
+        let (tx, out) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let e = match rx.recv().await {
+                    Ok(e) => e,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "an event watcher fell behind");
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if !proof.covers(&e.organisation)
+                    || org.as_ref().is_some_and(|o| o != &e.organisation)
+                {
+                    continue;
+                }
+                let event = v1::Event {
+                    at: Some(convert::timestamp(e.at)),
+                    device_id: e.device_id,
+                    organisation: e.organisation,
+                    hostname: e.hostname,
+                    from: convert::status_to_wire(e.from),
+                    to: convert::status_to_wire(e.to),
+                    products: e.products,
+                };
+                if tx.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+
+    type ExportDevicesStream = BoxStream<v1::ExportChunk>;
+
+    async fn export_devices(
+        &self,
+        request: tonic::Request<v1::ExportDevicesRequest>,
+    ) -> Result<tonic::Response<Self::ExportDevicesStream>, tonic::Status> {
+        let (token, mark) = (bearer(&request), mark_of(&request));
+        let r = request.into_inner();
+        let csv = match r.format.as_str() {
+            "" | "csv" => true,
+            "json" => false,
+            other => {
+                return Err(tonic::Status::invalid_argument(format!(
+                    "format: '{other}' (csv or json)"
+                )));
+            }
+        };
+        let status =
+            convert::status_from_wire(r.status).map_err(tonic::Status::invalid_argument)?;
+        let filter = DeviceFilter {
+            organisation: Some(r.organisation).filter(|s| !s.is_empty()),
+            status,
+            ..DeviceFilter::default()
+        };
+        let f2 = filter.clone();
+        // Authorise once; the pages below reuse the proof's scope.
+        let scoped = blocking(&self.0, move |c| {
+            let who = c.authenticate(token.as_deref(), mark)?;
+            let proof = c.check(
+                &who,
+                crate::auth::Access::ReadDevices,
+                f2.organisation.as_deref(),
+                "query.export_devices",
+            )?;
+            Ok(DeviceFilter {
+                allowed_orgs: proof.orgs,
+                ..f2
+            })
+        })
+        .await?;
+        let (tx, out) = mpsc::channel(4);
+        let collector = self.0.clone();
+        tokio::spawn(async move {
+            if csv
+                && tx
+                    .send(Ok(v1::ExportChunk {
+                        data: CSV_HEADER.as_bytes().to_vec(),
+                    }))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            let mut cursor: Option<String> = None;
+            loop {
+                let (f, cur) = (scoped.clone(), cursor.clone());
+                let page = collector.clone();
+                let page = match tokio::task::spawn_blocking(move || {
+                    page.store.list_devices(&f, cur.as_deref(), 2000)
+                })
+                .await
+                {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(e)) => {
+                        let _ = tx.send(Err(to_status(e.into()))).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(tonic::Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                };
+                let mut data = String::with_capacity(page.devices.len() * 160);
+                for d in &page.devices {
+                    data.push_str(&if csv { csv_line(d) } else { json_line(d) });
+                }
+                if !data.is_empty()
+                    && tx
+                        .send(Ok(v1::ExportChunk {
+                            data: data.into_bytes(),
+                        }))
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+                match page.next {
+                    Some(n) => cursor = Some(n),
+                    None => return,
+                }
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(out))))
     }
 }

@@ -193,6 +193,9 @@ async fn pump(
                 Ok(None) => return,
                 Err(status) => {
                     tracing::debug!(device = %who.device_id, error = %status, "stream ended");
+                    if crate::grpc::oversize::is_oversize(status.code(), status.message()) {
+                        let _ = tx.send(Err(tonic::Status::resource_exhausted(status.message().to_owned()))).await;
+                    }
                     return;
                 }
             },

@@ -10,7 +10,10 @@
 pub mod records;
 pub mod sled_store;
 
-pub use records::{AuditRecord, DeviceRecord, OrgAggregate, PersonRecord, TokenRecord};
+pub use records::{
+    AuditRecord, Classification, DeviceRecord, FederatedRecord, HistoryKind, HistoryRecord,
+    OrgAggregate, PersonRecord, TokenRecord,
+};
 
 use commscan_core::verdict::Status;
 use time::OffsetDateTime;
@@ -46,6 +49,8 @@ pub struct DeviceFilter {
     pub status: Option<Status>,
     /// Only devices with a finding of this product.
     pub product: Option<String>,
+    /// Only devices of this platform.
+    pub platform: Option<commscan_core::platform::Platform>,
     /// Only these organisations (the caller's scope); `None` means all.
     pub allowed_orgs: Option<std::collections::BTreeSet<String>>,
 }
@@ -69,8 +74,33 @@ pub trait Store: Send + Sync + 'static {
         token_hash: &str,
         now: OffsetDateTime,
     ) -> Result<(), StoreError>;
-    /// Replaces a device record, updating its organisation's aggregate in the same transaction.
-    fn put_device(&self, device: &DeviceRecord) -> Result<(), StoreError>;
+    /// Replaces a device record at `at`, updating its organisation's aggregate, the day's
+    /// trend point, the indexes and the device's history in the same transaction.
+    fn put_device(&self, device: &DeviceRecord, at: OffsetDateTime) -> Result<(), StoreError>;
+    /// Removes a decommissioned device and its history, taking it out of the aggregates.
+    /// Returns whether it existed.
+    fn remove_device(&self, id: &str, at: OffsetDateTime) -> Result<bool, StoreError>;
+    /// Every organisation's aggregate.
+    fn org_aggregates(&self) -> Result<Vec<(String, OrgAggregate)>, StoreError>;
+    /// A device's last `limit` history events, oldest first.
+    fn history(&self, device: &str, limit: usize) -> Result<Vec<HistoryRecord>, StoreError>;
+    /// An organisation's end-of-day aggregates for the last `days` days with data, oldest first.
+    fn daily(&self, org: &str, days: usize) -> Result<Vec<(String, OrgAggregate)>, StoreError>;
+    /// Devices, not yet stale, whose last report is before `reported_before`.
+    fn stale_candidates(
+        &self,
+        reported_before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Records an officer's decision about an unclassified candidate.
+    fn put_classification(
+        &self,
+        org: &str,
+        name: &str,
+        c: &Classification,
+    ) -> Result<(), StoreError>;
+    /// An organisation's decisions about unclassified candidates.
+    fn classifications(&self, org: &str) -> Result<Vec<(String, Classification)>, StoreError>;
     /// A device by id.
     fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError>;
     /// Devices in (organisation, device id) order after `cursor`, filtered.
@@ -98,6 +128,17 @@ pub trait Store: Send + Sync + 'static {
     fn put_person(&self, hash: &str, person: &PersonRecord) -> Result<(), StoreError>;
     /// A person by token hash.
     fn person(&self, hash: &str) -> Result<Option<PersonRecord>, StoreError>;
+    /// Replaces every organisation stored for `enterprise` with `rows` (organisation, record),
+    /// atomically: organisations absent from `rows` are removed. Other enterprises' rows are
+    /// never touched. Not durable until [`Store::flush`].
+    fn replace_federated(
+        &self,
+        enterprise: &str,
+        rows: &[(String, FederatedRecord)],
+    ) -> Result<(), StoreError>;
+    /// Every federated row as (enterprise, organisation, record), ordered by enterprise then
+    /// organisation.
+    fn federated(&self) -> Result<Vec<(String, String, FederatedRecord)>, StoreError>;
     /// Makes every write so far durable.
     fn flush(&self) -> Result<(), StoreError>;
 }

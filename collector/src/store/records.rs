@@ -113,6 +113,11 @@ impl DeviceRecord {
             status: self.verdict.status,
             products: self.findings.iter().map(|f| f.product.clone()).collect(),
             violating,
+            unclassified: self
+                .unclassified
+                .iter()
+                .map(|u| (u.name.clone(), (u.source.clone(), u.detail.clone())))
+                .collect(),
         }
     }
 }
@@ -126,6 +131,8 @@ pub struct Contribution {
     pub products: BTreeSet<String>,
     /// Products in violation.
     pub violating: BTreeSet<String>,
+    /// Unclassified candidates by name, with a sample `(source, detail)`.
+    pub unclassified: BTreeMap<String, (String, String)>,
 }
 
 /// Per-product counts in an aggregate.
@@ -146,6 +153,34 @@ pub struct OrgAggregate {
     pub by_status: BTreeMap<Status, u64>,
     /// Counts per product.
     pub by_product: BTreeMap<String, ProductCounts>,
+    /// Devices per unclassified candidate name.
+    #[serde(default)]
+    pub unclassified: BTreeMap<String, CandidateCounts>,
+}
+
+/// One organisation of an enterprise, as its collector last pushed it to this (ministry)
+/// collector. Counts only: the aggregate's `unclassified` map is always empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FederatedRecord {
+    /// Devices, by status and by product.
+    pub aggregate: OrgAggregate,
+    /// When the enterprise read the figures, by its clock.
+    #[serde(with = "time::serde::rfc3339")]
+    pub generated_at: OffsetDateTime,
+    /// When this collector received and stored them, by its clock: freshness counts from here.
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+}
+
+/// How many devices report an unclassified candidate, with a sample of what they said.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CandidateCounts {
+    /// Devices reporting it.
+    pub devices: u64,
+    /// A sample source.
+    pub source: String,
+    /// A sample reason.
+    pub detail: String,
 }
 
 impl OrgAggregate {
@@ -163,9 +198,18 @@ impl OrgAggregate {
                 step(&mut e.violating, add);
             }
         }
+        for (name, (source, detail)) in &c.unclassified {
+            let e = self.unclassified.entry(name.clone()).or_default();
+            step(&mut e.devices, add);
+            if add && e.source.is_empty() {
+                e.source.clone_from(source);
+                e.detail.clone_from(detail);
+            }
+        }
         self.by_status.retain(|_, v| *v > 0);
         self.by_product
             .retain(|_, v| v.devices > 0 || v.violating > 0);
+        self.unclassified.retain(|_, v| v.devices > 0);
     }
 
     /// Compliant and waived devices as a percentage of all devices.
@@ -283,4 +327,88 @@ pub struct AuditRecord {
     pub allowed: bool,
     /// Why.
     pub detail: String,
+}
+
+/// One event of a device's history, stored under `<device id>/<position>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRecord {
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: HistoryKind,
+}
+
+/// What happened to a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum HistoryKind {
+    /// The device enrolled.
+    Enrolled,
+    /// A product was found that was not there before.
+    ProductSeen {
+        /// The product.
+        product: String,
+    },
+    /// A product that was there is gone.
+    ProductRemoved {
+        /// The product.
+        product: String,
+    },
+    /// The compliance status changed.
+    StatusChanged {
+        /// Before.
+        from: Status,
+        /// After.
+        to: Status,
+    },
+    /// The device was revoked.
+    Revoked,
+}
+
+impl HistoryKind {
+    /// The events that take a device from `old` (or nothing) to `new`.
+    pub fn between(old: Option<&DeviceRecord>, new: &DeviceRecord) -> Vec<HistoryKind> {
+        let mut out = Vec::new();
+        let Some(old) = old else {
+            out.push(HistoryKind::Enrolled);
+            return out;
+        };
+        let before: BTreeSet<&str> = old.findings.iter().map(|f| f.product.as_str()).collect();
+        let after: BTreeSet<&str> = new.findings.iter().map(|f| f.product.as_str()).collect();
+        out.extend(after.difference(&before).map(|p| HistoryKind::ProductSeen {
+            product: (*p).to_owned(),
+        }));
+        out.extend(
+            before
+                .difference(&after)
+                .map(|p| HistoryKind::ProductRemoved {
+                    product: (*p).to_owned(),
+                }),
+        );
+        if old.verdict.status != new.verdict.status {
+            out.push(HistoryKind::StatusChanged {
+                from: old.verdict.status,
+                to: new.verdict.status,
+            });
+        }
+        if new.revoked && !old.revoked {
+            out.push(HistoryKind::Revoked);
+        }
+        out
+    }
+}
+
+/// An officer's decision about an unclassified candidate in their organisation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Classification {
+    /// It is this catalog product.
+    Product {
+        /// The product id.
+        product: String,
+    },
+    /// Not of interest: no longer listed.
+    Dismissed,
 }

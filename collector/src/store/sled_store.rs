@@ -10,14 +10,29 @@
 //! | `tokens` | SHA-256 hex of an enrolment token | [`TokenRecord`] (JSON) |
 //! | `people` | SHA-256 hex of a bearer token | [`PersonRecord`] (JSON) |
 //! | `audit` | position, u64 big-endian (from sled's monotonic id generator) | [`AuditRecord`] (JSON) |
+//! | `history` | `<device id>/<position u64 BE>` | [`HistoryRecord`] (JSON) |
+//! | `daily` | `<org>/<YYYY-MM-DD>` | the organisation's [`OrgAggregate`] as last written that day |
+//! | `by_last_report` | `<last report, i64 BE, sign-flipped>/<device id>` | empty: devices that may go stale |
+//! | `classifications` | `<org>/<candidate name>` | [`Classification`] (JSON) |
+//! | `federated` | `<enterprise>/<org>` | [`FederatedRecord`] (JSON), on a ministry collector |
 //!
-//! Device writes run as one sled transaction over `devices`, `by_org` and `orgs` (plus
-//! `tokens` at enrolment): the old record's contribution is subtracted from the aggregate and
-//! the new one's added, atomically. Organisation ids cannot contain `/`, so `<org>/` is an
-//! exact prefix.
+//! Device writes run as one sled transaction over `devices`, `by_org`, `orgs`, `history`,
+//! `daily` and `by_last_report` (plus `tokens` at enrolment): the old record's contribution is
+//! subtracted from the aggregate and the new one's added, the day's end state recorded, the
+//! history events between the two records appended, and the indexes moved, atomically. Organisation ids cannot contain `/`, so `<org>/` is an
+//! exact prefix; enterprise ids cannot either, so `<enterprise>/` is one too.
+//!
+//! `federated` is written apart from device data: a push replaces one enterprise's rows with a
+//! single atomic batch (removals of organisations it no longer reports, plus the new rows),
+//! under a lock that serialises pushes so two concurrent pushes of one enterprise cannot
+//! interleave their read and their batch.
 
-use super::records::{AuditRecord, DeviceRecord, OrgAggregate, PersonRecord, TokenRecord};
+use super::records::{
+    AuditRecord, Classification, DeviceRecord, FederatedRecord, HistoryKind, HistoryRecord,
+    OrgAggregate, PersonRecord, TokenRecord,
+};
 use super::{DeviceFilter, DevicePage, Store, StoreError};
+use commscan_core::verdict::Status;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::Transactional;
@@ -35,6 +50,12 @@ pub struct SledStore {
     tokens: sled::Tree,
     people: sled::Tree,
     audit: sled::Tree,
+    history: sled::Tree,
+    daily: sled::Tree,
+    by_last_report: sled::Tree,
+    classifications: sled::Tree,
+    federated: sled::Tree,
+    federated_writes: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -61,43 +82,110 @@ fn tx_err(e: TransactionError<StoreError>) -> StoreError {
     }
 }
 
+/// Decodes one `(key, value)` of a scan: the key after its first `prefix_len` bytes, as text,
+/// and the JSON value.
+fn entry<T: DeserializeOwned>(
+    prefix_len: usize,
+    r: sled::Result<(sled::IVec, sled::IVec)>,
+) -> Result<(String, T), StoreError> {
+    let (k, v) = r.map_err(backend)?;
+    let name = String::from_utf8_lossy(k.get(prefix_len..).unwrap_or_default()).into_owned();
+    Ok((name, decode(&k, &v)?))
+}
+
 fn org_key(device: &DeviceRecord) -> Vec<u8> {
     format!("{}/{}", device.organisation, device.device_id).into_bytes()
 }
 
-/// Writes `device` inside a transaction, moving its contribution in the aggregate.
-fn write_device(
-    devices: &TransactionalTree,
-    by_org: &TransactionalTree,
-    orgs: &TransactionalTree,
-    device: &DeviceRecord,
-) -> TxResult<()> {
-    let key = device.device_id.as_bytes();
-    let old: Option<DeviceRecord> = match devices.get(key)? {
-        Some(bytes) => Some(decode(key, &bytes).map_err(ConflictableTransactionError::Abort)?),
-        None => None,
-    };
-    let touch = |org: &str, f: &dyn Fn(&mut OrgAggregate)| -> TxResult<()> {
-        let mut agg: OrgAggregate = match orgs.get(org.as_bytes())? {
-            Some(b) => decode(org.as_bytes(), &b).map_err(ConflictableTransactionError::Abort)?,
-            None => OrgAggregate::default(),
-        };
-        f(&mut agg);
-        orgs.insert(org.as_bytes(), encode(&agg))?;
-        Ok(())
-    };
-    if let Some(old) = &old {
-        let c = old.contribution();
-        touch(&old.organisation, &|a| a.apply(&c, false))?;
-        if old.organisation != device.organisation {
-            by_org.remove(org_key(old))?;
-        }
+/// The trees a device write touches, inside one transaction.
+struct DeviceTx<'a> {
+    devices: &'a TransactionalTree,
+    by_org: &'a TransactionalTree,
+    orgs: &'a TransactionalTree,
+    history: &'a TransactionalTree,
+    daily: &'a TransactionalTree,
+    by_last_report: &'a TransactionalTree,
+}
+
+fn report_key(device: &DeviceRecord) -> Option<Vec<u8>> {
+    // Stale devices leave the index: the sweeper only visits devices that may become stale.
+    let at = device.last_report?;
+    if device.verdict.status == Status::Stale {
+        return None;
     }
-    let c = device.contribution();
-    touch(&device.organisation, &|a| a.apply(&c, true))?;
-    by_org.insert(org_key(device), &[])?;
-    devices.insert(key, encode(device))?;
-    Ok(())
+    let mut k = at.unix_timestamp().to_be_bytes().to_vec();
+    k[0] ^= 0x80; // order negative timestamps before positive ones
+    k.push(b'/');
+    k.extend_from_slice(device.device_id.as_bytes());
+    Some(k)
+}
+
+fn day_key(org: &str, at: OffsetDateTime) -> Vec<u8> {
+    format!("{org}/{}", at.date()).into_bytes()
+}
+
+impl DeviceTx<'_> {
+    /// Writes `device` (or removes it, with `remove`), moving its contribution in the
+    /// organisation aggregate, recording the day's end state, maintaining the indexes and
+    /// appending the history events that lead from the stored record to the new one.
+    fn write(&self, device: &DeviceRecord, at: OffsetDateTime, remove: bool) -> TxResult<()> {
+        let key = device.device_id.as_bytes();
+        let old: Option<DeviceRecord> = match self.devices.get(key)? {
+            Some(bytes) => Some(decode(key, &bytes).map_err(ConflictableTransactionError::Abort)?),
+            None => None,
+        };
+        let touch = |org: &str, f: &dyn Fn(&mut OrgAggregate)| -> TxResult<()> {
+            let mut agg: OrgAggregate = match self.orgs.get(org.as_bytes())? {
+                Some(b) => {
+                    decode(org.as_bytes(), &b).map_err(ConflictableTransactionError::Abort)?
+                }
+                None => OrgAggregate::default(),
+            };
+            f(&mut agg);
+            let bytes = encode(&agg);
+            self.daily.insert(day_key(org, at), bytes.clone())?;
+            self.orgs.insert(org.as_bytes(), bytes)?;
+            Ok(())
+        };
+        if let Some(old) = &old {
+            let c = old.contribution();
+            touch(&old.organisation, &|a| a.apply(&c, false))?;
+            self.by_org.remove(org_key(old))?;
+            if let Some(k) = report_key(old) {
+                self.by_last_report.remove(k)?;
+            }
+        }
+        if remove {
+            self.devices.remove(key)?;
+            return Ok(());
+        }
+        let c = device.contribution();
+        touch(&device.organisation, &|a| a.apply(&c, true))?;
+        self.by_org.insert(org_key(device), &[])?;
+        if let Some(k) = report_key(device) {
+            self.by_last_report.insert(k, &[])?;
+        }
+        for kind in HistoryKind::between(old.as_ref(), device) {
+            let mut hk = device.device_id.as_bytes().to_vec();
+            hk.push(b'/');
+            hk.extend_from_slice(&self.history.generate_id()?.to_be_bytes());
+            self.history
+                .insert(hk, encode(&HistoryRecord { at, kind }))?;
+        }
+        self.devices.insert(key, encode(device))?;
+        Ok(())
+    }
+}
+
+fn device_tx(t: &[TransactionalTree]) -> DeviceTx<'_> {
+    DeviceTx {
+        devices: &t[0],
+        by_org: &t[1],
+        orgs: &t[2],
+        history: &t[3],
+        daily: &t[4],
+        by_last_report: &t[5],
+    }
 }
 
 impl SledStore {
@@ -115,8 +203,25 @@ impl SledStore {
             tokens: tree("tokens")?,
             people: tree("people")?,
             audit: tree("audit")?,
+            history: tree("history")?,
+            daily: tree("daily")?,
+            by_last_report: tree("by_last_report")?,
+            classifications: tree("classifications")?,
+            federated: tree("federated")?,
+            federated_writes: Default::default(),
             db,
         })
+    }
+
+    fn device_trees(&self) -> [&sled::Tree; 6] {
+        [
+            &self.devices,
+            &self.by_org,
+            &self.orgs,
+            &self.history,
+            &self.daily,
+            &self.by_last_report,
+        ]
     }
 
     fn get<T: DeserializeOwned>(tree: &sled::Tree, key: &str) -> Result<Option<T>, StoreError> {
@@ -134,11 +239,22 @@ impl Store for SledStore {
         token_hash: &str,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        (&self.devices, &self.by_org, &self.orgs, &self.tokens)
-            .transaction(|(d, b, o, t)| {
+        let trees = [
+            &self.devices,
+            &self.by_org,
+            &self.orgs,
+            &self.history,
+            &self.daily,
+            &self.by_last_report,
+            &self.tokens,
+        ];
+        trees
+            .as_slice()
+            .transaction(|t| {
+                let tokens = &t[6];
                 // The token is checked and consumed inside the transaction: two enrolments
                 // racing for its last use cannot both win.
-                let token: TokenRecord = match t.get(token_hash.as_bytes())? {
+                let token: TokenRecord = match tokens.get(token_hash.as_bytes())? {
                     Some(bytes) => decode(token_hash.as_bytes(), &bytes)
                         .map_err(ConflictableTransactionError::Abort)?,
                     None => {
@@ -155,21 +271,110 @@ impl Store for SledStore {
                 let consumed = token.consume(now).map_err(|why| {
                     ConflictableTransactionError::Abort(StoreError::TokenRefused(why))
                 })?;
-                t.insert(token_hash.as_bytes(), encode(&consumed))?;
-                if d.get(device.device_id.as_bytes())?.is_some() {
+                tokens.insert(token_hash.as_bytes(), encode(&consumed))?;
+                if t[0].get(device.device_id.as_bytes())?.is_some() {
                     return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
                         format!("device {} exists", device.device_id),
                     )));
                 }
-                write_device(d, b, o, device)
+                device_tx(t).write(device, now, false)
             })
             .map_err(tx_err)
     }
 
-    fn put_device(&self, device: &DeviceRecord) -> Result<(), StoreError> {
-        (&self.devices, &self.by_org, &self.orgs)
-            .transaction(|(d, b, o)| write_device(d, b, o, device))
+    fn put_device(&self, device: &DeviceRecord, at: OffsetDateTime) -> Result<(), StoreError> {
+        self.device_trees()
+            .as_slice()
+            .transaction(|t| device_tx(t).write(device, at, false))
             .map_err(tx_err)
+    }
+
+    fn remove_device(&self, id: &str, at: OffsetDateTime) -> Result<bool, StoreError> {
+        let Some(device) = self.device(id)? else {
+            return Ok(false);
+        };
+        self.device_trees()
+            .as_slice()
+            .transaction(|t| device_tx(t).write(&device, at, true))
+            .map_err(tx_err)?;
+        let mut prefix = id.as_bytes().to_vec();
+        prefix.push(b'/');
+        for k in self.history.scan_prefix(&prefix).keys() {
+            self.history.remove(k.map_err(backend)?).map_err(backend)?;
+        }
+        Ok(true)
+    }
+
+    fn org_aggregates(&self) -> Result<Vec<(String, OrgAggregate)>, StoreError> {
+        self.orgs.iter().map(|r| entry(0, r)).collect()
+    }
+
+    fn history(&self, device: &str, limit: usize) -> Result<Vec<HistoryRecord>, StoreError> {
+        let mut prefix = device.as_bytes().to_vec();
+        prefix.push(b'/');
+        let mut out: Vec<HistoryRecord> = self
+            .history
+            .scan_prefix(&prefix)
+            .rev()
+            .take(limit)
+            .map(|r| {
+                let (k, v) = r.map_err(backend)?;
+                decode(&k, &v)
+            })
+            .collect::<Result<_, _>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    fn daily(&self, org: &str, days: usize) -> Result<Vec<(String, OrgAggregate)>, StoreError> {
+        let prefix = format!("{org}/");
+        let mut out: Vec<(String, OrgAggregate)> = self
+            .daily
+            .scan_prefix(prefix.as_bytes())
+            .rev()
+            .take(days)
+            .map(|r| entry(prefix.len(), r))
+            .collect::<Result<_, StoreError>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    fn stale_candidates(
+        &self,
+        reported_before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut end = reported_before.unix_timestamp().to_be_bytes().to_vec();
+        end[0] ^= 0x80;
+        self.by_last_report
+            .range(..end)
+            .keys()
+            .take(limit)
+            .map(|k| {
+                let k = k.map_err(backend)?;
+                Ok(String::from_utf8_lossy(&k[9.min(k.len())..]).into_owned())
+            })
+            .collect()
+    }
+
+    fn put_classification(
+        &self,
+        org: &str,
+        name: &str,
+        c: &Classification,
+    ) -> Result<(), StoreError> {
+        self.classifications
+            .insert(format!("{org}/{name}").as_bytes(), encode(c))
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn classifications(&self, org: &str) -> Result<Vec<(String, Classification)>, StoreError> {
+        let prefix = format!("{org}/");
+        self.classifications
+            .scan_prefix(prefix.as_bytes())
+            .map(|r| entry(prefix.len(), r))
+            .collect()
     }
 
     fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
@@ -216,6 +421,9 @@ impl Store for SledStore {
                 continue;
             };
             if filter.status.is_some_and(|s| s != device.verdict.status) {
+                continue;
+            }
+            if filter.platform.is_some() && filter.platform != device.platform {
                 continue;
             }
             if filter
@@ -266,13 +474,7 @@ impl Store for SledStore {
     }
 
     fn tokens(&self) -> Result<Vec<(String, TokenRecord)>, StoreError> {
-        self.tokens
-            .iter()
-            .map(|r| {
-                let (k, v) = r.map_err(backend)?;
-                Ok((String::from_utf8_lossy(&k).into_owned(), decode(&k, &v)?))
-            })
-            .collect()
+        self.tokens.iter().map(|r| entry(0, r)).collect()
     }
 
     fn append_audit(&self, entry: &AuditRecord) -> Result<u64, StoreError> {
@@ -309,6 +511,47 @@ impl Store for SledStore {
 
     fn person(&self, hash: &str) -> Result<Option<PersonRecord>, StoreError> {
         SledStore::get(&self.people, hash)
+    }
+
+    fn replace_federated(
+        &self,
+        enterprise: &str,
+        rows: &[(String, FederatedRecord)],
+    ) -> Result<(), StoreError> {
+        let prefix = format!("{enterprise}/");
+        // A poisoned lock only means another push panicked; the tree itself is consistent.
+        let _serial = self
+            .federated_writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut batch = sled::Batch::default();
+        for k in self.federated.scan_prefix(prefix.as_bytes()).keys() {
+            batch.remove(k.map_err(backend)?);
+        }
+        // Inserts after removals: a key in both ends up inserted.
+        for (org, record) in rows {
+            batch.insert(format!("{prefix}{org}").as_bytes(), encode(record));
+        }
+        self.federated.apply_batch(batch).map_err(backend)
+    }
+
+    fn federated(&self) -> Result<Vec<(String, String, FederatedRecord)>, StoreError> {
+        let mut out = self
+            .federated
+            .iter()
+            .map(|r| {
+                let (k, v) = r.map_err(backend)?;
+                let key = String::from_utf8_lossy(&k).into_owned();
+                let (enterprise, org) = key.split_once('/').ok_or_else(|| StoreError::Corrupt {
+                    key: format!("federated/{key}"),
+                    message: "key is not <enterprise>/<organisation>".into(),
+                })?;
+                Ok((enterprise.to_owned(), org.to_owned(), decode(&k, &v)?))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // Key order puts `e1-x/` before `e1/` ('-' < '/'); callers want (enterprise, org).
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        Ok(out)
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -1,23 +1,10 @@
-//! Rendering query results as a table (default; statuses coloured on a terminal), JSON or
-//! CSV. JSON and CSV field names are stable for scripts.
+//! Device listings and device details.
 
-use commscan_core::verdict::Status;
+use super::{Format, csv_field, paint, status_text, table, time_text};
 use commscan_proto::convert;
 use commscan_proto::v1;
 use serde::Serialize;
 use std::fmt::Write;
-use time::format_description::well_known::Rfc3339;
-
-/// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// Aligned columns for people.
-    Table,
-    /// JSON for scripts.
-    Json,
-    /// CSV for spreadsheets.
-    Csv,
-}
 
 /// A device row as printed.
 #[derive(Debug, Clone, Serialize)]
@@ -40,19 +27,6 @@ pub struct DeviceOut {
     pub agent_version: String,
 }
 
-fn time_text(t: Option<&prost_types::Timestamp>) -> Option<String> {
-    t.and_then(|t| convert::from_timestamp(t).ok())
-        .and_then(|t| t.format(&Rfc3339).ok())
-}
-
-fn status_text(v: i32) -> String {
-    convert::status_from_wire(v)
-        .ok()
-        .flatten()
-        .map(|s| s.to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 /// Converts a wire row.
 pub fn device_out(r: &v1::DeviceRow) -> DeviceOut {
     DeviceOut {
@@ -67,73 +41,6 @@ pub fn device_out(r: &v1::DeviceRow) -> DeviceOut {
         last_report: time_text(r.last_report.as_ref()),
         agent_version: r.agent_version.clone(),
     }
-}
-
-/// Colours a status for a terminal.
-pub fn paint(status: &str, colour: bool) -> String {
-    if !colour {
-        return status.to_owned();
-    }
-    let code = match status.parse::<Status>() {
-        Ok(Status::Compliant) => "32",
-        Ok(Status::Noncompliant) => "31",
-        Ok(Status::Waived) => "36",
-        Ok(Status::Stale) | Ok(Status::Unknown) => "33",
-        Err(_) => return status.to_owned(),
-    };
-    format!("\x1b[{code}m{status}\x1b[0m")
-}
-
-/// Quotes a CSV field when needed (RFC 4180).
-pub fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
-}
-
-/// Aligns rows into columns. `widths` are computed from visible text; `paint_col` is coloured
-/// after padding so escape codes do not break alignment.
-pub fn table(
-    header: &[&str],
-    rows: &[Vec<String>],
-    paint_col: Option<usize>,
-    colour: bool,
-) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
-    let mut s = String::new();
-    let line = |cells: Vec<String>, s: &mut String, paint_it: bool| {
-        let n = cells.len();
-        for (i, c) in cells.into_iter().enumerate() {
-            let pad = widths[i].saturating_sub(c.chars().count());
-            let text = if paint_it && Some(i) == paint_col {
-                paint(&c, colour)
-            } else {
-                c
-            };
-            if i + 1 == n {
-                let _ = write!(s, "{text}");
-            } else {
-                let _ = write!(s, "{text}{}  ", " ".repeat(pad));
-            }
-        }
-        s.push('\n');
-    };
-    line(
-        header.iter().map(|h| h.to_string()).collect(),
-        &mut s,
-        false,
-    );
-    for r in rows {
-        line(r.clone(), &mut s, true);
-    }
-    s
 }
 
 /// Renders device rows.
@@ -227,6 +134,46 @@ pub struct DeviceDetailOut {
     pub unclassified: Vec<commscan_core::scan::Unclassified>,
     /// Source outcomes of the last scan.
     pub sources: std::collections::BTreeMap<String, String>,
+    /// Revoked.
+    pub revoked: bool,
+    /// Why the device is flagged as a duplicate enrolment, if it is.
+    pub duplicate: Option<String>,
+    /// Recent history, oldest first.
+    pub history: Vec<HistoryOut>,
+    /// Waivers covering the device.
+    pub waivers: Vec<WaiverOut>,
+}
+
+/// One history event as printed.
+#[derive(Debug, Serialize)]
+pub struct HistoryOut {
+    /// When.
+    pub at: String,
+    /// What.
+    pub kind: String,
+    /// Product, for product events.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub product: String,
+    /// Status change, for status events: "from -> to".
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub change: String,
+}
+
+/// A waiver as printed.
+#[derive(Debug, Serialize)]
+pub struct WaiverOut {
+    /// device or organisation.
+    pub scope: String,
+    /// Product.
+    pub product: String,
+    /// Why.
+    pub reason: String,
+    /// Who approved.
+    pub approver: String,
+    /// Expiry.
+    pub expires: String,
+    /// Whether it has expired.
+    pub expired: bool,
 }
 
 /// One reason as printed.
@@ -280,6 +227,34 @@ pub fn device_detail_out(d: &v1::GetDeviceResponse) -> DeviceDetailOut {
             .sources
             .into_iter()
             .map(|(k, v)| (k, v.to_string()))
+            .collect(),
+        revoked: d.revoked,
+        duplicate: Some(d.duplicate.clone()).filter(|s| !s.is_empty()),
+        history: d
+            .history
+            .iter()
+            .map(|h| HistoryOut {
+                at: time_text(h.at.as_ref()).unwrap_or_default(),
+                kind: h.kind.clone(),
+                product: h.product.clone(),
+                change: if h.kind == "status_changed" || h.kind == "stale" {
+                    format!("{} -> {}", status_text(h.from), status_text(h.to))
+                } else {
+                    String::new()
+                },
+            })
+            .collect(),
+        waivers: d
+            .waivers
+            .iter()
+            .map(|w| WaiverOut {
+                scope: w.scope.clone(),
+                product: w.product.clone(),
+                reason: w.reason.clone(),
+                approver: w.approver.clone(),
+                expires: time_text(w.expires.as_ref()).unwrap_or_default(),
+                expired: w.expired,
+            })
             .collect(),
     }
 }
@@ -341,6 +316,12 @@ pub fn device_detail(d: &DeviceDetailOut, format: Format, colour: bool) -> Strin
                     .clone()
                     .unwrap_or_else(|| "never".into())
             );
+            if d.revoked {
+                let _ = writeln!(s, "REVOKED   refused at its next connection; history kept");
+            }
+            if let Some(why) = &d.duplicate {
+                let _ = writeln!(s, "DUPLICATE {why}: revoke it and re-enrol each machine");
+            }
             if !d.reasons.is_empty() {
                 let _ = writeln!(s, "\nreasons:");
                 for r in &d.reasons {
@@ -389,6 +370,32 @@ pub fn device_detail(d: &DeviceDetailOut, format: Format, colour: bool) -> Strin
                     let _ = writeln!(s, "  {} ({}: {})", u.name, u.source, u.detail);
                 }
             }
+            if !d.waivers.is_empty() {
+                let _ = writeln!(s, "\nwaivers:");
+                for w in &d.waivers {
+                    let _ = writeln!(
+                        s,
+                        "  {} ({}): {} — approved by {}, {} {}",
+                        w.product,
+                        w.scope,
+                        w.reason,
+                        w.approver,
+                        if w.expired { "expired" } else { "until" },
+                        w.expires
+                    );
+                }
+            }
+            if !d.history.is_empty() {
+                let _ = writeln!(s, "\nhistory:");
+                for h in &d.history {
+                    let what = if h.product.is_empty() {
+                        h.change.clone()
+                    } else {
+                        h.product.clone()
+                    };
+                    let _ = writeln!(s, "  {}  {:<16} {}", h.at, h.kind, what);
+                }
+            }
             let sources: Vec<String> = d.sources.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let _ = writeln!(
                 s,
@@ -401,139 +408,5 @@ pub fn device_detail(d: &DeviceDetailOut, format: Format, colour: bool) -> Strin
             );
             s
         }
-    }
-}
-
-/// An organisation summary as printed in JSON.
-#[derive(Debug, Serialize)]
-pub struct SummaryOut {
-    /// Organisation.
-    pub organisation: String,
-    /// Devices.
-    pub devices: u64,
-    /// Percent compliant.
-    pub percent_compliant: f64,
-    /// Devices per status.
-    pub by_status: std::collections::BTreeMap<String, u64>,
-    /// Per product: devices and violating devices.
-    pub by_product: Vec<ProductOut>,
-}
-
-/// Per product counts.
-#[derive(Debug, Serialize)]
-pub struct ProductOut {
-    /// Product.
-    pub product: String,
-    /// Devices.
-    pub devices: u64,
-    /// Violating devices.
-    pub violating: u64,
-}
-
-/// Converts a summary response.
-pub fn summary_out(r: &v1::OrganisationSummaryResponse) -> SummaryOut {
-    SummaryOut {
-        organisation: r.organisation.clone(),
-        devices: r.devices,
-        percent_compliant: (r.percent_compliant * 10.0).round() / 10.0,
-        by_status: r
-            .by_status
-            .iter()
-            .map(|s| (status_text(s.status), s.devices))
-            .collect(),
-        by_product: r
-            .by_product
-            .iter()
-            .map(|p| ProductOut {
-                product: p.product.clone(),
-                devices: p.devices,
-                violating: p.violating,
-            })
-            .collect(),
-    }
-}
-
-/// Renders a summary.
-pub fn summary(s: &SummaryOut, format: Format, colour: bool) -> String {
-    match format {
-        Format::Json => serde_json::to_string_pretty(s).expect("serialises") + "\n",
-        Format::Csv => {
-            let mut out = String::from("organisation,kind,key,devices,violating\n");
-            for (k, v) in &s.by_status {
-                let _ = writeln!(out, "{},status,{},{},", csv_field(&s.organisation), k, v);
-            }
-            for p in &s.by_product {
-                let _ = writeln!(
-                    out,
-                    "{},product,{},{},{}",
-                    csv_field(&s.organisation),
-                    p.product,
-                    p.devices,
-                    p.violating
-                );
-            }
-            out
-        }
-        Format::Table => {
-            let mut out = String::new();
-            let _ = writeln!(
-                out,
-                "organisation {}: {} devices, {:.1}% compliant\n",
-                s.organisation, s.devices, s.percent_compliant
-            );
-            let rows: Vec<Vec<String>> = s
-                .by_status
-                .iter()
-                .map(|(k, v)| vec![k.clone(), v.to_string()])
-                .collect();
-            out.push_str(&table(&["STATUS", "DEVICES"], &rows, Some(0), colour));
-            if !s.by_product.is_empty() {
-                out.push('\n');
-                let rows: Vec<Vec<String>> = s
-                    .by_product
-                    .iter()
-                    .map(|p| {
-                        vec![
-                            p.product.clone(),
-                            p.devices.to_string(),
-                            p.violating.to_string(),
-                        ]
-                    })
-                    .collect();
-                out.push_str(&table(
-                    &["PRODUCT", "DEVICES", "VIOLATING"],
-                    &rows,
-                    None,
-                    false,
-                ));
-            }
-            out
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_quotes_only_when_needed() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-    }
-
-    #[test]
-    fn colour_does_not_break_alignment() {
-        let rows = vec![
-            vec!["noncompliant".to_string(), "x".to_string()],
-            vec!["ok".to_string(), "y".to_string()],
-        ];
-        let plain = table(&["STATUS", "V"], &rows, Some(0), false);
-        let painted = table(&["STATUS", "V"], &rows, Some(0), true);
-        let strip = |s: &str| s.replace("\x1b[31m", "").replace("\x1b[0m", "");
-        assert_eq!(strip(&painted), plain);
-        assert!(plain.contains("noncompliant  x\n"));
-        assert!(plain.contains("ok            y\n"));
     }
 }

@@ -1,0 +1,124 @@
+//! The catalog grows from the field: an officer maps an unclassified candidate seen in their
+//! organisation to a catalog product, or dismisses it.
+//!
+//! Decisions are stored per organisation and applied by the collector to every report from then
+//! on ([`Collector::apply_classifications`]): a mapped candidate becomes a finding of the product
+//! (installed, with the agent's evidence and the officer's decision named), a dismissed one is
+//! dropped. Existing devices of the organisation are re-judged at once. Agents are not sent
+//! the mapping: matching of mapped candidates happens here, on what agents already report.
+
+use crate::auth::{Access, Principal};
+use crate::collector::Collector;
+use crate::error::CollectorError;
+use crate::store::{Classification, DeviceFilter, DeviceRecord};
+use commscan_core::scan::{Evidence, Finding};
+
+impl Collector {
+    /// Turns a device's unclassified candidates into findings or drops them, as its
+    /// organisation decided.
+    pub fn apply_classifications(&self, device: &mut DeviceRecord) -> Result<(), CollectorError> {
+        if device.unclassified.is_empty() {
+            return Ok(());
+        }
+        let decisions = self.store.classifications(&device.organisation)?;
+        if decisions.is_empty() {
+            return Ok(());
+        }
+        let mut keep = Vec::with_capacity(device.unclassified.len());
+        for u in std::mem::take(&mut device.unclassified) {
+            match decisions
+                .iter()
+                .find(|(name, _)| *name == u.name)
+                .map(|(_, c)| c)
+            {
+                None => keep.push(u),
+                Some(Classification::Dismissed) => {}
+                Some(Classification::Product { product }) => {
+                    let evidence = Evidence {
+                        source: u.source.clone(),
+                        detail: format!(
+                            "{} ({}), classified as {product} by an officer",
+                            u.name, u.detail
+                        ),
+                        signature: "officer_classification".into(),
+                    };
+                    match device.findings.iter_mut().find(|f| &f.product == product) {
+                        Some(f) => {
+                            f.installed = true;
+                            f.evidence.push(evidence);
+                        }
+                        None => device.findings.push(Finding {
+                            product: product.clone(),
+                            installed: true,
+                            running: false,
+                            version: None,
+                            evidence: vec![evidence],
+                        }),
+                    }
+                }
+            }
+        }
+        device.unclassified = keep;
+        device.findings.sort_by(|a, b| a.product.cmp(&b.product));
+        Ok(())
+    }
+
+    /// Records an officer's decision and applies it to the organisation's devices now.
+    pub fn classify_candidate(
+        &self,
+        who: &Principal,
+        org: &str,
+        name: &str,
+        decision: Classification,
+    ) -> Result<usize, CollectorError> {
+        self.check(who, Access::ManageDevices, Some(org), "candidates.classify")?;
+        if name.trim().is_empty() {
+            return Err(CollectorError::InvalidArgument("name: required".into()));
+        }
+        if let Classification::Product { product } = &decision
+            && !self.compliance.rules().catalog.contains(product)
+        {
+            return Err(CollectorError::InvalidArgument(format!(
+                "product: '{product}' is not in the catalog (see `commscanctl catalog list`)"
+            )));
+        }
+        self.store.put_classification(org, name, &decision)?;
+        let now = self.now();
+        let mut touched = 0;
+        let mut cursor: Option<String> = None;
+        let filter = DeviceFilter {
+            organisation: Some(org.to_owned()),
+            ..DeviceFilter::default()
+        };
+        loop {
+            let page = self.store.list_devices(&filter, cursor.as_deref(), 1000)?;
+            for mut device in page.devices {
+                if !device.unclassified.iter().any(|u| u.name == name) {
+                    continue;
+                }
+                let before = device.verdict.status;
+                self.apply_classifications(&mut device)?;
+                self.judge(&mut device, now);
+                self.store_device(&device, before, now)?;
+                touched += 1;
+            }
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        self.store.flush()?;
+        let what = match &decision {
+            Classification::Product { product } => format!("'{name}' mapped to {product}"),
+            Classification::Dismissed => format!("'{name}' dismissed"),
+        };
+        self.audit(
+            &who.name,
+            "candidates.classify",
+            Some(org),
+            true,
+            format!("{what}; {touched} devices updated"),
+        );
+        Ok(touched)
+    }
+}
