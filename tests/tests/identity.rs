@@ -425,16 +425,10 @@ async fn a_cloned_disk_is_flagged_as_a_duplicate_never_merged() {
     let root = dpkg_fixture(&[("zoom", "install ok installed", "6.1.0")]);
     let original = c.enroll_agent("original").await;
     let id = original.identity().unwrap().device_id;
-    // The clone: a byte-for-byte copy of the agent's data directory.
+    // The clone: a byte-for-byte copy of the agent's identity (the spool is not created yet).
     let clone_dir = c.dir.path().join("agents/clone");
     std::fs::create_dir_all(&clone_dir).unwrap();
-    for f in [
-        "identity.json",
-        "device.key",
-        "device.crt",
-        "ca.crt",
-        "sequence.json",
-    ] {
+    for f in ["identity.json", "device.key", "device.crt", "ca.crt"] {
         std::fs::copy(original.file(f), clone_dir.join(f)).unwrap();
     }
     let clone = commscan_agent::state::DataDir::new(&clone_dir);
