@@ -40,6 +40,24 @@ impl SledSpool {
     /// content is an error for which [`SpoolError::is_corruption`] holds; a panic inside
     /// the database while opening counts as corruption too.
     pub fn open(dir: &Path, cap: u64) -> Result<SledSpool, SpoolError> {
+        // sled's background flusher holds a closed database's file lock for a moment; a
+        // reopen in the same process (tests, an embedding that restarts the agent) waits for
+        // it. A lock held by another running agent is still refused, two seconds later.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match SledSpool::open_once(dir, cap) {
+                Err(SpoolError::Backend(m))
+                    if m.contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(dir: &Path, cap: u64) -> Result<SledSpool, SpoolError> {
         let d = dir.to_path_buf();
         let opened = std::panic::catch_unwind(move || -> Result<_, SpoolError> {
             let db = sled::Config::new()
