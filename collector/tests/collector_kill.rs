@@ -9,6 +9,9 @@
 //! - *lost*: a record the agent saw acknowledged that the collector never recorded;
 //! - *unexpected*: a recorded sequence the agent never sent, or with another state digest;
 //! - *twice*: a sequence recorded by two collector lives (a flushed write lost).
+//!
+//! The collector's device history is checked too: per product, appearances and removals
+//! alternate and end in the final state.
 
 use commscan_agent::delivery::{Agent, AgentEvent};
 use commscan_agent::scanner::{HostInventory, ScanTarget, Scanner};
@@ -306,6 +309,18 @@ async fn a_collector_killed_mid_stream_loses_nothing_and_records_every_report_on
     );
     // Let the last acknowledgement reach the recorder, then stop.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let history = conn
+        .query()
+        .await
+        .unwrap()
+        .get_device(commscan_proto::v1::GetDeviceRequest {
+            device_id: identity.device_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .history;
+
     stop.cancel();
     run.await.unwrap();
     collector.kill();
@@ -354,6 +369,39 @@ async fn a_collector_killed_mid_stream_loses_nothing_and_records_every_report_on
         unexpected.len(),
         twice.len()
     );
+    // The collector's own history of the device: per product, appearances and removals
+    // alternate (a transition recorded twice would repeat one), and the last event of each
+    // product is the final state (a lost transition would leave another).
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    let mut repeated = Vec::new();
+    for e in &history {
+        if e.kind == "product_seen" || e.kind == "product_removed" {
+            if last.get(&e.product) == Some(&e.kind) {
+                repeated.push(format!("{} {}", e.kind, e.product));
+            }
+            last.insert(e.product.clone(), e.kind.clone());
+        }
+    }
+    let present: Vec<String> = last
+        .iter()
+        .filter(|(_, k)| *k == "product_seen")
+        .map(|(p, _)| p.clone())
+        .collect();
+    println!(
+        "history: {} events, {} product transitions",
+        history.len(),
+        history
+            .iter()
+            .filter(|e| e.kind.starts_with("product_"))
+            .count()
+    );
+    assert!(
+        repeated.is_empty(),
+        "transitions recorded twice: {repeated:?}"
+    );
+    if history.len() < 200 {
+        assert_eq!(present, want, "the history ends in the final state");
+    }
     assert!(kills >= 10);
     assert!(lost.is_empty(), "lost: {lost:?}");
     assert!(unexpected.is_empty(), "unexpected: {unexpected:?}");

@@ -467,5 +467,26 @@ async fn a_week_offline_with_a_change_every_minute_stays_under_the_cap_and_conve
         after - before <= 3,
         "the week arrives coalesced, not replayed"
     );
+    // History: before the week the device had nothing; after it, one appearance per product
+    // of the final state, recorded once.
+    let history = c
+        .query()
+        .await
+        .get_device(commscan_proto::v1::GetDeviceRequest { device_id: id })
+        .await
+        .unwrap()
+        .into_inner()
+        .history;
+    let mut seen: Vec<String> = history
+        .iter()
+        .filter(|e| e.kind == "product_seen")
+        .map(|e| e.product.clone())
+        .collect();
+    seen.sort();
+    assert_eq!(seen, products(&minutely_products(week + 5)), "{history:?}");
+    assert!(
+        !history.iter().any(|e| e.kind == "product_removed"),
+        "{history:?}"
+    );
     running.shutdown().await;
 }
