@@ -28,6 +28,7 @@ pub mod device_state;
 pub mod enroll;
 pub mod output;
 pub mod scanner;
+pub mod shutdown;
 pub mod sources;
 pub mod spool;
 pub mod state;

@@ -17,7 +17,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 /// Bad usage or configuration.
 const EX_USAGE: u8 = 64;
@@ -279,24 +278,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ) => anyhow::Error::new(Usage(e.to_string())),
                 other => other.into(),
             })?;
-            let shutdown = CancellationToken::new();
-            let signal = shutdown.clone();
-            tokio::spawn(async move {
-                let _ = tokio::signal::ctrl_c().await;
-                signal.cancel();
-            });
-            #[cfg(unix)]
-            {
-                let signal = shutdown.clone();
-                tokio::spawn(async move {
-                    if let Ok(mut term) =
-                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    {
-                        term.recv().await;
-                        signal.cancel();
-                    }
-                });
-            }
+            let shutdown = commscan_agent::shutdown::on_signals();
             if once {
                 let seq = agent.report_once(&shutdown).await?;
                 println!("acknowledged up to report {seq}");

@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
@@ -190,28 +189,6 @@ fn parse_org_policy(s: &str) -> Result<(String, PathBuf), String> {
     Ok((org.to_owned(), PathBuf::from(file)))
 }
 
-fn shutdown_on_signals() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        t.cancel();
-    });
-    #[cfg(unix)]
-    {
-        let t = token.clone();
-        tokio::spawn(async move {
-            if let Ok(mut term) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            {
-                term.recv().await;
-                t.cancel();
-            }
-        });
-    }
-    token
-}
-
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init {
@@ -301,7 +278,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("--listen {listen}: cannot bind"))?;
             tracing::info!(addr = %listener.local_addr()?, data_dir = %data_dir.display(), "serving");
-            let shutdown = shutdown_on_signals();
+            let shutdown = commscan_agent::shutdown::on_signals();
             let maintenance =
                 commscan_collector::service::spawn(collector.clone(), rules, shutdown.clone());
             let pusher =
@@ -394,7 +371,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 colour: std::io::stdout().is_terminal(),
             };
             let mut stdout = std::io::stdout();
-            dev::run(opts, &mut stdout, shutdown_on_signals()).await?;
+            dev::run(opts, &mut stdout, commscan_agent::shutdown::on_signals()).await?;
         }
     }
     Ok(())
