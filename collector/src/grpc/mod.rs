@@ -5,6 +5,7 @@ pub mod admin;
 pub mod backstop;
 pub mod enrollment;
 pub mod oversize;
+pub mod push;
 pub mod query;
 pub mod reporting;
 
