@@ -191,6 +191,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 policy,
                 org_policies,
             };
+            match commscan_collector::open_files::raise_to_hard_limit() {
+                Ok(l) => tracing::info!(soft = ?l.soft, hard = ?l.hard, "open files limit"),
+                Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+            }
             let (collector, tls) = Layout::new(&data_dir).open(&rules)?;
             // Verdicts stored under another policy (or catalog) are brought up to date at once.
             let r = collector.rejudge_all()?;
