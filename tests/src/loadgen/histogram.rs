@@ -10,8 +10,23 @@ const SUB_BUCKETS: u64 = 32;
 /// Counts of latencies by bucket.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Histogram {
+    /// Bucket → count; a list of pairs on the wire (JSON map keys would be strings).
+    #[serde(with = "pairs")]
     buckets: BTreeMap<u32, u64>,
     count: u64,
+}
+
+mod pairs {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<u32, u64>, s: S) -> Result<S::Ok, S::Error> {
+        m.iter().collect::<Vec<_>>().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u32, u64>, D::Error> {
+        Ok(Vec::<(u32, u64)>::deserialize(d)?.into_iter().collect())
+    }
 }
 
 fn bucket_of(us: u64) -> u32 {
@@ -103,7 +118,9 @@ mod tests {
         let p99 = h.quantile(0.99).unwrap().as_micros() as f64;
         assert!((p50 - 50_000.0).abs() / 50_000.0 < 0.035, "{p50}");
         assert!((p99 - 99_000.0).abs() / 99_000.0 < 0.035, "{p99}");
-        let mut twice = h.clone();
+        let mut twice: Histogram =
+            serde_json::from_str(&serde_json::to_string(&h).unwrap()).unwrap();
+        assert_eq!(twice, h, "survives the trip between processes");
         twice.merge(&h);
         assert_eq!(twice.count(), 200);
         assert_eq!(twice.quantile(0.5), h.quantile(0.5));

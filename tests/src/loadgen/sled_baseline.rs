@@ -6,7 +6,8 @@
 //! flushing after its own insert (what concurrent ingest threads do with a plain
 //! `Db::flush`); and the same writers sharing flushes through the collector's
 //! [`GroupCommit`]. Values are the size of a stored device record; keys cycle over
-//! `keys` devices, so the tree stays the size of a fleet.
+//! `keys` devices, so the tree stays the size of a fleet; every value differs from the one it
+//! replaces (sled skips writing an equal value, which would make flushes free).
 
 use super::LoadgenError;
 use commscan_collector::store::group_commit::GroupCommit;
@@ -54,10 +55,13 @@ fn run(
             let (done, writes, failed) = (&done, &writes, &failed);
             s.spawn(move || {
                 let mut k = t;
+                let mut value = value.to_vec();
                 while !done.load(Relaxed) {
+                    // A new value each time: sled skips writing a value equal to the stored one.
+                    value[..8].copy_from_slice(&k.to_be_bytes());
                     let flush = || db.flush().map(|_| ()).map_err(|e| e.to_string());
                     let r = db
-                        .insert(format!("device-{:08}", k % keys), value)
+                        .insert(format!("device-{:08}", k % keys), value.as_slice())
                         .map_err(|e| e.to_string())
                         .and_then(|_| match how {
                             Flush::Own => flush(),
