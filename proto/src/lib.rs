@@ -17,4 +17,5 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/commscan_descriptor.bin"));
 
+pub mod codec;
 pub mod convert;

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use crate::figures::{Capacity, FleetFigures, Load, RunFigures, Storm};
+pub use crate::figures::{Capacity, FleetFigures, Hold, Load, RunFigures, Storm};
 use crate::roles::ServerKind;
 
 /// A scenario.
@@ -31,6 +31,8 @@ pub enum Scenario {
     Echo,
     /// Capacity of the collector.
     Ingest,
+    /// The bare echo holding the fleet's connections (the stack's memory per connection).
+    EchoHold,
     /// Concurrent streams, policy push, reconnect storm.
     Fleet,
 }
@@ -149,9 +151,20 @@ async fn wait_for(
     timeout: Duration,
     done: impl Fn(&Snapshot) -> bool,
 ) -> anyhow::Result<(Snapshot, bool)> {
+    wait_sampling(workers, timeout, done, |_| {}).await
+}
+
+/// [`wait_for`], calling `each` with every reading.
+async fn wait_sampling(
+    workers: &mut [Child],
+    timeout: Duration,
+    done: impl Fn(&Snapshot) -> bool,
+    mut each: impl FnMut(&Snapshot),
+) -> anyhow::Result<(Snapshot, bool)> {
     let deadline = Instant::now() + timeout;
     loop {
         let s = stats(workers).await?;
+        each(&s);
         if done(&s) {
             return Ok((s, true));
         }
@@ -258,6 +271,46 @@ pub fn sled(o: &Options, run: &Path) -> anyhow::Result<sled_baseline::SledFigure
     Ok(f)
 }
 
+/// The bare echo holding `agents` idle streams.
+pub async fn echo_hold(o: &Options, fleet: &Fleet, run: &Path) -> anyhow::Result<Hold> {
+    let layout = fleet.fresh_data_dir(run)?;
+    let (server, addr, _) = start_server(
+        ServerKind::Echo,
+        &layout.root,
+        "127.0.0.1:0".parse()?,
+        false,
+    )
+    .await?;
+    let idle = server.sample();
+    let n = o.agents;
+    let mut workers = start_workers(o, n, addr).await?;
+    let budget = Duration::from_secs_f64(n as f64 / o.ramp.max(1.0) + 180.0);
+    let mut points = Vec::new();
+    wait_sampling(
+        &mut workers,
+        budget,
+        |s| s.connected as usize >= n && s.acks as usize >= n,
+        |s| points.push((s.connected as f64, server.sample().rss_kib as f64)),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let held = server.sample();
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(o.hold_secs)).await;
+    let after = server.sample();
+    let hold_secs = t.elapsed().as_secs_f64();
+    let connected = stats(&mut workers).await?.connected as usize;
+    quit_all(workers).await;
+    server.quit(Duration::from_secs(10)).await;
+    Ok(Hold {
+        connected,
+        idle_rss_kib: idle.rss_kib,
+        held_rss_kib: held.rss_kib,
+        marginal_kib: crate::figures::slope(&points, n as f64 / 4.0),
+        hold_cores: (after.cpu_seconds - held.cpu_seconds) / hold_secs,
+    })
+}
+
 /// The fleet scenario: hold, push, storm.
 pub async fn fleet_scenario(
     o: &Options,
@@ -277,9 +330,13 @@ pub async fn fleet_scenario(
     let t = Instant::now();
     let mut workers = start_workers(o, n, addr).await?;
     let ramp_budget = Duration::from_secs_f64(n as f64 / o.ramp.max(1.0) + 180.0);
-    let (s, ok) = wait_for(&mut workers, ramp_budget, |s| {
-        s.connected as usize >= n && s.acks as usize >= n
-    })
+    let mut points = Vec::new();
+    let (s, ok) = wait_sampling(
+        &mut workers,
+        ramp_budget,
+        |s| s.connected as usize >= n && s.acks as usize >= n,
+        |s| points.push((s.connected as f64, server.sample().rss_kib as f64)),
+    )
     .await?;
     if !ok {
         tracing::warn!(connected = s.connected, acked = s.acks, failure = %s.last_failure, "not every agent connected");
@@ -342,6 +399,7 @@ pub async fn fleet_scenario(
         startup_ms,
         idle_rss_kib: idle.rss_kib,
         held_rss_kib: held.rss_kib,
+        marginal_kib: crate::figures::slope(&points, n as f64 / 4.0),
         held_threads: held.threads,
         hold_cores: (after_hold.cpu_seconds - held.cpu_seconds) / hold_secs,
         rejudge_ms: ms(started_ns, finished_ns),
@@ -374,6 +432,7 @@ pub async fn run_once(o: &Options, fleet: &Fleet, run: &Path) -> anyhow::Result<
             Scenario::Ingest => {
                 f.ingest = Some(capacity(o, fleet, run, ServerKind::Collector).await?)
             }
+            Scenario::EchoHold => f.echo_hold = Some(echo_hold(o, fleet, run).await?),
             Scenario::Fleet => f.fleet = Some(fleet_scenario(o, fleet, run).await?),
         }
         crate::figures::print_partial(s, &f);

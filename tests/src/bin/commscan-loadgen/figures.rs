@@ -34,6 +34,28 @@ pub struct Capacity {
     pub half: Load,
 }
 
+/// A server holding idle streams.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Hold {
+    /// Agents holding a stream.
+    pub connected: usize,
+    /// Server RSS before any agent, KiB.
+    pub idle_rss_kib: u64,
+    /// Server RSS holding them, KiB.
+    pub held_rss_kib: u64,
+    /// RSS added per connected agent while they connected (slope), KiB.
+    pub marginal_kib: f64,
+    /// Server CPU while holding them, cores.
+    pub hold_cores: f64,
+}
+
+impl Hold {
+    /// RSS per held stream, KiB.
+    pub fn per_agent_kib(&self) -> f64 {
+        self.held_rss_kib.saturating_sub(self.idle_rss_kib) as f64 / self.connected.max(1) as f64
+    }
+}
+
 /// The reconnect storm after a collector restart.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Storm {
@@ -74,6 +96,8 @@ pub struct FleetFigures {
     pub idle_rss_kib: u64,
     /// Collector RSS holding every agent, KiB.
     pub held_rss_kib: u64,
+    /// RSS added per connected agent while they connected (slope), KiB.
+    pub marginal_kib: f64,
     /// Collector threads then.
     pub held_threads: u64,
     /// Collector CPU while holding idle streams, cores.
@@ -101,6 +125,8 @@ pub struct RunFigures {
     pub echo: Option<Capacity>,
     /// The collector's capacity.
     pub ingest: Option<Capacity>,
+    /// The echo holding the fleet's connections.
+    pub echo_hold: Option<Hold>,
     /// The fleet.
     pub fleet: Option<FleetFigures>,
 }
@@ -133,6 +159,23 @@ pub fn record_bytes() -> usize {
         })
         .collect();
     serde_json::to_vec(&r).map_or(1500, |v| v.len())
+}
+
+/// Least-squares slope of `(x, y)` points with `x >= from`: RSS added per agent, which
+/// leaves out fixed costs (threads started, caches warmed) that an average would spread.
+pub fn slope(points: &[(f64, f64)], from: f64) -> f64 {
+    let p: Vec<_> = points.iter().filter(|(x, _)| *x >= from).collect();
+    let n = p.len() as f64;
+    if n < 2.0 {
+        return f64::NAN;
+    }
+    let (mx, my) = (
+        p.iter().map(|(x, _)| x).sum::<f64>() / n,
+        p.iter().map(|(_, y)| y).sum::<f64>() / n,
+    );
+    let sxx: f64 = p.iter().map(|(x, _)| (x - mx).powi(2)).sum();
+    let sxy: f64 = p.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    if sxx == 0.0 { f64::NAN } else { sxy / sxx }
 }
 
 fn mib(kib: u64) -> f64 {
@@ -178,12 +221,25 @@ pub fn print_partial(s: &Scenario, f: &RunFigures) {
                 );
             }
         }
+        Scenario::EchoHold => {
+            if let Some(h) = &f.echo_hold {
+                println!(
+                    "echo holding {} agents: RSS {:.0} MiB idle, {:.0} MiB holding ({:.1} KiB per agent, {:.1} KiB marginal), {:.3} cores",
+                    h.connected,
+                    mib(h.idle_rss_kib),
+                    mib(h.held_rss_kib),
+                    h.per_agent_kib(),
+                    h.marginal_kib,
+                    h.hold_cores
+                );
+            }
+        }
         Scenario::Fleet => {
             if let Some(x) = &f.fleet {
                 let per = (x.held_rss_kib.saturating_sub(x.idle_rss_kib)) as f64
                     / x.connected.max(1) as f64;
                 println!(
-                    "fleet: {}/{} agents held ({} counted by the collector), connected in {:.1} s; collector RSS {:.0} MiB idle, {:.0} MiB holding ({:.1} KiB per agent, {} threads), {:.3} cores holding idle",
+                    "fleet: {}/{} agents held ({} counted by the collector), connected in {:.1} s; collector RSS {:.0} MiB idle, {:.0} MiB holding ({:.1} KiB per agent, {:.1} KiB marginal, {} threads), {:.3} cores holding idle",
                     x.connected,
                     x.agents,
                     x.collector_counted,
@@ -191,6 +247,7 @@ pub fn print_partial(s: &Scenario, f: &RunFigures) {
                     mib(x.idle_rss_kib),
                     mib(x.held_rss_kib),
                     per,
+                    x.marginal_kib,
                     x.held_threads,
                     x.hold_cores
                 );
@@ -283,6 +340,21 @@ pub fn print_medians(runs: &[RunFigures]) {
     }
     let ratio = m(&|r| Some(r.ingest.as_ref()?.full.per_second / r.echo.as_ref()?.full.per_second));
     row("ingest / echo at 100%", ratio * 100.0, "%");
+    row(
+        "echo: RSS per held connection",
+        m(&|r| r.echo_hold.as_ref().map(Hold::per_agent_kib)),
+        "KiB",
+    );
+    row(
+        "echo: RSS per held connection, marginal",
+        m(&|r| r.echo_hold.as_ref().map(|h| h.marginal_kib)),
+        "KiB",
+    );
+    row(
+        "echo: CPU holding idle streams",
+        m(&|r| r.echo_hold.as_ref().map(|h| h.hold_cores * 100.0)),
+        "% of a core",
+    );
     let f = |g: &dyn Fn(&FleetFigures) -> f64| m(&|r| r.fleet.as_ref().map(g));
     row("fleet: agents held", f(&|x| x.connected as f64), "");
     row(
@@ -292,10 +364,18 @@ pub fn print_medians(runs: &[RunFigures]) {
     );
     let per =
         f(&|x| (x.held_rss_kib.saturating_sub(x.idle_rss_kib)) as f64 / x.connected.max(1) as f64);
-    row("fleet: RSS per agent", per, "KiB");
+    row("fleet: RSS per agent (average)", per, "KiB");
     row(
-        "fleet: projected RSS at 100k agents",
-        f(&|x| mib(x.idle_rss_kib)) + per * 100_000.0 / 1024.0,
+        "fleet: RSS per agent (marginal)",
+        f(&|x| x.marginal_kib),
+        "KiB",
+    );
+    row(
+        "fleet: projected RSS at 100k agents (held + marginal x the rest)",
+        f(&|x| {
+            mib(x.held_rss_kib)
+                + x.marginal_kib * (100_000.0 - x.connected as f64).max(0.0) / 1024.0
+        }),
         "MiB",
     );
     row(

@@ -68,7 +68,11 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         runs: usize,
         /// Scenarios, in order.
-        #[arg(long, value_delimiter = ',', default_value = "sled,echo,ingest,fleet")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "sled,echo,ingest,echo-hold,fleet"
+        )]
         only: Vec<bench::Scenario>,
         /// Also write every run's figures as JSON to this file.
         #[arg(long)]
