@@ -28,6 +28,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // `Reporting.Connect` would clash with the generated `connect` constructor; clients
         // are built from a configured `Channel` anyway.
         .build_transport(false)
+        // Small per-call buffers: one long-lived stream per agent (see src/codec.rs).
+        .codec_path("crate::codec::CompactCodec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -5,6 +5,13 @@
 //! reconnects. Two live agents with the same certificate (a cloned disk) keep taking over from
 //! each other; [`TAKEOVERS_FOR_DUPLICATE`] takeovers within [`TAKEOVER_WINDOW`] flag the device
 //! as a duplicate. Flagged devices are refused, never silently merged.
+//!
+//! The registry also carries announcements to every connected stream: today, "the policy in
+//! force changed" ([`Connections::announce_policy_change`]). An announcement is a state, not a
+//! queue of events: a `tokio::sync::watch` holding a generation number, which each stream
+//! subscribes to when it opens. Announcing is O(1) for the caller and costs each stream one
+//! wake-up; a slow or stuck agent can never hold the announcer back or make memory grow, and
+//! two reloads in quick succession reach a stream that has not caught up yet as one.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -39,6 +46,7 @@ pub struct Registered {
 pub struct Connections {
     next: std::sync::atomic::AtomicU64,
     inner: Mutex<HashMap<String, Entry>>,
+    policy_generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl Connections {
@@ -90,6 +98,18 @@ impl Connections {
         }
     }
 
+    /// Tells every connected stream that the policy in force changed (after a reload has
+    /// re-judged the stored devices). Streams opened later are not told: their agent learns
+    /// nothing it needs, since verdicts are computed here.
+    pub fn announce_policy_change(&self) {
+        self.policy_generation.send_modify(|g| *g += 1);
+    }
+
+    /// A subscription to policy-change announcements made from now on.
+    pub fn policy_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.policy_generation.subscribe()
+    }
+
     /// Devices with a stream open now.
     pub fn connected(&self) -> usize {
         self.inner
@@ -120,6 +140,25 @@ mod tests {
         let _ = c.register("d", t + Duration::from_secs(2));
         let d = c.register("d", t + Duration::from_secs(3));
         assert!(d.duplicate, "three takeovers in ten minutes");
+    }
+
+    #[test]
+    fn a_policy_change_reaches_every_subscriber_once_and_only_later_ones() {
+        let c = Connections::default();
+        let mut early = c.policy_changes();
+        let other = c.policy_changes();
+        assert!(!early.has_changed().unwrap());
+        c.announce_policy_change();
+        c.announce_policy_change();
+        let late = c.policy_changes();
+        assert!(early.has_changed().unwrap());
+        assert!(other.has_changed().unwrap());
+        assert!(
+            !late.has_changed().unwrap(),
+            "a stream opened after the change is not told"
+        );
+        early.mark_unchanged();
+        assert!(!early.has_changed().unwrap(), "two changes are seen as one");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! | [`audit`] | appending to the audit log |
 //! | [`connections`] | connected agents; takeovers and duplicate identities |
 //! | [`limits`] | rate limits for enrolment and reports |
+//! | [`open_files`] | raising the open-files limit: one socket per connected agent |
 //! | [`service`] | background work of `serve`: staleness sweeps, SIGHUP reloads |
 //! | [`staleness`] | devices past their reporting window become stale without a report |
 //! | [`events`] | verdict-change events for `WatchEvents` |
@@ -48,6 +49,7 @@ pub mod grpc;
 pub mod ingest;
 pub mod layout;
 pub mod limits;
+pub mod open_files;
 pub mod queries;
 pub mod rejudge;
 pub mod secrets;

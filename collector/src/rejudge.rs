@@ -3,6 +3,8 @@
 //! transactional path, so the organisation aggregates follow.
 //!
 //! A reload that fails validation returns every problem and leaves the rules in force untouched.
+//! A reload that re-judged every device is announced to every connected agent
+//! ([`crate::connections::Connections::announce_policy_change`]).
 
 use crate::collector::Collector;
 use crate::compliance::{Rules, RulesConfig};
@@ -62,6 +64,7 @@ impl Collector {
         let id = rules.policy.id.clone();
         self.compliance.replace(rules);
         let r = self.rejudge_all()?;
+        self.connections.announce_policy_change();
         tracing::info!(policy = %id, devices = r.devices, changed = r.changed, "policy reloaded");
         Ok(r)
     }

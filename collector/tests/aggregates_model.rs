@@ -289,3 +289,33 @@ fn an_officer_maps_a_candidate_to_a_product_and_its_devices_are_rejudged() {
             .is_empty()
     );
 }
+
+#[test]
+fn concurrent_reports_sharing_transactions_and_flushes_lose_no_update() {
+    // Reports from many threads at once are combined into shared transactions and flushes;
+    // every one must land, and the aggregates must still equal the recomputed ones.
+    let h = Harness::new();
+    let devices: Vec<_> = (0..48).map(|n| h.enroll(ORGS[n % ORGS.len()], n)).collect();
+    std::thread::scope(|s| {
+        for chunk in devices.chunks(6) {
+            let h = &h;
+            s.spawn(move || {
+                for round in 0..10 {
+                    for (k, who) in chunk.iter().enumerate() {
+                        let products = [PRODUCTS[(round + k) % PRODUCTS.len()], PRODUCTS[k % 2]];
+                        h.report(who, &products, &[]);
+                    }
+                }
+            });
+        }
+    });
+    for who in &devices {
+        let d = h.collector.store.device(&who.device_id).unwrap().unwrap();
+        assert_eq!(
+            d.last_sequence, 10,
+            "every report of {} landed",
+            who.device_id
+        );
+    }
+    assert_eq!(maintained(&h), recomputed(&h));
+}

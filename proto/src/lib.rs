@@ -17,5 +17,6 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/commscan_descriptor.bin"));
 
+pub mod codec;
 pub mod convert;
 pub mod digest;

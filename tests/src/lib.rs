@@ -4,6 +4,10 @@
 //! Everything runs in-process on loopback; a [`TestCollector`] can be stopped and started
 //! again on the same data directory to test restarts. [`StartOptions`] give a collector a
 //! controllable clock ([`TestClock`]) and, for federation, an upstream it pushes to.
+//!
+//! [`loadgen`] is the fleet simulator behind the `commscan-loadgen` benchmark binary.
+
+pub mod loadgen;
 
 use commscan_agent::scanner::{ScanTarget, Scanner};
 use commscan_agent::state::DataDir;

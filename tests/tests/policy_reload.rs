@@ -1,5 +1,5 @@
 //! Policy changes re-judge every device without a rescan; a broken policy is refused and the
-//! previous one stays in force.
+//! previous one stays in force; a reload is announced to every connected agent.
 
 use commscan_agent::transport::SessionEnd;
 use commscan_collector::compliance::RulesConfig;
@@ -112,4 +112,90 @@ async fn an_organisation_with_its_own_policy_is_judged_by_it() {
         .into_inner();
     assert_eq!(d.device.unwrap().status, v1::DeviceStatus::Compliant as i32);
     assert_eq!(d.verdict.unwrap().policy, "government-device-ban");
+}
+
+/// Opens a reporting stream for an enrolled agent and returns it after the welcome, with the
+/// sender that keeps it open.
+async fn open_stream(
+    c: &TestCollector,
+    name: &str,
+) -> (
+    tokio::sync::mpsc::Sender<v1::AgentMessage>,
+    tonic::Streaming<v1::CollectorMessage>,
+) {
+    let data = c.enroll_agent(name).await;
+    let (_, cert, key) = data.credentials().unwrap();
+    let channel = commscan_agent::transport::channel(&c.url, &c.ca_pem, Some((&cert, &key)))
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(v1::AgentMessage {
+        kind: Some(v1::agent_message::Kind::Hello(v1::Hello::default())),
+    })
+    .await
+    .unwrap();
+    let mut stream = v1::reporting_client::ReportingClient::new(channel)
+        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(
+        matches!(first.kind, Some(v1::collector_message::Kind::Welcome(_))),
+        "the welcome comes first: {first:?}"
+    );
+    (tx, stream)
+}
+
+#[tokio::test]
+async fn a_policy_reload_is_announced_to_every_connected_agent() {
+    let c = TestCollector::start().await;
+    let mut streams = Vec::new();
+    for name in ["a", "b", "c"] {
+        streams.push(open_stream(&c, name).await);
+    }
+    let collector = c.domain().clone();
+    let r = tokio::task::spawn_blocking(move || {
+        collector.reload(&RulesConfig::with_policy(Some(&policy_path(
+            "government-device-ban.toml",
+        ))))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(r.devices, 3);
+    for (_tx, stream) in &mut streams {
+        let m = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("announced within 10 s")
+            .unwrap()
+            .unwrap();
+        match m.kind {
+            Some(v1::collector_message::Kind::PolicyChanged(p)) => {
+                assert_eq!(p.policy_id, "government-device-ban")
+            }
+            other => panic!("expected a policy change, got {other:?}"),
+        }
+    }
+    // The stream still serves reports after the announcement.
+    let (tx, stream) = &mut streams[0];
+    tx.send(v1::AgentMessage {
+        kind: Some(v1::agent_message::Kind::Report(v1::Report {
+            sequence: 1,
+            body: Some(v1::report::Body::Snapshot(v1::Snapshot::default())),
+            stats: None,
+            scanned_at: None,
+            state_digest: Vec::new(),
+        })),
+    })
+    .await
+    .unwrap();
+    let m = stream.message().await.unwrap().unwrap();
+    assert!(
+        matches!(
+            m.kind,
+            Some(v1::collector_message::Kind::Ack(v1::Ack { sequence: 1 }))
+        ),
+        "{m:?}"
+    );
 }

@@ -247,6 +247,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 policy,
                 org_policies,
             };
+            match commscan_collector::open_files::raise_to_hard_limit() {
+                Ok(l) => tracing::info!(soft = ?l.soft, hard = ?l.hard, "open files limit"),
+                Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+            }
             let upstream = UpstreamFlags {
                 url: upstream,
                 ca: upstream_ca,

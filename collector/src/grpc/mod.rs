@@ -6,6 +6,7 @@ pub mod backstop;
 pub mod enrollment;
 pub mod federation;
 pub mod oversize;
+pub mod push;
 pub mod query;
 pub mod reporting;
 

@@ -4,7 +4,8 @@
 //! before reading anything if there is none, or if the device is unknown or revoked. The first
 //! message must be a hello; the collector answers with a welcome carrying its stored sequence,
 //! then acknowledges each report after the store has flushed it. Outbound messages go through
-//! a bounded channel: a failed send means the agent is gone and the task ends.
+//! a bounded channel: a failed send means the agent is gone and the task ends. Announcements
+//! to every agent join that channel's output in [`super::push`].
 
 use super::{blocking, to_status};
 use crate::collector::Collector;
@@ -20,7 +21,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
 
 /// The `Reporting` service. Streams are long-lived: `shutdown` ends them (UNAVAILABLE, the
 /// agent reconnects later) so that a graceful server shutdown does not wait for agents.
@@ -132,6 +132,7 @@ impl Reporting for ReportingService {
                     |s| tracing::warn!(device = %who, error = %s.message(), "stream refused"),
                 )?
         };
+        let policy_changes = self.0.connections.policy_changes();
         let (tx, rx) = mpsc::channel(16);
         let welcome = v1::Welcome {
             device_id: who.device_id.clone(),
@@ -145,6 +146,12 @@ impl Reporting for ReportingService {
             .map_err(|_| tonic::Status::cancelled("agent gone"))?;
         tracing::info!(device = %who.device_id, organisation = %who.organisation, last_acked = hello.last_acked_sequence, stored = device.last_sequence, want_snapshot = welcome_wants, "agent connected");
 
+        let outbound = super::push::Outbound::new(
+            rx,
+            policy_changes,
+            self.0.clone(),
+            who.organisation.clone(),
+        );
         let collector = self.0.clone();
         let shutdown = self.1.clone();
         tokio::spawn(async move {
@@ -163,7 +170,7 @@ impl Reporting for ReportingService {
                 .unregister(&who.device_id, registered.conn);
             tracing::info!(device = %who.device_id, "agent disconnected");
         });
-        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(tonic::Response::new(Box::pin(outbound)))
     }
 }
 

@@ -7,6 +7,8 @@
 //! read and never a scan. [`Store::flush`] makes everything written so far durable; the
 //! reporting service acknowledges an agent's report only after it returns.
 
+pub mod combining;
+pub mod group_commit;
 pub mod records;
 pub mod sled_store;
 

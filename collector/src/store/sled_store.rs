@@ -26,7 +26,15 @@
 //! single atomic batch (removals of organisations it no longer reports, plus the new rows),
 //! under a lock that serialises pushes so two concurrent pushes of one enterprise cannot
 //! interleave their read and their batch.
+//!
+//! Under load, concurrent device writes are combined into one transaction ([`Combiner`]) and
+//! concurrent flushes into one flush ([`GroupCommit`]). This matters more with sled than with
+//! most stores: a transaction runs under sled's global write lock, and a flush holds the read
+//! side of that lock while it waits for the disk, so one transaction and one flush per report
+//! make every report take its turn.
 
+use super::combining::Combiner;
+use super::group_commit::GroupCommit;
 use super::records::{
     AuditRecord, Classification, DeviceRecord, FederatedRecord, HistoryKind, HistoryRecord,
     OrgAggregate, PersonRecord, TokenRecord,
@@ -56,7 +64,14 @@ pub struct SledStore {
     classifications: sled::Tree,
     federated: sled::Tree,
     federated_writes: std::sync::Arc<std::sync::Mutex<()>>,
+    /// Concurrent `flush` calls share flushes (see [`GroupCommit`]).
+    group_commit: std::sync::Arc<GroupCommit>,
+    /// Concurrent device writes share transactions (see [`Combiner`]).
+    device_writes: std::sync::Arc<DeviceWrites>,
 }
+
+/// Device writes waiting to be combined, and their results.
+type DeviceWrites = Combiner<(DeviceRecord, OffsetDateTime), Result<(), StoreError>>;
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -209,6 +224,8 @@ impl SledStore {
             classifications: tree("classifications")?,
             federated: tree("federated")?,
             federated_writes: Default::default(),
+            group_commit: Default::default(),
+            device_writes: Default::default(),
             db,
         })
     }
@@ -222,6 +239,31 @@ impl SledStore {
             &self.daily,
             &self.by_last_report,
         ]
+    }
+
+    /// Writes devices in order in one transaction; one result per device. If the batch fails
+    /// (a stored record cannot be decoded), each is retried alone so it fails only itself.
+    fn put_devices(&self, batch: &[(DeviceRecord, OffsetDateTime)]) -> Vec<Result<(), StoreError>> {
+        let one = |device: &DeviceRecord, at: OffsetDateTime| {
+            self.device_trees()
+                .as_slice()
+                .transaction(|t| device_tx(t).write(device, at, false))
+                .map_err(tx_err)
+        };
+        if let [(device, at)] = batch {
+            return vec![one(device, *at)];
+        }
+        let all = self.device_trees().as_slice().transaction(|t| {
+            let tx = device_tx(t);
+            for (device, at) in batch {
+                tx.write(device, *at, false)?;
+            }
+            Ok(())
+        });
+        match all {
+            Ok(()) => batch.iter().map(|_| Ok(())).collect(),
+            Err(_) => batch.iter().map(|(d, at)| one(d, *at)).collect(),
+        }
     }
 
     fn get<T: DeserializeOwned>(tree: &sled::Tree, key: &str) -> Result<Option<T>, StoreError> {
@@ -283,10 +325,8 @@ impl Store for SledStore {
     }
 
     fn put_device(&self, device: &DeviceRecord, at: OffsetDateTime) -> Result<(), StoreError> {
-        self.device_trees()
-            .as_slice()
-            .transaction(|t| device_tx(t).write(device, at, false))
-            .map_err(tx_err)
+        self.device_writes
+            .submit((device.clone(), at), |batch| self.put_devices(&batch))
     }
 
     fn remove_device(&self, id: &str, at: OffsetDateTime) -> Result<bool, StoreError> {
@@ -555,7 +595,8 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map_err(backend)?;
-        Ok(())
+        self.group_commit
+            .flush(|| self.db.flush().map(|_| ()).map_err(|e| e.to_string()))
+            .map_err(StoreError::Backend)
     }
 }
