@@ -435,7 +435,7 @@ pub async fn run_once(o: &Options, fleet: &Fleet, run: &Path) -> anyhow::Result<
             Scenario::EchoHold => f.echo_hold = Some(echo_hold(o, fleet, run).await?),
             Scenario::Fleet => f.fleet = Some(fleet_scenario(o, fleet, run).await?),
         }
-        crate::figures::print_partial(s, &f);
+        crate::print::print_partial(s, &f);
     }
     Ok(f)
 }

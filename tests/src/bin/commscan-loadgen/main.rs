@@ -11,6 +11,7 @@
 mod bench;
 mod child;
 mod figures;
+mod print;
 mod roles;
 
 use clap::{Parser, Subcommand};
@@ -182,7 +183,7 @@ async fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
                 all.push(bench::run_once(&o, &fleet, &run_dir).await?);
             }
             let _ = std::fs::remove_dir_all(&run_dir);
-            figures::print_medians(&all);
+            print::print_medians(&all);
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_vec_pretty(&all)?)?;
             }
