@@ -149,6 +149,7 @@ impl Collector {
     pub fn revoke_device(&self, who: &Principal, id: &str) -> Result<(), CollectorError> {
         let not_found = || CollectorError::NotFound(format!("no device '{id}'"));
         let proof = self.check(who, Access::ManageDevices, None, "devices.revoke")?;
+        let _device_lock = self.device_locks.lock(id);
         let mut device = self.store.device(id)?.ok_or_else(not_found)?;
         if !proof.covers(&device.organisation) {
             self.audit(

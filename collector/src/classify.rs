@@ -92,10 +92,15 @@ impl Collector {
         };
         loop {
             let page = self.store.list_devices(&filter, cursor.as_deref(), 1000)?;
-            for mut device in page.devices {
-                if !device.unclassified.iter().any(|u| u.name == name) {
+            for listed in page.devices {
+                if !listed.unclassified.iter().any(|u| u.name == name) {
                     continue;
                 }
+                // Re-read under the device's lock: a report may have landed since the listing.
+                let _device_lock = self.device_locks.lock(&listed.device_id);
+                let Some(mut device) = self.store.device(&listed.device_id)? else {
+                    continue;
+                };
                 let before = device.verdict.status;
                 self.apply_classifications(&mut device)?;
                 self.judge(&mut device, now);

@@ -10,6 +10,33 @@ use commscan_core::pki::Authority;
 use std::sync::Arc;
 use time::OffsetDateTime;
 
+/// Striped locks that serialise read-modify-write of one device record: a report, a
+/// re-judgement after a policy reload, a staleness sweep, a classification or a revocation of
+/// the same device never interleave, so none overwrites another's update with a stale copy.
+#[derive(Debug)]
+pub struct DeviceLocks {
+    stripes: Vec<std::sync::Mutex<()>>,
+}
+
+impl Default for DeviceLocks {
+    fn default() -> Self {
+        DeviceLocks {
+            stripes: (0..256).map(|_| std::sync::Mutex::new(())).collect(),
+        }
+    }
+}
+
+impl DeviceLocks {
+    /// Holds the lock of `device` until the guard drops.
+    pub fn lock(&self, device: &str) -> std::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        device.hash(&mut h);
+        let i = (h.finish() % self.stripes.len() as u64) as usize;
+        self.stripes[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// The time source; tests substitute a controllable clock.
 pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
 
@@ -39,6 +66,8 @@ pub struct Collector {
     pub clock: Clock,
     /// A device that has not reported for this long is stale.
     pub stale_after: std::time::Duration,
+    /// Per-device locks for read-modify-write of device records.
+    pub device_locks: DeviceLocks,
     /// Verdict changes, for `WatchEvents` subscribers.
     pub events: tokio::sync::broadcast::Sender<crate::events::VerdictEvent>,
     /// On a ministry collector, an enterprise's rows not refreshed by a push for this long are

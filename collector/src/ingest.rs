@@ -215,9 +215,15 @@ impl Collector {
             .register(&who.device_id, std::time::Instant::now());
         if registered.duplicate {
             let why = "two agents kept taking over each other's stream".to_owned();
-            let mut flagged = device.clone();
-            flagged.duplicate = Some(why.clone());
-            self.store.put_device(&flagged, self.now())?;
+            {
+                let _device_lock = self.device_locks.lock(&who.device_id);
+                let mut flagged = self
+                    .store
+                    .device(&who.device_id)?
+                    .unwrap_or_else(|| device.clone());
+                flagged.duplicate = Some(why.clone());
+                self.store.put_device(&flagged, self.now())?;
+            }
             self.store.flush()?;
             self.audit(
                 &actor,
@@ -243,6 +249,7 @@ impl Collector {
         hello: &HelloInfo,
         report: IncomingReport,
     ) -> Result<Applied, CollectorError> {
+        let _device_lock = self.device_locks.lock(&who.device_id);
         let mut device = self.admit(who)?;
         if report.sequence <= device.last_sequence {
             tracing::info!(device = %who.device_id, sequence = report.sequence, stored = device.last_sequence, "report already stored");

@@ -323,6 +323,7 @@ impl Layout {
             clock: settings.clock.clone(),
             stale_after: crate::collector::DEFAULT_STALE_AFTER,
             events: crate::events::channel(),
+            device_locks: crate::collector::DeviceLocks::default(),
             federation_stale_after: settings.federation_stale_after,
         };
         Ok((Arc::new(collector), tls))
