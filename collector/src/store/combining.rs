@@ -11,6 +11,10 @@
 //!
 //! What each writer sees is unchanged: its call returns after its write committed (or failed),
 //! in an order consistent with the batches. Durability is still the caller's flush.
+//!
+//! Writers wait on one of two condition variables, by the parity of their batch, so a finished
+//! batch wakes its own writers and one writer of the next batch (to combine it), not every
+//! waiting thread.
 
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -20,12 +24,15 @@ struct State<T, R> {
     results: HashMap<u64, R>,
     next: u64,
     busy: bool,
+    /// The number of the batch running, or of the last one run.
+    batch: u64,
 }
 
 /// Combines concurrent submissions into batches run by one thread at a time.
 pub struct Combiner<T, R> {
     state: Mutex<State<T, R>>,
-    finished: Condvar,
+    /// Writers of batch `n` wait on `finished[n % 2]`.
+    finished: [Condvar; 2],
 }
 
 impl<T, R> std::fmt::Debug for Combiner<T, R> {
@@ -42,20 +49,23 @@ impl<T, R> Default for Combiner<T, R> {
                 results: HashMap::new(),
                 next: 0,
                 busy: false,
+                batch: 0,
             }),
-            finished: Condvar::new(),
+            finished: [Condvar::new(), Condvar::new()],
         }
     }
 }
 
 /// Clears `busy` when the combiner is done, even if the batch panicked, so waiters are not
 /// stranded; their items then get no result and their calls panic too.
-struct Busy<'a, T, R>(&'a Combiner<T, R>);
+struct Busy<'a, T, R>(&'a Combiner<T, R>, u64);
 
 impl<T, R> Drop for Busy<'_, T, R> {
     fn drop(&mut self) {
         self.0.lock().busy = false;
-        self.0.finished.notify_all();
+        self.0.finished[(self.1 % 2) as usize].notify_all();
+        // A writer queued for the next batch combines it.
+        self.0.finished[((self.1 + 1) % 2) as usize].notify_one();
     }
 }
 
@@ -71,6 +81,8 @@ impl<T, R> Combiner<T, R> {
         let id = s.next;
         s.next += 1;
         s.queue.push((id, item));
+        // The next batch to start takes the whole queue, this item included.
+        let my_batch = s.batch + 1;
         loop {
             if let Some(r) = s.results.remove(&id) {
                 return r;
@@ -80,9 +92,11 @@ impl<T, R> Combiner<T, R> {
                     panic!("a combined batch panicked before producing this write's result");
                 }
                 s.busy = true;
+                s.batch += 1;
+                let number = s.batch;
                 let batch = std::mem::take(&mut s.queue);
                 drop(s);
-                let busy = Busy(self);
+                let busy = Busy(self, number);
                 let (ids, items): (Vec<u64>, Vec<T>) = batch.into_iter().unzip();
                 let results = run(items);
                 assert_eq!(results.len(), ids.len(), "one result per combined item");
@@ -100,7 +114,9 @@ impl<T, R> Combiner<T, R> {
                 drop(busy);
                 return mine.expect("the combiner's own item is in its batch");
             }
-            s = self.finished.wait(s).unwrap_or_else(|p| p.into_inner());
+            s = self.finished[(my_batch % 2) as usize]
+                .wait(s)
+                .unwrap_or_else(|p| p.into_inner());
         }
     }
 }

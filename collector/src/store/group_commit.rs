@@ -10,6 +10,11 @@
 //! Invariant: [`GroupCommit::flush`] returns `Ok` only after a flush that started after the
 //! call began has completed successfully; if that flush failed, every caller that waited for
 //! it gets the error. A caller never waits for more than the running flush and the next one.
+//!
+//! Callers wait on one of two condition variables, by the parity of the flush they need, so a
+//! finished flush wakes its own callers and one caller of the next (to lead it), not every
+//! thread waiting: with hundreds of reports in flight, waking all of them for nothing was a
+//! good share of the collector's context switches.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 
@@ -31,7 +36,8 @@ struct State {
 #[derive(Debug, Default)]
 pub struct GroupCommit {
     state: Mutex<State>,
-    finished: Condvar,
+    /// Callers needing flush `n` wait on `finished[n % 2]`.
+    finished: [Condvar; 2],
 }
 
 /// Ends the leader's flush in the shared state even if the flush panics, so waiters never
@@ -53,7 +59,9 @@ impl Drop for Leader<'_> {
             None => s.error = Some("flush panicked".into()),
         }
         drop(s);
-        self.group.finished.notify_all();
+        self.group.finished[(self.number % 2) as usize].notify_all();
+        // Someone waiting for the next flush leads it.
+        self.group.finished[((self.number + 1) % 2) as usize].notify_one();
     }
 }
 
@@ -91,7 +99,9 @@ impl GroupCommit {
                 // This flush started after the call began, so its outcome is the answer.
                 return outcome;
             }
-            s = self.finished.wait(s).unwrap_or_else(|p| p.into_inner());
+            s = self.finished[(needed % 2) as usize]
+                .wait(s)
+                .unwrap_or_else(|p| p.into_inner());
         }
     }
 }
