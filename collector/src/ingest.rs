@@ -249,7 +249,7 @@ impl Collector {
         hello: &HelloInfo,
         report: IncomingReport,
     ) -> Result<Applied, CollectorError> {
-        let _device_lock = self.device_locks.lock(&who.device_id);
+        let device_lock = self.device_locks.lock(&who.device_id);
         let mut device = self.admit(who)?;
         if report.sequence <= device.last_sequence {
             tracing::info!(device = %who.device_id, sequence = report.sequence, stored = device.last_sequence, "report already stored");
@@ -340,6 +340,9 @@ impl Collector {
         let previous = device.verdict.status;
         self.judge(&mut device, now);
         self.store_device(&device, previous, now)?;
+        // The record is written; other updates of this device may proceed while this report
+        // waits for its flush (the ack is still sent only after it).
+        drop(device_lock);
         self.store.flush()?;
         tracing::info!(
             device = %who.device_id,
