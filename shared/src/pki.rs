@@ -153,18 +153,12 @@ impl Authority {
                 .unwrap_or_else(|| "commscan-collector".into()),
         );
         params.distinguished_name = dn;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.serial_number = Some(random_serial());
-        params.use_authority_key_identifier_extension = true;
-        validity(&mut params, SERVER_VALIDITY);
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .map_err(PkiError::Sign)?;
-        Ok(Pem {
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-        })
+        self.sign_leaf(
+            params,
+            &key,
+            ExtendedKeyUsagePurpose::ServerAuth,
+            SERVER_VALIDITY,
+        )
     }
 
     /// Signs a device CSR for `identity`. Only the CSR's public key is used.
@@ -257,13 +251,25 @@ impl Authority {
                     })
             })
             .collect::<Result<_, _>>()?;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign_leaf(params, &key, ExtendedKeyUsagePurpose::ClientAuth, valid_for)
+    }
+
+    /// Signs a leaf certificate for a key generated here: one extended key usage, digital
+    /// signature only, a random serial, the CA's key identifier, `valid_for` from now.
+    fn sign_leaf(
+        &self,
+        mut params: CertificateParams,
+        key: &KeyPair,
+        usage: ExtendedKeyUsagePurpose,
+        valid_for: Duration,
+    ) -> Result<Pem, PkiError> {
+        params.extended_key_usages = vec![usage];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.serial_number = Some(random_serial());
         params.use_authority_key_identifier_extension = true;
         validity(&mut params, valid_for);
         let cert = params
-            .signed_by(&key, &self.issuer)
+            .signed_by(key, &self.issuer)
             .map_err(PkiError::Sign)?;
         Ok(Pem {
             cert: cert.pem(),
