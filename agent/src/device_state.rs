@@ -1,14 +1,14 @@
 //! The device state the agent reports: findings keyed by product plus the unclassified list,
 //! always in the canonical form the collector stores (`commscan_proto::convert`), so that
-//! both sides compute the same [digest](commscan_proto::digest).
+//! both sides compute the same [digest](commscan_core::digest).
 //!
 //! A scan becomes a [`State`]; the difference between two states is a list of [`Change`]s,
 //! one per product (plus one for the whole unclassified list). Changes are what the spool
 //! keeps and coalesces: a later change of a product replaces an earlier one.
 
+use commscan_core::digest::{StateDigest, state_digest};
+use commscan_core::report::{canonical_finding, canonical_unclassified};
 use commscan_core::scan::{Finding, ScanReport, Unclassified};
-use commscan_proto::convert::{canonical_finding, canonical_unclassified};
-use commscan_proto::digest::{StateDigest, state_digest};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

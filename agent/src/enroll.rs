@@ -2,10 +2,10 @@
 //! issued certificate. The private key never leaves the device.
 
 use crate::state::{DataDir, Identity, StateError};
-use crate::transport::{self, TransportError};
 use commscan_core::platform::Platform;
 use commscan_proto::convert;
 use commscan_proto::v1::{self, enrollment_client::EnrollmentClient};
+use commscan_runtime::transport::{self, TransportError};
 
 /// An enrolment failure.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +39,7 @@ pub async fn enroll(
             token: token.to_owned(),
             csr_pem,
             host: Some(v1::HostFacts {
-                hostname: transport::hostname(),
+                hostname: hostname(),
                 platform: convert::platform_to_wire(platform),
                 os_version: sysinfo::System::long_os_version().unwrap_or_default(),
                 agent_version: commscan_core::VERSION.to_owned(),
@@ -81,4 +81,9 @@ pub async fn renew_if_due(data: &DataDir, now: time::OffsetDateTime) -> Result<b
     data.store_renewal(&new_key, &response.certificate_pem)?;
     tracing::info!(previous_expiry = %not_after, "device certificate renewed");
     Ok(true)
+}
+
+/// This machine's host name, for display to officers.
+pub(crate) fn hostname() -> String {
+    sysinfo::System::host_name().unwrap_or_else(|| "unknown".into())
 }

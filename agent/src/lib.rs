@@ -7,13 +7,15 @@
 //! | [`output`] | the `scan` command's table and JSON output |
 //! | [`state`] | the agent's data directory: identity, key, certificates, report sequence |
 //! | [`enroll`] | key generation, CSR, `Enrollment.Enroll`, storing the identity |
-//! | [`transport`] | TLS channels to the collector and one `Reporting.Connect` session |
 //! | [`device_state`] | the reported state in canonical form, its digest, changes between states |
 //! | [`spool`] | the durable spool: pending changes, unacknowledged records, sequences |
 //! | [`delivery`] | the running agent: triggers → scans → spool → stream → acks, reconnects |
 //! | [`config`] | `/etc/commscan/agent.toml`: raw → validated → typed |
 //! | [`status`] | `status.json` written by the running agent, read by `commscan-agent status` |
 //! | [`systemd`] | `sd_notify` without libsystemd |
+//!
+//! The channel to the collector, backoff, signals and atomic file writes come from
+//! `commscan-runtime`, shared with the collector and `commscanctl`.
 //!
 //! Data flow: sources → inventory items → matcher → [`commscan_core::scan::ScanReport`] →
 //! [`device_state::State`] → changes in the [`spool`] → a record with a sequence number →
@@ -28,10 +30,8 @@ pub mod device_state;
 pub mod enroll;
 pub mod output;
 pub mod scanner;
-pub mod shutdown;
 pub mod sources;
 pub mod spool;
 pub mod state;
 pub mod status;
 pub mod systemd;
-pub mod transport;

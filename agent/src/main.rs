@@ -13,25 +13,11 @@ use commscan_agent::status::StatusReport;
 use commscan_agent::{enroll, output};
 use commscan_core::catalog::Catalog;
 use commscan_core::platform::Platform;
+use commscan_runtime::bootstrap::{Main, Threads, Usage};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Bad usage or configuration.
-const EX_USAGE: u8 = 64;
-
-/// An error that exits 64 instead of 1.
-#[derive(Debug)]
-struct Usage(String);
-
-impl std::fmt::Display for Usage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Usage {}
 
 #[derive(Parser)]
 #[command(
@@ -131,17 +117,6 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
-    },
-    /// Crash-test workload: runs spool operations of a seed forever, printing each committed
-    /// one (used by the SIGKILL tests; not for operators).
-    #[command(hide = true)]
-    SpoolTorture {
-        /// Spool directory.
-        #[arg(long)]
-        dir: PathBuf,
-        /// Workload seed.
-        #[arg(long)]
-        seed: u64,
     },
 }
 
@@ -278,7 +253,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ) => anyhow::Error::new(Usage(e.to_string())),
                 other => other.into(),
             })?;
-            let shutdown = commscan_agent::shutdown::on_signals();
+            let shutdown = commscan_runtime::signals::on_signals();
             if once {
                 let seq = agent.report_once(&shutdown).await?;
                 println!("acknowledged up to report {seq}");
@@ -314,45 +289,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
             }
         }
-        Command::SpoolTorture { dir, seed } => {
-            use commscan_agent::spool::{SledSpool, torture};
-            use std::io::Write;
-            let spool = SledSpool::open(&dir, torture::TORTURE_CAP)?;
-            let mut out = std::io::stdout().lock();
-            for i in 0u64.. {
-                torture::step(&spool, seed, i)?;
-                writeln!(out, "{i}")?;
-                out.flush()?;
-            }
-        }
     }
     Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("COMMSCAN_LOG")
-                .unwrap_or_else(|_| "warn,commscan_agent=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    match rt.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("commscan-agent: {e:#}");
-            if e.downcast_ref::<Usage>().is_some() {
-                ExitCode::from(EX_USAGE)
-            } else {
-                ExitCode::FAILURE
-            }
-        }
+    Main {
+        name: "commscan-agent",
+        default_log: "warn,commscan_agent=info",
+        threads: Threads::Workers(Some(2)),
     }
+    .run(async { run(cli).await.map(|()| ExitCode::SUCCESS) })
 }

@@ -9,11 +9,11 @@
 //! <data-dir>/status.json     what the running agent last did (crate::status)
 //! ```
 //!
-//! Small files are written atomically: `x.new`, `sync_all`, rename, so a power cut leaves the
-//! old or the new file, never half of one.
+//! Small files are written atomically ([`commscan_runtime::files::write_atomic`]: `x.new`,
+//! `sync_all`, rename), so a power cut leaves the old or the new file, never half of one.
 
+use commscan_runtime::files::{WriteError, write_atomic};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// A data-directory failure, naming the file.
@@ -40,6 +40,15 @@ pub enum StateError {
     NotEnrolled(PathBuf),
 }
 
+impl From<WriteError> for StateError {
+    fn from(e: WriteError) -> Self {
+        StateError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 /// Who this device is, as the collector named it at enrolment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
@@ -62,46 +71,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// Writes `bytes` to `path.new` with `mode`, optionally synced, and renames it over `path`.
-fn write_then_rename(path: &Path, bytes: &[u8], mode: u32, sync: bool) -> Result<(), StateError> {
-    let tmp = path.with_extension("new");
-    {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(mode);
-        }
-        #[cfg(not(unix))]
-        let _ = mode;
-        let mut f = opts.open(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        if sync {
-            f.sync_all().map_err(io(&tmp))?;
-        }
-    }
-    std::fs::rename(&tmp, path).map_err(io(path))
-}
-
-/// Writes `bytes` to `path` atomically with the given Unix mode.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError> {
-    write_then_rename(path, bytes, mode, true)?;
-    if let Some(dir) = path.parent() {
-        // Make the rename itself durable; best effort where directories cannot be opened.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
-}
-
-/// Replaces `path` like [`write_atomic`] but without syncing: for files that report
-/// (status), where losing the latest version to a power cut is harmless.
-pub fn write_replace(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError> {
-    write_then_rename(path, bytes, mode, false)
 }
 
 impl DataDir {
@@ -179,7 +148,7 @@ impl DataDir {
         write_atomic(&self.file("device.crt"), cert_pem.as_bytes(), 0o600)?;
         write_atomic(&self.file("ca.crt"), ca_pem.as_bytes(), 0o644)?;
         let json = serde_json::to_vec_pretty(identity).expect("identity serialises");
-        write_atomic(&self.file("identity.json"), &json, 0o600)
+        Ok(write_atomic(&self.file("identity.json"), &json, 0o600)?)
     }
 
     /// Replaces key and certificate after a renewal. Both new files are written and synced,

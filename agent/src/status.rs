@@ -87,7 +87,11 @@ impl StatusFile {
     /// Writes the file (rename into place; not synced: it is a report, not state).
     pub fn write(&self, data: &DataDir) -> Result<(), StateError> {
         let json = serde_json::to_vec_pretty(self).expect("status serialises");
-        crate::state::write_replace(&data.file(STATUS_FILE), &json, 0o644)
+        Ok(commscan_runtime::files::write_replace(
+            &data.file(STATUS_FILE),
+            &json,
+            0o644,
+        )?)
     }
 
     /// Reads the file; `None` if the agent never ran here.

@@ -1,7 +1,7 @@
 //! The agent killed with SIGKILL at random points while it writes its spool: every committed
 //! operation survives, nothing half-done is visible, and reopening stays fast.
 //!
-//! The child runs `commscan-agent spool-torture`: a deterministic sequence of spool
+//! The child runs `commscan-spool-torture` (a test-only binary, feature `torture`): a deterministic sequence of spool
 //! operations (observe, freeze a record, acknowledge, welcome, resync; see
 //! `commscan_agent::spool::torture`), printing the number of each one after it returned. The
 //! test kills it, reads what it printed, replays the same operations on the in-memory model,
@@ -37,8 +37,8 @@ fn an_agent_killed_at_random_points_keeps_every_committed_change_and_reopens_fas
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spool");
         let seed = rand(&mut x);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_commscan-agent"))
-            .args(["spool-torture", "--dir", path.to_str().unwrap(), "--seed"])
+        let mut child = Command::new(env!("CARGO_BIN_EXE_commscan-spool-torture"))
+            .arg(&path)
             .arg(seed.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

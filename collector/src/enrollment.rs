@@ -52,7 +52,7 @@ pub struct Enrolled {
 
 /// Trims a free-text field from a device to a sane length without control characters (the
 /// same rule as the canonical form of findings, defined once in the contract crate).
-pub use commscan_proto::convert::clean_text;
+pub use commscan_core::text::clean_text;
 
 impl Collector {
     /// Enrols a device. Every attempt is audited; failed attempts spend a per-address budget,

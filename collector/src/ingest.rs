@@ -6,7 +6,7 @@
 //! periods. Reports are bounded: too many findings, evidence entries or oversized strings are
 //! refused with INVALID_ARGUMENT naming the field.
 //!
-//! Reconciliation: the device record keeps the state digest (`commscan_proto::digest`) of
+//! Reconciliation: the device record keeps the state digest (`commscan_core::digest`) of
 //! what it stores. A hello whose digest (the state the agent last had acknowledged) is empty
 //! or differs gets `want_snapshot` ([`wants_snapshot`]); a delta that leaves the store with
 //! another digest than the agent declared asks for a resync ([`Applied::resync`]). So a lost
@@ -19,11 +19,11 @@ use crate::connections::Registered;
 use crate::enrollment::clean_text;
 use crate::error::CollectorError;
 use crate::store::DeviceRecord;
+use commscan_core::digest;
 use commscan_core::identity::DeviceIdentity;
 use commscan_core::platform::Platform;
+use commscan_core::report::{canonical_finding, canonical_unclassified};
 use commscan_core::scan::{Finding, ScanStats, Unclassified};
-use commscan_proto::convert::{canonical_finding, canonical_unclassified};
-use commscan_proto::digest;
 use std::collections::BTreeMap;
 
 /// Most findings one report may carry.
@@ -33,28 +33,9 @@ pub const MAX_UNCLASSIFIED: usize = 500;
 /// Most evidence entries one finding may carry.
 pub const MAX_EVIDENCE: usize = 64;
 /// Longest text field kept.
-pub const MAX_TEXT: usize = commscan_proto::convert::MAX_TEXT;
+pub const MAX_TEXT: usize = commscan_core::text::MAX_TEXT;
 
-/// The body of a report.
-#[derive(Debug, Clone)]
-pub enum ReportBody {
-    /// The complete state.
-    Snapshot {
-        /// Findings.
-        findings: Vec<Finding>,
-        /// Unclassified candidates.
-        unclassified: Vec<Unclassified>,
-    },
-    /// Changes.
-    Delta {
-        /// Upserted findings.
-        upserted: Vec<Finding>,
-        /// Removed product ids.
-        removed: Vec<String>,
-        /// New unclassified list, if it changed.
-        unclassified: Option<Vec<Unclassified>>,
-    },
-}
+pub use commscan_core::report::ReportBody;
 
 /// One report from a device.
 #[derive(Debug, Clone)]

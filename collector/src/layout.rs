@@ -19,9 +19,9 @@ use crate::secrets;
 use crate::store::Store;
 use crate::store::records::{Grant, PersonRecord, Role, TokenRecord};
 use crate::store::sled_store::SledStore;
-use commscan_agent::state::write_atomic;
 use commscan_core::identity::is_valid_organisation;
 use commscan_core::pki::Authority;
+use commscan_runtime::files::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -200,7 +200,7 @@ impl Layout {
         };
         let write = |rel: &str, text: &str, mode: u32| {
             let p = self.path(rel);
-            write_atomic(&p, text.as_bytes(), mode).map_err(|e| path_err(&p, e))
+            write_atomic(&p, text.as_bytes(), mode).map_err(|e| path_err(&e.path, e.source))
         };
         if !ca_pem.key.is_empty() {
             write("pki/ca.key", &ca_pem.key, 0o600)?;

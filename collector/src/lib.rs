@@ -27,8 +27,6 @@
 //! | [`tls`] | rustls TLS 1.3 configuration and the accept loop |
 //! | [`server`] | all services on one port, limits, health, reflection |
 //! | [`layout`] | the data directory: `init` and opening it |
-//! | [`dev`] | `commscan-collector dev`: the one-command start |
-//! | [`ctl`] | the `commscanctl` client: connection settings and output formats |
 
 #![forbid(unsafe_code)]
 
@@ -39,8 +37,6 @@ pub mod classify;
 pub mod collector;
 pub mod compliance;
 pub mod connections;
-pub mod ctl;
-pub mod dev;
 pub mod enrollment;
 pub mod error;
 pub mod events;

@@ -232,39 +232,3 @@ pub fn verdict_from_wire(v: &v1::Verdict) -> Verdict {
             .collect(),
     }
 }
-
-/// Longest evidence detail, unclassified name or detail kept, in characters.
-pub const MAX_TEXT: usize = 512;
-/// Longest source name kept, in characters.
-pub const MAX_SOURCE: usize = 64;
-/// Longest version kept, in characters.
-pub const MAX_VERSION: usize = 128;
-
-/// `s` without control characters, cut to `max` characters.
-pub fn clean_text(s: &str, max: usize) -> String {
-    s.chars().filter(|c| !c.is_control()).take(max).collect()
-}
-
-/// A finding in the form the collector stores it: text without control characters, cut to
-/// the limits above. The agent applies the same form before computing a state digest, so both
-/// sides digest the same bytes.
-pub fn canonical_finding(mut f: Finding) -> Finding {
-    for e in &mut f.evidence {
-        e.detail = clean_text(&e.detail, MAX_TEXT);
-        e.source = clean_text(&e.source, MAX_SOURCE);
-    }
-    f.version = f
-        .version
-        .map(|v| clean_text(&v, MAX_VERSION))
-        .filter(|v| !v.is_empty());
-    f
-}
-
-/// An unclassified candidate in the form the collector stores it.
-pub fn canonical_unclassified(u: Unclassified) -> Unclassified {
-    Unclassified {
-        name: clean_text(&u.name, MAX_TEXT),
-        source: clean_text(&u.source, MAX_SOURCE),
-        detail: clean_text(&u.detail, MAX_TEXT),
-    }
-}

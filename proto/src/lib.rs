@@ -4,7 +4,8 @@
 //! message and field; this crate only compiles them (with `protox`, no system `protoc`) and
 //! re-exports the generated types, clients and servers. Other crates convert between these
 //! wire types and the domain types of `commscan-core` at their edges, so nothing but the
-//! gRPC adapters depends on generated code.
+//! gRPC adapters depends on generated code. Domain rules (text limits, canonical forms, the state
+//! digest) live in `commscan-core`, never here.
 
 #![allow(clippy::all, clippy::pedantic, missing_docs)]
 
@@ -19,4 +20,3 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 pub mod codec;
 pub mod convert;
-pub mod digest;

@@ -4,21 +4,17 @@
 //! Everything runs in-process on loopback; a [`TestCollector`] can be stopped and started
 //! again on the same data directory to test restarts. [`StartOptions`] give a collector a
 //! controllable clock ([`TestClock`]) and, for federation, an upstream it pushes to.
-//!
-//! [`loadgen`] is the fleet simulator behind the `commscan-loadgen` benchmark binary.
 
-pub mod loadgen;
-
+use commscan_agent::delivery::Reporter;
 use commscan_agent::scanner::{ScanTarget, Scanner};
 use commscan_agent::state::DataDir;
-use commscan_agent::transport::Reporter;
 use commscan_collector::collector::{Clock, Collector};
-use commscan_collector::ctl::{AuthedAdmin, AuthedQuery, Connection};
 use commscan_collector::federation::upstream::Upstream;
 use commscan_collector::layout::{InitOptions, Layout, OpenSettings};
 use commscan_collector::server::{Limits, serve};
 use commscan_core::catalog::Catalog;
 use commscan_core::platform::Platform;
+use commscan_ctl::connection::{AuthedAdmin, AuthedQuery, Connection};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,6 +22,25 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// A binary of another workspace package (`commscan-collector`, `commscan-agent`), as built
+/// beside this test in `target/<profile>/`. `cargo test --workspace` builds every package's
+/// binaries before it runs any test; with `cargo test -p commscan-tests` alone, build the
+/// package first. Panics naming the command when the binary is missing.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own executable");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
+    let bin = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is not built: run `cargo test --workspace`, or `cargo build --bin {name}` before `cargo test -p commscan-tests`",
+        bin.display()
+    );
+    bin
+}
 
 /// Installs the rustls crypto provider once per test process.
 pub fn init_crypto() {

@@ -10,10 +10,10 @@
 //! | e2 | secret | one clean (never leaves e2) |
 
 use commscan_agent::state::DataDir;
-use commscan_collector::ctl::output::{self, Format};
 use commscan_collector::federation::upstream::Upstream;
 use commscan_collector::layout::OpenSettings;
 use commscan_core::verdict::Status;
+use commscan_ctl::output::{self, Format};
 use commscan_proto::convert;
 use commscan_proto::v1::{self, federation_client::FederationClient};
 use commscan_tests::{
@@ -235,7 +235,7 @@ async fn push_as(
     organisation: &str,
 ) -> Result<v1::PushSummaryResponse, tonic::Status> {
     let identity = cert_key.as_ref().map(|(c, k)| (c.as_str(), k.as_str()));
-    let channel = commscan_agent::transport::channel(&ministry.url, &ministry.ca_pem, identity)
+    let channel = commscan_runtime::transport::channel(&ministry.url, &ministry.ca_pem, identity)
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     FederationClient::new(channel)
@@ -442,7 +442,7 @@ async fn a_device_certificate_cannot_push_summaries() {
 async fn an_enterprise_certificate_cannot_report_as_a_device() {
     let w = world(Duration::from_secs(3600)).await;
     let (cert, key) = enterprise_credentials(&w.ministry, "e1");
-    let channel = commscan_agent::transport::channel(
+    let channel = commscan_runtime::transport::channel(
         &w.ministry.url,
         &w.ministry.ca_pem,
         Some((&cert, &key)),

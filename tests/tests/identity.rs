@@ -1,13 +1,14 @@
 //! The identity matrix: every way a device can claim an identity it does not have, each
 //! refused with the right gRPC code and written to the audit log.
 
-use commscan_agent::transport::{SessionEnd, TransportError};
+use commscan_agent::delivery::{AgentError, SessionEnd};
 use commscan_collector::store::TokenRecord;
 use commscan_core::identity::DeviceIdentity;
 use commscan_core::pki::{Authority, device_key_and_csr};
 use commscan_proto::v1::{
     self, enrollment_client::EnrollmentClient, reporting_client::ReportingClient,
 };
+use commscan_runtime::transport::TransportError;
 use commscan_tests::{TestCollector, dpkg_fixture, reporter};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +20,7 @@ async fn connect(
     cert: Option<(&str, &str)>,
     hello: v1::Hello,
 ) -> Result<v1::CollectorMessage, String> {
-    let channel = commscan_agent::transport::channel(&c.url, &c.ca_pem, cert)
+    let channel = commscan_runtime::transport::channel(&c.url, &c.ca_pem, cert)
         .await
         .map_err(|e| format!("transport: {e}"))?;
     let (tx, rx) = tokio::sync::mpsc::channel(2);
@@ -142,7 +143,9 @@ async fn revoked_device_is_refused_at_its_next_connection_and_keeps_its_history(
         .await
         .unwrap_err();
     match &err {
-        TransportError::Status(s) => assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}"),
+        AgentError::Transport(TransportError::Status(s)) => {
+            assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}")
+        }
         other => panic!("expected PERMISSION_DENIED, got {other}"),
     }
     assert!(!err.is_retriable());
@@ -189,7 +192,7 @@ async fn device_a_certificate_with_device_b_in_the_hello_is_refused_and_audited(
 }
 
 async fn enroll_raw(c: &TestCollector, token: &str, org: &str) -> tonic::Status {
-    let channel = commscan_agent::transport::channel(&c.url, &c.ca_pem, None)
+    let channel = commscan_runtime::transport::channel(&c.url, &c.ca_pem, None)
         .await
         .unwrap();
     let (_, csr) = device_key_and_csr().unwrap();
@@ -362,7 +365,7 @@ async fn the_agent_renews_a_certificate_near_its_expiry() {
 #[tokio::test]
 async fn an_oversized_message_is_resource_exhausted_and_others_are_still_served() {
     let c = TestCollector::start().await;
-    let channel = commscan_agent::transport::channel(&c.url, &c.ca_pem, None)
+    let channel = commscan_runtime::transport::channel(&c.url, &c.ca_pem, None)
         .await
         .unwrap();
     let huge = "A".repeat(5 * 1024 * 1024);
@@ -479,7 +482,7 @@ async fn a_device_flooding_reports_is_throttled_not_served() {
     let c = TestCollector::start().await;
     let data = c.enroll_agent("flood").await;
     let (_, cert, key) = data.credentials().unwrap();
-    let channel = commscan_agent::transport::channel(&c.url, &c.ca_pem, Some((&cert, &key)))
+    let channel = commscan_runtime::transport::channel(&c.url, &c.ca_pem, Some((&cert, &key)))
         .await
         .unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(64);

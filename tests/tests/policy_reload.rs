@@ -1,7 +1,7 @@
 //! Policy changes re-judge every device without a rescan; a broken policy is refused and the
 //! previous one stays in force; a reload is announced to every connected agent.
 
-use commscan_agent::transport::SessionEnd;
+use commscan_agent::delivery::SessionEnd;
 use commscan_collector::compliance::RulesConfig;
 use commscan_collector::layout::Layout;
 use commscan_proto::v1;
@@ -125,7 +125,7 @@ async fn open_stream(
 ) {
     let data = c.enroll_agent(name).await;
     let (_, cert, key) = data.credentials().unwrap();
-    let channel = commscan_agent::transport::channel(&c.url, &c.ca_pem, Some((&cert, &key)))
+    let channel = commscan_runtime::transport::channel(&c.url, &c.ca_pem, Some((&cert, &key)))
         .await
         .unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(4);

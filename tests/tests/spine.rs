@@ -1,10 +1,11 @@
 //! The spine end to end: enrolment over TLS, reporting over mutual TLS, judging, querying,
 //! and restarts, with real servers on loopback.
 
-use commscan_agent::transport::{SessionEnd, TransportError};
+use commscan_agent::delivery::SessionEnd;
 use commscan_core::identity::DeviceIdentity;
 use commscan_core::pki::{Authority, DEVICE_VALIDITY, device_key_and_csr};
 use commscan_proto::v1::{self, reporting_client::ReportingClient};
+use commscan_runtime::transport::TransportError;
 use commscan_tests::{TestCollector, dpkg_fixture, reporter};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -142,7 +143,7 @@ async fn enrolled_device_that_never_reported_is_unknown() {
 #[tokio::test]
 async fn client_without_certificate_cannot_open_reporting() {
     let c = TestCollector::start().await;
-    let channel = commscan_agent::transport::channel(&c.url, &c.ca_pem, None)
+    let channel = commscan_runtime::transport::channel(&c.url, &c.ca_pem, None)
         .await
         .unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(1);
@@ -177,7 +178,7 @@ async fn client_with_certificate_from_another_ca_cannot_connect() {
     let (cert, _) = rogue.sign_device_csr(&csr, &id, DEVICE_VALIDITY).unwrap();
     let result = async {
         let channel =
-            commscan_agent::transport::channel(&c.url, &c.ca_pem, Some((&cert, &key))).await?;
+            commscan_runtime::transport::channel(&c.url, &c.ca_pem, Some((&cert, &key))).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tx.send(v1::AgentMessage {
             kind: Some(v1::agent_message::Kind::Hello(v1::Hello::default())),
@@ -309,7 +310,7 @@ async fn wiped_agent_spool_continues_after_the_collectors_sequence() {
 #[tokio::test]
 async fn health_and_reflection_are_served() {
     let c = TestCollector::start().await;
-    let channel = commscan_agent::transport::channel(&c.url, &c.ca_pem, None)
+    let channel = commscan_runtime::transport::channel(&c.url, &c.ca_pem, None)
         .await
         .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
@@ -391,7 +392,7 @@ fn report(seq: u64, body: v1::report::Body, digest_of: &[&str]) -> v1::AgentMess
             body: Some(body),
             stats: None,
             scanned_at: None,
-            state_digest: commscan_proto::digest::state_digest(&findings, []).to_vec(),
+            state_digest: commscan_core::digest::state_digest(&findings, []).to_vec(),
         })),
     }
 }
@@ -408,14 +409,14 @@ async fn raw_stream(
     v1::Welcome,
 ) {
     let (ca, cert, key) = data.credentials().unwrap();
-    let channel = commscan_agent::transport::channel(&c.url, &ca, Some((&cert, &key)))
+    let channel = commscan_runtime::transport::channel(&c.url, &ca, Some((&cert, &key)))
         .await
         .unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let state_digest = digest_of
         .map(|ps| {
             let f: Vec<_> = ps.iter().map(|p| finding(p)).collect();
-            commscan_proto::digest::state_digest(&f, []).to_vec()
+            commscan_core::digest::state_digest(&f, []).to_vec()
         })
         .unwrap_or_default();
     tx.send(v1::AgentMessage {

@@ -32,7 +32,7 @@ use crate::scanner::{HostInventory, Inventory, ScanTarget, Scanner};
 use crate::spool::{Spool, SpoolError, quarantine};
 use crate::state::{DataDir, StateError};
 use crate::status::{SpoolNote, StatusFile};
-use crate::transport::TransportError;
+use commscan_runtime::transport::TransportError;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, broadcast};
@@ -91,6 +91,26 @@ pub enum AgentError {
     /// The spool cannot be opened (and quarantining did not help).
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    /// The collector could not be reached, refused, or broke the protocol.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+impl AgentError {
+    /// Whether retrying later may succeed: only some transport failures; a broken data
+    /// directory or spool needs a person.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            AgentError::Transport(t) => t.is_retriable(),
+            AgentError::State(_) | AgentError::Spool(_) => false,
+        }
+    }
+}
+
+impl From<tonic::Status> for AgentError {
+    fn from(s: tonic::Status) -> Self {
+        AgentError::Transport(TransportError::Status(s))
+    }
 }
 
 /// What both loops share.
@@ -246,7 +266,7 @@ impl Agent {
 
     /// Scans once, then delivers until nothing is left to send; returns the last
     /// acknowledged sequence (`run --once`, `commscan-collector dev`, tests).
-    pub async fn report_once(&self, shutdown: &CancellationToken) -> Result<u64, TransportError> {
+    pub async fn report_once(&self, shutdown: &CancellationToken) -> Result<u64, AgentError> {
         observer::scan_now(&self.shared, ScanKind::Full).await?;
         session::until_idle(&self.shared, shutdown).await
     }
@@ -289,7 +309,7 @@ impl Reporter {
         }
     }
 
-    fn agent(&self, interval: Duration) -> Result<Arc<Agent>, TransportError> {
+    fn agent(&self, interval: Duration) -> Result<Arc<Agent>, AgentError> {
         let mut slot = self.agent.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(a) = &*slot {
             return Ok(a.clone());
@@ -305,10 +325,7 @@ impl Reporter {
             self.scanner.clone(),
             self.target.clone(),
         ));
-        let agent = Arc::new(Agent::open(config, inventory).map_err(|e| match e {
-            AgentError::State(s) => TransportError::State(s),
-            AgentError::Spool(s) => TransportError::Spool(s),
-        })?);
+        let agent = Arc::new(Agent::open(config, inventory)?);
         *slot = Some(agent.clone());
         Ok(agent)
     }
@@ -320,7 +337,7 @@ impl Reporter {
         interval: Duration,
         once: bool,
         shutdown: &CancellationToken,
-    ) -> Result<SessionEnd, TransportError> {
+    ) -> Result<SessionEnd, AgentError> {
         let agent = self.agent(interval)?;
         if once {
             agent.report_once(shutdown).await.map(SessionEnd::Acked)

@@ -13,13 +13,13 @@
 //! `backoff_max` (permanent refusals wait at least an hour), never shorter than a throttle
 //! the collector asked for; a session that reached the welcome resets the backoff.
 
-use super::{AgentEvent, Shared, now};
-use crate::spool::{Body, Record, hello_fields};
-use crate::transport::{self, TransportError, backoff};
+use super::{AgentError, AgentEvent, Shared, now};
+use crate::spool::{Record, ReportBody, hello_fields};
 use commscan_proto::convert;
 use commscan_proto::v1::{
     self, agent_message, collector_message, reporting_client::ReportingClient,
 };
+use commscan_runtime::transport::{self, TransportError, backoff};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -84,7 +84,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
 pub(crate) async fn until_idle(
     shared: &Arc<Shared>,
     shutdown: &CancellationToken,
-) -> Result<u64, TransportError> {
+) -> Result<u64, AgentError> {
     let mut progress = Progress::default();
     let r = session(shared, shutdown, true, &mut progress).await;
     shared.set_status(|s| s.connected = false);
@@ -96,7 +96,7 @@ pub(crate) async fn until_idle(
 
 fn report(r: &Record) -> v1::AgentMessage {
     let body = match &r.body {
-        Body::Snapshot {
+        ReportBody::Snapshot {
             findings,
             unclassified,
         } => v1::report::Body::Snapshot(v1::Snapshot {
@@ -106,7 +106,7 @@ fn report(r: &Record) -> v1::AgentMessage {
                 .map(convert::unclassified_to_wire)
                 .collect(),
         }),
-        Body::Delta {
+        ReportBody::Delta {
             upserted,
             removed,
             unclassified,
@@ -121,7 +121,7 @@ fn report(r: &Record) -> v1::AgentMessage {
                 .collect(),
         }),
     };
-    let state_digest = commscan_proto::digest::from_hex(&r.state_digest)
+    let state_digest = commscan_core::digest::from_hex(&r.state_digest)
         .map(|d| d.to_vec())
         .unwrap_or_default();
     v1::AgentMessage {
@@ -138,12 +138,12 @@ fn report(r: &Record) -> v1::AgentMessage {
     }
 }
 
-fn closed() -> TransportError {
-    TransportError::Protocol("stream closed by collector".into())
+fn closed() -> AgentError {
+    TransportError::Protocol("stream closed by collector".into()).into()
 }
 
 /// Handles a command outside an ack wait.
-fn command(shared: &Shared, c: &v1::Command) -> Result<(), TransportError> {
+fn command(shared: &Shared, c: &v1::Command) -> Result<(), AgentError> {
     match v1::CommandKind::try_from(c.kind) {
         Ok(v1::CommandKind::Rescan) => {
             tracing::info!("collector asked for a rescan");
@@ -165,7 +165,7 @@ async fn session(
     shutdown: &CancellationToken,
     until_idle: bool,
     progress: &mut Progress,
-) -> Result<End, TransportError> {
+) -> Result<End, AgentError> {
     let d = &shared.config.delivery;
     let identity = shared.data.identity()?;
     // Renew a certificate near its end before using it; a failed renewal is retried on the
@@ -190,7 +190,7 @@ async fn session(
         agent_version: commscan_core::VERSION.to_owned(),
         platform: convert::platform_to_wire(shared.inventory.platform()),
         last_acked_sequence: acked,
-        hostname: transport::hostname(),
+        hostname: crate::enroll::hostname(),
         state_digest: digest.map(|d| d.to_vec()).unwrap_or_default(),
         device_id: identity.device_id.clone(),
     };
@@ -208,12 +208,12 @@ async fn session(
             kind: Some(collector_message::Kind::Throttle(t)),
         }) => {
             progress.throttle = Some(Duration::from_millis(u64::from(t.retry_after_ms)));
-            return Err(TransportError::Protocol("throttled before welcome".into()));
+            return Err(TransportError::Protocol("throttled before welcome".into()).into());
         }
         other => {
-            return Err(TransportError::Protocol(format!(
-                "expected welcome, got {other:?}"
-            )));
+            return Err(
+                TransportError::Protocol(format!("expected welcome, got {other:?}")).into(),
+            );
         }
     };
     shared
@@ -265,7 +265,7 @@ async fn session(
         let wait = async {
             loop {
                 match inbound.message().await? {
-                    None => return Err(closed()),
+                    None => return Err::<u64, AgentError>(closed()),
                     Some(m) => match m.kind {
                         Some(collector_message::Kind::Ack(a)) if a.sequence >= record.sequence => {
                             return Ok(a.sequence);

@@ -2,9 +2,9 @@
 //! returns the writes that make the same change on disk, applied by the backend as one
 //! atomic batch. Keeping the rules here lets tests replay operations against a model.
 
-use super::{Body, Meta, Observation, Observed, Pending, Record, SpoolError};
+use super::{Meta, Observation, Observed, Pending, Record, ReportBody, SpoolError};
 use crate::device_state::{Change, State};
-use commscan_proto::digest;
+use commscan_core::digest;
 use std::collections::BTreeMap;
 
 /// One write of an atomic batch.
@@ -264,7 +264,7 @@ impl SpoolView {
         }
         let mut w = Vec::new();
         let body = if self.meta.snapshot_needed {
-            Body::Snapshot {
+            ReportBody::Snapshot {
                 findings: self.current.findings.values().cloned().collect(),
                 unclassified: self.current.unclassified.clone(),
             }
@@ -277,7 +277,7 @@ impl SpoolView {
                     Change::Unclassified(u) => unclassified = Some(u.clone()),
                 }
             }
-            Body::Delta {
+            ReportBody::Delta {
                 upserted,
                 removed,
                 unclassified,

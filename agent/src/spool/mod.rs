@@ -6,7 +6,7 @@
 //! every intermediate step, so the spool does not queue scans: it keeps the latest state and
 //! the changes the collector has not acknowledged, one per product, and any loss heals
 //! because the next scan observes the state again and the hello's digest exposes any
-//! disagreement (see [`crate::device_state`] and `commscan_proto::digest`).
+//! disagreement (see [`crate::device_state`] and `commscan_core::digest`).
 //!
 //! # Invariants
 //!
@@ -71,14 +71,16 @@
 mod logic;
 pub mod quarantine;
 mod sled_spool;
+#[cfg(any(test, feature = "torture"))]
 pub mod torture;
 
 pub use logic::SpoolView;
 pub use sled_spool::SledSpool;
 
 use crate::device_state::{Change, State};
-use commscan_core::scan::{Finding, ScanStats, Unclassified};
-use commscan_proto::digest::StateDigest;
+use commscan_core::digest::StateDigest;
+pub use commscan_core::report::ReportBody;
+use commscan_core::scan::ScanStats;
 use serde::{Deserialize, Serialize};
 
 /// Default cap on the bytes of pending changes plus outbox records.
@@ -108,45 +110,13 @@ impl SpoolError {
     }
 }
 
-/// The body of a record, as it goes on the wire.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Body {
-    /// The whole state.
-    Snapshot {
-        /// Findings, by product.
-        findings: Vec<Finding>,
-        /// Unclassified candidates.
-        unclassified: Vec<Unclassified>,
-    },
-    /// Changes since the previous record.
-    Delta {
-        /// Findings that appeared or changed.
-        upserted: Vec<Finding>,
-        /// Products no longer found.
-        removed: Vec<String>,
-        /// The new unclassified list, if it changed.
-        unclassified: Option<Vec<Unclassified>>,
-    },
-}
-
-impl Body {
-    /// `snapshot` or `delta`, for logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Body::Snapshot { .. } => "snapshot",
-            Body::Delta { .. } => "delta",
-        }
-    }
-}
-
 /// One report to deliver.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     /// Its sequence.
     pub sequence: u64,
     /// Snapshot or delta.
-    pub body: Body,
+    pub body: ReportBody,
     /// Figures of the latest scan.
     pub stats: ScanStats,
     /// When the latest scan finished (Unix seconds, device clock).
@@ -266,7 +236,7 @@ pub fn hello_fields(view: &SpoolView) -> (u64, Option<StateDigest>) {
         .meta
         .acked_digest
         .as_deref()
-        .and_then(commscan_proto::digest::from_hex);
+        .and_then(commscan_core::digest::from_hex);
     (view.meta.acked_sequence, digest)
 }
 

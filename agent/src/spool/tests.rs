@@ -57,7 +57,7 @@ fn the_first_record_is_a_snapshot_and_later_changes_are_deltas() {
     assert_eq!(r.sequence, 2);
     assert_eq!(
         r.body,
-        Body::Delta {
+        ReportBody::Delta {
             upserted: vec![finding("skype", "8")],
             removed: vec![],
             unclassified: None
@@ -65,7 +65,7 @@ fn the_first_record_is_a_snapshot_and_later_changes_are_deltas() {
     );
     assert_eq!(
         r.state_digest,
-        commscan_proto::digest::hex(&s.view().current.digest())
+        commscan_core::digest::hex(&s.view().current.digest())
     );
 }
 
@@ -95,10 +95,7 @@ fn an_acknowledged_record_is_forgotten_and_its_digest_sent_in_the_next_hello() {
     s.acknowledge(r.sequence).unwrap();
     let (seq, digest) = hello_fields(&s.view());
     assert_eq!(seq, 1);
-    assert_eq!(
-        commscan_proto::digest::hex(&digest.unwrap()),
-        r.state_digest
-    );
+    assert_eq!(commscan_core::digest::hex(&digest.unwrap()), r.state_digest);
     assert!(s.view().outbox.is_empty());
 }
 
@@ -142,7 +139,7 @@ fn reaching_the_cap_falls_back_to_a_single_snapshot() {
     );
     let r = s.next_record().unwrap().unwrap();
     match r.body {
-        Body::Snapshot { findings, .. } => assert_eq!(findings.len(), 40),
+        ReportBody::Snapshot { findings, .. } => assert_eq!(findings.len(), 40),
         other => panic!("expected a snapshot, got {other:?}"),
     }
 }

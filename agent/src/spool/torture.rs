@@ -2,8 +2,8 @@
 //! given the same spool content, so a test can kill a process running it at a random point,
 //! replay the same operations on a [`MemorySpool`], and require that the reopened spool
 //! equals the model after the last operation the process reported (or the one after it,
-//! which may have reached the disk before the kill). `commscan-agent` runs it through a
-//! hidden subcommand; nothing else uses it.
+//! which may have reached the disk before the kill). Compiled only for tests and with the
+//! `torture` feature, which builds the test-only `commscan-spool-torture` binary.
 
 use super::logic::{SpoolView, Write};
 use super::{Observation, Observed, Record, Spool, SpoolError};

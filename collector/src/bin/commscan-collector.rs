@@ -4,11 +4,10 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use commscan_collector::compliance::RulesConfig;
-use commscan_collector::dev::{self, DevOptions};
 use commscan_collector::federation::{push, upstream::UpstreamFlags};
 use commscan_collector::layout::{InitOptions, Layout, LayoutError, OpenSettings};
 use commscan_collector::server::{Limits, serve};
-use std::io::IsTerminal;
+use commscan_runtime::bootstrap::{Main, Threads, Usage};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -132,27 +131,6 @@ enum Command {
         #[arg(long, env = "COMMSCAN_REGISTERS")]
         registers: Option<PathBuf>,
     },
-    /// One-command start: throw-away collector, an agent scanning this machine, its verdict.
-    Dev {
-        /// Print the verdict and exit 0 (for scripts and CI).
-        #[arg(long)]
-        once: bool,
-        /// Loopback address to serve on (port 0 picks a free one).
-        #[arg(long, default_value = "127.0.0.1:0")]
-        listen: SocketAddr,
-        /// Scan this directory tree instead of this machine.
-        #[arg(long)]
-        root: Option<PathBuf>,
-        /// Do not read the process table.
-        #[arg(long)]
-        no_processes: bool,
-        /// Policy file (default: the embedded ministry-letter policy).
-        #[arg(long)]
-        policy: Option<PathBuf>,
-        /// How often the in-process agent rescans while serving.
-        #[arg(long, default_value = "5m", value_parser = commscan_core::duration::parse_duration)]
-        interval: Duration,
-    },
 }
 
 #[derive(Subcommand)]
@@ -173,11 +151,6 @@ enum FederationCommand {
         out: PathBuf,
     },
 }
-
-/// A configuration mistake: exit code 64.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct ConfigError(String);
 
 fn parse_org_policy(s: &str) -> Result<(String, PathBuf), String> {
     let (org, file) = s
@@ -259,12 +232,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 interval: push_interval,
             }
             .resolve()
-            .map_err(|e| ConfigError(e.to_string()))?;
+            .map_err(|e| Usage(e.to_string()))?;
             if federation_stale_after.is_zero() {
-                return Err(ConfigError(
-                    "--federation-stale-after: must be longer than zero".into(),
-                )
-                .into());
+                return Err(
+                    Usage("--federation-stale-after: must be longer than zero".into()).into(),
+                );
             }
             let settings = OpenSettings {
                 federation_stale_after,
@@ -282,7 +254,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("--listen {listen}: cannot bind"))?;
             tracing::info!(addr = %listener.local_addr()?, data_dir = %data_dir.display(), "serving");
-            let shutdown = commscan_agent::shutdown::on_signals();
+            let shutdown = commscan_runtime::signals::on_signals();
             let maintenance =
                 commscan_collector::service::spawn(collector.clone(), rules, shutdown.clone());
             let pusher =
@@ -313,7 +285,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let issued = Layout::new(&data_dir)
                 .issue_enterprise(&enterprise, &orgs, &out)
                 .map_err(|e| match e {
-                    LayoutError::Invalid(m) => anyhow::Error::new(ConfigError(m)),
+                    LayoutError::Invalid(m) => anyhow::Error::new(Usage(m)),
                     e => e.into(),
                 })?;
             println!(
@@ -350,32 +322,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             Layout::new(&data_dir)
                 .open(&rules)
-                .map_err(|e| ConfigError(e.to_string()))?;
+                .map_err(|e| Usage(e.to_string()))?;
             println!("{}: ready to serve", data_dir.display());
-        }
-        Command::Dev {
-            once,
-            listen,
-            root,
-            no_processes,
-            policy,
-            interval,
-        } => {
-            anyhow::ensure!(
-                listen.ip().is_loopback(),
-                "--listen {listen}: dev mode serves on loopback only"
-            );
-            let opts = DevOptions {
-                listen,
-                once,
-                root,
-                no_processes,
-                policy,
-                interval,
-                colour: std::io::stdout().is_terminal(),
-            };
-            let mut stdout = std::io::stdout();
-            dev::run(opts, &mut stdout, commscan_agent::shutdown::on_signals()).await?;
         }
     }
     Ok(())
@@ -383,32 +331,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // `dev` prints its own story on stdout; its logs stay quiet unless asked for.
-    let default_filter = match cli.command {
-        Command::Dev { .. } => "warn",
-        _ => "warn,commscan_collector=info",
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("COMMSCAN_LOG")
-                .unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    match rt.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("commscan-collector: {e:#}");
-            if e.downcast_ref::<ConfigError>().is_some() {
-                ExitCode::from(64)
-            } else {
-                ExitCode::FAILURE
-            }
-        }
+    Main {
+        name: "commscan-collector",
+        default_log: "warn,commscan_collector=info",
+        threads: Threads::Workers(None),
     }
+    .run(async { run(cli).await.map(|()| ExitCode::SUCCESS) })
 }

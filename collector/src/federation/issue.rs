@@ -15,9 +15,9 @@
 //! audit log (the store belongs to the running collector); keep the operator's record.
 
 use crate::layout::{Layout, LayoutError, path_err};
-use commscan_agent::state::write_atomic;
 use commscan_core::identity::{EnterpriseIdentity, is_valid_organisation};
 use commscan_core::pki::{Authority, ENTERPRISE_VALIDITY};
+use commscan_runtime::files::write_atomic;
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
@@ -102,7 +102,7 @@ impl Layout {
             .map_err(|e| LayoutError::Invalid(e.to_string()))?;
         std::fs::create_dir_all(out).map_err(|e| path_err(out, format!("cannot create: {e}")))?;
         let write = |p: &Path, text: &str, mode: u32| {
-            write_atomic(p, text.as_bytes(), mode).map_err(|e| path_err(p, e))
+            write_atomic(p, text.as_bytes(), mode).map_err(|e| path_err(&e.path, e.source))
         };
         write(&key, &pem.key, 0o600)?;
         write(&cert, &pem.cert, 0o644)?;

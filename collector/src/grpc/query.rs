@@ -70,7 +70,7 @@ pub const CSV_HEADER: &str =
 
 /// One device as a CSV line.
 pub fn csv_line(d: &DeviceRecord) -> String {
-    use crate::ctl::output::csv_field;
+    use commscan_core::text::csv_field;
     let last = d
         .last_report
         .and_then(|t| {

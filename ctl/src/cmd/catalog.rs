@@ -1,0 +1,139 @@
+//! `catalog list|show`: what commscan recognises, from the embedded catalog; no collector.
+
+use anyhow::Context;
+use clap::Subcommand;
+use commscan_core::catalog::Catalog;
+use commscan_ctl::output::{self, Format};
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub(crate) enum CatalogCommand {
+    /// List catalogued products.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Show one product and its signatures.
+    Show {
+        /// Product id.
+        id: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+}
+
+pub(crate) fn run(command: CatalogCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        CatalogCommand::List { output } => {
+            let catalog = Catalog::embedded();
+            match output {
+                Format::Json => println!("{}", serde_json::to_string_pretty(catalog.products())?),
+                Format::Csv => {
+                    println!("id,name,vendor,country,categories,status,platforms");
+                    for p in catalog.products() {
+                        let cats: Vec<&str> = p.categories.iter().map(|c| c.as_str()).collect();
+                        let plats: Vec<&str> = p.platforms().iter().map(|x| x.as_str()).collect();
+                        let fields = [
+                            p.id.clone(),
+                            p.name.clone(),
+                            p.vendor.clone(),
+                            p.country.clone(),
+                            cats.join(" "),
+                            format!("{:?}", p.status).to_lowercase(),
+                            plats.join(" "),
+                        ];
+                        println!(
+                            "{}",
+                            fields
+                                .iter()
+                                .map(|f| output::csv_field(f))
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        );
+                    }
+                }
+                Format::Table => {
+                    let rows: Vec<Vec<String>> = catalog
+                        .products()
+                        .iter()
+                        .map(|p| {
+                            vec![
+                                p.id.clone(),
+                                p.name.clone(),
+                                p.country.clone(),
+                                p.categories
+                                    .iter()
+                                    .map(|c| c.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(","),
+                                p.platforms()
+                                    .iter()
+                                    .map(|x| x.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(","),
+                            ]
+                        })
+                        .collect();
+                    print!(
+                        "{}",
+                        output::table(
+                            &["ID", "NAME", "COUNTRY", "CATEGORIES", "PLATFORMS"],
+                            &rows,
+                            None,
+                            false
+                        )
+                    );
+                    println!("\n{} products", rows.len());
+                }
+            }
+        }
+        CatalogCommand::Show { id, output } => {
+            let catalog = Catalog::embedded();
+            let p = catalog.product(&id).with_context(|| {
+                format!("no product '{id}' in the catalog (see `commscanctl catalog list`)")
+            })?;
+            match output {
+                Format::Json => println!("{}", serde_json::to_string_pretty(p)?),
+                Format::Table | Format::Csv => {
+                    println!(
+                        "{} ({})\n  vendor: {}\n  country: {}",
+                        p.name, p.id, p.vendor, p.country
+                    );
+                    println!(
+                        "  categories: {}",
+                        p.categories
+                            .iter()
+                            .map(|c| c.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    println!(
+                        "  status: {:?}{}",
+                        p.status,
+                        p.status_note
+                            .as_ref()
+                            .map(|n| format!(" ({n})"))
+                            .unwrap_or_default()
+                    );
+                    if let Some(f) = &p.family {
+                        println!("  family: {f}");
+                    }
+                    println!("  signatures:");
+                    for s in &p.signatures {
+                        println!(
+                            "    {:<18} {}{}\n    {:<18} source: {}",
+                            s.kind.as_str(),
+                            s.values.join(", "),
+                            if s.unverified { "  (unverified)" } else { "" },
+                            "",
+                            s.source
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,144 @@
+//! `devices` (list, filtered), `devices revoke`, `devices remove`, and `device ID` (one
+//! device's verdict, reasons and evidence).
+
+use super::{Conn, colour};
+use clap::{Args, Subcommand};
+use commscan_core::platform::Platform;
+use commscan_core::verdict::Status;
+use commscan_ctl::output;
+use commscan_proto::{convert, v1};
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub(crate) struct DevicesArgs {
+    #[command(subcommand)]
+    action: Option<DevicesAction>,
+    #[command(flatten)]
+    conn: Conn,
+    /// Only this organisation.
+    #[arg(long)]
+    org: Option<String>,
+    /// Only this status (compliant, noncompliant, waived, stale, unknown).
+    #[arg(long)]
+    status: Option<Status>,
+    /// Only devices with this product.
+    #[arg(long)]
+    product: Option<String>,
+    /// Only devices of this platform (linux, macos, windows).
+    #[arg(long)]
+    platform: Option<Platform>,
+    /// Stop after this many rows (0: all).
+    #[arg(long, default_value_t = 0)]
+    limit: usize,
+}
+
+#[derive(Subcommand)]
+enum DevicesAction {
+    /// Remove a revoked, decommissioned device: its record and history are deleted.
+    Remove {
+        #[command(flatten)]
+        conn: Conn,
+        /// Device id.
+        id: String,
+    },
+    /// Revoke a device: refused from its next connection on; its history stays.
+    Revoke {
+        #[command(flatten)]
+        conn: Conn,
+        /// Device id.
+        id: String,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct DeviceArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// Device id.
+    id: String,
+}
+
+/// Lists devices page by page, or runs the revoke/remove action.
+pub(crate) async fn run(args: DevicesArgs) -> anyhow::Result<ExitCode> {
+    match args.action {
+        None => list(args).await?,
+        Some(DevicesAction::Remove { conn, id }) => {
+            conn.connection()?
+                .admin()
+                .await?
+                .remove_device(v1::RemoveDeviceRequest {
+                    device_id: id.clone(),
+                })
+                .await?;
+            println!("device {id} removed with its history");
+        }
+        Some(DevicesAction::Revoke { conn, id }) => {
+            conn.connection()?
+                .admin()
+                .await?
+                .revoke_device(v1::RevokeDeviceRequest {
+                    device_id: id.clone(),
+                })
+                .await?;
+            println!(
+                "device {id} revoked: it is refused from its next connection; its history stays"
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn list(args: DevicesArgs) -> anyhow::Result<()> {
+    let DevicesArgs {
+        conn,
+        org,
+        status,
+        product,
+        platform,
+        limit,
+        ..
+    } = args;
+    let mut client = conn.connection()?.query().await?;
+    let mut rows = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_devices(v1::ListDevicesRequest {
+                organisation: org.clone().unwrap_or_default(),
+                status: status.map(convert::status_to_wire).unwrap_or_default(),
+                product: product.clone().unwrap_or_default(),
+                page_size: 1000,
+                page_token: token,
+                platform: platform.map(convert::platform_to_wire).unwrap_or_default(),
+            })
+            .await?
+            .into_inner();
+        rows.extend(page.devices.iter().map(output::device_out));
+        token = page.next_page_token;
+        if token.is_empty() || (limit > 0 && rows.len() >= limit) {
+            break;
+        }
+    }
+    if limit > 0 {
+        rows.truncate(limit);
+    }
+    print!("{}", output::devices(&rows, conn.output, colour()));
+    Ok(())
+}
+
+/// `device ID`: one device in detail.
+pub(crate) async fn show(args: DeviceArgs) -> anyhow::Result<ExitCode> {
+    let DeviceArgs { conn, id } = args;
+    let d = conn
+        .connection()?
+        .query()
+        .await?
+        .get_device(v1::GetDeviceRequest { device_id: id })
+        .await?
+        .into_inner();
+    print!(
+        "{}",
+        output::device_detail(&output::device_detail_out(&d), conn.output, colour())
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,130 @@
+//! `tokens create|list|revoke`: enrolment tokens of an organisation. A token's secret is
+//! shown once, at creation; listings never carry it.
+
+use super::{Conn, time_text};
+use clap::Subcommand;
+use commscan_ctl::output::{self, Format};
+use commscan_proto::v1;
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub(crate) enum TokensCommand {
+    /// Create an enrolment token for an organisation; the secret is shown once.
+    Create {
+        #[command(flatten)]
+        conn: Conn,
+        /// Organisation devices will enrol into.
+        #[arg(long)]
+        org: String,
+        /// Number of enrolments it allows (default: unlimited until it expires).
+        #[arg(long)]
+        uses: Option<u64>,
+        /// Lifetime, e.g. 7d, 12h (default 7d, at most 366d).
+        #[arg(long, value_parser = commscan_core::duration::parse_duration)]
+        expires: Option<std::time::Duration>,
+    },
+    /// List enrolment tokens (never their secrets).
+    List {
+        #[command(flatten)]
+        conn: Conn,
+        /// Only this organisation.
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Revoke an enrolment token by id.
+    Revoke {
+        #[command(flatten)]
+        conn: Conn,
+        /// Token id from `tokens list`.
+        id: String,
+    },
+}
+
+pub(crate) async fn run(command: TokensCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TokensCommand::Create {
+            conn,
+            org,
+            uses,
+            expires,
+        } => {
+            let r = conn
+                .connection()?
+                .admin()
+                .await?
+                .create_enrollment_token(v1::CreateEnrollmentTokenRequest {
+                    organisation: org.clone(),
+                    uses: uses.unwrap_or(0),
+                    expires_in_seconds: expires.map(|d| d.as_secs()).unwrap_or(0),
+                })
+                .await?
+                .into_inner();
+            let t = r.token.unwrap_or_default();
+            match conn.output {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::json!({"token_id": t.token_id, "organisation": t.organisation, "secret": r.secret, "expires_at": time_text(t.expires_at.as_ref()), "uses": t.uses_left})
+                ),
+                _ => {
+                    println!(
+                        "enrolment token {} for '{}' (expires {}, uses {})",
+                        t.token_id,
+                        t.organisation,
+                        time_text(t.expires_at.as_ref()),
+                        t.uses_left
+                            .map(|u| u.to_string())
+                            .unwrap_or_else(|| "unlimited".into())
+                    );
+                    println!(
+                        "secret (shown once; give it to `commscan-agent enroll` via COMMSCAN_ENROLL_TOKEN):\n  {}",
+                        r.secret
+                    );
+                }
+            }
+        }
+        TokensCommand::List { conn, org } => {
+            let r = conn
+                .connection()?
+                .admin()
+                .await?
+                .list_enrollment_tokens(v1::ListEnrollmentTokensRequest {
+                    organisation: org.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            let rows: Vec<Vec<String>> = r
+                .tokens
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.token_id.clone(),
+                        t.organisation.clone(),
+                        time_text(t.created_at.as_ref()),
+                        time_text(t.expires_at.as_ref()),
+                        t.uses_left
+                            .map(|u| u.to_string())
+                            .unwrap_or_else(|| "unlimited".into()),
+                        if t.revoked {
+                            "revoked".into()
+                        } else {
+                            "active".into()
+                        },
+                    ]
+                })
+                .collect();
+            let header = ["TOKEN", "ORG", "CREATED", "EXPIRES", "USES LEFT", "STATE"];
+            print!("{}", output::rows(&header, &rows, conn.output));
+        }
+        TokensCommand::Revoke { conn, id } => {
+            conn.connection()?
+                .admin()
+                .await?
+                .revoke_enrollment_token(v1::RevokeEnrollmentTokenRequest {
+                    token_id: id.clone(),
+                })
+                .await?;
+            println!("enrolment token {id} revoked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

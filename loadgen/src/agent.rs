@@ -1,0 +1,298 @@
+//! One simulated agent: the wire behaviour of `commscan-agent run`, without the scanner.
+//!
+//! A session connects from the agent's own source address (so many agents are not limited by
+//! the ephemeral ports of one address), presents the device's certificate, sends a hello,
+//! waits for the welcome, then sends a snapshot as the real agent does at the start of every
+//! session. Afterwards it sends deltas as the pool's [`Phase`] says, one in flight at a time,
+//! each after the previous ack. A failed session is retried with the real agent's full-jitter
+//! backoff (`commscan_runtime::transport::backoff`, base 1 s, cap 300 s).
+
+use crate::fleet::SimDevice;
+use crate::pool::{Counters, Phase};
+use crate::{LoadgenError, unix_nanos};
+use commscan_proto::v1::{
+    self, AgentMessage, agent_message, collector_message, reporting_client::ReportingClient,
+};
+use commscan_runtime::transport::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// Where the collector is.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Its address on loopback.
+    pub addr: SocketAddr,
+    /// The deployment CA (PEM) to pin.
+    pub ca_pem: String,
+}
+
+/// Catalogued products the synthetic reports name.
+const PRODUCTS: [&str; 8] = [
+    "zoom",
+    "telegram",
+    "yandex-telemost",
+    "slack",
+    "trueconf",
+    "skype",
+    "vk-teams",
+    "discord",
+];
+
+fn finding(product: &str, version: String) -> v1::Finding {
+    v1::Finding {
+        product: product.into(),
+        installed: true,
+        running: false,
+        evidence: vec![v1::Evidence {
+            source: "dpkg".into(),
+            detail: format!("package {product} {version}"),
+            signature: "dpkg".into(),
+        }],
+        version,
+    }
+}
+
+/// The `index`-th device's snapshot: three catalogued products.
+fn snapshot(index: usize) -> v1::report::Body {
+    let findings = (0..3)
+        .map(|k| finding(PRODUCTS[(index + k * 3) % PRODUCTS.len()], "1.0.0".into()))
+        .collect();
+    v1::report::Body::Snapshot(v1::Snapshot {
+        findings,
+        unclassified: Vec::new(),
+    })
+}
+
+/// A delta: the first product of the snapshot moved to another version (the commonest change).
+fn delta(index: usize, sequence: u64) -> v1::report::Body {
+    v1::report::Body::Delta(v1::Delta {
+        upserted: vec![finding(
+            PRODUCTS[index % PRODUCTS.len()],
+            format!("1.0.{sequence}"),
+        )],
+        removed: Vec::new(),
+        unclassified: Vec::new(),
+        unclassified_changed: false,
+    })
+}
+
+fn report(sequence: u64, body: v1::report::Body) -> AgentMessage {
+    AgentMessage {
+        kind: Some(agent_message::Kind::Report(v1::Report {
+            sequence,
+            body: Some(body),
+            stats: Some(v1::ScanStats {
+                duration_ms: 4,
+                items_seen: 800,
+                ..Default::default()
+            }),
+            scanned_at: Some(commscan_proto::convert::timestamp(
+                time::OffsetDateTime::now_utc(),
+            )),
+            // The simulator does not reconcile; an empty digest asks for no resync.
+            state_digest: Vec::new(),
+        })),
+    }
+}
+
+/// A channel to `target` from `source`, with the agent's TLS and keepalive settings.
+pub async fn connect(
+    target: &Target,
+    device: &SimDevice,
+    source: IpAddr,
+) -> Result<Channel, LoadgenError> {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&target.ca_pem))
+        .identity(Identity::from_pem(&device.cert_pem, &device.key_pem));
+    let endpoint = Endpoint::from_shared(format!("https://{}", target.addr))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(10))
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
+    let addr = target.addr;
+    let connector = tower::service_fn(move |_: tonic::transport::Uri| async move {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.bind(SocketAddr::new(source, 0))?;
+        let stream = socket.connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+    });
+    Ok(endpoint.connect_with_connector(connector).await?)
+}
+
+/// One agent's identity and surroundings.
+pub struct Agent {
+    /// Its position in the fleet (chooses its products).
+    pub index: usize,
+    /// Its credentials.
+    pub device: SimDevice,
+    /// The source address it connects from.
+    pub source: IpAddr,
+    /// The collector.
+    pub target: Arc<Target>,
+    /// What the pool wants now.
+    pub phase: watch::Receiver<Phase>,
+    /// Shared counters.
+    pub counters: Arc<Counters>,
+    /// Ends the agent.
+    pub stop: CancellationToken,
+}
+
+/// A report waiting for its ack.
+struct InFlight {
+    sequence: u64,
+    sent: Instant,
+    /// Sent by a load phase (its latency is recorded), not the session's snapshot.
+    measured: bool,
+}
+
+impl Agent {
+    /// Runs sessions until stopped, backing off between failed ones like the real agent.
+    pub async fn run(mut self, start_after: Duration) {
+        tokio::select! {
+            _ = self.stop.cancelled() => return,
+            _ = tokio::time::sleep(start_after) => {}
+        }
+        let mut sequence = 0;
+        let mut attempt = 0;
+        loop {
+            match self.session(&mut sequence, &mut attempt).await {
+                Ok(()) => return,
+                Err(e) => {
+                    self.counters.failure(&e);
+                    let delay = commscan_runtime::transport::backoff(
+                        attempt,
+                        Duration::from_secs(1),
+                        Duration::from_secs(300),
+                    );
+                    attempt += 1;
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn session(&mut self, sequence: &mut u64, attempt: &mut u32) -> Result<(), LoadgenError> {
+        let channel = tokio::select! {
+            _ = self.stop.cancelled() => return Ok(()),
+            c = connect(&self.target, &self.device, self.source) => c?,
+        };
+        let (tx, rx) = mpsc::channel::<AgentMessage>(4);
+        let hello = v1::Hello {
+            agent_version: commscan_core::VERSION.into(),
+            platform: v1::Platform::Linux as i32,
+            last_acked_sequence: *sequence,
+            hostname: format!("sim-{:06}", self.index),
+            state_digest: Vec::new(),
+            device_id: self.device.device_id.clone(),
+        };
+        let closed = || LoadgenError::Protocol("stream closed by collector".into());
+        tx.send(AgentMessage {
+            kind: Some(agent_message::Kind::Hello(hello)),
+        })
+        .await
+        .map_err(|_| closed())?;
+        let mut inbound = ReportingClient::new(channel)
+            .connect(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        match inbound.message().await?.and_then(|m| m.kind) {
+            Some(collector_message::Kind::Welcome(w)) => {
+                *sequence = (*sequence).max(w.stored_sequence)
+            }
+            other => {
+                return Err(LoadgenError::Protocol(format!(
+                    "expected a welcome, got {other:?}"
+                )));
+            }
+        }
+        *attempt = 0;
+        let _online = self.counters.online();
+
+        *sequence += 1;
+        tx.send(report(*sequence, snapshot(self.index)))
+            .await
+            .map_err(|_| closed())?;
+        let mut in_flight = Some(InFlight {
+            sequence: *sequence,
+            sent: Instant::now(),
+            measured: false,
+        });
+        let mut phase = *self.phase.borrow_and_update();
+        let mut tick = phase.ticker(self.index);
+        loop {
+            // Closed loop: the next report leaves as soon as the previous one is acknowledged.
+            if in_flight.is_none() && phase.closed_loop_open() {
+                *sequence += 1;
+                tx.send(report(*sequence, delta(self.index, *sequence)))
+                    .await
+                    .map_err(|_| closed())?;
+                in_flight = Some(InFlight {
+                    sequence: *sequence,
+                    sent: Instant::now(),
+                    measured: true,
+                });
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => return Ok(()),
+                changed = self.phase.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    phase = *self.phase.borrow_and_update();
+                    tick = phase.ticker(self.index);
+                }
+                _ = next_tick(&mut tick) => {
+                    if !phase.open_loop_open() {
+                        tick = None;
+                    } else if in_flight.is_some() {
+                        self.counters.skipped();
+                    } else {
+                        *sequence += 1;
+                        tx.send(report(*sequence, delta(self.index, *sequence))).await.map_err(|_| closed())?;
+                        in_flight = Some(InFlight { sequence: *sequence, sent: Instant::now(), measured: true });
+                    }
+                }
+                m = inbound.message() => match m?.and_then(|m| m.kind) {
+                    Some(collector_message::Kind::Ack(a)) => {
+                        if let Some(f) = in_flight.take_if(|f| a.sequence >= f.sequence) {
+                            self.counters.acked(f.measured.then(|| f.sent.elapsed()));
+                        }
+                    }
+                    Some(collector_message::Kind::PolicyChanged(_)) => self.counters.policy_changed(unix_nanos()),
+                    Some(collector_message::Kind::Throttle(t)) => {
+                        // Not applied; like the real agent, wait as asked. The simulator
+                        // counts it and moves on to the next report.
+                        self.counters.throttled();
+                        in_flight = None;
+                        tokio::time::sleep(Duration::from_millis(u64::from(t.retry_after_ms)).min(Duration::from_secs(30))).await;
+                    }
+                    Some(_) => {}
+                    None => return Err(closed()),
+                },
+            }
+        }
+    }
+}
+
+async fn next_tick(tick: &mut Option<tokio::time::Interval>) {
+    match tick {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,95 @@
+//! The fleet simulator, small: a few simulated agents with their own certificates hold mTLS
+//! streams from several loopback source addresses, get their reports acknowledged, receive a
+//! pushed policy change, and stop by themselves. The scale figures come from
+//! `commscan-loadgen bench`; this only keeps the simulator honest in CI.
+
+use commscan_collector::server::{Limits, serve};
+use commscan_loadgen::agent::Target;
+use commscan_loadgen::fleet::Fleet;
+use commscan_loadgen::pool::{Phase, Pool, Snapshot};
+use commscan_tests::{init_crypto, wait_until};
+use std::net::IpAddr;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const AGENTS: usize = 4;
+
+fn sources() -> Vec<IpAddr> {
+    if cfg!(target_os = "linux") {
+        vec!["127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap()]
+    } else {
+        vec!["127.0.0.1".parse().unwrap()]
+    }
+}
+
+async fn until(pool: &Pool, what: &str, f: impl Fn(&Snapshot) -> bool) -> Snapshot {
+    wait_until(Duration::from_secs(20), what, || {
+        let s = pool.snapshot();
+        let done = f(&s);
+        async move { done.then_some(s) }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_agents_report_and_receive_a_pushed_policy_change() {
+    init_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = Fleet::prepare(&dir.path().join("cache"), AGENTS, 2).unwrap();
+    assert_eq!(fleet.devices.len(), AGENTS);
+    let again = Fleet::prepare(&dir.path().join("cache"), AGENTS, 2).unwrap();
+    assert_eq!(
+        again.devices[0].cert_pem, fleet.devices[0].cert_pem,
+        "the cache is reused"
+    );
+
+    let layout = fleet.fresh_data_dir(dir.path()).unwrap();
+    let (collector, tls) = layout.open(&Default::default()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(serve(
+        collector.clone(),
+        tls,
+        listener,
+        Limits::default(),
+        stop.clone(),
+    ));
+
+    let target = Target {
+        addr,
+        ca_pem: fleet.ca_pem.clone(),
+    };
+    let pool = Pool::start(target, fleet.devices, 0, &sources(), 0.0);
+    until(
+        &pool,
+        "every agent connected and its snapshot acknowledged",
+        |s| s.connected == AGENTS as i64 && s.acks >= AGENTS as u64,
+    )
+    .await;
+    assert_eq!(collector.connections.connected(), AGENTS);
+
+    pool.reset();
+    pool.set_phase(Phase::Closed {
+        until: tokio::time::Instant::now() + Duration::from_millis(500),
+    });
+    let s = until(&pool, "deltas acknowledged", |s| s.acks > AGENTS as u64).await;
+    assert!(s.latency.count() > 0, "load-phase latencies are recorded");
+    assert_eq!(s.failures, 0, "{}", s.last_failure);
+
+    let c = collector.clone();
+    tokio::task::spawn_blocking(move || {
+        c.reload(&commscan_collector::compliance::RulesConfig::default())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    until(&pool, "every agent told of the policy change", |s| {
+        s.policy_changes == AGENTS as u64
+    })
+    .await;
+
+    pool.stop(Duration::from_secs(5)).await;
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+}

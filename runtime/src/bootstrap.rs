@@ -1,0 +1,127 @@
+//! A binary's `main`, the same for every commscan binary: structured logs on stderr filtered
+//! by `COMMSCAN_LOG`, the ring provider for rustls, a tokio runtime, and one mapping from the
+//! outcome to an exit code:
+//!
+//! | outcome | exit code |
+//! |---|---|
+//! | success, or the code the command chose | 0, or that code |
+//! | a [`Usage`] error anywhere in the chain (bad flags, configuration, missing file) | 64 (`EX_USAGE`) |
+//! | any other error | 1 |
+//!
+//! Errors are printed once, as `NAME: cause: cause…`; a collector's refusal (a
+//! [`tonic::Status`]) as `NAME: collector answered CODE: message`.
+
+use std::future::Future;
+use std::process::ExitCode;
+
+/// `EX_USAGE` from sysexits.h: the command was used wrongly (flags, configuration).
+pub const EX_USAGE: u8 = 64;
+
+/// A usage or configuration mistake: exit code [`EX_USAGE`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+/// How many threads the runtime runs on.
+#[derive(Debug, Clone, Copy)]
+pub enum Threads {
+    /// One thread: clients that make a call and print.
+    Current,
+    /// A multi-threaded runtime with this many workers (`None`: one per core).
+    Workers(Option<usize>),
+}
+
+/// The process's settings: its name in messages, its default log filter, its runtime.
+#[derive(Debug, Clone, Copy)]
+pub struct Main {
+    /// Name printed before errors.
+    pub name: &'static str,
+    /// Log filter when `COMMSCAN_LOG` is not set (e.g. `warn,commscan_agent=info`).
+    pub default_log: &'static str,
+    /// The runtime.
+    pub threads: Threads,
+}
+
+impl Main {
+    /// Sets up logging and TLS, runs `body` to completion on a fresh runtime, and turns its
+    /// outcome into an exit code.
+    pub fn run<F>(self, body: F) -> ExitCode
+    where
+        F: Future<Output = anyhow::Result<ExitCode>>,
+    {
+        init_logging(self.default_log);
+        install_crypto_provider();
+        let mut builder = match self.threads {
+            Threads::Current => tokio::runtime::Builder::new_current_thread(),
+            Threads::Workers(n) => {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                if let Some(n) = n {
+                    b.worker_threads(n);
+                }
+                b
+            }
+        };
+        let rt = match builder.enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("{}: cannot start the async runtime: {e}", self.name);
+                return ExitCode::FAILURE;
+            }
+        };
+        match rt.block_on(body) {
+            Ok(code) => code,
+            Err(e) => report(self.name, &e),
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `COMMSCAN_LOG` or else `default`.
+pub fn init_logging(default: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("COMMSCAN_LOG")
+                .unwrap_or_else(|_| default.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Installs ring as rustls's process-wide provider (a second call is harmless).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Prints `e` once and returns its exit code.
+pub fn report(name: &str, e: &anyhow::Error) -> ExitCode {
+    if let Some(s) = e.downcast_ref::<tonic::Status>() {
+        eprintln!("{name}: collector answered {:?}: {}", s.code(), s.message());
+    } else {
+        eprintln!("{name}: {e:#}");
+    }
+    exit_code(e)
+}
+
+/// 64 when a [`Usage`] error is anywhere in the chain, 1 otherwise.
+pub fn exit_code(e: &anyhow::Error) -> ExitCode {
+    if e.chain().any(|c| c.downcast_ref::<Usage>().is_some()) {
+        ExitCode::from(EX_USAGE)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn a_usage_error_under_context_still_exits_64() {
+        let e = Err::<(), _>(Usage("--listen: bad address".into()))
+            .context("serve")
+            .unwrap_err();
+        assert_eq!(exit_code(&e), ExitCode::from(EX_USAGE));
+        let other = anyhow::anyhow!("disk full");
+        assert_eq!(exit_code(&other), ExitCode::FAILURE);
+    }
+}

@@ -1,0 +1,19 @@
+//! `commscan-runtime`: the process plumbing shared by the agent, the collector, `commscanctl`
+//! and the demo, so that none of them has to link another role to get it.
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`transport`] | a TLS channel to a collector (pinned CA, optional client identity, keepalive), the transport error, reconnect backoff |
+//! | [`signals`] | one shutdown token: Ctrl-C, or SIGTERM on Unix |
+//! | [`files`] | atomic, durable replacement of small files |
+//! | [`bootstrap`] | a binary's `main`: logging, the rustls provider, the tokio runtime, exit codes |
+//!
+//! Nothing here knows what a device, a report or a policy is: the domain lives in
+//! `commscan-core`, the wire in `commscan-proto`.
+
+#![forbid(unsafe_code)]
+
+pub mod bootstrap;
+pub mod files;
+pub mod signals;
+pub mod transport;
