@@ -2,7 +2,7 @@
 //! 1 runtime failure, 64 bad usage or configuration.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use commscan_collector::compliance::RulesConfig;
 use commscan_collector::federation::{push, upstream::UpstreamFlags};
 use commscan_collector::layout::{InitOptions, Layout, LayoutError, OpenSettings};
@@ -69,19 +69,8 @@ enum Command {
         /// Address to listen on.
         #[arg(long, env = "COMMSCAN_LISTEN", default_value = "0.0.0.0:7443")]
         listen: SocketAddr,
-        /// Default policy file (default: the embedded ministry-letter policy). SIGHUP reloads
-        /// every rules file; an invalid one is refused and the previous rules stay in force.
-        #[arg(long, env = "COMMSCAN_POLICY")]
-        policy: Option<PathBuf>,
-        /// ORG=FILE: a policy for one organisation (repeatable); others get the default.
-        #[arg(long = "org-policy", value_parser = parse_org_policy)]
-        org_policies: Vec<(String, PathBuf)>,
-        /// Catalog file replacing the embedded catalog.
-        #[arg(long, env = "COMMSCAN_CATALOG")]
-        catalog: Option<PathBuf>,
-        /// Registers file replacing the embedded registers.
-        #[arg(long, env = "COMMSCAN_REGISTERS")]
-        registers: Option<PathBuf>,
+        #[command(flatten)]
+        rules: RulesArgs,
         /// Enterprise: the ministry collector to push organisation aggregates to
         /// (https://HOST:PORT). Needs --upstream-ca, --upstream-cert and --upstream-key.
         #[arg(long, env = "COMMSCAN_UPSTREAM")]
@@ -118,18 +107,9 @@ enum Command {
             default_value = "/var/lib/commscan-collector"
         )]
         data_dir: PathBuf,
-        /// Default policy file `serve` will use.
-        #[arg(long, env = "COMMSCAN_POLICY")]
-        policy: Option<PathBuf>,
-        /// ORG=FILE policies `serve` will use (repeatable).
-        #[arg(long = "org-policy", value_parser = parse_org_policy)]
-        org_policies: Vec<(String, PathBuf)>,
-        /// Catalog file `serve` will use.
-        #[arg(long, env = "COMMSCAN_CATALOG")]
-        catalog: Option<PathBuf>,
-        /// Registers file `serve` will use.
-        #[arg(long, env = "COMMSCAN_REGISTERS")]
-        registers: Option<PathBuf>,
+        /// The rules files `serve` will use.
+        #[command(flatten)]
+        rules: RulesArgs,
     },
 }
 
@@ -150,6 +130,36 @@ enum FederationCommand {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// The rules in force: catalog, registers, the default policy and per-organisation policies.
+/// `serve` and `validate` take the same flags, so `validate` checks exactly what `serve` loads.
+#[derive(Args)]
+struct RulesArgs {
+    /// Default policy file (default: the embedded ministry-letter policy). SIGHUP reloads
+    /// every rules file; an invalid one is refused and the previous rules stay in force.
+    #[arg(long, env = "COMMSCAN_POLICY")]
+    policy: Option<PathBuf>,
+    /// ORG=FILE: a policy for one organisation (repeatable); others get the default.
+    #[arg(long = "org-policy", value_parser = parse_org_policy)]
+    org_policies: Vec<(String, PathBuf)>,
+    /// Catalog file replacing the embedded catalog.
+    #[arg(long, env = "COMMSCAN_CATALOG")]
+    catalog: Option<PathBuf>,
+    /// Registers file replacing the embedded registers.
+    #[arg(long, env = "COMMSCAN_REGISTERS")]
+    registers: Option<PathBuf>,
+}
+
+impl From<RulesArgs> for RulesConfig {
+    fn from(a: RulesArgs) -> Self {
+        RulesConfig {
+            catalog: a.catalog,
+            registers: a.registers,
+            policy: a.policy,
+            org_policies: a.org_policies,
+        }
+    }
 }
 
 fn parse_org_policy(s: &str) -> Result<(String, PathBuf), String> {
@@ -203,10 +213,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             data_dir,
             listen,
-            policy,
-            org_policies,
-            catalog,
-            registers,
+            rules,
             upstream,
             upstream_ca,
             upstream_cert,
@@ -214,12 +221,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             push_interval,
             federation_stale_after,
         } => {
-            let rules = RulesConfig {
-                catalog,
-                registers,
-                policy,
-                org_policies,
-            };
+            let rules = RulesConfig::from(rules);
             match commscan_collector::open_files::raise_to_hard_limit() {
                 Ok(l) => tracing::info!(soft = ?l.soft, hard = ?l.hard, "open files limit"),
                 Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
@@ -307,19 +309,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 issued.key.display()
             );
         }
-        Command::Validate {
-            data_dir,
-            policy,
-            org_policies,
-            catalog,
-            registers,
-        } => {
-            let rules = RulesConfig {
-                catalog,
-                registers,
-                policy,
-                org_policies,
-            };
+        Command::Validate { data_dir, rules } => {
+            let rules = RulesConfig::from(rules);
             Layout::new(&data_dir)
                 .open(&rules)
                 .map_err(|e| Usage(e.to_string()))?;
