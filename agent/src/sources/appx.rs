@@ -18,8 +18,9 @@
 //! read: the full name already carries the version. A directory lists at most
 //! [`MAX_DIR_ENTRIES`] entries.
 
-use super::windows_paths::resolve;
-use super::{ScanContext, Source, fs::Walk};
+use super::util::fs::Walk;
+use super::util::winpath::resolve;
+use super::{ScanContext, Source};
 use commscan_core::catalog::SignatureKind;
 use commscan_core::inventory::InventoryItem;
 use commscan_core::scan::SourceOutcome;

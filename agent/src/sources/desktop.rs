@@ -1,4 +1,4 @@
-//! Desktop entries (`.desktop` files): what the application menus list.
+//! Desktop entries (source `desktop`, `.desktop` files): what the application menus list.
 //!
 //! Read from the system folders (`/usr/share/applications`, `/usr/local/share/applications`,
 //! Flatpak's and snapd's exports) and every user's `~/.local/share/applications` and
@@ -15,7 +15,9 @@
 //! An entry whose `Categories` hold InstantMessaging, Chat, VideoConference, Telephony or
 //! IRCClient is an unclassified candidate: reported only if no catalog signature matches it.
 
-use super::{ScanContext, Source, clip, for_each_line, fs::Walk, rooted};
+use super::util::text::{clip, for_each_line};
+use super::util::{fs::Walk, rooted, users::in_homes};
+use super::{ScanContext, Source};
 use commscan_core::catalog::SignatureKind;
 use commscan_core::inventory::InventoryItem;
 use commscan_core::scan::SourceOutcome;
@@ -330,7 +332,7 @@ impl Source for Desktop {
     fn watch_paths(&self, ctx: &ScanContext) -> Vec<std::path::PathBuf> {
         let mut v: Vec<_> = SYSTEM_DIRS.iter().map(|d| ctx.path(d)).collect();
         for d in USER_DIRS {
-            v.extend(super::in_homes(ctx, d));
+            v.extend(in_homes(ctx, d));
         }
         v
     }

@@ -1,4 +1,4 @@
-//! Installed web apps (PWAs) in Chromium-family browsers, on every platform.
+//! Installed web apps (source `pwa`) in Chromium-family browsers, on every platform.
 //!
 //! Where: each user's browser user-data folder ([`browsers`] lists them per platform: Google
 //! Chrome, Chromium, Microsoft Edge, Yandex Browser; on Linux also the snap Chromium and the
@@ -35,8 +35,9 @@
 //! cannot be listed, makes the source `failed` naming the file from `~` (never with the
 //! user's name); the app ids are still reported. No user-data folder at all is `absent`.
 
-use super::fs::read_capped;
-use super::{ScanContext, Source, problems_outcome, shown_path};
+use super::util::fs::read_capped;
+use super::util::outcome::{problems_outcome, shown_path};
+use super::{ScanContext, Source};
 use commscan_core::catalog::SignatureKind;
 use commscan_core::inventory::InventoryItem;
 use commscan_core::platform::Platform;

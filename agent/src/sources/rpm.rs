@@ -1,4 +1,4 @@
-//! The rpm database.
+//! The rpm database (source `rpm`).
 //!
 //! RPM ≥ 4.16 (Fedora 33+, RHEL 9, openSUSE's newer releases) keeps it in SQLite:
 //! `rpmdb.sqlite` in `/usr/lib/sysimage/rpm` or `/var/lib/rpm` (often one links to the other),
@@ -15,7 +15,8 @@
 //! - The older BerkeleyDB `Packages` (RHEL ≤ 8) and SUSE's `Packages.db` (ndb) are not read:
 //!   the source says so as `failed: ...` instead of claiming the machine has no rpm packages.
 
-use super::{ScanContext, Source, clip, rooted};
+use super::util::{rooted, text::clip};
+use super::{ScanContext, Source};
 use commscan_core::catalog::SignatureKind;
 use commscan_core::inventory::InventoryItem;
 use commscan_core::scan::SourceOutcome;

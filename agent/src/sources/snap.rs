@@ -1,4 +1,4 @@
-//! Installed snaps.
+//! Installed snaps (source `snap`).
 //!
 //! Two places tell, and a mounted disk image may only have the first:
 //! - `/var/lib/snapd/snaps/<name>_<rev>.snap`: the squashfs file of every kept revision
@@ -10,7 +10,9 @@
 //!
 //! Every snap is reported, bases and `snapd` included: only catalog matches leave the device.
 
-use super::{ScanContext, Source, clip, for_each_line, rooted};
+use super::util::rooted;
+use super::util::text::{clip, for_each_line};
+use super::{ScanContext, Source};
 use commscan_core::catalog::SignatureKind;
 use commscan_core::inventory::InventoryItem;
 use commscan_core::scan::SourceOutcome;

@@ -10,7 +10,7 @@
 //!   are the norm on Windows (Zoom's `ZoomUMX`, Slack, Teams classic, Telegram), and reading the
 //!   hive file offline finds them for users who are not logged on.
 //!
-//! Hives are read with the crate's own [`hive`](super::hive) reader, at most
+//! Hives are read with the crate's own [`hive`](super::util::hive) reader, at most
 //! [`MAX_HIVE_BYTES`] each, and file names are matched case-insensitively (a mounted NTFS or a
 //! fixture may spell them `software`, `ntuser.dat`). Transaction logs are ignored: a dirty hive
 //! is read as its primary file stands (see the reader's docs).
@@ -39,9 +39,10 @@
 //! `<file>: <why>`, and the other hives are still read. An entry that cannot be read is skipped
 //! and counted: `<file>: N entries skipped: <first reason>`.
 
-use super::hive::{Hive, HiveError, Key};
-use super::windows_paths::resolve;
-use super::{ScanContext, Source, fs::read_capped};
+use super::util::fs::read_capped;
+use super::util::hive::{Hive, HiveError, Key};
+use super::util::winpath::resolve;
+use super::{ScanContext, Source};
 use commscan_core::catalog::SignatureKind;
 use commscan_core::inventory::InventoryItem;
 use commscan_core::scan::SourceOutcome;

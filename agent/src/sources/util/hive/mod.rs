@@ -313,7 +313,7 @@ fn walk_bins(bins: &[u8]) -> usize {
 }
 
 #[cfg(test)]
-#[path = "../../../tests/support/hive_writer.rs"]
+#[path = "../../../../tests/support/hive_writer.rs"]
 pub(crate) mod writer;
 
 #[cfg(test)]

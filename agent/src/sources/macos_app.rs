@@ -1,4 +1,4 @@
-//! macOS application bundles (`.app`).
+//! macOS application bundles (source `macos_app`, `.app`).
 //!
 //! Where: `/Applications` (scope `system`) and every user's `~/Applications` (scope
 //! `per-user`, users from [`ScanContext::homes`], so users who are not logged in count too).
@@ -35,8 +35,10 @@
 //! the scanned system, a user's home written `~` (outcomes go to the collector, user names
 //! do not).
 
-use super::fs::{Walk, read_capped};
-use super::{ScanContext, Source, problems_outcome, shown_path};
+use super::util::fs::{Walk, read_capped};
+use super::util::outcome::{problems_outcome, shown_path};
+use super::util::users::in_homes;
+use super::{ScanContext, Source};
 use commscan_core::catalog::SignatureKind;
 use commscan_core::inventory::InventoryItem;
 use commscan_core::scan::SourceOutcome;
@@ -47,7 +49,7 @@ use unicode_normalization::UnicodeNormalization;
 
 /// The macOS application-bundle source.
 #[derive(Debug, Clone, Copy)]
-pub struct MacosApps;
+pub struct MacosApp;
 
 const SOURCE: &str = "macos_app";
 
@@ -273,14 +275,14 @@ fn bundle_item(
     item
 }
 
-impl Source for MacosApps {
+impl Source for MacosApp {
     fn name(&self) -> &'static str {
         SOURCE
     }
 
     fn watch_paths(&self, ctx: &ScanContext) -> Vec<std::path::PathBuf> {
         let mut v = vec![ctx.path("/Applications")];
-        v.extend(super::in_homes(ctx, "Applications"));
+        v.extend(in_homes(ctx, "Applications"));
         v
     }
 
@@ -390,14 +392,14 @@ mod tests {
 
     fn collect(root: &Path) -> (Vec<InventoryItem>, SourceOutcome) {
         let mut out = Vec::new();
-        let outcome = MacosApps.collect(&ctx(root), &mut out);
+        let outcome = MacosApp.collect(&ctx(root), &mut out);
         (out, outcome)
     }
 
     fn scan(root: &Path) -> commscan_core::scan::ScanReport {
         Scanner::new(&Catalog::embedded()).scan_with(
             &ScanTarget::tree(root, Platform::Macos),
-            &[Box::new(MacosApps)],
+            &[Box::new(MacosApp)],
         )
     }
 
