@@ -18,10 +18,10 @@ use std::path::Path;
 
 /// The AppImage source.
 #[derive(Debug, Clone, Copy)]
-pub struct Appimage;
+pub(crate) struct Appimage;
 
 /// Folders of a home searched for AppImages (`""` is the home itself).
-pub const HOME_DIRS: [&str; 7] = [
+pub(crate) const HOME_DIRS: [&str; 7] = [
     "",
     "Applications",
     "Downloads",
@@ -34,7 +34,7 @@ pub const HOME_DIRS: [&str; 7] = [
 const MAX_ENTRIES: usize = 20_000;
 
 /// Whether a file name is an AppImage's.
-pub fn is_appimage(name: &str) -> bool {
+pub(crate) fn is_appimage(name: &str) -> bool {
     let n = name.as_bytes();
     n.len() > ".appimage".len()
         && n[n.len() - ".appimage".len()..].eq_ignore_ascii_case(b".appimage")

@@ -15,7 +15,7 @@ use std::io::BufReader;
 
 /// The dpkg source.
 #[derive(Debug, Clone, Copy)]
-pub struct Dpkg;
+pub(crate) struct Dpkg;
 
 const STATUS: &str = "/var/lib/dpkg/status";
 
@@ -54,7 +54,7 @@ impl Paragraph {
 
 /// Parses a dpkg status stream, appending installed packages. Returns the number of
 /// malformed lines skipped.
-pub fn parse(
+pub(crate) fn parse(
     reader: impl std::io::BufRead,
     out: &mut Vec<InventoryItem>,
 ) -> std::io::Result<usize> {

@@ -19,7 +19,7 @@ use std::io::ErrorKind;
 
 /// The Flatpak source.
 #[derive(Debug, Clone, Copy)]
-pub struct Flatpak;
+pub(crate) struct Flatpak;
 
 const SYSTEM_APPS: &str = "/var/lib/flatpak/app";
 const USER_APPS: &str = ".local/share/flatpak/app";
@@ -29,7 +29,7 @@ const MAX_METAINFO: u64 = 1024 * 1024;
 const MAX_APPS: usize = 10_000;
 
 /// The `version` attribute of the first `<release>` element of an AppStream document.
-pub fn first_release_version(xml: &str) -> Option<String> {
+pub(crate) fn first_release_version(xml: &str) -> Option<String> {
     let mut rest = xml;
     while let Some(at) = rest.find("<release") {
         rest = &rest[at + "<release".len()..];

@@ -49,15 +49,15 @@ use unicode_normalization::UnicodeNormalization;
 
 /// The macOS application-bundle source.
 #[derive(Debug, Clone, Copy)]
-pub struct MacosApp;
+pub(crate) struct MacosApp;
 
 const SOURCE: &str = "macos_app";
 
 /// Largest Info.plist read, in bytes.
-pub const MAX_PLIST: u64 = 1024 * 1024;
+pub(crate) const MAX_PLIST: u64 = 1024 * 1024;
 
 /// Most plist events (keys, values, collection starts and ends) read from one Info.plist.
-pub const MAX_EVENTS: usize = 100_000;
+pub(crate) const MAX_EVENTS: usize = 100_000;
 
 /// Longest string value kept; longer values are not identifiers and are ignored.
 const MAX_VALUE: usize = 1024;
@@ -67,25 +67,25 @@ const MAX_VALUE: usize = 1024;
 const WALK_DEPTH: usize = 2;
 
 /// The App Store category that marks an unknown bundle as a candidate.
-pub const SOCIAL_NETWORKING: &str = "public.app-category.social-networking";
+pub(crate) const SOCIAL_NETWORKING: &str = "public.app-category.social-networking";
 
 /// The keys kept from an Info.plist.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BundleInfo {
+pub(crate) struct BundleInfo {
     /// `CFBundleIdentifier`.
-    pub bundle_id: Option<String>,
+    pub(crate) bundle_id: Option<String>,
     /// `CFBundleExecutable`.
-    pub executable: Option<String>,
+    pub(crate) executable: Option<String>,
     /// `CFBundleShortVersionString`.
-    pub short_version: Option<String>,
+    pub(crate) short_version: Option<String>,
     /// `CFBundleVersion`.
-    pub version: Option<String>,
+    pub(crate) version: Option<String>,
     /// `CFBundleDisplayName`.
-    pub display_name: Option<String>,
+    pub(crate) display_name: Option<String>,
     /// `CFBundleName`.
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// `LSApplicationCategoryType`.
-    pub category: Option<String>,
+    pub(crate) category: Option<String>,
 }
 
 impl BundleInfo {
@@ -105,7 +105,7 @@ impl BundleInfo {
 
 /// Parses an Info.plist (any encoding) into the keys commscan keeps. Errors say why in a few
 /// words: not a plist, not a dictionary, too many events.
-pub fn parse_info_plist(bytes: &[u8]) -> Result<BundleInfo, String> {
+pub(crate) fn parse_info_plist(bytes: &[u8]) -> Result<BundleInfo, String> {
     let mut events = Reader::new(io::Cursor::new(bytes));
     let mut next = |budget: &mut usize| -> Result<Event<'static>, String> {
         if *budget == 0 {

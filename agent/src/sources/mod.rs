@@ -25,43 +25,48 @@ use commscan_core::scan::SourceOutcome;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-pub mod appimage;
-pub mod appx;
-pub mod desktop;
-pub mod dpkg;
-pub mod flatpak;
-pub mod install_path;
-pub mod macos_app;
+pub(crate) mod appimage;
+pub(crate) mod appx;
+pub(crate) mod desktop;
+pub(crate) mod dpkg;
+pub(crate) mod flatpak;
+pub(crate) mod install_path;
+pub(crate) mod macos_app;
 pub mod process;
-pub mod pwa;
+pub(crate) mod pwa;
 pub mod rpm;
-pub mod snap;
-pub mod util;
-pub mod windows_registry;
+pub(crate) mod snap;
+pub(crate) mod util;
+pub(crate) mod windows_registry;
 
 /// What a scan reads.
 #[derive(Debug, Clone)]
 pub struct ScanContext {
     /// The root of the tree to read (`/` for this machine).
-    pub root: PathBuf,
+    pub(crate) root: PathBuf,
     /// The platform the tree belongs to.
     pub platform: Platform,
     /// Whether to read the live process table (only meaningful for this machine).
-    pub processes: bool,
+    pub(crate) processes: bool,
     /// The catalog, for sources that probe known locations (install paths) instead of
     /// enumerating everything.
-    pub catalog: Arc<Catalog>,
+    pub(crate) catalog: Arc<Catalog>,
     homes: Arc<OnceLock<Vec<util::users::Home>>>,
 }
 
 impl ScanContext {
-    /// A context with the embedded catalog.
-    pub fn new(root: impl Into<PathBuf>, platform: Platform, processes: bool) -> ScanContext {
+    /// A context with the embedded catalog (the sources' unit tests).
+    #[cfg(test)]
+    pub(crate) fn new(
+        root: impl Into<PathBuf>,
+        platform: Platform,
+        processes: bool,
+    ) -> ScanContext {
         ScanContext::with_catalog(root, platform, processes, Arc::new(Catalog::embedded()))
     }
 
     /// A context with a given catalog.
-    pub fn with_catalog(
+    pub(crate) fn with_catalog(
         root: impl Into<PathBuf>,
         platform: Platform,
         processes: bool,
@@ -77,12 +82,12 @@ impl ScanContext {
     }
 
     /// Users' home directories of the scanned system, enumerated once per scan.
-    pub fn homes(&self) -> &[util::users::Home] {
+    pub(crate) fn homes(&self) -> &[util::users::Home] {
         self.homes.get_or_init(|| util::users::homes(self))
     }
 
     /// `rel` (an absolute path of the scanned system) under the root.
-    pub fn path(&self, rel: &str) -> PathBuf {
+    pub(crate) fn path(&self, rel: &str) -> PathBuf {
         self.root.join(rel.trim_start_matches('/'))
     }
 }
@@ -101,7 +106,7 @@ pub trait Source: Send + Sync {
 }
 
 /// The directories every source of `sources` watches, de-duplicated, existing ones only.
-pub fn watch_paths(ctx: &ScanContext, sources: &[Box<dyn Source>]) -> Vec<PathBuf> {
+pub(crate) fn watch_paths(ctx: &ScanContext, sources: &[Box<dyn Source>]) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = sources
         .iter()
         .flat_map(|s| s.watch_paths(ctx))

@@ -14,10 +14,10 @@ use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
 
 /// The process source.
 #[derive(Debug, Clone, Copy)]
-pub struct Process;
+pub(crate) struct Process;
 
 /// The signature kind of executable names on a platform.
-pub fn exe_kind(platform: Platform) -> SignatureKind {
+pub(crate) fn exe_kind(platform: Platform) -> SignatureKind {
     match platform {
         Platform::Linux => SignatureKind::LinuxExe,
         Platform::Macos => SignatureKind::MacExe,

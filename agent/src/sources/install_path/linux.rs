@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 
 /// The install-path source.
 #[derive(Debug, Clone, Copy)]
-pub struct InstallPath;
+pub(crate) struct InstallPath;
 
 /// Entries of `/opt` looked at.
 const MAX_ENTRIES: usize = 20_000;

@@ -5,5 +5,5 @@
 //! against case-insensitively and never through links), so each has its own module; both report
 //! under the one source name, and macOS has none (its bundles are the `macos_app` source).
 
-pub mod linux;
-pub mod windows;
+pub(crate) mod linux;
+pub(crate) mod windows;

@@ -29,11 +29,11 @@ use std::path::PathBuf;
 
 /// The Windows install-path source.
 #[derive(Debug, Clone, Copy)]
-pub struct InstallPath;
+pub(crate) struct InstallPath;
 
 /// Where an expanded path lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Scope {
+pub(crate) enum Scope {
     /// Below the system root.
     Machine,
     /// Below each user's profile.
@@ -42,7 +42,7 @@ pub enum Scope {
 
 impl Scope {
     /// The word used in evidence.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Scope::Machine => "machine",
             Scope::PerUser => "per-user",
@@ -63,7 +63,7 @@ const VARIABLES: [(&str, Scope, &str); 6] = [
 
 /// Expands a catalog path that starts with one of the known variables: its scope and its
 /// components below the root (machine) or the profile (per-user).
-pub fn expand(value: &str) -> Option<(Scope, Vec<&str>)> {
+pub(crate) fn expand(value: &str) -> Option<(Scope, Vec<&str>)> {
     let rest = value.strip_prefix('%')?;
     let (var, rest) = rest.split_once('%')?;
     let (_, scope, base) = VARIABLES

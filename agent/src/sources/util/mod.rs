@@ -11,10 +11,10 @@
 //! | [`outcome`] | how a source words `absent` and `failed: ...`, naming files without user names |
 //! | [`hive`] | a reader of offline Windows registry hive files |
 
-pub mod fs;
-pub mod hive;
-pub mod outcome;
-pub mod rooted;
-pub mod text;
-pub mod users;
-pub mod winpath;
+pub(crate) mod fs;
+pub(crate) mod hive;
+pub(crate) mod outcome;
+pub(crate) mod rooted;
+pub(crate) mod text;
+pub(crate) mod users;
+pub(crate) mod winpath;

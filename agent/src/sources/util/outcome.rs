@@ -7,7 +7,7 @@ use std::io;
 use std::path::Path;
 
 /// Maps an open error to an outcome: missing file → absent, anything else → failed.
-pub fn open_outcome(path: &Path, err: &io::Error) -> SourceOutcome {
+pub(crate) fn open_outcome(path: &Path, err: &io::Error) -> SourceOutcome {
     if err.kind() == io::ErrorKind::NotFound {
         SourceOutcome::Absent
     } else {
@@ -19,7 +19,7 @@ pub fn open_outcome(path: &Path, err: &io::Error) -> SourceOutcome {
 /// the rest of the path, `/`-separated. Sources pass `~` as the shown base of a user's home
 /// so that outcomes, which are sent to the collector, never carry user names (and show the
 /// scanned system's paths, not the scan root's).
-pub fn shown_path(shown_base: &str, base: &Path, path: &Path) -> String {
+pub(crate) fn shown_path(shown_base: &str, base: &Path, path: &Path) -> String {
     let rest = path.strip_prefix(base).unwrap_or(path);
     let mut out = shown_base.trim_end_matches('/').to_owned();
     for part in rest.components() {
@@ -34,7 +34,7 @@ const PROBLEMS_SHOWN: usize = 3;
 
 /// `ok` when a source met no problem, else `failed: N problems: <first>; ...` naming the first
 /// few (each problem names its file), for sources that carry on past bad entries.
-pub fn problems_outcome(problems: &[String]) -> SourceOutcome {
+pub(crate) fn problems_outcome(problems: &[String]) -> SourceOutcome {
     if problems.is_empty() {
         return SourceOutcome::Ok;
     }

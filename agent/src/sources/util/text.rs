@@ -5,7 +5,7 @@ use std::io::{self, BufRead, Read};
 
 /// Longest line a parser accepts; longer lines are skipped, keeping memory bounded on
 /// corrupt files.
-pub const MAX_LINE: usize = 64 * 1024;
+pub(crate) const MAX_LINE: usize = 64 * 1024;
 
 /// Calls `f` with each line of `reader` (without the newline, lossily decoded). Lines longer
 /// than [`MAX_LINE`] are passed truncated with `truncated = true`.
@@ -13,7 +13,10 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// This is every line-based source's inner loop (a dpkg status file has tens of thousands of
 /// lines), so it finds newlines with std's `memchr` (`read_until`) and decodes valid UTF-8
 /// without the replacement pass.
-pub fn for_each_line(mut reader: impl BufRead, mut f: impl FnMut(&str, bool)) -> io::Result<()> {
+pub(crate) fn for_each_line(
+    mut reader: impl BufRead,
+    mut f: impl FnMut(&str, bool),
+) -> io::Result<()> {
     let mut buf = Vec::with_capacity(256);
     loop {
         buf.clear();
@@ -39,10 +42,10 @@ pub fn for_each_line(mut reader: impl BufRead, mut f: impl FnMut(&str, bool)) ->
 
 /// Longest text taken from a scanned file into what may leave the device (versions, names of
 /// unclassified candidates); longer text is cut on a character boundary.
-pub const MAX_FIELD: usize = 200;
+pub(crate) const MAX_FIELD: usize = 200;
 
 /// `s` cut to at most [`MAX_FIELD`] bytes on a character boundary.
-pub fn clip(s: &str) -> String {
+pub(crate) fn clip(s: &str) -> String {
     let mut end = s.len().min(MAX_FIELD);
     while !s.is_char_boundary(end) {
         end -= 1;

@@ -21,11 +21,11 @@ use std::path::PathBuf;
 
 /// A user's home directory.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Home {
+pub(crate) struct Home {
     /// Account or folder name.
-    pub user: String,
+    pub(crate) user: String,
     /// Home directory within the scanned system, e.g. `/home/alice` or `/Users/Alice`.
-    pub path: String,
+    pub(crate) path: String,
 }
 
 const WINDOWS_SKIP: [&str; 4] = ["public", "default", "default user", "all users"];
@@ -45,7 +45,7 @@ fn subdirs(ctx: &ScanContext, rel: &str) -> Vec<String> {
 }
 
 /// Every user's home directory on the scanned system, sorted by path, without duplicates.
-pub fn homes(ctx: &ScanContext) -> Vec<Home> {
+pub(crate) fn homes(ctx: &ScanContext) -> Vec<Home> {
     let mut set = BTreeSet::new();
     match ctx.platform {
         Platform::Linux => {
@@ -94,7 +94,7 @@ pub fn homes(ctx: &ScanContext) -> Vec<Home> {
 }
 
 /// `rel` under every user's home of the scanned system.
-pub fn in_homes(ctx: &ScanContext, rel: &str) -> Vec<PathBuf> {
+pub(crate) fn in_homes(ctx: &ScanContext, rel: &str) -> Vec<PathBuf> {
     ctx.homes()
         .iter()
         .map(|h| ctx.path(&h.path).join(rel))

@@ -7,17 +7,16 @@
 //! Used by every Windows source (`windows_registry` for hive files, `appx` for package
 //! folders, `install_path` for catalog paths).
 
-use crate::sources::ScanContext;
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 
 /// Entries of one directory examined when looking for a name case-insensitively.
-pub const MAX_DIR_ENTRIES: usize = 100_000;
+pub(crate) const MAX_DIR_ENTRIES: usize = 100_000;
 
 /// Splits a Windows path (`\` or `/` separated) into components, dropping empty and `.` ones.
 /// `None` if it climbs with `..`.
-pub fn components(path: &str) -> Option<Vec<&str>> {
+pub(crate) fn components(path: &str) -> Option<Vec<&str>> {
     let parts: Vec<&str> = path
         .split(['\\', '/'])
         .filter(|p| !p.is_empty() && *p != ".")
@@ -28,7 +27,7 @@ pub fn components(path: &str) -> Option<Vec<&str>> {
 /// Resolves `components` below `base`, each matched exactly or else case-insensitively.
 /// `Ok(None)` if some component does not exist or an intermediate one is not a real directory;
 /// `Err` only for errors other than "not found" (e.g. a directory that cannot be listed).
-pub fn resolve(base: &Path, components: &[&str]) -> io::Result<Option<PathBuf>> {
+pub(crate) fn resolve(base: &Path, components: &[&str]) -> io::Result<Option<PathBuf>> {
     let mut cur = base.to_path_buf();
     for (i, part) in components.iter().enumerate() {
         let exact = cur.join(part);
@@ -47,14 +46,6 @@ pub fn resolve(base: &Path, components: &[&str]) -> io::Result<Option<PathBuf>> 
         cur = next;
     }
     Ok(Some(cur))
-}
-
-/// [`resolve`] of an absolute path of the scanned system, e.g. `/Windows/System32/config/SOFTWARE`.
-pub fn resolve_in(ctx: &ScanContext, path: &str) -> io::Result<Option<PathBuf>> {
-    match components(path) {
-        Some(parts) => resolve(&ctx.root, &parts),
-        None => Ok(None),
-    }
 }
 
 fn is_missing(e: &io::Error) -> bool {
