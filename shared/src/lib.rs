@@ -13,7 +13,7 @@
 //! | [`pki`] | the deployment CA, server certificates, device certificate signing, enterprise certificates |
 //! | [`identity`] | device and enterprise identities and their SPIFFE-style URIs in client certificates |
 //! | [`duration`] | human durations (`14d`) in config and policy files |
-//! | [`textpos`] | byte offset to line number, for error messages that name file and line |
+//! | [`textpos`] | the validation every data file shares ([`textpos::FileCheck`]): problems that name file, line and key |
 //!
 //! The agent uses `catalog`, `matcher` and `scan`; the collector uses `policy`, `pki` and
 //! `identity`; both use the rest. Nothing here performs network I/O.
