@@ -10,7 +10,7 @@
 //! match but are flagged in evidence so an officer can weigh them.
 
 use crate::platform::Platform;
-use crate::textpos::{Problem, Problems, line_of, read_source, toml_problem};
+use crate::textpos::{FileCheck, Problems, read_source};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -358,19 +358,9 @@ impl Catalog {
 
     /// Parses and validates catalog text; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Catalog, Problems> {
-        let raw: RawCatalog =
-            toml::from_str(text).map_err(|e| Problems(vec![toml_problem(file, text, &e)]))?;
-        let mut problems = Vec::new();
-        let mut p = |span: std::ops::Range<usize>, key: String, message: String| {
-            problems.push(Problem {
-                file: file.to_owned(),
-                line: Some(line_of(text, span.start)),
-                key,
-                message,
-            })
-        };
+        let (raw, mut check) = FileCheck::parse::<RawCatalog>(file, text)?;
         if *raw.version.get_ref() != 1 {
-            p(
+            check.problem(
                 raw.version.span(),
                 "version".into(),
                 format!(
@@ -385,21 +375,21 @@ impl Catalog {
             let key = |k: &str| format!("product[{i}].{k}");
             let id = rp.id.get_ref().clone();
             if !is_slug(&id) {
-                p(
+                check.problem(
                     rp.id.span(),
                     key("id"),
                     format!("'{id}' is not a lowercase slug like 'rocket-chat'"),
                 );
             }
             if !seen.insert(id.clone()) {
-                p(
+                check.problem(
                     rp.id.span(),
                     key("id"),
                     format!("duplicate product id '{id}'"),
                 );
             }
             if !is_country_code(rp.country.get_ref()) {
-                p(
+                check.problem(
                     rp.country.span(),
                     key("country"),
                     format!(
@@ -412,11 +402,11 @@ impl Catalog {
             for c in rp.categories.get_ref() {
                 match c.parse::<Category>() {
                     Ok(c) => categories.push(c),
-                    Err(e) => p(rp.categories.span(), key("categories"), e),
+                    Err(e) => check.problem(rp.categories.span(), key("categories"), e),
                 }
             }
             if categories.is_empty() && rp.categories.get_ref().is_empty() {
-                p(
+                check.problem(
                     rp.categories.span(),
                     key("categories"),
                     "at least one category is required".into(),
@@ -427,7 +417,7 @@ impl Catalog {
                 "renamed" => ProductStatus::Renamed,
                 "retired" => ProductStatus::Retired,
                 other => {
-                    p(
+                    check.problem(
                         rp.status.span(),
                         key("status"),
                         format!("unknown status '{other}' (active, renamed, retired)"),
@@ -436,14 +426,14 @@ impl Catalog {
                 }
             };
             if status != ProductStatus::Active && rp.status_note.is_none() {
-                p(
+                check.problem(
                     rp.status.span(),
                     key("status_note"),
                     "required when status is not 'active'".into(),
                 );
             }
             if rp.signature.is_empty() {
-                p(
+                check.problem(
                     rp.id.span(),
                     key("signature"),
                     "a product needs at least one signature".into(),
@@ -456,7 +446,7 @@ impl Catalog {
                     serde_json::from_value(serde_json::Value::String(rs.kind.get_ref().clone()))
                         .ok();
                 let Some(kind) = kind else {
-                    p(
+                    check.problem(
                         rs.kind.span(),
                         skey("kind"),
                         format!("unknown signature kind '{}'", rs.kind.get_ref()),
@@ -464,7 +454,7 @@ impl Catalog {
                     continue;
                 };
                 if rs.values.get_ref().is_empty() {
-                    p(
+                    check.problem(
                         rs.values.span(),
                         skey("values"),
                         "at least one value is required".into(),
@@ -472,21 +462,21 @@ impl Catalog {
                 }
                 for v in rs.values.get_ref() {
                     if v.trim().is_empty() || v.trim() != v {
-                        p(
+                        check.problem(
                             rs.values.span(),
                             skey("values"),
                             format!("value '{v}' is empty or has surrounding spaces"),
                         );
                     }
                     if v.contains('*') && !kind.is_glob() {
-                        p(
+                        check.problem(
                             rs.values.span(),
                             skey("values"),
                             format!("'{v}': kind '{kind}' takes exact values, not globs"),
                         );
                     }
                     if kind.is_glob() && v.chars().all(|c| c == '*' || c.is_whitespace()) {
-                        p(
+                        check.problem(
                             rs.values.span(),
                             skey("values"),
                             format!("'{v}' would match everything"),
@@ -494,7 +484,7 @@ impl Catalog {
                     }
                 }
                 if rs.source.get_ref().trim().is_empty() {
-                    p(
+                    check.problem(
                         rs.source.span(),
                         skey("source"),
                         "every signature needs its source".into(),
@@ -526,7 +516,7 @@ impl Catalog {
         for (i, (family, product)) in products.iter_mut().enumerate() {
             if let Some(f) = family {
                 if !seen.contains(f.get_ref()) || f.get_ref() == &product.id {
-                    p(
+                    check.problem(
                         f.span(),
                         format!("product[{i}].family"),
                         format!("'{}' is not another product's id", f.get_ref()),
@@ -535,9 +525,7 @@ impl Catalog {
                 product.family = Some(f.get_ref().clone());
             }
         }
-        if !problems.is_empty() {
-            return Err(Problems(problems));
-        }
+        check.finish()?;
         let products: Vec<Product> = products.into_iter().map(|(_, p)| p).collect();
         let by_id = products
             .iter()

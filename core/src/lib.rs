@@ -16,7 +16,7 @@
 //! | [`text`] | hostile text from endpoints: length limits, control characters removed, CSV quoting |
 //! | [`report`] | a report's body (snapshot or delta) and the canonical form of findings |
 //! | [`digest`] | the state digest both sides compute over the canonical state |
-//! | [`textpos`] | byte offset to line number, for error messages that name file and line |
+//! | [`textpos`] | the validation every data file shares ([`textpos::FileCheck`]): problems that name file, line and key |
 //!
 //! The agent uses `catalog`, `matcher` and `scan`; the collector uses `policy`, `pki` and
 //! `identity`; both use the rest. Nothing here performs network I/O.

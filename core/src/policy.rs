@@ -58,7 +58,7 @@
 use crate::catalog::{Catalog, Category, is_country_code, is_slug};
 use crate::duration::parse_duration;
 use crate::register::Registers;
-use crate::textpos::{Problem, Problems, line_of, read_source, toml_problem};
+use crate::textpos::{FileCheck, Problems, read_source};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -296,19 +296,9 @@ impl Policy {
         catalog: &Catalog,
         registers: &Registers,
     ) -> Result<Policy, Problems> {
-        let raw: RawPolicy =
-            toml::from_str(text).map_err(|e| Problems(vec![toml_problem(file, text, &e)]))?;
-        let mut problems = Vec::new();
-        let mut p = |span: std::ops::Range<usize>, key: String, message: String| {
-            problems.push(Problem {
-                file: file.to_owned(),
-                line: Some(line_of(text, span.start)),
-                key,
-                message,
-            })
-        };
+        let (raw, mut check) = FileCheck::parse::<RawPolicy>(file, text)?;
         if *raw.version.get_ref() != 1 {
-            p(
+            check.problem(
                 raw.version.span(),
                 "version".into(),
                 format!(
@@ -318,7 +308,7 @@ impl Policy {
             );
         }
         if !is_slug(raw.id.get_ref()) {
-            p(
+            check.problem(
                 raw.id.span(),
                 "id".into(),
                 format!("'{}' is not a lowercase slug", raw.id.get_ref()),
@@ -329,14 +319,14 @@ impl Policy {
         for (i, r) in raw.rule.into_iter().enumerate() {
             let key = |k: &str| format!("rule[{i}].{k}");
             if !is_slug(r.id.get_ref()) {
-                p(
+                check.problem(
                     r.id.span(),
                     key("id"),
                     format!("'{}' is not a lowercase slug", r.id.get_ref()),
                 );
             }
             if !rule_ids.insert(r.id.get_ref().clone()) {
-                p(
+                check.problem(
                     r.id.span(),
                     key("id"),
                     format!("duplicate rule id '{}'", r.id.get_ref()),
@@ -344,7 +334,7 @@ impl Policy {
             }
             for prod in r.products.get_ref() {
                 if !catalog.contains(prod) {
-                    p(
+                    check.problem(
                         r.products.span(),
                         key("products"),
                         format!("unknown product id '{prod}' (see `commscanctl catalog list`)"),
@@ -353,7 +343,7 @@ impl Policy {
             }
             for reg in r.registers.get_ref() {
                 if registers.get(reg).is_none() {
-                    p(
+                    check.problem(
                         r.registers.span(),
                         key("registers"),
                         format!("unknown register '{reg}'"),
@@ -364,7 +354,7 @@ impl Policy {
             for c in r.categories.get_ref() {
                 match c.parse::<Category>() {
                     Ok(c) => categories.push(c),
-                    Err(e) => p(r.categories.span(), key("categories"), e),
+                    Err(e) => check.problem(r.categories.span(), key("categories"), e),
                 }
             }
             for (sel, list) in [
@@ -373,7 +363,7 @@ impl Policy {
             ] {
                 for c in list.get_ref() {
                     if !is_country_code(c) {
-                        p(
+                        check.problem(
                             list.span(),
                             key(sel),
                             format!("'{c}' is not an ISO 3166-1 alpha-2 code like 'US'"),
@@ -387,7 +377,7 @@ impl Policy {
                 && r.countries.get_ref().is_empty()
                 && r.except_countries.get_ref().is_empty()
             {
-                p(r.id.span(), key("products"), "a rule needs at least one selector (products, registers, categories, countries, except_countries)".into());
+                check.problem(r.id.span(), key("products"), "a rule needs at least one selector (products, registers, categories, countries, except_countries)".into());
             }
             let enforcement = r.enforcement.unwrap_or(Enforcement::Enforce);
             let grace = match &r.grace {
@@ -395,27 +385,27 @@ impl Policy {
                 Some(g) => match parse_duration(g.get_ref()) {
                     Ok(d) => Some(d),
                     Err(e) => {
-                        p(g.span(), key("grace"), e);
+                        check.problem(g.span(), key("grace"), e);
                         None
                     }
                 },
             };
             if enforcement == Enforcement::Warn && r.grace.is_none() {
-                p(
+                check.problem(
                     r.id.span(),
                     key("grace"),
                     "enforcement 'warn' needs a grace period such as '14d'".into(),
                 );
             }
             if enforcement != Enforcement::Warn && r.grace.is_some() {
-                p(
+                check.problem(
                     r.grace.as_ref().map(|g| g.span()).unwrap_or(0..0),
                     key("grace"),
                     "grace only applies to enforcement 'warn'".into(),
                 );
             }
             if r.action == Action::Allow && r.enforcement.is_some() {
-                p(
+                check.problem(
                     r.id.span(),
                     key("enforcement"),
                     "enforcement only applies to action 'deny'".into(),
@@ -437,7 +427,7 @@ impl Policy {
         for (i, w) in raw.waiver.into_iter().enumerate() {
             let key = |k: &str| format!("waiver[{i}].{k}");
             if !catalog.contains(w.product.get_ref()) {
-                p(
+                check.problem(
                     w.product.span(),
                     key("product"),
                     format!("unknown product id '{}'", w.product.get_ref()),
@@ -447,7 +437,7 @@ impl Policy {
                 ("device", Some(d), None) => Some(WaiverScope::Device(d)),
                 ("organisation", None, Some(o)) => Some(WaiverScope::Organisation(o)),
                 ("device", _, _) => {
-                    p(
+                    check.problem(
                         w.scope.span(),
                         key("device"),
                         "scope 'device' needs `device` and no `organisation`".into(),
@@ -455,7 +445,7 @@ impl Policy {
                     None
                 }
                 ("organisation", _, _) => {
-                    p(
+                    check.problem(
                         w.scope.span(),
                         key("organisation"),
                         "scope 'organisation' needs `organisation` and no `device`".into(),
@@ -463,7 +453,7 @@ impl Policy {
                     None
                 }
                 (other, _, _) => {
-                    p(
+                    check.problem(
                         w.scope.span(),
                         key("scope"),
                         format!("unknown scope '{other}' (device, organisation)"),
@@ -473,7 +463,7 @@ impl Policy {
             };
             let expires = match &w.expires {
                 None => {
-                    p(
+                    check.problem(
                         w.product.span(),
                         key("expires"),
                         "a waiver needs an expiry date (e.g. expires = 2026-12-31)".into(),
@@ -483,14 +473,14 @@ impl Policy {
                 Some(e) => match expiry_instant(e.get_ref()) {
                     Ok(t) => Some(t),
                     Err(m) => {
-                        p(e.span(), key("expires"), m);
+                        check.problem(e.span(), key("expires"), m);
                         None
                     }
                 },
             };
             for (field, v) in [("reason", &w.reason), ("approver", &w.approver)] {
                 if v.as_deref().is_none_or(|s| s.trim().is_empty()) {
-                    p(
+                    check.problem(
                         w.product.span(),
                         key(field),
                         format!("a waiver needs a {field}"),
@@ -507,9 +497,7 @@ impl Policy {
                 });
             }
         }
-        if !problems.is_empty() {
-            return Err(Problems(problems));
-        }
+        check.finish()?;
         let facts = catalog
             .products()
             .iter()

@@ -6,7 +6,7 @@
 //! catalog, and validated against a catalog: every product id must exist.
 
 use crate::catalog::{Catalog, is_slug};
-use crate::textpos::{Problem, Problems, line_of, toml_problem};
+use crate::textpos::{FileCheck, Problems};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use toml::Spanned;
@@ -71,19 +71,9 @@ impl Registers {
 
     /// Parses registers and checks every member against `catalog`.
     pub fn parse(file: &str, text: &str, catalog: &Catalog) -> Result<Registers, Problems> {
-        let raw: RawFile =
-            toml::from_str(text).map_err(|e| Problems(vec![toml_problem(file, text, &e)]))?;
-        let mut problems = Vec::new();
-        let mut p = |span: std::ops::Range<usize>, key: String, message: String| {
-            problems.push(Problem {
-                file: file.to_owned(),
-                line: Some(line_of(text, span.start)),
-                key,
-                message,
-            })
-        };
+        let (raw, mut check) = FileCheck::parse::<RawFile>(file, text)?;
         if *raw.version.get_ref() != 1 {
-            p(
+            check.problem(
                 raw.version.span(),
                 "version".into(),
                 format!("unsupported version {}", raw.version.get_ref()),
@@ -93,14 +83,14 @@ impl Registers {
         for (i, r) in raw.register.into_iter().enumerate() {
             let id = r.id.get_ref().clone();
             if !is_slug(&id) {
-                p(
+                check.problem(
                     r.id.span(),
                     format!("register[{i}].id"),
                     format!("'{id}' is not a lowercase slug"),
                 );
             }
             if registers.contains_key(&id) {
-                p(
+                check.problem(
                     r.id.span(),
                     format!("register[{i}].id"),
                     format!("duplicate register id '{id}'"),
@@ -108,7 +98,7 @@ impl Registers {
             }
             for prod in r.products.get_ref() {
                 if !catalog.contains(prod) {
-                    p(
+                    check.problem(
                         r.products.span(),
                         format!("register[{i}].products"),
                         format!("unknown product id '{prod}'"),
@@ -127,11 +117,8 @@ impl Registers {
                 },
             );
         }
-        if problems.is_empty() {
-            Ok(Registers { registers })
-        } else {
-            Err(Problems(problems))
-        }
+        check.finish()?;
+        Ok(Registers { registers })
     }
 
     /// A register by id.

@@ -1,4 +1,9 @@
 //! Positions in text files, so that every validation error can name file, line and key.
+//!
+//! Every data file (catalog, registers, policy) is validated the same way, by [`FileCheck`]:
+//! parse the TOML into the file's raw shape (a syntax or shape error is the file's only
+//! problem), then check every rule, collecting each problem with the line its value starts on,
+//! and report them all at once.
 
 /// The 1-based line number of a byte offset in `text`.
 pub fn line_of(text: &str, offset: usize) -> usize {
@@ -72,6 +77,53 @@ pub fn toml_problem(file: &str, text: &str, err: &toml::de::Error) -> Problem {
     }
 }
 
+/// The validation of one data file: its name and text, and the problems found so far.
+#[derive(Debug)]
+pub struct FileCheck<'a> {
+    file: &'a str,
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl<'a> FileCheck<'a> {
+    /// Parses `text` (the file `file`) as TOML into `T`, the file's raw shape, and starts its
+    /// validation. A syntax or shape error is returned at once as the file's only problem, at
+    /// its line.
+    pub fn parse<T: serde::de::DeserializeOwned>(
+        file: &'a str,
+        text: &'a str,
+    ) -> Result<(T, FileCheck<'a>), Problems> {
+        let raw = toml::from_str(text).map_err(|e| Problems(vec![toml_problem(file, text, &e)]))?;
+        Ok((
+            raw,
+            FileCheck {
+                file,
+                text,
+                problems: Vec::new(),
+            },
+        ))
+    }
+
+    /// Records a problem with the value at `span` (byte offsets in the text), under `key`.
+    pub fn problem(&mut self, span: std::ops::Range<usize>, key: String, message: String) {
+        self.problems.push(Problem {
+            file: self.file.to_owned(),
+            line: Some(line_of(self.text, span.start)),
+            key,
+            message,
+        });
+    }
+
+    /// Ends the validation: every problem recorded, in order, if there was any.
+    pub fn finish(self) -> Result<(), Problems> {
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Problems(self.problems))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +135,33 @@ mod tests {
         assert_eq!(line_of(t, 2), 2);
         assert_eq!(line_of(t, 4), 3);
         assert_eq!(line_of(t, 999), 3);
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Raw {
+        #[allow(dead_code)]
+        a: u32,
+        b: toml::Spanned<String>,
+    }
+
+    #[test]
+    fn a_file_check_reports_a_syntax_error_alone_and_every_problem_at_its_line() {
+        let err = FileCheck::parse::<Raw>("f.toml", "a = 1\nb = \n").unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        assert_eq!(
+            (err.0[0].line, err.0[0].key.as_str()),
+            (Some(2), "(syntax)")
+        );
+
+        let text = "a = 1\nb = \"x\"\n";
+        let (_, clean) = FileCheck::parse::<Raw>("f.toml", text).unwrap();
+        assert_eq!(clean.finish(), Ok(()));
+        let (raw, mut check) = FileCheck::parse::<Raw>("f.toml", text).unwrap();
+        check.problem(raw.b.span(), "b".into(), "first".into());
+        check.problem(0..1, "a".into(), "second".into());
+        assert_eq!(
+            check.finish().unwrap_err().to_string(),
+            "2 problems:\n  f.toml:2: b: first\n  f.toml:1: a: second"
+        );
     }
 }

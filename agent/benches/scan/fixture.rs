@@ -1,5 +1,5 @@
 //! The generated trees the bench scans, in the formats the sources' own tests use
-//! (`agent/tests/linux_tree.rs`, the tests in `agent/src/sources/macos_apps.rs`).
+//! (`agent/tests/linux_tree.rs`, the tests in `agent/src/sources/macos_app.rs`).
 //!
 //! Everything is deterministic (a fixed-seed xorshift), so two runs scan the same bytes.
 //! Catalogued names are taken from the embedded catalog itself, so the fixture keeps matching
@@ -17,7 +17,7 @@ pub const PACKAGES: usize = 5_000;
 pub const DESKTOP_ENTRIES: usize = 300;
 /// `.app` bundles, system and per-user.
 pub const APP_BUNDLES: usize = 200;
-/// Process names fed through `processes::items_from_names`.
+/// Process names fed through `process::items_from_names`.
 pub const PROCESSES: usize = 1_000;
 
 /// A small deterministic generator; quality does not matter, reproducibility does.

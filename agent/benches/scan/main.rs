@@ -16,11 +16,11 @@
 //! - `host`, `host --no-processes`: `ScanTarget::host`, all Linux sources on `/`.
 //! - `linux fixture`: `Scanner::scan_with` over a generated tree (5,000 dpkg packages, 300
 //!   desktop entries) with the Linux sources, the live process source replaced by one that
-//!   feeds 1,000 generated process names through `processes::items_from_names`.
+//!   feeds 1,000 generated process names through `process::items_from_names`.
 //! - `macos fixture`: 200 `.app` bundles with XML and binary Info.plists, platform macOS.
 
 use commscan_agent::scanner::{ScanTarget, Scanner};
-use commscan_agent::sources::{self, ScanContext, Source, processes};
+use commscan_agent::sources::{self, ScanContext, Source, process};
 use commscan_core::catalog::Catalog;
 use commscan_core::inventory::InventoryItem;
 use commscan_core::platform::Platform;
@@ -47,7 +47,7 @@ impl Source for FixtureProcesses {
     }
 
     fn collect(&self, ctx: &ScanContext, out: &mut Vec<InventoryItem>) -> SourceOutcome {
-        processes::items_from_names(ctx.platform, self.0.iter().cloned(), out);
+        process::items_from_names(ctx.platform, self.0.iter().cloned(), out);
         SourceOutcome::Ok
     }
 }

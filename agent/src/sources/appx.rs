@@ -18,8 +18,9 @@
 //! read: the full name already carries the version. A directory lists at most
 //! [`MAX_DIR_ENTRIES`] entries.
 
-use super::windows_paths::resolve;
-use super::{ScanContext, Source, fs::Walk};
+use super::util::fs::Walk;
+use super::util::winpath::resolve;
+use super::{ScanContext, Source};
 use commscan_core::catalog::SignatureKind;
 use commscan_core::inventory::InventoryItem;
 use commscan_core::scan::SourceOutcome;
@@ -28,10 +29,10 @@ use std::path::Path;
 
 /// The AppX source.
 #[derive(Debug, Clone, Copy)]
-pub struct Appx;
+pub(crate) struct Appx;
 
 /// Entries listed in one package directory.
-pub const MAX_DIR_ENTRIES: usize = 50_000;
+pub(crate) const MAX_DIR_ENTRIES: usize = 50_000;
 
 const WINDOWS_APPS: [&str; 2] = ["Program Files", "WindowsApps"];
 const PACKAGES: [&str; 3] = ["AppData", "Local", "Packages"];
@@ -61,12 +62,12 @@ fn version_key(s: &str) -> Option<[u16; 4]> {
 }
 
 /// `Name_PublisherId` if `s` is a package family name.
-pub fn is_family_name(s: &str) -> bool {
+pub(crate) fn is_family_name(s: &str) -> bool {
     matches!(s.split_once('_'), Some((name, publisher)) if is_package_name(name) && is_publisher_id(publisher))
 }
 
 /// The family name and version of a package full name.
-pub fn parse_full_name(s: &str) -> Option<(String, String)> {
+pub(crate) fn parse_full_name(s: &str) -> Option<(String, String)> {
     let parts: Vec<&str> = s.split('_').collect();
     let [name, version, arch, _resource, publisher] = parts[..] else {
         return None;

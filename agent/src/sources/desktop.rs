@@ -1,4 +1,4 @@
-//! Desktop entries (`.desktop` files): what the application menus list.
+//! Desktop entries (source `desktop`, `.desktop` files): what the application menus list.
 //!
 //! Read from the system folders (`/usr/share/applications`, `/usr/local/share/applications`,
 //! Flatpak's and snapd's exports) and every user's `~/.local/share/applications` and
@@ -15,7 +15,9 @@
 //! An entry whose `Categories` hold InstantMessaging, Chat, VideoConference, Telephony or
 //! IRCClient is an unclassified candidate: reported only if no catalog signature matches it.
 
-use super::{ScanContext, Source, clip, for_each_line, fs::Walk, rooted};
+use super::util::text::{clip, for_each_line};
+use super::util::{fs::Walk, rooted, users::in_homes};
+use super::{ScanContext, Source};
 use commscan_core::catalog::SignatureKind;
 use commscan_core::inventory::InventoryItem;
 use commscan_core::scan::SourceOutcome;
@@ -23,22 +25,22 @@ use std::io::{BufReader, ErrorKind, Read};
 
 /// The desktop-entry source.
 #[derive(Debug, Clone, Copy)]
-pub struct Desktop;
+pub(crate) struct Desktop;
 
 /// System folders of desktop entries.
-pub const SYSTEM_DIRS: [&str; 4] = [
+pub(crate) const SYSTEM_DIRS: [&str; 4] = [
     "/usr/share/applications",
     "/usr/local/share/applications",
     "/var/lib/flatpak/exports/share/applications",
     "/var/lib/snapd/desktop/applications",
 ];
 /// Per-user folders of desktop entries, relative to the home directory.
-pub const USER_DIRS: [&str; 2] = [
+pub(crate) const USER_DIRS: [&str; 2] = [
     ".local/share/applications",
     ".local/share/flatpak/exports/share/applications",
 ];
 /// Categories that make an unmatched entry a communication candidate.
-pub const COMMUNICATION_CATEGORIES: [&str; 5] = [
+pub(crate) const COMMUNICATION_CATEGORIES: [&str; 5] = [
     "InstantMessaging",
     "Chat",
     "VideoConference",
@@ -54,31 +56,31 @@ const LAUNCHERS: [&str; 2] = ["flatpak", "snap"];
 
 /// The `[Desktop Entry]` keys commscan reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// `Type`.
-    pub kind: Option<String>,
+    pub(crate) kind: Option<String>,
     /// `Name` (unlocalised).
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// `Exec`.
-    pub exec: Option<String>,
+    pub(crate) exec: Option<String>,
     /// `Categories`.
-    pub categories: Option<String>,
+    pub(crate) categories: Option<String>,
     /// `StartupWMClass`.
-    pub wm_class: Option<String>,
+    pub(crate) wm_class: Option<String>,
     /// `Hidden=true`.
-    pub hidden: bool,
+    pub(crate) hidden: bool,
     /// `NoDisplay=true`.
-    pub no_display: bool,
+    pub(crate) no_display: bool,
 }
 
 impl Entry {
     /// Whether the entry describes an application.
-    pub fn is_application(&self) -> bool {
+    pub(crate) fn is_application(&self) -> bool {
         self.kind.as_deref() == Some("Application")
     }
 
     /// Whether `Categories` names a communication category.
-    pub fn is_communication(&self) -> bool {
+    pub(crate) fn is_communication(&self) -> bool {
         self.categories.as_deref().is_some_and(|c| {
             c.split(';')
                 .any(|cat| COMMUNICATION_CATEGORIES.contains(&cat.trim()))
@@ -88,7 +90,7 @@ impl Entry {
 
 /// Parses the `[Desktop Entry]` group of a desktop file, streaming. Later groups (actions)
 /// and localised keys (`Name[de]`) are ignored; the first occurrence of a key wins.
-pub fn parse(reader: impl std::io::BufRead) -> std::io::Result<Entry> {
+pub(crate) fn parse(reader: impl std::io::BufRead) -> std::io::Result<Entry> {
     let mut e = Entry::default();
     let mut in_group = false;
     for_each_line(reader, |line, truncated| {
@@ -133,7 +135,7 @@ pub fn parse(reader: impl std::io::BufRead) -> std::io::Result<Entry> {
 /// Splits an `Exec` value into arguments per the Desktop Entry Specification: the string
 /// escapes (`\s`, `\\`...) first, then double-quoted arguments with `\"`, `` \` ``, `\$`,
 /// `\\` inside them.
-pub fn exec_args(exec: &str) -> Vec<String> {
+pub(crate) fn exec_args(exec: &str) -> Vec<String> {
     let mut unescaped = String::with_capacity(exec.len());
     let mut chars = exec.chars();
     while let Some(c) = chars.next() {
@@ -204,7 +206,7 @@ fn is_assignment(arg: &str) -> bool {
 
 /// The base name of the program an `Exec` line runs, skipping `env`, its options and
 /// `NAME=value` assignments and field codes. `None` for launchers (`flatpak`, `snap`).
-pub fn exec_program(exec: &str) -> Option<String> {
+pub(crate) fn exec_program(exec: &str) -> Option<String> {
     let args = exec_args(exec);
     let mut it = args.iter().map(String::as_str).peekable();
     let mut after_env = false;
@@ -229,14 +231,14 @@ pub fn exec_program(exec: &str) -> Option<String> {
 
 /// The desktop-file id of a file at `rel` below an applications folder: the path with `/`
 /// turned into `-`, without the `.desktop` suffix (`kde/foo.desktop` → `kde-foo`).
-pub fn desktop_id(rel: &str) -> String {
+pub(crate) fn desktop_id(rel: &str) -> String {
     rel.strip_suffix(".desktop")
         .unwrap_or(rel)
         .replace('/', "-")
 }
 
 /// The item one desktop file yields, if it describes an application.
-pub fn item_for(id: &str, entry: &Entry, location: &str) -> Option<InventoryItem> {
+pub(crate) fn item_for(id: &str, entry: &Entry, location: &str) -> Option<InventoryItem> {
     if !entry.is_application() {
         return None;
     }
@@ -330,7 +332,7 @@ impl Source for Desktop {
     fn watch_paths(&self, ctx: &ScanContext) -> Vec<std::path::PathBuf> {
         let mut v: Vec<_> = SYSTEM_DIRS.iter().map(|d| ctx.path(d)).collect();
         for d in USER_DIRS {
-            v.extend(super::in_homes(ctx, d));
+            v.extend(in_homes(ctx, d));
         }
         v
     }

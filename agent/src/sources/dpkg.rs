@@ -1,4 +1,4 @@
-//! The dpkg status database (`/var/lib/dpkg/status`).
+//! The dpkg status database (source `dpkg`, `/var/lib/dpkg/status`).
 //!
 //! Read streaming, one paragraph at a time, keeping only `Package`, `Status` and `Version`.
 //! A package counts as installed when its status (third word of `Status`) says its files are
@@ -6,7 +6,8 @@
 //! `triggers-pending`. `config-files` (removed, configuration kept), `half-installed` and
 //! `not-installed` do not count: `deinstall ok config-files` is not an installation.
 
-use super::{ScanContext, Source, for_each_line, open_outcome};
+use super::util::{outcome::open_outcome, text::for_each_line};
+use super::{ScanContext, Source};
 use commscan_core::catalog::SignatureKind;
 use commscan_core::inventory::InventoryItem;
 use commscan_core::scan::SourceOutcome;
@@ -14,7 +15,7 @@ use std::io::BufReader;
 
 /// The dpkg source.
 #[derive(Debug, Clone, Copy)]
-pub struct Dpkg;
+pub(crate) struct Dpkg;
 
 const STATUS: &str = "/var/lib/dpkg/status";
 
@@ -53,7 +54,7 @@ impl Paragraph {
 
 /// Parses a dpkg status stream, appending installed packages. Returns the number of
 /// malformed lines skipped.
-pub fn parse(
+pub(crate) fn parse(
     reader: impl std::io::BufRead,
     out: &mut Vec<InventoryItem>,
 ) -> std::io::Result<usize> {

@@ -1,4 +1,4 @@
-//! Installed Flatpak applications.
+//! Installed Flatpak applications (source `flatpak`).
 //!
 //! The system installation keeps one folder per application in `/var/lib/flatpak/app/<appid>/`,
 //! each user's in `~/.local/share/flatpak/app/<appid>/` (read for every user the system knows,
@@ -10,7 +10,8 @@
 //! `.appdata.xml` names), read with a size cap. `current` and `active` are symlinks; they are
 //! resolved inside the scanned root, never through the host's file system.
 
-use super::{ScanContext, Source, clip, fs, rooted};
+use super::util::{fs, rooted, text::clip, users::in_homes};
+use super::{ScanContext, Source};
 use commscan_core::catalog::SignatureKind;
 use commscan_core::inventory::InventoryItem;
 use commscan_core::scan::SourceOutcome;
@@ -18,7 +19,7 @@ use std::io::ErrorKind;
 
 /// The Flatpak source.
 #[derive(Debug, Clone, Copy)]
-pub struct Flatpak;
+pub(crate) struct Flatpak;
 
 const SYSTEM_APPS: &str = "/var/lib/flatpak/app";
 const USER_APPS: &str = ".local/share/flatpak/app";
@@ -28,7 +29,7 @@ const MAX_METAINFO: u64 = 1024 * 1024;
 const MAX_APPS: usize = 10_000;
 
 /// The `version` attribute of the first `<release>` element of an AppStream document.
-pub fn first_release_version(xml: &str) -> Option<String> {
+pub(crate) fn first_release_version(xml: &str) -> Option<String> {
     let mut rest = xml;
     while let Some(at) = rest.find("<release") {
         rest = &rest[at + "<release".len()..];
@@ -115,7 +116,7 @@ impl Source for Flatpak {
 
     fn watch_paths(&self, ctx: &ScanContext) -> Vec<std::path::PathBuf> {
         let mut v = vec![ctx.path(SYSTEM_APPS)];
-        v.extend(super::in_homes(ctx, USER_APPS));
+        v.extend(in_homes(ctx, USER_APPS));
         v
     }
 

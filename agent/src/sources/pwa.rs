@@ -1,4 +1,4 @@
-//! Installed web apps (PWAs) in Chromium-family browsers, on every platform.
+//! Installed web apps (source `pwa`) in Chromium-family browsers, on every platform.
 //!
 //! Where: each user's browser user-data folder ([`browsers`] lists them per platform: Google
 //! Chrome, Chromium, Microsoft Edge, Yandex Browser; on Linux also the snap Chromium and the
@@ -35,8 +35,9 @@
 //! cannot be listed, makes the source `failed` naming the file from `~` (never with the
 //! user's name); the app ids are still reported. No user-data folder at all is `absent`.
 
-use super::fs::read_capped;
-use super::{ScanContext, Source, problems_outcome, shown_path};
+use super::util::fs::read_capped;
+use super::util::outcome::{problems_outcome, shown_path};
+use super::{ScanContext, Source};
 use commscan_core::catalog::SignatureKind;
 use commscan_core::inventory::InventoryItem;
 use commscan_core::platform::Platform;
@@ -48,23 +49,23 @@ use std::path::{Path, PathBuf};
 
 /// The installed-web-app source.
 #[derive(Debug, Clone, Copy)]
-pub struct Pwa;
+pub(crate) struct Pwa;
 
 const SOURCE: &str = "pwa";
 
 /// Largest Preferences file read, in bytes.
-pub const MAX_PREFERENCES: u64 = 16 * 1024 * 1024;
+pub(crate) const MAX_PREFERENCES: u64 = 16 * 1024 * 1024;
 
 /// Most entries listed in one folder (profiles of a browser, apps of a profile).
 const MAX_DIR_ENTRIES: usize = 10_000;
 
 /// A Chromium-family browser's user-data folder, relative to a home directory.
 #[derive(Debug, Clone, Copy)]
-pub struct Browser {
+pub(crate) struct Browser {
     /// Display name used in evidence.
-    pub name: &'static str,
+    pub(crate) name: &'static str,
     /// The user-data folder, relative to the home directory, `/`-separated.
-    pub user_data: &'static str,
+    pub(crate) user_data: &'static str,
 }
 
 const fn b(name: &'static str, user_data: &'static str) -> Browser {
@@ -112,7 +113,7 @@ const WINDOWS: &[Browser] = &[
 ];
 
 /// The browsers read on a platform.
-pub fn browsers(platform: Platform) -> &'static [Browser] {
+pub(crate) fn browsers(platform: Platform) -> &'static [Browser] {
     match platform {
         Platform::Linux => LINUX,
         Platform::Macos => MACOS,
@@ -121,13 +122,13 @@ pub fn browsers(platform: Platform) -> &'static [Browser] {
 }
 
 /// Whether `s` is a Chromium app id: 32 letters `a`–`p`.
-pub fn is_app_id(s: &str) -> bool {
+pub(crate) fn is_app_id(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|c| (b'a'..=b'p').contains(&c))
 }
 
 /// The origin (`scheme://host[:port]`, lowercase, default port dropped) of an `http`/`https`
 /// URL; `None` for other schemes and anything that does not look like a plain host.
-pub fn origin(url: &str) -> Option<String> {
+pub(crate) fn origin(url: &str) -> Option<String> {
     let (scheme, rest) = url.trim().split_once("://")?;
     let scheme = scheme.to_ascii_lowercase();
     let default_port = match scheme.as_str() {
@@ -182,7 +183,7 @@ struct Prefs {
 }
 
 /// App id → origins, from one Preferences JSON text.
-pub fn origins_from_preferences(
+pub(crate) fn origins_from_preferences(
     text: &[u8],
 ) -> Result<BTreeMap<String, BTreeSet<String>>, serde_json::Error> {
     let prefs: Prefs = serde_json::from_slice(text)?;

@@ -1,4 +1,4 @@
-//! The rpm database.
+//! The rpm database (source `rpm`).
 //!
 //! RPM ≥ 4.16 (Fedora 33+, RHEL 9, openSUSE's newer releases) keeps it in SQLite:
 //! `rpmdb.sqlite` in `/usr/lib/sysimage/rpm` or `/var/lib/rpm` (often one links to the other),
@@ -15,7 +15,8 @@
 //! - The older BerkeleyDB `Packages` (RHEL ≤ 8) and SUSE's `Packages.db` (ndb) are not read:
 //!   the source says so as `failed: ...` instead of claiming the machine has no rpm packages.
 
-use super::{ScanContext, Source, clip, rooted};
+use super::util::{rooted, text::clip};
+use super::{ScanContext, Source};
 use commscan_core::catalog::SignatureKind;
 use commscan_core::inventory::InventoryItem;
 use commscan_core::scan::SourceOutcome;
@@ -24,15 +25,15 @@ use std::path::{Path, PathBuf};
 
 /// The rpm source.
 #[derive(Debug, Clone, Copy)]
-pub struct Rpm;
+pub(crate) struct Rpm;
 
 /// Folders that hold the rpm database, newest convention first.
-pub const DB_DIRS: [&str; 2] = ["/usr/lib/sysimage/rpm", "/var/lib/rpm"];
+pub(crate) const DB_DIRS: [&str; 2] = ["/usr/lib/sysimage/rpm", "/var/lib/rpm"];
 
 /// rpm's own limit on the index entries of one header (`HEADER_TAGS_MAX`).
-pub const MAX_ENTRIES: u32 = 0xffff;
+pub(crate) const MAX_ENTRIES: u32 = 0xffff;
 /// rpm's own limit on the data store of one header (`HEADER_DATA_MAX`).
-pub const MAX_DATA: u32 = 0x0fff_ffff;
+pub(crate) const MAX_DATA: u32 = 0x0fff_ffff;
 /// Largest database (plus log) copied aside when a write-ahead log must be read.
 const MAX_COPY: u64 = 1 << 30;
 /// Most rows read; a real database has a few thousand.
@@ -47,20 +48,20 @@ const TYPE_STRING: u32 = 6;
 
 /// What commscan keeps of one RPM header.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Header {
+pub(crate) struct Header {
     /// `NAME`.
-    pub name: String,
+    pub(crate) name: String,
     /// `EPOCH`, when set.
-    pub epoch: Option<u32>,
+    pub(crate) epoch: Option<u32>,
     /// `VERSION`.
-    pub version: Option<String>,
+    pub(crate) version: Option<String>,
     /// `RELEASE`.
-    pub release: Option<String>,
+    pub(crate) release: Option<String>,
 }
 
 impl Header {
     /// `[epoch:]version[-release]`, as `rpm -q` shows it.
-    pub fn evr(&self) -> Option<String> {
+    pub(crate) fn evr(&self) -> Option<String> {
         let v = self.version.as_deref()?;
         let mut s = String::new();
         if let Some(e) = self.epoch {
@@ -77,7 +78,7 @@ impl Header {
 
 /// Why a header blob was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HeaderError {
+pub(crate) enum HeaderError {
     /// Shorter than the 8-byte preamble.
     #[error("header of {0} bytes is shorter than its preamble")]
     TooShort(usize),
@@ -123,7 +124,7 @@ fn string_at(data: &[u8], offset: u32, tag: u32) -> Result<String, HeaderError> 
 /// and magic of a package file): a big-endian entry count `il` and data size `dl`, `il`
 /// 16-byte index entries (tag, type, offset, count), then `dl` bytes of data. Only `NAME`,
 /// `EPOCH`, `VERSION` and `RELEASE` are kept; other tags are not looked at.
-pub fn parse_header(blob: &[u8]) -> Result<Header, HeaderError> {
+pub(crate) fn parse_header(blob: &[u8]) -> Result<Header, HeaderError> {
     let (Some(il), Some(dl)) = (be32(blob, 0), be32(blob, 4)) else {
         return Err(HeaderError::TooShort(blob.len()));
     };
@@ -174,7 +175,7 @@ pub fn parse_header(blob: &[u8]) -> Result<Header, HeaderError> {
 
 /// Builds a header-only blob holding the given string tags (and an `EPOCH` if given), as the
 /// rpm database stores it. For fixtures and tests.
-pub fn build_header(strings: &[(u32, &str)], epoch: Option<u32>) -> Vec<u8> {
+pub(crate) fn build_header(strings: &[(u32, &str)], epoch: Option<u32>) -> Vec<u8> {
     let mut index = Vec::new();
     let mut data = Vec::new();
     if let Some(e) = epoch {
@@ -288,7 +289,7 @@ impl Drop for TempDir {
 }
 
 /// Reads an SQLite rpm database; `Ok(n)` with `n` damaged rows skipped.
-pub fn read_sqlite(db: &Path, out: &mut Vec<InventoryItem>) -> Result<usize, String> {
+pub(crate) fn read_sqlite(db: &Path, out: &mut Vec<InventoryItem>) -> Result<usize, String> {
     let fail = |e: &dyn std::fmt::Display| format!("{}: {e}", db.display());
     let mut wal = db.as_os_str().to_owned();
     wal.push("-wal");

@@ -1,4 +1,4 @@
-//! Installed snaps.
+//! Installed snaps (source `snap`).
 //!
 //! Two places tell, and a mounted disk image may only have the first:
 //! - `/var/lib/snapd/snaps/<name>_<rev>.snap`: the squashfs file of every kept revision
@@ -10,7 +10,9 @@
 //!
 //! Every snap is reported, bases and `snapd` included: only catalog matches leave the device.
 
-use super::{ScanContext, Source, clip, for_each_line, rooted};
+use super::util::rooted;
+use super::util::text::{clip, for_each_line};
+use super::{ScanContext, Source};
 use commscan_core::catalog::SignatureKind;
 use commscan_core::inventory::InventoryItem;
 use commscan_core::scan::SourceOutcome;
@@ -20,7 +22,7 @@ use std::path::Path;
 
 /// The snap source.
 #[derive(Debug, Clone, Copy)]
-pub struct Snap;
+pub(crate) struct Snap;
 
 const SNAP_FILES: &str = "/var/lib/snapd/snaps";
 const MOUNT_DIRS: [&str; 2] = ["/snap", "/var/lib/snapd/snap"];
@@ -42,7 +44,7 @@ fn is_revision(s: &str) -> bool {
 }
 
 /// Splits a snap file name `<instance>_<rev>.snap` into instance name and revision.
-pub fn parse_snap_file(file: &str) -> Option<(&str, &str)> {
+pub(crate) fn parse_snap_file(file: &str) -> Option<(&str, &str)> {
     let stem = file.strip_suffix(".snap")?;
     let (instance, rev) = stem.rsplit_once('_')?;
     (!instance.is_empty() && is_revision(rev)).then_some((instance, rev))
@@ -54,7 +56,7 @@ fn snap_name(instance: &str) -> &str {
 }
 
 /// The top-level `version:` of a `snap.yaml`, read streaming up to [`MAX_YAML`] bytes.
-pub fn yaml_version(path: &Path) -> Option<String> {
+pub(crate) fn yaml_version(path: &Path) -> Option<String> {
     let f = std::fs::File::open(path).ok()?;
     let mut version = None;
     let _ = for_each_line(BufReader::new(f.take(MAX_YAML)), |line, truncated| {

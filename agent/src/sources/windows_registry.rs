@@ -10,7 +10,7 @@
 //!   are the norm on Windows (Zoom's `ZoomUMX`, Slack, Teams classic, Telegram), and reading the
 //!   hive file offline finds them for users who are not logged on.
 //!
-//! Hives are read with the crate's own [`hive`](super::hive) reader, at most
+//! Hives are read with the crate's own [`hive`](super::util::hive) reader, at most
 //! [`MAX_HIVE_BYTES`] each, and file names are matched case-insensitively (a mounted NTFS or a
 //! fixture may spell them `software`, `ntuser.dat`). Transaction logs are ignored: a dirty hive
 //! is read as its primary file stands (see the reader's docs).
@@ -39,9 +39,10 @@
 //! `<file>: <why>`, and the other hives are still read. An entry that cannot be read is skipped
 //! and counted: `<file>: N entries skipped: <first reason>`.
 
-use super::hive::{Hive, HiveError, Key};
-use super::windows_paths::resolve;
-use super::{ScanContext, Source, fs::read_capped};
+use super::util::fs::read_capped;
+use super::util::hive::{Hive, HiveError, Key};
+use super::util::winpath::resolve;
+use super::{ScanContext, Source};
 use commscan_core::catalog::SignatureKind;
 use commscan_core::inventory::InventoryItem;
 use commscan_core::scan::SourceOutcome;
@@ -49,14 +50,14 @@ use std::path::{Path, PathBuf};
 
 /// The Windows registry source.
 #[derive(Debug, Clone, Copy)]
-pub struct WindowsRegistry;
+pub(crate) struct WindowsRegistry;
 
 /// Largest hive file read (SOFTWARE hives of busy machines reach a few hundred MiB).
-pub const MAX_HIVE_BYTES: u64 = 512 << 20;
+pub(crate) const MAX_HIVE_BYTES: u64 = 512 << 20;
 /// Most entries read from one Uninstall key.
-pub const MAX_ENTRIES: usize = 10_000;
+pub(crate) const MAX_ENTRIES: usize = 10_000;
 /// Longest DisplayName, DisplayVersion or Publisher kept, in characters.
-pub const MAX_TEXT: usize = 256;
+pub(crate) const MAX_TEXT: usize = 256;
 
 const SOFTWARE: [&str; 4] = ["Windows", "System32", "config", "SOFTWARE"];
 const MACHINE_UNINSTALL: &str = r"Microsoft\Windows\CurrentVersion\Uninstall";
@@ -65,7 +66,7 @@ const USER_UNINSTALL: &str = r"Software\Microsoft\Windows\CurrentVersion\Uninsta
 
 /// Which Uninstall key an entry came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     /// HKLM, 64-bit view.
     Machine,
     /// HKLM, 32-bit view (`WOW6432Node`).
@@ -76,7 +77,7 @@ pub enum Scope {
 
 impl Scope {
     /// The words used in evidence.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Scope::Machine => "machine",
             Scope::Machine32 => "machine 32-bit",
@@ -87,19 +88,19 @@ impl Scope {
 
 /// The values of one Uninstall subkey that matter here.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UninstallEntry {
+pub(crate) struct UninstallEntry {
     /// The subkey's name (a product code, or a name such as `ZoomUMX`).
-    pub key: String,
+    pub(crate) key: String,
     /// `DisplayName`.
-    pub display_name: Option<String>,
+    pub(crate) display_name: Option<String>,
     /// `DisplayVersion`.
-    pub display_version: Option<String>,
+    pub(crate) display_version: Option<String>,
     /// `Publisher`.
-    pub publisher: Option<String>,
+    pub(crate) publisher: Option<String>,
     /// `SystemComponent` is 1.
-    pub system_component: bool,
+    pub(crate) system_component: bool,
     /// `ParentKeyName` is set (an update or patch of another entry).
-    pub parent_key_name: bool,
+    pub(crate) parent_key_name: bool,
 }
 
 /// Trimmed, non-empty, at most [`MAX_TEXT`] characters.
@@ -110,7 +111,7 @@ fn text(s: Option<&str>) -> Option<String> {
 
 /// The inventory item for an entry, or `None` when it does not count (see the module docs).
 /// The offline and the live paths both build items here.
-pub fn item(entry: &UninstallEntry, scope: Scope) -> Option<InventoryItem> {
+pub(crate) fn item(entry: &UninstallEntry, scope: Scope) -> Option<InventoryItem> {
     let name = text(entry.display_name.as_deref())?;
     if entry.system_component && entry.parent_key_name {
         return None;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::sources::hive::writer::HiveKey;
+use crate::sources::util::hive::writer::HiveKey;
 use commscan_core::platform::Platform;
 
 fn entry(key: &str, name: Option<&str>) -> UninstallEntry {

@@ -1,4 +1,4 @@
-//! macOS application bundles (`.app`).
+//! macOS application bundles (source `macos_app`, `.app`).
 //!
 //! Where: `/Applications` (scope `system`) and every user's `~/Applications` (scope
 //! `per-user`, users from [`ScanContext::homes`], so users who are not logged in count too).
@@ -35,8 +35,10 @@
 //! the scanned system, a user's home written `~` (outcomes go to the collector, user names
 //! do not).
 
-use super::fs::{Walk, read_capped};
-use super::{ScanContext, Source, problems_outcome, shown_path};
+use super::util::fs::{Walk, read_capped};
+use super::util::outcome::{problems_outcome, shown_path};
+use super::util::users::in_homes;
+use super::{ScanContext, Source};
 use commscan_core::catalog::SignatureKind;
 use commscan_core::inventory::InventoryItem;
 use commscan_core::scan::SourceOutcome;
@@ -47,15 +49,15 @@ use unicode_normalization::UnicodeNormalization;
 
 /// The macOS application-bundle source.
 #[derive(Debug, Clone, Copy)]
-pub struct MacosApps;
+pub(crate) struct MacosApp;
 
 const SOURCE: &str = "macos_app";
 
 /// Largest Info.plist read, in bytes.
-pub const MAX_PLIST: u64 = 1024 * 1024;
+pub(crate) const MAX_PLIST: u64 = 1024 * 1024;
 
 /// Most plist events (keys, values, collection starts and ends) read from one Info.plist.
-pub const MAX_EVENTS: usize = 100_000;
+pub(crate) const MAX_EVENTS: usize = 100_000;
 
 /// Longest string value kept; longer values are not identifiers and are ignored.
 const MAX_VALUE: usize = 1024;
@@ -65,25 +67,25 @@ const MAX_VALUE: usize = 1024;
 const WALK_DEPTH: usize = 2;
 
 /// The App Store category that marks an unknown bundle as a candidate.
-pub const SOCIAL_NETWORKING: &str = "public.app-category.social-networking";
+pub(crate) const SOCIAL_NETWORKING: &str = "public.app-category.social-networking";
 
 /// The keys kept from an Info.plist.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BundleInfo {
+pub(crate) struct BundleInfo {
     /// `CFBundleIdentifier`.
-    pub bundle_id: Option<String>,
+    pub(crate) bundle_id: Option<String>,
     /// `CFBundleExecutable`.
-    pub executable: Option<String>,
+    pub(crate) executable: Option<String>,
     /// `CFBundleShortVersionString`.
-    pub short_version: Option<String>,
+    pub(crate) short_version: Option<String>,
     /// `CFBundleVersion`.
-    pub version: Option<String>,
+    pub(crate) version: Option<String>,
     /// `CFBundleDisplayName`.
-    pub display_name: Option<String>,
+    pub(crate) display_name: Option<String>,
     /// `CFBundleName`.
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// `LSApplicationCategoryType`.
-    pub category: Option<String>,
+    pub(crate) category: Option<String>,
 }
 
 impl BundleInfo {
@@ -103,7 +105,7 @@ impl BundleInfo {
 
 /// Parses an Info.plist (any encoding) into the keys commscan keeps. Errors say why in a few
 /// words: not a plist, not a dictionary, too many events.
-pub fn parse_info_plist(bytes: &[u8]) -> Result<BundleInfo, String> {
+pub(crate) fn parse_info_plist(bytes: &[u8]) -> Result<BundleInfo, String> {
     let mut events = Reader::new(io::Cursor::new(bytes));
     let mut next = |budget: &mut usize| -> Result<Event<'static>, String> {
         if *budget == 0 {
@@ -273,14 +275,14 @@ fn bundle_item(
     item
 }
 
-impl Source for MacosApps {
+impl Source for MacosApp {
     fn name(&self) -> &'static str {
         SOURCE
     }
 
     fn watch_paths(&self, ctx: &ScanContext) -> Vec<std::path::PathBuf> {
         let mut v = vec![ctx.path("/Applications")];
-        v.extend(super::in_homes(ctx, "Applications"));
+        v.extend(in_homes(ctx, "Applications"));
         v
     }
 
@@ -390,14 +392,14 @@ mod tests {
 
     fn collect(root: &Path) -> (Vec<InventoryItem>, SourceOutcome) {
         let mut out = Vec::new();
-        let outcome = MacosApps.collect(&ctx(root), &mut out);
+        let outcome = MacosApp.collect(&ctx(root), &mut out);
         (out, outcome)
     }
 
     fn scan(root: &Path) -> commscan_core::scan::ScanReport {
         Scanner::new(&Catalog::embedded()).scan_with(
             &ScanTarget::tree(root, Platform::Macos),
-            &[Box::new(MacosApps)],
+            &[Box::new(MacosApp)],
         )
     }
 

@@ -3,17 +3,18 @@
 use super::{Hive, HiveError, NONE, decode_name, u16_at, u32_at, utf16_lossy};
 
 /// Registry value types this reader interprets.
-pub mod types {
+pub(crate) mod types {
     /// A NUL-terminated UTF-16LE string.
-    pub const REG_SZ: u32 = 1;
+    pub(crate) const REG_SZ: u32 = 1;
     /// A string with `%VARIABLES%` to expand.
-    pub const REG_EXPAND_SZ: u32 = 2;
+    pub(crate) const REG_EXPAND_SZ: u32 = 2;
     /// Bytes.
-    pub const REG_BINARY: u32 = 3;
+    #[cfg(test)]
+    pub(crate) const REG_BINARY: u32 = 3;
     /// A little-endian 32-bit number.
-    pub const REG_DWORD: u32 = 4;
+    pub(crate) const REG_DWORD: u32 = 4;
     /// A big-endian 32-bit number.
-    pub const REG_DWORD_BIG_ENDIAN: u32 = 5;
+    pub(crate) const REG_DWORD_BIG_ENDIAN: u32 = 5;
 }
 
 /// Offsets in a `vk` cell's payload.
@@ -32,7 +33,7 @@ const SEGMENT: usize = 16344;
 
 /// One value of a key.
 #[derive(Debug, Clone)]
-pub struct Value<'h> {
+pub(crate) struct Value<'h> {
     hive: &'h Hive,
     offset: u32,
     name: String,
@@ -65,17 +66,18 @@ impl<'h> Value<'h> {
     }
 
     /// The value's name (`""` for the key's default value).
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
     /// The value's type (see [`types`]).
-    pub fn data_type(&self) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn data_type(&self) -> u32 {
         self.data_type
     }
 
     /// The value's data bytes, at most [`super::Limits::max_data`] of them.
-    pub fn data(&self) -> Result<Vec<u8>, HiveError> {
+    pub(crate) fn data(&self) -> Result<Vec<u8>, HiveError> {
         let bad = |why| HiveError::BadCell {
             offset: self.offset,
             why,
@@ -141,7 +143,7 @@ impl<'h> Value<'h> {
 
     /// The text of a `REG_SZ` or `REG_EXPAND_SZ` value, up to its first NUL; `Ok(None)` for
     /// other types.
-    pub fn string(&self) -> Result<Option<String>, HiveError> {
+    pub(crate) fn string(&self) -> Result<Option<String>, HiveError> {
         if !matches!(self.data_type, types::REG_SZ | types::REG_EXPAND_SZ) {
             return Ok(None);
         }
@@ -155,7 +157,7 @@ impl<'h> Value<'h> {
 
     /// The number in a `REG_DWORD` (or big-endian) value; `Ok(None)` for other types or data
     /// shorter than 4 bytes.
-    pub fn dword(&self) -> Result<Option<u32>, HiveError> {
+    pub(crate) fn dword(&self) -> Result<Option<u32>, HiveError> {
         let big_endian = match self.data_type {
             types::REG_DWORD => false,
             types::REG_DWORD_BIG_ENDIAN => true,
@@ -176,7 +178,7 @@ impl<'h> Value<'h> {
 
 /// The values of a key, read one at a time.
 #[derive(Debug)]
-pub struct Values<'h> {
+pub(crate) struct Values<'h> {
     hive: &'h Hive,
     offsets: std::vec::IntoIter<u32>,
 }

@@ -11,7 +11,7 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 
 /// Most symlinks followed while resolving one path (Linux's own limit is 40).
-pub const MAX_LINKS: usize = 40;
+pub(crate) const MAX_LINKS: usize = 40;
 
 fn push_components(todo: &mut Vec<OsString>, path: &Path) {
     // `todo` is a stack: push the last component first.
@@ -29,7 +29,7 @@ fn push_components(todo: &mut Vec<OsString>, path: &Path) {
 /// The host path of `path` (a path of the scanned system, absolute or not) under `root`, with
 /// every symlink followed inside the root. Fails with `NotFound` if a component is missing,
 /// and with an error naming the loop after [`MAX_LINKS`] symlinks.
-pub fn resolve(root: &Path, path: &str) -> io::Result<PathBuf> {
+pub(crate) fn resolve(root: &Path, path: &str) -> io::Result<PathBuf> {
     let mut todo = Vec::new();
     push_components(&mut todo, Path::new(path));
     let mut done: Vec<OsString> = Vec::new();
@@ -65,7 +65,7 @@ pub fn resolve(root: &Path, path: &str) -> io::Result<PathBuf> {
 }
 
 /// Whether `path` of the scanned system is a directory, following symlinks inside the root.
-pub fn is_dir(root: &Path, path: &str) -> bool {
+pub(crate) fn is_dir(root: &Path, path: &str) -> bool {
     resolve(root, path).is_ok_and(|p| p.is_dir())
 }
 

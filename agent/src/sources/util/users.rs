@@ -9,20 +9,23 @@
 //!   `Public`, `Default`, `Default User`, `All Users`.
 //!
 //! Every returned path is absolute *within the scanned system* (e.g. `/home/alice`); join it to
-//! the root with [`super::ScanContext::path`].
+//! the root with [`ScanContext::path`]. Sources take the list from [`ScanContext::homes`], which
+//! enumerates it once per scan, and [`in_homes`] joins a folder to every home.
 
-use super::{ScanContext, for_each_line};
+use super::text::for_each_line;
+use crate::sources::ScanContext;
 use commscan_core::platform::Platform;
 use std::collections::BTreeSet;
 use std::io::BufReader;
+use std::path::PathBuf;
 
 /// A user's home directory.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Home {
+pub(crate) struct Home {
     /// Account or folder name.
-    pub user: String,
+    pub(crate) user: String,
     /// Home directory within the scanned system, e.g. `/home/alice` or `/Users/Alice`.
-    pub path: String,
+    pub(crate) path: String,
 }
 
 const WINDOWS_SKIP: [&str; 4] = ["public", "default", "default user", "all users"];
@@ -42,7 +45,7 @@ fn subdirs(ctx: &ScanContext, rel: &str) -> Vec<String> {
 }
 
 /// Every user's home directory on the scanned system, sorted by path, without duplicates.
-pub fn homes(ctx: &ScanContext) -> Vec<Home> {
+pub(crate) fn homes(ctx: &ScanContext) -> Vec<Home> {
     let mut set = BTreeSet::new();
     match ctx.platform {
         Platform::Linux => {
@@ -87,6 +90,14 @@ pub fn homes(ctx: &ScanContext) -> Vec<Home> {
     }
     set.into_iter()
         .map(|(path, user)| Home { user, path })
+        .collect()
+}
+
+/// `rel` under every user's home of the scanned system.
+pub(crate) fn in_homes(ctx: &ScanContext, rel: &str) -> Vec<PathBuf> {
+    ctx.homes()
+        .iter()
+        .map(|h| ctx.path(&h.path).join(rel))
         .collect()
 }
 

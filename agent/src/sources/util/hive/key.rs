@@ -1,6 +1,6 @@
 //! Key nodes (`nk`) and their subkey lists (`li`, `lf`, `lh`, `ri`).
 
-use super::{Hive, HiveError, NONE, Value, Values, decode_name, u16_at, u32_at};
+use super::{Hive, HiveError, NONE, Values, decode_name, u16_at, u32_at};
 
 /// Offsets in an `nk` cell's payload.
 const NK_FLAGS: usize = 0x02;
@@ -15,7 +15,7 @@ const KEY_COMP_NAME: u16 = 0x0020;
 
 /// One registry key of a [`Hive`].
 #[derive(Debug, Clone)]
-pub struct Key<'h> {
+pub(crate) struct Key<'h> {
     hive: &'h Hive,
     name: String,
     subkey_count: u32,
@@ -49,13 +49,13 @@ impl<'h> Key<'h> {
     }
 
     /// The key's own name (the last component of its path).
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
     /// The key's subkeys, like `fs::read_dir`: the list itself may be unreadable (`Err`), and
     /// so may each entry, which the caller can skip.
-    pub fn subkeys(&self) -> Result<Subkeys<'h>, HiveError> {
+    pub(crate) fn subkeys(&self) -> Result<Subkeys<'h>, HiveError> {
         let mut offsets = Vec::new();
         if self.subkey_count != 0 {
             let max = self.hive.limits().max_list;
@@ -77,7 +77,7 @@ impl<'h> Key<'h> {
 
     /// The subkey named `name` (case-insensitive). An unreadable sibling makes the answer an
     /// error unless the wanted key is found: it might have been the unreadable one.
-    pub fn subkey(&self, name: &str) -> Result<Option<Key<'h>>, HiveError> {
+    pub(crate) fn subkey(&self, name: &str) -> Result<Option<Key<'h>>, HiveError> {
         let want = fold(name);
         let mut first_error = None;
         for key in self.subkeys()? {
@@ -93,13 +93,14 @@ impl<'h> Key<'h> {
     }
 
     /// The key's values, each readable or not on its own.
-    pub fn values(&self) -> Result<Values<'h>, HiveError> {
+    pub(crate) fn values(&self) -> Result<Values<'h>, HiveError> {
         Values::read(self.hive, self.value_count, self.value_list)
     }
 
     /// The value named `name` (case-insensitive; `""` is the default value), with the same
     /// error rule as [`Key::subkey`].
-    pub fn value(&self, name: &str) -> Result<Option<Value<'h>>, HiveError> {
+    #[cfg(test)]
+    pub(crate) fn value(&self, name: &str) -> Result<Option<super::value::Value<'h>>, HiveError> {
         let want = fold(name);
         let mut first_error = None;
         for value in self.values()? {
@@ -116,12 +117,14 @@ impl<'h> Key<'h> {
 
     /// A `REG_SZ` or `REG_EXPAND_SZ` value as text; `None` when missing, of another type or
     /// unreadable.
-    pub fn value_string(&self, name: &str) -> Option<String> {
+    #[cfg(test)]
+    pub(crate) fn value_string(&self, name: &str) -> Option<String> {
         self.value(name).ok().flatten()?.string().ok().flatten()
     }
 
     /// A `REG_DWORD` value; `None` when missing, of another type or unreadable.
-    pub fn value_dword(&self, name: &str) -> Option<u32> {
+    #[cfg(test)]
+    pub(crate) fn value_dword(&self, name: &str) -> Option<u32> {
         self.value(name).ok().flatten()?.dword().ok().flatten()
     }
 }
@@ -172,7 +175,7 @@ fn read_list(
 
 /// The subkeys of a key, read one at a time.
 #[derive(Debug)]
-pub struct Subkeys<'h> {
+pub(crate) struct Subkeys<'h> {
     hive: &'h Hive,
     offsets: std::vec::IntoIter<u32>,
 }

@@ -1,4 +1,4 @@
-//! Running processes, from the live process table (sysinfo).
+//! Running processes (source `process`), from the live process table (sysinfo).
 //!
 //! Only executable base names are kept (`zoom`, `Telegram`, `Zoom.exe`): no command lines, no
 //! paths (they would name users), no process ids. This source reads the machine the agent runs
@@ -14,10 +14,10 @@ use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
 
 /// The process source.
 #[derive(Debug, Clone, Copy)]
-pub struct Processes;
+pub(crate) struct Process;
 
 /// The signature kind of executable names on a platform.
-pub fn exe_kind(platform: Platform) -> SignatureKind {
+pub(crate) fn exe_kind(platform: Platform) -> SignatureKind {
     match platform {
         Platform::Linux => SignatureKind::LinuxExe,
         Platform::Macos => SignatureKind::MacExe,
@@ -40,7 +40,7 @@ pub fn items_from_names(
     );
 }
 
-impl Source for Processes {
+impl Source for Process {
     fn name(&self) -> &'static str {
         "process"
     }
@@ -89,7 +89,7 @@ mod tests {
     fn skipped_for_offline_roots() {
         let ctx = ScanContext::new("/nonexistent", Platform::Linux, false);
         assert_eq!(
-            Processes.collect(&ctx, &mut Vec::new()),
+            Process.collect(&ctx, &mut Vec::new()),
             SourceOutcome::Skipped
         );
     }
@@ -98,7 +98,7 @@ mod tests {
     fn this_machine_has_processes() {
         let ctx = ScanContext::new("/", Platform::Linux, true);
         let mut out = Vec::new();
-        assert_eq!(Processes.collect(&ctx, &mut out), SourceOutcome::Ok);
+        assert_eq!(Process.collect(&ctx, &mut out), SourceOutcome::Ok);
         assert!(
             !out.is_empty(),
             "at least the test process itself is running"

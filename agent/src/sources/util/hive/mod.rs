@@ -39,8 +39,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 mod key;
 mod value;
 
-pub use key::{Key, Subkeys};
-pub use value::{Value, Values, types};
+pub(crate) use key::Key;
+pub(crate) use value::Values;
 
 /// File offset of the hive bins data; every cell offset is relative to it.
 const BINS: usize = 0x1000;
@@ -51,13 +51,13 @@ const HBIN_HEADER: usize = 32;
 
 /// Caps on the work one hive may cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Cells read over the life of a [`Hive`] before every further read fails.
-    pub max_cell_reads: usize,
+    pub(crate) max_cell_reads: usize,
     /// Entries in one subkey or value list.
-    pub max_list: usize,
+    pub(crate) max_list: usize,
     /// Bytes of one value's data.
-    pub max_data: usize,
+    pub(crate) max_data: usize,
 }
 
 impl Default for Limits {
@@ -73,7 +73,7 @@ impl Default for Limits {
 
 /// Why a hive, or a part of it, cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HiveError {
+pub(crate) enum HiveError {
     /// The file does not start with `regf`.
     #[error("not a registry hive (no regf signature)")]
     NotAHive,
@@ -124,7 +124,7 @@ pub enum HiveError {
 
 /// A parsed hive: the file's bytes, checked base block and bin chain, and a work budget.
 #[derive(Debug)]
-pub struct Hive {
+pub(crate) struct Hive {
     data: Vec<u8>,
     /// File offset where the readable hive bins end.
     bins_end: usize,
@@ -177,13 +177,13 @@ fn checksum(base: &[u8]) -> u32 {
 
 impl Hive {
     /// Parses a hive file's bytes with the default [`Limits`].
-    pub fn parse(data: Vec<u8>) -> Result<Hive, HiveError> {
+    pub(crate) fn parse(data: Vec<u8>) -> Result<Hive, HiveError> {
         Hive::parse_with(data, Limits::default())
     }
 
     /// Parses a hive file's bytes: checks the base block and the chain of bins, and that the
     /// root cell is a key node.
-    pub fn parse_with(data: Vec<u8>, limits: Limits) -> Result<Hive, HiveError> {
+    pub(crate) fn parse_with(data: Vec<u8>, limits: Limits) -> Result<Hive, HiveError> {
         if !data.starts_with(b"regf") {
             return Err(HiveError::NotAHive);
         }
@@ -236,18 +236,18 @@ impl Hive {
 
     /// Whether the hive was not flushed cleanly (its transaction logs, which this reader does
     /// not read, hold newer changes).
-    pub fn is_dirty(&self) -> bool {
+    pub(crate) fn is_dirty(&self) -> bool {
         self.dirty
     }
 
     /// The root key.
-    pub fn root(&self) -> Result<Key<'_>, HiveError> {
+    pub(crate) fn root(&self) -> Result<Key<'_>, HiveError> {
         Key::at(self, self.root)
     }
 
     /// The key at a backslash-separated path below the root (case-insensitive, like Windows).
     /// `Ok(None)` when a component does not exist.
-    pub fn open(&self, path: &str) -> Result<Option<Key<'_>>, HiveError> {
+    pub(crate) fn open(&self, path: &str) -> Result<Option<Key<'_>>, HiveError> {
         let mut key = self.root()?;
         for part in path.split('\\').filter(|p| !p.is_empty()) {
             match key.subkey(part)? {
@@ -313,7 +313,7 @@ fn walk_bins(bins: &[u8]) -> usize {
 }
 
 #[cfg(test)]
-#[path = "../../../tests/support/hive_writer.rs"]
+#[path = "../../../../tests/support/hive_writer.rs"]
 pub(crate) mod writer;
 
 #[cfg(test)]

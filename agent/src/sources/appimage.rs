@@ -1,16 +1,15 @@
-//! Software no package database knows: AppImages and vendor or tarball installs.
+//! AppImages (source `appimage`): self-contained Linux programs no package database knows.
 //!
-//! - `appimage`: files named `*.AppImage` (any case) in the places people keep them: every
-//!   user's home, `~/Applications`, `~/Downloads`, `~/Desktop`, `~/.local/bin`, `~/bin`, `~/opt`,
-//!   and `/opt`, each down to two levels (`~/Applications/Zoom/x.AppImage`). Hidden folders of
-//!   a home are not descended into; walks never follow symlinks and stop at an entry budget.
-//! - `install_path`: every `linux_path` value of the catalog is probed (absolute ones under the
-//!   root, `~/`-relative ones under each home) and reported as written in the catalog when it
-//!   is a directory; and every folder of `/opt` is reported as `/opt/<name>`, so catalog paths
-//!   match whatever case the vendor used. Probing known paths keeps the cost at a few dozen
-//!   `stat` calls instead of a disk walk.
+//! Files named `*.AppImage` (any case) are looked for in the places people keep them: every
+//! user's home, `~/Applications`, `~/Downloads`, `~/Desktop`, `~/.local/bin`, `~/bin`, `~/opt`,
+//! and `/opt`, each down to two levels (`~/Applications/Zoom/x.AppImage`). Hidden folders of a
+//! home are not descended into; walks never follow symlinks and stop at an entry budget, and
+//! the folders are resolved inside the scanned root ([`rooted`]). Each file is an installed
+//! item `(Appimage, <file name>)` with detail `AppImage <file name> (per-user|system)`: the
+//! user's name is never reported.
 
-use super::{ScanContext, Source, fs::Walk, rooted};
+use crate::sources::util::{fs::Walk, rooted};
+use crate::sources::{ScanContext, Source};
 use commscan_core::catalog::SignatureKind;
 use commscan_core::inventory::InventoryItem;
 use commscan_core::scan::SourceOutcome;
@@ -19,14 +18,10 @@ use std::path::Path;
 
 /// The AppImage source.
 #[derive(Debug, Clone, Copy)]
-pub struct Appimage;
-
-/// The install-path source.
-#[derive(Debug, Clone, Copy)]
-pub struct InstallPath;
+pub(crate) struct Appimage;
 
 /// Folders of a home searched for AppImages (`""` is the home itself).
-pub const HOME_DIRS: [&str; 7] = [
+pub(crate) const HOME_DIRS: [&str; 7] = [
     "",
     "Applications",
     "Downloads",
@@ -39,7 +34,7 @@ pub const HOME_DIRS: [&str; 7] = [
 const MAX_ENTRIES: usize = 20_000;
 
 /// Whether a file name is an AppImage's.
-pub fn is_appimage(name: &str) -> bool {
+pub(crate) fn is_appimage(name: &str) -> bool {
     let n = name.as_bytes();
     n.len() > ".appimage".len()
         && n[n.len() - ".appimage".len()..].eq_ignore_ascii_case(b".appimage")
@@ -95,65 +90,6 @@ impl Source for Appimage {
                     name.clone(),
                     format!("AppImage {name} ({scope})"),
                 ));
-            }
-        }
-        SourceOutcome::Ok
-    }
-}
-
-impl Source for InstallPath {
-    fn name(&self) -> &'static str {
-        "install_path"
-    }
-
-    fn watch_paths(&self, ctx: &ScanContext) -> Vec<std::path::PathBuf> {
-        vec![ctx.path("/opt")]
-    }
-
-    fn collect(&self, ctx: &ScanContext, out: &mut Vec<InventoryItem>) -> SourceOutcome {
-        let mut reported: BTreeSet<String> = BTreeSet::new();
-        let mut emit = |value: &str, detail: String, out: &mut Vec<InventoryItem>| {
-            if reported.insert(format!("{value}\0{detail}")) {
-                out.push(InventoryItem::installed(
-                    "install_path",
-                    SignatureKind::LinuxPath,
-                    value,
-                    detail,
-                ));
-            }
-        };
-        let values: BTreeSet<&str> = ctx
-            .catalog
-            .values_of(SignatureKind::LinuxPath)
-            .map(|(_, v)| v)
-            .collect();
-        for value in values {
-            if let Some(rel) = value.strip_prefix("~/") {
-                for home in ctx.homes() {
-                    let path = format!("{}/{rel}", home.path.trim_end_matches('/'));
-                    if rooted::is_dir(&ctx.root, &path) {
-                        emit(value, format!("directory {value} (per-user)"), out);
-                    }
-                }
-            } else if value.starts_with('/') && rooted::is_dir(&ctx.root, value) {
-                emit(value, format!("directory {value}"), out);
-            }
-        }
-        if let Ok(opt) = rooted::resolve(&ctx.root, "/opt")
-            && let Ok(rd) = std::fs::read_dir(&opt)
-        {
-            let mut names: Vec<String> = rd
-                .flatten()
-                .take(MAX_ENTRIES)
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-                .filter(|n| !n.starts_with('.'))
-                .collect();
-            names.sort();
-            for name in names {
-                let value = format!("/opt/{name}");
-                let detail = format!("directory {value}");
-                emit(&value, detail, out);
             }
         }
         SourceOutcome::Ok
@@ -221,38 +157,5 @@ mod tests {
                 ),
             ]
         );
-    }
-
-    #[test]
-    fn catalog_paths_and_opt_folders_are_reported_as_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let r = dir.path();
-        for d in [
-            "opt/zoom",
-            "opt/trueconf/client",
-            "usr/lib/slack",
-            "home/bob/Downloads/Telegram",
-        ] {
-            std::fs::create_dir_all(r.join(d)).unwrap();
-        }
-        std::fs::write(r.join("opt/not-a-dir"), b"").unwrap();
-        let got = ids(&InstallPath, r);
-        let values: Vec<&str> = got.iter().map(|(v, _)| v.as_str()).collect();
-        for want in [
-            "/opt/zoom",
-            "/opt/trueconf/client",
-            "/opt/trueconf",
-            "/usr/lib/slack",
-            "~/Downloads/Telegram",
-        ] {
-            assert!(values.contains(&want), "{want} missing from {values:?}");
-        }
-        assert!(!values.contains(&"/opt/not-a-dir"));
-        // /opt/zoom is both a catalog path and an /opt folder: reported once.
-        assert_eq!(values.iter().filter(|v| **v == "/opt/zoom").count(), 1);
-        assert!(got.contains(&(
-            "~/Downloads/Telegram".into(),
-            "directory ~/Downloads/Telegram (per-user)".into()
-        )));
     }
 }

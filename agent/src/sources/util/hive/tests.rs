@@ -1,3 +1,4 @@
+use super::value::types;
 use super::writer::{Data, HiveKey, ListKind, Options, write};
 use super::*;
 use proptest::prelude::*;

@@ -7,20 +7,20 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Most directory entries one walk visits.
-pub const MAX_ENTRIES: usize = 200_000;
+pub(crate) const MAX_ENTRIES: usize = 200_000;
 
 /// Limits of a walk.
 #[derive(Debug, Clone, Copy)]
-pub struct Walk {
+pub(crate) struct Walk {
     /// Deepest level descended into (0: only the directory itself is listed).
-    pub max_depth: usize,
+    pub(crate) max_depth: usize,
     /// Entries visited before the walk stops.
-    pub max_entries: usize,
+    pub(crate) max_entries: usize,
 }
 
 impl Walk {
     /// A walk down to `max_depth` with the default entry budget.
-    pub fn depth(max_depth: usize) -> Walk {
+    pub(crate) fn depth(max_depth: usize) -> Walk {
         Walk {
             max_depth,
             max_entries: MAX_ENTRIES,
@@ -30,7 +30,7 @@ impl Walk {
     /// Visits entries under `dir` breadth-first. `visit(path, is_dir, depth)` returns whether to
     /// descend into a directory. Symlinks are reported with `is_dir = false` and never followed.
     /// Returns `Err` only if `dir` itself cannot be listed.
-    pub fn run(
+    pub(crate) fn run(
         &self,
         dir: &Path,
         mut visit: impl FnMut(&Path, bool, usize) -> bool,
@@ -71,7 +71,7 @@ impl Walk {
 }
 
 /// Reads at most `max` bytes of a file; longer files are an error naming the size.
-pub fn read_capped(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_capped(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     let f = std::fs::File::open(path)?;
     let len = f.metadata()?.len();
     if len > max {
