@@ -26,7 +26,7 @@
 
 pub mod config;
 pub mod delivery;
-pub mod device_state;
+pub(crate) mod device_state;
 pub mod enroll;
 pub mod output;
 pub mod scanner;
@@ -34,4 +34,4 @@ pub mod sources;
 pub mod spool;
 pub mod state;
 pub mod status;
-pub mod systemd;
+pub(crate) mod systemd;
