@@ -1,6 +1,6 @@
 //! Device listings and device details.
 
-use super::{Format, csv_field, paint, status_text, table, time_text};
+use super::{Format, csv_field, paint, status_text, table, text, time_text};
 use commscan_proto::convert;
 use commscan_proto::v1;
 use serde::Serialize;
@@ -295,37 +295,44 @@ pub fn device_detail(d: &DeviceDetailOut, format: Format, colour: bool) -> Strin
         }
         Format::Table => {
             let mut s = String::new();
-            let _ = writeln!(s, "device    {}", d.device.device_id);
+            let _ = writeln!(s, "device    {}", text(&d.device.device_id));
             let _ = writeln!(
                 s,
                 "host      {} ({}, {})",
-                d.device.hostname, d.device.platform, d.os_version
+                text(&d.device.hostname),
+                text(&d.device.platform),
+                text(&d.os_version)
             );
-            let _ = writeln!(s, "org       {}", d.device.organisation);
+            let _ = writeln!(s, "org       {}", text(&d.device.organisation));
             let _ = writeln!(
                 s,
                 "status    {}  (policy {})",
-                paint(&d.device.status, colour),
-                if d.policy.is_empty() { "-" } else { &d.policy }
+                paint(&text(&d.device.status), colour),
+                if d.policy.is_empty() {
+                    "-".into()
+                } else {
+                    text(&d.policy)
+                }
             );
             let _ = writeln!(
                 s,
                 "reported  {}",
-                d.device
-                    .last_report
-                    .clone()
-                    .unwrap_or_else(|| "never".into())
+                text(d.device.last_report.as_deref().unwrap_or("never"))
             );
             if d.revoked {
                 let _ = writeln!(s, "REVOKED   refused at its next connection; history kept");
             }
             if let Some(why) = &d.duplicate {
-                let _ = writeln!(s, "DUPLICATE {why}: revoke it and re-enrol each machine");
+                let _ = writeln!(
+                    s,
+                    "DUPLICATE {}: revoke it and re-enrol each machine",
+                    text(why)
+                );
             }
             if !d.reasons.is_empty() {
                 let _ = writeln!(s, "\nreasons:");
                 for r in &d.reasons {
-                    let _ = writeln!(s, "  [{}] {}", r.kind, r.text);
+                    let _ = writeln!(s, "  [{}] {}", text(&r.kind), text(&r.text));
                 }
             }
             if !d.findings.is_empty() {
@@ -367,7 +374,13 @@ pub fn device_detail(d: &DeviceDetailOut, format: Format, colour: bool) -> Strin
             if !d.unclassified.is_empty() {
                 let _ = writeln!(s, "\nunclassified candidates:");
                 for u in &d.unclassified {
-                    let _ = writeln!(s, "  {} ({}: {})", u.name, u.source, u.detail);
+                    let _ = writeln!(
+                        s,
+                        "  {} ({}: {})",
+                        text(&u.name),
+                        text(&u.source),
+                        text(&u.detail)
+                    );
                 }
             }
             if !d.waivers.is_empty() {
@@ -376,12 +389,12 @@ pub fn device_detail(d: &DeviceDetailOut, format: Format, colour: bool) -> Strin
                     let _ = writeln!(
                         s,
                         "  {} ({}): {} — approved by {}, {} {}",
-                        w.product,
-                        w.scope,
-                        w.reason,
-                        w.approver,
+                        text(&w.product),
+                        text(&w.scope),
+                        text(&w.reason),
+                        text(&w.approver),
                         if w.expired { "expired" } else { "until" },
-                        w.expires
+                        text(&w.expires)
                     );
                 }
             }
@@ -393,10 +406,20 @@ pub fn device_detail(d: &DeviceDetailOut, format: Format, colour: bool) -> Strin
                     } else {
                         h.product.clone()
                     };
-                    let _ = writeln!(s, "  {}  {:<16} {}", h.at, h.kind, what);
+                    let _ = writeln!(
+                        s,
+                        "  {}  {:<16} {}",
+                        text(&h.at),
+                        text(&h.kind),
+                        text(&what)
+                    );
                 }
             }
-            let sources: Vec<String> = d.sources.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let sources: Vec<String> = d
+                .sources
+                .iter()
+                .map(|(k, v)| format!("{}={}", text(k), text(v)))
+                .collect();
             let _ = writeln!(
                 s,
                 "\nsources: {}",
@@ -408,5 +431,53 @@ pub fn device_detail(d: &DeviceDetailOut, format: Format, colour: bool) -> Strin
             );
             s
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A device that sent terminal escapes and a spreadsheet formula where text belongs.
+    fn hostile() -> v1::GetDeviceResponse {
+        v1::GetDeviceResponse {
+            device: Some(v1::DeviceRow {
+                device_id: "d-1".into(),
+                organisation: "acme".into(),
+                hostname: "=HYPERLINK(\"http://evil\",\"pc\")".into(),
+                ..Default::default()
+            }),
+            os_version: "Linux\x1b]0;pwned\x07".into(),
+            stats: Some(v1::ScanStats {
+                sources: vec![v1::SourceStatus {
+                    source: "dpkg\x1b[2J\x1b[1A".into(),
+                    message: "ok\u{202E}".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_devices_escapes_are_shown_not_run_on_the_officers_terminal() {
+        let d = device_detail_out(&hostile());
+        let table = device_detail(&d, Format::Table, false);
+        assert!(!table.contains('\x1b'), "{table:?}");
+        assert!(
+            !table.contains('\x07') && !table.contains('\u{202E}'),
+            "{table:?}"
+        );
+        assert!(table.contains("dpkg\\u{1b}[2J"), "{table}");
+        let rows = devices(&[d.device.clone()], Format::Table, false);
+        assert!(!rows.contains('\x1b'));
+    }
+
+    #[test]
+    fn a_hostname_formula_is_defused_in_csv() {
+        let d = device_detail_out(&hostile());
+        let csv = devices(&[d.device], Format::Csv, false);
+        assert!(csv.contains("\"'=HYPERLINK("), "{csv}");
     }
 }

@@ -57,14 +57,25 @@ pub fn paint(status: &str, colour: bool) -> String {
 
 pub use commscan_core::text::csv_field;
 
-/// Aligns rows into columns. `widths` are computed from visible text; `paint_col` is coloured
-/// after padding so escape codes do not break alignment.
+/// Text from the collector (and so from devices) made safe for a terminal: the one function
+/// every table cell and every free-form line goes through.
+pub fn text(s: &str) -> std::borrow::Cow<'_, str> {
+    commscan_core::text::terminal_safe(s)
+}
+
+/// Aligns rows into columns, every cell made terminal-safe first. `widths` are computed from
+/// visible text; `paint_col` is coloured after padding so escape codes do not break alignment.
 pub fn table(
     header: &[&str],
     rows: &[Vec<String>],
     paint_col: Option<usize>,
     colour: bool,
 ) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| text(c).into_owned()).collect())
+        .collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {

@@ -1,6 +1,6 @@
 //! Organisation and fleet summaries, and verdict-change events.
 
-use super::{Format, csv_field, paint, rows, status_text, table, time_text};
+use super::{Format, csv_field, paint, rows, status_text, table, text, time_text};
 use commscan_core::verdict::Status;
 use commscan_proto::v1;
 use serde::Serialize;
@@ -81,7 +81,9 @@ pub fn summary(s: &SummaryOut, format: Format, colour: bool) -> String {
             let _ = writeln!(
                 out,
                 "organisation {}: {} devices, {:.1}% compliant\n",
-                s.organisation, s.devices, s.percent_compliant
+                text(&s.organisation),
+                s.devices,
+                s.percent_compliant
             );
             let rows: Vec<Vec<String>> = s
                 .by_status
@@ -219,12 +221,12 @@ pub fn event(e: &v1::Event, format: Format, colour: bool) -> String {
         ),
         Format::Table => format!(
             "{at}  {}  {} ({})  {} -> {}  {}\n",
-            e.organisation,
-            e.hostname,
-            e.device_id,
+            text(&e.organisation),
+            text(&e.hostname),
+            text(&e.device_id),
             status_text(e.from),
             paint(&status_text(e.to), colour),
-            e.products.join(", ")
+            text(&e.products.join(", "))
         ),
     }
 }
