@@ -1,11 +1,15 @@
 //! Queries for officers and analysts. Each one is authorised through
 //! [`crate::auth::authorize`] (via [`Collector::check`], which audits denials) before it reads
-//! anything. Summaries read the maintained aggregates; they never scan devices.
+//! anything. Summaries read the maintained aggregates; they never scan devices. The rules of
+//! what a summary says live here, not in the adapters: fleet totals ([`FleetSummary`]) count
+//! every device of a stale federated row as stale, never compliant.
 
 use crate::auth::{Access, Principal};
 use crate::collector::Collector;
 use crate::error::CollectorError;
 use crate::store::{DeviceFilter, DevicePage, DeviceRecord, OrgAggregate};
+use commscan_core::verdict::Status;
+use std::collections::BTreeMap;
 
 /// Default page size.
 pub const DEFAULT_PAGE: usize = 100;
@@ -100,6 +104,62 @@ pub struct FleetRow {
     pub stale: bool,
 }
 
+impl FleetRow {
+    /// Compliant and waived devices as a percentage; 0 for a stale row, whose last known
+    /// figures are shown for reference but vouch for nothing.
+    pub fn percent_compliant(&self) -> f64 {
+        if self.stale {
+            0.0
+        } else {
+            self.aggregate.percent_compliant()
+        }
+    }
+}
+
+/// A fleet summary: the rows the caller may see and their totals.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetSummary {
+    /// This collector's organisations, then federated ones.
+    pub rows: Vec<FleetRow>,
+    /// Devices in every row.
+    pub total_devices: u64,
+    /// Devices by status across the rows. Every device of a stale row counts as stale,
+    /// whatever its last known status.
+    pub total_by_status: BTreeMap<Status, u64>,
+    /// Compliant and waived devices as a percentage of all devices (0 without devices).
+    pub percent_compliant: f64,
+}
+
+impl FleetSummary {
+    /// Totals `rows`.
+    pub fn of(rows: Vec<FleetRow>) -> FleetSummary {
+        let mut totals = BTreeMap::<Status, u64>::new();
+        let mut devices = 0;
+        for r in &rows {
+            devices += r.aggregate.devices;
+            if r.stale {
+                *totals.entry(Status::Stale).or_default() += r.aggregate.devices;
+            } else {
+                for (s, n) in &r.aggregate.by_status {
+                    *totals.entry(*s).or_default() += n;
+                }
+            }
+        }
+        let ok = totals.get(&Status::Compliant).copied().unwrap_or(0)
+            + totals.get(&Status::Waived).copied().unwrap_or(0);
+        FleetSummary {
+            rows,
+            total_devices: devices,
+            total_by_status: totals,
+            percent_compliant: if devices == 0 {
+                0.0
+            } else {
+                100.0 * ok as f64 / devices as f64
+            },
+        }
+    }
+}
+
 /// A device's detail with its history and the waivers that concern it.
 #[derive(Debug, Clone)]
 pub struct DeviceDetail {
@@ -153,8 +213,9 @@ impl Collector {
         Ok(self.store.daily(org, days.clamp(1, 366))?)
     }
 
-    /// One row per organisation the caller may see: this collector's, then federated ones.
-    pub fn fleet_summary(&self, who: &Principal) -> Result<Vec<FleetRow>, CollectorError> {
+    /// One row per organisation the caller may see (this collector's, then federated ones),
+    /// with the fleet's totals.
+    pub fn fleet_summary(&self, who: &Principal) -> Result<FleetSummary, CollectorError> {
         let proof = self.check(who, Access::ReadSummaries, None, "query.fleet_summary")?;
         let mut rows: Vec<FleetRow> = self
             .store
@@ -174,7 +235,7 @@ impl Collector {
                 .into_iter()
                 .filter(|r| proof.covers(&r.organisation)),
         );
-        Ok(rows)
+        Ok(FleetSummary::of(rows))
     }
 
     /// Per product, devices and violating devices across the caller's organisations.
@@ -242,5 +303,44 @@ impl Collector {
         org: Option<&str>,
     ) -> Result<crate::auth::Authorized, CollectorError> {
         self.check(who, Access::ReadDevices, org, "query.watch_events")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(enterprise: &str, compliant: u64, noncompliant: u64, stale: bool) -> FleetRow {
+        let mut aggregate = OrgAggregate {
+            devices: compliant + noncompliant,
+            ..Default::default()
+        };
+        aggregate.by_status.insert(Status::Compliant, compliant);
+        aggregate.by_status.insert(Status::Noncompliant, noncompliant);
+        FleetRow {
+            enterprise: enterprise.into(),
+            organisation: "acme".into(),
+            aggregate,
+            updated_at: None,
+            stale,
+        }
+    }
+
+    #[test]
+    fn fleet_totals_count_every_device_of_a_stale_row_as_stale() {
+        let s = FleetSummary::of(vec![row("", 3, 1, false), row("e1", 4, 0, true)]);
+        assert_eq!(s.total_devices, 8);
+        assert_eq!(
+            s.total_by_status,
+            BTreeMap::from([
+                (Status::Compliant, 3),
+                (Status::Noncompliant, 1),
+                (Status::Stale, 4)
+            ])
+        );
+        assert_eq!(s.percent_compliant, 37.5);
+        assert_eq!(s.rows[1].percent_compliant(), 0.0);
+        assert_eq!(s.rows[0].percent_compliant(), 75.0);
+        assert_eq!(FleetSummary::of(Vec::new()).percent_compliant, 0.0);
     }
 }

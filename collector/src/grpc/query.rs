@@ -5,7 +5,6 @@ use super::backstop::mark_of;
 use super::{blocking, to_status};
 use crate::collector::Collector;
 use crate::error::CollectorError;
-use crate::queries::FleetRow;
 use crate::store::records::OrgAggregate;
 use crate::store::{Classification, DeviceFilter, DeviceRecord, HistoryKind};
 use commscan_core::verdict::Status;
@@ -46,8 +45,8 @@ pub fn row(d: &DeviceRecord) -> v1::DeviceRow {
     }
 }
 
-fn by_status(a: &OrgAggregate) -> Vec<v1::StatusCount> {
-    a.by_status
+fn status_counts(by_status: &std::collections::BTreeMap<Status, u64>) -> Vec<v1::StatusCount> {
+    by_status
         .iter()
         .map(|(s, n)| v1::StatusCount {
             status: convert::status_to_wire(*s),
@@ -56,12 +55,8 @@ fn by_status(a: &OrgAggregate) -> Vec<v1::StatusCount> {
         .collect()
 }
 
-fn percent(ok: u64, all: u64) -> f64 {
-    if all == 0 {
-        0.0
-    } else {
-        100.0 * ok as f64 / all as f64
-    }
+fn by_status(a: &OrgAggregate) -> Vec<v1::StatusCount> {
+    status_counts(&a.by_status)
 }
 
 /// The CSV header of device exports; the columns of [`csv_line`].
@@ -288,51 +283,28 @@ impl Query for QueryService {
         request: tonic::Request<v1::FleetSummaryRequest>,
     ) -> Result<tonic::Response<v1::FleetSummaryResponse>, tonic::Status> {
         let (token, mark) = (bearer(&request), mark_of(&request));
-        let rows: Vec<FleetRow> = blocking(&self.0, move |c| {
+        let summary = blocking(&self.0, move |c| {
             let who = c.authenticate(token.as_deref(), mark)?;
             c.fleet_summary(&who)
         })
         .await?;
-        let mut totals = std::collections::BTreeMap::<Status, u64>::new();
-        let mut devices = 0;
-        for r in &rows {
-            devices += r.aggregate.devices;
-            if r.stale {
-                *totals.entry(Status::Stale).or_default() += r.aggregate.devices;
-            } else {
-                for (s, n) in &r.aggregate.by_status {
-                    *totals.entry(*s).or_default() += n;
-                }
-            }
-        }
-        let ok = totals.get(&Status::Compliant).copied().unwrap_or(0)
-            + totals.get(&Status::Waived).copied().unwrap_or(0);
         Ok(tonic::Response::new(v1::FleetSummaryResponse {
-            rows: rows
+            rows: summary
+                .rows
                 .iter()
                 .map(|r| v1::FleetRow {
                     enterprise: r.enterprise.clone(),
                     organisation: r.organisation.clone(),
                     devices: r.aggregate.devices,
                     by_status: by_status(&r.aggregate),
-                    percent_compliant: if r.stale {
-                        0.0
-                    } else {
-                        r.aggregate.percent_compliant()
-                    },
+                    percent_compliant: r.percent_compliant(),
                     updated_at: r.updated_at.map(convert::timestamp),
                     stale: r.stale,
                 })
                 .collect(),
-            total_devices: devices,
-            total_by_status: totals
-                .iter()
-                .map(|(s, n)| v1::StatusCount {
-                    status: convert::status_to_wire(*s),
-                    devices: *n,
-                })
-                .collect(),
-            percent_compliant: percent(ok, devices),
+            total_devices: summary.total_devices,
+            total_by_status: status_counts(&summary.total_by_status),
+            percent_compliant: summary.percent_compliant,
         }))
     }
 
