@@ -89,6 +89,82 @@ impl Collector {
     }
 }
 
+/// Devices per page of an export.
+pub const EXPORT_PAGE: usize = 2000;
+
+/// An authorised export: every device the caller may see that matches the filter, one page
+/// of at most [`EXPORT_PAGE`] devices per [`Iterator::next`], read from the store only when
+/// asked for. The caller was authorised once, when the export was made
+/// ([`Collector::export_devices`]); every page stays within that proof's organisations.
+/// Reading is synchronous: async callers pull pages on the blocking pool. The iterator ends
+/// after the last page or after the first error.
+pub struct DeviceExport {
+    store: std::sync::Arc<dyn crate::store::Store>,
+    filter: DeviceFilter,
+    cursor: Option<String>,
+    done: bool,
+}
+
+impl std::fmt::Debug for DeviceExport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceExport")
+            .field("filter", &self.filter)
+            .field("cursor", &self.cursor)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Iterator for DeviceExport {
+    type Item = Result<Vec<DeviceRecord>, CollectorError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self
+            .store
+            .list_devices(&self.filter, self.cursor.as_deref(), EXPORT_PAGE)
+        {
+            Ok(page) => {
+                self.done = page.next.is_none();
+                self.cursor = page.next;
+                Some(Ok(page.devices))
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e.into()))
+            }
+        }
+    }
+}
+
+impl Collector {
+    /// Authorises an export of the devices matching `filter` (organisation and status are
+    /// honoured) and returns its pages.
+    pub fn export_devices(
+        &self,
+        who: &Principal,
+        filter: &DeviceFilter,
+    ) -> Result<DeviceExport, CollectorError> {
+        let proof = self.check(
+            who,
+            Access::ReadDevices,
+            filter.organisation.as_deref(),
+            "query.export_devices",
+        )?;
+        Ok(DeviceExport {
+            store: self.store.clone(),
+            filter: DeviceFilter {
+                allowed_orgs: proof.orgs,
+                ..filter.clone()
+            },
+            cursor: None,
+            done: false,
+        })
+    }
+}
+
 /// One organisation's row in a fleet summary.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FleetRow {

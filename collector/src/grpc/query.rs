@@ -1,5 +1,7 @@
 //! `Query` adapter. Every call resolves the bearer token to a principal first; the domain
-//! methods authorise. Streams (events, exports) authorise once, at the start.
+//! methods authorise. Streams (events, exports) authorise once, at the start: an export
+//! streams the pages the domain's [`crate::queries::DeviceExport`] yields, formatted as CSV or
+//! JSON lines.
 
 use super::backstop::mark_of;
 use super::{blocking, to_status};
@@ -454,24 +456,12 @@ impl Query for QueryService {
             status,
             ..DeviceFilter::default()
         };
-        let f2 = filter.clone();
-        // Authorise once; the pages below reuse the proof's scope.
-        let scoped = blocking(&self.0, move |c| {
+        let mut export = blocking(&self.0, move |c| {
             let who = c.authenticate(token.as_deref(), mark)?;
-            let proof = c.check(
-                &who,
-                crate::auth::Access::ReadDevices,
-                f2.organisation.as_deref(),
-                "query.export_devices",
-            )?;
-            Ok(DeviceFilter {
-                allowed_orgs: proof.orgs,
-                ..f2
-            })
+            c.export_devices(&who, &filter)
         })
         .await?;
         let (tx, out) = mpsc::channel(4);
-        let collector = self.0.clone();
         tokio::spawn(async move {
             if csv
                 && tx
@@ -483,27 +473,31 @@ impl Query for QueryService {
             {
                 return;
             }
-            let mut cursor: Option<String> = None;
             loop {
-                let (f, cur) = (scoped.clone(), cursor.clone());
-                let page = collector.clone();
-                let page = match tokio::task::spawn_blocking(move || {
-                    page.store.list_devices(&f, cur.as_deref(), 2000)
+                // The store is synchronous: pull each page on the blocking pool.
+                let (page, rest) = match tokio::task::spawn_blocking(move || {
+                    let page = export.next();
+                    (page, export)
                 })
                 .await
                 {
-                    Ok(Ok(p)) => p,
-                    Ok(Err(e)) => {
-                        let _ = tx.send(Err(to_status(e.into()))).await;
-                        return;
-                    }
+                    Ok(pulled) => pulled,
                     Err(e) => {
                         let _ = tx.send(Err(tonic::Status::internal(e.to_string()))).await;
                         return;
                     }
                 };
-                let mut data = String::with_capacity(page.devices.len() * 160);
-                for d in &page.devices {
+                export = rest;
+                let devices = match page {
+                    None => return,
+                    Some(Ok(devices)) => devices,
+                    Some(Err(e)) => {
+                        let _ = tx.send(Err(to_status(e))).await;
+                        return;
+                    }
+                };
+                let mut data = String::with_capacity(devices.len() * 160);
+                for d in &devices {
                     data.push_str(&if csv { csv_line(d) } else { json_line(d) });
                 }
                 if !data.is_empty()
@@ -515,10 +509,6 @@ impl Query for QueryService {
                         .is_err()
                 {
                     return;
-                }
-                match page.next {
-                    Some(n) => cursor = Some(n),
-                    None => return,
                 }
             }
         });
