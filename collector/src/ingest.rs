@@ -1,5 +1,8 @@
 //! Ingest: apply one report from an authenticated device, judge it, store it durably.
 //!
+//! Rate: each device has a report budget ([`Collector::take_report_budget`]); a report over
+//! it is not applied, and the device is told how long to wait ([`Throttled`]).
+//!
 //! Idempotent by sequence: a report at or below the stored sequence is acknowledged without
 //! being applied (the agent resent it after a lost ack). A snapshot replaces the device's
 //! findings; a delta upserts and removes. First sightings are kept per product for grace
@@ -77,6 +80,14 @@ pub struct Applied {
     /// The report was a delta and the stored state does not match the agent's declared
     /// digest: ask the agent for a snapshot (Command RESYNC) after the ack.
     pub resync: bool,
+}
+
+/// A report refused for its rate: it is not applied, the device is told to wait this long,
+/// and its stream stays open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttled {
+    /// How long until the device may report again.
+    pub retry_after: std::time::Duration,
 }
 
 /// The hex state digest of what a device record stores.
@@ -240,6 +251,16 @@ impl Collector {
             )));
         }
         Ok((device, registered))
+    }
+
+    /// Spends one report of `device`'s rate budget ([`crate::limits::Limiters::reports`]);
+    /// every report is checked before anything else is done with it. A device over its rate
+    /// is throttled rather than refused.
+    pub fn take_report_budget(&self, device: &str) -> Result<(), Throttled> {
+        self.limiters
+            .reports
+            .take(&device.to_owned(), std::time::Instant::now())
+            .map_err(|retry_after| Throttled { retry_after })
     }
 
     /// Applies a report and makes it durable; only then returns what to acknowledge.

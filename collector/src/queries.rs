@@ -392,7 +392,9 @@ mod tests {
             ..Default::default()
         };
         aggregate.by_status.insert(Status::Compliant, compliant);
-        aggregate.by_status.insert(Status::Noncompliant, noncompliant);
+        aggregate
+            .by_status
+            .insert(Status::Noncompliant, noncompliant);
         FleetRow {
             enterprise: enterprise.into(),
             organisation: "acme".into(),
