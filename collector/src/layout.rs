@@ -16,9 +16,9 @@
 use crate::collector::{Clock, Collector, system_clock};
 use crate::compliance::{Compliance, Rules, RulesConfig};
 use crate::secrets;
-use crate::store::Store;
 use crate::store::records::{Grant, PersonRecord, Role, TokenRecord};
 use crate::store::sled_store::SledStore;
+use crate::store::{Durable, Store, TokenStore};
 use commscan_agent::state::write_atomic;
 use commscan_core::identity::is_valid_organisation;
 use commscan_core::pki::Authority;
