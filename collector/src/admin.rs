@@ -60,8 +60,8 @@ impl Collector {
             uses_left: uses,
             revoked: false,
         };
-        self.store.put_token(&hash, &record)?;
-        self.store.flush()?;
+        self.store().put_token(&hash, &record)?;
+        self.store().flush()?;
         let info = TokenInfo {
             token_id: token_id(&hash),
             record,
@@ -93,7 +93,7 @@ impl Collector {
     ) -> Result<Vec<TokenInfo>, CollectorError> {
         let proof = self.check(who, Access::ManageDevices, org, "tokens.list")?;
         let mut out: Vec<TokenInfo> = self
-            .store
+            .store()
             .tokens()?
             .into_iter()
             .filter(|(_, t)| {
@@ -116,7 +116,7 @@ impl Collector {
             ));
         }
         let found = self
-            .store
+            .store()
             .tokens()?
             .into_iter()
             .find(|(h, _)| h.starts_with(id));
@@ -133,8 +133,8 @@ impl Collector {
             "tokens.revoke",
         )?;
         record.revoked = true;
-        self.store.put_token(&hash, &record)?;
-        self.store.flush()?;
+        self.store().put_token(&hash, &record)?;
+        self.store().flush()?;
         self.audit(
             &who.name,
             "tokens.revoke",
@@ -149,8 +149,8 @@ impl Collector {
     pub fn revoke_device(&self, who: &Principal, id: &str) -> Result<(), CollectorError> {
         let not_found = || CollectorError::NotFound(format!("no device '{id}'"));
         let proof = self.check(who, Access::ManageDevices, None, "devices.revoke")?;
-        let _device_lock = self.device_locks.lock(id);
-        let mut device = self.store.device(id)?.ok_or_else(not_found)?;
+        let _device_lock = self.lock_device(id);
+        let mut device = self.store().device(id)?.ok_or_else(not_found)?;
         if !proof.covers(&device.organisation) {
             self.audit(
                 &who.name,
@@ -162,8 +162,8 @@ impl Collector {
             return Err(not_found());
         }
         device.revoked = true;
-        self.store.put_device(&device, self.now())?;
-        self.store.flush()?;
+        self.store().put_device(&device, self.now())?;
+        self.store().flush()?;
         self.audit(
             &who.name,
             "devices.revoke",
@@ -178,7 +178,7 @@ impl Collector {
     pub fn remove_device(&self, who: &Principal, id: &str) -> Result<(), CollectorError> {
         let not_found = || CollectorError::NotFound(format!("no device '{id}'"));
         let proof = self.check(who, Access::ManageDevices, None, "devices.remove")?;
-        let device = self.store.device(id)?.ok_or_else(not_found)?;
+        let device = self.store().device(id)?.ok_or_else(not_found)?;
         if !proof.covers(&device.organisation) {
             self.audit(
                 &who.name,
@@ -194,8 +194,8 @@ impl Collector {
                 "device {id} is not revoked: revoke it first (`commscanctl devices revoke {id}`) so it cannot report again"
             )));
         }
-        self.store.remove_device(id, self.now())?;
-        self.store.flush()?;
+        self.store().remove_device(id, self.now())?;
+        self.store().flush()?;
         self.audit(
             &who.name,
             "devices.remove",
@@ -246,14 +246,14 @@ impl Collector {
             })
             .collect::<Vec<_>>()
             .join(",");
-        self.store.put_person(
+        self.store().put_person(
             &secrets::hash(&secret),
             &PersonRecord {
                 name: name.to_owned(),
                 grants,
             },
         )?;
-        self.store.flush()?;
+        self.store().flush()?;
         self.audit(
             &who.name,
             "people.create",
@@ -277,7 +277,7 @@ impl Collector {
         let mut cursor = after;
         // Scoped callers skip entries of other organisations; read in batches until full.
         loop {
-            let batch = self.store.audit(cursor, 1000)?;
+            let batch = self.store().audit(cursor, 1000)?;
             let done = batch.len() < 1000;
             for (pos, e) in batch {
                 cursor = pos;

@@ -177,7 +177,7 @@ impl Collector {
         };
         let token = bearer.ok_or_else(|| denied("missing `authorization: Bearer <token>`"))?;
         let person = self
-            .store
+            .store()
             .person(&secrets::hash(token))?
             .ok_or_else(|| denied("unknown bearer token"))?;
         Ok(Principal {

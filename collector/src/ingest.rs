@@ -161,13 +161,13 @@ fn check_unclassified(list: &mut [Unclassified]) -> Result<(), CollectorError> {
 impl Collector {
     /// The device record of an authenticated identity, refusing unknown and revoked devices.
     pub fn admit(&self, who: &DeviceIdentity) -> Result<DeviceRecord, CollectorError> {
-        if who.trust_domain != self.trust_domain {
+        if who.trust_domain != self.trust_domain() {
             return Err(CollectorError::Unauthenticated(format!(
                 "certificate is for trust domain '{}'",
                 who.trust_domain
             )));
         }
-        let device = self.store.device(&who.device_id)?.ok_or_else(|| {
+        let device = self.store().device(&who.device_id)?.ok_or_else(|| {
             CollectorError::PermissionDenied(format!(
                 "device {} is not enrolled here",
                 who.device_id
@@ -222,20 +222,20 @@ impl Collector {
             )
         })?;
         let registered = self
-            .connections
+            .connections()
             .register(&who.device_id, std::time::Instant::now());
         if registered.duplicate {
             let why = "two agents kept taking over each other's stream".to_owned();
             {
-                let _device_lock = self.device_locks.lock(&who.device_id);
+                let _device_lock = self.lock_device(&who.device_id);
                 let mut flagged = self
-                    .store
+                    .store()
                     .device(&who.device_id)?
                     .unwrap_or_else(|| device.clone());
                 flagged.duplicate = Some(why.clone());
-                self.store.put_device(&flagged, self.now())?;
+                self.store().put_device(&flagged, self.now())?;
             }
-            self.store.flush()?;
+            self.store().flush()?;
             self.audit(
                 &actor,
                 "reporting.connect",
@@ -244,7 +244,8 @@ impl Collector {
                 format!("flagged as duplicate enrolment: {why}"),
             );
             tracing::warn!(device = %who.device_id, organisation = %who.organisation, "duplicate enrolment flagged");
-            self.connections.unregister(&who.device_id, registered.conn);
+            self.connections()
+                .unregister(&who.device_id, registered.conn);
             return Err(CollectorError::AlreadyExists(format!(
                 "device {} is used by more than one agent; flagged as a duplicate enrolment",
                 who.device_id
@@ -257,7 +258,7 @@ impl Collector {
     /// every report is checked before anything else is done with it. A device over its rate
     /// is throttled rather than refused.
     pub fn take_report_budget(&self, device: &str) -> Result<(), Throttled> {
-        self.limiters
+        self.limiters()
             .reports
             .take(&device.to_owned(), std::time::Instant::now())
             .map_err(|retry_after| Throttled { retry_after })
@@ -270,7 +271,7 @@ impl Collector {
         hello: &HelloInfo,
         report: IncomingReport,
     ) -> Result<Applied, CollectorError> {
-        let device_lock = self.device_locks.lock(&who.device_id);
+        let device_lock = self.lock_device(&who.device_id);
         let mut device = self.admit(who)?;
         if report.sequence <= device.last_sequence {
             tracing::info!(device = %who.device_id, sequence = report.sequence, stored = device.last_sequence, "report already stored");
@@ -350,7 +351,11 @@ impl Collector {
         // officer-made findings or lack dismissed candidates, so the collector cannot recompute
         // the agent's view after a delta: it keeps the agent's declared digest and asks no
         // resync. Elsewhere the recomputed digest is the truth and a mismatch means a lost delta.
-        let classifies = is_delta && !self.store.classifications(&device.organisation)?.is_empty();
+        let classifies = is_delta
+            && !self
+                .store()
+                .classifications(&device.organisation)?
+                .is_empty();
         let resync = is_delta && !classifies && !declared.is_empty() && declared != reported;
         device.state_digest = if classifies && !declared.is_empty() {
             declared.clone()
@@ -364,7 +369,7 @@ impl Collector {
         // The record is written; other updates of this device may proceed while this report
         // waits for its flush (the ack is still sent only after it).
         drop(device_lock);
-        self.store.flush()?;
+        self.store().flush()?;
         tracing::info!(
             device = %who.device_id,
             sequence = report.sequence,

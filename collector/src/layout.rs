@@ -14,7 +14,7 @@
 //! overwritten by a second `init`.
 
 use crate::collector::{Clock, Collector, system_clock};
-use crate::compliance::{Compliance, Rules, RulesConfig};
+use crate::compliance::{Rules, RulesConfig};
 use crate::secrets;
 use crate::store::records::{Grant, PersonRecord, Role, TokenRecord};
 use crate::store::sled_store::SledStore;
@@ -312,20 +312,9 @@ impl Layout {
         let store: Arc<dyn Store> = Arc::new(
             SledStore::open(&self.path("store")).map_err(|e| path_err(&self.path("store"), e))?,
         );
-        let collector = Collector {
-            store,
-            compliance: Compliance::new(rules),
-            authority,
-            ca_pem,
-            limiters: crate::limits::Limiters::default(),
-            connections: crate::connections::Connections::default(),
-            trust_domain,
-            clock: settings.clock.clone(),
-            stale_after: crate::collector::DEFAULT_STALE_AFTER,
-            events: crate::events::channel(),
-            device_locks: crate::collector::DeviceLocks::default(),
-            federation_stale_after: settings.federation_stale_after,
-        };
+        let collector = Collector::new(store, rules, authority, ca_pem, trust_domain)
+            .with_clock(settings.clock.clone())
+            .with_federation_stale_after(settings.federation_stale_after);
         Ok((Arc::new(collector), tls))
     }
 }

@@ -40,7 +40,7 @@ impl Collector {
         } else {
             page_size.min(MAX_PAGE)
         };
-        Ok(self.store.list_devices(&filter, cursor, limit)?)
+        Ok(self.store().list_devices(&filter, cursor, limit)?)
     }
 
     /// One device. A device outside the caller's organisations is reported exactly like a
@@ -52,7 +52,7 @@ impl Collector {
             ))
         };
         let proof = self.check(who, Access::ReadDevices, None, "query.get_device")?;
-        let device = self.store.device(id)?.ok_or_else(not_found)?;
+        let device = self.store().device(id)?.ok_or_else(not_found)?;
         if !proof.covers(&device.organisation) {
             self.audit(
                 &who.name,
@@ -83,7 +83,7 @@ impl Collector {
             Some(org),
             "query.organisation_summary",
         )?;
-        self.store.org_aggregate(org)?.ok_or_else(|| {
+        self.store().org_aggregate(org)?.ok_or_else(|| {
             CollectorError::NotFound(format!("no organisation '{org}' has enrolled devices"))
         })
     }
@@ -99,7 +99,7 @@ pub const EXPORT_PAGE: usize = 2000;
 /// Reading is synchronous: async callers pull pages on the blocking pool. The iterator ends
 /// after the last page or after the first error.
 pub struct DeviceExport {
-    store: std::sync::Arc<dyn crate::store::Store>,
+    devices: std::sync::Arc<dyn crate::store::Store>,
     filter: DeviceFilter,
     cursor: Option<String>,
     done: bool,
@@ -123,7 +123,7 @@ impl Iterator for DeviceExport {
             return None;
         }
         match self
-            .store
+            .devices
             .list_devices(&self.filter, self.cursor.as_deref(), EXPORT_PAGE)
         {
             Ok(page) => {
@@ -154,7 +154,7 @@ impl Collector {
             "query.export_devices",
         )?;
         Ok(DeviceExport {
-            store: self.store.clone(),
+            devices: self.store().clone(),
             filter: DeviceFilter {
                 allowed_orgs: proof.orgs,
                 ..filter.clone()
@@ -254,8 +254,8 @@ impl Collector {
     /// A device with its history and the waivers that cover it.
     pub fn device_detail(&self, who: &Principal, id: &str) -> Result<DeviceDetail, CollectorError> {
         let device = self.get_device(who, id)?;
-        let history = self.store.history(id, HISTORY_LIMIT)?;
-        let rules = self.compliance.rules();
+        let history = self.store().history(id, HISTORY_LIMIT)?;
+        let rules = self.rules();
         let waivers = rules
             .policy_for(&device.organisation)
             .waivers
@@ -286,7 +286,7 @@ impl Collector {
             Some(org),
             "query.organisation_summary",
         )?;
-        Ok(self.store.daily(org, days.clamp(1, 366))?)
+        Ok(self.store().daily(org, days.clamp(1, 366))?)
     }
 
     /// One row per organisation the caller may see (this collector's, then federated ones),
@@ -294,7 +294,7 @@ impl Collector {
     pub fn fleet_summary(&self, who: &Principal) -> Result<FleetSummary, CollectorError> {
         let proof = self.check(who, Access::ReadSummaries, None, "query.fleet_summary")?;
         let mut rows: Vec<FleetRow> = self
-            .store
+            .store()
             .org_aggregates()?
             .into_iter()
             .filter(|(org, _)| proof.covers(org))
@@ -307,7 +307,8 @@ impl Collector {
             })
             .collect();
         rows.extend(
-            self.federated_rows()?
+            self.ministry()
+                .federated_rows()?
                 .into_iter()
                 .filter(|r| proof.covers(&r.organisation)),
         );
@@ -325,10 +326,11 @@ impl Collector {
         // On a ministry, enterprises' organisations count too (stale ones with their last
         // known figures).
         let federated = self
+            .ministry()
             .federated_rows()?
             .into_iter()
             .map(|r| (r.organisation, r.aggregate));
-        for (org, agg) in self.store.org_aggregates()?.into_iter().chain(federated) {
+        for (org, agg) in self.store().org_aggregates()?.into_iter().chain(federated) {
             if !proof.covers(&org) {
                 continue;
             }
@@ -357,12 +359,12 @@ impl Collector {
             "query.list_unclassified",
         )?;
         let decided: std::collections::BTreeSet<String> = self
-            .store
+            .store()
             .classifications(org)?
             .into_iter()
             .map(|(n, _)| n)
             .collect();
-        let agg = self.store.org_aggregate(org)?.unwrap_or_default();
+        let agg = self.store().org_aggregate(org)?.unwrap_or_default();
         let mut out: Vec<_> = agg
             .unclassified
             .into_iter()

@@ -14,7 +14,7 @@
 //! | [`issue`] | the ministry operator issues an enterprise certificate, offline, from the ministry's CA |
 //! | [`upstream`] | the enterprise side's settings: the ministry's URL, CA, and the enterprise certificate |
 //! | [`push`] | the enterprise side: a background task pushing its aggregates, periodically and on change |
-//! | [`ministry`] | the ministry side: who may push what, validation, storing, freshness |
+//! | [`ministry`] | the ministry side ([`ministry::Ministry`]): who may push what, validation, storing, freshness |
 //!
 //! **Identity.** An enterprise authenticates with a client certificate issued by the ministry's
 //! CA (the ministry's deployment CA, so the ministry's TLS layer verifies it like a device

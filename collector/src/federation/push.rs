@@ -94,7 +94,7 @@ impl Collector {
     ) -> Result<Snapshot, CollectorError> {
         let mut organisations = Vec::new();
         let mut not_granted = BTreeSet::new();
-        for (org, aggregate) in self.store.org_aggregates()? {
+        for (org, aggregate) in self.store().org_aggregates()? {
             if identity.may_report(&org) {
                 organisations.push(OrgSummary::of(org, aggregate));
             } else {
@@ -142,7 +142,7 @@ async fn push_once(
 pub async fn run(collector: Arc<Collector>, upstream: Upstream, shutdown: CancellationToken) {
     let who = &upstream.identity;
     tracing::info!(upstream = %upstream.url, enterprise = %who.enterprise, organisations = ?who.organisations, interval = ?upstream.interval, "federation: pushing aggregates upstream");
-    let mut changes = collector.events.subscribe();
+    let mut changes = collector.subscribe_events();
     let mut changes_open = true;
     let mut client = None;
     // What the ministry acknowledged last, and when.

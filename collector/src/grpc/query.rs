@@ -398,7 +398,7 @@ impl Query for QueryService {
             c.watch(&who, org2.as_deref())
         })
         .await?;
-        let mut rx = self.0.events.subscribe();
+        let mut rx = self.0.subscribe_events();
         let (tx, out) = mpsc::channel(64);
         tokio::spawn(async move {
             loop {

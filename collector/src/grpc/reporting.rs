@@ -4,9 +4,9 @@
 //! before reading anything if there is none, or if the device is unknown or revoked. The first
 //! message must be a hello; the collector answers with a welcome carrying its stored sequence,
 //! then acknowledges each report after the store has flushed it, or answers a throttle when the
-//! domain says the device is over its report rate ([`Collector::take_report_budget`]). Outbound messages go through
-//! a bounded channel: a failed send means the agent is gone and the task ends. Announcements
-//! to every agent join that channel's output in [`super::push`].
+//! domain says the device is over its report rate ([`Collector::take_report_budget`]).
+//! Outbound messages go through a bounded channel: a failed send means the agent is gone and
+//! the task ends. Announcements to every agent join that channel's output in [`super::push`].
 
 use super::{blocking, to_status};
 use crate::collector::Collector;
@@ -133,7 +133,7 @@ impl Reporting for ReportingService {
                     |s| tracing::warn!(device = %who, error = %s.message(), "stream refused"),
                 )?
         };
-        let policy_changes = self.0.connections.policy_changes();
+        let policy_changes = self.0.connections().policy_changes();
         let (tx, rx) = mpsc::channel(16);
         let welcome = v1::Welcome {
             device_id: who.device_id.clone(),
@@ -167,7 +167,7 @@ impl Reporting for ReportingService {
             )
             .await;
             collector
-                .connections
+                .connections()
                 .unregister(&who.device_id, registered.conn);
             tracing::info!(device = %who.device_id, "agent disconnected");
         });
