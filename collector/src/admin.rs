@@ -31,7 +31,7 @@ pub struct TokenInfo {
 
 impl Collector {
     /// Creates an enrolment token; returns its metadata and the secret (shown once).
-    pub fn create_enrollment_token(
+    pub(crate) fn create_enrollment_token(
         &self,
         who: &Principal,
         org: &str,
@@ -86,7 +86,7 @@ impl Collector {
     }
 
     /// Lists enrolment tokens the caller may manage, newest first. Never returns secrets.
-    pub fn list_enrollment_tokens(
+    pub(crate) fn list_enrollment_tokens(
         &self,
         who: &Principal,
         org: Option<&str>,
@@ -109,7 +109,11 @@ impl Collector {
     }
 
     /// Revokes an enrolment token by its public id.
-    pub fn revoke_enrollment_token(&self, who: &Principal, id: &str) -> Result<(), CollectorError> {
+    pub(crate) fn revoke_enrollment_token(
+        &self,
+        who: &Principal,
+        id: &str,
+    ) -> Result<(), CollectorError> {
         if id.len() < 12 {
             return Err(CollectorError::InvalidArgument(
                 "token_id: give the 12-digit id from `commscanctl tokens list`".into(),
@@ -146,7 +150,7 @@ impl Collector {
     }
 
     /// Revokes a device: refused from its next RPC on; its history stays.
-    pub fn revoke_device(&self, who: &Principal, id: &str) -> Result<(), CollectorError> {
+    pub(crate) fn revoke_device(&self, who: &Principal, id: &str) -> Result<(), CollectorError> {
         let not_found = || CollectorError::NotFound(format!("no device '{id}'"));
         let proof = self.check(who, Access::ManageDevices, None, "devices.revoke")?;
         let _device_lock = self.lock_device(id);
@@ -175,7 +179,7 @@ impl Collector {
     }
 
     /// Removes a revoked device, its history, and its share of the aggregates.
-    pub fn remove_device(&self, who: &Principal, id: &str) -> Result<(), CollectorError> {
+    pub(crate) fn remove_device(&self, who: &Principal, id: &str) -> Result<(), CollectorError> {
         let not_found = || CollectorError::NotFound(format!("no device '{id}'"));
         let proof = self.check(who, Access::ManageDevices, None, "devices.remove")?;
         let device = self.store().device(id)?.ok_or_else(not_found)?;
@@ -207,7 +211,7 @@ impl Collector {
     }
 
     /// Creates a person's bearer token with grants; returns the secret (shown once).
-    pub fn create_access_token(
+    pub(crate) fn create_access_token(
         &self,
         who: &Principal,
         name: &str,
@@ -265,7 +269,7 @@ impl Collector {
     }
 
     /// Audit entries after `after`, filtered to the caller's organisations.
-    pub fn list_audit(
+    pub(crate) fn list_audit(
         &self,
         who: &Principal,
         after: u64,

@@ -33,7 +33,7 @@ pub(crate) fn append(
 
 impl Collector {
     /// Appends an audit entry.
-    pub fn audit(
+    pub(crate) fn audit(
         &self,
         actor: &str,
         action: &str,

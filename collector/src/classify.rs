@@ -16,7 +16,10 @@ use commscan_core::scan::{Evidence, Finding};
 impl Collector {
     /// Turns a device's unclassified candidates into findings or drops them, as its
     /// organisation decided.
-    pub fn apply_classifications(&self, device: &mut DeviceRecord) -> Result<(), CollectorError> {
+    pub(crate) fn apply_classifications(
+        &self,
+        device: &mut DeviceRecord,
+    ) -> Result<(), CollectorError> {
         if device.unclassified.is_empty() {
             return Ok(());
         }

@@ -55,7 +55,7 @@ impl DeviceLocks {
 pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
 
 /// The system clock.
-pub fn system_clock() -> Clock {
+pub(crate) fn system_clock() -> Clock {
     Arc::new(OffsetDateTime::now_utc)
 }
 
@@ -86,11 +86,12 @@ pub struct Collector {
 }
 
 /// Default staleness window: three missed hourly reports.
-pub const DEFAULT_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(3 * 3600);
+pub(crate) const DEFAULT_STALE_AFTER: std::time::Duration =
+    std::time::Duration::from_secs(3 * 3600);
 
 /// Default window of federated rows: three missed pushes at the default 15-minute interval
 /// ([`crate::federation::push::DEFAULT_PUSH_INTERVAL`]).
-pub const DEFAULT_FEDERATION_STALE_AFTER: std::time::Duration =
+pub(crate) const DEFAULT_FEDERATION_STALE_AFTER: std::time::Duration =
     std::time::Duration::from_secs(3 * 15 * 60);
 
 impl std::fmt::Debug for Collector {
@@ -205,7 +206,7 @@ impl Collector {
     }
 
     /// The ministry side of federation.
-    pub fn ministry(&self) -> &Ministry {
+    pub(crate) fn ministry(&self) -> &Ministry {
         &self.ministry
     }
 
@@ -220,19 +221,19 @@ impl Collector {
     }
 
     /// The signing CA, or UNAVAILABLE when its key is offline.
-    pub fn signer(&self) -> Result<&Authority, CollectorError> {
+    pub(crate) fn signer(&self) -> Result<&Authority, CollectorError> {
         self.authority.as_ref().ok_or_else(|| {
             CollectorError::Unavailable("enrolment is closed: the CA key is kept offline (put pki/ca.key back and restart to enrol devices)".into())
         })
     }
 
     /// Judges `device` under the rules in force at `now`.
-    pub fn judge(&self, device: &mut crate::store::DeviceRecord, now: OffsetDateTime) {
+    pub(crate) fn judge(&self, device: &mut crate::store::DeviceRecord, now: OffsetDateTime) {
         self.compliance.rules().judge(device, now, self.stale_after);
     }
 
     /// Stores a device changed at `now` and publishes a verdict change, if any, to watchers.
-    pub fn store_device(
+    pub(crate) fn store_device(
         &self,
         device: &crate::store::DeviceRecord,
         before: commscan_core::verdict::Status,
@@ -247,7 +248,7 @@ impl Collector {
     }
 
     /// Now, by the collector's clock.
-    pub fn now(&self) -> OffsetDateTime {
+    pub(crate) fn now(&self) -> OffsetDateTime {
         (self.clock)()
     }
 }

@@ -57,7 +57,7 @@ pub use commscan_proto::convert::clean_text;
 impl Collector {
     /// Enrols a device. Every attempt is audited; failed attempts spend a per-address budget,
     /// and an address whose budget is empty is refused until it refills.
-    pub fn enroll(&self, input: EnrollInput) -> Result<Enrolled, CollectorError> {
+    pub(crate) fn enroll(&self, input: EnrollInput) -> Result<Enrolled, CollectorError> {
         let actor = match input.peer {
             Some(ip) => format!("anonymous@{ip}"),
             None => "anonymous".to_owned(),
@@ -158,7 +158,7 @@ impl Collector {
     }
 
     /// Issues a fresh certificate for an enrolled, unrevoked device, from a new CSR.
-    pub fn renew(
+    pub(crate) fn renew(
         &self,
         who: &DeviceIdentity,
         csr_pem: &str,

@@ -30,13 +30,11 @@ use commscan_proto::digest;
 use std::collections::BTreeMap;
 
 /// Most findings one report may carry.
-pub const MAX_FINDINGS: usize = 1_000;
+pub(crate) const MAX_FINDINGS: usize = 1_000;
 /// Most unclassified candidates one report may carry.
-pub const MAX_UNCLASSIFIED: usize = 500;
+pub(crate) const MAX_UNCLASSIFIED: usize = 500;
 /// Most evidence entries one finding may carry.
-pub const MAX_EVIDENCE: usize = 64;
-/// Longest text field kept.
-pub const MAX_TEXT: usize = commscan_proto::convert::MAX_TEXT;
+pub(crate) const MAX_EVIDENCE: usize = 64;
 
 /// The body of a report.
 #[derive(Debug, Clone)]
@@ -85,13 +83,13 @@ pub struct Applied {
 /// A report refused for its rate: it is not applied, the device is told to wait this long,
 /// and its stream stays open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Throttled {
+pub(crate) struct Throttled {
     /// How long until the device may report again.
     pub retry_after: std::time::Duration,
 }
 
 /// The hex state digest of what a device record stores.
-pub fn stored_digest(device: &DeviceRecord) -> String {
+pub(crate) fn stored_digest(device: &DeviceRecord) -> String {
     if device.state_digest.is_empty() {
         digest::hex(&digest::state_digest(
             &device.findings,
@@ -104,7 +102,7 @@ pub fn stored_digest(device: &DeviceRecord) -> String {
 
 /// Whether a device's next report should be a snapshot: the collector holds nothing for it,
 /// or the agent's digest of the state it last had acknowledged is unknown or differs.
-pub fn wants_snapshot(device: &DeviceRecord, hello: &HelloInfo) -> bool {
+pub(crate) fn wants_snapshot(device: &DeviceRecord, hello: &HelloInfo) -> bool {
     device.last_sequence == 0
         || hello.state_digest.is_empty()
         || digest::hex(&hello.state_digest) != stored_digest(device)
@@ -160,7 +158,7 @@ fn check_unclassified(list: &mut [Unclassified]) -> Result<(), CollectorError> {
 
 impl Collector {
     /// The device record of an authenticated identity, refusing unknown and revoked devices.
-    pub fn admit(&self, who: &DeviceIdentity) -> Result<DeviceRecord, CollectorError> {
+    pub(crate) fn admit(&self, who: &DeviceIdentity) -> Result<DeviceRecord, CollectorError> {
         if who.trust_domain != self.trust_domain() {
             return Err(CollectorError::Unauthenticated(format!(
                 "certificate is for trust domain '{}'",
@@ -196,7 +194,7 @@ impl Collector {
 
     /// Opens a reporting stream: admits the device, checks what the hello claims against the
     /// certificate, and registers the stream. Refusals and duplicates are audited.
-    pub fn open_stream(
+    pub(crate) fn open_stream(
         &self,
         who: &DeviceIdentity,
         hello: &HelloInfo,
@@ -257,7 +255,7 @@ impl Collector {
     /// Spends one report of `device`'s rate budget ([`crate::limits::Limiters::reports`]);
     /// every report is checked before anything else is done with it. A device over its rate
     /// is throttled rather than refused.
-    pub fn take_report_budget(&self, device: &str) -> Result<(), Throttled> {
+    pub(crate) fn take_report_budget(&self, device: &str) -> Result<(), Throttled> {
         self.limiters()
             .reports
             .take(&device.to_owned(), std::time::Instant::now())

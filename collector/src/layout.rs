@@ -255,7 +255,7 @@ impl Layout {
     }
 
     /// The trust domain of an initialised directory.
-    pub fn trust_domain(&self) -> Result<String, LayoutError> {
+    pub(crate) fn trust_domain(&self) -> Result<String, LayoutError> {
         let meta_path = self.path("collector.json");
         let text = std::fs::read_to_string(&meta_path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {

@@ -12,9 +12,9 @@ use commscan_core::verdict::Status;
 use std::collections::BTreeMap;
 
 /// Default page size.
-pub const DEFAULT_PAGE: usize = 100;
+pub(crate) const DEFAULT_PAGE: usize = 100;
 /// Largest page size.
-pub const MAX_PAGE: usize = 1000;
+pub(crate) const MAX_PAGE: usize = 1000;
 
 impl Collector {
     /// Lists devices the caller may see, filtered.
@@ -45,7 +45,11 @@ impl Collector {
 
     /// One device. A device outside the caller's organisations is reported exactly like a
     /// missing one, so ids cannot be probed across tenants.
-    pub fn get_device(&self, who: &Principal, id: &str) -> Result<DeviceRecord, CollectorError> {
+    pub(crate) fn get_device(
+        &self,
+        who: &Principal,
+        id: &str,
+    ) -> Result<DeviceRecord, CollectorError> {
         let not_found = || {
             CollectorError::NotFound(format!(
                 "no device '{id}' (list devices with `commscanctl devices`)"
@@ -90,7 +94,7 @@ impl Collector {
 }
 
 /// Devices per page of an export.
-pub const EXPORT_PAGE: usize = 2000;
+pub(crate) const EXPORT_PAGE: usize = 2000;
 
 /// An authorised export: every device the caller may see that matches the filter, one page
 /// of at most [`EXPORT_PAGE`] devices per [`Iterator::next`], read from the store only when
@@ -98,7 +102,7 @@ pub const EXPORT_PAGE: usize = 2000;
 /// ([`Collector::export_devices`]); every page stays within that proof's organisations.
 /// Reading is synchronous: async callers pull pages on the blocking pool. The iterator ends
 /// after the last page or after the first error.
-pub struct DeviceExport {
+pub(crate) struct DeviceExport {
     devices: std::sync::Arc<dyn crate::store::Store>,
     filter: DeviceFilter,
     cursor: Option<String>,
@@ -142,7 +146,7 @@ impl Iterator for DeviceExport {
 impl Collector {
     /// Authorises an export of the devices matching `filter` (organisation and status are
     /// honoured) and returns its pages.
-    pub fn export_devices(
+    pub(crate) fn export_devices(
         &self,
         who: &Principal,
         filter: &DeviceFilter,
@@ -238,7 +242,7 @@ impl FleetSummary {
 
 /// A device's detail with its history and the waivers that concern it.
 #[derive(Debug, Clone)]
-pub struct DeviceDetail {
+pub(crate) struct DeviceDetail {
     /// The record.
     pub device: DeviceRecord,
     /// Recent history, oldest first.
@@ -248,11 +252,15 @@ pub struct DeviceDetail {
 }
 
 /// Most history events returned with a device.
-pub const HISTORY_LIMIT: usize = 200;
+pub(crate) const HISTORY_LIMIT: usize = 200;
 
 impl Collector {
     /// A device with its history and the waivers that cover it.
-    pub fn device_detail(&self, who: &Principal, id: &str) -> Result<DeviceDetail, CollectorError> {
+    pub(crate) fn device_detail(
+        &self,
+        who: &Principal,
+        id: &str,
+    ) -> Result<DeviceDetail, CollectorError> {
         let device = self.get_device(who, id)?;
         let history = self.store().history(id, HISTORY_LIMIT)?;
         let rules = self.rules();
@@ -274,7 +282,7 @@ impl Collector {
     }
 
     /// An organisation's end-of-day trend, oldest first.
-    pub fn organisation_trend(
+    pub(crate) fn organisation_trend(
         &self,
         who: &Principal,
         org: &str,
@@ -316,7 +324,7 @@ impl Collector {
     }
 
     /// Per product, devices and violating devices across the caller's organisations.
-    pub fn product_findings(
+    pub(crate) fn product_findings(
         &self,
         who: &Principal,
     ) -> Result<Vec<(String, crate::store::records::ProductCounts)>, CollectorError> {
@@ -375,7 +383,7 @@ impl Collector {
     }
 
     /// Authorises a subscription to verdict changes; returns the organisations it may see.
-    pub fn watch(
+    pub(crate) fn watch(
         &self,
         who: &Principal,
         org: Option<&str>,

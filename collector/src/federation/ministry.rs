@@ -67,11 +67,6 @@ impl Ministry {
         self.clock = clock;
     }
 
-    /// How long a row stays fresh without a push.
-    pub fn stale_after(&self) -> Duration {
-        self.stale_after
-    }
-
     fn now(&self) -> time::OffsetDateTime {
         (self.clock)()
     }

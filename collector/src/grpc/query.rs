@@ -20,10 +20,10 @@ use tokio_stream::wrappers::ReceiverStream;
 
 /// The `Query` service.
 #[derive(Debug, Clone)]
-pub struct QueryService(pub Arc<Collector>);
+pub(crate) struct QueryService(pub Arc<Collector>);
 
 /// The bearer token of a request.
-pub fn bearer<T>(request: &tonic::Request<T>) -> Option<String> {
+pub(crate) fn bearer<T>(request: &tonic::Request<T>) -> Option<String> {
     let v = request.metadata().get("authorization")?.to_str().ok()?;
     v.strip_prefix("Bearer ")
         .or_else(|| v.strip_prefix("bearer "))
@@ -31,7 +31,7 @@ pub fn bearer<T>(request: &tonic::Request<T>) -> Option<String> {
 }
 
 /// A device's listing row.
-pub fn row(d: &DeviceRecord) -> v1::DeviceRow {
+pub(crate) fn row(d: &DeviceRecord) -> v1::DeviceRow {
     v1::DeviceRow {
         device_id: d.device_id.clone(),
         organisation: d.organisation.clone(),
@@ -95,7 +95,7 @@ pub fn csv_line(d: &DeviceRecord) -> String {
 }
 
 /// One device as a JSON line.
-pub fn json_line(d: &DeviceRecord) -> String {
+pub(crate) fn json_line(d: &DeviceRecord) -> String {
     let v = serde_json::json!({
         "device_id": d.device_id,
         "organisation": d.organisation,

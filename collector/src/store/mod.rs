@@ -19,7 +19,7 @@
 //! summary is a single read and never a scan. [`Durable::flush`] makes everything written so
 //! far durable; the reporting service acknowledges an agent's report only after it returns.
 
-pub mod combining;
+pub(crate) mod combining;
 pub mod group_commit;
 pub mod records;
 pub mod sled_store;
