@@ -2,7 +2,8 @@
 //! [`crate::auth::authorize`] (via [`Collector::check`], which audits denials) before it reads
 //! anything. Summaries read the maintained aggregates; they never scan devices. The rules of
 //! what a summary says live here, not in the adapters: fleet totals ([`FleetSummary`]) count
-//! every device of a stale federated row as stale, never compliant.
+//! every device of a stale federated row as stale, never compliant. Exports are authorised
+//! once and paged here too ([`DeviceExport`]); the adapter only formats and streams the pages.
 
 use crate::auth::{Access, Principal};
 use crate::collector::Collector;
