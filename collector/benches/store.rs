@@ -100,7 +100,7 @@ fn main() {
             Default::default(),
         )
         .unwrap();
-    let rules = collector.compliance.rules();
+    let rules = collector.rules();
     let now = time::OffsetDateTime::now_utc();
 
     // Load: one device per transaction, judged, every third one with a denied product.
@@ -124,10 +124,10 @@ fn main() {
         d.stats.sources.insert("dpkg".into(), SourceOutcome::Ok);
         d.last_report = Some(now);
         d.last_sequence = 1;
-        rules.judge(&mut d, now, collector.stale_after);
-        collector.store.put_device(&d, now).unwrap();
+        rules.judge(&mut d, now, collector.stale_after());
+        collector.store().put_device(&d, now).unwrap();
     }
-    collector.store.flush().unwrap();
+    collector.store().flush().unwrap();
     let load = t.elapsed();
     let disk: u64 = walk_size(&layout.path("store"));
     println!(
@@ -224,7 +224,7 @@ fn main() {
         let all = DeviceFilter::default();
         loop {
             let page = collector
-                .store
+                .store()
                 .list_devices(&all, cursor.as_deref(), 2000)
                 .unwrap();
             for d in &page.devices {

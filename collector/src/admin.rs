@@ -31,7 +31,7 @@ pub struct TokenInfo {
 
 impl Collector {
     /// Creates an enrolment token; returns its metadata and the secret (shown once).
-    pub fn create_enrollment_token(
+    pub(crate) fn create_enrollment_token(
         &self,
         who: &Principal,
         org: &str,
@@ -60,8 +60,8 @@ impl Collector {
             uses_left: uses,
             revoked: false,
         };
-        self.store.put_token(&hash, &record)?;
-        self.store.flush()?;
+        self.store().put_token(&hash, &record)?;
+        self.store().flush()?;
         let info = TokenInfo {
             token_id: token_id(&hash),
             record,
@@ -86,14 +86,14 @@ impl Collector {
     }
 
     /// Lists enrolment tokens the caller may manage, newest first. Never returns secrets.
-    pub fn list_enrollment_tokens(
+    pub(crate) fn list_enrollment_tokens(
         &self,
         who: &Principal,
         org: Option<&str>,
     ) -> Result<Vec<TokenInfo>, CollectorError> {
         let proof = self.check(who, Access::ManageDevices, org, "tokens.list")?;
         let mut out: Vec<TokenInfo> = self
-            .store
+            .store()
             .tokens()?
             .into_iter()
             .filter(|(_, t)| {
@@ -109,14 +109,18 @@ impl Collector {
     }
 
     /// Revokes an enrolment token by its public id.
-    pub fn revoke_enrollment_token(&self, who: &Principal, id: &str) -> Result<(), CollectorError> {
+    pub(crate) fn revoke_enrollment_token(
+        &self,
+        who: &Principal,
+        id: &str,
+    ) -> Result<(), CollectorError> {
         if id.len() < 12 {
             return Err(CollectorError::InvalidArgument(
                 "token_id: give the 12-digit id from `commscanctl tokens list`".into(),
             ));
         }
         let found = self
-            .store
+            .store()
             .tokens()?
             .into_iter()
             .find(|(h, _)| h.starts_with(id));
@@ -133,8 +137,8 @@ impl Collector {
             "tokens.revoke",
         )?;
         record.revoked = true;
-        self.store.put_token(&hash, &record)?;
-        self.store.flush()?;
+        self.store().put_token(&hash, &record)?;
+        self.store().flush()?;
         self.audit(
             &who.name,
             "tokens.revoke",
@@ -146,11 +150,11 @@ impl Collector {
     }
 
     /// Revokes a device: refused from its next RPC on; its history stays.
-    pub fn revoke_device(&self, who: &Principal, id: &str) -> Result<(), CollectorError> {
+    pub(crate) fn revoke_device(&self, who: &Principal, id: &str) -> Result<(), CollectorError> {
         let not_found = || CollectorError::NotFound(format!("no device '{id}'"));
         let proof = self.check(who, Access::ManageDevices, None, "devices.revoke")?;
-        let _device_lock = self.device_locks.lock(id);
-        let mut device = self.store.device(id)?.ok_or_else(not_found)?;
+        let _device_lock = self.lock_device(id);
+        let mut device = self.store().device(id)?.ok_or_else(not_found)?;
         if !proof.covers(&device.organisation) {
             self.audit(
                 &who.name,
@@ -162,8 +166,8 @@ impl Collector {
             return Err(not_found());
         }
         device.revoked = true;
-        self.store.put_device(&device, self.now())?;
-        self.store.flush()?;
+        self.store().put_device(&device, self.now())?;
+        self.store().flush()?;
         self.audit(
             &who.name,
             "devices.revoke",
@@ -175,10 +179,10 @@ impl Collector {
     }
 
     /// Removes a revoked device, its history, and its share of the aggregates.
-    pub fn remove_device(&self, who: &Principal, id: &str) -> Result<(), CollectorError> {
+    pub(crate) fn remove_device(&self, who: &Principal, id: &str) -> Result<(), CollectorError> {
         let not_found = || CollectorError::NotFound(format!("no device '{id}'"));
         let proof = self.check(who, Access::ManageDevices, None, "devices.remove")?;
-        let device = self.store.device(id)?.ok_or_else(not_found)?;
+        let device = self.store().device(id)?.ok_or_else(not_found)?;
         if !proof.covers(&device.organisation) {
             self.audit(
                 &who.name,
@@ -194,8 +198,8 @@ impl Collector {
                 "device {id} is not revoked: revoke it first (`commscanctl devices revoke {id}`) so it cannot report again"
             )));
         }
-        self.store.remove_device(id, self.now())?;
-        self.store.flush()?;
+        self.store().remove_device(id, self.now())?;
+        self.store().flush()?;
         self.audit(
             &who.name,
             "devices.remove",
@@ -207,7 +211,7 @@ impl Collector {
     }
 
     /// Creates a person's bearer token with grants; returns the secret (shown once).
-    pub fn create_access_token(
+    pub(crate) fn create_access_token(
         &self,
         who: &Principal,
         name: &str,
@@ -246,14 +250,14 @@ impl Collector {
             })
             .collect::<Vec<_>>()
             .join(",");
-        self.store.put_person(
+        self.store().put_person(
             &secrets::hash(&secret),
             &PersonRecord {
                 name: name.to_owned(),
                 grants,
             },
         )?;
-        self.store.flush()?;
+        self.store().flush()?;
         self.audit(
             &who.name,
             "people.create",
@@ -265,7 +269,7 @@ impl Collector {
     }
 
     /// Audit entries after `after`, filtered to the caller's organisations.
-    pub fn list_audit(
+    pub(crate) fn list_audit(
         &self,
         who: &Principal,
         after: u64,
@@ -277,7 +281,7 @@ impl Collector {
         let mut cursor = after;
         // Scoped callers skip entries of other organisations; read in batches until full.
         loop {
-            let batch = self.store.audit(cursor, 1000)?;
+            let batch = self.store().audit(cursor, 1000)?;
             let done = batch.len() < 1000;
             for (pos, e) in batch {
                 cursor = pos;

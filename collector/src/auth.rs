@@ -53,7 +53,7 @@ pub struct Principal {
 
 /// What is being asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     /// Device rows and details.
     ReadDevices,
     /// Aggregates.
@@ -85,7 +85,7 @@ impl Access {
 // not (it only binds other crates).
 #[allow(clippy::manual_non_exhaustive)]
 #[derive(Debug, Clone)]
-pub struct Authorized {
+pub(crate) struct Authorized {
     /// Organisations the access covers; `None` means all.
     pub orgs: Option<BTreeSet<String>>,
     _private: (),
@@ -100,7 +100,7 @@ impl Authorized {
 
 /// Decides whether `who` may perform `access` on `organisation`; with `None`, on every
 /// organisation the principal's grants reach (the proof says which). Denials name the access.
-pub fn authorize(
+pub(crate) fn authorize(
     who: &Principal,
     access: Access,
     organisation: Option<&str>,
@@ -177,7 +177,7 @@ impl Collector {
         };
         let token = bearer.ok_or_else(|| denied("missing `authorization: Bearer <token>`"))?;
         let person = self
-            .store
+            .store()
             .person(&secrets::hash(token))?
             .ok_or_else(|| denied("unknown bearer token"))?;
         Ok(Principal {
@@ -190,7 +190,7 @@ impl Collector {
 
 impl Collector {
     /// [`authorize`], with denials written to the audit log under `action`.
-    pub fn check(
+    pub(crate) fn check(
         &self,
         who: &Principal,
         access: Access,

@@ -16,11 +16,14 @@ use commscan_core::scan::{Evidence, Finding};
 impl Collector {
     /// Turns a device's unclassified candidates into findings or drops them, as its
     /// organisation decided.
-    pub fn apply_classifications(&self, device: &mut DeviceRecord) -> Result<(), CollectorError> {
+    pub(crate) fn apply_classifications(
+        &self,
+        device: &mut DeviceRecord,
+    ) -> Result<(), CollectorError> {
         if device.unclassified.is_empty() {
             return Ok(());
         }
-        let decisions = self.store.classifications(&device.organisation)?;
+        let decisions = self.store().classifications(&device.organisation)?;
         if decisions.is_empty() {
             return Ok(());
         }
@@ -76,13 +79,13 @@ impl Collector {
             return Err(CollectorError::InvalidArgument("name: required".into()));
         }
         if let Classification::Product { product } = &decision
-            && !self.compliance.rules().catalog.contains(product)
+            && !self.rules().catalog.contains(product)
         {
             return Err(CollectorError::InvalidArgument(format!(
                 "product: '{product}' is not in the catalog (see `commscanctl catalog list`)"
             )));
         }
-        self.store.put_classification(org, name, &decision)?;
+        self.store().put_classification(org, name, &decision)?;
         let now = self.now();
         let mut touched = 0;
         let mut cursor: Option<String> = None;
@@ -91,14 +94,16 @@ impl Collector {
             ..DeviceFilter::default()
         };
         loop {
-            let page = self.store.list_devices(&filter, cursor.as_deref(), 1000)?;
+            let page = self
+                .store()
+                .list_devices(&filter, cursor.as_deref(), 1000)?;
             for listed in page.devices {
                 if !listed.unclassified.iter().any(|u| u.name == name) {
                     continue;
                 }
                 // Re-read under the device's lock: a report may have landed since the listing.
-                let _device_lock = self.device_locks.lock(&listed.device_id);
-                let Some(mut device) = self.store.device(&listed.device_id)? else {
+                let _device_lock = self.lock_device(&listed.device_id);
+                let Some(mut device) = self.store().device(&listed.device_id)? else {
                     continue;
                 };
                 let before = device.verdict.status;
@@ -112,7 +117,7 @@ impl Collector {
                 None => break,
             }
         }
-        self.store.flush()?;
+        self.store().flush()?;
         let what = match &decision {
             Classification::Product { product } => format!("'{name}' mapped to {product}"),
             Classification::Dismissed => format!("'{name}' dismissed"),

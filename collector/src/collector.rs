@@ -1,10 +1,24 @@
-//! The collector's domain object: store, rules in force, CA and clock, shared by every
-//! service. The gRPC adapters in [`crate::grpc`] translate to and from the wire and call the
-//! methods defined in [`crate::enrollment`], [`crate::ingest`] and [`crate::queries`]. These
-//! methods are synchronous (sled is), so adapters run them on the blocking pool.
+//! The collector's domain object: store, rules in force, CA, clock, limits, connected agents
+//! and the ministry side of federation, shared by every service. Its fields are private; the
+//! domain modules ([`crate::enrollment`], [`crate::ingest`], [`crate::queries`],
+//! [`crate::admin`], [`crate::classify`], [`crate::rejudge`], [`crate::staleness`]...) each add
+//! the methods of their concern in an `impl Collector` block and reach its parts through the
+//! accessors defined here. The ministry side is a type of its own
+//! ([`crate::federation::ministry::Ministry`], via [`Collector::ministry`]).
+//!
+//! The gRPC adapters in [`crate::grpc`] translate to and from the wire and call these methods.
+//! They are synchronous (sled is), so adapters run them on the blocking pool.
+//!
+//! A collector is made by [`crate::layout::Layout::open`]; tests that need a controllable
+//! clock or other limits set them before sharing it ([`Collector::set_clock`],
+//! [`Collector::set_limiters`]).
 
-use crate::compliance::Compliance;
+use crate::compliance::{Compliance, Rules};
+use crate::connections::Connections;
 use crate::error::CollectorError;
+use crate::events::VerdictEvent;
+use crate::federation::ministry::Ministry;
+use crate::limits::Limiters;
 use crate::store::Store;
 use commscan_core::pki::Authority;
 use std::sync::Arc;
@@ -14,7 +28,7 @@ use time::OffsetDateTime;
 /// re-judgement after a policy reload, a staleness sweep, a classification or a revocation of
 /// the same device never interleave, so none overwrites another's update with a stale copy.
 #[derive(Debug)]
-pub struct DeviceLocks {
+pub(crate) struct DeviceLocks {
     stripes: Vec<std::sync::Mutex<()>>,
 }
 
@@ -28,7 +42,7 @@ impl Default for DeviceLocks {
 
 impl DeviceLocks {
     /// Holds the lock of `device` until the guard drops.
-    pub fn lock(&self, device: &str) -> std::sync::MutexGuard<'_, ()> {
+    pub(crate) fn lock(&self, device: &str) -> std::sync::MutexGuard<'_, ()> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         device.hash(&mut h);
@@ -41,46 +55,42 @@ impl DeviceLocks {
 pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
 
 /// The system clock.
-pub fn system_clock() -> Clock {
+pub(crate) fn system_clock() -> Clock {
     Arc::new(OffsetDateTime::now_utc)
 }
 
-/// Everything the services share.
+/// Everything the services share. Its parts are private: the domain modules reach them
+/// through the methods below, adapters and tests through the few public accessors.
 pub struct Collector {
-    /// The store.
-    pub store: Arc<dyn Store>,
-    /// The rules in force.
-    pub compliance: Compliance,
+    store: Arc<dyn Store>,
+    /// The rules in force; read them with [`Collector::rules`].
+    compliance: Compliance,
     /// The deployment CA, able to sign; `None` when its key is kept offline (enrolment and
     /// renewal are then unavailable; reporting and queries work).
-    pub authority: Option<Authority>,
+    authority: Option<Authority>,
     /// The deployment CA certificate (PEM), always present.
-    pub ca_pem: String,
-    /// Rate limits.
-    pub limiters: crate::limits::Limiters,
-    /// Connected agents.
-    pub connections: crate::connections::Connections,
+    ca_pem: String,
+    limiters: Limiters,
+    connections: Connections,
     /// The trust domain named in device certificates.
-    pub trust_domain: String,
-    /// The clock.
-    pub clock: Clock,
+    trust_domain: String,
+    clock: Clock,
     /// A device that has not reported for this long is stale.
-    pub stale_after: std::time::Duration,
-    /// Per-device locks for read-modify-write of device records.
-    pub device_locks: DeviceLocks,
-    /// Verdict changes, for `WatchEvents` subscribers.
-    pub events: tokio::sync::broadcast::Sender<crate::events::VerdictEvent>,
-    /// On a ministry collector, an enterprise's rows not refreshed by a push for this long are
-    /// stale (see [`crate::federation`]).
-    pub federation_stale_after: std::time::Duration,
+    stale_after: std::time::Duration,
+    device_locks: DeviceLocks,
+    /// Verdict changes, for `WatchEvents` subscribers and the federation pusher.
+    events: tokio::sync::broadcast::Sender<VerdictEvent>,
+    /// The ministry side of federation: receiving enterprises' pushes, their freshness.
+    ministry: Ministry,
 }
 
 /// Default staleness window: three missed hourly reports.
-pub const DEFAULT_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(3 * 3600);
+pub(crate) const DEFAULT_STALE_AFTER: std::time::Duration =
+    std::time::Duration::from_secs(3 * 3600);
 
 /// Default window of federated rows: three missed pushes at the default 15-minute interval
 /// ([`crate::federation::push::DEFAULT_PUSH_INTERVAL`]).
-pub const DEFAULT_FEDERATION_STALE_AFTER: std::time::Duration =
+pub(crate) const DEFAULT_FEDERATION_STALE_AFTER: std::time::Duration =
     std::time::Duration::from_secs(3 * 15 * 60);
 
 impl std::fmt::Debug for Collector {
@@ -92,20 +102,137 @@ impl std::fmt::Debug for Collector {
 }
 
 impl Collector {
+    /// A collector over `store`, judging by `rules`, for devices of `trust_domain`.
+    /// `authority` signs device certificates (`None` when the CA key is offline); `ca_pem` is
+    /// the deployment CA certificate. It starts with the system clock, the default windows
+    /// and the default limits.
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        rules: Rules,
+        authority: Option<Authority>,
+        ca_pem: String,
+        trust_domain: String,
+    ) -> Collector {
+        let clock = system_clock();
+        Collector {
+            ministry: Ministry::new(
+                &store,
+                trust_domain.clone(),
+                clock.clone(),
+                DEFAULT_FEDERATION_STALE_AFTER,
+            ),
+            store,
+            compliance: Compliance::new(rules),
+            authority,
+            ca_pem,
+            limiters: Limiters::default(),
+            connections: Connections::default(),
+            trust_domain,
+            clock,
+            stale_after: DEFAULT_STALE_AFTER,
+            device_locks: DeviceLocks::default(),
+            events: crate::events::channel(),
+        }
+    }
+
+    /// With `clock` (see [`Collector::set_clock`]).
+    pub(crate) fn with_clock(mut self, clock: Clock) -> Collector {
+        self.set_clock(clock);
+        self
+    }
+
+    /// With another window for federated rows (see [`crate::federation`]).
+    pub(crate) fn with_federation_stale_after(mut self, window: std::time::Duration) -> Collector {
+        self.ministry = Ministry::new(
+            &self.store,
+            self.trust_domain.clone(),
+            self.clock.clone(),
+            window,
+        );
+        self
+    }
+
+    /// Replaces the clock, everywhere the collector reads the time. Tests set a controllable
+    /// one before sharing the collector (`Arc::get_mut`).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.ministry.set_clock(clock.clone());
+        self.clock = clock;
+    }
+
+    /// Replaces the rate limits (the load generator lifts the report limit).
+    pub fn set_limiters(&mut self, limiters: Limiters) {
+        self.limiters = limiters;
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The rules in force now.
+    pub fn rules(&self) -> Arc<Rules> {
+        self.compliance.rules()
+    }
+
+    /// Puts new rules in force (see [`crate::rejudge`]).
+    pub(crate) fn replace_rules(&self, rules: Rules) {
+        self.compliance.replace(rules);
+    }
+
+    /// The deployment CA certificate (PEM).
+    pub(crate) fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The trust domain named in device certificates.
+    pub(crate) fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
+    /// How long a device may go without reporting before it is stale.
+    pub fn stale_after(&self) -> std::time::Duration {
+        self.stale_after
+    }
+
+    /// Rate limits.
+    pub(crate) fn limiters(&self) -> &Limiters {
+        &self.limiters
+    }
+
+    /// Connected agents.
+    pub fn connections(&self) -> &Connections {
+        &self.connections
+    }
+
+    /// The ministry side of federation.
+    pub(crate) fn ministry(&self) -> &Ministry {
+        &self.ministry
+    }
+
+    /// Holds the lock of `device` until the guard drops (see [`DeviceLocks`]).
+    pub(crate) fn lock_device(&self, device: &str) -> std::sync::MutexGuard<'_, ()> {
+        self.device_locks.lock(device)
+    }
+
+    /// A subscription to verdict changes from now on.
+    pub(crate) fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<VerdictEvent> {
+        self.events.subscribe()
+    }
+
     /// The signing CA, or UNAVAILABLE when its key is offline.
-    pub fn signer(&self) -> Result<&Authority, CollectorError> {
+    pub(crate) fn signer(&self) -> Result<&Authority, CollectorError> {
         self.authority.as_ref().ok_or_else(|| {
             CollectorError::Unavailable("enrolment is closed: the CA key is kept offline (put pki/ca.key back and restart to enrol devices)".into())
         })
     }
 
     /// Judges `device` under the rules in force at `now`.
-    pub fn judge(&self, device: &mut crate::store::DeviceRecord, now: OffsetDateTime) {
+    pub(crate) fn judge(&self, device: &mut crate::store::DeviceRecord, now: OffsetDateTime) {
         self.compliance.rules().judge(device, now, self.stale_after);
     }
 
     /// Stores a device changed at `now` and publishes a verdict change, if any, to watchers.
-    pub fn store_device(
+    pub(crate) fn store_device(
         &self,
         device: &crate::store::DeviceRecord,
         before: commscan_core::verdict::Status,
@@ -114,15 +241,13 @@ impl Collector {
         self.store.put_device(device, now)?;
         if before != device.verdict.status {
             // Nobody listening is fine.
-            let _ = self
-                .events
-                .send(crate::events::VerdictEvent::of(device, before, now));
+            let _ = self.events.send(VerdictEvent::of(device, before, now));
         }
         Ok(())
     }
 
     /// Now, by the collector's clock.
-    pub fn now(&self) -> OffsetDateTime {
+    pub(crate) fn now(&self) -> OffsetDateTime {
         (self.clock)()
     }
 }

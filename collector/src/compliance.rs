@@ -127,7 +127,7 @@ impl Rules {
 
 /// The rules in force, swappable as a whole.
 #[derive(Debug, Clone)]
-pub struct Compliance {
+pub(crate) struct Compliance {
     current: Arc<RwLock<Arc<Rules>>>,
 }
 

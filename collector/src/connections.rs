@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Takeovers within the window that mark a duplicate.
-pub const TAKEOVERS_FOR_DUPLICATE: usize = 3;
+pub(crate) const TAKEOVERS_FOR_DUPLICATE: usize = 3;
 /// The window.
-pub const TAKEOVER_WINDOW: Duration = Duration::from_secs(600);
+pub(crate) const TAKEOVER_WINDOW: Duration = Duration::from_secs(600);
 
 #[derive(Debug)]
 struct Entry {
@@ -32,7 +32,7 @@ struct Entry {
 
 /// What registering a stream found.
 #[derive(Debug)]
-pub struct Registered {
+pub(crate) struct Registered {
     /// This stream's id, to unregister it.
     pub conn: u64,
     /// Fires when a newer stream of the same device takes over.
@@ -51,7 +51,7 @@ pub struct Connections {
 
 impl Connections {
     /// Registers a stream for `device`, superseding any existing one.
-    pub fn register(&self, device: &str, now: Instant) -> Registered {
+    pub(crate) fn register(&self, device: &str, now: Instant) -> Registered {
         let conn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cancel = CancellationToken::new();
         let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -85,7 +85,7 @@ impl Connections {
 
     /// Removes a stream when it ends, unless a newer one already replaced it. The takeover
     /// history is kept for a reconnect that follows.
-    pub fn unregister(&self, device: &str, conn: u64) {
+    pub(crate) fn unregister(&self, device: &str, conn: u64) {
         let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = map.get_mut(device)
             && e.conn == conn
@@ -101,12 +101,12 @@ impl Connections {
     /// Tells every connected stream that the policy in force changed (after a reload has
     /// re-judged the stored devices). Streams opened later are not told: their agent learns
     /// nothing it needs, since verdicts are computed here.
-    pub fn announce_policy_change(&self) {
+    pub(crate) fn announce_policy_change(&self) {
         self.policy_generation.send_modify(|g| *g += 1);
     }
 
     /// A subscription to policy-change announcements made from now on.
-    pub fn policy_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+    pub(crate) fn policy_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.policy_generation.subscribe()
     }
 

@@ -57,14 +57,14 @@ pub use commscan_core::text::clean_text;
 impl Collector {
     /// Enrols a device. Every attempt is audited; failed attempts spend a per-address budget,
     /// and an address whose budget is empty is refused until it refills.
-    pub fn enroll(&self, input: EnrollInput) -> Result<Enrolled, CollectorError> {
+    pub(crate) fn enroll(&self, input: EnrollInput) -> Result<Enrolled, CollectorError> {
         let actor = match input.peer {
             Some(ip) => format!("anonymous@{ip}"),
             None => "anonymous".to_owned(),
         };
         let now = std::time::Instant::now();
         if let Some(ip) = input.peer
-            && self.limiters.enrol_failures.peek(&ip, now).is_err()
+            && self.limiters().enrol_failures.peek(&ip, now).is_err()
         {
             self.audit(
                 &actor,
@@ -77,7 +77,7 @@ impl Collector {
                 "too many failed enrolment attempts; retry in a minute".into(),
             ));
         }
-        if self.limiters.enrol_global.take(&(), now).is_err() {
+        if self.limiters().enrol_global.take(&(), now).is_err() {
             return Err(CollectorError::ResourceExhausted(
                 "the collector is enrolling many devices; retry shortly".into(),
             ));
@@ -95,7 +95,7 @@ impl Collector {
             ),
             Err(err) => {
                 if let Some(ip) = peer {
-                    let _ = self.limiters.enrol_failures.take(&ip, now);
+                    let _ = self.limiters().enrol_failures.take(&ip, now);
                 }
                 self.audit(&actor, "enroll", org.as_deref(), false, err.to_string());
             }
@@ -113,7 +113,7 @@ impl Collector {
         let signer = self.signer()?;
         let hash = secrets::hash(&input.token);
         let token = self
-            .store
+            .store()
             .token(&hash)?
             .ok_or_else(|| CollectorError::Unauthenticated("unknown enrolment token".into()))?;
         *org = Some(token.organisation.clone());
@@ -129,7 +129,7 @@ impl Collector {
             )));
         }
         let identity = DeviceIdentity {
-            trust_domain: self.trust_domain.clone(),
+            trust_domain: self.trust_domain().to_owned(),
             organisation: token.organisation.clone(),
             device_id: uuid::Uuid::new_v4().to_string(),
         };
@@ -145,20 +145,20 @@ impl Collector {
             clean_text(&input.agent_version, 64),
             now,
         );
-        self.store.enroll(&record, &hash, now)?;
-        self.store.flush()?;
+        self.store().enroll(&record, &hash, now)?;
+        self.store().flush()?;
         tracing::info!(device = %identity.device_id, organisation = %identity.organisation, hostname = %record.hostname, "device enrolled");
         Ok(Enrolled {
             device_id: identity.device_id,
             organisation: identity.organisation,
             certificate_pem,
-            ca_pem: self.ca_pem.clone(),
+            ca_pem: self.ca_pem().to_owned(),
             not_after,
         })
     }
 
     /// Issues a fresh certificate for an enrolled, unrevoked device, from a new CSR.
-    pub fn renew(
+    pub(crate) fn renew(
         &self,
         who: &DeviceIdentity,
         csr_pem: &str,

@@ -1,5 +1,8 @@
 //! Ingest: apply one report from an authenticated device, judge it, store it durably.
 //!
+//! Rate: each device has a report budget ([`Collector::take_report_budget`]); a report over
+//! it is not applied, and the device is told how long to wait ([`Throttled`]).
+//!
 //! Idempotent by sequence: a report at or below the stored sequence is acknowledged without
 //! being applied (the agent resent it after a lost ack). A snapshot replaces the device's
 //! findings; a delta upserts and removes. First sightings are kept per product for grace
@@ -27,13 +30,11 @@ use commscan_core::scan::{Finding, ScanStats, Unclassified};
 use std::collections::BTreeMap;
 
 /// Most findings one report may carry.
-pub const MAX_FINDINGS: usize = 1_000;
+pub(crate) const MAX_FINDINGS: usize = 1_000;
 /// Most unclassified candidates one report may carry.
-pub const MAX_UNCLASSIFIED: usize = 500;
+pub(crate) const MAX_UNCLASSIFIED: usize = 500;
 /// Most evidence entries one finding may carry.
-pub const MAX_EVIDENCE: usize = 64;
-/// Longest text field kept.
-pub const MAX_TEXT: usize = commscan_core::text::MAX_TEXT;
+pub(crate) const MAX_EVIDENCE: usize = 64;
 
 pub use commscan_core::report::ReportBody;
 
@@ -60,8 +61,16 @@ pub struct Applied {
     pub resync: bool,
 }
 
+/// A report refused for its rate: it is not applied, the device is told to wait this long,
+/// and its stream stays open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Throttled {
+    /// How long until the device may report again.
+    pub retry_after: std::time::Duration,
+}
+
 /// The hex state digest of what a device record stores.
-pub fn stored_digest(device: &DeviceRecord) -> String {
+pub(crate) fn stored_digest(device: &DeviceRecord) -> String {
     if device.state_digest.is_empty() {
         digest::hex(&digest::state_digest(
             &device.findings,
@@ -74,7 +83,7 @@ pub fn stored_digest(device: &DeviceRecord) -> String {
 
 /// Whether a device's next report should be a snapshot: the collector holds nothing for it,
 /// or the agent's digest of the state it last had acknowledged is unknown or differs.
-pub fn wants_snapshot(device: &DeviceRecord, hello: &HelloInfo) -> bool {
+pub(crate) fn wants_snapshot(device: &DeviceRecord, hello: &HelloInfo) -> bool {
     device.last_sequence == 0
         || hello.state_digest.is_empty()
         || digest::hex(&hello.state_digest) != stored_digest(device)
@@ -130,14 +139,14 @@ fn check_unclassified(list: &mut [Unclassified]) -> Result<(), CollectorError> {
 
 impl Collector {
     /// The device record of an authenticated identity, refusing unknown and revoked devices.
-    pub fn admit(&self, who: &DeviceIdentity) -> Result<DeviceRecord, CollectorError> {
-        if who.trust_domain != self.trust_domain {
+    pub(crate) fn admit(&self, who: &DeviceIdentity) -> Result<DeviceRecord, CollectorError> {
+        if who.trust_domain != self.trust_domain() {
             return Err(CollectorError::Unauthenticated(format!(
                 "certificate is for trust domain '{}'",
                 who.trust_domain
             )));
         }
-        let device = self.store.device(&who.device_id)?.ok_or_else(|| {
+        let device = self.store().device(&who.device_id)?.ok_or_else(|| {
             CollectorError::PermissionDenied(format!(
                 "device {} is not enrolled here",
                 who.device_id
@@ -166,7 +175,7 @@ impl Collector {
 
     /// Opens a reporting stream: admits the device, checks what the hello claims against the
     /// certificate, and registers the stream. Refusals and duplicates are audited.
-    pub fn open_stream(
+    pub(crate) fn open_stream(
         &self,
         who: &DeviceIdentity,
         hello: &HelloInfo,
@@ -192,20 +201,20 @@ impl Collector {
             )
         })?;
         let registered = self
-            .connections
+            .connections()
             .register(&who.device_id, std::time::Instant::now());
         if registered.duplicate {
             let why = "two agents kept taking over each other's stream".to_owned();
             {
-                let _device_lock = self.device_locks.lock(&who.device_id);
+                let _device_lock = self.lock_device(&who.device_id);
                 let mut flagged = self
-                    .store
+                    .store()
                     .device(&who.device_id)?
                     .unwrap_or_else(|| device.clone());
                 flagged.duplicate = Some(why.clone());
-                self.store.put_device(&flagged, self.now())?;
+                self.store().put_device(&flagged, self.now())?;
             }
-            self.store.flush()?;
+            self.store().flush()?;
             self.audit(
                 &actor,
                 "reporting.connect",
@@ -214,13 +223,24 @@ impl Collector {
                 format!("flagged as duplicate enrolment: {why}"),
             );
             tracing::warn!(device = %who.device_id, organisation = %who.organisation, "duplicate enrolment flagged");
-            self.connections.unregister(&who.device_id, registered.conn);
+            self.connections()
+                .unregister(&who.device_id, registered.conn);
             return Err(CollectorError::AlreadyExists(format!(
                 "device {} is used by more than one agent; flagged as a duplicate enrolment",
                 who.device_id
             )));
         }
         Ok((device, registered))
+    }
+
+    /// Spends one report of `device`'s rate budget ([`crate::limits::Limiters::reports`]);
+    /// every report is checked before anything else is done with it. A device over its rate
+    /// is throttled rather than refused.
+    pub(crate) fn take_report_budget(&self, device: &str) -> Result<(), Throttled> {
+        self.limiters()
+            .reports
+            .take(&device.to_owned(), std::time::Instant::now())
+            .map_err(|retry_after| Throttled { retry_after })
     }
 
     /// Applies a report and makes it durable; only then returns what to acknowledge.
@@ -230,7 +250,7 @@ impl Collector {
         hello: &HelloInfo,
         report: IncomingReport,
     ) -> Result<Applied, CollectorError> {
-        let device_lock = self.device_locks.lock(&who.device_id);
+        let device_lock = self.lock_device(&who.device_id);
         let mut device = self.admit(who)?;
         if report.sequence <= device.last_sequence {
             tracing::info!(device = %who.device_id, sequence = report.sequence, stored = device.last_sequence, "report already stored");
@@ -310,7 +330,11 @@ impl Collector {
         // officer-made findings or lack dismissed candidates, so the collector cannot recompute
         // the agent's view after a delta: it keeps the agent's declared digest and asks no
         // resync. Elsewhere the recomputed digest is the truth and a mismatch means a lost delta.
-        let classifies = is_delta && !self.store.classifications(&device.organisation)?.is_empty();
+        let classifies = is_delta
+            && !self
+                .store()
+                .classifications(&device.organisation)?
+                .is_empty();
         let resync = is_delta && !classifies && !declared.is_empty() && declared != reported;
         device.state_digest = if classifies && !declared.is_empty() {
             declared.clone()
@@ -324,7 +348,7 @@ impl Collector {
         // The record is written; other updates of this device may proceed while this report
         // waits for its flush (the ack is still sent only after it).
         drop(device_lock);
-        self.store.flush()?;
+        self.store().flush()?;
         tracing::info!(
             device = %who.device_id,
             sequence = report.sequence,

@@ -14,11 +14,11 @@
 //! overwritten by a second `init`.
 
 use crate::collector::{Clock, Collector, system_clock};
-use crate::compliance::{Compliance, Rules, RulesConfig};
+use crate::compliance::{Rules, RulesConfig};
 use crate::secrets;
-use crate::store::Store;
 use crate::store::records::{Grant, PersonRecord, Role, TokenRecord};
 use crate::store::sled_store::SledStore;
+use crate::store::{Durable, Store, TokenStore};
 use commscan_core::identity::is_valid_organisation;
 use commscan_core::pki::Authority;
 use commscan_runtime::files::write_atomic;
@@ -255,7 +255,7 @@ impl Layout {
     }
 
     /// The trust domain of an initialised directory.
-    pub fn trust_domain(&self) -> Result<String, LayoutError> {
+    pub(crate) fn trust_domain(&self) -> Result<String, LayoutError> {
         let meta_path = self.path("collector.json");
         let text = std::fs::read_to_string(&meta_path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -312,20 +312,9 @@ impl Layout {
         let store: Arc<dyn Store> = Arc::new(
             SledStore::open(&self.path("store")).map_err(|e| path_err(&self.path("store"), e))?,
         );
-        let collector = Collector {
-            store,
-            compliance: Compliance::new(rules),
-            authority,
-            ca_pem,
-            limiters: crate::limits::Limiters::default(),
-            connections: crate::connections::Connections::default(),
-            trust_domain,
-            clock: settings.clock.clone(),
-            stale_after: crate::collector::DEFAULT_STALE_AFTER,
-            events: crate::events::channel(),
-            device_locks: crate::collector::DeviceLocks::default(),
-            federation_stale_after: settings.federation_stale_after,
-        };
+        let collector = Collector::new(store, rules, authority, ca_pem, trust_domain)
+            .with_clock(settings.clock.clone())
+            .with_federation_stale_after(settings.federation_stale_after);
         Ok((Arc::new(collector), tls))
     }
 }

@@ -3,10 +3,10 @@
 //!
 //! | module | concern |
 //! |---|---|
-//! | [`collector`] | the shared domain object: store, rules in force, CA, clock |
+//! | [`collector`] | the shared domain object: store, rules in force, CA, clock, limits; private fields behind accessors |
 //! | [`enrollment`] | tokens and CSRs in, device identities and certificates out |
-//! | [`ingest`] | applying a device's report: idempotent by sequence, judged, durable before ack |
-//! | [`queries`] | device listings, device detail, organisation summaries |
+//! | [`ingest`] | applying a device's report: within its rate, idempotent by sequence, judged, durable before ack |
+//! | [`queries`] | device listings, device detail, exports (authorised, paged), organisation summaries, fleet summaries and their totals |
 //! | [`rejudge`] | policy reloads: swap rules, re-judge every device from stored findings |
 //! | [`admin`] | enrolment tokens, device revocation, access tokens, the audit log (privileged) |
 //! | [`audit`] | appending to the audit log |
@@ -17,29 +17,34 @@
 //! | [`staleness`] | devices past their reporting window become stale without a report |
 //! | [`events`] | verdict-change events for `WatchEvents` |
 //! | [`classify`] | officers map or dismiss unclassified candidates; applied at ingest |
-//! | [`federation`] | enterprise → ministry aggregates: issuing enterprise certificates, pushing, receiving, freshness |
+//! | [`federation`] | enterprise → ministry aggregates: issuing enterprise certificates, pushing; the ministry side (its own type) receiving, freshness |
 //! | [`auth`] | bearer tokens → principals; the one authorisation function |
 //! | [`compliance`] | catalog, registers and policy in force; judging a device |
-//! | [`store`] | the storage trait, its records, and the sled backend |
+//! | [`store`] | the storage traits (devices and aggregates; tokens and people; audit; federated rows), their records, the sled backend |
 //! | [`secrets`] | token generation and hashing |
 //! | [`error`] | the domain error and its wire codes |
-//! | [`grpc`] | thin tonic adapters for `Enrollment`, `Reporting`, `Query`, `Admin`, `Federation` |
+//! | [`grpc`] | thin tonic adapters for `Enrollment`, `Reporting`, `Query`, `Admin`, `Federation`: they convert, the domain decides |
 //! | [`tls`] | rustls TLS 1.3 configuration and the accept loop |
 //! | [`server`] | all services on one port, limits, health, reflection |
 //! | [`layout`] | the data directory: `init` and opening it |
+//!
+//! The domain is the plain-Rust modules above `grpc`; the adapters and the server are apart
+//! from it. Visibility follows use: what only this crate uses is `pub(crate)` (the modules
+//! `admin`, `audit`, `classify`, `enrollment`, `events` and `staleness` entirely); what the
+//! binaries, benches, tests and load generator use is public.
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod audit;
+pub(crate) mod admin;
+pub(crate) mod audit;
 pub mod auth;
-pub mod classify;
+pub(crate) mod classify;
 pub mod collector;
 pub mod compliance;
 pub mod connections;
-pub mod enrollment;
+pub(crate) mod enrollment;
 pub mod error;
-pub mod events;
+pub(crate) mod events;
 pub mod federation;
 pub mod grpc;
 pub mod ingest;
@@ -51,6 +56,6 @@ pub mod rejudge;
 pub mod secrets;
 pub mod server;
 pub mod service;
-pub mod staleness;
+pub(crate) mod staleness;
 pub mod store;
 pub mod tls;

@@ -34,7 +34,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     }
 
     /// Whether `key` has a token at `now`, without taking it.
-    pub fn peek(&self, key: &K, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn peek(&self, key: &K, now: Instant) -> Result<(), Duration> {
         let map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         match map.get(key) {
             None => Ok(()),

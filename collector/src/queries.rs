@@ -1,16 +1,21 @@
 //! Queries for officers and analysts. Each one is authorised through
 //! [`crate::auth::authorize`] (via [`Collector::check`], which audits denials) before it reads
-//! anything. Summaries read the maintained aggregates; they never scan devices.
+//! anything. Summaries read the maintained aggregates; they never scan devices. The rules of
+//! what a summary says live here, not in the adapters: fleet totals ([`FleetSummary`]) count
+//! every device of a stale federated row as stale, never compliant. Exports are authorised
+//! once and paged here too ([`DeviceExport`]); the adapter only formats and streams the pages.
 
 use crate::auth::{Access, Principal};
 use crate::collector::Collector;
 use crate::error::CollectorError;
 use crate::store::{DeviceFilter, DevicePage, DeviceRecord, OrgAggregate};
+use commscan_core::verdict::Status;
+use std::collections::BTreeMap;
 
 /// Default page size.
-pub const DEFAULT_PAGE: usize = 100;
+pub(crate) const DEFAULT_PAGE: usize = 100;
 /// Largest page size.
-pub const MAX_PAGE: usize = 1000;
+pub(crate) const MAX_PAGE: usize = 1000;
 
 impl Collector {
     /// Lists devices the caller may see, filtered.
@@ -36,19 +41,23 @@ impl Collector {
         } else {
             page_size.min(MAX_PAGE)
         };
-        Ok(self.store.list_devices(&filter, cursor, limit)?)
+        Ok(self.store().list_devices(&filter, cursor, limit)?)
     }
 
     /// One device. A device outside the caller's organisations is reported exactly like a
     /// missing one, so ids cannot be probed across tenants.
-    pub fn get_device(&self, who: &Principal, id: &str) -> Result<DeviceRecord, CollectorError> {
+    pub(crate) fn get_device(
+        &self,
+        who: &Principal,
+        id: &str,
+    ) -> Result<DeviceRecord, CollectorError> {
         let not_found = || {
             CollectorError::NotFound(format!(
                 "no device '{id}' (list devices with `commscanctl devices`)"
             ))
         };
         let proof = self.check(who, Access::ReadDevices, None, "query.get_device")?;
-        let device = self.store.device(id)?.ok_or_else(not_found)?;
+        let device = self.store().device(id)?.ok_or_else(not_found)?;
         if !proof.covers(&device.organisation) {
             self.audit(
                 &who.name,
@@ -79,8 +88,84 @@ impl Collector {
             Some(org),
             "query.organisation_summary",
         )?;
-        self.store.org_aggregate(org)?.ok_or_else(|| {
+        self.store().org_aggregate(org)?.ok_or_else(|| {
             CollectorError::NotFound(format!("no organisation '{org}' has enrolled devices"))
+        })
+    }
+}
+
+/// Devices per page of an export.
+pub(crate) const EXPORT_PAGE: usize = 2000;
+
+/// An authorised export: every device the caller may see that matches the filter, one page
+/// of at most [`EXPORT_PAGE`] devices per [`Iterator::next`], read from the store only when
+/// asked for. The caller was authorised once, when the export was made
+/// ([`Collector::export_devices`]); every page stays within that proof's organisations.
+/// Reading is synchronous: async callers pull pages on the blocking pool. The iterator ends
+/// after the last page or after the first error.
+pub(crate) struct DeviceExport {
+    devices: std::sync::Arc<dyn crate::store::Store>,
+    filter: DeviceFilter,
+    cursor: Option<String>,
+    done: bool,
+}
+
+impl std::fmt::Debug for DeviceExport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceExport")
+            .field("filter", &self.filter)
+            .field("cursor", &self.cursor)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Iterator for DeviceExport {
+    type Item = Result<Vec<DeviceRecord>, CollectorError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self
+            .devices
+            .list_devices(&self.filter, self.cursor.as_deref(), EXPORT_PAGE)
+        {
+            Ok(page) => {
+                self.done = page.next.is_none();
+                self.cursor = page.next;
+                Some(Ok(page.devices))
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e.into()))
+            }
+        }
+    }
+}
+
+impl Collector {
+    /// Authorises an export of the devices matching `filter` (organisation and status are
+    /// honoured) and returns its pages.
+    pub(crate) fn export_devices(
+        &self,
+        who: &Principal,
+        filter: &DeviceFilter,
+    ) -> Result<DeviceExport, CollectorError> {
+        let proof = self.check(
+            who,
+            Access::ReadDevices,
+            filter.organisation.as_deref(),
+            "query.export_devices",
+        )?;
+        Ok(DeviceExport {
+            devices: self.store().clone(),
+            filter: DeviceFilter {
+                allowed_orgs: proof.orgs,
+                ..filter.clone()
+            },
+            cursor: None,
+            done: false,
         })
     }
 }
@@ -100,9 +185,65 @@ pub struct FleetRow {
     pub stale: bool,
 }
 
+impl FleetRow {
+    /// Compliant and waived devices as a percentage; 0 for a stale row, whose last known
+    /// figures are shown for reference but vouch for nothing.
+    pub fn percent_compliant(&self) -> f64 {
+        if self.stale {
+            0.0
+        } else {
+            self.aggregate.percent_compliant()
+        }
+    }
+}
+
+/// A fleet summary: the rows the caller may see and their totals.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetSummary {
+    /// This collector's organisations, then federated ones.
+    pub rows: Vec<FleetRow>,
+    /// Devices in every row.
+    pub total_devices: u64,
+    /// Devices by status across the rows. Every device of a stale row counts as stale,
+    /// whatever its last known status.
+    pub total_by_status: BTreeMap<Status, u64>,
+    /// Compliant and waived devices as a percentage of all devices (0 without devices).
+    pub percent_compliant: f64,
+}
+
+impl FleetSummary {
+    /// Totals `rows`.
+    pub fn of(rows: Vec<FleetRow>) -> FleetSummary {
+        let mut totals = BTreeMap::<Status, u64>::new();
+        let mut devices = 0;
+        for r in &rows {
+            devices += r.aggregate.devices;
+            if r.stale {
+                *totals.entry(Status::Stale).or_default() += r.aggregate.devices;
+            } else {
+                for (s, n) in &r.aggregate.by_status {
+                    *totals.entry(*s).or_default() += n;
+                }
+            }
+        }
+        let ok = totals.get(&Status::Compliant).copied().unwrap_or(0)
+            + totals.get(&Status::Waived).copied().unwrap_or(0);
+        FleetSummary {
+            rows,
+            total_devices: devices,
+            total_by_status: totals,
+            percent_compliant: if devices == 0 {
+                0.0
+            } else {
+                100.0 * ok as f64 / devices as f64
+            },
+        }
+    }
+}
+
 /// A device's detail with its history and the waivers that concern it.
 #[derive(Debug, Clone)]
-pub struct DeviceDetail {
+pub(crate) struct DeviceDetail {
     /// The record.
     pub device: DeviceRecord,
     /// Recent history, oldest first.
@@ -112,14 +253,18 @@ pub struct DeviceDetail {
 }
 
 /// Most history events returned with a device.
-pub const HISTORY_LIMIT: usize = 200;
+pub(crate) const HISTORY_LIMIT: usize = 200;
 
 impl Collector {
     /// A device with its history and the waivers that cover it.
-    pub fn device_detail(&self, who: &Principal, id: &str) -> Result<DeviceDetail, CollectorError> {
+    pub(crate) fn device_detail(
+        &self,
+        who: &Principal,
+        id: &str,
+    ) -> Result<DeviceDetail, CollectorError> {
         let device = self.get_device(who, id)?;
-        let history = self.store.history(id, HISTORY_LIMIT)?;
-        let rules = self.compliance.rules();
+        let history = self.store().history(id, HISTORY_LIMIT)?;
+        let rules = self.rules();
         let waivers = rules
             .policy_for(&device.organisation)
             .waivers
@@ -138,7 +283,7 @@ impl Collector {
     }
 
     /// An organisation's end-of-day trend, oldest first.
-    pub fn organisation_trend(
+    pub(crate) fn organisation_trend(
         &self,
         who: &Principal,
         org: &str,
@@ -150,14 +295,15 @@ impl Collector {
             Some(org),
             "query.organisation_summary",
         )?;
-        Ok(self.store.daily(org, days.clamp(1, 366))?)
+        Ok(self.store().daily(org, days.clamp(1, 366))?)
     }
 
-    /// One row per organisation the caller may see: this collector's, then federated ones.
-    pub fn fleet_summary(&self, who: &Principal) -> Result<Vec<FleetRow>, CollectorError> {
+    /// One row per organisation the caller may see (this collector's, then federated ones),
+    /// with the fleet's totals.
+    pub fn fleet_summary(&self, who: &Principal) -> Result<FleetSummary, CollectorError> {
         let proof = self.check(who, Access::ReadSummaries, None, "query.fleet_summary")?;
         let mut rows: Vec<FleetRow> = self
-            .store
+            .store()
             .org_aggregates()?
             .into_iter()
             .filter(|(org, _)| proof.covers(org))
@@ -170,15 +316,16 @@ impl Collector {
             })
             .collect();
         rows.extend(
-            self.federated_rows()?
+            self.ministry()
+                .federated_rows()?
                 .into_iter()
                 .filter(|r| proof.covers(&r.organisation)),
         );
-        Ok(rows)
+        Ok(FleetSummary::of(rows))
     }
 
     /// Per product, devices and violating devices across the caller's organisations.
-    pub fn product_findings(
+    pub(crate) fn product_findings(
         &self,
         who: &Principal,
     ) -> Result<Vec<(String, crate::store::records::ProductCounts)>, CollectorError> {
@@ -188,10 +335,11 @@ impl Collector {
         // On a ministry, enterprises' organisations count too (stale ones with their last
         // known figures).
         let federated = self
+            .ministry()
             .federated_rows()?
             .into_iter()
             .map(|r| (r.organisation, r.aggregate));
-        for (org, agg) in self.store.org_aggregates()?.into_iter().chain(federated) {
+        for (org, agg) in self.store().org_aggregates()?.into_iter().chain(federated) {
             if !proof.covers(&org) {
                 continue;
             }
@@ -220,12 +368,12 @@ impl Collector {
             "query.list_unclassified",
         )?;
         let decided: std::collections::BTreeSet<String> = self
-            .store
+            .store()
             .classifications(org)?
             .into_iter()
             .map(|(n, _)| n)
             .collect();
-        let agg = self.store.org_aggregate(org)?.unwrap_or_default();
+        let agg = self.store().org_aggregate(org)?.unwrap_or_default();
         let mut out: Vec<_> = agg
             .unclassified
             .into_iter()
@@ -236,11 +384,52 @@ impl Collector {
     }
 
     /// Authorises a subscription to verdict changes; returns the organisations it may see.
-    pub fn watch(
+    pub(crate) fn watch(
         &self,
         who: &Principal,
         org: Option<&str>,
     ) -> Result<crate::auth::Authorized, CollectorError> {
         self.check(who, Access::ReadDevices, org, "query.watch_events")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(enterprise: &str, compliant: u64, noncompliant: u64, stale: bool) -> FleetRow {
+        let mut aggregate = OrgAggregate {
+            devices: compliant + noncompliant,
+            ..Default::default()
+        };
+        aggregate.by_status.insert(Status::Compliant, compliant);
+        aggregate
+            .by_status
+            .insert(Status::Noncompliant, noncompliant);
+        FleetRow {
+            enterprise: enterprise.into(),
+            organisation: "acme".into(),
+            aggregate,
+            updated_at: None,
+            stale,
+        }
+    }
+
+    #[test]
+    fn fleet_totals_count_every_device_of_a_stale_row_as_stale() {
+        let s = FleetSummary::of(vec![row("", 3, 1, false), row("e1", 4, 0, true)]);
+        assert_eq!(s.total_devices, 8);
+        assert_eq!(
+            s.total_by_status,
+            BTreeMap::from([
+                (Status::Compliant, 3),
+                (Status::Noncompliant, 1),
+                (Status::Stale, 4)
+            ])
+        );
+        assert_eq!(s.percent_compliant, 37.5);
+        assert_eq!(s.rows[1].percent_compliant(), 0.0);
+        assert_eq!(s.rows[0].percent_compliant(), 75.0);
+        assert_eq!(FleetSummary::of(Vec::new()).percent_compliant, 0.0);
     }
 }

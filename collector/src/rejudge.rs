@@ -37,9 +37,9 @@ impl Collector {
     pub fn rejudge_all(&self) -> Result<Rejudged, CollectorError> {
         let now = self.now();
         let mut out = Rejudged::default();
-        for id in self.store.device_ids()? {
-            let _device_lock = self.device_locks.lock(&id);
-            let Some(mut device) = self.store.device(&id)? else {
+        for id in self.store().device_ids()? {
+            let _device_lock = self.lock_device(&id);
+            let Some(mut device) = self.store().device(&id)? else {
                 continue;
             };
             let before = device.verdict.clone();
@@ -54,7 +54,7 @@ impl Collector {
                 self.store_device(&device, before.status, now)?;
             }
         }
-        self.store.flush()?;
+        self.store().flush()?;
         Ok(out)
     }
 
@@ -63,9 +63,9 @@ impl Collector {
     pub fn reload(&self, config: &RulesConfig) -> Result<Rejudged, ReloadError> {
         let rules = Rules::load(config)?;
         let id = rules.policy.id.clone();
-        self.compliance.replace(rules);
+        self.replace_rules(rules);
         let r = self.rejudge_all()?;
-        self.connections.announce_policy_change();
+        self.connections().announce_policy_change();
         tracing::info!(policy = %id, devices = r.devices, changed = r.changed, "policy reloaded");
         Ok(r)
     }

@@ -4,7 +4,7 @@
 use sha2::{Digest, Sha256};
 
 /// A new secret with a readable prefix, e.g. `cse_…` for enrolment tokens.
-pub fn generate(prefix: &str) -> String {
+pub(crate) fn generate(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the OS random source is available");
     format!("{prefix}_{}", hex::encode(bytes))

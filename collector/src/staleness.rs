@@ -17,15 +17,15 @@ impl Collector {
     /// Marks every device past its reporting window stale. Returns how many changed.
     pub fn sweep_stale(&self) -> Result<usize, CollectorError> {
         let now = self.now();
-        let cutoff = now - self.stale_after;
+        let cutoff = now - self.stale_after();
         let mut changed = 0;
         loop {
-            let ids = self.store.stale_candidates(cutoff, SWEEP_BATCH)?;
+            let ids = self.store().stale_candidates(cutoff, SWEEP_BATCH)?;
             let batch = ids.len();
             let changed_before = changed;
             for id in ids {
-                let _device_lock = self.device_locks.lock(&id);
-                let Some(mut device) = self.store.device(&id)? else {
+                let _device_lock = self.lock_device(&id);
+                let Some(mut device) = self.store().device(&id)? else {
                     continue;
                 };
                 let before = device.verdict.status;
@@ -44,7 +44,7 @@ impl Collector {
             }
         }
         if changed > 0 {
-            self.store.flush()?;
+            self.store().flush()?;
         }
         Ok(changed)
     }

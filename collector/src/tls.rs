@@ -24,7 +24,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 /// Time a client has to complete the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A TLS setup failure, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +50,7 @@ fn file_err(path: &Path, message: impl std::fmt::Display) -> TlsError {
 }
 
 /// Reads every certificate of a PEM file.
-pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = std::fs::read(path).map_err(|e| file_err(path, format!("cannot read: {e}")))?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<_, _>>()
@@ -62,7 +62,7 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 }
 
 /// Reads a PEM private key.
-pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let bytes = std::fs::read(path).map_err(|e| file_err(path, format!("cannot read: {e}")))?;
     PrivateKeyDer::from_pem_slice(&bytes)
         .map_err(|e| file_err(path, format!("not a PEM private key: {e}")))
@@ -156,7 +156,7 @@ pub fn accept_loop(
 pub type RejectHook = Arc<dyn Fn(std::net::SocketAddr, String) + Send + Sync>;
 
 /// The reason, if a handshake failed because of the client's certificate.
-pub fn certificate_rejection(e: &std::io::Error) -> Option<String> {
+pub(crate) fn certificate_rejection(e: &std::io::Error) -> Option<String> {
     match e.get_ref()?.downcast_ref::<rustls::Error>()? {
         rustls::Error::InvalidCertificate(c) => Some(format!("client certificate rejected: {c:?}")),
         _ => None,

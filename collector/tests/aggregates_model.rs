@@ -53,8 +53,8 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn recomputed(h: &Harness) -> BTreeMap<String, OrgAggregate> {
     let mut out: BTreeMap<String, OrgAggregate> = BTreeMap::new();
-    for id in h.collector.store.device_ids().unwrap() {
-        let d = h.collector.store.device(&id).unwrap().unwrap();
+    for id in h.collector.store().device_ids().unwrap() {
+        let d = h.collector.store().device(&id).unwrap().unwrap();
         out.entry(d.organisation.clone())
             .or_default()
             .apply(&d.contribution(), true);
@@ -64,7 +64,7 @@ fn recomputed(h: &Harness) -> BTreeMap<String, OrgAggregate> {
 
 fn maintained(h: &Harness) -> BTreeMap<String, OrgAggregate> {
     h.collector
-        .store
+        .store()
         .org_aggregates()
         .unwrap()
         .into_iter()
@@ -130,7 +130,7 @@ proptest! {
                 }
                 Op::Remove { device } => {
                     if let Some(who) = devices[device].take() {
-                        h.collector.store.remove_device(&who.device_id, h.now()).unwrap();
+                        h.collector.store().remove_device(&who.device_id, h.now()).unwrap();
                     }
                 }
             }
@@ -144,13 +144,13 @@ fn a_device_that_misses_its_window_turns_stale_and_never_counts_as_compliant() {
     let h = Harness::new();
     let who = h.enroll("acme", 1);
     h.report(&who, &["yandex-telemost"], &[]);
-    let agg = |h: &Harness| h.collector.store.org_aggregate("acme").unwrap().unwrap();
+    let agg = |h: &Harness| h.collector.store().org_aggregate("acme").unwrap().unwrap();
     assert_eq!(agg(&h).percent_compliant(), 100.0);
     h.advance(time::Duration::hours(2));
     assert_eq!(h.collector.sweep_stale().unwrap(), 0, "within the window");
     h.advance(time::Duration::hours(2));
     assert_eq!(h.collector.sweep_stale().unwrap(), 1);
-    let d = h.collector.store.device(&who.device_id).unwrap().unwrap();
+    let d = h.collector.store().device(&who.device_id).unwrap().unwrap();
     assert_eq!(d.verdict.status, commscan_core::verdict::Status::Stale);
     assert_eq!(agg(&h).percent_compliant(), 0.0);
     assert_eq!(
@@ -163,7 +163,7 @@ fn a_device_that_misses_its_window_turns_stale_and_never_counts_as_compliant() {
     assert_eq!(agg(&h).percent_compliant(), 100.0);
     let kinds: Vec<String> = h
         .collector
-        .store
+        .store()
         .history(&who.device_id, 50)
         .unwrap()
         .iter()
@@ -180,7 +180,7 @@ fn history_records_first_seen_removal_and_verdict_changes_for_time_to_remediate(
     let seen = h.now();
     h.advance(time::Duration::days(3));
     h.report(&who, &[], &[]);
-    let history = h.collector.store.history(&who.device_id, 50).unwrap();
+    let history = h.collector.store().history(&who.device_id, 50).unwrap();
     let seen_at = history.iter().find(|e| matches!(&e.kind, commscan_collector::store::HistoryKind::ProductSeen { product } if product == "zoom")).unwrap().at;
     let removed_at = history.iter().find(|e| matches!(&e.kind, commscan_collector::store::HistoryKind::ProductRemoved { product } if product == "zoom")).unwrap().at;
     assert_eq!(seen_at, seen);
@@ -204,7 +204,7 @@ fn trend_keeps_one_end_of_day_point_per_day() {
     h.report(&who, &[], &[]);
     h.advance(time::Duration::hours(1));
     h.report(&who, &[], &[]);
-    let days = h.collector.store.daily("acme", 30).unwrap();
+    let days = h.collector.store().daily("acme", 30).unwrap();
     let summary: Vec<(String, f64)> = days
         .iter()
         .map(|(d, a)| (d.clone(), a.percent_compliant()))
@@ -252,7 +252,7 @@ fn an_officer_maps_a_candidate_to_a_product_and_its_devices_are_rejudged() {
         )
         .unwrap();
     assert_eq!(touched, 2);
-    let d = h.collector.store.device(&a.device_id).unwrap().unwrap();
+    let d = h.collector.store().device(&a.device_id).unwrap().unwrap();
     assert_eq!(
         d.verdict.status,
         commscan_core::verdict::Status::Noncompliant
@@ -271,7 +271,7 @@ fn an_officer_maps_a_candidate_to_a_product_and_its_devices_are_rejudged() {
     h.report(&a, &[], &["Gossip Chat"]);
     assert_eq!(
         h.collector
-            .store
+            .store()
             .device(&a.device_id)
             .unwrap()
             .unwrap()
@@ -310,7 +310,7 @@ fn concurrent_reports_sharing_transactions_and_flushes_lose_no_update() {
         }
     });
     for who in &devices {
-        let d = h.collector.store.device(&who.device_id).unwrap().unwrap();
+        let d = h.collector.store().device(&who.device_id).unwrap().unwrap();
         assert_eq!(
             d.last_sequence, 10,
             "every report of {} landed",

@@ -64,7 +64,7 @@ pub async fn run(
         })
         .context("init")?;
     let (collector, tls) = layout.open(&RulesConfig::with_policy(opts.policy.as_deref()))?;
-    let policy_id = collector.compliance.rules().policy.id.clone();
+    let policy_id = collector.rules().policy.id.clone();
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("cannot listen on {}", opts.listen))?;

@@ -21,8 +21,8 @@
 use crate::LoadgenError;
 use commscan_collector::layout::{InitOptions, Layout};
 use commscan_collector::store::DeviceRecord;
-use commscan_collector::store::Store;
 use commscan_collector::store::sled_store::SledStore;
+use commscan_collector::store::{DeviceStore, Durable};
 use commscan_core::identity::DeviceIdentity;
 use commscan_core::pki::{Authority, DEVICE_VALIDITY, device_key_and_csr};
 use commscan_core::platform::Platform;

@@ -67,7 +67,7 @@ async fn simulated_agents_report_and_receive_a_pushed_policy_change() {
         |s| s.connected == AGENTS as i64 && s.acks >= AGENTS as u64,
     )
     .await;
-    assert_eq!(collector.connections.connected(), AGENTS);
+    assert_eq!(collector.connections().connected(), AGENTS);
 
     pool.reset();
     pool.set_phase(Phase::Closed {

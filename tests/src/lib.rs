@@ -237,7 +237,7 @@ impl TestCollector {
     /// Audit entries, oldest first (read directly from the store).
     pub fn audit(&self) -> Vec<commscan_collector::store::AuditRecord> {
         self.domain()
-            .store
+            .store()
             .audit(0, 100_000)
             .expect("audit")
             .into_iter()

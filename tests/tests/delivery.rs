@@ -255,14 +255,14 @@ async fn a_delta_the_collector_lost_heals_on_the_next_connection() {
             .layout
             .open(&commscan_collector::compliance::RulesConfig::default())
             .unwrap();
-        let mut d = collector.store.device(&id).unwrap().unwrap();
+        let mut d = collector.store().device(&id).unwrap().unwrap();
         d.findings.retain(|f| f.product != "microsoft-teams");
         d.state_digest.clear();
         collector
-            .store
+            .store()
             .put_device(&d, time::OffsetDateTime::now_utc())
             .unwrap();
-        collector.store.flush().unwrap();
+        collector.store().flush().unwrap();
     }
     c.restart().await;
     converged(

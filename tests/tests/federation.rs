@@ -511,7 +511,7 @@ async fn no_device_rows_ever_reach_the_ministry() {
         .unwrap()
         .into_inner();
     assert!(listed.devices.is_empty(), "{listed:?}");
-    let store = &w.ministry.domain().store;
+    let store = w.ministry.domain().store();
     assert!(store.device_ids().unwrap().is_empty());
     assert!(store.org_aggregates().unwrap().is_empty());
     // Nothing identifying a device is anywhere in the ministry's files: no device id, no
@@ -542,7 +542,7 @@ async fn no_device_rows_ever_reach_the_ministry() {
     // The ministry did receive the enterprises' figures: the check above is not vacuous.
     w.ministry.restart().await;
     assert_eq!(
-        w.ministry.domain().store.federated().unwrap().len(),
+        w.ministry.domain().store().federated().unwrap().len(),
         3,
         "federated rows survive a restart"
     );

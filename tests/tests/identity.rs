@@ -234,7 +234,7 @@ async fn an_expired_token_is_refused() {
     let secret = "cse_expired-token-for-the-test";
     let now = time::OffsetDateTime::now_utc();
     c.domain()
-        .store
+        .store()
         .put_token(
             &commscan_collector::secrets::hash(secret),
             &TokenRecord {
@@ -452,7 +452,7 @@ async fn a_cloned_disk_is_flagged_as_a_duplicate_never_merged() {
     }
     commscan_tests::wait_until(Duration::from_secs(20), "the duplicate flag", || async {
         c.domain()
-            .store
+            .store()
             .device(&id)
             .unwrap()
             .and_then(|d| d.duplicate)
@@ -569,7 +569,7 @@ async fn a_device_is_removed_only_after_it_was_revoked() {
     assert_eq!(err.code(), tonic::Code::NotFound);
     assert_eq!(
         c.domain()
-            .store
+            .store()
             .org_aggregate("acme")
             .unwrap()
             .unwrap_or_default()

@@ -57,7 +57,7 @@ async fn a_policy_change_rejudges_devices_and_summaries_without_a_rescan() {
             && err.contains("unknown product id 'no-such-product'"),
         "{err}"
     );
-    assert_eq!(collector.compliance.rules().policy.id, "ministry-letter");
+    assert_eq!(collector.rules().policy.id, "ministry-letter");
 
     let r = collector
         .reload(&RulesConfig::with_policy(Some(&policy_path(
@@ -65,7 +65,7 @@ async fn a_policy_change_rejudges_devices_and_summaries_without_a_rescan() {
         ))))
         .unwrap();
     assert_eq!((r.devices, r.changed), (1, 1));
-    let agg = collector.store.org_aggregate("acme").unwrap().unwrap();
+    let agg = collector.store().org_aggregate("acme").unwrap().unwrap();
     assert_eq!(
         agg.percent_compliant(),
         100.0,

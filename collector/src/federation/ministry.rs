@@ -1,18 +1,21 @@
-//! The ministry side of federation: who is pushing (from the verified certificate), whether
-//! it may push each organisation, whether the figures add up, storing the snapshot durably,
-//! and reading the rows back with their freshness for fleet summaries.
+//! The ministry side of federation, a type of its own ([`Ministry`]): who is pushing (from the
+//! verified certificate), whether it may push each organisation, whether the figures add up,
+//! storing the snapshot durably, and reading the rows back with their freshness for fleet
+//! summaries (which [`crate::queries`] merges with the collector's own organisations).
 //!
 //! Every refusal of an identified or anonymous caller is written to the audit log under the
 //! action `federation.push_summary` before the answer is sent. Accepted pushes are machine
 //! traffic, like device reports: they are logged, not audited.
 
 use super::{Push, Receipt};
-use crate::collector::Collector;
+use crate::collector::Clock;
 use crate::error::CollectorError;
 use crate::queries::FleetRow;
-use crate::store::FederatedRecord;
+use crate::store::{AuditStore, FederatedRecord, FederationStore, Store};
 use commscan_core::identity::{DeviceIdentity, EnterpriseIdentity, is_valid_organisation};
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The audit action of every federation refusal.
 pub const AUDIT_ACTION: &str = "federation.push_summary";
@@ -20,7 +23,66 @@ pub const AUDIT_ACTION: &str = "federation.push_summary";
 /// Most organisations in one push.
 pub const MAX_ORGANISATIONS: usize = 10_000;
 
-impl Collector {
+/// The ministry side of a collector: it authenticates enterprises, stores their pushes and
+/// reads the rows back with their freshness. It holds only what that needs: the federated
+/// rows and the audit log of the collector's store, the trust domain, the clock and the
+/// window. Every collector has one ([`crate::collector::Collector::ministry`]); it holds rows
+/// only if enterprises push to it.
+pub struct Ministry {
+    rows: Arc<dyn FederationStore>,
+    audit_log: Arc<dyn AuditStore>,
+    trust_domain: String,
+    clock: Clock,
+    stale_after: Duration,
+}
+
+impl std::fmt::Debug for Ministry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ministry")
+            .field("trust_domain", &self.trust_domain)
+            .field("stale_after", &self.stale_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ministry {
+    /// The ministry side over `store`, for enterprises of `trust_domain`, whose rows are
+    /// stale when no push refreshed them for `stale_after`.
+    pub(crate) fn new(
+        store: &Arc<dyn Store>,
+        trust_domain: String,
+        clock: Clock,
+        stale_after: Duration,
+    ) -> Ministry {
+        Ministry {
+            rows: store.clone(),
+            audit_log: store.clone(),
+            trust_domain,
+            clock,
+            stale_after,
+        }
+    }
+
+    pub(crate) fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
+    }
+
+    fn now(&self) -> time::OffsetDateTime {
+        (self.clock)()
+    }
+
+    fn audit(&self, actor: &str, organisation: Option<&str>, detail: String) {
+        crate::audit::append(
+            &*self.audit_log,
+            self.now(),
+            actor,
+            AUDIT_ACTION,
+            organisation,
+            false,
+            detail,
+        );
+    }
+
     /// The enterprise calling, from the leaf of its verified client certificate chain
     /// (`None` without one). Refusals are audited with the best name available for the caller.
     pub fn federation_peer(
@@ -37,7 +99,7 @@ impl Collector {
             let e = CollectorError::Unauthenticated(
                 "an enterprise client certificate issued by the ministry is required".into(),
             );
-            self.audit(&anonymous(), AUDIT_ACTION, None, false, e.to_string());
+            self.audit(&anonymous(), None, e.to_string());
             return Err(e);
         };
         let who = match EnterpriseIdentity::from_certificate_der(der) {
@@ -51,7 +113,7 @@ impl Collector {
                 let e = CollectorError::PermissionDenied(format!(
                     "only enterprise collectors may push summaries: {why}"
                 ));
-                self.audit(&actor, AUDIT_ACTION, org.as_deref(), false, e.to_string());
+                self.audit(&actor, org.as_deref(), e.to_string());
                 tracing::warn!(actor, error = %e, "federation push refused");
                 return Err(e);
             }
@@ -61,7 +123,7 @@ impl Collector {
                 "enterprise certificate is for trust domain '{}', this ministry is '{}'",
                 who.trust_domain, self.trust_domain
             ));
-            self.audit(&actor(&who), AUDIT_ACTION, None, false, e.to_string());
+            self.audit(&actor(&who), None, e.to_string());
             return Err(e);
         }
         Ok(who)
@@ -84,7 +146,7 @@ impl Collector {
                         who.organisations.join(", ")
                     }
                 ));
-                self.audit(&actor(who), AUDIT_ACTION, Some(org), false, e.to_string());
+                self.audit(&actor(who), Some(org), e.to_string());
                 tracing::warn!(enterprise = %who.enterprise, organisation = org, "federation push refused: organisation not granted");
                 return Err(e);
             }
@@ -119,13 +181,13 @@ impl Collector {
                 )
             })
             .collect();
-        self.store.replace_federated(&who.enterprise, &rows)?;
-        self.store.flush()?;
+        self.rows.replace_federated(&who.enterprise, &rows)?;
+        self.rows.flush()?;
         tracing::info!(enterprise = %who.enterprise, organisations = rows.len(), devices, generated_at = %push.generated_at, "federated aggregates stored");
         Ok(Receipt {
             organisations: rows.len(),
             received_at,
-            stale_after: self.federation_stale_after,
+            stale_after: self.stale_after,
         })
     }
 
@@ -134,11 +196,11 @@ impl Collector {
     pub fn federated_rows(&self) -> Result<Vec<FleetRow>, CollectorError> {
         let now = self.now();
         Ok(self
-            .store
+            .rows
             .federated()?
             .into_iter()
             .map(|(enterprise, organisation, r)| FleetRow {
-                stale: now - r.received_at > self.federation_stale_after,
+                stale: now - r.received_at > self.stale_after,
                 enterprise,
                 organisation,
                 aggregate: r.aggregate,
@@ -215,14 +277,13 @@ fn validate(push: &Push) -> Result<(), CollectorError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collector::Collector;
     use crate::federation::OrgSummary;
     use crate::layout::{InitOptions, Layout, OpenSettings};
     use crate::store::OrgAggregate;
     use crate::store::records::ProductCounts;
     use commscan_core::verdict::Status;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicI64, Ordering};
-    use std::time::Duration;
     use time::OffsetDateTime;
 
     struct Ministry {
@@ -297,17 +358,19 @@ mod tests {
     #[test]
     fn two_enterprises_with_the_same_organisation_id_keep_separate_rows() {
         let m = ministry();
-        m.c.accept_push(
-            &enterprise("e1", &["acme"]),
-            push(vec![summary("acme", 2, 1)]),
-        )
-        .unwrap();
-        m.c.accept_push(
-            &enterprise("e2", &["acme"]),
-            push(vec![summary("acme", 5, 0)]),
-        )
-        .unwrap();
-        let rows = m.c.federated_rows().unwrap();
+        m.c.ministry()
+            .accept_push(
+                &enterprise("e1", &["acme"]),
+                push(vec![summary("acme", 2, 1)]),
+            )
+            .unwrap();
+        m.c.ministry()
+            .accept_push(
+                &enterprise("e2", &["acme"]),
+                push(vec![summary("acme", 5, 0)]),
+            )
+            .unwrap();
+        let rows = m.c.ministry().federated_rows().unwrap();
         let got: Vec<_> = rows
             .iter()
             .map(|r| {
@@ -326,10 +389,13 @@ mod tests {
     fn a_push_replaces_what_the_enterprise_reported_before() {
         let m = ministry();
         let e = enterprise("e1", &["a", "b"]);
-        m.c.accept_push(&e, push(vec![summary("a", 1, 0), summary("b", 1, 0)]))
+        m.c.ministry()
+            .accept_push(&e, push(vec![summary("a", 1, 0), summary("b", 1, 0)]))
             .unwrap();
-        m.c.accept_push(&e, push(vec![summary("b", 0, 4)])).unwrap();
-        let rows = m.c.federated_rows().unwrap();
+        m.c.ministry()
+            .accept_push(&e, push(vec![summary("b", 0, 4)]))
+            .unwrap();
+        let rows = m.c.ministry().federated_rows().unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].organisation, "b");
         assert_eq!(rows[0].aggregate.devices, 4);
@@ -339,14 +405,17 @@ mod tests {
     fn a_push_naming_an_organisation_not_granted_stores_nothing_and_is_audited() {
         let m = ministry();
         let e = enterprise("e1", &["a"]);
-        m.c.accept_push(&e, push(vec![summary("a", 1, 0)])).unwrap();
+        m.c.ministry()
+            .accept_push(&e, push(vec![summary("a", 1, 0)]))
+            .unwrap();
         let err =
-            m.c.accept_push(&e, push(vec![summary("a", 9, 0), summary("other", 1, 0)]))
+            m.c.ministry()
+                .accept_push(&e, push(vec![summary("a", 9, 0), summary("other", 1, 0)]))
                 .unwrap_err();
         assert!(matches!(err, CollectorError::PermissionDenied(_)), "{err}");
-        let rows = m.c.federated_rows().unwrap();
+        let rows = m.c.ministry().federated_rows().unwrap();
         assert_eq!(rows[0].aggregate.devices, 1, "the earlier push stands");
-        let audit = m.c.store.audit(0, 100).unwrap();
+        let audit = m.c.store().audit(0, 100).unwrap();
         let (_, entry) = audit.last().unwrap();
         assert_eq!(entry.actor, "enterprise/e1");
         assert_eq!(entry.action, AUDIT_ACTION);
@@ -361,33 +430,41 @@ mod tests {
         let mut s = summary("a", 1, 1);
         s.aggregate.devices = 5;
         assert!(matches!(
-            m.c.accept_push(&e, push(vec![s])),
+            m.c.ministry().accept_push(&e, push(vec![s])),
             Err(CollectorError::InvalidArgument(_))
         ));
         let mut s = summary("a", 1, 1);
         s.percent_compliant = 100.0;
-        assert!(m.c.accept_push(&e, push(vec![s])).is_err());
+        assert!(m.c.ministry().accept_push(&e, push(vec![s])).is_err());
         let mut s = summary("a", 1, 1);
         s.aggregate.by_product.get_mut("zoom").unwrap().violating = 7;
-        assert!(m.c.accept_push(&e, push(vec![s])).is_err());
+        assert!(m.c.ministry().accept_push(&e, push(vec![s])).is_err());
         assert!(
-            m.c.accept_push(&e, push(vec![summary("a", 1, 0), summary("a", 1, 0)]))
+            m.c.ministry()
+                .accept_push(&e, push(vec![summary("a", 1, 0), summary("a", 1, 0)]))
                 .is_err()
         );
-        assert!(m.c.federated_rows().unwrap().is_empty());
+        assert!(m.c.ministry().federated_rows().unwrap().is_empty());
     }
 
     #[test]
     fn rows_turn_stale_once_the_window_passes_without_a_push() {
         let m = ministry();
         let e = enterprise("e1", &["a"]);
-        m.c.accept_push(&e, push(vec![summary("a", 3, 0)])).unwrap();
+        m.c.ministry()
+            .accept_push(&e, push(vec![summary("a", 3, 0)]))
+            .unwrap();
         m.offset.store(599, Ordering::SeqCst);
-        assert!(!m.c.federated_rows().unwrap()[0].stale);
+        assert!(!m.c.ministry().federated_rows().unwrap()[0].stale);
         m.offset.store(601, Ordering::SeqCst);
-        assert!(m.c.federated_rows().unwrap()[0].stale);
-        m.c.accept_push(&e, push(vec![summary("a", 3, 0)])).unwrap();
-        assert!(!m.c.federated_rows().unwrap()[0].stale, "a push refreshes");
+        assert!(m.c.ministry().federated_rows().unwrap()[0].stale);
+        m.c.ministry()
+            .accept_push(&e, push(vec![summary("a", 3, 0)]))
+            .unwrap();
+        assert!(
+            !m.c.ministry().federated_rows().unwrap()[0].stale,
+            "a push refreshes"
+        );
     }
 
     #[test]
@@ -401,11 +478,11 @@ mod tests {
             .unwrap();
         let der = commscan_core::pki::first_cert_der(&pem.cert).unwrap();
         assert!(matches!(
-            m.c.federation_peer(Some(&der), None),
+            m.c.ministry().federation_peer(Some(&der), None),
             Err(CollectorError::PermissionDenied(_))
         ));
         assert!(matches!(
-            m.c.federation_peer(None, None),
+            m.c.ministry().federation_peer(None, None),
             Err(CollectorError::Unauthenticated(_))
         ));
     }

@@ -14,7 +14,7 @@
 //! | [`issue`] | the ministry operator issues an enterprise certificate, offline, from the ministry's CA |
 //! | [`upstream`] | the enterprise side's settings: the ministry's URL, CA, and the enterprise certificate |
 //! | [`push`] | the enterprise side: a background task pushing its aggregates, periodically and on change |
-//! | [`ministry`] | the ministry side: who may push what, validation, storing, freshness |
+//! | [`ministry`] | the ministry side ([`ministry::Ministry`]): who may push what, validation, storing, freshness |
 //!
 //! **Identity.** An enterprise authenticates with a client certificate issued by the ministry's
 //! CA (the ministry's deployment CA, so the ministry's TLS layer verifies it like a device
@@ -43,7 +43,7 @@
 //! figures for reference, but fleet totals count all their devices as stale, never compliant.
 
 pub mod issue;
-pub mod ministry;
+pub(crate) mod ministry;
 pub mod push;
 pub mod upstream;
 
@@ -52,7 +52,7 @@ use time::OffsetDateTime;
 
 /// One organisation's figures in a push.
 #[derive(Debug, Clone, PartialEq)]
-pub struct OrgSummary {
+pub(crate) struct OrgSummary {
     /// The organisation.
     pub organisation: String,
     /// Devices, by status and by product (`unclassified` is never pushed).
@@ -75,7 +75,7 @@ impl OrgSummary {
 
 /// What an enterprise pushes: its complete state.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Push {
+pub(crate) struct Push {
     /// When the enterprise read the figures, by its clock.
     pub generated_at: OffsetDateTime,
     /// One row per organisation.
@@ -84,7 +84,7 @@ pub struct Push {
 
 /// The ministry's answer to a stored push.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Receipt {
+pub(crate) struct Receipt {
     /// Organisations stored for the enterprise.
     pub organisations: usize,
     /// When the ministry received the push.

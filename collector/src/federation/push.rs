@@ -41,17 +41,17 @@ pub const DEFAULT_PUSH_INTERVAL: Duration = Duration::from_secs(15 * 60);
 /// Default interval between checks of the local aggregates for changes.
 pub const DEFAULT_CHANGE_POLL: Duration = Duration::from_secs(10);
 /// How long to wait after a verdict change for more before pushing.
-pub const SETTLE: Duration = Duration::from_secs(1);
+pub(crate) const SETTLE: Duration = Duration::from_secs(1);
 /// How long the ministry may take to answer a push.
-pub const PUSH_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const PUSH_TIMEOUT: Duration = Duration::from_secs(30);
 /// First retry delay ceiling.
-pub const RETRY_BASE: Duration = Duration::from_secs(1);
+pub(crate) const RETRY_BASE: Duration = Duration::from_secs(1);
 /// Largest retry delay.
-pub const RETRY_CAP: Duration = Duration::from_secs(5 * 60);
+pub(crate) const RETRY_CAP: Duration = Duration::from_secs(5 * 60);
 
 /// A failed push.
 #[derive(Debug, thiserror::Error)]
-pub enum PushError {
+pub(crate) enum PushError {
     /// Connecting or the call failed.
     #[error(transparent)]
     Transport(#[from] TransportError),
@@ -79,7 +79,7 @@ impl From<tonic::Status> for PushError {
 
 /// What is pushed: the granted organisations' summaries, and the local organisations left out.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// Summaries of granted organisations, ordered by organisation.
     pub organisations: Vec<OrgSummary>,
     /// Local organisations the certificate does not grant.
@@ -88,13 +88,13 @@ pub struct Snapshot {
 
 impl Collector {
     /// The aggregates an enterprise with `identity` pushes.
-    pub fn federation_snapshot(
+    pub(crate) fn federation_snapshot(
         &self,
         identity: &EnterpriseIdentity,
     ) -> Result<Snapshot, CollectorError> {
         let mut organisations = Vec::new();
         let mut not_granted = BTreeSet::new();
-        for (org, aggregate) in self.store.org_aggregates()? {
+        for (org, aggregate) in self.store().org_aggregates()? {
             if identity.may_report(&org) {
                 organisations.push(OrgSummary::of(org, aggregate));
             } else {
@@ -142,7 +142,7 @@ async fn push_once(
 pub async fn run(collector: Arc<Collector>, upstream: Upstream, shutdown: CancellationToken) {
     let who = &upstream.identity;
     tracing::info!(upstream = %upstream.url, enterprise = %who.enterprise, organisations = ?who.organisations, interval = ?upstream.interval, "federation: pushing aggregates upstream");
-    let mut changes = collector.events.subscribe();
+    let mut changes = collector.subscribe_events();
     let mut changes_open = true;
     let mut client = None;
     // What the ministry acknowledged last, and when.

@@ -1,7 +1,7 @@
 //! `Federation.PushSummary` adapter (ministry side) and the wire conversions both sides use.
 //!
 //! The enterprise is the one named by the verified client certificate
-//! ([`Collector::federation_peer`]); the organisations of the request are authorised against
+//! ([`crate::federation::ministry::Ministry::federation_peer`]); the organisations of the request are authorised against
 //! it before anything else is read from the message, then converted and stored. The answer is
 //! sent after the store flushed.
 
@@ -149,12 +149,13 @@ impl Federation for FederationService {
         let remote = request.remote_addr();
         let wire = request.into_inner();
         let receipt = blocking(&self.0, move |c| {
-            let who = c.federation_peer(leaf.as_deref(), remote)?;
-            c.authorize_push(
+            let ministry = c.ministry();
+            let who = ministry.federation_peer(leaf.as_deref(), remote)?;
+            ministry.authorize_push(
                 &who,
                 wire.organisations.iter().map(|o| o.organisation.as_str()),
             )?;
-            c.accept_push(&who, push_from_wire(wire)?)
+            ministry.accept_push(&who, push_from_wire(wire)?)
         })
         .await?;
         Ok(tonic::Response::new(receipt_to_wire(&receipt)))

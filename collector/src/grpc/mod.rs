@@ -1,14 +1,14 @@
 //! gRPC adapters: wire → domain, call the [`Collector`], domain → wire. No decisions are made
 //! here beyond translating; errors map to `tonic::Status` in [`to_status`] only.
 
-pub mod admin;
-pub mod backstop;
-pub mod enrollment;
-pub mod federation;
-pub mod oversize;
-pub mod push;
+pub(crate) mod admin;
+pub(crate) mod backstop;
+pub(crate) mod enrollment;
+pub(crate) mod federation;
+pub(crate) mod oversize;
+pub(crate) mod push;
 pub mod query;
-pub mod reporting;
+pub(crate) mod reporting;
 
 use crate::collector::Collector;
 use crate::error::{Code, CollectorError};
@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 /// The one mapping from domain errors to gRPC statuses. Internal errors are logged with their
 /// detail and returned without it.
-pub fn to_status(e: CollectorError) -> tonic::Status {
+pub(crate) fn to_status(e: CollectorError) -> tonic::Status {
     let msg = e.to_string();
     match e.code() {
         Code::Unauthenticated => tonic::Status::unauthenticated(msg),
@@ -35,7 +35,7 @@ pub fn to_status(e: CollectorError) -> tonic::Status {
 }
 
 /// Runs a synchronous domain call on the blocking pool.
-pub async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     collector: &Arc<Collector>,
     f: impl FnOnce(&Collector) -> Result<T, CollectorError> + Send + 'static,
 ) -> Result<T, tonic::Status> {

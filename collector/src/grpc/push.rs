@@ -41,7 +41,7 @@ impl Outbound {
     }
 
     fn policy_changed(&self) -> CollectorMessage {
-        let rules = self.collector.compliance.rules();
+        let rules = self.collector.rules();
         CollectorMessage {
             kind: Some(collector_message::Kind::PolicyChanged(v1::PolicyChanged {
                 policy_id: rules.policy_for(&self.organisation).id.clone(),

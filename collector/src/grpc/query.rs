@@ -1,11 +1,12 @@
 //! `Query` adapter. Every call resolves the bearer token to a principal first; the domain
-//! methods authorise. Streams (events, exports) authorise once, at the start.
+//! methods authorise. Streams (events, exports) authorise once, at the start: an export
+//! streams the pages the domain's [`crate::queries::DeviceExport`] yields, formatted as CSV or
+//! JSON lines.
 
 use super::backstop::mark_of;
 use super::{blocking, to_status};
 use crate::collector::Collector;
 use crate::error::CollectorError;
-use crate::queries::FleetRow;
 use crate::store::records::OrgAggregate;
 use crate::store::{Classification, DeviceFilter, DeviceRecord, HistoryKind};
 use commscan_core::verdict::Status;
@@ -19,10 +20,10 @@ use tokio_stream::wrappers::ReceiverStream;
 
 /// The `Query` service.
 #[derive(Debug, Clone)]
-pub struct QueryService(pub Arc<Collector>);
+pub(crate) struct QueryService(pub Arc<Collector>);
 
 /// The bearer token of a request.
-pub fn bearer<T>(request: &tonic::Request<T>) -> Option<String> {
+pub(crate) fn bearer<T>(request: &tonic::Request<T>) -> Option<String> {
     let v = request.metadata().get("authorization")?.to_str().ok()?;
     v.strip_prefix("Bearer ")
         .or_else(|| v.strip_prefix("bearer "))
@@ -30,7 +31,7 @@ pub fn bearer<T>(request: &tonic::Request<T>) -> Option<String> {
 }
 
 /// A device's listing row.
-pub fn row(d: &DeviceRecord) -> v1::DeviceRow {
+pub(crate) fn row(d: &DeviceRecord) -> v1::DeviceRow {
     v1::DeviceRow {
         device_id: d.device_id.clone(),
         organisation: d.organisation.clone(),
@@ -46,8 +47,8 @@ pub fn row(d: &DeviceRecord) -> v1::DeviceRow {
     }
 }
 
-fn by_status(a: &OrgAggregate) -> Vec<v1::StatusCount> {
-    a.by_status
+fn status_counts(by_status: &std::collections::BTreeMap<Status, u64>) -> Vec<v1::StatusCount> {
+    by_status
         .iter()
         .map(|(s, n)| v1::StatusCount {
             status: convert::status_to_wire(*s),
@@ -56,12 +57,8 @@ fn by_status(a: &OrgAggregate) -> Vec<v1::StatusCount> {
         .collect()
 }
 
-fn percent(ok: u64, all: u64) -> f64 {
-    if all == 0 {
-        0.0
-    } else {
-        100.0 * ok as f64 / all as f64
-    }
+fn by_status(a: &OrgAggregate) -> Vec<v1::StatusCount> {
+    status_counts(&a.by_status)
 }
 
 /// The CSV header of device exports; the columns of [`csv_line`].
@@ -98,7 +95,7 @@ pub fn csv_line(d: &DeviceRecord) -> String {
 }
 
 /// One device as a JSON line.
-pub fn json_line(d: &DeviceRecord) -> String {
+pub(crate) fn json_line(d: &DeviceRecord) -> String {
     let v = serde_json::json!({
         "device_id": d.device_id,
         "organisation": d.organisation,
@@ -288,51 +285,28 @@ impl Query for QueryService {
         request: tonic::Request<v1::FleetSummaryRequest>,
     ) -> Result<tonic::Response<v1::FleetSummaryResponse>, tonic::Status> {
         let (token, mark) = (bearer(&request), mark_of(&request));
-        let rows: Vec<FleetRow> = blocking(&self.0, move |c| {
+        let summary = blocking(&self.0, move |c| {
             let who = c.authenticate(token.as_deref(), mark)?;
             c.fleet_summary(&who)
         })
         .await?;
-        let mut totals = std::collections::BTreeMap::<Status, u64>::new();
-        let mut devices = 0;
-        for r in &rows {
-            devices += r.aggregate.devices;
-            if r.stale {
-                *totals.entry(Status::Stale).or_default() += r.aggregate.devices;
-            } else {
-                for (s, n) in &r.aggregate.by_status {
-                    *totals.entry(*s).or_default() += n;
-                }
-            }
-        }
-        let ok = totals.get(&Status::Compliant).copied().unwrap_or(0)
-            + totals.get(&Status::Waived).copied().unwrap_or(0);
         Ok(tonic::Response::new(v1::FleetSummaryResponse {
-            rows: rows
+            rows: summary
+                .rows
                 .iter()
                 .map(|r| v1::FleetRow {
                     enterprise: r.enterprise.clone(),
                     organisation: r.organisation.clone(),
                     devices: r.aggregate.devices,
                     by_status: by_status(&r.aggregate),
-                    percent_compliant: if r.stale {
-                        0.0
-                    } else {
-                        r.aggregate.percent_compliant()
-                    },
+                    percent_compliant: r.percent_compliant(),
                     updated_at: r.updated_at.map(convert::timestamp),
                     stale: r.stale,
                 })
                 .collect(),
-            total_devices: devices,
-            total_by_status: totals
-                .iter()
-                .map(|(s, n)| v1::StatusCount {
-                    status: convert::status_to_wire(*s),
-                    devices: *n,
-                })
-                .collect(),
-            percent_compliant: percent(ok, devices),
+            total_devices: summary.total_devices,
+            total_by_status: status_counts(&summary.total_by_status),
+            percent_compliant: summary.percent_compliant,
         }))
     }
 
@@ -424,7 +398,7 @@ impl Query for QueryService {
             c.watch(&who, org2.as_deref())
         })
         .await?;
-        let mut rx = self.0.events.subscribe();
+        let mut rx = self.0.subscribe_events();
         let (tx, out) = mpsc::channel(64);
         tokio::spawn(async move {
             loop {
@@ -482,24 +456,12 @@ impl Query for QueryService {
             status,
             ..DeviceFilter::default()
         };
-        let f2 = filter.clone();
-        // Authorise once; the pages below reuse the proof's scope.
-        let scoped = blocking(&self.0, move |c| {
+        let mut export = blocking(&self.0, move |c| {
             let who = c.authenticate(token.as_deref(), mark)?;
-            let proof = c.check(
-                &who,
-                crate::auth::Access::ReadDevices,
-                f2.organisation.as_deref(),
-                "query.export_devices",
-            )?;
-            Ok(DeviceFilter {
-                allowed_orgs: proof.orgs,
-                ..f2
-            })
+            c.export_devices(&who, &filter)
         })
         .await?;
         let (tx, out) = mpsc::channel(4);
-        let collector = self.0.clone();
         tokio::spawn(async move {
             if csv
                 && tx
@@ -511,27 +473,31 @@ impl Query for QueryService {
             {
                 return;
             }
-            let mut cursor: Option<String> = None;
             loop {
-                let (f, cur) = (scoped.clone(), cursor.clone());
-                let page = collector.clone();
-                let page = match tokio::task::spawn_blocking(move || {
-                    page.store.list_devices(&f, cur.as_deref(), 2000)
+                // The store is synchronous: pull each page on the blocking pool.
+                let (page, rest) = match tokio::task::spawn_blocking(move || {
+                    let page = export.next();
+                    (page, export)
                 })
                 .await
                 {
-                    Ok(Ok(p)) => p,
-                    Ok(Err(e)) => {
-                        let _ = tx.send(Err(to_status(e.into()))).await;
-                        return;
-                    }
+                    Ok(pulled) => pulled,
                     Err(e) => {
                         let _ = tx.send(Err(tonic::Status::internal(e.to_string()))).await;
                         return;
                     }
                 };
-                let mut data = String::with_capacity(page.devices.len() * 160);
-                for d in &page.devices {
+                export = rest;
+                let devices = match page {
+                    None => return,
+                    Some(Ok(devices)) => devices,
+                    Some(Err(e)) => {
+                        let _ = tx.send(Err(to_status(e))).await;
+                        return;
+                    }
+                };
+                let mut data = String::with_capacity(devices.len() * 160);
+                for d in &devices {
                     data.push_str(&if csv { csv_line(d) } else { json_line(d) });
                 }
                 if !data.is_empty()
@@ -543,10 +509,6 @@ impl Query for QueryService {
                         .is_err()
                 {
                     return;
-                }
-                match page.next {
-                    Some(n) => cursor = Some(n),
-                    None => return,
                 }
             }
         });

@@ -3,14 +3,15 @@
 //! The device is the one named by the verified client certificate; the stream is refused
 //! before reading anything if there is none, or if the device is unknown or revoked. The first
 //! message must be a hello; the collector answers with a welcome carrying its stored sequence,
-//! then acknowledges each report after the store has flushed it. Outbound messages go through
-//! a bounded channel: a failed send means the agent is gone and the task ends. Announcements
-//! to every agent join that channel's output in [`super::push`].
+//! then acknowledges each report after the store has flushed it, or answers a throttle when the
+//! domain says the device is over its report rate ([`Collector::take_report_budget`]).
+//! Outbound messages go through a bounded channel: a failed send means the agent is gone and
+//! the task ends. Announcements to every agent join that channel's output in [`super::push`].
 
 use super::{blocking, to_status};
 use crate::collector::Collector;
 use crate::error::CollectorError;
-use crate::ingest::{HelloInfo, IncomingReport, ReportBody, wants_snapshot};
+use crate::ingest::{HelloInfo, IncomingReport, ReportBody, Throttled, wants_snapshot};
 use commscan_core::identity::DeviceIdentity;
 use commscan_proto::convert;
 use commscan_proto::v1::{
@@ -132,7 +133,7 @@ impl Reporting for ReportingService {
                     |s| tracing::warn!(device = %who, error = %s.message(), "stream refused"),
                 )?
         };
-        let policy_changes = self.0.connections.policy_changes();
+        let policy_changes = self.0.connections().policy_changes();
         let (tx, rx) = mpsc::channel(16);
         let welcome = v1::Welcome {
             device_id: who.device_id.clone(),
@@ -166,7 +167,7 @@ impl Reporting for ReportingService {
             )
             .await;
             collector
-                .connections
+                .connections()
                 .unregister(&who.device_id, registered.conn);
             tracing::info!(device = %who.device_id, "agent disconnected");
         });
@@ -209,12 +210,10 @@ async fn pump(
         };
         match next.kind {
             Some(agent_message::Kind::Report(r)) => {
-                if let Err(wait) = collector
-                    .limiters
-                    .reports
-                    .take(&who.device_id, std::time::Instant::now())
+                if let Err(Throttled { retry_after }) = collector.take_report_budget(&who.device_id)
                 {
-                    let retry_after_ms = wait.as_millis().clamp(1, u128::from(u32::MAX)) as u32;
+                    let retry_after_ms =
+                        retry_after.as_millis().clamp(1, u128::from(u32::MAX)) as u32;
                     tracing::warn!(device = %who.device_id, retry_after_ms, "report rate exceeded; throttling");
                     if tx
                         .send(msg(collector_message::Kind::Throttle(v1::Throttle {

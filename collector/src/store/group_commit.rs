@@ -1,4 +1,4 @@
-//! Group commit: concurrent callers of [`Store::flush`](super::Store::flush) share flushes.
+//! Group commit: concurrent callers of [`Durable::flush`](super::Durable::flush) share flushes.
 //!
 //! The collector acknowledges a report only after the store has flushed it, and reports from
 //! thousands of agents arrive concurrently. A flush makes durable what was written before it

@@ -1,13 +1,25 @@
 //! The compliance store: the narrow, transactional seam between the collector's domain and
 //! its database.
 //!
-//! The embedded backend is sled ([`sled_store::SledStore`]); the trait is kept small so a
-//! PostgreSQL-protocol backend can implement it later. Every write that changes a device also
-//! updates its organisation's aggregate *in the same transaction*, so a summary is a single
-//! read and never a scan. [`Store::flush`] makes everything written so far durable; the
-//! reporting service acknowledges an agent's report only after it returns.
+//! The seam is cut into focused traits, each meaningful alone, so a backend (the embedded one
+//! is sled, [`sled_store::SledStore`]; a PostgreSQL one is planned) implements them one by one:
+//!
+//! | trait | holds |
+//! |---|---|
+//! | [`DeviceStore`] | devices, organisation aggregates and trends, history, classifications |
+//! | [`TokenStore`] | enrolment tokens and people's bearer tokens, by hash |
+//! | [`AuditStore`] | the append-only audit log |
+//! | [`FederationStore`] | aggregates pushed by enterprises, on a ministry |
+//! | [`Durable`] | `flush`, shared by all four |
+//! | [`Store`] | all four, plus enrolment (a device write that consumes a token) |
+//!
+//! The domain holds an `Arc<dyn Store>`; a part that needs less can hold less (the ministry
+//! side holds an `Arc<dyn FederationStore>` and an `Arc<dyn AuditStore>`). Every write that
+//! changes a device also updates its organisation's aggregate *in the same transaction*, so a
+//! summary is a single read and never a scan. [`Durable::flush`] makes everything written so
+//! far durable; the reporting service acknowledges an agent's report only after it returns.
 
-pub mod combining;
+pub(crate) mod combining;
 pub mod group_commit;
 pub mod records;
 pub mod sled_store;
@@ -66,43 +78,27 @@ pub struct DevicePage {
     pub next: Option<String>,
 }
 
-/// What the collector needs from a database.
-pub trait Store: Send + Sync + 'static {
-    /// Inserts a newly enrolled device and consumes one use of its organisation's enrolment
-    /// token, atomically; refuses if the token can no longer be used at `now`.
-    fn enroll(
-        &self,
-        device: &DeviceRecord,
-        token_hash: &str,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError>;
+/// Durability, shared by every store trait: writes are not durable until [`Durable::flush`]
+/// returns. A backend whose commits are durable implements it as a no-op.
+pub trait Durable: Send + Sync + 'static {
+    /// Makes every write so far durable.
+    fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// Devices and what is maintained from them: the organisation aggregates, their daily trend
+/// points, each device's history, the staleness index, and the officers' classifications of
+/// unclassified candidates (per organisation, applied to its devices' records).
+///
+/// Every write of a device updates its organisation's aggregate, the day's trend point, the
+/// indexes and the device's history *in the same transaction*, so a summary is one read and
+/// never a scan.
+pub trait DeviceStore: Durable {
     /// Replaces a device record at `at`, updating its organisation's aggregate, the day's
     /// trend point, the indexes and the device's history in the same transaction.
     fn put_device(&self, device: &DeviceRecord, at: OffsetDateTime) -> Result<(), StoreError>;
     /// Removes a decommissioned device and its history, taking it out of the aggregates.
     /// Returns whether it existed.
     fn remove_device(&self, id: &str, at: OffsetDateTime) -> Result<bool, StoreError>;
-    /// Every organisation's aggregate.
-    fn org_aggregates(&self) -> Result<Vec<(String, OrgAggregate)>, StoreError>;
-    /// A device's last `limit` history events, oldest first.
-    fn history(&self, device: &str, limit: usize) -> Result<Vec<HistoryRecord>, StoreError>;
-    /// An organisation's end-of-day aggregates for the last `days` days with data, oldest first.
-    fn daily(&self, org: &str, days: usize) -> Result<Vec<(String, OrgAggregate)>, StoreError>;
-    /// Devices, not yet stale, whose last report is before `reported_before`.
-    fn stale_candidates(
-        &self,
-        reported_before: OffsetDateTime,
-        limit: usize,
-    ) -> Result<Vec<String>, StoreError>;
-    /// Records an officer's decision about an unclassified candidate.
-    fn put_classification(
-        &self,
-        org: &str,
-        name: &str,
-        c: &Classification,
-    ) -> Result<(), StoreError>;
-    /// An organisation's decisions about unclassified candidates.
-    fn classifications(&self, org: &str) -> Result<Vec<(String, Classification)>, StoreError>;
     /// A device by id.
     fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError>;
     /// Devices in (organisation, device id) order after `cursor`, filtered.
@@ -114,25 +110,60 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<DevicePage, StoreError>;
     /// Every device id (for re-judging after a policy change).
     fn device_ids(&self) -> Result<Vec<String>, StoreError>;
+    /// Devices, not yet stale, whose last report is before `reported_before`.
+    fn stale_candidates(
+        &self,
+        reported_before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
+    /// A device's last `limit` history events, oldest first.
+    fn history(&self, device: &str, limit: usize) -> Result<Vec<HistoryRecord>, StoreError>;
     /// An organisation's aggregate.
     fn org_aggregate(&self, org: &str) -> Result<Option<OrgAggregate>, StoreError>;
+    /// Every organisation's aggregate.
+    fn org_aggregates(&self) -> Result<Vec<(String, OrgAggregate)>, StoreError>;
+    /// An organisation's end-of-day aggregates for the last `days` days with data, oldest first.
+    fn daily(&self, org: &str, days: usize) -> Result<Vec<(String, OrgAggregate)>, StoreError>;
+    /// Records an officer's decision about an unclassified candidate.
+    fn put_classification(
+        &self,
+        org: &str,
+        name: &str,
+        c: &Classification,
+    ) -> Result<(), StoreError>;
+    /// An organisation's decisions about unclassified candidates.
+    fn classifications(&self, org: &str) -> Result<Vec<(String, Classification)>, StoreError>;
+}
+
+/// Secrets by hash: organisations' enrolment tokens and people's bearer tokens. Only the
+/// SHA-256 of a secret is ever stored.
+pub trait TokenStore: Durable {
     /// Stores an enrolment token record under its hash.
     fn put_token(&self, hash: &str, token: &TokenRecord) -> Result<(), StoreError>;
     /// An enrolment token by hash.
     fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
     /// Every enrolment token with its hash.
     fn tokens(&self) -> Result<Vec<(String, TokenRecord)>, StoreError>;
-    /// Appends an audit entry; returns its position. There is no way to change or delete one.
-    fn append_audit(&self, entry: &AuditRecord) -> Result<u64, StoreError>;
-    /// Audit entries after `after`, oldest first, at most `limit`.
-    fn audit(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditRecord)>, StoreError>;
     /// Stores a person's bearer token record under its hash.
     fn put_person(&self, hash: &str, person: &PersonRecord) -> Result<(), StoreError>;
     /// A person by token hash.
     fn person(&self, hash: &str) -> Result<Option<PersonRecord>, StoreError>;
+}
+
+/// The audit log: append-only, read in order of position.
+pub trait AuditStore: Durable {
+    /// Appends an audit entry; returns its position. There is no way to change or delete one.
+    fn append_audit(&self, entry: &AuditRecord) -> Result<u64, StoreError>;
+    /// Audit entries after `after`, oldest first, at most `limit`.
+    fn audit(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditRecord)>, StoreError>;
+}
+
+/// On a ministry collector, the organisation aggregates enterprises pushed, kept per
+/// enterprise and apart from device data.
+pub trait FederationStore: Durable {
     /// Replaces every organisation stored for `enterprise` with `rows` (organisation, record),
     /// atomically: organisations absent from `rows` are removed. Other enterprises' rows are
-    /// never touched. Not durable until [`Store::flush`].
+    /// never touched. Not durable until [`Durable::flush`].
     fn replace_federated(
         &self,
         enterprise: &str,
@@ -141,6 +172,18 @@ pub trait Store: Send + Sync + 'static {
     /// Every federated row as (enterprise, organisation, record), ordered by enterprise then
     /// organisation.
     fn federated(&self) -> Result<Vec<(String, String, FederatedRecord)>, StoreError>;
-    /// Makes every write so far durable.
-    fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// Everything the collector needs from a database: the four focused stores, plus the one
+/// write that spans two of them.
+pub trait Store: DeviceStore + TokenStore + AuditStore + FederationStore {
+    /// Inserts a newly enrolled device (as [`DeviceStore::put_device`] would) and consumes one
+    /// use of its organisation's enrolment token, atomically; refuses if the token can no
+    /// longer be used at `now`.
+    fn enroll(
+        &self,
+        device: &DeviceRecord,
+        token_hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
 }

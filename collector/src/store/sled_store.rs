@@ -39,7 +39,10 @@ use super::records::{
     AuditRecord, Classification, DeviceRecord, FederatedRecord, HistoryKind, HistoryRecord,
     OrgAggregate, PersonRecord, TokenRecord,
 };
-use super::{DeviceFilter, DevicePage, Store, StoreError};
+use super::{
+    AuditStore, DeviceFilter, DevicePage, DeviceStore, Durable, FederationStore, Store, StoreError,
+    TokenStore,
+};
 use commscan_core::verdict::Status;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -274,56 +277,15 @@ impl SledStore {
     }
 }
 
-impl Store for SledStore {
-    fn enroll(
-        &self,
-        device: &DeviceRecord,
-        token_hash: &str,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        let trees = [
-            &self.devices,
-            &self.by_org,
-            &self.orgs,
-            &self.history,
-            &self.daily,
-            &self.by_last_report,
-            &self.tokens,
-        ];
-        trees
-            .as_slice()
-            .transaction(|t| {
-                let tokens = &t[6];
-                // The token is checked and consumed inside the transaction: two enrolments
-                // racing for its last use cannot both win.
-                let token: TokenRecord = match tokens.get(token_hash.as_bytes())? {
-                    Some(bytes) => decode(token_hash.as_bytes(), &bytes)
-                        .map_err(ConflictableTransactionError::Abort)?,
-                    None => {
-                        return Err(ConflictableTransactionError::Abort(
-                            StoreError::TokenRefused("unknown token".into()),
-                        ));
-                    }
-                };
-                if token.organisation != device.organisation {
-                    return Err(ConflictableTransactionError::Abort(
-                        StoreError::TokenRefused("token belongs to another organisation".into()),
-                    ));
-                }
-                let consumed = token.consume(now).map_err(|why| {
-                    ConflictableTransactionError::Abort(StoreError::TokenRefused(why))
-                })?;
-                tokens.insert(token_hash.as_bytes(), encode(&consumed))?;
-                if t[0].get(device.device_id.as_bytes())?.is_some() {
-                    return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
-                        format!("device {} exists", device.device_id),
-                    )));
-                }
-                device_tx(t).write(device, now, false)
-            })
-            .map_err(tx_err)
+impl Durable for SledStore {
+    fn flush(&self) -> Result<(), StoreError> {
+        self.group_commit
+            .flush(|| self.db.flush().map(|_| ()).map_err(|e| e.to_string()))
+            .map_err(StoreError::Backend)
     }
+}
 
+impl DeviceStore for SledStore {
     fn put_device(&self, device: &DeviceRecord, at: OffsetDateTime) -> Result<(), StoreError> {
         self.device_writes
             .submit((device.clone(), at), |batch| self.put_devices(&batch))
@@ -343,78 +305,6 @@ impl Store for SledStore {
             self.history.remove(k.map_err(backend)?).map_err(backend)?;
         }
         Ok(true)
-    }
-
-    fn org_aggregates(&self) -> Result<Vec<(String, OrgAggregate)>, StoreError> {
-        self.orgs.iter().map(|r| entry(0, r)).collect()
-    }
-
-    fn history(&self, device: &str, limit: usize) -> Result<Vec<HistoryRecord>, StoreError> {
-        let mut prefix = device.as_bytes().to_vec();
-        prefix.push(b'/');
-        let mut out: Vec<HistoryRecord> = self
-            .history
-            .scan_prefix(&prefix)
-            .rev()
-            .take(limit)
-            .map(|r| {
-                let (k, v) = r.map_err(backend)?;
-                decode(&k, &v)
-            })
-            .collect::<Result<_, _>>()?;
-        out.reverse();
-        Ok(out)
-    }
-
-    fn daily(&self, org: &str, days: usize) -> Result<Vec<(String, OrgAggregate)>, StoreError> {
-        let prefix = format!("{org}/");
-        let mut out: Vec<(String, OrgAggregate)> = self
-            .daily
-            .scan_prefix(prefix.as_bytes())
-            .rev()
-            .take(days)
-            .map(|r| entry(prefix.len(), r))
-            .collect::<Result<_, StoreError>>()?;
-        out.reverse();
-        Ok(out)
-    }
-
-    fn stale_candidates(
-        &self,
-        reported_before: OffsetDateTime,
-        limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
-        let mut end = reported_before.unix_timestamp().to_be_bytes().to_vec();
-        end[0] ^= 0x80;
-        self.by_last_report
-            .range(..end)
-            .keys()
-            .take(limit)
-            .map(|k| {
-                let k = k.map_err(backend)?;
-                Ok(String::from_utf8_lossy(&k[9.min(k.len())..]).into_owned())
-            })
-            .collect()
-    }
-
-    fn put_classification(
-        &self,
-        org: &str,
-        name: &str,
-        c: &Classification,
-    ) -> Result<(), StoreError> {
-        self.classifications
-            .insert(format!("{org}/{name}").as_bytes(), encode(c))
-            .map_err(backend)?;
-        Ok(())
-    }
-
-    fn classifications(&self, org: &str) -> Result<Vec<(String, Classification)>, StoreError> {
-        let prefix = format!("{org}/");
-        self.classifications
-            .scan_prefix(prefix.as_bytes())
-            .map(|r| entry(prefix.len(), r))
-            .collect()
     }
 
     fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
@@ -498,10 +388,84 @@ impl Store for SledStore {
             .collect()
     }
 
+    fn stale_candidates(
+        &self,
+        reported_before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut end = reported_before.unix_timestamp().to_be_bytes().to_vec();
+        end[0] ^= 0x80;
+        self.by_last_report
+            .range(..end)
+            .keys()
+            .take(limit)
+            .map(|k| {
+                let k = k.map_err(backend)?;
+                Ok(String::from_utf8_lossy(&k[9.min(k.len())..]).into_owned())
+            })
+            .collect()
+    }
+
+    fn history(&self, device: &str, limit: usize) -> Result<Vec<HistoryRecord>, StoreError> {
+        let mut prefix = device.as_bytes().to_vec();
+        prefix.push(b'/');
+        let mut out: Vec<HistoryRecord> = self
+            .history
+            .scan_prefix(&prefix)
+            .rev()
+            .take(limit)
+            .map(|r| {
+                let (k, v) = r.map_err(backend)?;
+                decode(&k, &v)
+            })
+            .collect::<Result<_, _>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
     fn org_aggregate(&self, org: &str) -> Result<Option<OrgAggregate>, StoreError> {
         SledStore::get(&self.orgs, org)
     }
 
+    fn org_aggregates(&self) -> Result<Vec<(String, OrgAggregate)>, StoreError> {
+        self.orgs.iter().map(|r| entry(0, r)).collect()
+    }
+
+    fn daily(&self, org: &str, days: usize) -> Result<Vec<(String, OrgAggregate)>, StoreError> {
+        let prefix = format!("{org}/");
+        let mut out: Vec<(String, OrgAggregate)> = self
+            .daily
+            .scan_prefix(prefix.as_bytes())
+            .rev()
+            .take(days)
+            .map(|r| entry(prefix.len(), r))
+            .collect::<Result<_, StoreError>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    fn put_classification(
+        &self,
+        org: &str,
+        name: &str,
+        c: &Classification,
+    ) -> Result<(), StoreError> {
+        self.classifications
+            .insert(format!("{org}/{name}").as_bytes(), encode(c))
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn classifications(&self, org: &str) -> Result<Vec<(String, Classification)>, StoreError> {
+        let prefix = format!("{org}/");
+        self.classifications
+            .scan_prefix(prefix.as_bytes())
+            .map(|r| entry(prefix.len(), r))
+            .collect()
+    }
+}
+
+impl TokenStore for SledStore {
     fn put_token(&self, hash: &str, token: &TokenRecord) -> Result<(), StoreError> {
         self.tokens
             .insert(hash.as_bytes(), encode(token))
@@ -517,6 +481,19 @@ impl Store for SledStore {
         self.tokens.iter().map(|r| entry(0, r)).collect()
     }
 
+    fn put_person(&self, hash: &str, person: &PersonRecord) -> Result<(), StoreError> {
+        self.people
+            .insert(hash.as_bytes(), encode(person))
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn person(&self, hash: &str) -> Result<Option<PersonRecord>, StoreError> {
+        SledStore::get(&self.people, hash)
+    }
+}
+
+impl AuditStore for SledStore {
     fn append_audit(&self, entry: &AuditRecord) -> Result<u64, StoreError> {
         // sled's id generator is monotonic across restarts; +1 keeps 0 free as "from the start".
         let position = self.db.generate_id().map_err(backend)? + 1;
@@ -541,18 +518,9 @@ impl Store for SledStore {
             })
             .collect()
     }
+}
 
-    fn put_person(&self, hash: &str, person: &PersonRecord) -> Result<(), StoreError> {
-        self.people
-            .insert(hash.as_bytes(), encode(person))
-            .map_err(backend)?;
-        Ok(())
-    }
-
-    fn person(&self, hash: &str) -> Result<Option<PersonRecord>, StoreError> {
-        SledStore::get(&self.people, hash)
-    }
-
+impl FederationStore for SledStore {
     fn replace_federated(
         &self,
         enterprise: &str,
@@ -593,10 +561,55 @@ impl Store for SledStore {
         out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         Ok(out)
     }
+}
 
-    fn flush(&self) -> Result<(), StoreError> {
-        self.group_commit
-            .flush(|| self.db.flush().map(|_| ()).map_err(|e| e.to_string()))
-            .map_err(StoreError::Backend)
+impl Store for SledStore {
+    fn enroll(
+        &self,
+        device: &DeviceRecord,
+        token_hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let trees = [
+            &self.devices,
+            &self.by_org,
+            &self.orgs,
+            &self.history,
+            &self.daily,
+            &self.by_last_report,
+            &self.tokens,
+        ];
+        trees
+            .as_slice()
+            .transaction(|t| {
+                let tokens = &t[6];
+                // The token is checked and consumed inside the transaction: two enrolments
+                // racing for its last use cannot both win.
+                let token: TokenRecord = match tokens.get(token_hash.as_bytes())? {
+                    Some(bytes) => decode(token_hash.as_bytes(), &bytes)
+                        .map_err(ConflictableTransactionError::Abort)?,
+                    None => {
+                        return Err(ConflictableTransactionError::Abort(
+                            StoreError::TokenRefused("unknown token".into()),
+                        ));
+                    }
+                };
+                if token.organisation != device.organisation {
+                    return Err(ConflictableTransactionError::Abort(
+                        StoreError::TokenRefused("token belongs to another organisation".into()),
+                    ));
+                }
+                let consumed = token.consume(now).map_err(|why| {
+                    ConflictableTransactionError::Abort(StoreError::TokenRefused(why))
+                })?;
+                tokens.insert(token_hash.as_bytes(), encode(&consumed))?;
+                if t[0].get(device.device_id.as_bytes())?.is_some() {
+                    return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
+                        format!("device {} exists", device.device_id),
+                    )));
+                }
+                device_tx(t).write(device, now, false)
+            })
+            .map_err(tx_err)
     }
 }

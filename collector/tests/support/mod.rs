@@ -39,8 +39,9 @@ impl Harness {
         let (mut collector, _) = layout.open(&RulesConfig::default()).unwrap();
         let now = Arc::new(Mutex::new(time::macros::datetime!(2026-11-20 09:00 UTC)));
         let clock = now.clone();
-        Arc::get_mut(&mut collector).expect("unique").clock =
-            Arc::new(move || *clock.lock().unwrap());
+        Arc::get_mut(&mut collector)
+            .expect("unique")
+            .set_clock(Arc::new(move || *clock.lock().unwrap()));
         Harness {
             dir,
             collector,
@@ -74,7 +75,7 @@ impl Harness {
             self.now(),
         );
         self.collector
-            .store
+            .store()
             .put_device(&record, self.now())
             .unwrap();
         id

@@ -6,7 +6,7 @@ use crate::child::{Command, Event, emit};
 use anyhow::Context;
 use commscan_collector::compliance::RulesConfig;
 use commscan_collector::layout::Layout;
-use commscan_collector::limits::RateLimiter;
+use commscan_collector::limits::{Limiters, RateLimiter};
 use commscan_collector::server::Limits;
 use commscan_loadgen::agent::Target;
 use commscan_loadgen::fleet::Fleet;
@@ -78,8 +78,10 @@ pub async fn serve(
             if unlimited_reports {
                 Arc::get_mut(&mut c)
                     .context("collector shared before serving")?
-                    .limiters
-                    .reports = RateLimiter::per_minute(1e12, 1e12);
+                    .set_limiters(Limiters {
+                        reports: RateLimiter::per_minute(1e12, 1e12),
+                        ..Limiters::default()
+                    });
             }
             // As `commscan-collector serve` does before listening.
             let r = tokio::task::block_in_place(|| c.rejudge_all())?;
@@ -133,7 +135,9 @@ pub async fn serve(
                 });
             }
             Command::Stats => emit(&Event::Connected {
-                devices: collector.as_ref().map_or(0, |c| c.connections.connected()),
+                devices: collector
+                    .as_ref()
+                    .map_or(0, |c| c.connections().connected()),
             }),
             Command::Quit => return Ok(false),
             other => anyhow::bail!("a server does not take {other:?}"),
