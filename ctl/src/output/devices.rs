@@ -470,7 +470,7 @@ mod tests {
             "{table:?}"
         );
         assert!(table.contains("dpkg\\u{1b}[2J"), "{table}");
-        let rows = devices(&[d.device.clone()], Format::Table, false);
+        let rows = devices(std::slice::from_ref(&d.device), Format::Table, false);
         assert!(!rows.contains('\x1b'));
     }
 
