@@ -29,6 +29,22 @@ use tokio_util::sync::CancellationToken;
 /// Permanent refusals (revoked, unknown device) are retried this rarely at most.
 const PERMANENT_BACKOFF: Duration = Duration::from_secs(3600);
 
+/// The wait before the next session: full-jitter backoff for a retriable failure, never less
+/// than the collector's throttle; at least [`PERMANENT_BACKOFF`] (plus up to a tenth of it, so
+/// a fleet refused at once does not come back at once) for a refusal no retry can fix.
+fn retry_delay(
+    retriable: bool,
+    attempt: u32,
+    d: &crate::config::Delivery,
+    throttle: Duration,
+) -> Duration {
+    if retriable {
+        backoff(attempt, d.backoff_initial, d.backoff_max).max(throttle)
+    } else {
+        PERMANENT_BACKOFF + backoff(attempt, PERMANENT_BACKOFF / 10, PERMANENT_BACKOFF / 10)
+    }
+}
+
 /// How a session ended without error.
 enum End {
     Shutdown,
@@ -57,15 +73,12 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
         if progress.established {
             attempt = 0;
         }
-        let cap = if err.is_retriable() {
-            d.backoff_max
-        } else {
-            d.backoff_max.max(PERMANENT_BACKOFF)
-        };
-        let mut delay = backoff(attempt, d.backoff_initial, cap);
-        if let Some(t) = progress.throttle {
-            delay = delay.max(t);
-        }
+        let delay = retry_delay(
+            err.is_retriable(),
+            attempt,
+            &d,
+            progress.throttle.unwrap_or_default(),
+        );
         attempt = attempt.saturating_add(1);
         tracing::warn!(error = %err, retriable = err.is_retriable(), retry_in_ms = delay.as_millis() as u64, "session ended");
         shared.emit(AgentEvent::Disconnected {
@@ -322,5 +335,24 @@ async fn session(
                 },
             )?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_device_waits_at_least_an_hour_and_an_outage_is_retried_soon() {
+        let d = crate::config::Delivery::default();
+        for attempt in 0..5 {
+            let refused = retry_delay(false, attempt, &d, Duration::ZERO);
+            assert!(refused >= PERMANENT_BACKOFF, "{refused:?}");
+            assert!(refused <= PERMANENT_BACKOFF + PERMANENT_BACKOFF / 10);
+        }
+        let first = retry_delay(true, 0, &d, Duration::ZERO);
+        assert!(first <= d.backoff_initial, "{first:?}");
+        let throttled = retry_delay(true, 0, &d, Duration::from_secs(30));
+        assert!(throttled >= Duration::from_secs(30));
     }
 }
