@@ -321,10 +321,16 @@ pub fn first_cert_der(pem: &str) -> Result<Vec<u8>, PkiError> {
 
 /// When the first certificate of a PEM text expires.
 pub fn not_after(pem: &str) -> Result<OffsetDateTime, PkiError> {
+    Ok(validity_window(pem)?.1)
+}
+
+/// The validity window (not before, not after) of the first certificate of a PEM text.
+pub fn validity_window(pem: &str) -> Result<(OffsetDateTime, OffsetDateTime), PkiError> {
     let der = first_cert_der(pem)?;
     let (_, cert) =
         X509Certificate::from_der(&der).map_err(|e| PkiError::Certificate(e.to_string()))?;
-    Ok(cert.validity().not_after.to_datetime())
+    let v = cert.validity();
+    Ok((v.not_before.to_datetime(), v.not_after.to_datetime()))
 }
 
 #[cfg(test)]

@@ -94,6 +94,19 @@ pub enum AgentError {
     /// The collector could not be reached, refused, or broke the protocol.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// This device's clock is outside its certificate's validity, so the collector would
+    /// refuse the handshake with a bare transport error: said plainly instead.
+    #[error(
+        "this device's clock reads {now}, outside its certificate's validity ({not_before} to {not_after}): set the clock (NTP); the collector refuses certificates that are not yet or no longer valid"
+    )]
+    Clock {
+        /// The device's clock.
+        now: time::OffsetDateTime,
+        /// The certificate's start.
+        not_before: time::OffsetDateTime,
+        /// The certificate's end.
+        not_after: time::OffsetDateTime,
+    },
 }
 
 impl AgentError {
@@ -102,6 +115,8 @@ impl AgentError {
     pub fn is_retriable(&self) -> bool {
         match self {
             AgentError::Transport(t) => t.is_retriable(),
+            // A clock gets corrected (NTP catches up); keep trying at the outage pace.
+            AgentError::Clock { .. } => true,
             AgentError::State(_) | AgentError::Spool(_) => false,
         }
     }

@@ -45,6 +45,22 @@ fn retry_delay(
     }
 }
 
+/// Refuses to connect with a certificate this device's own clock says is not valid: the
+/// handshake would fail with nothing but "transport error". An unreadable certificate is left
+/// to the handshake to report.
+fn check_clock(cert_pem: &str, now: time::OffsetDateTime) -> Result<(), AgentError> {
+    match commscan_core::pki::validity_window(cert_pem) {
+        Ok((not_before, not_after)) if now < not_before || now > not_after => {
+            Err(AgentError::Clock {
+                now,
+                not_before,
+                not_after,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// How a session ended without error.
 enum End {
     Shutdown,
@@ -188,6 +204,7 @@ async fn session(
         tracing::warn!(error = %e, "certificate renewal failed; will retry");
     }
     let (ca, cert, key) = shared.data.credentials()?;
+    check_clock(&cert, time::OffsetDateTime::now_utc())?;
     let channel = transport::channel_with(
         &identity.collector,
         &ca,
@@ -354,5 +371,26 @@ mod tests {
         assert!(first <= d.backoff_initial, "{first:?}");
         let throttled = retry_delay(true, 0, &d, Duration::from_secs(30));
         assert!(throttled >= Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_clock_outside_the_certificate_is_named_not_a_transport_error() {
+        use commscan_core::identity::DeviceIdentity;
+        use commscan_core::pki::{Authority, device_key_and_csr};
+        let (ca, _) = Authority::generate("t.local").unwrap();
+        let (_, csr) = device_key_and_csr().unwrap();
+        let id = DeviceIdentity {
+            trust_domain: "t.local".into(),
+            organisation: "acme".into(),
+            device_id: "d".into(),
+        };
+        let start = time::macros::datetime!(2026-11-01 00:00 UTC);
+        let end = time::macros::datetime!(2026-12-01 00:00 UTC);
+        let (cert, _) = ca.sign_device_csr_between(&csr, &id, start, end).unwrap();
+        assert!(check_clock(&cert, time::macros::datetime!(2026-11-15 00:00 UTC)).is_ok());
+        let early = check_clock(&cert, time::macros::datetime!(2020-01-01 00:00 UTC)).unwrap_err();
+        assert!(early.to_string().contains("set the clock"), "{early}");
+        assert!(early.is_retriable());
+        assert!(check_clock(&cert, time::macros::datetime!(2027-01-01 00:00 UTC)).is_err());
     }
 }
