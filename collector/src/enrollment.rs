@@ -226,3 +226,111 @@ impl Collector {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compliance::RulesConfig;
+    use crate::layout::{InitOptions, Layout};
+    use crate::limits::{Limiters, RateLimiter};
+    use crate::store::TokenRecord;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    /// A collector whose global enrolment budget is 6 at once, with one valid token.
+    fn collector(dir: &std::path::Path) -> (std::sync::Arc<Collector>, String) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let layout = Layout::new(dir.join("c"));
+        layout
+            .init(&InitOptions {
+                trust_domain: "t".into(),
+                server_names: vec!["localhost".into()],
+                organisation: "acme".into(),
+                import_ca: None,
+                import_server: None,
+            })
+            .unwrap();
+        let (mut c, _) = layout.open(&RulesConfig::default()).unwrap();
+        std::sync::Arc::get_mut(&mut c)
+            .expect("unique")
+            .set_limiters(Limiters {
+                enrol_global: RateLimiter::per_minute(6.0, 6.0),
+                ..Limiters::default()
+            });
+        let secret = "cse_good_token".to_owned();
+        c.store()
+            .put_token(
+                &secrets::hash(&secret),
+                &TokenRecord {
+                    organisation: "acme".into(),
+                    created_at: c.now(),
+                    expires_at: None,
+                    uses_left: None,
+                    revoked: false,
+                },
+            )
+            .unwrap();
+        (c, secret)
+    }
+
+    fn input(token: &str, peer: IpAddr) -> EnrollInput {
+        EnrollInput {
+            token: token.into(),
+            csr_pem: commscan_core::pki::device_key_and_csr().unwrap().1,
+            hostname: "pc".into(),
+            platform: None,
+            os_version: String::new(),
+            agent_version: "0".into(),
+            expected_organisation: String::new(),
+            peer: Some(peer),
+        }
+    }
+
+    #[test]
+    fn a_flood_of_bad_tokens_from_many_addresses_does_not_starve_good_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, good) = collector(dir.path());
+        // 1,000 bad tokens from 200 networks of 127/8 (5 addresses each), as fast as can be.
+        let mut bad = input("cse_wrong", IpAddr::V4(Ipv4Addr::LOCALHOST));
+        for i in 0..1000u32 {
+            let net = i % 200;
+            bad.peer = Some(IpAddr::V4(Ipv4Addr::new(
+                127,
+                1 + (net / 100) as u8,
+                (net % 100) as u8,
+                2 + (i / 200) as u8,
+            )));
+            let e = c.enroll(bad.clone()).unwrap_err();
+            assert_eq!(e.code(), crate::error::Code::Unauthenticated, "{e}");
+        }
+        // Six legitimate enrolments (the whole global budget) from 127.0.0.1 all succeed.
+        for _ in 0..6 {
+            let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
+            c.enroll(input(&good, peer)).expect("a valid token enrols");
+        }
+        // The global budget, now spent, answers a valid token with "retry shortly".
+        let e = c
+            .enroll(input(&good, IpAddr::V4(Ipv4Addr::LOCALHOST)))
+            .unwrap_err();
+        assert_eq!(e.code(), crate::error::Code::ResourceExhausted);
+        assert!(e.to_string().contains("retry shortly"), "{e}");
+    }
+
+    #[test]
+    fn failed_attempts_are_limited_per_network_not_per_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, good) = collector(dir.path());
+        let mut refused_for_rate = 0;
+        for i in 0..200u8 {
+            let peer = IpAddr::V4(Ipv4Addr::new(127, 0, 9, i));
+            let e = c.enroll(input("cse_wrong", peer)).unwrap_err();
+            if e.code() == crate::error::Code::ResourceExhausted {
+                assert!(e.to_string().contains("from this network"), "{e}");
+                refused_for_rate += 1;
+            }
+        }
+        assert_eq!(refused_for_rate, 180, "20 failures a network, then refused");
+        // Another network is not affected.
+        c.enroll(input(&good, IpAddr::V4(Ipv4Addr::new(127, 0, 10, 1))))
+            .expect("another network enrols");
+    }
+}
