@@ -44,6 +44,18 @@ impl Collector {
             )));
         }
         self.check(who, Access::ManageDevices, Some(org), "tokens.create")?;
+        // `None` is "not given" (unlimited uses, the default lifetime); a zero given is
+        // never silently turned into either.
+        if uses == Some(0) {
+            return Err(CollectorError::InvalidArgument(
+                "uses: 0 would allow no enrolment (leave it unset for unlimited uses)".into(),
+            ));
+        }
+        if lifetime.is_some_and(|l| l.is_zero()) {
+            return Err(CollectorError::InvalidArgument(
+                "expires: 0 would expire at once (leave it unset for the default lifetime)".into(),
+            ));
+        }
         let lifetime = lifetime.unwrap_or(DEFAULT_TOKEN_LIFETIME);
         if lifetime > MAX_TOKEN_LIFETIME {
             return Err(CollectorError::InvalidArgument(

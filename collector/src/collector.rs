@@ -82,6 +82,8 @@ pub struct Collector {
     events: tokio::sync::broadcast::Sender<VerdictEvent>,
     /// The ministry side of federation: receiving enterprises' pushes, their freshness.
     ministry: Ministry,
+    /// What ingest cut or dropped from reports.
+    bound_counters: crate::ingest::BoundCounters,
 }
 
 /// Default staleness window: three missed hourly reports.
@@ -132,6 +134,7 @@ impl Collector {
             stale_after: DEFAULT_STALE_AFTER,
             device_locks: DeviceLocks::default(),
             events: crate::events::channel(),
+            bound_counters: crate::ingest::BoundCounters::default(),
         }
     }
 
@@ -202,6 +205,11 @@ impl Collector {
     /// Connected agents.
     pub fn connections(&self) -> &Connections {
         &self.connections
+    }
+
+    /// What ingest cut or dropped from reports since start.
+    pub fn bound_counters(&self) -> &crate::ingest::BoundCounters {
+        &self.bound_counters
     }
 
     /// The ministry side of federation.

@@ -24,9 +24,16 @@ pub(crate) const TAKEOVERS_FOR_DUPLICATE: usize = 3;
 pub(crate) const TAKEOVER_WINDOW: Duration = Duration::from_secs(600);
 
 #[derive(Debug)]
-struct Entry {
+struct Live {
     conn: u64,
     cancel: CancellationToken,
+}
+
+/// A device's open stream, if any, and the takeovers seen within the window. An ended stream
+/// leaves only its history: a reconnect after an ordinary disconnect takes nothing over.
+#[derive(Debug)]
+struct Entry {
+    live: Option<Live>,
     takeovers: VecDeque<Instant>,
 }
 
@@ -57,9 +64,12 @@ impl Connections {
         let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut takeovers = VecDeque::new();
         if let Some(old) = map.remove(device) {
-            old.cancel.cancel();
             takeovers = old.takeovers;
-            takeovers.push_back(now);
+            // Only a stream still open is taken over; one that ended left its history alone.
+            if let Some(live) = old.live {
+                live.cancel.cancel();
+                takeovers.push_back(now);
+            }
         }
         while takeovers
             .front()
@@ -71,8 +81,10 @@ impl Connections {
         map.insert(
             device.to_owned(),
             Entry {
-                conn,
-                cancel: cancel.clone(),
+                live: Some(Live {
+                    conn,
+                    cancel: cancel.clone(),
+                }),
                 takeovers,
             },
         );
@@ -83,17 +95,19 @@ impl Connections {
         }
     }
 
-    /// Removes a stream when it ends, unless a newer one already replaced it. The takeover
-    /// history is kept for a reconnect that follows.
+    /// Forgets a stream when it ends, unless a newer one already replaced it. The takeover
+    /// history is kept (two clones alternating still add up), but the next stream of this
+    /// device takes nothing over.
     pub(crate) fn unregister(&self, device: &str, conn: u64) {
         let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = map.get_mut(device)
-            && e.conn == conn
+            && e.live.as_ref().is_some_and(|l| l.conn == conn)
         {
+            if let Some(live) = e.live.take() {
+                live.cancel.cancel();
+            }
             if e.takeovers.is_empty() {
                 map.remove(device);
-            } else {
-                e.cancel.cancel();
             }
         }
     }
@@ -116,7 +130,7 @@ impl Connections {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .filter(|e| !e.cancel.is_cancelled())
+            .filter(|e| e.live.as_ref().is_some_and(|l| !l.cancel.is_cancelled()))
             .count()
     }
 }
@@ -159,6 +173,47 @@ mod tests {
         );
         early.mark_unchanged();
         assert!(!early.has_changed().unwrap(), "two changes are seen as one");
+    }
+
+    #[test]
+    fn sequential_reconnects_after_one_takeover_never_flag() {
+        let c = Connections::default();
+        let t = Instant::now();
+        let a = c.register("d", t);
+        // The link went half-open: the agent reconnects while the old stream is still held.
+        let b = c.register("d", t + Duration::from_secs(1));
+        assert!(a.superseded.is_cancelled());
+        assert!(!b.duplicate);
+        c.unregister("d", a.conn);
+        c.unregister("d", b.conn);
+        // Then ordinary restarts: each stream ends before the next one opens.
+        for i in 0..10 {
+            let r = c.register("d", t + Duration::from_secs(10 + i));
+            assert!(!r.duplicate, "restart {i} flagged as a duplicate");
+            assert_eq!(c.connected(), 1);
+            c.unregister("d", r.conn);
+            assert_eq!(c.connected(), 0);
+        }
+    }
+
+    #[test]
+    fn two_live_agents_alternating_are_flagged() {
+        let c = Connections::default();
+        let t = Instant::now();
+        let mut flagged = false;
+        let mut previous = c.register("d", t);
+        for i in 1..=TAKEOVERS_FOR_DUPLICATE as u64 {
+            // The other clone connects while this one is live; the loser's stream then ends.
+            let next = c.register("d", t + Duration::from_secs(i));
+            assert!(previous.superseded.is_cancelled());
+            c.unregister("d", previous.conn);
+            flagged |= next.duplicate;
+            previous = next;
+        }
+        assert!(
+            flagged,
+            "two live agents taking over each other are a duplicate"
+        );
     }
 
     #[test]

@@ -6,8 +6,16 @@
 //! Idempotent by sequence: a report at or below the stored sequence is acknowledged without
 //! being applied (the agent resent it after a lost ack). A snapshot replaces the device's
 //! findings; a delta upserts and removes. First sightings are kept per product for grace
-//! periods. Reports are bounded: too many findings, evidence entries or oversized strings are
-//! refused with INVALID_ARGUMENT naming the field.
+//! periods.
+//!
+//! Bounds (ARCHITECTURE.md, "Bounds on what devices and enrolling peers send"): too many
+//! findings, evidence entries, removals or candidates, a malformed state digest, or a sequence
+//! more than [`MAX_SEQUENCE_STEP`] ahead of the stored one are refused with INVALID_ARGUMENT
+//! naming the field. Every string is cut and cleaned to its canonical form
+//! (`commscan_core::report`), findings of products the catalog in force does not know are
+//! dropped, and a report that would make the stored record larger than
+//! [`MAX_DEVICE_RECORD_BYTES`] is refused: what was cut or dropped is counted and logged
+//! (`report content bounded`).
 //!
 //! Reconciliation: the device record keeps the state digest (`commscan_core::digest`) of
 //! what it stores. A hello whose digest (the state the agent last had acknowledged) is empty
@@ -25,9 +33,12 @@ use crate::store::DeviceRecord;
 use commscan_core::digest;
 use commscan_core::identity::DeviceIdentity;
 use commscan_core::platform::Platform;
-use commscan_core::report::{canonical_finding, canonical_unclassified};
+use commscan_core::report::{
+    MAX_SEQUENCE_STEP, SEQUENCE_CEILING, canonical_finding, canonical_stats, canonical_unclassified,
+};
 use commscan_core::scan::{Finding, ScanStats, Unclassified};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Most findings one report may carry.
 pub(crate) const MAX_FINDINGS: usize = 1_000;
@@ -35,6 +46,11 @@ pub(crate) const MAX_FINDINGS: usize = 1_000;
 pub(crate) const MAX_UNCLASSIFIED: usize = 500;
 /// Most evidence entries one finding may carry.
 pub(crate) const MAX_EVIDENCE: usize = 64;
+/// Largest device record the collector stores, in bytes of its stored (JSON) form. Every
+/// query and export answer carrying one device stays well inside a client's 4 MiB message
+/// limit. A legitimate agent's record is a few kilobytes (a hundred findings with a few
+/// evidence entries each are about 60 KiB).
+pub const MAX_DEVICE_RECORD_BYTES: usize = 1024 * 1024;
 
 pub use commscan_core::report::ReportBody;
 
@@ -104,7 +120,28 @@ pub struct HelloInfo {
     pub state_digest: Vec<u8>,
 }
 
-fn check_findings(findings: &mut [Finding]) -> Result<(), CollectorError> {
+/// What bounding a report cut or dropped, for one log line and the counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Bounded {
+    /// Findings or candidates whose text was cut or cleaned.
+    pub cut: usize,
+    /// Findings of products the catalog in force does not know, dropped.
+    pub unknown_products: usize,
+    /// Scan-stats sources whose name or message was cut or cleaned, or that were dropped.
+    pub sources: usize,
+}
+
+impl Bounded {
+    fn any(&self) -> bool {
+        *self != Bounded::default()
+    }
+}
+
+fn check_findings(
+    findings: &mut Vec<Finding>,
+    known: impl Fn(&str) -> bool,
+    bounded: &mut Bounded,
+) -> Result<(), CollectorError> {
     if findings.len() > MAX_FINDINGS {
         return Err(CollectorError::InvalidArgument(format!(
             "report.findings: {} findings, at most {MAX_FINDINGS}",
@@ -119,12 +156,22 @@ fn check_findings(findings: &mut [Finding]) -> Result<(), CollectorError> {
                 f.evidence.len()
             )));
         }
-        *f = canonical_finding(f.clone());
+        let canonical = canonical_finding(f.clone());
+        if canonical != *f {
+            bounded.cut += 1;
+            *f = canonical;
+        }
     }
+    let before = findings.len();
+    findings.retain(|f| known(&f.product));
+    bounded.unknown_products += before - findings.len();
     Ok(())
 }
 
-fn check_unclassified(list: &mut [Unclassified]) -> Result<(), CollectorError> {
+fn check_unclassified(
+    list: &mut [Unclassified],
+    bounded: &mut Bounded,
+) -> Result<(), CollectorError> {
     if list.len() > MAX_UNCLASSIFIED {
         return Err(CollectorError::InvalidArgument(format!(
             "report.unclassified: {} entries, at most {MAX_UNCLASSIFIED}",
@@ -132,9 +179,49 @@ fn check_unclassified(list: &mut [Unclassified]) -> Result<(), CollectorError> {
         )));
     }
     for u in list.iter_mut() {
-        *u = canonical_unclassified(u.clone());
+        let canonical = canonical_unclassified(u.clone());
+        if canonical != *u {
+            bounded.cut += 1;
+            *u = canonical;
+        }
     }
     Ok(())
+}
+
+/// Running totals of what ingest cut or dropped since the collector started (the log line
+/// `report content bounded` tells each occurrence).
+#[derive(Debug, Default)]
+pub struct BoundCounters {
+    /// Reports that had something cut or dropped.
+    pub reports: AtomicU64,
+    /// Findings or candidates whose text was cut or cleaned.
+    pub cut: AtomicU64,
+    /// Findings of unknown products dropped.
+    pub unknown_products: AtomicU64,
+    /// Scan-stats sources cut, cleaned or dropped.
+    pub sources: AtomicU64,
+}
+
+/// Refuses a sequence at or beyond [`SEQUENCE_CEILING`], or more than [`MAX_SEQUENCE_STEP`] ahead of `stored`.
+pub(crate) fn check_sequence(sequence: u64, stored: u64) -> Result<(), CollectorError> {
+    if sequence >= SEQUENCE_CEILING {
+        return Err(CollectorError::InvalidArgument(format!(
+            "report.sequence: {sequence} is beyond the ceiling {SEQUENCE_CEILING}"
+        )));
+    }
+    if sequence > stored.saturating_add(MAX_SEQUENCE_STEP) {
+        return Err(CollectorError::InvalidArgument(format!(
+            "report.sequence: {sequence} is more than {MAX_SEQUENCE_STEP} ahead of the stored sequence {stored}"
+        )));
+    }
+    Ok(())
+}
+
+/// The size of a device record in its stored form.
+fn record_bytes(device: &DeviceRecord) -> usize {
+    serde_json::to_vec(device)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX)
 }
 
 impl Collector {
@@ -200,6 +287,7 @@ impl Collector {
                 e.to_string(),
             )
         })?;
+        let device = self.forget_absurd_sequence(device)?;
         let registered = self
             .connections()
             .register(&who.device_id, std::time::Instant::now());
@@ -233,6 +321,38 @@ impl Collector {
         Ok((device, registered))
     }
 
+    /// A device record storing a sequence at or above [`SEQUENCE_CEILING`] (accepted before
+    /// sequences were bounded) leaves its agent no sequence to count on: it is forgotten, so
+    /// the welcome says 0 and asks for a snapshot, which the agent sends under its own
+    /// sequence.
+    fn forget_absurd_sequence(&self, device: DeviceRecord) -> Result<DeviceRecord, CollectorError> {
+        if device.last_sequence < SEQUENCE_CEILING {
+            return Ok(device);
+        }
+        let updated = {
+            let _device_lock = self.lock_device(&device.device_id);
+            let mut d = self.store().device(&device.device_id)?.unwrap_or(device);
+            if d.last_sequence >= SEQUENCE_CEILING {
+                tracing::warn!(device = %d.device_id, stored = d.last_sequence, "stored sequence beyond the ceiling forgotten; asking for a snapshot");
+                d.last_sequence = 0;
+                self.store().put_device(&d, self.now())?;
+            }
+            d
+        };
+        self.store().flush()?;
+        Ok(updated)
+    }
+
+    /// Adds what one report had cut or dropped to the running totals.
+    fn count_bounded(&self, b: &Bounded) {
+        let c = self.bound_counters();
+        c.reports.fetch_add(1, Ordering::Relaxed);
+        c.cut.fetch_add(b.cut as u64, Ordering::Relaxed);
+        c.unknown_products
+            .fetch_add(b.unknown_products as u64, Ordering::Relaxed);
+        c.sources.fetch_add(b.sources as u64, Ordering::Relaxed);
+    }
+
     /// Spends one report of `device`'s rate budget ([`crate::limits::Limiters::reports`]);
     /// every report is checked before anything else is done with it. A device over its rate
     /// is throttled rather than refused.
@@ -259,15 +379,27 @@ impl Collector {
                 resync: false,
             });
         }
+        check_sequence(report.sequence, device.last_sequence)?;
+        if !report.state_digest.is_empty()
+            && report.state_digest.len() != std::mem::size_of::<digest::StateDigest>()
+        {
+            return Err(CollectorError::InvalidArgument(format!(
+                "report.state_digest: {} bytes, a SHA-256 digest is 32",
+                report.state_digest.len()
+            )));
+        }
         let now = self.now();
+        let rules = self.rules();
+        let known = |p: &str| rules.catalog.contains(p);
+        let mut bounded = Bounded::default();
         let is_delta = matches!(report.body, ReportBody::Delta { .. });
         match report.body {
             ReportBody::Snapshot {
                 mut findings,
                 mut unclassified,
             } => {
-                check_findings(&mut findings)?;
-                check_unclassified(&mut unclassified)?;
+                check_findings(&mut findings, known, &mut bounded)?;
+                check_unclassified(&mut unclassified, &mut bounded)?;
                 device.findings = findings;
                 device.unclassified = unclassified;
             }
@@ -276,7 +408,13 @@ impl Collector {
                 removed,
                 unclassified,
             } => {
-                check_findings(&mut upserted)?;
+                if removed.len() > MAX_FINDINGS {
+                    return Err(CollectorError::InvalidArgument(format!(
+                        "report.delta.removed: {} entries, at most {MAX_FINDINGS}",
+                        removed.len()
+                    )));
+                }
+                check_findings(&mut upserted, known, &mut bounded)?;
                 let mut by_product: BTreeMap<String, Finding> = device
                     .findings
                     .drain(..)
@@ -296,7 +434,7 @@ impl Collector {
                 }
                 device.findings = by_product.into_values().collect();
                 if let Some(mut u) = unclassified {
-                    check_unclassified(&mut u)?;
+                    check_unclassified(&mut u, &mut bounded)?;
                     device.unclassified = u;
                 }
             }
@@ -307,7 +445,16 @@ impl Collector {
         for f in &device.findings {
             device.first_seen.entry(f.product.clone()).or_insert(now);
         }
-        device.stats = report.stats;
+        let stats = canonical_stats(report.stats.clone());
+        if stats != report.stats {
+            bounded.sources = report
+                .stats
+                .sources
+                .len()
+                .saturating_sub(stats.sources.len())
+                .max(1);
+        }
+        device.stats = stats;
         device.last_sequence = report.sequence;
         device.last_report = Some(now);
         if !hello.hostname.is_empty() {
@@ -335,8 +482,12 @@ impl Collector {
                 .store()
                 .classifications(&device.organisation)?
                 .is_empty();
-        let resync = is_delta && !classifies && !declared.is_empty() && declared != reported;
-        device.state_digest = if classifies && !declared.is_empty() {
+        // Findings of products unknown here were dropped: the agent's state holds them, so
+        // its digest cannot match; keep it, as for classifications, rather than ask again.
+        let filtered = bounded.unknown_products > 0;
+        let resync =
+            is_delta && !classifies && !filtered && !declared.is_empty() && declared != reported;
+        device.state_digest = if (classifies || filtered) && !declared.is_empty() {
             declared.clone()
         } else {
             reported
@@ -344,6 +495,25 @@ impl Collector {
         self.apply_classifications(&mut device)?;
         let previous = device.verdict.status;
         self.judge(&mut device, now);
+        let size = record_bytes(&device);
+        if size > MAX_DEVICE_RECORD_BYTES {
+            tracing::warn!(device = %who.device_id, organisation = %who.organisation, sequence = report.sequence, bytes = size, max = MAX_DEVICE_RECORD_BYTES, "report refused: device record would be too large");
+            return Err(CollectorError::InvalidArgument(format!(
+                "report: the device record would be {size} bytes, at most {MAX_DEVICE_RECORD_BYTES}"
+            )));
+        }
+        if bounded.any() {
+            self.count_bounded(&bounded);
+            tracing::warn!(
+                device = %who.device_id,
+                organisation = %who.organisation,
+                sequence = report.sequence,
+                cut = bounded.cut,
+                unknown_products = bounded.unknown_products,
+                sources = bounded.sources,
+                "report content bounded"
+            );
+        }
         self.store_device(&device, previous, now)?;
         // The record is written; other updates of this device may proceed while this report
         // waits for its flush (the ack is still sent only after it).

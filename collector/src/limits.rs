@@ -74,12 +74,26 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     }
 }
 
+/// The network an address belongs to for rate limits: its /24 for IPv4 (IPv4-mapped IPv6
+/// included), its /64 for IPv6. A host can use every address of its network, so per-address
+/// budgets would be as many budgets as it has addresses.
+pub fn network_prefix(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match ip {
+        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) & 0xffff_ff00)),
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => network_prefix(IpAddr::V4(v4)),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(a) & !u128::from(u64::MAX))),
+        },
+    }
+}
+
 /// The collector's limits.
 #[derive(Debug)]
 pub struct Limiters {
     /// Enrolment attempts overall.
     pub enrol_global: RateLimiter<()>,
-    /// Failed enrolment attempts per source address.
+    /// Failed enrolment attempts per source network ([`network_prefix`]).
     pub enrol_failures: RateLimiter<std::net::IpAddr>,
     /// Reports per device.
     pub reports: RateLimiter<String>,
@@ -91,7 +105,8 @@ impl Default for Limiters {
             // Each enrolment signs a certificate; 50/s sustained keeps a 2-core collector
             // responsive while a whole site enrols after a deployment.
             enrol_global: RateLimiter::per_minute(3000.0, 500.0),
-            // A wrong token is cheap to refuse but worth slowing: 20 a minute per address.
+            // A wrong token is cheap to refuse but worth slowing: 20 a minute per network
+            // (/24 or /64: one host holds many addresses of its network).
             enrol_failures: RateLimiter::per_minute(20.0, 20.0),
             // A healthy agent reports hourly plus on changes; 12 a minute is generous.
             reports: RateLimiter::per_minute(12.0, 24.0),
@@ -114,6 +129,16 @@ mod tests {
         assert!(wait <= Duration::from_secs(1), "{wait:?}");
         assert!(l.take(&"b", t).is_ok(), "keys are independent");
         assert!(l.take(&"a", t + Duration::from_secs(1)).is_ok());
+    }
+
+    #[test]
+    fn networks_are_slash_24_and_slash_64() {
+        let p = |s: &str| network_prefix(s.parse().unwrap()).to_string();
+        assert_eq!(p("127.0.0.1"), "127.0.0.0");
+        assert_eq!(p("127.0.0.200"), "127.0.0.0");
+        assert_eq!(p("127.0.1.7"), "127.0.1.0");
+        assert_eq!(p("::ffff:10.1.2.3"), "10.1.2.0");
+        assert_eq!(p("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
     }
 
     #[test]

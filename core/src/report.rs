@@ -4,8 +4,19 @@
 //! [`canonical_unclassified`]): text cleaned and cut to the limits of [`crate::text`], so the
 //! agent and the collector compute the same [`crate::digest`] over the same bytes.
 
-use crate::scan::{Finding, Unclassified};
-use crate::text::{MAX_SOURCE, MAX_TEXT, MAX_VERSION, clean_text};
+use crate::scan::{Finding, ScanStats, SourceOutcome, Unclassified};
+use crate::text::{MAX_SIGNATURE, MAX_SOURCE, MAX_SOURCES, MAX_TEXT, MAX_VERSION, clean_text};
+
+/// How far ahead of the sequence a collector stores a report's sequence may be. Sequences
+/// grow by one per report; a jump this large is not an agent counting but a bug or an attack,
+/// and storing it would leave no room to count on. The collector refuses it.
+pub const MAX_SEQUENCE_STEP: u64 = 1_000_000;
+
+/// No sequence at or above this is ever valid (2^53: exact in every JSON reader, and at one
+/// report a second, 285 million years away). The collector refuses reports above it and
+/// forgets a stored sequence above it (written before this bound existed); an agent told of
+/// one does not adopt it (it would have to wrap) and sends a snapshot instead.
+pub const SEQUENCE_CEILING: u64 = 1 << 53;
 use serde::{Deserialize, Serialize};
 
 /// The body of a report, as it goes on the wire.
@@ -47,6 +58,7 @@ pub fn canonical_finding(mut f: Finding) -> Finding {
     for e in &mut f.evidence {
         e.detail = clean_text(&e.detail, MAX_TEXT);
         e.source = clean_text(&e.source, MAX_SOURCE);
+        e.signature = clean_text(&e.signature, MAX_SIGNATURE);
     }
     f.version = f
         .version
@@ -61,5 +73,80 @@ pub fn canonical_unclassified(u: Unclassified) -> Unclassified {
         name: clean_text(&u.name, MAX_TEXT),
         source: clean_text(&u.source, MAX_SOURCE),
         detail: clean_text(&u.detail, MAX_TEXT),
+    }
+}
+
+/// Scan stats in the form the collector stores them: at most [`MAX_SOURCES`] sources (the
+/// first by name), names cut to [`MAX_SOURCE`] and failure messages to [`MAX_TEXT`], both
+/// without control characters. Stats are not part of the state digest.
+pub fn canonical_stats(s: ScanStats) -> ScanStats {
+    let mut sources = std::collections::BTreeMap::new();
+    for (name, outcome) in s.sources {
+        if sources.len() >= MAX_SOURCES {
+            break;
+        }
+        let outcome = match outcome {
+            SourceOutcome::Failed(m) => SourceOutcome::Failed(clean_text(&m, MAX_TEXT)),
+            other => other,
+        };
+        sources.insert(clean_text(&name, MAX_SOURCE), outcome);
+    }
+    ScanStats {
+        duration_ms: s.duration_ms,
+        items_seen: s.items_seen,
+        sources,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::Evidence;
+
+    #[test]
+    fn every_evidence_string_is_bounded() {
+        let f = canonical_finding(Finding {
+            product: "zoom".into(),
+            installed: true,
+            running: false,
+            version: Some("1".repeat(10_000)),
+            evidence: vec![Evidence {
+                source: "s".repeat(10_000),
+                detail: "d".repeat(10_000),
+                signature: "x\x1b[2J".repeat(1_000_000),
+            }],
+        });
+        let e = &f.evidence[0];
+        assert_eq!(e.signature.chars().count(), MAX_SIGNATURE);
+        assert!(!e.signature.contains('\x1b'));
+        assert_eq!(e.source.len(), MAX_SOURCE);
+        assert_eq!(e.detail.len(), MAX_TEXT);
+        assert_eq!(f.version.unwrap().len(), MAX_VERSION);
+    }
+
+    #[test]
+    fn stats_sources_are_cleaned_and_bounded() {
+        let mut sources = std::collections::BTreeMap::new();
+        sources.insert(
+            "dpkg\x1b]0;owned\x07".to_owned(),
+            SourceOutcome::Failed(format!("\x1b[2J\x1b[1A{}", "m".repeat(100_000))),
+        );
+        for i in 0..1000 {
+            sources.insert(format!("src{i:04}"), SourceOutcome::Ok);
+        }
+        let s = canonical_stats(ScanStats {
+            duration_ms: 1,
+            items_seen: 2,
+            sources,
+        });
+        assert_eq!(s.sources.len(), MAX_SOURCES);
+        assert!(s.sources.contains_key("dpkg]0;owned"));
+        match &s.sources["dpkg]0;owned"] {
+            SourceOutcome::Failed(m) => {
+                assert!(!m.chars().any(char::is_control));
+                assert_eq!(m.chars().count(), MAX_TEXT);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

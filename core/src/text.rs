@@ -13,6 +13,10 @@ pub const MAX_TEXT: usize = 512;
 pub const MAX_SOURCE: usize = 64;
 /// Longest version kept, in characters.
 pub const MAX_VERSION: usize = 128;
+/// Longest signature kind kept (`dpkg`, `linux_exe`...), in characters.
+pub const MAX_SIGNATURE: usize = 64;
+/// Most sources kept in a scan's stats (an agent knows about twenty).
+pub const MAX_SOURCES: usize = 64;
 
 /// `s` without control characters, cut to `max` characters.
 pub fn clean_text(s: &str, max: usize) -> String {

@@ -95,3 +95,17 @@ fn ctl_policy_test_judges_a_saved_scan() {
         "the same scan is fine where only WeChat is banned: {stdout}"
     );
 }
+
+#[test]
+fn ctl_tokens_create_refuses_zero_uses_and_zero_lifetime_naming_the_flag() {
+    let (ok, _, stderr) = ctl(&["tokens", "create", "--org", "acme", "--uses", "0"]);
+    assert!(!ok);
+    assert!(stderr.contains("--uses"), "{stderr}");
+    assert!(stderr.contains("would allow no enrolment"), "{stderr}");
+    let (ok, _, stderr) = ctl(&["tokens", "create", "--org", "acme", "--expires", "0s"]);
+    assert!(!ok);
+    assert!(stderr.contains("--expires"), "{stderr}");
+    assert!(stderr.contains("would expire at once"), "{stderr}");
+    // Neither reached for a connection: the refusal comes first.
+    assert!(!stderr.contains("COMMSCAN_CA"), "{stderr}");
+}

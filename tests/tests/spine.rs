@@ -489,3 +489,216 @@ async fn the_collector_asks_for_a_snapshot_whenever_its_state_differs_from_the_a
     let (_, _, w) = raw_stream(&c, &data, Some(&["zoom"])).await;
     assert!(w.want_snapshot);
 }
+
+/// A report message without a state digest (so no resync is asked for).
+fn plain_report(seq: u64, body: v1::report::Body) -> v1::AgentMessage {
+    v1::AgentMessage {
+        kind: Some(v1::agent_message::Kind::Report(v1::Report {
+            sequence: seq,
+            body: Some(body),
+            ..Default::default()
+        })),
+    }
+}
+
+fn wire_finding(product: &str, evidence: Vec<v1::Evidence>) -> v1::Finding {
+    v1::Finding {
+        product: product.into(),
+        installed: true,
+        running: false,
+        version: String::new(),
+        evidence,
+    }
+}
+
+/// Issue 12, item 2: a device bloating its own record (huge signatures, then the largest
+/// findings it may send) neither grows it past the maximum nor breaks another device's
+/// `GetDevice` or the organisation's export.
+#[tokio::test]
+async fn a_hostile_device_cannot_bloat_its_record_or_break_queries_and_exports() {
+    let c = TestCollector::start().await;
+    let normal = c.enroll_agent("normal").await;
+    let hostile = c.enroll_agent("hostile").await;
+    let (tx, mut inbound, _) = raw_stream(&c, &normal, None).await;
+    let snapshot = v1::report::Body::Snapshot(v1::Snapshot {
+        findings: vec![commscan_proto::convert::finding_to_wire(&finding("zoom"))],
+        unclassified: vec![],
+    });
+    tx.send(plain_report(1, snapshot)).await.unwrap();
+    assert!(matches!(
+        inbound.message().await.unwrap().unwrap().kind,
+        Some(v1::collector_message::Kind::Ack(_))
+    ));
+    drop((tx, inbound));
+
+    let catalog = commscan_core::catalog::Catalog::embedded();
+    let products: Vec<String> = catalog.products().iter().map(|p| p.id.clone()).collect();
+    let (tx, mut inbound, _) = raw_stream(&c, &hostile, None).await;
+    let huge = "s".repeat(3_500_000);
+    for (i, p) in products.iter().take(20).enumerate() {
+        let delta = v1::report::Body::Delta(v1::Delta {
+            upserted: vec![wire_finding(
+                p,
+                vec![v1::Evidence {
+                    source: "dpkg".into(),
+                    detail: "x".into(),
+                    signature: huge.clone(),
+                }],
+            )],
+            ..Default::default()
+        });
+        tx.send(plain_report(i as u64 + 1, delta)).await.unwrap();
+        let m = inbound.message().await.unwrap().unwrap().kind;
+        assert!(
+            matches!(m, Some(v1::collector_message::Kind::Ack(_))),
+            "{m:?}"
+        );
+    }
+    // Then the largest findings a report may carry: the record would pass its maximum.
+    let detail = "я".repeat(512);
+    let evidence: Vec<v1::Evidence> = (0..64)
+        .map(|_| v1::Evidence {
+            source: "dpkg".into(),
+            detail: detail.clone(),
+            signature: "dpkg".into(),
+        })
+        .collect();
+    let snapshot = v1::report::Body::Snapshot(v1::Snapshot {
+        findings: products
+            .iter()
+            .take(25)
+            .map(|p| wire_finding(p, evidence.clone()))
+            .collect(),
+        unclassified: vec![],
+    });
+    tx.send(plain_report(21, snapshot)).await.unwrap();
+    let err = inbound.message().await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("device record would be"), "{err:?}");
+    drop((tx, inbound));
+
+    let id_of = |d: &commscan_agent::state::DataDir| d.identity().unwrap().device_id;
+    let (normal_id, hostile_id) = (id_of(&normal), id_of(&hostile));
+    let stored = c.domain().store().device(&hostile_id).unwrap().unwrap();
+    assert_eq!(stored.last_sequence, 20);
+    let bytes = serde_json::to_vec(&stored).unwrap().len();
+    assert!(
+        bytes <= commscan_collector::ingest::MAX_DEVICE_RECORD_BYTES,
+        "{bytes} bytes"
+    );
+    assert!(bytes < 64 * 1024, "signatures were cut: {bytes} bytes");
+
+    let mut q = c.query().await;
+    for id in [&normal_id, &hostile_id] {
+        q.get_device(v1::GetDeviceRequest {
+            device_id: id.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("GetDevice {id}: {e:?}"));
+    }
+    let mut chunks = q
+        .export_devices(v1::ExportDevicesRequest {
+            format: "json".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut lines = 0;
+    while let Some(chunk) = chunks.message().await.unwrap() {
+        for line in String::from_utf8(chunk.data).unwrap().lines() {
+            serde_json::from_str::<serde_json::Value>(line).unwrap();
+            lines += 1;
+        }
+    }
+    assert_eq!(lines, 2);
+}
+
+/// Sends raw bytes as messages and decodes the collector's answers: a way to send what no
+/// agent would, a message that is not protobuf.
+#[derive(Debug, Clone, Copy)]
+struct RawCodec;
+#[derive(Debug)]
+struct RawEncoder;
+#[derive(Debug)]
+struct RawDecoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use prost::bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = v1::CollectorMessage;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<v1::CollectorMessage>, tonic::Status> {
+        prost::Message::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = v1::CollectorMessage;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+/// Issue 12, item 11: a message that does not decode, after the hello, ends the stream with
+/// INVALID_ARGUMENT (it used to end with OK).
+#[tokio::test]
+async fn a_malformed_message_mid_stream_ends_it_with_invalid_argument() {
+    let c = TestCollector::start().await;
+    let data = c.enroll_agent("garbled").await;
+    let (ca, cert, key) = data.credentials().unwrap();
+    let channel = commscan_runtime::transport::channel(&c.url, &ca, Some((&cert, &key)))
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let hello = v1::AgentMessage {
+        kind: Some(v1::agent_message::Kind::Hello(v1::Hello::default())),
+    };
+    tx.send(prost::Message::encode_to_vec(&hello))
+        .await
+        .unwrap();
+    let mut inbound = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+            tonic::codegen::http::uri::PathAndQuery::from_static("/commscan.v1.Reporting/Connect"),
+            RawCodec,
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    let m = inbound.message().await.unwrap().unwrap().kind;
+    assert!(
+        matches!(m, Some(v1::collector_message::Kind::Welcome(_))),
+        "{m:?}"
+    );
+    // An unterminated varint: not a message.
+    tx.send(vec![0xff, 0xff, 0xff, 0xff]).await.unwrap();
+    let err = inbound.message().await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("malformed message"), "{err:?}");
+}

@@ -5,6 +5,7 @@
 use super::{Meta, Observation, Observed, Pending, Record, ReportBody, SpoolError};
 use crate::device_state::{Change, State};
 use commscan_core::digest;
+use commscan_core::report::SEQUENCE_CEILING;
 use std::collections::BTreeMap;
 
 /// One write of an atomic batch.
@@ -293,7 +294,7 @@ impl SpoolView {
             scanned_at,
             state_digest: digest::hex(&self.current.digest()),
         };
-        self.meta.next_sequence += 1;
+        self.meta.next_sequence = self.meta.next_sequence.saturating_add(1);
         self.meta.snapshot_needed = false;
         self.meta.report_due = false;
         let v = json(&record);
@@ -305,6 +306,15 @@ impl SpoolView {
 
     pub(crate) fn acknowledge(&mut self, sequence: u64) -> Vec<Write> {
         let mut w = Vec::new();
+        if sequence >= SEQUENCE_CEILING {
+            // No report of ours ever had it: acknowledging it would count past the end and
+            // make every later record look acknowledged already. Keep everything unacked.
+            tracing::error!(
+                sequence,
+                "the collector acknowledged an impossible sequence; ignored"
+            );
+            return w;
+        }
         let done: Vec<u64> = self.outbox.range(..=sequence).map(|(s, _)| *s).collect();
         if let Some(last) = done.last() {
             self.meta.acked_digest = Some(self.outbox[last].state_digest.clone());
@@ -318,13 +328,26 @@ impl SpoolView {
             self.del(&mut w, outbox_key(s));
         }
         self.meta.acked_sequence = self.meta.acked_sequence.max(sequence);
-        self.meta.next_sequence = self.meta.next_sequence.max(sequence + 1);
+        self.meta.next_sequence = self.meta.next_sequence.max(sequence.saturating_add(1));
         self.put_meta(&mut w);
         w
     }
 
     pub(crate) fn welcome(&mut self, stored: u64, want_snapshot: bool) -> Vec<Write> {
         let mut w = Vec::new();
+        if stored >= SEQUENCE_CEILING {
+            // A collector storing a sequence no agent can count past (accepted before
+            // sequences were bounded): adopting it would wrap, and every later report would
+            // look already stored. Keep our own count and send the whole state instead.
+            tracing::error!(
+                stored,
+                next = self.meta.next_sequence,
+                "the collector stores an impossible sequence; not adopting it, sending a snapshot"
+            );
+            self.drop_unacknowledged(&mut w);
+            self.put_meta(&mut w);
+            return w;
+        }
         self.meta.next_sequence = self.meta.next_sequence.max(stored + 1);
         if want_snapshot {
             self.drop_unacknowledged(&mut w);
@@ -337,7 +360,7 @@ impl SpoolView {
                 let mut r = self.outbox.remove(&s).expect("listed");
                 self.del(&mut w, outbox_key(s));
                 r.sequence = self.meta.next_sequence;
-                self.meta.next_sequence += 1;
+                self.meta.next_sequence = self.meta.next_sequence.saturating_add(1);
                 let v = json(&r);
                 self.put(&mut w, outbox_key(r.sequence), v, true);
                 self.outbox.insert(r.sequence, r);

@@ -160,6 +160,35 @@ fn a_collector_that_wants_a_snapshot_gets_one_instead_of_the_pending_deltas() {
 }
 
 #[test]
+fn an_impossible_stored_sequence_never_wraps_the_agents_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.observe(obs(&[("zoom", "6")], true)).unwrap();
+    let r = s.next_record().unwrap().unwrap();
+    s.acknowledge(r.sequence).unwrap();
+    s.observe(obs(&[("zoom", "7")], false)).unwrap();
+    // A collector that stored u64::MAX (before sequences were bounded) welcomes us.
+    s.welcome(u64::MAX, false).unwrap();
+    let r = s.next_record().unwrap().unwrap();
+    assert_eq!(
+        (r.sequence, r.body.kind()),
+        (2, "snapshot"),
+        "our own count goes on, with the whole state"
+    );
+    // Nor does an ack of it count past the end or drop the record as acknowledged.
+    s.acknowledge(u64::MAX).unwrap();
+    assert_eq!(s.next_record().unwrap().unwrap(), r, "still unacknowledged");
+    assert_eq!(s.view().meta.next_sequence, 3);
+    s.welcome(commscan_core::report::SEQUENCE_CEILING, true)
+        .unwrap();
+    assert_eq!(s.view().meta.next_sequence, 3);
+    // A sane stored sequence just below the ceiling is adopted without overflow.
+    let high = commscan_core::report::SEQUENCE_CEILING - 1;
+    s.welcome(high, true).unwrap();
+    assert_eq!(s.view().meta.next_sequence, high + 1);
+}
+
+#[test]
 fn a_record_the_collector_cannot_have_applied_is_sent_again_under_a_new_sequence() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path());

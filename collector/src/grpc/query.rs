@@ -95,6 +95,9 @@ pub fn csv_line(d: &DeviceRecord) -> String {
 }
 
 /// One device as a JSON line.
+/// Bytes after which an export chunk is sent.
+const EXPORT_CHUNK_BYTES: usize = 1024 * 1024;
+
 pub(crate) fn json_line(d: &DeviceRecord) -> String {
     let v = serde_json::json!({
         "device_id": d.device_id,
@@ -496,19 +499,22 @@ impl Query for QueryService {
                         return;
                     }
                 };
-                let mut data = String::with_capacity(devices.len() * 160);
-                for d in &devices {
+                // Chunks of about EXPORT_CHUNK_BYTES: a page of large devices never makes a
+                // message a client refuses (one device is at most MAX_DEVICE_RECORD_BYTES).
+                let mut data = String::with_capacity(EXPORT_CHUNK_BYTES);
+                let mut devices = devices.iter().peekable();
+                while let Some(d) = devices.next() {
                     data.push_str(&if csv { csv_line(d) } else { json_line(d) });
-                }
-                if !data.is_empty()
-                    && tx
-                        .send(Ok(v1::ExportChunk {
-                            data: data.into_bytes(),
-                        }))
-                        .await
-                        .is_err()
-                {
-                    return;
+                    if (data.len() >= EXPORT_CHUNK_BYTES || devices.peek().is_none())
+                        && tx
+                            .send(Ok(v1::ExportChunk {
+                                data: std::mem::take(&mut data).into_bytes(),
+                            }))
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
                 }
             }
         });

@@ -82,6 +82,16 @@ fn report_from_wire(r: v1::Report) -> Result<IncomingReport, CollectorError> {
     })
 }
 
+/// Whether a status from reading the inbound stream says the peer sent bytes that are not a
+/// message (tonic reports these as INTERNAL: an undecodable protobuf, a bad frame flag).
+fn is_malformed(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Internal
+        && (status
+            .message()
+            .contains("failed to decode Protobuf message")
+            || status.message().contains("invalid compression flag"))
+}
+
 fn msg(kind: collector_message::Kind) -> Result<CollectorMessage, tonic::Status> {
     Ok(CollectorMessage { kind: Some(kind) })
 }
@@ -108,7 +118,15 @@ impl Reporting for ReportingService {
             }
         };
         let mut inbound = request.into_inner();
-        let hello = match inbound.message().await? {
+        let first = inbound.message().await.map_err(|s| {
+            if is_malformed(&s) {
+                tracing::warn!(device = %who, error = %s.message(), "malformed hello");
+                tonic::Status::invalid_argument(format!("malformed message: {}", s.message()))
+            } else {
+                s
+            }
+        })?;
+        let hello = match first {
             Some(AgentMessage {
                 kind: Some(agent_message::Kind::Hello(h)),
             }) => h,
@@ -200,9 +218,15 @@ async fn pump(
                 Ok(Some(m)) => m,
                 Ok(None) => return,
                 Err(status) => {
-                    tracing::debug!(device = %who.device_id, error = %status, "stream ended");
                     if crate::grpc::oversize::is_oversize(status.code(), status.message()) {
+                        tracing::warn!(device = %who.device_id, error = %status.message(), "oversized message; stream ended");
                         let _ = tx.send(Err(tonic::Status::resource_exhausted(status.message().to_owned()))).await;
+                    } else if is_malformed(&status) {
+                        // Not an OK end: the agent sent something that is not a message.
+                        tracing::warn!(device = %who.device_id, error = %status.message(), "malformed message; stream ended");
+                        let _ = tx.send(Err(tonic::Status::invalid_argument(format!("malformed message: {}", status.message())))).await;
+                    } else {
+                        tracing::debug!(device = %who.device_id, error = %status, "stream ended");
                     }
                     return;
                 }

@@ -16,11 +16,11 @@ pub(crate) enum TokensCommand {
         /// Organisation devices will enrol into.
         #[arg(long)]
         org: String,
-        /// Number of enrolments it allows (default: unlimited until it expires).
-        #[arg(long)]
+        /// Number of enrolments it allows, at least 1 (default: unlimited until it expires).
+        #[arg(long, value_parser = parse_uses)]
         uses: Option<u64>,
-        /// Lifetime, e.g. 7d, 12h (default 7d, at most 366d).
-        #[arg(long, value_parser = commscan_core::duration::parse_duration)]
+        /// Lifetime, e.g. 7d, 12h, at least 1s (default 7d, at most 366d).
+        #[arg(long, value_parser = parse_expires)]
         expires: Option<std::time::Duration>,
     },
     /// List enrolment tokens (never their secrets).
@@ -38,6 +38,27 @@ pub(crate) enum TokensCommand {
         /// Token id from `tokens list`.
         id: String,
     },
+}
+
+/// `--uses`: 0 would be sent as "not given", which means unlimited; refuse it rather than
+/// create the opposite of what was asked.
+fn parse_uses(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(0) => Err("0 would allow no enrolment (omit --uses for unlimited uses)".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{s}' is not a number of uses")),
+    }
+}
+
+/// `--expires`: 0s would be sent as "not given", which means 7 days; refuse it.
+fn parse_expires(s: &str) -> Result<std::time::Duration, String> {
+    let d = commscan_core::duration::parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!(
+            "'{s}' would expire at once (omit --expires for the default of 7 days)"
+        ));
+    }
+    Ok(d)
 }
 
 pub(crate) async fn run(command: TokensCommand) -> anyhow::Result<ExitCode> {
