@@ -82,6 +82,8 @@ pub struct Collector {
     events: tokio::sync::broadcast::Sender<VerdictEvent>,
     /// The ministry side of federation: receiving enterprises' pushes, their freshness.
     ministry: Ministry,
+    /// Refusals of the current audit window (see [`crate::audit`]).
+    refusals: crate::audit::Refusals,
 }
 
 /// Default staleness window: three missed hourly reports.
@@ -132,6 +134,7 @@ impl Collector {
             stale_after: DEFAULT_STALE_AFTER,
             device_locks: DeviceLocks::default(),
             events: crate::events::channel(),
+            refusals: Default::default(),
         }
     }
 
@@ -197,6 +200,11 @@ impl Collector {
     /// Rate limits.
     pub(crate) fn limiters(&self) -> &Limiters {
         &self.limiters
+    }
+
+    /// Refusals of the current audit window.
+    pub(crate) fn refusals(&self) -> &crate::audit::Refusals {
+        &self.refusals
     }
 
     /// Connected agents.
