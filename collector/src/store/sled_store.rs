@@ -554,12 +554,12 @@ impl AuditStore for SledStore {
         let Some(cut) = cut else {
             return Ok(0);
         };
-        let mut removed = 0;
+        let mut removed = 0u64;
         let mut batch = sled::Batch::default();
         for k in self.audit.range(..=cut).keys() {
             batch.remove(k.map_err(backend)?);
             removed += 1;
-            if removed % 10_000 == 0 {
+            if removed.is_multiple_of(10_000) {
                 self.audit
                     .apply_batch(std::mem::take(&mut batch))
                     .map_err(backend)?;
