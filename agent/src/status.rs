@@ -250,6 +250,15 @@ impl StatusReport {
                             when(a.at, now)
                         );
                     }
+                    // After a restart, before the first acknowledgement of this run: the spool
+                    // still knows the last acknowledged sequence.
+                    None if s.spool.acked_sequence > 0 => {
+                        let _ = writeln!(
+                            o,
+                            "last ack:         sequence {} (before the agent last started)",
+                            s.spool.acked_sequence
+                        );
+                    }
                     None => {
                         let _ = writeln!(o, "last ack:         none yet");
                     }
@@ -294,5 +303,41 @@ impl StatusReport {
             let _ = writeln!(o, "problem:          {p}");
         }
         o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(agent: StatusFile) -> StatusReport {
+        StatusReport {
+            data_dir: PathBuf::from("/var/lib/commscan"),
+            identity: None,
+            certificate_expires: None,
+            certificate_days_left: None,
+            agent: Some(agent),
+            quarantined: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn after_a_restart_the_last_ack_comes_from_the_spool() {
+        let restarted = StatusFile {
+            spool: SpoolNote {
+                acked_sequence: 42,
+                ..SpoolNote::default()
+            },
+            ..StatusFile::default()
+        };
+        let text = report(restarted).render(1_000);
+        assert!(
+            text.contains("last ack:         sequence 42 (before the agent last started)"),
+            "{text}"
+        );
+        assert!(!text.contains("none yet\n") || text.contains("last scan:        none yet"));
+        let fresh = report(StatusFile::default()).render(1_000);
+        assert!(fresh.contains("last ack:         none yet"), "{fresh}");
     }
 }

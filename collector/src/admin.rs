@@ -1,7 +1,13 @@
 //! Privileged actions: enrolment tokens, device revocation, people's access tokens, reading the
-//! audit log. Every call is authorised and every outcome, allowed or denied, is audited.
+//! audit log. Every call is authorised ([`crate::auth::authorize`], through
+//! [`Collector::check`]) and every outcome, allowed or denied, is audited; an allowed action's
+//! entry is on disk before it is answered ([`Collector::audited`]).
+//!
+//! People are known by a public id, the first 12 hex digits of their token's hash, shown in
+//! the audit log beside their name (`alice [3fa9c2e1b4d0]`). Revoking or expiring a token
+//! takes effect on the token's next call: principals are read from the store on every call.
 
-use crate::auth::{Access, Principal};
+use crate::auth::{Access, Principal, person_actor};
 use crate::collector::Collector;
 use crate::error::CollectorError;
 use crate::secrets;
@@ -18,6 +24,26 @@ pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(7 * 86_400);
 /// The public id of a token: the first 12 hex digits of its hash.
 pub fn token_id(hash: &str) -> String {
     hash.chars().take(12).collect()
+}
+
+/// A person's token metadata with their public id.
+#[derive(Debug, Clone)]
+pub struct PersonInfo {
+    /// Public id (first 12 hex digits of the token's hash).
+    pub person_id: String,
+    /// The record.
+    pub record: PersonRecord,
+}
+
+/// Grants as `role:org` (`*` for every organisation), comma-separated.
+fn grants_text(grants: &[Grant]) -> String {
+    grants
+        .iter()
+        .map(|g| {
+            format!("{:?}:{}", g.role, g.organisation.as_deref().unwrap_or("*")).to_lowercase()
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A token's metadata with its public id.
@@ -72,17 +98,14 @@ impl Collector {
             uses_left: uses,
             revoked: false,
         };
-        self.store().put_token(&hash, &record)?;
-        self.store().flush()?;
         let info = TokenInfo {
             token_id: token_id(&hash),
             record,
         };
-        self.audit(
-            &who.name,
+        self.audited(
+            who,
             "tokens.create",
             Some(org),
-            true,
             format!(
                 "token {} uses={} expires={}",
                 info.token_id,
@@ -93,7 +116,8 @@ impl Collector {
                     .map(|t| t.to_string())
                     .unwrap_or_default()
             ),
-        );
+            || Ok(self.store().put_token(&hash, &info.record)?),
+        )?;
         Ok((info, secret))
     }
 
@@ -149,16 +173,13 @@ impl Collector {
             "tokens.revoke",
         )?;
         record.revoked = true;
-        self.store().put_token(&hash, &record)?;
-        self.store().flush()?;
-        self.audit(
-            &who.name,
+        self.audited(
+            who,
             "tokens.revoke",
             Some(&record.organisation),
-            true,
             format!("token {id} revoked"),
-        );
-        Ok(())
+            || Ok(self.store().put_token(&hash, &record)?),
+        )
     }
 
     /// Revokes a device: refused from its next RPC on; its history stays.
@@ -169,7 +190,7 @@ impl Collector {
         let mut device = self.store().device(id)?.ok_or_else(not_found)?;
         if !proof.covers(&device.organisation) {
             self.audit(
-                &who.name,
+                &who.actor(),
                 "devices.revoke",
                 Some(&device.organisation),
                 false,
@@ -178,16 +199,13 @@ impl Collector {
             return Err(not_found());
         }
         device.revoked = true;
-        self.store().put_device(&device, self.now())?;
-        self.store().flush()?;
-        self.audit(
-            &who.name,
+        self.audited(
+            who,
             "devices.revoke",
             Some(&device.organisation),
-            true,
             format!("device {id} ({}) revoked", device.hostname),
-        );
-        Ok(())
+            || Ok(self.store().put_device(&device, self.now())?),
+        )
     }
 
     /// Removes a revoked device, its history, and its share of the aggregates.
@@ -197,7 +215,7 @@ impl Collector {
         let device = self.store().device(id)?.ok_or_else(not_found)?;
         if !proof.covers(&device.organisation) {
             self.audit(
-                &who.name,
+                &who.actor(),
                 "devices.remove",
                 Some(&device.organisation),
                 false,
@@ -210,34 +228,38 @@ impl Collector {
                 "device {id} is not revoked: revoke it first (`commscanctl devices revoke {id}`) so it cannot report again"
             )));
         }
-        self.store().remove_device(id, self.now())?;
-        self.store().flush()?;
-        self.audit(
-            &who.name,
+        self.audited(
+            who,
             "devices.remove",
             Some(&device.organisation),
-            true,
             format!("device {id} ({}) removed", device.hostname),
-        );
-        Ok(())
+            || Ok(self.store().remove_device(id, self.now()).map(|_| ())?),
+        )
     }
 
-    /// Creates a person's bearer token with grants; returns the secret (shown once).
+    /// Creates a person's bearer token with grants, valid for `lifetime` (`None`: until
+    /// revoked); returns their public id and the secret (shown once).
     pub(crate) fn create_access_token(
         &self,
         who: &Principal,
         name: &str,
         grants: Vec<Grant>,
-    ) -> Result<String, CollectorError> {
+        lifetime: Option<Duration>,
+    ) -> Result<(String, String), CollectorError> {
         self.check(who, Access::ManagePeople, None, "people.create")?;
-        if name.trim().is_empty() || name.len() > 128 {
+        if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
             return Err(CollectorError::InvalidArgument(
-                "name: required, at most 128 characters".into(),
+                "name: required, at most 128 characters, no control characters".into(),
             ));
         }
         if grants.is_empty() {
             return Err(CollectorError::InvalidArgument(
                 "grants: at least one".into(),
+            ));
+        }
+        if lifetime.is_some_and(|l| l.is_zero() || l > MAX_TOKEN_LIFETIME) {
+            return Err(CollectorError::InvalidArgument(
+                "expires: more than 0 seconds, at most 366 days".into(),
             ));
         }
         for g in &grants {
@@ -255,29 +277,125 @@ impl Collector {
             }
         }
         let secret = secrets::generate("csa");
-        let detail = grants
-            .iter()
-            .map(|g| {
-                format!("{:?}:{}", g.role, g.organisation.as_deref().unwrap_or("*")).to_lowercase()
-            })
-            .collect::<Vec<_>>()
-            .join(",");
-        self.store().put_person(
-            &secrets::hash(&secret),
-            &PersonRecord {
-                name: name.to_owned(),
-                grants,
-            },
-        )?;
-        self.store().flush()?;
-        self.audit(
-            &who.name,
+        let hash = secrets::hash(&secret);
+        let id = token_id(&hash);
+        let now = self.now();
+        let record = PersonRecord {
+            created_at: Some(now),
+            created_by: who.actor(),
+            expires_at: lifetime.map(|l| now + l),
+            ..PersonRecord::new(name.to_owned(), grants)
+        };
+        self.audited(
+            who,
             "people.create",
             None,
-            true,
-            format!("access token for {name} with {detail}"),
-        );
-        Ok(secret)
+            format!(
+                "access token for {} with {}{}",
+                person_actor(name, &id),
+                grants_text(&record.grants),
+                record
+                    .expires_at
+                    .map(|t| format!(", expires {t}"))
+                    .unwrap_or_default()
+            ),
+            || Ok(self.store().put_person(&hash, &record)?),
+        )?;
+        Ok((id, secret))
+    }
+
+    /// Lists people's access tokens (never their secrets), newest first.
+    pub(crate) fn list_access_tokens(
+        &self,
+        who: &Principal,
+    ) -> Result<Vec<PersonInfo>, CollectorError> {
+        self.check(who, Access::ManagePeople, None, "people.list")?;
+        let mut out: Vec<PersonInfo> = self
+            .store()
+            .people()?
+            .into_iter()
+            .map(|(h, record)| PersonInfo {
+                person_id: token_id(&h),
+                record,
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (std::cmp::Reverse(a.record.created_at), &a.person_id)
+                .cmp(&(std::cmp::Reverse(b.record.created_at), &b.person_id))
+        });
+        Ok(out)
+    }
+
+    /// Revokes a person's access token: refused from their next call on.
+    pub(crate) fn revoke_access_token(
+        &self,
+        who: &Principal,
+        id: &str,
+    ) -> Result<PersonInfo, CollectorError> {
+        self.change_person(who, id, "people.revoke", |p, _| {
+            p.revoked = true;
+            "revoked".to_owned()
+        })
+    }
+
+    /// Expires a person's access token `after` from now (zero: at once).
+    pub(crate) fn expire_access_token(
+        &self,
+        who: &Principal,
+        id: &str,
+        after: Duration,
+    ) -> Result<PersonInfo, CollectorError> {
+        if after > MAX_TOKEN_LIFETIME {
+            return Err(CollectorError::InvalidArgument(
+                "expires_in_seconds: at most 366 days".into(),
+            ));
+        }
+        self.change_person(who, id, "people.expire", |p, now| {
+            let at = now + after;
+            // Expiring never extends a token's life.
+            let at = p.expires_at.map_or(at, |e| e.min(at));
+            p.expires_at = Some(at);
+            format!("expires {at}")
+        })
+    }
+
+    /// Finds a person by public id, authorises, changes and stores them, audited.
+    fn change_person(
+        &self,
+        who: &Principal,
+        id: &str,
+        action: &str,
+        change: impl FnOnce(&mut PersonRecord, time::OffsetDateTime) -> String,
+    ) -> Result<PersonInfo, CollectorError> {
+        self.check(who, Access::ManagePeople, None, action)?;
+        if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(CollectorError::InvalidArgument(
+                "person_id: give the 12-digit id from `commscanctl people list`".into(),
+            ));
+        }
+        let id = id.to_ascii_lowercase();
+        let found = self
+            .store()
+            .people()?
+            .into_iter()
+            .find(|(h, _)| h.starts_with(&id));
+        let Some((hash, mut record)) = found else {
+            return Err(CollectorError::NotFound(format!(
+                "no access token '{id}' (list them with `commscanctl people list`)"
+            )));
+        };
+        let what = change(&mut record, self.now());
+        self.audited(
+            who,
+            action,
+            None,
+            format!("access token of {} {what}", person_actor(&record.name, &id)),
+            || Ok(self.store().put_person(&hash, &record)?),
+        )?;
+        Ok(PersonInfo {
+            person_id: id,
+            record,
+        })
     }
 
     /// Audit entries after `after`, filtered to the caller's organisations.

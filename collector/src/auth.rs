@@ -44,11 +44,25 @@ impl DecisionMark {
 /// Who is asking.
 #[derive(Debug, Clone)]
 pub struct Principal {
+    /// Their public id (the first 12 hex digits of their token's hash): unique, unlike names.
+    pub id: String,
     /// Their name.
     pub name: String,
     /// Their grants.
     pub grants: Vec<Grant>,
     mark: DecisionMark,
+}
+
+impl Principal {
+    /// How the audit log names them: `name [id]`, so two people of one name stay apart.
+    pub fn actor(&self) -> String {
+        person_actor(&self.name, &self.id)
+    }
+}
+
+/// The audit actor of a person.
+pub(crate) fn person_actor(name: &str, id: &str) -> String {
+    format!("{name} [{id}]")
 }
 
 /// What is being asked.
@@ -139,7 +153,7 @@ pub(crate) fn authorize(
         }),
         _ => Err(CollectorError::PermissionDenied(format!(
             "{} may not {} in {}",
-            who.name,
+            who.actor(),
             match access {
                 Access::ReadDevices => "read device rows",
                 Access::ReadSummaries => "read summaries",
@@ -165,6 +179,8 @@ pub(crate) fn authorize(
 
 impl Collector {
     /// Resolves a bearer token to a principal, marking the request as decided either way.
+    /// The person is read from the store on every call (nothing is cached), so a revoked or
+    /// expired token is refused from the next call on.
     pub fn authenticate(
         &self,
         bearer: Option<&str>,
@@ -176,11 +192,24 @@ impl Collector {
             CollectorError::Unauthenticated(why.to_owned())
         };
         let token = bearer.ok_or_else(|| denied("missing `authorization: Bearer <token>`"))?;
+        let hash = secrets::hash(token);
         let person = self
             .store()
-            .person(&secrets::hash(token))?
+            .person(&hash)?
             .ok_or_else(|| denied("unknown bearer token"))?;
+        let id = crate::admin::token_id(&hash);
+        if let Some(why) = person.refused(self.now()) {
+            self.audit(
+                &person_actor(&person.name, &id),
+                "authenticate",
+                None,
+                false,
+                why,
+            );
+            return Err(CollectorError::Unauthenticated(why.to_owned()));
+        }
         Ok(Principal {
+            id,
             name: person.name,
             grants: person.grants,
             mark,
@@ -198,7 +227,7 @@ impl Collector {
         action: &str,
     ) -> Result<Authorized, CollectorError> {
         authorize(who, access, organisation)
-            .inspect_err(|e| self.audit(&who.name, action, organisation, false, e.to_string()))
+            .inspect_err(|e| self.audit(&who.actor(), action, organisation, false, e.to_string()))
     }
 }
 
@@ -208,6 +237,7 @@ mod tests {
 
     fn who(grants: &[(Role, Option<&str>)]) -> Principal {
         Principal {
+            id: "0123456789ab".into(),
             name: "p".into(),
             grants: grants
                 .iter()

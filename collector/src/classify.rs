@@ -123,7 +123,7 @@ impl Collector {
             Classification::Dismissed => format!("'{name}' dismissed"),
         };
         self.audit(
-            &who.name,
+            &who.actor(),
             "candidates.classify",
             Some(org),
             true,

@@ -84,6 +84,8 @@ pub struct Collector {
     ministry: Ministry,
     /// What ingest cut or dropped from reports.
     bound_counters: crate::ingest::BoundCounters,
+    /// Refusals of the current audit window (see [`crate::audit`]).
+    refusals: crate::audit::Refusals,
 }
 
 /// Default staleness window: three missed hourly reports.
@@ -135,6 +137,7 @@ impl Collector {
             device_locks: DeviceLocks::default(),
             events: crate::events::channel(),
             bound_counters: crate::ingest::BoundCounters::default(),
+            refusals: Default::default(),
         }
     }
 
@@ -200,6 +203,11 @@ impl Collector {
     /// Rate limits.
     pub(crate) fn limiters(&self) -> &Limiters {
         &self.limiters
+    }
+
+    /// Refusals of the current audit window.
+    pub(crate) fn refusals(&self) -> &crate::audit::Refusals {
+        &self.refusals
     }
 
     /// Connected agents.

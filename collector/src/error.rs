@@ -74,6 +74,7 @@ impl CollectorError {
             CollectorError::AlreadyExists(_) => Code::AlreadyExists,
             CollectorError::Unavailable(_) => Code::Unavailable,
             CollectorError::Store(StoreError::TokenRefused(_)) => Code::Unauthenticated,
+            CollectorError::Store(StoreError::Unavailable(_)) => Code::Unavailable,
             CollectorError::Store(_) | CollectorError::Pki(_) => Code::Internal,
         }
     }

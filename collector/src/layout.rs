@@ -6,9 +6,12 @@
 //! <data>/pki/ca.key         CA private key (0600)
 //! <data>/pki/server.crt     the collector's certificate, signed by the CA
 //! <data>/pki/server.key     its key (0600)
-//! <data>/store/             sled database: devices, aggregates, hashed tokens
+//! <data>/store/             sled database: devices, aggregates, hashed tokens (0700, files 0600)
 //! <data>/admin.token        the first admin bearer token (0600); move it somewhere safe
 //! ```
+//!
+//! The data directory, `pki/` and `store/` are created 0700 and the store's files made 0600
+//! whatever the umask ([`private_dir`], [`private_files`]); opening tightens an existing store.
 //!
 //! `init` refuses to touch a directory that already holds a deployment: nothing stored is ever
 //! overwritten by a second `init`.
@@ -40,6 +43,45 @@ pub enum LayoutError {
     /// A setting is invalid.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// Creates `dir` and its missing parents 0700 and tightens an existing `dir` to 0700: a data
+/// directory holds keys and the store, for the collector's user alone (outside the systemd
+/// unit, the umask would otherwise leave it 0755).
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
+}
+
+/// Makes every file under `dir` 0600 and every directory 0700 (sled creates its files with the
+/// process umask).
+pub(crate) fn private_files(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o700))?;
+                private_files(&entry.path())?;
+            } else if kind.is_file() {
+                std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 pub(crate) fn path_err(path: &Path, message: impl std::fmt::Display) -> LayoutError {
@@ -147,8 +189,9 @@ impl Layout {
                 "already holds a deployment; refusing to overwrite it (use another --data-dir)",
             ));
         }
+        private_dir(&self.root).map_err(|e| path_err(&self.root, format!("cannot create: {e}")))?;
         let pki = self.path("pki");
-        std::fs::create_dir_all(&pki).map_err(|e| path_err(&pki, format!("cannot create: {e}")))?;
+        private_dir(&pki).map_err(|e| path_err(&pki, format!("cannot create: {e}")))?;
         let read = |p: &Path| {
             std::fs::read_to_string(p).map_err(|e| path_err(p, format!("cannot read: {e}")))
         };
@@ -215,11 +258,14 @@ impl Layout {
             .put_person(
                 &secrets::hash(&admin_token),
                 &PersonRecord {
-                    name: "admin".into(),
-                    grants: vec![Grant {
-                        role: Role::Admin,
-                        organisation: None,
-                    }],
+                    created_at: Some(time::OffsetDateTime::now_utc()),
+                    ..PersonRecord::new(
+                        "admin".into(),
+                        vec![Grant {
+                            role: Role::Admin,
+                            organisation: None,
+                        }],
+                    )
                 },
             )
             .map_err(|e| path_err(&self.path("store"), e))?;
@@ -309,12 +355,55 @@ impl Layout {
         )
         .map_err(|e| LayoutError::Invalid(e.to_string()))?;
         let rules = Rules::load(rules).map_err(|e| LayoutError::Invalid(format!("rules: {e}")))?;
+        let store_dir = self.path("store");
+        let opener: crate::store::recovering::Opener =
+            Box::new(move || SledStore::open(&store_dir).map(|s| Arc::new(s) as Arc<dyn Store>));
         let store: Arc<dyn Store> = Arc::new(
-            SledStore::open(&self.path("store")).map_err(|e| path_err(&self.path("store"), e))?,
+            crate::store::recovering::Recovering::open(opener)
+                .map_err(|e| path_err(&self.path("store"), e))?,
         );
         let collector = Collector::new(store, rules, authority, ca_pem, trust_domain)
             .with_clock(settings.clock.clone())
             .with_federation_stale_after(settings.federation_stale_after);
         Ok((Arc::new(collector), tls))
+    }
+}
+
+#[cfg(all(test, unix))]
+mod permission_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_data_directory_and_the_store_are_private_whatever_the_umask() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path().join("data"));
+        layout
+            .init(&InitOptions {
+                trust_domain: "t".into(),
+                server_names: vec!["localhost".into()],
+                organisation: "acme".into(),
+                import_ca: None,
+                import_server: None,
+            })
+            .unwrap();
+        // An existing store left world-readable (an older version) is tightened on open.
+        let db = layout.path("store/db");
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _ = layout.open(&RulesConfig::default()).unwrap();
+        assert_eq!(mode(&layout.root), 0o700);
+        assert_eq!(mode(&layout.path("pki")), 0o700);
+        assert_eq!(mode(&layout.path("store")), 0o700);
+        for e in std::fs::read_dir(layout.path("store")).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                assert_eq!(mode(&e.path()), 0o600, "{}", e.path().display());
+            }
+        }
     }
 }

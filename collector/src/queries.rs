@@ -60,7 +60,7 @@ impl Collector {
         let device = self.store().device(id)?.ok_or_else(not_found)?;
         if !proof.covers(&device.organisation) {
             self.audit(
-                &who.name,
+                &who.actor(),
                 "query.get_device",
                 Some(&device.organisation),
                 false,

@@ -83,6 +83,19 @@ pub async fn serve(
     health_reporter
         .set_serving::<FederationServer<FederationService>>()
         .await;
+    // NOT_SERVING while the store cannot write (a full disk); SERVING once it recovered.
+    tokio::spawn(crate::service::watch_store_health(
+        health_reporter.clone(),
+        collector.clone(),
+        vec![
+            <EnrollmentServer<EnrollmentService> as tonic::server::NamedService>::NAME,
+            <ReportingServer<ReportingService> as tonic::server::NamedService>::NAME,
+            <QueryServer<QueryService> as tonic::server::NamedService>::NAME,
+            <AdminServer<AdminService> as tonic::server::NamedService>::NAME,
+            <FederationServer<FederationService> as tonic::server::NamedService>::NAME,
+        ],
+        shutdown.clone(),
+    ));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(commscan_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

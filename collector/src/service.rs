@@ -7,7 +7,13 @@
 //! - On SIGHUP (Unix), every rules file is reloaded; an invalid one is refused and the previous
 //!   rules stay in force ([`Collector::reload`]).
 //!
-//! Both run on the blocking pool (sled is synchronous) and stop when `shutdown` fires.
+//! - Every [`AUDIT_TICK`], the audit log's refusal window is closed if it has ended (its counts
+//!   written), and every [`AUDIT_SWEEP_INTERVAL`] (and at start) old entries are removed by
+//!   retention ([`Collector::sweep_audit`], [`crate::audit`]).
+//!
+//! All run on the blocking pool (sled is synchronous) and stop when `shutdown` fires.
+//! [`watch_store_health`], started by the server, turns the store's health into the gRPC
+//! health service's: NOT_SERVING while the store cannot write, driving its recovery.
 
 use crate::collector::Collector;
 use crate::compliance::RulesConfig;
@@ -18,6 +24,51 @@ use tokio_util::task::TaskTracker;
 
 /// How often the staleness sweep runs.
 pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How often the audit refusal window is checked for its end.
+pub(crate) const AUDIT_TICK: Duration = Duration::from_secs(5);
+/// How often audit retention runs.
+pub(crate) const AUDIT_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often the store's health is checked (and a failed store's recovery attempted).
+pub(crate) const STORE_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Keeps the health service's `services` (and the overall "" service) NOT_SERVING while the
+/// store cannot write, and SERVING again once it recovered ([`crate::store::Durable::check_health`]
+/// reopens a failed store). Runs until `shutdown`.
+pub(crate) async fn watch_store_health(
+    reporter: tonic_health::server::HealthReporter,
+    collector: Arc<Collector>,
+    services: Vec<&'static str>,
+    shutdown: CancellationToken,
+) {
+    let mut serving = true;
+    let mut tick = tokio::time::interval(STORE_HEALTH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let c = collector.clone();
+        let healthy = tokio::task::spawn_blocking(move || c.store().check_health())
+            .await
+            .unwrap_or(false);
+        if healthy == serving {
+            continue;
+        }
+        serving = healthy;
+        let status = if healthy {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        tracing::warn!(?status, "store health changed");
+        reporter.set_service_status("", status).await;
+        for name in &services {
+            reporter.set_service_status(*name, status).await;
+        }
+    }
+}
 
 /// Starts the background work; the returned tracker completes once it has stopped.
 pub fn spawn(
@@ -42,6 +93,38 @@ pub fn spawn(
                     Ok(Ok(n)) => tracing::info!(devices = n, "devices turned stale"),
                     Ok(Err(e)) => tracing::error!(error = %e, "staleness sweep failed"),
                     Err(e) => tracing::error!(error = %e, "staleness sweep task failed"),
+                }
+            }
+        });
+    }
+    {
+        let (collector, shutdown) = (collector.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(AUDIT_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_sweep: Option<std::time::Instant> = None;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let sweep = last_sweep.is_none_or(|t| t.elapsed() >= AUDIT_SWEEP_INTERVAL);
+                if sweep {
+                    last_sweep = Some(std::time::Instant::now());
+                }
+                let c = collector.clone();
+                let done = tokio::task::spawn_blocking(move || {
+                    c.close_audit_window();
+                    sweep.then(|| c.sweep_audit(&crate::audit::AuditRetention::default()))
+                })
+                .await;
+                match done {
+                    Ok(Some(Ok(n))) if n > 0 => {
+                        tracing::info!(entries = n, "audit retention removed entries")
+                    }
+                    Ok(Some(Err(e))) => tracing::error!(error = %e, "audit retention failed"),
+                    Err(e) => tracing::error!(error = %e, "audit task failed"),
+                    _ => {}
                 }
             }
         });

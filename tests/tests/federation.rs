@@ -298,6 +298,7 @@ async fn ministry_fleet_summary_shows_both_enterprises_organisations_with_their_
                 role: v1::Role::Analyst as i32,
                 organisation: "acme".into(),
             }],
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -68,6 +68,7 @@ async fn world() -> World {
             .create_access_token(v1::CreateAccessTokenRequest {
                 name: name.into(),
                 grants,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -197,6 +198,7 @@ async fn call(w: &World, token: &str, rpc: &str) -> Outcome {
                         role: v1::Role::Auditor as i32,
                         organisation: String::new(),
                     }],
+                    ..Default::default()
                 })
                 .await,
             ),
@@ -415,7 +417,9 @@ async fn every_rpc_for_every_role() {
     let audit = w.c.audit();
     for who in ["officer-a", "analyst", "auditor"] {
         assert!(
-            audit.iter().any(|e| e.actor == who && !e.allowed),
+            audit
+                .iter()
+                .any(|e| e.actor.starts_with(&format!("{who} [")) && !e.allowed),
             "no denial audited for {who}"
         );
     }

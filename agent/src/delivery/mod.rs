@@ -110,13 +110,15 @@ pub enum AgentError {
 }
 
 impl AgentError {
-    /// Whether retrying later may succeed: only some transport failures; a broken data
-    /// directory or spool needs a person.
+    /// Whether retrying later may succeed: some transport failures, and the spool's disk
+    /// failing (a full disk frees up: retried with the ordinary short backoff, never the
+    /// hour of a permanent refusal); a broken data directory or a corrupt spool needs a person.
     pub fn is_retriable(&self) -> bool {
         match self {
             AgentError::Transport(t) => t.is_retriable(),
             // A clock gets corrected (NTP catches up); keep trying at the outage pace.
             AgentError::Clock { .. } => true,
+            AgentError::Spool(SpoolError::Backend(_)) => true,
             AgentError::State(_) | AgentError::Spool(_) => false,
         }
     }
@@ -206,9 +208,18 @@ impl Agent {
         spool: Arc<dyn Spool>,
     ) -> Agent {
         let (events, _) = broadcast::channel(4096);
+        // The last acknowledgement survives a restart: carried over from the previous run's
+        // status file when its sequence is still the spool's (else `status` shows the spool's
+        // sequence without a time).
+        let acked = spool.view().meta.acked_sequence;
+        let last_ack = StatusFile::read(&DataDir::new(&config.data_dir))
+            .and_then(Result::ok)
+            .and_then(|s| s.last_ack)
+            .filter(|a| a.sequence == acked);
         let status = StatusFile {
             pid: std::process::id(),
             started_at: now(),
+            last_ack,
             ..StatusFile::default()
         };
         Agent {
@@ -360,5 +371,23 @@ impl Reporter {
             agent.run(shutdown.clone()).await;
             Ok(SessionEnd::Shutdown)
         }
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_retried_soon_a_corrupt_spool_is_not() {
+        let full = AgentError::Spool(SpoolError::Backend(
+            "No space left on device (os error 28)".into(),
+        ));
+        assert!(full.is_retriable());
+        let corrupt = AgentError::Spool(SpoolError::Corrupt {
+            what: "database".into(),
+            message: "bad".into(),
+        });
+        assert!(!corrupt.is_retriable());
     }
 }

@@ -34,6 +34,7 @@ pub struct Ministry {
     trust_domain: String,
     clock: Clock,
     stale_after: Duration,
+    refusals: crate::audit::Refusals,
 }
 
 impl std::fmt::Debug for Ministry {
@@ -60,6 +61,7 @@ impl Ministry {
             trust_domain,
             clock,
             stale_after,
+            refusals: Default::default(),
         }
     }
 
@@ -71,16 +73,21 @@ impl Ministry {
         (self.clock)()
     }
 
+    /// Audits a refusal (aggregated, see [`crate::audit::Refusals`]).
     fn audit(&self, actor: &str, organisation: Option<&str>, detail: String) {
-        crate::audit::append(
+        self.refusals.record(
             &*self.audit_log,
             self.now(),
             actor,
             AUDIT_ACTION,
             organisation,
-            false,
             detail,
         );
+    }
+
+    /// Writes the counts of the refusal window if it has ended.
+    pub(crate) fn close_audit_window(&self) {
+        self.refusals.close_due(&*self.audit_log, self.now());
     }
 
     /// The enterprise calling, from the leaf of its verified client certificate chain

@@ -3,7 +3,7 @@
 use super::backstop::mark_of;
 use super::blocking;
 use super::query::bearer;
-use crate::admin::TokenInfo;
+use crate::admin::{PersonInfo, TokenInfo};
 use crate::collector::Collector;
 use crate::error::CollectorError;
 use crate::store::records::{Grant, Role};
@@ -24,6 +24,35 @@ fn token_to_wire(t: &TokenInfo) -> v1::EnrollmentToken {
         expires_at: t.record.expires_at.map(convert::timestamp),
         uses_left: t.record.uses_left,
         revoked: t.record.revoked,
+    }
+}
+
+fn role_to_wire(r: Role) -> v1::Role {
+    match r {
+        Role::Admin => v1::Role::Admin,
+        Role::Officer => v1::Role::Officer,
+        Role::Analyst => v1::Role::Analyst,
+        Role::Auditor => v1::Role::Auditor,
+    }
+}
+
+fn person_to_wire(p: &PersonInfo) -> v1::AccessToken {
+    v1::AccessToken {
+        person_id: p.person_id.clone(),
+        name: p.record.name.clone(),
+        grants: p
+            .record
+            .grants
+            .iter()
+            .map(|g| v1::Grant {
+                role: role_to_wire(g.role) as i32,
+                organisation: g.organisation.clone().unwrap_or_default(),
+            })
+            .collect(),
+        created_at: p.record.created_at.map(convert::timestamp),
+        created_by: p.record.created_by.clone(),
+        expires_at: p.record.expires_at.map(convert::timestamp),
+        revoked: p.record.revoked,
     }
 }
 
@@ -113,7 +142,9 @@ impl Admin for AdminService {
         &self,
         request: tonic::Request<v1::CreateAccessTokenRequest>,
     ) -> Result<tonic::Response<v1::CreateAccessTokenResponse>, tonic::Status> {
-        let secret = authed!(self, request, |c, who, r| {
+        let (person_id, secret) = authed!(self, request, |c, who, r| {
+            let lifetime =
+                (r.expires_in_seconds > 0).then(|| Duration::from_secs(r.expires_in_seconds));
             let grants = r
                 .grants
                 .into_iter()
@@ -126,7 +157,7 @@ impl Admin for AdminService {
                 .collect::<Result<Vec<_>, CollectorError>>();
             // Authorise before reporting input errors, so an unauthorised caller learns nothing.
             match grants {
-                Ok(grants) => c.create_access_token(&who, &r.name, grants),
+                Ok(grants) => c.create_access_token(&who, &r.name, grants, lifetime),
                 Err(e) => {
                     crate::auth::authorize(&who, crate::auth::Access::ManagePeople, None)?;
                     Err(e)
@@ -135,6 +166,42 @@ impl Admin for AdminService {
         })?;
         Ok(tonic::Response::new(v1::CreateAccessTokenResponse {
             secret,
+            person_id,
+        }))
+    }
+
+    async fn list_access_tokens(
+        &self,
+        request: tonic::Request<v1::ListAccessTokensRequest>,
+    ) -> Result<tonic::Response<v1::ListAccessTokensResponse>, tonic::Status> {
+        let people = authed!(self, request, |c, who, _r| c.list_access_tokens(&who))?;
+        Ok(tonic::Response::new(v1::ListAccessTokensResponse {
+            tokens: people.iter().map(person_to_wire).collect(),
+        }))
+    }
+
+    async fn revoke_access_token(
+        &self,
+        request: tonic::Request<v1::RevokeAccessTokenRequest>,
+    ) -> Result<tonic::Response<v1::RevokeAccessTokenResponse>, tonic::Status> {
+        let p = authed!(self, request, |c, who, r| c
+            .revoke_access_token(&who, &r.person_id))?;
+        Ok(tonic::Response::new(v1::RevokeAccessTokenResponse {
+            token: Some(person_to_wire(&p)),
+        }))
+    }
+
+    async fn expire_access_token(
+        &self,
+        request: tonic::Request<v1::ExpireAccessTokenRequest>,
+    ) -> Result<tonic::Response<v1::ExpireAccessTokenResponse>, tonic::Status> {
+        let p = authed!(self, request, |c, who, r| c.expire_access_token(
+            &who,
+            &r.person_id,
+            Duration::from_secs(r.expires_in_seconds)
+        ))?;
+        Ok(tonic::Response::new(v1::ExpireAccessTokenResponse {
+            token: Some(person_to_wire(&p)),
         }))
     }
 

@@ -22,6 +22,7 @@
 pub(crate) mod combining;
 pub mod group_commit;
 pub mod records;
+pub mod recovering;
 pub mod sled_store;
 
 pub use records::{
@@ -52,6 +53,10 @@ pub enum StoreError {
     /// An enrolment token could not be used.
     #[error("enrolment token refused: {0}")]
     TokenRefused(String),
+    /// The disk failed under the store (full, read-only, I/O error): nothing more can be
+    /// written until the store recovers ([`recovering::Recovering`] reopens it). Retriable.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Filters and paging for device listings.
@@ -83,6 +88,11 @@ pub struct DevicePage {
 pub trait Durable: Send + Sync + 'static {
     /// Makes every write so far durable.
     fn flush(&self) -> Result<(), StoreError>;
+    /// Whether the store can take writes now. A backend that recovers from a failed disk
+    /// ([`recovering::Recovering`]) tries to recover here; the health service polls it.
+    fn check_health(&self) -> bool {
+        true
+    }
 }
 
 /// Devices and what is maintained from them: the organisation aggregates, their daily trend
@@ -148,14 +158,21 @@ pub trait TokenStore: Durable {
     fn put_person(&self, hash: &str, person: &PersonRecord) -> Result<(), StoreError>;
     /// A person by token hash.
     fn person(&self, hash: &str) -> Result<Option<PersonRecord>, StoreError>;
+    /// Every person with the hash of their token.
+    fn people(&self) -> Result<Vec<(String, PersonRecord)>, StoreError>;
 }
 
-/// The audit log: append-only, read in order of position.
+/// The audit log: append-only, read in order of position; entries leave it only by retention
+/// ([`AuditStore::prune_audit`]).
 pub trait AuditStore: Durable {
     /// Appends an audit entry; returns its position. There is no way to change or delete one.
     fn append_audit(&self, entry: &AuditRecord) -> Result<u64, StoreError>;
     /// Audit entries after `after`, oldest first, at most `limit`.
     fn audit(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditRecord)>, StoreError>;
+    /// Retention, the one way entries leave the log: removes every entry older than `before`
+    /// and, newest kept first, every entry beyond `max_bytes` of encoded entries. Returns how
+    /// many were removed. Not durable until [`Durable::flush`].
+    fn prune_audit(&self, before: OffsetDateTime, max_bytes: u64) -> Result<u64, StoreError>;
 }
 
 /// On a ministry collector, the organisation aggregates enterprises pushed, kept per

@@ -262,13 +262,51 @@ impl TokenRecord {
     }
 }
 
-/// A person, stored under the SHA-256 of their bearer token.
+/// A person, stored under the SHA-256 of their bearer token. Their public id is the first 12
+/// hex digits of that hash (as for enrolment tokens): two people with one name are two ids.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PersonRecord {
-    /// Who, as shown in the audit log.
+    /// Who, as shown in the audit log (with the id).
     pub name: String,
     /// What they may do, where.
     pub grants: Vec<Grant>,
+    /// When the token was created; `None` for records older than this field.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub created_at: Option<OffsetDateTime>,
+    /// Who created it (their audit actor); empty for the first admin of `init`.
+    #[serde(default)]
+    pub created_by: String,
+    /// When it stops working; `None` never.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub expires_at: Option<OffsetDateTime>,
+    /// Revoked tokens never work again.
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+impl PersonRecord {
+    /// A new person's record.
+    pub fn new(name: String, grants: Vec<Grant>) -> PersonRecord {
+        PersonRecord {
+            name,
+            grants,
+            created_at: None,
+            created_by: String::new(),
+            expires_at: None,
+            revoked: false,
+        }
+    }
+
+    /// Why the token does not work at `now`, if it does not.
+    pub fn refused(&self, now: OffsetDateTime) -> Option<&'static str> {
+        if self.revoked {
+            Some("access token revoked")
+        } else if self.expires_at.is_some_and(|e| now >= e) {
+            Some("access token expired")
+        } else {
+            None
+        }
+    }
 }
 
 /// One role in one organisation, or in all.

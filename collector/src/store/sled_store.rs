@@ -76,8 +76,15 @@ pub struct SledStore {
 /// Device writes waiting to be combined, and their results.
 type DeviceWrites = Combiner<(DeviceRecord, OffsetDateTime), Result<(), StoreError>>;
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+/// A sled error as a store error: an I/O error (a full disk, a read-only or failing device)
+/// is [`StoreError::Unavailable`]: sled keeps refusing every write after one until it is
+/// reopened (its "global error" is only reset by opening), which
+/// [`super::recovering::Recovering`] does.
+fn backend(e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(io) => StoreError::Unavailable(format!("disk: {io}")),
+        other => StoreError::Backend(other.to_string()),
+    }
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -209,9 +216,16 @@ fn device_tx(t: &[TransactionalTree]) -> DeviceTx<'_> {
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
+        crate::layout::private_dir(dir)
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", dir.display())))?;
+        let db = sled::Config::new().path(dir).open().map_err(|e| match e {
+            sled::Error::Io(io) => {
+                StoreError::Unavailable(format!("{}: disk: {io}", dir.display()))
+            }
+            e => StoreError::Backend(format!("{}: {e}", dir.display())),
+        })?;
+        // sled creates its files with the process umask; only the collector reads them.
+        crate::layout::private_files(dir)
             .map_err(|e| StoreError::Backend(format!("{}: {e}", dir.display())))?;
         let tree = |n: &str| db.open_tree(n).map_err(backend);
         Ok(SledStore {
@@ -281,7 +295,8 @@ impl Durable for SledStore {
     fn flush(&self) -> Result<(), StoreError> {
         self.group_commit
             .flush(|| self.db.flush().map(|_| ()).map_err(|e| e.to_string()))
-            .map_err(StoreError::Backend)
+            // A flush that failed failed on the disk: sled refuses writes from then on.
+            .map_err(|e| StoreError::Unavailable(format!("flush: {e}")))
     }
 }
 
@@ -491,6 +506,10 @@ impl TokenStore for SledStore {
     fn person(&self, hash: &str) -> Result<Option<PersonRecord>, StoreError> {
         SledStore::get(&self.people, hash)
     }
+
+    fn people(&self) -> Result<Vec<(String, PersonRecord)>, StoreError> {
+        self.people.iter().map(|r| entry(0, r)).collect()
+    }
 }
 
 impl AuditStore for SledStore {
@@ -517,6 +536,37 @@ impl AuditStore for SledStore {
                 Ok((u64::from_be_bytes(position), decode(&k, &v)?))
             })
             .collect()
+    }
+
+    fn prune_audit(&self, before: OffsetDateTime, max_bytes: u64) -> Result<u64, StoreError> {
+        // Newest first: the first entry too old, or past the byte budget, is the newest to go.
+        let mut bytes = 0u64;
+        let mut cut = None;
+        for r in self.audit.iter().rev() {
+            let (k, v) = r.map_err(backend)?;
+            bytes += (k.len() + v.len()) as u64;
+            let old = decode::<AuditRecord>(&k, &v).is_ok_and(|e| e.at < before);
+            if old || bytes > max_bytes {
+                cut = Some(k);
+                break;
+            }
+        }
+        let Some(cut) = cut else {
+            return Ok(0);
+        };
+        let mut removed = 0u64;
+        let mut batch = sled::Batch::default();
+        for k in self.audit.range(..=cut).keys() {
+            batch.remove(k.map_err(backend)?);
+            removed += 1;
+            if removed.is_multiple_of(10_000) {
+                self.audit
+                    .apply_batch(std::mem::take(&mut batch))
+                    .map_err(backend)?;
+            }
+        }
+        self.audit.apply_batch(batch).map_err(backend)?;
+        Ok(removed)
     }
 }
 

@@ -1,7 +1,10 @@
-//! `people add`: a bearer token for a person with scoped grants; the secret is shown once.
+//! `people add|list|revoke|expire`: people's bearer tokens with scoped grants. A secret is
+//! shown once, at creation; listings never carry it. People are known by a 12-digit id (the
+//! audit log shows it beside the name), so two people with one name stay apart.
 
-use super::Conn;
+use super::{Conn, time_text};
 use clap::Subcommand;
+use commscan_ctl::output::{self, Format};
 use commscan_proto::v1;
 use std::process::ExitCode;
 
@@ -16,16 +19,49 @@ pub(crate) enum PeopleCommand {
         /// ROLE or ROLE:ORG, repeatable: admin, officer:ORG, analyst, auditor[:ORG].
         #[arg(long = "grant", required = true)]
         grants: Vec<String>,
+        /// Lifetime, e.g. 90d, 12h (default: until revoked; at most 366d).
+        #[arg(long, value_parser = commscan_core::duration::parse_duration)]
+        expires: Option<std::time::Duration>,
+    },
+    /// List people's tokens (never their secrets).
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Revoke a person's token: refused from its next call on.
+    Revoke {
+        #[command(flatten)]
+        conn: Conn,
+        /// Person id from `people list`.
+        id: String,
+    },
+    /// Make a person's token expire, now or after a delay (never later than it would).
+    Expire {
+        #[command(flatten)]
+        conn: Conn,
+        /// Person id from `people list`.
+        id: String,
+        /// Expire after this long, e.g. 1h (default: now).
+        #[arg(long = "in", value_parser = commscan_core::duration::parse_duration)]
+        after: Option<std::time::Duration>,
     },
 }
 
 pub(crate) async fn run(command: PeopleCommand) -> anyhow::Result<ExitCode> {
     match command {
-        PeopleCommand::Add { conn, name, grants } => {
+        PeopleCommand::Add {
+            conn,
+            name,
+            grants,
+            expires,
+        } => {
             let grants = grants
                 .iter()
                 .map(|g| parse_grant(g))
                 .collect::<anyhow::Result<Vec<_>>>()?;
+            if expires.is_some_and(|d| d.as_secs() == 0) {
+                anyhow::bail!("--expires: give a lifetime of at least one second");
+            }
             let r = conn
                 .connection()?
                 .admin()
@@ -33,16 +69,123 @@ pub(crate) async fn run(command: PeopleCommand) -> anyhow::Result<ExitCode> {
                 .create_access_token(v1::CreateAccessTokenRequest {
                     name: name.clone(),
                     grants,
+                    expires_in_seconds: expires.map(|d| d.as_secs()).unwrap_or(0),
                 })
                 .await?
                 .into_inner();
+            match conn.output {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::json!({"person_id": r.person_id, "name": name, "secret": r.secret})
+                ),
+                _ => println!(
+                    "access token for {} [{}] (shown once; store it in a file and point COMMSCAN_TOKEN_FILE at it):\n  {}",
+                    output::text(&name),
+                    output::text(&r.person_id),
+                    r.secret
+                ),
+            }
+        }
+        PeopleCommand::List { conn } => {
+            let r = conn
+                .connection()?
+                .admin()
+                .await?
+                .list_access_tokens(v1::ListAccessTokensRequest {})
+                .await?
+                .into_inner();
+            let rows: Vec<Vec<String>> = r.tokens.iter().map(row).collect();
+            let header = [
+                "PERSON", "NAME", "GRANTS", "CREATED", "BY", "EXPIRES", "STATE",
+            ];
+            print!("{}", output::rows(&header, &rows, conn.output));
+        }
+        PeopleCommand::Revoke { conn, id } => {
+            let r = conn
+                .connection()?
+                .admin()
+                .await?
+                .revoke_access_token(v1::RevokeAccessTokenRequest {
+                    person_id: id.clone(),
+                })
+                .await?
+                .into_inner();
+            let t = r.token.unwrap_or_default();
             println!(
-                "access token for {name} (shown once; store it in a file and point COMMSCAN_TOKEN_FILE at it):\n  {}",
-                r.secret
+                "access token of {} [{}] revoked",
+                output::text(&t.name),
+                output::text(&t.person_id)
+            );
+        }
+        PeopleCommand::Expire { conn, id, after } => {
+            let r = conn
+                .connection()?
+                .admin()
+                .await?
+                .expire_access_token(v1::ExpireAccessTokenRequest {
+                    person_id: id.clone(),
+                    expires_in_seconds: after.map(|d| d.as_secs()).unwrap_or(0),
+                })
+                .await?
+                .into_inner();
+            let t = r.token.unwrap_or_default();
+            println!(
+                "access token of {} [{}] expires {}",
+                output::text(&t.name),
+                output::text(&t.person_id),
+                time_text(t.expires_at.as_ref())
             );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn role_name(v: i32) -> &'static str {
+    match v1::Role::try_from(v) {
+        Ok(v1::Role::Admin) => "admin",
+        Ok(v1::Role::Officer) => "officer",
+        Ok(v1::Role::Analyst) => "analyst",
+        Ok(v1::Role::Auditor) => "auditor",
+        _ => "?",
+    }
+}
+
+/// One row of `people list`.
+fn row(t: &v1::AccessToken) -> Vec<String> {
+    let grants = t
+        .grants
+        .iter()
+        .map(|g| {
+            if g.organisation.is_empty() {
+                role_name(g.role).to_owned()
+            } else {
+                format!("{}:{}", role_name(g.role), g.organisation)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let state = if t.revoked {
+        "revoked"
+    } else if t.expires_at.as_ref().is_some_and(|e| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        e.seconds <= now
+    }) {
+        "expired"
+    } else {
+        "active"
+    };
+    vec![
+        t.person_id.clone(),
+        t.name.clone(),
+        grants,
+        time_text(t.created_at.as_ref()),
+        t.created_by.clone(),
+        time_text(t.expires_at.as_ref()),
+        state.into(),
+    ]
 }
 
 fn parse_grant(s: &str) -> anyhow::Result<v1::Grant> {
