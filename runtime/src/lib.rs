@@ -6,6 +6,7 @@
 //! | [`transport`] | a TLS channel to a collector (pinned CA, optional client identity, keepalive), the transport error, reconnect backoff |
 //! | [`signals`] | one shutdown token: Ctrl-C, or SIGTERM on Unix |
 //! | [`files`] | atomic, durable replacement of small files |
+//! | `testing` | with feature `test-support` only: a tmpfs to fill, for disk-full tests |
 //! | [`bootstrap`] | a binary's `main`: logging, the rustls provider, the tokio runtime, exit codes |
 //!
 //! Nothing here knows what a device, a report or a policy is: the domain lives in
@@ -17,3 +18,6 @@ pub mod bootstrap;
 pub mod files;
 pub mod signals;
 pub mod transport;
+
+#[cfg(feature = "test-support")]
+pub mod testing;
