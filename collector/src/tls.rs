@@ -9,6 +9,13 @@
 //!
 //! The accept loop runs handshakes concurrently with a timeout and a cap on open connections;
 //! a failed handshake (garbage on the port, wrong CA, TLS 1.2) closes that connection only.
+//!
+//! No session resumption: no session cache, no tickets. rustls would restore a resumed
+//! session's client certificate chain without verifying it again, so a certificate that
+//! expired since the first handshake would still be accepted; every handshake is therefore a
+//! full one, and the verifier sees every certificate. (Revocation is checked per stream by the
+//! domain, [`crate::collector::Collector::open_stream`], handshake or not.) Agents hold one
+//! long-lived connection, so this costs one full handshake per agent connection.
 
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
@@ -88,6 +95,8 @@ pub fn server_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ServerCon
         .with_single_cert(read_certs(cert)?, read_key(key)?)
         .map_err(|e| file_err(key, format!("does not match {}: {e}", cert.display())))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 
