@@ -25,7 +25,8 @@
 //! | [`error`] | the domain error and its wire codes |
 //! | [`grpc`] | thin tonic adapters for `Enrollment`, `Reporting`, `Query`, `Admin`, `Federation`: they convert, the domain decides |
 //! | [`tls`] | rustls TLS 1.3 configuration and the accept loop |
-//! | [`server`] | all services on one port, limits, health, reflection |
+//! | [`edge`] | the network edge: idle and unanswered connections closed, unauthenticated request bytes budgeted, shutdown bounded |
+//! | [`server`] | all services on one port, the edge's limits, health, reflection (v1 and v1alpha) |
 //! | [`layout`] | the data directory: `init` and opening it |
 //!
 //! The domain is the plain-Rust modules above `grpc`; the adapters and the server are apart
@@ -42,6 +43,7 @@ pub(crate) mod classify;
 pub mod collector;
 pub mod compliance;
 pub mod connections;
+pub mod edge;
 pub(crate) mod enrollment;
 pub mod error;
 pub(crate) mod events;

@@ -1,9 +1,17 @@
 //! Serving: every service on one TLS port, until shutdown.
 //!
 //! `serve` takes an already-bound listener (tests bind `127.0.0.1:0`) and a cancellation
-//! token; it returns when the token fires and in-flight calls have drained.
+//! token; it returns when the token fires and in-flight calls have drained, or
+//! [`SHUTDOWN_GRACE`] later with the connections still open closed (a watch, a stalled
+//! client or an agent that stopped reading cannot hold it).
+//!
+//! The bounds at the network edge are the constants below, carried by [`Limits`] and
+//! enforced by [`crate::edge`] (connections, buffered bytes, idle and shutdown), by tonic and
+//! h2 (message sizes, streams, windows, frame and header sizes, request timeout) and by
+//! [`crate::tls`] (handshake timeout, no session resumption).
 
 use crate::collector::Collector;
+use crate::edge::Edge;
 use crate::grpc::admin::AdminService;
 use crate::grpc::backstop::Backstop;
 use crate::grpc::{
@@ -18,32 +26,111 @@ use commscan_proto::v1::{
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-/// Limits applied to every connection.
+/// Largest decoded message from a caller identified by its certificate (`Reporting`: an
+/// agent's snapshot; `Federation`: an enterprise's aggregates).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Largest decoded message of every service whose caller is not identified by a certificate
+/// when the message is decoded: `Enrollment` (a token, a CSR, a host), `Query` and `Admin`
+/// (a bearer token is checked after decoding), health and reflection. The largest legitimate
+/// one, an enrolment with its CSR, is a few kilobytes.
+pub const MAX_UNAUTHENTICATED_MESSAGE_BYTES: usize = 64 * 1024;
+/// Request bytes held at once, all together, for requests on connections without a verified
+/// client certificate: every DATA byte such a request delivers is drawn from this budget and
+/// returned when the request ends. When it is empty, requests fail with RESOURCE_EXHAUSTED.
+pub const UNAUTHENTICATED_BUFFER_BYTES: usize = 32 * 1024 * 1024;
+/// Concurrent HTTP/2 streams per connection (an agent uses one).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 16;
+/// Open connections in total, handshaking ones included; further ones wait in the kernel's
+/// backlog. Keep below the open-files limit ([`crate::open_files`]).
+pub const MAX_CONNECTIONS: usize = 18_000;
+/// HTTP/2 stream flow-control window: bytes a client may send on a stream before the server
+/// reads them.
+pub const INITIAL_STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+/// HTTP/2 connection flow-control window: the same, for all streams of a connection together.
+pub const INITIAL_CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
+/// Largest HTTP/2 frame payload accepted (the protocol's minimum).
+pub const MAX_FRAME_BYTES: u32 = 16 * 1024;
+/// Largest HTTP/2 header list (decoded headers of one request).
+pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+/// Time a client has to complete the TLS handshake after its TCP connection is accepted.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a connection has, after its TLS handshake, to send the HTTP/2 preface and the complete
+/// headers of its first request; otherwise it is closed.
+pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection with no open stream for this long is closed. An agent's `Reporting.Connect`
+/// stream stays open, so agents are never idle; HTTP/2 pings are not activity.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time from a request's headers to its response's headers: a request body that stalls
+/// (headers sent, message never completed) is cancelled after this long. Streams already
+/// answered (an agent's stream, watches, exports) are not limited by it.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// HTTP/2 keepalive ping interval (the server's own pings; agents ping every 30 s).
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// How long a keepalive ping may go unanswered before the connection is closed.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// After shutdown starts (GOAWAY sent, streams asked to end), connections still open this
+/// long after are closed, so `serve` returns.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Limits applied at the network edge; the defaults are the constants above, tests shorten
+/// the timeouts. See ARCHITECTURE.md, "Bounds at the network edge".
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Largest decoded message.
+    /// [`MAX_MESSAGE_BYTES`].
     pub max_message_bytes: usize,
-    /// Concurrent HTTP/2 streams per connection.
+    /// [`MAX_UNAUTHENTICATED_MESSAGE_BYTES`].
+    pub max_unauthenticated_message_bytes: usize,
+    /// [`UNAUTHENTICATED_BUFFER_BYTES`].
+    pub unauthenticated_buffer_bytes: usize,
+    /// [`MAX_STREAMS_PER_CONNECTION`].
     pub max_streams_per_connection: u32,
-    /// Open connections in total.
+    /// [`MAX_CONNECTIONS`].
     pub max_connections: usize,
-    /// HTTP/2 keepalive ping interval.
+    /// [`INITIAL_STREAM_WINDOW_BYTES`].
+    pub initial_stream_window_bytes: u32,
+    /// [`INITIAL_CONNECTION_WINDOW_BYTES`].
+    pub initial_connection_window_bytes: u32,
+    /// [`MAX_FRAME_BYTES`].
+    pub max_frame_bytes: u32,
+    /// [`MAX_HEADER_LIST_BYTES`].
+    pub max_header_list_bytes: u32,
+    /// [`TLS_HANDSHAKE_TIMEOUT`].
+    pub tls_handshake_timeout: Duration,
+    /// [`FIRST_REQUEST_TIMEOUT`].
+    pub first_request_timeout: Duration,
+    /// [`IDLE_TIMEOUT`].
+    pub idle_timeout: Duration,
+    /// [`REQUEST_TIMEOUT`].
+    pub request_timeout: Duration,
+    /// [`KEEPALIVE_INTERVAL`].
     pub keepalive_interval: Duration,
-    /// How long a ping may go unanswered.
+    /// [`KEEPALIVE_TIMEOUT`].
     pub keepalive_timeout: Duration,
+    /// [`SHUTDOWN_GRACE`].
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_message_bytes: 4 * 1024 * 1024,
-            max_streams_per_connection: 16,
-            max_connections: 18_000,
-            keepalive_interval: Duration::from_secs(60),
-            keepalive_timeout: Duration::from_secs(20),
+            max_message_bytes: MAX_MESSAGE_BYTES,
+            max_unauthenticated_message_bytes: MAX_UNAUTHENTICATED_MESSAGE_BYTES,
+            unauthenticated_buffer_bytes: UNAUTHENTICATED_BUFFER_BYTES,
+            max_streams_per_connection: MAX_STREAMS_PER_CONNECTION,
+            max_connections: MAX_CONNECTIONS,
+            initial_stream_window_bytes: INITIAL_STREAM_WINDOW_BYTES,
+            initial_connection_window_bytes: INITIAL_CONNECTION_WINDOW_BYTES,
+            max_frame_bytes: MAX_FRAME_BYTES,
+            max_header_list_bytes: MAX_HEADER_LIST_BYTES,
+            tls_handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
+            first_request_timeout: FIRST_REQUEST_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+            request_timeout: REQUEST_TIMEOUT,
+            keepalive_interval: KEEPALIVE_INTERVAL,
+            keepalive_timeout: KEEPALIVE_TIMEOUT,
+            shutdown_grace: SHUTDOWN_GRACE,
         }
     }
 }
@@ -96,11 +183,20 @@ pub async fn serve(
         ],
         shutdown.clone(),
     ));
+    // Both reflection versions: grpcurl and grpcio's reflection client still speak v1alpha.
+    let small = limits.max_unauthenticated_message_bytes;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(commscan_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+        .map_err(|e| ServeError::Reflection(e.to_string()))?
+        .max_decoding_message_size(small);
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(commscan_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?
+        .max_decoding_message_size(small);
 
     let max = limits.max_message_bytes;
     let auditor = collector.clone();
@@ -113,39 +209,32 @@ pub async fn serve(
             why,
         );
     });
-    let incoming = ReceiverStream::new(crate::tls::accept_loop(
-        listener,
-        tls,
-        limits.max_connections,
-        hook,
-        shutdown.clone(),
-    ));
-    tonic::transport::Server::builder()
+    let edge = Edge::new(limits);
+    let incoming = edge.incoming(listener, tls, hook, shutdown.clone());
+    edge.builder()
         .layer(crate::grpc::oversize::OversizeLayer)
-        .max_concurrent_streams(limits.max_streams_per_connection)
-        .http2_keepalive_interval(Some(limits.keepalive_interval))
-        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
-        .add_service(health)
+        .add_service(health.max_decoding_message_size(small))
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(
             EnrollmentServer::new(EnrollmentService(collector.clone()))
-                .max_decoding_message_size(max),
+                .max_decoding_message_size(small),
         )
         .add_service(
             ReportingServer::new(ReportingService(collector.clone(), shutdown.clone()))
                 .max_decoding_message_size(max),
         )
         .add_service(Backstop::new(
-            QueryServer::new(QueryService(collector.clone())).max_decoding_message_size(max),
+            QueryServer::new(QueryService(collector.clone())).max_decoding_message_size(small),
         ))
         .add_service(Backstop::new(
-            AdminServer::new(AdminService(collector.clone())).max_decoding_message_size(max),
+            AdminServer::new(AdminService(collector.clone())).max_decoding_message_size(small),
         ))
         // Authenticated by the enterprise certificate, not a bearer token: no backstop.
         .add_service(
             FederationServer::new(FederationService(collector)).max_decoding_message_size(max),
         )
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(incoming, edge.shutdown_signal(shutdown))
         .await?;
     Ok(())
 }

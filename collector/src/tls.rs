@@ -9,7 +9,17 @@
 //!
 //! The accept loop runs handshakes concurrently with a timeout and a cap on open connections;
 //! a failed handshake (garbage on the port, wrong CA, TLS 1.2) closes that connection only.
+//! Established connections are watched by the [`crate::edge`]: their reads and writes fail
+//! once the connection is idle, never sent a request, or outlived shutdown's grace.
+//!
+//! No session resumption: no session cache, no tickets. rustls would restore a resumed
+//! session's client certificate chain without verifying it again, so a certificate that
+//! expired since the first handshake would still be accepted; every handshake is therefore a
+//! full one, and the verifier sees every certificate. (Revocation is checked per stream by the
+//! domain, [`crate::collector::Collector::open_stream`], handshake or not.) Agents hold one
+//! long-lived connection, so this costs one full handshake per agent connection.
 
+use crate::edge::{ConnectionWatch, Edge};
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
@@ -22,9 +32,6 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
-
-/// Time a client has to complete the TLS handshake.
-pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A TLS setup failure, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -88,22 +95,26 @@ pub fn server_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ServerCon
         .with_single_cert(read_certs(cert)?, read_key(key)?)
         .map_err(|e| file_err(key, format!("does not match {}: {e}", cert.display())))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 
-/// Accepts TCP connections, completes TLS handshakes concurrently, and yields established
-/// streams. Stops when `shutdown` fires. At most `max_connections` are open at once; further
-/// connections wait in the kernel's backlog.
-pub fn accept_loop(
+/// Accepts TCP connections, completes TLS handshakes concurrently (each within the edge's
+/// `tls_handshake_timeout`), and yields established streams, each watched by `edge`. Stops
+/// when `shutdown` fires. At most `max_connections` are open at once, handshaking ones
+/// included; further connections wait in the kernel's backlog.
+pub(crate) fn accept_loop(
     listener: TcpListener,
     config: Arc<ServerConfig>,
-    max_connections: usize,
+    edge: Edge,
     on_certificate_rejected: RejectHook,
     shutdown: CancellationToken,
 ) -> mpsc::Receiver<Result<TlsConnection, std::io::Error>> {
     let (tx, rx) = mpsc::channel(128);
     let acceptor = TlsAcceptor::from(config);
-    let permits = Arc::new(Semaphore::new(max_connections));
+    let permits = Arc::new(Semaphore::new(edge.limits().max_connections));
+    let handshake_timeout = edge.limits().tls_handshake_timeout;
     tokio::spawn(async move {
         loop {
             let permit = tokio::select! {
@@ -125,12 +136,14 @@ pub fn accept_loop(
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             let hook = on_certificate_rejected.clone();
+            let edge = edge.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let _ = tx
                             .send(Ok(TlsConnection {
                                 stream,
+                                watch: edge.watch(peer),
                                 _permit: permit,
                             }))
                             .await;
@@ -163,9 +176,11 @@ pub(crate) fn certificate_rejection(e: &std::io::Error) -> Option<String> {
     }
 }
 
-/// An established TLS connection holding one connection permit until it closes.
+/// An established TLS connection holding one connection permit until it closes. Its reads
+/// and writes fail once its [`ConnectionWatch`] says it must close.
 pub struct TlsConnection {
     stream: TlsStream<TcpStream>,
+    watch: ConnectionWatch,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
@@ -182,7 +197,11 @@ impl tokio::io::AsyncRead for TlsConnection {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        if let Some(e) = this.watch.poll_reap(cx) {
+            return std::task::Poll::Ready(Err(e));
+        }
+        std::pin::Pin::new(&mut this.stream).poll_read(cx, buf)
     }
 }
 
@@ -192,13 +211,21 @@ impl tokio::io::AsyncWrite for TlsConnection {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        if let Some(e) = this.watch.poll_reap(cx) {
+            return std::task::Poll::Ready(Err(e));
+        }
+        std::pin::Pin::new(&mut this.stream).poll_write(cx, buf)
     }
     fn poll_flush(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        let this = self.get_mut();
+        if let Some(e) = this.watch.poll_reap(cx) {
+            return std::task::Poll::Ready(Err(e));
+        }
+        std::pin::Pin::new(&mut this.stream).poll_flush(cx)
     }
     fn poll_shutdown(
         self: std::pin::Pin<&mut Self>,
@@ -211,7 +238,11 @@ impl tokio::io::AsyncWrite for TlsConnection {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if let Some(e) = this.watch.poll_reap(cx) {
+            return std::task::Poll::Ready(Err(e));
+        }
+        std::pin::Pin::new(&mut this.stream).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()

@@ -2,8 +2,8 @@
 //! report with its ack at once, storing nothing and checking nothing beyond the TLS handshake.
 //!
 //! It is served exactly as the collector serves: the same rustls configuration (TLS 1.3,
-//! client certificates verified against the deployment CA), the same accept loop, the same
-//! HTTP/2 limits and keepalive, and the same stream shape (a spawned pump into a bounded
+//! client certificates verified against the deployment CA), the same accept loop and network
+//! edge ([`commscan_collector::edge`]: HTTP/2 limits, keepalive, idle reaping), and the same stream shape (a spawned pump into a bounded
 //! channel). The simulated agents cannot tell the two apart, so the collector's figures divided
 //! by these are the cost of what the collector does per report: admit, apply, judge, store,
 //! flush.
@@ -69,20 +69,12 @@ pub async fn serve(
     limits: Limits,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = ReceiverStream::new(commscan_collector::tls::accept_loop(
-        listener,
-        tls,
-        limits.max_connections,
-        Arc::new(|_, _| {}),
-        shutdown.clone(),
-    ));
-    tonic::transport::Server::builder()
-        .max_concurrent_streams(limits.max_streams_per_connection)
-        .http2_keepalive_interval(Some(limits.keepalive_interval))
-        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+    let edge = commscan_collector::edge::Edge::new(limits);
+    let incoming = edge.incoming(listener, tls, Arc::new(|_, _| {}), shutdown.clone());
+    edge.builder()
         .add_service(
             ReportingServer::new(EchoReporting).max_decoding_message_size(limits.max_message_bytes),
         )
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(incoming, edge.shutdown_signal(shutdown))
         .await
 }

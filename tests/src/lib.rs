@@ -75,6 +75,8 @@ pub struct StartOptions {
     pub settings: OpenSettings,
     /// A ministry collector to push aggregates to, while serving.
     pub upstream: Option<Upstream>,
+    /// The network edge's limits (tests shorten its timeouts).
+    pub limits: Limits,
 }
 
 impl Default for StartOptions {
@@ -83,6 +85,7 @@ impl Default for StartOptions {
             trust_domain: "test.local".into(),
             settings: OpenSettings::default(),
             upstream: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -163,6 +166,7 @@ impl TestCollector {
         self.collector = Some(collector.clone());
         self.stop = CancellationToken::new();
         let stop = self.stop.clone();
+        let limits = self.options.limits;
         if let Some(upstream) = self.options.upstream.clone() {
             self.pusher = Some(tokio::spawn(commscan_collector::federation::push::run(
                 collector.clone(),
@@ -171,7 +175,7 @@ impl TestCollector {
             )));
         }
         self.task = Some(tokio::spawn(async move {
-            serve(collector, tls, listener, Limits::default(), stop)
+            serve(collector, tls, listener, limits, stop)
                 .await
                 .expect("serve");
         }));

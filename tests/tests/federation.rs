@@ -135,6 +135,7 @@ async fn world(interval: Duration) -> World {
             federation_stale_after: WINDOW,
         },
         upstream: None,
+        ..Default::default()
     })
     .await;
     let e1 = enterprise(&ministry, "e1", &["acme", "globex"], interval).await;

@@ -370,6 +370,56 @@ async fn health_and_reflection_are_served() {
     }
 }
 
+#[tokio::test]
+async fn reflection_v1alpha_is_served_too() {
+    // grpcurl and grpcio's reflection client still ask v1alpha first.
+    use tonic_reflection::pb::v1alpha::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let c = TestCollector::start().await;
+    let channel = commscan_runtime::transport::channel(&c.url, &c.ca_pem, None)
+        .await
+        .unwrap();
+    let requests = vec![
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        },
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(
+                "commscan.v1.Reporting".into(),
+            )),
+        },
+    ];
+    let mut stream = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let list = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = list.message_response else {
+        panic!("unexpected reflection answer: {list:?}")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for svc in [
+        "commscan.v1.Reporting",
+        "commscan.v1.Enrollment",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == svc),
+            "{svc} missing from {names:?}"
+        );
+    }
+    let file = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::FileDescriptorResponse(files)) = file.message_response else {
+        panic!("unexpected reflection answer: {file:?}")
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
+}
+
 fn finding(product: &str) -> commscan_core::scan::Finding {
     commscan_core::scan::Finding {
         product: product.into(),
