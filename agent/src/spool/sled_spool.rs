@@ -1,6 +1,13 @@
 //! The spool on sled: one tree, one atomic batch and one flush per operation. An in-memory
 //! [`SpoolView`] mirrors the tree; an operation runs on a copy of it, and the copy replaces
 //! the mirror only once its batch is on disk, so a failed write changes nothing.
+//!
+//! A full disk: sled 0.34 keeps the first I/O error of a flush and refuses every later write
+//! until the database is opened again, so freeing space alone never helps. After an I/O
+//! failure the next operation drops the database and opens it again from its files (exactly
+//! what was flushed), reloading the mirror from them; until that works every operation fails
+//! with a retriable [`SpoolError::Backend`]. What was never flushed was never acknowledged or
+//! sent, and the next scan observes it again.
 
 use super::logic::{SpoolView, Write};
 use super::{Observation, Observed, Record, Spool, SpoolError};
@@ -10,9 +17,16 @@ use std::sync::Mutex;
 /// The sled-backed spool.
 pub struct SledSpool {
     path: PathBuf,
+    cap: u64,
+    inner: Mutex<Inner>,
+}
+
+/// The open database and its mirror; `failed` after an I/O error, until reopened.
+struct Inner {
     db: sled::Db,
-    pub(super) tree: sled::Tree,
-    view: Mutex<SpoolView>,
+    tree: sled::Tree,
+    view: SpoolView,
+    failed: bool,
 }
 
 impl std::fmt::Debug for SledSpool {
@@ -86,10 +100,48 @@ impl SledSpool {
         let (db, tree, view) = opened;
         Ok(SledSpool {
             path: dir.to_path_buf(),
-            db,
-            tree,
-            view: Mutex::new(view),
+            cap,
+            inner: Mutex::new(Inner {
+                db,
+                tree,
+                view,
+                failed: false,
+            }),
         })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The spool's tree, for tests that damage it.
+    #[cfg(test)]
+    pub(super) fn tree(&self) -> sled::Tree {
+        self.lock().tree.clone()
+    }
+
+    /// After an I/O failure, opens the database again from its files and reloads the mirror.
+    fn recover(&self, inner: &mut Inner) -> Result<(), SpoolError> {
+        if !inner.failed {
+            return Ok(());
+        }
+        // Release this handle's file lock before opening again: a placeholder in-memory
+        // database takes the failed one's place meanwhile.
+        let placeholder = sled::Config::new()
+            .temporary(true)
+            .open()
+            .map_err(backend)?;
+        let tree = placeholder.open_tree("spool").map_err(backend)?;
+        drop(std::mem::replace(&mut inner.db, placeholder));
+        drop(std::mem::replace(&mut inner.tree, tree));
+        let fresh = SledSpool::open(&self.path, self.cap)?;
+        let reopened = fresh.inner.into_inner().unwrap_or_else(|p| p.into_inner());
+        inner.db = reopened.db;
+        inner.tree = reopened.tree;
+        inner.view = reopened.view;
+        inner.failed = false;
+        tracing::info!(path = %self.path.display(), "spool reopened after a disk failure");
+        Ok(())
     }
 
     /// Where the spool lives.
@@ -99,10 +151,10 @@ impl SledSpool {
 
     /// Bytes the database occupies on disk.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.lock().db.size_on_disk().unwrap_or(0)
     }
 
-    fn commit(&self, writes: Vec<Write>) -> Result<(), SpoolError> {
+    fn commit(inner: &Inner, writes: Vec<Write>) -> Result<(), SpoolError> {
         if writes.is_empty() {
             return Ok(());
         }
@@ -113,18 +165,25 @@ impl SledSpool {
                 Write::Del(k) => batch.remove(k),
             }
         }
-        self.tree.apply_batch(batch).map_err(backend)?;
-        self.db.flush().map_err(backend)?;
+        inner.tree.apply_batch(batch).map_err(backend)?;
+        inner.db.flush().map_err(backend)?;
         Ok(())
     }
 
-    /// Runs `op` on a copy of the view, persists its writes, then publishes the copy.
+    /// Runs `op` on a copy of the view, persists its writes, then publishes the copy. An I/O
+    /// failure marks the database failed; the next call reopens it first.
     fn run<T>(&self, op: impl FnOnce(&mut SpoolView) -> (T, Vec<Write>)) -> Result<T, SpoolError> {
-        let mut guard = self.view.lock().unwrap_or_else(|p| p.into_inner());
-        let mut next = guard.clone();
+        let mut inner = self.lock();
+        self.recover(&mut inner)?;
+        let mut next = inner.view.clone();
         let (out, writes) = op(&mut next);
-        self.commit(writes)?;
-        *guard = next;
+        if let Err(e) = SledSpool::commit(&inner, writes) {
+            if matches!(e, SpoolError::Backend(_)) {
+                inner.failed = true;
+            }
+            return Err(e);
+        }
+        inner.view = next;
         Ok(out)
     }
 
@@ -145,7 +204,7 @@ impl SledSpool {
 
 impl Spool for SledSpool {
     fn view(&self) -> SpoolView {
-        self.view.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.lock().view.clone()
     }
 
     fn observe(&self, obs: Observation) -> Result<Observed, SpoolError> {
@@ -169,6 +228,12 @@ impl Spool for SledSpool {
     }
 
     fn flush(&self) -> Result<(), SpoolError> {
-        self.db.flush().map(|_| ()).map_err(backend)
+        let mut inner = self.lock();
+        self.recover(&mut inner)?;
+        let flushed = inner.db.flush().map(|_| ()).map_err(backend);
+        if flushed.is_err() {
+            inner.failed = true;
+        }
+        flushed
     }
 }

@@ -211,7 +211,9 @@ fn a_corrupt_spool_is_quarantined_and_a_fresh_one_started() {
     {
         let s = open(dir.path());
         s.observe(obs(&[("zoom", "6")], true)).unwrap();
-        s.tree.insert(b"o/garbage", b"{not json".to_vec()).unwrap();
+        s.tree()
+            .insert(b"o/garbage", b"{not json".to_vec())
+            .unwrap();
         s.flush().unwrap();
     }
     let err = SledSpool::open(&dir.path().join("spool"), DEFAULT_CAP_BYTES).unwrap_err();
@@ -266,4 +268,51 @@ proptest! {
         let reopened = SledSpool::open(&path, torture::TORTURE_CAP).unwrap();
         prop_assert_eq!(reopened.view(), model.view());
     }
+}
+
+#[test]
+fn a_disk_that_filled_once_is_written_again_once_space_comes_back() {
+    let Some(fs) = commscan_runtime::testing::Tmpfs::mount("8m") else {
+        return;
+    };
+    let dir = fs.path().join("spool");
+    let s = open(&dir);
+    s.observe(obs(&[("zoom", "1")], true)).unwrap();
+    let filler = fs.path().join("filler");
+    commscan_runtime::testing::fill(&filler);
+    // Observe ever larger states until the disk refuses one.
+    let mut last_ok = vec![("zoom".to_string(), "1".to_string())];
+    let mut failure = None;
+    for i in 0..2_000 {
+        let mut next = last_ok.clone();
+        next.push((format!("product-{i}"), "v".repeat(400)));
+        let refs: Vec<(&str, &str)> = next.iter().map(|(p, v)| (p.as_str(), v.as_str())).collect();
+        match s.observe(obs(&refs, true)) {
+            Ok(_) => last_ok = next,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let failure = failure.expect("the full disk never refused a write");
+    assert!(matches!(failure, SpoolError::Backend(_)), "{failure}");
+    // Still full: refused again, the mirror unchanged.
+    assert!(s.observe(obs(&[("zoom", "2")], true)).is_err());
+    assert_eq!(s.view().current.findings.len(), last_ok.len());
+    // Space comes back: the next operation reopens the database and succeeds.
+    std::fs::remove_file(&filler).unwrap();
+    s.observe(obs(&[("zoom", "3")], true))
+        .expect("written once space came back");
+    assert_eq!(
+        s.view().current.findings["zoom"].version.as_deref(),
+        Some("3")
+    );
+    drop(s);
+    let reopened = open(&dir);
+    assert_eq!(
+        reopened.view().current.findings["zoom"].version.as_deref(),
+        Some("3"),
+        "what was written after recovery is on disk"
+    );
 }
