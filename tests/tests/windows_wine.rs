@@ -278,8 +278,15 @@ async fn windows_agent_enrols_and_reports_to_a_linux_collector() {
             let p = Prefix::new(&wine);
             add_entries(&p);
             std::fs::write(p.app_dir().join("ca.pem"), ca).expect("ca");
-            let data = format!(r"{APP}\data");
             let ca = format!(r"{APP}\ca.pem");
+            // No --config or --data-dir: the Windows defaults, under %ProgramData%.
+            let validated = p.agent(&["validate"]);
+            assert!(
+                String::from_utf8_lossy(&validated.stdout)
+                    .contains(r"data_dir C:\ProgramData\commscan\agent"),
+                "validate: {}",
+                text(&validated)
+            );
             let enrolled = p.agent(&[
                 "enroll",
                 "--collector",
@@ -288,14 +295,19 @@ async fn windows_agent_enrols_and_reports_to_a_linux_collector() {
                 &token,
                 "--ca",
                 &ca,
-                "--data-dir",
-                &data,
             ]);
             let reported = if enrolled.status.success() {
-                Some(p.agent(&["run", "--once", "--no-processes", "--data-dir", &data]))
+                Some(p.agent(&["run", "--once", "--no-processes"]))
             } else {
                 None
             };
+            assert!(
+                p.dir
+                    .path()
+                    .join("drive_c/ProgramData/commscan/agent")
+                    .is_dir(),
+                "no data directory under %ProgramData%"
+            );
             (p, enrolled, reported)
         })
         .await
