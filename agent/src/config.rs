@@ -28,9 +28,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Where `run`, `status` and `validate` look without `--config`.
+#[cfg(not(windows))]
 pub const DEFAULT_PATH: &str = "/etc/commscan/agent.toml";
 /// The default data directory.
+#[cfg(not(windows))]
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/commscan-agent";
+/// Where `run`, `status` and `validate` look without `--config`: under `%ProgramData%`, whose
+/// default location is taken (a constant cannot read the environment).
+#[cfg(windows)]
+pub const DEFAULT_PATH: &str = r"C:\ProgramData\commscan\agent.toml";
+/// The default data directory, under `%ProgramData%`.
+#[cfg(windows)]
+pub const DEFAULT_DATA_DIR: &str = r"C:\ProgramData\commscan\agent";
 
 /// The file as written: every field optional.
 #[derive(Debug, Clone, Default, Deserialize)]

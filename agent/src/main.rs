@@ -74,7 +74,7 @@ enum Command {
         #[arg(
             long,
             env = "COMMSCAN_AGENT_DATA_DIR",
-            default_value = "/var/lib/commscan-agent"
+            default_value = config::DEFAULT_DATA_DIR
         )]
         data_dir: PathBuf,
     },

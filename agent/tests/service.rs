@@ -1,11 +1,18 @@
 //! `commscan-agent` as a service: configuration validation with exit code 64, SIGTERM that
 //! flushes and exits 0, and `status` read from the data directory alone.
 
-use commscan_agent::spool::{SledSpool, Spool};
-use commscan_core::identity::DeviceIdentity;
-use commscan_core::pki::{Authority, DEVICE_VALIDITY, device_key_and_csr};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
+// The SIGTERM test is Unix-only; so is what only it uses.
+#[cfg(unix)]
+use commscan_agent::spool::{SledSpool, Spool};
+#[cfg(unix)]
+use commscan_core::identity::DeviceIdentity;
+#[cfg(unix)]
+use commscan_core::pki::{Authority, DEVICE_VALIDITY, device_key_and_csr};
+#[cfg(unix)]
+use std::process::Stdio;
+#[cfg(unix)]
 use std::time::{Duration, Instant};
 
 fn agent(args: &[&str]) -> (Option<i32>, String, String) {
@@ -57,6 +64,7 @@ fn run_without_enrolment_exits_64_so_systemd_does_not_restart_it() {
 }
 
 /// A data directory enrolled with a CA made here, pointing at a collector that is not there.
+#[cfg(unix)]
 fn fake_enrolment(data: &Path) {
     let (ca, ca_pem) = Authority::generate("test.local").unwrap();
     let (key, csr) = device_key_and_csr().unwrap();
