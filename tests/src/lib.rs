@@ -5,6 +5,8 @@
 //! again on the same data directory to test restarts. [`StartOptions`] give a collector a
 //! controllable clock ([`TestClock`]) and, for federation, an upstream it pushes to.
 
+pub mod wine;
+
 use commscan_agent::delivery::Reporter;
 use commscan_agent::scanner::{ScanTarget, Scanner};
 use commscan_agent::state::DataDir;
