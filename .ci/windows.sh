@@ -4,7 +4,7 @@
 # here (and none can be fetched), so the standard library is built from `rust-web-src` with
 # `-Zbuild-std`. The rustup toolchain stays the one for everything else (see ARCHITECTURE.md).
 #
-#   .ci/windows.sh install   apt-get the toolchain and Wine (root, Debian)
+#   .ci/windows.sh install   apt-get the toolchain, Wine and wixl/msitools for the MSI (root, Debian)
 #   .ci/windows.sh lint      clippy -D warnings of the three crates (libraries, binaries) for x86_64-pc-windows-gnu
 #   .ci/windows.sh build     debug build of commscan-agent.exe (for the Wine tests)
 #   .ci/windows.sh all       the three in order (what .ci/run calls)
@@ -39,7 +39,7 @@ step() { printf '== windows: %s\n' "$*"; }
 timed() { local t0=$SECONDS; "$@"; printf '   (%ss)\n' "$((SECONDS - t0))"; }
 
 install() {
-  local pkgs=(rustc-web cargo-web rust-web-src rust-web-clippy gcc-mingw-w64-x86-64 wine64)
+  local pkgs=(rustc-web cargo-web rust-web-src rust-web-clippy gcc-mingw-w64-x86-64 wine64 wixl msitools)
   local missing=()
   for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   if [ "${#missing[@]}" -gt 0 ]; then

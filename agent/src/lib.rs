@@ -13,6 +13,7 @@
 //! | [`config`] | `/etc/commscan/agent.toml`: raw → validated → typed |
 //! | [`status`] | `status.json` written by the running agent, read by `commscan-agent status` |
 //! | [`systemd`] | `sd_notify` without libsystemd |
+//! | [`service`] | the Windows service (SCM glue, directory ACLs) and the enrolment wait a service needs |
 //!
 //! The channel to the collector, backoff, signals and atomic file writes come from
 //! `commscan-runtime`, shared with the collector and `commscanctl`.
@@ -22,7 +23,9 @@
 //! collector → ack → record forgotten.
 //! The agent never judges compliance: the collector does.
 
-#![forbid(unsafe_code)]
+// Denied everywhere; the one exception is the Windows service glue (`service::windows`,
+// `service::acl`), whose FFI is commented at each call.
+#![deny(unsafe_code)]
 
 pub mod config;
 pub mod delivery;
@@ -30,6 +33,7 @@ pub(crate) mod device_state;
 pub mod enroll;
 pub mod output;
 pub mod scanner;
+pub mod service;
 pub mod sources;
 pub mod spool;
 pub mod state;

@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use commscan_agent::config::{self, AgentConfig, RawConfig};
 use commscan_agent::delivery::Agent;
 use commscan_agent::scanner::{HostInventory, ScanTarget, Scanner};
+#[cfg(windows)]
+use commscan_agent::service::windows as service;
 use commscan_agent::state::{DataDir, StateError};
 use commscan_agent::status::StatusReport;
 use commscan_agent::{enroll, output};
@@ -118,6 +120,44 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// The Windows service: install, configure, uninstall, purge, and what SCM runs.
+    #[cfg(windows)]
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
+}
+
+#[cfg(windows)]
+#[derive(Subcommand)]
+enum ServiceAction {
+    /// Register the service (automatic start, restart on failure) and secure its directories.
+    Install {
+        /// Configuration file the service reads (default: the Windows default path).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Set restart on failure and secure the directories of a registered service (the MSI).
+    Configure {
+        /// Configuration file the service reads.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Stop the service (its spool is flushed) and delete it; data stays.
+    Uninstall,
+    /// Delete the identity, spool, log and configuration kept under %ProgramData%.
+    Purge {
+        /// Configuration file the service read.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// What the Service Control Manager starts; not for a console.
+    #[command(hide = true)]
+    Run {
+        /// Configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Loads and validates the configuration file (`--config`, or the default path if present).
@@ -137,6 +177,15 @@ fn load_config(path: Option<PathBuf>) -> anyhow::Result<AgentConfig> {
             ))
             .into()
         })
+}
+
+/// The inventory of this machine (or of `cfg.root`), with the embedded catalog.
+fn host_inventory(cfg: &AgentConfig) -> anyhow::Result<Arc<HostInventory>> {
+    let target = target(cfg.root.clone(), None, !cfg.processes)?;
+    Ok(Arc::new(HostInventory::new(
+        Arc::new(Scanner::new(&Catalog::embedded())),
+        target,
+    )))
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -242,11 +291,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if no_processes {
                 cfg.processes = false;
             }
-            let target = target(cfg.root.clone(), None, !cfg.processes)?;
-            let inventory = Arc::new(HostInventory::new(
-                Arc::new(Scanner::new(&Catalog::embedded())),
-                target,
-            ));
+            let inventory = host_inventory(&cfg)?;
             let agent = Agent::open(cfg, inventory).map_err(|e| match e {
                 commscan_agent::delivery::AgentError::State(
                     e @ (StateError::NotEnrolled(_) | StateError::Corrupt { .. }),
@@ -289,15 +334,151 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
             }
         }
+        #[cfg(windows)]
+        Command::Service { action } => service_command(action)?,
     }
     Ok(())
 }
 
+/// The directories of the service reading `config` (or the default configuration).
+#[cfg(windows)]
+fn service_dirs(config: Option<&std::path::Path>) -> anyhow::Result<service::Dirs> {
+    let path = config.map_or_else(|| PathBuf::from(config::DEFAULT_PATH), ToOwned::to_owned);
+    Ok(service::Dirs {
+        data: load_config(Some(path.clone()).filter(|p| p.exists()))?.data_dir,
+        config: path,
+    })
+}
+
+#[cfg(windows)]
+fn service_command(action: ServiceAction) -> anyhow::Result<()> {
+    let print_access = |access: Vec<(PathBuf, String)>| {
+        for (dir, sddl) in access {
+            println!("{}: access {sddl}", dir.display());
+        }
+    };
+    match action {
+        ServiceAction::Install { config } => {
+            let exe = std::env::current_exe().context("locating this executable")?;
+            let dirs = service_dirs(config.as_deref())?;
+            let access = service::install(&exe, config.as_deref(), &dirs)?;
+            println!(
+                "installed service {} ({} service run); start it with `sc start {}`",
+                commscan_agent::service::SERVICE_NAME,
+                exe.display(),
+                commscan_agent::service::SERVICE_NAME
+            );
+            print_access(access);
+        }
+        ServiceAction::Configure { config } => {
+            print_access(service::configure(&service_dirs(config.as_deref())?)?);
+        }
+        ServiceAction::Uninstall => {
+            service::uninstall()?;
+            println!(
+                "service {} stopped and deleted; data kept",
+                commscan_agent::service::SERVICE_NAME
+            );
+        }
+        ServiceAction::Purge { config } => {
+            for path in service::purge(&service_dirs(config.as_deref())?)? {
+                println!("removed {}", path.display());
+            }
+        }
+        ServiceAction::Run { .. } => unreachable!("dispatched in main before the runtime starts"),
+    }
+    Ok(())
+}
+
+/// `service run`: the service's body on the thread SCM's dispatcher gives it. Logs go to
+/// `agent.log` beside the configuration (a service has no stderr).
+#[cfg(windows)]
+fn run_service(config: Option<PathBuf>) -> ExitCode {
+    use commscan_runtime::bootstrap;
+    let body: service::Body = Box::new(move |stop| {
+        let dirs = match service_dirs(config.as_deref()) {
+            Ok(d) => d,
+            Err(e) => {
+                // No log yet: the configuration names where it would be. SCM records the exit.
+                eprintln!("commscan-agent: {e:#}");
+                return bootstrap::exit_status(&e);
+            }
+        };
+        match service::open_log(&dirs.log(), 8 << 20) {
+            Ok(file) => bootstrap::init_logging_to_file(LOG, file),
+            Err(_) => bootstrap::init_logging(LOG),
+        }
+        bootstrap::install_crypto_provider();
+        let rt = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the async runtime");
+                return 1;
+            }
+        };
+        match rt.block_on(serve_as_service(config, stop)) {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "the service failed");
+                bootstrap::exit_status(&e)
+            }
+        }
+    });
+    match service::dispatch(body) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => commscan_runtime::bootstrap::report("commscan-agent", &e.into()),
+    }
+}
+
+/// The agent as a service: the configuration validated, then (once enrolled) the same loops
+/// as `run` until SCM stops it.
+#[cfg(windows)]
+async fn serve_as_service(
+    config: Option<PathBuf>,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let cfg = load_config(config)?;
+    let inventory = host_inventory(&cfg)?;
+    tracing::info!(data_dir = %cfg.data_dir.display(), "service starting");
+    let agent = commscan_agent::service::open_when_enrolled(
+        &cfg,
+        inventory,
+        &stop,
+        commscan_agent::service::ENROLMENT_POLL,
+    )
+    .await
+    .map_err(|e| match e {
+        commscan_agent::delivery::AgentError::State(e @ StateError::Corrupt { .. }) => {
+            anyhow::Error::new(Usage(e.to_string()))
+        }
+        other => other.into(),
+    })?;
+    if let Some(agent) = agent {
+        tracing::info!("enrolled: scanning and delivering");
+        agent.run(stop).await;
+    }
+    Ok(())
+}
+
+/// The log filter when `COMMSCAN_LOG` is not set.
+const LOG: &str = "warn,commscan_agent=info";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    #[cfg(windows)]
+    if let Command::Service {
+        action: ServiceAction::Run { config },
+    } = cli.command
+    {
+        return run_service(config);
+    }
     Main {
         name: "commscan-agent",
-        default_log: "warn,commscan_agent=info",
+        default_log: LOG,
         threads: Threads::Workers(Some(2)),
     }
     .run(async { run(cli).await.map(|()| ExitCode::SUCCESS) })

@@ -89,7 +89,8 @@ impl DataDir {
         self.root.join(name)
     }
 
-    /// Creates the directory (0700) if needed.
+    /// Creates the directory if needed: mode 0700 on Unix, a protected DACL for SYSTEM and
+    /// Administrators on Windows.
     pub fn create(&self) -> Result<(), StateError> {
         std::fs::create_dir_all(&self.root).map_err(io(&self.root))?;
         #[cfg(unix)]
@@ -98,6 +99,9 @@ impl DataDir {
             std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))
                 .map_err(io(&self.root))?;
         }
+        // SYSTEM and Administrators only: the directory holds the device's private key.
+        #[cfg(windows)]
+        crate::service::acl::restrict(&self.root).map_err(io(&self.root))?;
         Ok(())
     }
 

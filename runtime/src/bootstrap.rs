@@ -78,12 +78,23 @@ impl Main {
 /// Logs to stderr, filtered by `COMMSCAN_LOG` or else `default`.
 pub fn init_logging(default: &str) {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("COMMSCAN_LOG")
-                .unwrap_or_else(|_| default.into()),
-        )
+        .with_env_filter(filter(default))
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Logs to `file` without terminal colours (a Windows service has no stderr), filtered like
+/// [`init_logging`].
+pub fn init_logging_to_file(default: &str, file: std::fs::File) {
+    tracing_subscriber::fmt()
+        .with_env_filter(filter(default))
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .init();
+}
+
+fn filter(default: &str) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_env("COMMSCAN_LOG").unwrap_or_else(|_| default.into())
 }
 
 /// Installs ring as rustls's process-wide provider (a second call is harmless).
@@ -103,10 +114,15 @@ pub fn report(name: &str, e: &anyhow::Error) -> ExitCode {
 
 /// 64 when a [`Usage`] error is anywhere in the chain, 1 otherwise.
 pub fn exit_code(e: &anyhow::Error) -> ExitCode {
+    ExitCode::from(exit_status(e))
+}
+
+/// [`exit_code`] as a number, for a service manager's exit code (Windows SCM).
+pub fn exit_status(e: &anyhow::Error) -> u8 {
     if e.chain().any(|c| c.downcast_ref::<Usage>().is_some()) {
-        ExitCode::from(EX_USAGE)
+        EX_USAGE
     } else {
-        ExitCode::FAILURE
+        1
     }
 }
 

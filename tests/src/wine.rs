@@ -1,7 +1,7 @@
 //! The Wine harness of the Windows tests (`tests/tests/windows_*.rs`): what they need from
 //! the machine ([`prerequisites`]: `wine64`, MinGW, the cross-built agent named by
 //! `COMMSCAN_WINDOWS_AGENT`), and a throw-away WINEPREFIX ([`Prefix`]) with the agent and the
-//! `bcryptprimitives.dll` shim in `C:\commscan`.
+//! `bcryptprimitives.dll` shim in the prefix's `system32`.
 //!
 //! A missing prerequisite prints `SKIPPED: ...` and the test passes, unless
 //! `COMMSCAN_REQUIRE_WINE=1` (set by `.ci/run` after it built the agent) turns the skip into a
@@ -75,6 +75,24 @@ pub fn prerequisites(test: &str) -> Option<Wine> {
     })
 }
 
+/// `name` on PATH (from Debian's `package`), or `None` after printing why `test` is skipped;
+/// with `COMMSCAN_REQUIRE_WINE=1` a missing tool fails the test instead.
+pub fn tool(test: &str, name: &str, package: &str) -> Option<PathBuf> {
+    let found = on_path(name);
+    if found.is_none() {
+        let required = std::env::var("COMMSCAN_REQUIRE_WINE").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "{test}: COMMSCAN_REQUIRE_WINE=1 but {name} is missing (apt-get install {package})"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: {test}: missing {name} (apt-get install {package})"
+        );
+    }
+    found
+}
+
 /// A fresh WINEPREFIX with the agent and the shim in `C:\commscan`. Its wineserver is killed
 /// and the prefix deleted on drop.
 pub struct Prefix {
@@ -99,14 +117,19 @@ impl Prefix {
         let app = p.app_dir();
         std::fs::create_dir_all(&app).expect("C:\\commscan");
         std::fs::copy(&wine.agent, app.join("commscan-agent.exe")).expect("copy agent");
-        // The shim, next to the agent and nowhere else: see tests/wine/bcryptprimitives.c.
-        // Rust's std for x86_64-pc-windows-gnu imports ProcessPrng from bcryptprimitives.dll,
-        // which Wine 8 lacks; the DLL in the application's directory is found first. The
-        // agent binary itself is the one we ship, unchanged.
+        // The shim, in this prefix's system32 and nowhere else: see
+        // tests/wine/bcryptprimitives.c. Rust's std for x86_64-pc-windows-gnu imports
+        // ProcessPrng from bcryptprimitives.dll, which Windows 10 and later keep in system32
+        // and Wine 8 lacks; there the agent wherever it is installed (C:\commscan, or
+        // Program Files by the MSI) finds it. The agent binary itself is the one we ship.
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("wine");
         let out = Command::new(&wine.mingw_gcc)
             .args(["-shared", "-O2", "-o"])
-            .arg(app.join("bcryptprimitives.dll"))
+            .arg(
+                p.dir
+                    .path()
+                    .join("drive_c/windows/system32/bcryptprimitives.dll"),
+            )
             .arg(src.join("bcryptprimitives.c"))
             .arg(src.join("bcryptprimitives.def"))
             .arg("-ladvapi32")
@@ -147,12 +170,37 @@ impl Prefix {
         }
     }
 
+    /// Keeps the prefix "switched on" until the guard drops: Wine ends its services (and its
+    /// wineserver) as soon as no ordinary process runs, so a test of a running service holds
+    /// one, an idle `cmd` reading from a pipe.
+    pub fn keep_running(&self) -> KeepRunning {
+        let child = self
+            .command(&self.wine64)
+            .arg("cmd")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start wine64 cmd");
+        KeepRunning(child)
+    }
+
     /// Runs the Windows agent with `args`.
     pub fn agent(&self, args: &[&str]) -> Output {
         let exe = format!(r"{APP}\commscan-agent.exe");
         let mut all = vec![exe.as_str()];
         all.extend_from_slice(args);
         self.wine(&all)
+    }
+}
+
+/// See [`Prefix::keep_running`].
+pub struct KeepRunning(std::process::Child);
+
+impl Drop for KeepRunning {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

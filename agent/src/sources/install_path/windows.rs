@@ -79,6 +79,33 @@ impl Source for InstallPath {
         "install_path"
     }
 
+    /// For each catalogued path, the deepest directory of it that exists (in `Program Files`,
+    /// a profile's `AppData`, ...): an install creates the next component there. The list is
+    /// refreshed after every full scan, so the watch follows an install down its tree.
+    fn watch_paths(&self, ctx: &ScanContext) -> Vec<PathBuf> {
+        let mut dirs = BTreeSet::new();
+        for (_, value) in ctx.catalog.values_of(SignatureKind::WinPath) {
+            let Some((scope, parts)) = expand(value) else {
+                continue;
+            };
+            let bases: Vec<PathBuf> = match scope {
+                Scope::Machine => vec![ctx.root.clone()],
+                Scope::PerUser => ctx.homes().iter().map(|h| ctx.path(&h.path)).collect(),
+            };
+            for base in bases {
+                let mut deepest = None;
+                for n in 1..=parts.len() {
+                    match resolve(&base, &parts[..n]) {
+                        Ok(Some(p)) if p.is_dir() => deepest = Some(p),
+                        _ => break,
+                    }
+                }
+                dirs.extend(deepest);
+            }
+        }
+        dirs.into_iter().collect()
+    }
+
     fn collect(&self, ctx: &ScanContext, out: &mut Vec<InventoryItem>) -> SourceOutcome {
         let values: BTreeSet<&str> = ctx
             .catalog
@@ -187,5 +214,35 @@ mod tests {
                 .iter()
                 .any(|d| d.contains("olga") || d.contains("petr"))
         );
+    }
+
+    #[test]
+    fn the_deepest_existing_directory_of_each_catalogued_path_is_watched() {
+        let dir = tree(&[
+            "Users/olga/AppData/Local",
+            "Users/olga/AppData/Roaming/Telegram Desktop",
+            "Program Files/Zoom",
+        ]);
+        let ctx = ScanContext::new(dir.path(), Platform::Windows, false);
+        let watched = InstallPath.watch_paths(&ctx);
+        let rel: Vec<String> = watched
+            .iter()
+            .map(|p| {
+                p.strip_prefix(dir.path())
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('\\', "/")
+            })
+            .collect();
+        for want in [
+            // Where %LOCALAPPDATA%\Discord would appear.
+            "Users/olga/AppData/Local",
+            // An installed product's own directory.
+            "Users/olga/AppData/Roaming/Telegram Desktop",
+            // Where Zoom's bin would appear.
+            "Program Files/Zoom",
+        ] {
+            assert!(rel.iter().any(|r| r == want), "{want} not in {rel:?}");
+        }
     }
 }
