@@ -13,6 +13,7 @@
 //! | [`config`] | `/etc/commscan/agent.toml`: raw → validated → typed |
 //! | [`status`] | `status.json` written by the running agent, read by `commscan-agent status` |
 //! | [`systemd`] | `sd_notify` without libsystemd |
+//! | `test_support` | test-only (feature `test-support`): the hive writer and a `.reg` export reader |
 //!
 //! The channel to the collector, backoff, signals and atomic file writes come from
 //! `commscan-runtime`, shared with the collector and `commscanctl`.
@@ -35,3 +36,5 @@ pub mod spool;
 pub mod state;
 pub mod status;
 pub(crate) mod systemd;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
