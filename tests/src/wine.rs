@@ -7,9 +7,9 @@
 //! `COMMSCAN_REQUIRE_WINE=1` (set by `.ci/run` after it built the agent) turns the skip into a
 //! failure.
 
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 /// What the tests need from the machine, or `None` after printing why they are skipped.
 pub struct Wine {
@@ -132,11 +132,33 @@ impl Prefix {
         c
     }
 
+    /// Runs `wine64 ARGS` to its exit. Output goes through files, not pipes: the Wine
+    /// processes a command starts (wineserver, services.exe, explorer.exe) inherit its stdout
+    /// and stderr and outlive it, by seconds, or for as long as any program runs in the prefix
+    /// (a program started in the background), and reading pipes to their end would wait for all of them.
     pub fn wine(&self, args: &[&str]) -> Output {
-        self.command(&self.wine64)
+        let file = || tempfile::tempfile().expect("a temporary file");
+        let (stdout, stderr) = (file(), file());
+        let status = self
+            .command(&self.wine64)
             .args(args)
-            .output()
-            .expect("run wine64")
+            .stdin(Stdio::null())
+            .stdout(stdout.try_clone().expect("dup"))
+            .stderr(stderr.try_clone().expect("dup"))
+            .status()
+            .expect("run wine64");
+        let read = |mut f: std::fs::File| {
+            let mut bytes = Vec::new();
+            f.seek(SeekFrom::Start(0))
+                .and_then(|_| f.read_to_end(&mut bytes))
+                .expect("read the output");
+            bytes
+        };
+        Output {
+            status,
+            stdout: read(stdout),
+            stderr: read(stderr),
+        }
     }
 
     /// `reg add KEY /v NAME /t TYPE /d DATA /f` for each value.
