@@ -14,6 +14,7 @@
 //! | [`status`] | `status.json` written by the running agent, read by `commscan-agent status` |
 //! | [`systemd`] | `sd_notify` without libsystemd |
 //! | [`service`] | the Windows service (SCM glue, directory ACLs) and the enrolment wait a service needs |
+//! | `test_support` | test-only (feature `test-support`): the hive writer and a `.reg` export reader |
 //!
 //! The channel to the collector, backoff, signals and atomic file writes come from
 //! `commscan-runtime`, shared with the collector and `commscanctl`.
@@ -39,3 +40,5 @@ pub mod spool;
 pub mod state;
 pub mod status;
 pub(crate) mod systemd;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;

@@ -36,11 +36,28 @@ pub struct ScanTarget {
     pub processes: bool,
 }
 
+/// The root of a scan of this machine: `/`, and on Windows the system drive's root (`C:\`,
+/// from `%SystemDrive%`). A bare `/` on Windows is the root of the *current* drive, which is
+/// another drive when the agent is started from one, and under Wine, which takes paths that
+/// start with `/` for Unix paths, the Linux file system (`Z:\`).
+pub fn host_root() -> PathBuf {
+    if cfg!(windows) {
+        let drive = std::env::var("SystemDrive")
+            .ok()
+            .filter(|d| d.len() == 2 && d.ends_with(':'))
+            .unwrap_or_else(|| "C:".to_owned());
+        PathBuf::from(format!("{drive}\\"))
+    } else {
+        PathBuf::from("/")
+    }
+}
+
 impl ScanTarget {
-    /// This machine: root `/`, the host platform, processes included unless `no_processes`.
+    /// This machine: root [`host_root`], the host platform, processes included unless
+    /// `no_processes`.
     pub fn host(no_processes: bool) -> Option<ScanTarget> {
         Some(ScanTarget {
-            root: PathBuf::from("/"),
+            root: host_root(),
             platform: Platform::host()?,
             processes: !no_processes,
         })

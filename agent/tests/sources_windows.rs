@@ -400,3 +400,81 @@ fn the_cli_detects_a_windows_tree_and_prints_its_findings() {
         ]
     );
 }
+
+/// `commscan-hive-from-reg` (test-only) turns `.reg` exports into hives the offline source
+/// reads: the Wine tests build their offline tree this way from the live prefix's registry.
+#[test]
+fn hives_made_from_reg_exports_are_scanned_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let utf16 = |text: &str| -> Vec<u8> {
+        [0xFF, 0xFE]
+            .into_iter()
+            .chain(text.encode_utf16().flat_map(u16::to_le_bytes))
+            .collect()
+    };
+    let machine = dir.path().join("machine.reg");
+    std::fs::write(
+        &machine,
+        utf16(concat!(
+            "Windows Registry Editor Version 5.00\r\n\r\n",
+            "[HKEY_LOCAL_MACHINE\\Software\\Microsoft\\Windows\\CurrentVersion\\Uninstall\\Pidgin]\r\n",
+            "\"DisplayName\"=\"Pidgin\"\r\n",
+            "\"DisplayVersion\"=\"2.14.12\"\r\n",
+            "\"EstimatedSize\"=dword:00001000\r\n",
+            "\"DisplayIcon\"=hex(2):43,00,3a,00,00,00\r\n\r\n",
+        )),
+    )
+    .unwrap();
+    let user = dir.path().join("user.reg");
+    std::fs::write(
+        &user,
+        utf16(concat!(
+            "Windows Registry Editor Version 5.00\r\n\r\n",
+            "[HKEY_CURRENT_USER\\Software\\Microsoft\\Windows\\CurrentVersion\\Uninstall\\ZoomUMX]\r\n",
+            "\"DisplayName\"=\"Zoom Workplace\"\r\n",
+            "\"DisplayVersion\"=\"6.1.0\"\r\n\r\n",
+        )),
+    )
+    .unwrap();
+    let root = dir.path().join("root");
+    let config = root.join("Windows/System32/config");
+    let profile = root.join("Users/ivan");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::create_dir_all(&profile).unwrap();
+    let convert = |hive_root: &str, out: &Path, input: &Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_commscan-hive-from-reg"))
+            .arg(hive_root)
+            .arg(out)
+            .arg(input)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    convert(r"HKLM\SOFTWARE", &config.join("SOFTWARE"), &machine);
+    convert("HKEY_CURRENT_USER", &profile.join("NTUSER.DAT"), &user);
+    let report =
+        Scanner::new(&Catalog::embedded()).scan(&ScanTarget::tree(&root, Platform::Windows));
+    let details: Vec<(&str, &str)> = report
+        .findings
+        .iter()
+        .flat_map(|f| {
+            f.evidence
+                .iter()
+                .map(move |e| (f.product.as_str(), e.detail.as_str()))
+        })
+        .collect();
+    assert_eq!(
+        details,
+        vec![
+            ("pidgin", r#"uninstall entry "Pidgin" 2.14.12 (machine)"#),
+            (
+                "zoom",
+                r#"uninstall entry "Zoom Workplace" 6.1.0 (per-user)"#
+            ),
+        ]
+    );
+}

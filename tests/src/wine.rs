@@ -7,9 +7,9 @@
 //! `COMMSCAN_REQUIRE_WINE=1` (set by `.ci/run` after it built the agent) turns the skip into a
 //! failure.
 
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 /// What the tests need from the machine, or `None` after printing why they are skipped.
 pub struct Wine {
@@ -99,6 +99,7 @@ pub struct Prefix {
     pub dir: tempfile::TempDir,
     wine64: PathBuf,
     wineserver: Option<PathBuf>,
+    mingw_gcc: PathBuf,
 }
 
 /// `C:\commscan`, where the agent, the shim and the test's files sit.
@@ -111,6 +112,7 @@ impl Prefix {
             dir,
             wine64: wine.wine64.clone(),
             wineserver: wine.wineserver.clone(),
+            mingw_gcc: wine.mingw_gcc.clone(),
         };
         let out = p.wine(&["wineboot", "--init"]);
         assert!(out.status.success(), "wineboot: {}", text(&out));
@@ -144,6 +146,74 @@ impl Prefix {
         self.dir.path().join("drive_c").join("commscan")
     }
 
+    /// The Linux path of a `C:\...` path of the prefix (`C:\users\root` →
+    /// `<prefix>/drive_c/users/root`). Wine maps names case-insensitively; the Linux side does
+    /// not, so name directories as Wine created them.
+    pub fn unix_path(&self, windows: &str) -> PathBuf {
+        let rest = windows
+            .strip_prefix("C:\\")
+            .or_else(|| windows.strip_prefix("c:\\"))
+            .unwrap_or_else(|| panic!("not a path on C: {windows:?}"));
+        rest.split('\\')
+            .filter(|p| !p.is_empty())
+            .fold(self.dir.path().join("drive_c"), |d, p| d.join(p))
+    }
+
+    /// The value of a Windows environment variable in the prefix (`cmd /c echo %NAME%`).
+    pub fn env(&self, name: &str) -> String {
+        let out = self.wine(&["cmd", "/c", "echo", &format!("%{name}%")]);
+        assert!(out.status.success(), "echo %{name}%: {}", text(&out));
+        let value = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert!(
+            !value.is_empty() && value != format!("%{name}%"),
+            "%{name}% is not set: {}",
+            text(&out)
+        );
+        value
+    }
+
+    /// The current user's profile directory on the Linux side (`%USERPROFILE%`,
+    /// `drive_c/users/<unix user>` in Wine 8), and the user's name (the folder's).
+    pub fn user_profile(&self) -> (PathBuf, String) {
+        let path = self.unix_path(&self.env("USERPROFILE"));
+        assert!(path.is_dir(), "no profile directory {}", path.display());
+        let name = path
+            .file_name()
+            .expect("profile folder")
+            .to_string_lossy()
+            .into_owned();
+        (path, name)
+    }
+
+    /// Builds `tests/wine/<source>` with MinGW into `out` (a Linux path in the prefix).
+    pub fn compile(&self, source: &str, out: &Path) {
+        std::fs::create_dir_all(out.parent().expect("a file")).expect("output directory");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("wine")
+            .join(source);
+        let built = Command::new(&self.mingw_gcc)
+            .args(["-O2", "-o"])
+            .arg(out)
+            .arg(&src)
+            .output()
+            .expect("run x86_64-w64-mingw32-gcc");
+        assert!(built.status.success(), "{source}: {}", text(&built));
+    }
+
+    /// Starts `wine64 ARGS` in the background, its output discarded. The returned guard kills
+    /// it on drop (and the prefix's `wineserver -k` would end it anyway).
+    pub fn spawn(&self, args: &[&str]) -> Background {
+        let child = self
+            .command(&self.wine64)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run wine64");
+        Background(child)
+    }
+
     pub fn command(&self, program: &Path) -> Command {
         let mut c = Command::new(program);
         c.env("WINEPREFIX", self.dir.path())
@@ -155,11 +225,33 @@ impl Prefix {
         c
     }
 
+    /// Runs `wine64 ARGS` to its exit. Output goes through files, not pipes: the Wine
+    /// processes a command starts (wineserver, services.exe, explorer.exe) inherit its stdout
+    /// and stderr and outlive it, by seconds, or for as long as any program runs in the prefix
+    /// (a [`Prefix::spawn`]ed one), and reading pipes to their end would wait for all of them.
     pub fn wine(&self, args: &[&str]) -> Output {
-        self.command(&self.wine64)
+        let file = || tempfile::tempfile().expect("a temporary file");
+        let (stdout, stderr) = (file(), file());
+        let status = self
+            .command(&self.wine64)
             .args(args)
-            .output()
-            .expect("run wine64")
+            .stdin(Stdio::null())
+            .stdout(stdout.try_clone().expect("dup"))
+            .stderr(stderr.try_clone().expect("dup"))
+            .status()
+            .expect("run wine64");
+        let read = |mut f: std::fs::File| {
+            let mut bytes = Vec::new();
+            f.seek(SeekFrom::Start(0))
+                .and_then(|_| f.read_to_end(&mut bytes))
+                .expect("read the output");
+            bytes
+        };
+        Output {
+            status,
+            stdout: read(stdout),
+            stderr: read(stderr),
+        }
     }
 
     /// `reg add KEY /v NAME /t TYPE /d DATA /f` for each value.
@@ -173,16 +265,16 @@ impl Prefix {
     /// Keeps the prefix "switched on" until the guard drops: Wine ends its services (and its
     /// wineserver) as soon as no ordinary process runs, so a test of a running service holds
     /// one, an idle `cmd` reading from a pipe.
-    pub fn keep_running(&self) -> KeepRunning {
+    pub fn keep_running(&self) -> Background {
         let child = self
             .command(&self.wine64)
             .arg("cmd")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .expect("start wine64 cmd");
-        KeepRunning(child)
+        Background(child)
     }
 
     /// Runs the Windows agent with `args`.
@@ -194,11 +286,13 @@ impl Prefix {
     }
 }
 
-/// See [`Prefix::keep_running`].
-pub struct KeepRunning(std::process::Child);
+/// A program [`Prefix::spawn`] started; killed and reaped on drop, whatever the test did.
+pub struct Background(pub Child);
 
-impl Drop for KeepRunning {
+impl Drop for Background {
     fn drop(&mut self) {
+        // `wine64 X.exe` becomes the Windows process itself (the preloader execs in place), so
+        // killing the child ends X.exe.
         let _ = self.0.kill();
         let _ = self.0.wait();
     }

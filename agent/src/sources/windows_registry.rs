@@ -17,11 +17,13 @@
 //!
 //! # The live system
 //! On a running Windows the kernel holds `SOFTWARE` and logged-on users' `NTUSER.DAT` open, so
-//! when the agent is built for Windows and scans its own system (root `/`), HKLM and the loaded
+//! when the agent is built for Windows and scans its own system (root
+//! [`host_root`](crate::scanner::host_root), the system drive), HKLM and the loaded
 //! user hives under `HKEY_USERS` are read through the registry API (the `live` module, a few
 //! lines feeding the same [`item`] function), and the `NTUSER.DAT` files of users who are not
 //! logged on are still read offline; a file locked because its user is logged on is skipped,
-//! since the API covered it. Every `--root` scan, and every test, takes the offline path.
+//! since the API covered it. Every `--root` scan of another tree, and every test on Linux,
+//! takes the offline path.
 //!
 //! # What counts
 //! An entry needs a `DisplayName`: keys without one are not listed by Windows either, and are
@@ -262,7 +264,7 @@ impl Source for WindowsRegistry {
     }
 
     fn collect(&self, ctx: &ScanContext, out: &mut Vec<InventoryItem>) -> SourceOutcome {
-        let live = cfg!(windows) && ctx.root == Path::new("/");
+        let live = cfg!(windows) && ctx.root == crate::scanner::host_root();
         let mut failures = Vec::new();
         let mut hives = 0usize;
         if live {

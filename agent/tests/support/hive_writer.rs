@@ -1,7 +1,8 @@
 //! Builds valid registry hive (`regf`) files from a tree of keys and values, for tests only:
 //! fixtures are made by code, never checked in as binaries.
 //!
-//! The unit tests of `agent/src/sources/util/hive` include this file with `#[path]`, and the
+//! The agent's test-only `test_support` module includes this file with `#[path]` (the unit
+//! tests of `agent/src/sources/util/hive` and other crates' tests use it from there), and the
 //! integration tests with `mod`, so it depends on nothing but `std`.
 //!
 //! Layout: a 4096-byte base block with a correct checksum, then hive bins of 4096 bytes (larger

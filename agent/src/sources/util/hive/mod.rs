@@ -313,8 +313,7 @@ fn walk_bins(bins: &[u8]) -> usize {
 }
 
 #[cfg(test)]
-#[path = "../../../../tests/support/hive_writer.rs"]
-pub(crate) mod writer;
+pub(crate) use crate::test_support::hive_writer as writer;
 
 #[cfg(test)]
 mod tests;
