@@ -1,7 +1,8 @@
 //! Every Linux source at once over a fixture tree built by code, matched against the embedded
 //! catalog: what a scan of a real disk would report, decoys and damage included.
 
-#![cfg(unix)]
+// Linux only: the rpm database fixture is written with rusqlite, a Linux-only dependency.
+#![cfg(target_os = "linux")]
 
 use commscan_agent::scanner::{ScanTarget, Scanner};
 use commscan_agent::sources::rpm::package_header;

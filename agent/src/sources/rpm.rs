@@ -14,14 +14,22 @@
 //!   offset: a damaged blob skips one package, never the scan.
 //! - The older BerkeleyDB `Packages` (RHEL ≤ 8) and SUSE's `Packages.db` (ndb) are not read:
 //!   the source says so as `failed: ...` instead of claiming the machine has no rpm packages.
+//! - SQLite (`rusqlite`, bundled C) is compiled into Linux builds only, Linux being the one
+//!   platform whose sources include `rpm`; builds for macOS and Windows leave it out (the macOS
+//!   type-check in CI has no C library headers to compile it against). There the source still
+//!   exists, since `scan --root <tree> --platform linux` can scan a Linux tree, and header
+//!   parsing and the BerkeleyDB and ndb detection are the same, but an `rpmdb.sqlite` is
+//!   reported as `failed: <path>: rpm sqlite database reading needs the Linux build` instead
+//!   of being read.
+
+// Elsewhere than Linux nothing calls the header parser (only the SQLite reader does); it stays
+// compiled there, and its tests run there, rather than being cfg'd out item by item.
+#![cfg_attr(not(target_os = "linux"), allow(dead_code))]
 
 use super::util::{rooted, text::clip};
 use super::{ScanContext, Source};
-use commscan_core::catalog::SignatureKind;
 use commscan_core::inventory::InventoryItem;
 use commscan_core::scan::SourceOutcome;
-use rusqlite::{Connection, OpenFlags};
-use std::path::{Path, PathBuf};
 
 /// The rpm source.
 #[derive(Debug, Clone, Copy)]
@@ -34,11 +42,6 @@ pub(crate) const DB_DIRS: [&str; 2] = ["/usr/lib/sysimage/rpm", "/var/lib/rpm"];
 pub(crate) const MAX_ENTRIES: u32 = 0xffff;
 /// rpm's own limit on the data store of one header (`HEADER_DATA_MAX`).
 pub(crate) const MAX_DATA: u32 = 0x0fff_ffff;
-/// Largest database (plus log) copied aside when a write-ahead log must be read.
-const MAX_COPY: u64 = 1 << 30;
-/// Most rows read; a real database has a few thousand.
-const MAX_ROWS: usize = 1_000_000;
-
 const TAG_NAME: u32 = 1000;
 const TAG_VERSION: u32 = 1001;
 const TAG_RELEASE: u32 = 1002;
@@ -211,115 +214,143 @@ pub fn package_header(name: &str, version: &str, release: &str) -> Vec<u8> {
     )
 }
 
-/// `file:` URI for SQLite: every byte outside the unreserved set and `/` percent-encoded.
-fn sqlite_uri(path: &Path, query: &str) -> Result<String, String> {
-    let s = path
-        .to_str()
-        .ok_or_else(|| format!("{}: path is not UTF-8", path.display()))?;
-    let mut uri = String::from("file:");
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
-            uri.push(b as char);
-        } else {
-            uri.push_str(&format!("%{b:02X}"));
-        }
-    }
-    uri.push('?');
-    uri.push_str(query);
-    Ok(uri)
-}
+#[cfg(target_os = "linux")]
+use sqlite::read_sqlite;
 
-/// Reads every header of an open database; returns the number of rows skipped as damaged.
-fn read_packages(conn: &Connection, out: &mut Vec<InventoryItem>) -> rusqlite::Result<usize> {
-    let mut stmt = conn.prepare("SELECT blob FROM Packages")?;
-    let mut rows = stmt.query([])?;
-    let mut bad = 0usize;
-    let mut n = 0usize;
-    while let Some(row) = rows.next()? {
-        n += 1;
-        if n > MAX_ROWS {
-            break;
-        }
-        let parsed = match row.get_ref(0)?.as_blob() {
-            Ok(blob) => parse_header(blob),
-            Err(_) => {
-                bad += 1;
-                continue;
+/// Reading `rpmdb.sqlite` with the bundled SQLite (Linux builds only).
+#[cfg(target_os = "linux")]
+mod sqlite {
+    use super::parse_header;
+    use commscan_core::catalog::SignatureKind;
+    use commscan_core::inventory::InventoryItem;
+    use rusqlite::{Connection, OpenFlags};
+    use std::path::{Path, PathBuf};
+
+    /// Largest database (plus log) copied aside when a write-ahead log must be read.
+    const MAX_COPY: u64 = 1 << 30;
+    /// Most rows read; a real database has a few thousand.
+    const MAX_ROWS: usize = 1_000_000;
+
+    /// `file:` URI for SQLite: every byte outside the unreserved set and `/` percent-encoded.
+    pub(super) fn sqlite_uri(path: &Path, query: &str) -> Result<String, String> {
+        let s = path
+            .to_str()
+            .ok_or_else(|| format!("{}: path is not UTF-8", path.display()))?;
+        let mut uri = String::from("file:");
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+                uri.push(b as char);
+            } else {
+                uri.push_str(&format!("%{b:02X}"));
             }
-        };
-        match parsed {
-            Ok(h) => {
-                let evr = h.evr();
-                let detail = match &evr {
-                    Some(v) => format!("package {} {v}", h.name),
-                    None => format!("package {}", h.name),
-                };
-                let mut item = InventoryItem::installed("rpm", SignatureKind::Rpm, h.name, detail);
-                item.version = evr;
-                out.push(item);
+        }
+        uri.push('?');
+        uri.push_str(query);
+        Ok(uri)
+    }
+
+    /// Reads every header of an open database; returns the number of rows skipped as damaged.
+    fn read_packages(conn: &Connection, out: &mut Vec<InventoryItem>) -> rusqlite::Result<usize> {
+        let mut stmt = conn.prepare("SELECT blob FROM Packages")?;
+        let mut rows = stmt.query([])?;
+        let mut bad = 0usize;
+        let mut n = 0usize;
+        while let Some(row) = rows.next()? {
+            n += 1;
+            if n > MAX_ROWS {
+                break;
             }
-            Err(_) => bad += 1,
+            let parsed = match row.get_ref(0)?.as_blob() {
+                Ok(blob) => parse_header(blob),
+                Err(_) => {
+                    bad += 1;
+                    continue;
+                }
+            };
+            match parsed {
+                Ok(h) => {
+                    let evr = h.evr();
+                    let detail = match &evr {
+                        Some(v) => format!("package {} {v}", h.name),
+                        None => format!("package {}", h.name),
+                    };
+                    let mut item =
+                        InventoryItem::installed("rpm", SignatureKind::Rpm, h.name, detail);
+                    item.version = evr;
+                    out.push(item);
+                }
+                Err(_) => bad += 1,
+            }
+        }
+        Ok(bad)
+    }
+
+    /// A private temporary folder, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> std::io::Result<TempDir> {
+            let mut rnd = [0u8; 8];
+            getrandom::fill(&mut rnd).map_err(|e| std::io::Error::other(e.to_string()))?;
+            let name = format!("commscan-rpmdb-{}-{}", std::process::id(), hex_of(&rnd));
+            let path = std::env::temp_dir().join(name);
+            std::fs::create_dir(&path)?;
+            Ok(TempDir(path))
         }
     }
-    Ok(bad)
-}
 
-/// A private temporary folder, removed on drop.
-struct TempDir(PathBuf);
+    fn hex_of(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
 
-impl TempDir {
-    fn new() -> std::io::Result<TempDir> {
-        let mut rnd = [0u8; 8];
-        getrandom::fill(&mut rnd).map_err(|e| std::io::Error::other(e.to_string()))?;
-        let name = format!("commscan-rpmdb-{}-{}", std::process::id(), hex_of(&rnd));
-        let path = std::env::temp_dir().join(name);
-        std::fs::create_dir(&path)?;
-        Ok(TempDir(path))
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Reads an SQLite rpm database; `Ok(n)` with `n` damaged rows skipped.
+    pub(crate) fn read_sqlite(db: &Path, out: &mut Vec<InventoryItem>) -> Result<usize, String> {
+        let fail = |e: &dyn std::fmt::Display| format!("{}: {e}", db.display());
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
+        let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        if wal_len == 0 {
+            let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI;
+            let conn = Connection::open_with_flags(sqlite_uri(db, "immutable=1")?, flags)
+                .map_err(|e| fail(&e))?;
+            return read_packages(&conn, out).map_err(|e| fail(&e));
+        }
+        // Committed transactions may sit only in the log: read a private copy of both.
+        let db_len = std::fs::metadata(db).map_err(|e| fail(&e))?.len();
+        if db_len.saturating_add(wal_len) > MAX_COPY {
+            return Err(fail(&format!(
+                "{} bytes with its write-ahead log, too large to copy aside",
+                db_len + wal_len
+            )));
+        }
+        let tmp = TempDir::new().map_err(|e| fail(&format!("temporary copy: {e}")))?;
+        let copy = tmp.0.join("rpmdb.sqlite");
+        std::fs::copy(db, &copy).map_err(|e| fail(&e))?;
+        std::fs::copy(&wal, tmp.0.join("rpmdb.sqlite-wal")).map_err(|e| fail(&e))?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&copy, flags).map_err(|e| fail(&e))?;
+        let result = read_packages(&conn, out).map_err(|e| fail(&e));
+        drop(conn);
+        result
     }
 }
 
-fn hex_of(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Reads an SQLite rpm database; `Ok(n)` with `n` damaged rows skipped.
-pub(crate) fn read_sqlite(db: &Path, out: &mut Vec<InventoryItem>) -> Result<usize, String> {
-    let fail = |e: &dyn std::fmt::Display| format!("{}: {e}", db.display());
-    let mut wal = db.as_os_str().to_owned();
-    wal.push("-wal");
-    let wal = PathBuf::from(wal);
-    let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-    if wal_len == 0 {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI;
-        let conn = Connection::open_with_flags(sqlite_uri(db, "immutable=1")?, flags)
-            .map_err(|e| fail(&e))?;
-        return read_packages(&conn, out).map_err(|e| fail(&e));
-    }
-    // Committed transactions may sit only in the log: read a private copy of both.
-    let db_len = std::fs::metadata(db).map_err(|e| fail(&e))?.len();
-    if db_len.saturating_add(wal_len) > MAX_COPY {
-        return Err(fail(&format!(
-            "{} bytes with its write-ahead log, too large to copy aside",
-            db_len + wal_len
-        )));
-    }
-    let tmp = TempDir::new().map_err(|e| fail(&format!("temporary copy: {e}")))?;
-    let copy = tmp.0.join("rpmdb.sqlite");
-    std::fs::copy(db, &copy).map_err(|e| fail(&e))?;
-    std::fs::copy(&wal, tmp.0.join("rpmdb.sqlite-wal")).map_err(|e| fail(&e))?;
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(&copy, flags).map_err(|e| fail(&e))?;
-    let result = read_packages(&conn, out).map_err(|e| fail(&e));
-    drop(conn);
-    result
+/// Without SQLite (builds for other platforms than Linux): says so instead of reading.
+#[cfg(not(target_os = "linux"))]
+fn read_sqlite(db: &std::path::Path, _out: &mut Vec<InventoryItem>) -> Result<usize, String> {
+    Err(format!(
+        "{}: rpm sqlite database reading needs the Linux build",
+        db.display()
+    ))
 }
 
 impl Source for Rpm {
@@ -371,7 +402,11 @@ mod tests {
     use super::*;
     use commscan_core::platform::Platform;
     use proptest::prelude::*;
+    #[cfg(target_os = "linux")]
+    use rusqlite::Connection;
+    use std::path::Path;
 
+    #[cfg(target_os = "linux")]
     /// Writes an SQLite rpm database the way rpm lays it out.
     fn write_db(path: &Path, blobs: &[Vec<u8>]) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -486,6 +521,7 @@ mod tests {
         }
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn sqlite_database_lists_packages_and_leaves_no_files_behind() {
         let dir = tempfile::tempdir().unwrap();
@@ -515,6 +551,7 @@ mod tests {
         assert_eq!(before.len(), after.len(), "no -shm or journal created");
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn packages_only_in_the_write_ahead_log_are_read() {
         let dir = tempfile::tempdir().unwrap();
@@ -544,6 +581,7 @@ mod tests {
         assert_eq!(names, vec!["bash", "slack"]);
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn garbage_database_is_a_failure_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -583,10 +621,29 @@ mod tests {
         assert_eq!(collect(dir.path()).0, SourceOutcome::Absent);
     }
 
+    #[cfg(not(target_os = "linux"))]
+    #[test]
+    fn sqlite_database_needs_the_linux_build() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("var/lib/rpm")).unwrap();
+        std::fs::write(
+            dir.path().join("var/lib/rpm/rpmdb.sqlite"),
+            b"SQLite format 3\0",
+        )
+        .unwrap();
+        let (outcome, names) = collect(dir.path());
+        assert!(names.is_empty());
+        assert!(
+            matches!(&outcome, SourceOutcome::Failed(m) if m.ends_with("rpmdb.sqlite: rpm sqlite database reading needs the Linux build")),
+            "{outcome:?}"
+        );
+    }
+
+    #[cfg(target_os = "linux")]
     #[test]
     fn uri_escapes_special_characters() {
         assert_eq!(
-            sqlite_uri(Path::new("/mnt/disk #1/a?b%.sqlite"), "immutable=1").unwrap(),
+            sqlite::sqlite_uri(Path::new("/mnt/disk #1/a?b%.sqlite"), "immutable=1").unwrap(),
             "file:/mnt/disk%20%231/a%3Fb%25.sqlite?immutable=1"
         );
     }
