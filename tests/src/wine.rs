@@ -116,6 +116,13 @@ impl Prefix {
         };
         let out = p.wine(&["wineboot", "--init"]);
         assert!(out.status.success(), "wineboot: {}", text(&out));
+        // `wineboot --init` returns before the processes it started have finished setting the
+        // prefix up (services, their registry); an MSI installed before then finds no SCM
+        // database to register its service in. Wait until the prefix is idle.
+        if let Some(ws) = &p.wineserver {
+            let out = p.command(ws).arg("-w").output().expect("run wineserver -w");
+            assert!(out.status.success(), "wineserver -w: {}", text(&out));
+        }
         let app = p.app_dir();
         std::fs::create_dir_all(&app).expect("C:\\commscan");
         std::fs::copy(&wine.agent, app.join("commscan-agent.exe")).expect("copy agent");

@@ -193,6 +193,7 @@ async fn the_msi_installs_a_service_that_reports_watches_flushes_upgrades_and_un
     eprintln!("the service reported {products:?}");
     assert!(!products.contains(&"zoom".to_owned()), "{products:?}");
 
+    wait_for_log(&p, "watching for installs", 1, Duration::from_secs(10));
     // While it runs, Zoom appears under Program Files: the file-watch trigger rescans (the full
     // scan interval is an hour) and the change reaches the collector.
     let zoom = p.dir.path().join("drive_c/Program Files/Zoom/bin");

@@ -177,7 +177,8 @@ impl Watch {
                 Err(e) => tracing::debug!(path = %p.display(), error = %e, "cannot watch"),
             }
         }
-        tracing::debug!(dirs = self.watched.len(), "watching for installs");
+        // Logged when the set changes: at start, then when an install or removal changed it.
+        tracing::info!(dirs = self.watched.len(), "watching for installs");
     }
 }
 
@@ -190,6 +191,14 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     // (first change, deadline) of a pending watch trigger.
     let mut watch_due: Option<(Instant, Instant)> = None;
     let changed = watch.changed.clone();
+    // Watched before the first scan too, so that an install during that scan is not missed
+    // until the next full one; refreshed after every full or watch scan below.
+    if t.watch {
+        let inventory = shared.inventory.clone();
+        if let Ok(paths) = tokio::task::spawn_blocking(move || inventory.watch_paths()).await {
+            watch.set(paths);
+        }
+    }
     loop {
         let kind = tokio::select! {
             _ = shutdown.cancelled() => return,
