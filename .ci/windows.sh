@@ -7,6 +7,7 @@
 #   .ci/windows.sh install   apt-get the toolchain, Wine and wixl/msitools for the MSI (root, Debian)
 #   .ci/windows.sh lint      clippy -D warnings of the three crates (libraries, binaries) for x86_64-pc-windows-gnu
 #   .ci/windows.sh build     debug build of commscan-agent.exe (for the Wine tests)
+#   .ci/windows.sh release   release build of commscan-agent.exe (to ship; not run by CI)
 #   .ci/windows.sh all       the three in order (what .ci/run calls)
 #
 # Prints `COMMSCAN_WINDOWS_AGENT=<path>` on success of `build`; .ci/run exports it for the
@@ -69,10 +70,17 @@ build() {
   echo "COMMSCAN_WINDOWS_AGENT=$exe"
 }
 
+release() {
+  step "cargo build --release -p commscan-agent --target $TARGET"
+  timed /usr/bin/cargo build "${ZFLAGS[@]}" --release -p commscan-agent --bin commscan-agent
+  echo "$CARGO_TARGET_DIR/$TARGET/release/commscan-agent.exe"
+}
+
 case "${1:-all}" in
   install) install ;;
   lint) lint ;;
   build) build ;;
+  release) release ;;
   all) install; lint; build ;;
-  *) echo "usage: $0 [install|lint|build|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [install|lint|build|release|all]" >&2; exit 2 ;;
 esac

@@ -63,3 +63,60 @@ pub async fn open_when_enrolled(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RawConfig;
+    use crate::scanner::{HostInventory, ScanTarget, Scanner};
+    use commscan_core::catalog::Catalog;
+    use commscan_core::platform::Platform;
+
+    fn setup(dir: &std::path::Path) -> (AgentConfig, Arc<dyn Inventory>) {
+        let mut cfg = RawConfig::default().validate().expect("defaults are valid");
+        cfg.data_dir = dir.join("data");
+        let inventory = Arc::new(HostInventory::new(
+            Arc::new(Scanner::new(&Catalog::embedded())),
+            ScanTarget::tree(dir, Platform::Linux),
+        ));
+        (cfg, inventory)
+    }
+
+    #[tokio::test]
+    async fn a_service_not_enrolled_waits_until_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cfg, inventory) = setup(dir.path());
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            s.cancel();
+        });
+        let t0 = std::time::Instant::now();
+        let opened = open_when_enrolled(&cfg, inventory, &stop, Duration::from_millis(50))
+            .await
+            .expect("waiting is not an error");
+        assert!(opened.is_none(), "opened without an identity");
+        assert!(t0.elapsed() >= Duration::from_millis(300), "did not wait");
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_identity_is_reported_at_once_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cfg, inventory) = setup(dir.path());
+        std::fs::create_dir_all(&cfg.data_dir).unwrap();
+        std::fs::write(cfg.data_dir.join("identity.json"), b"{not json").unwrap();
+        let stop = CancellationToken::new();
+        let e = tokio::time::timeout(
+            Duration::from_secs(5),
+            open_when_enrolled(&cfg, inventory, &stop, Duration::from_secs(3600)),
+        )
+        .await
+        .expect("returned without waiting")
+        .expect_err("a corrupt identity is an error");
+        assert!(
+            matches!(e, AgentError::State(StateError::Corrupt { .. })),
+            "{e}"
+        );
+    }
+}
