@@ -137,6 +137,8 @@ pub struct OpenSettings {
     pub clock: Clock,
     /// On a ministry, how long an enterprise's pushed rows stay fresh.
     pub federation_stale_after: std::time::Duration,
+    /// The PostgreSQL store to use instead of the data directory's sled store.
+    pub postgres: Option<crate::store::pg_store::PgConfig>,
 }
 
 impl Default for OpenSettings {
@@ -144,6 +146,7 @@ impl Default for OpenSettings {
         OpenSettings {
             clock: system_clock(),
             federation_stale_after: crate::collector::DEFAULT_FEDERATION_STALE_AFTER,
+            postgres: None,
         }
     }
 }
@@ -152,6 +155,7 @@ impl std::fmt::Debug for OpenSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OpenSettings")
             .field("federation_stale_after", &self.federation_stale_after)
+            .field("postgres", &self.postgres)
             .finish_non_exhaustive()
     }
 }
@@ -355,13 +359,22 @@ impl Layout {
         )
         .map_err(|e| LayoutError::Invalid(e.to_string()))?;
         let rules = Rules::load(rules).map_err(|e| LayoutError::Invalid(format!("rules: {e}")))?;
-        let store_dir = self.path("store");
-        let opener: crate::store::recovering::Opener =
-            Box::new(move || SledStore::open(&store_dir).map(|s| Arc::new(s) as Arc<dyn Store>));
-        let store: Arc<dyn Store> = Arc::new(
-            crate::store::recovering::Recovering::open(opener)
-                .map_err(|e| path_err(&self.path("store"), e))?,
-        );
+        let store: Arc<dyn Store> = match &settings.postgres {
+            Some(pg) => Arc::new(
+                crate::store::pg_store::PgStore::open(pg)
+                    .map_err(|e| LayoutError::Invalid(format!("--store {}: {e}", pg.url)))?,
+            ),
+            None => {
+                let store_dir = self.path("store");
+                let opener: crate::store::recovering::Opener = Box::new(move || {
+                    SledStore::open(&store_dir).map(|s| Arc::new(s) as Arc<dyn Store>)
+                });
+                Arc::new(
+                    crate::store::recovering::Recovering::open(opener)
+                        .map_err(|e| path_err(&self.path("store"), e))?,
+                )
+            }
+        };
         let collector = Collector::new(store, rules, authority, ca_pem, trust_domain)
             .with_clock(settings.clock.clone())
             .with_federation_stale_after(settings.federation_stale_after);

@@ -133,6 +133,7 @@ async fn world(interval: Duration) -> World {
         settings: OpenSettings {
             clock: clock.clock(),
             federation_stale_after: WINDOW,
+            postgres: None,
         },
         upstream: None,
         ..Default::default()

@@ -91,6 +91,8 @@ enum Command {
         /// at about three push intervals).
         #[arg(long, default_value = "45m", value_parser = commscan_core::duration::parse_duration)]
         federation_stale_after: Duration,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Federation between enterprise collectors and a ministry collector.
     Federation {
@@ -220,6 +222,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             upstream_key,
             push_interval,
             federation_stale_after,
+            store,
         } => {
             let rules = RulesConfig::from(rules);
             match commscan_collector::open_files::raise_to_hard_limit() {
@@ -242,6 +245,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let settings = OpenSettings {
                 federation_stale_after,
+                postgres: store.resolve()?,
                 ..OpenSettings::default()
             };
             let (collector, tls) = Layout::new(&data_dir).open_with(&rules, &settings)?;
@@ -328,4 +332,49 @@ fn main() -> ExitCode {
         threads: Threads::Workers(None),
     }
     .run(async { run(cli).await.map(|()| ExitCode::SUCCESS) })
+}
+
+/// Where the compliance data lives: the data directory's sled store unless `--store` names a
+/// PostgreSQL database.
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// PostgreSQL store, `postgres://USER@HOST:PORT/DATABASE` (default: sled in the data
+    /// directory). The password comes from --store-password-file or
+    /// COMMSCAN_STORE_PASSWORD, never the URL.
+    #[arg(long = "store", env = "COMMSCAN_STORE")]
+    url: Option<String>,
+    /// A file holding the database password (one line).
+    #[arg(long, env = "COMMSCAN_STORE_PASSWORD_FILE", requires = "url")]
+    store_password_file: Option<PathBuf>,
+    /// Most database connections this collector opens.
+    #[arg(long, default_value_t = 32, requires = "url")]
+    store_connections: usize,
+}
+
+impl StoreArgs {
+    fn resolve(self) -> anyhow::Result<Option<commscan_collector::store::pg_store::PgConfig>> {
+        let Some(url) = self.url else {
+            return Ok(None);
+        };
+        if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+            return Err(Usage(format!(
+                "--store {url}: want postgres://USER@HOST:PORT/DATABASE"
+            ))
+            .into());
+        }
+        let password = match self.store_password_file {
+            Some(p) => Some(
+                std::fs::read_to_string(&p)
+                    .map_err(|e| Usage(format!("--store-password-file {}: {e}", p.display())))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+            ),
+            None => std::env::var("COMMSCAN_STORE_PASSWORD").ok(),
+        };
+        Ok(Some(commscan_collector::store::pg_store::PgConfig {
+            url,
+            password,
+            max_connections: self.store_connections,
+        }))
+    }
 }

@@ -318,6 +318,7 @@ mod tests {
                 OffsetDateTime::now_utc() + time::Duration::seconds(o.load(Ordering::SeqCst))
             }),
             federation_stale_after: Duration::from_secs(600),
+            postgres: None,
         };
         let (c, _) = layout.open_with(&Default::default(), &settings).unwrap();
         Ministry {

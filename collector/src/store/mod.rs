@@ -21,6 +21,7 @@
 
 pub(crate) mod combining;
 pub mod group_commit;
+pub mod pg_store;
 pub mod records;
 pub mod recovering;
 pub mod sled_store;

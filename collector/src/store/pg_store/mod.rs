@@ -1,0 +1,925 @@
+//! The PostgreSQL store: every store trait over one database, for deployments that outgrow
+//! the embedded sled store (several collectors, BI tools, the operators' own backups).
+//!
+//! # Schema
+//! [`0001_initial.sql`](schema) creates typed tables (devices, findings, history, the
+//! organisation aggregates and their daily points, classifications, enrolment tokens and people
+//! by hash, audit, federated rows) with indexes for every listing filter, and read-only `bi_*`
+//! views for BI tools. Each row keeps the collector's record as `record jsonb` (what is
+//! decoded, so a new field never needs a migration) beside typed columns extracted from it
+//! (what is queried and indexed). Migrations are embedded and applied at open under an
+//! advisory lock ([`schema`]); a database newer than this binary is refused.
+//!
+//! # Transactions
+//! A device write is one transaction, as in sled: the device row is locked (`FOR UPDATE`),
+//! the old contribution leaves its organisation's aggregate row and the new one enters
+//! (aggregate rows are locked in organisation order, so two writes moving devices between the
+//! same organisations cannot deadlock), the day's point is upserted, history appended, the
+//! findings rows replaced. Enrolment locks the token row, so two enrolments racing for its last
+//! use cannot both win, across any number of collector processes. A federation push replaces
+//! one enterprise's rows under a transaction-scoped advisory lock for that enterprise.
+//! Commits are durable (`synchronous_commit` is the server's, `on` by default), so
+//! [`Durable::flush`] has nothing to do: a report is acknowledged after its commit.
+//!
+//! # Blocking
+//! The store traits are synchronous and the collector calls them from blocking threads
+//! (`spawn_blocking`). The store runs the async driver (`tokio-postgres`, pooled by
+//! `deadpool-postgres`) on a small runtime of its own and blocks the calling thread on it, so
+//! it never needs the caller's runtime. Calling it from an async task would panic, as any
+//! blocking call there should.
+//!
+//! # Failures
+//! A database that cannot be reached, or a connection lost mid-transaction, is
+//! [`StoreError::Unavailable`]: the reporting service answers UNAVAILABLE and agents keep the
+//! report in their spools. Other database errors are [`StoreError::Backend`] naming the
+//! statement's purpose.
+
+pub mod schema;
+
+use super::records::{
+    AuditRecord, Classification, DeviceRecord, FederatedRecord, HistoryKind, HistoryRecord,
+    OrgAggregate, PersonRecord, TokenRecord,
+};
+use super::{
+    AuditStore, DeviceFilter, DevicePage, DeviceStore, Durable, FederationStore, Store, StoreError,
+    TokenStore,
+};
+use commscan_core::verdict::{ReasonKind, Status};
+use deadpool_postgres::Pool;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeSet;
+use std::future::Future;
+use time::OffsetDateTime;
+use tokio_postgres::{GenericClient, Transaction};
+
+/// How to reach the database.
+#[derive(Clone)]
+pub struct PgConfig {
+    /// `postgres://user@host:port/database` (a password in it is refused: give it apart).
+    pub url: String,
+    /// The password, read from a file or the environment by the caller.
+    pub password: Option<String>,
+    /// Most connections this process opens.
+    pub max_connections: usize,
+}
+
+impl std::fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgConfig")
+            .field("url", &self.url)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// The PostgreSQL-backed store.
+pub struct PgStore {
+    pool: Pool,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").finish_non_exhaustive()
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which async code may not do; this never blocks.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A database error as a store error: lost or refused connections are `Unavailable`
+/// (retriable: agents keep their reports), the rest `Backend`, naming `what`.
+fn db(what: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
+    move |e| {
+        if e.is_closed() || e.code().is_none() {
+            StoreError::Unavailable(format!("database: {what}: {e}"))
+        } else {
+            StoreError::Backend(format!("database: {what}: {e}"))
+        }
+    }
+}
+
+fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
+    StoreError::Unavailable(format!("database: {e}"))
+}
+
+fn json<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).expect("records always serialise")
+}
+
+fn decode<T: DeserializeOwned>(key: &str, v: serde_json::Value) -> Result<T, StoreError> {
+    serde_json::from_value(v).map_err(|e| StoreError::Corrupt {
+        key: key.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// The lower-case name serde gives a unit enum value (`Status`, `Platform`).
+fn tag<T: Serialize>(v: &T) -> String {
+    match json(v) {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
+fn i64_of(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn limit_of(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl PgStore {
+    /// Connects, applies the embedded migrations (under an advisory lock) and checks the
+    /// schema version.
+    pub fn open(config: &PgConfig) -> Result<PgStore, StoreError> {
+        let mut pg: tokio_postgres::Config = config
+            .url
+            .parse()
+            .map_err(|e| StoreError::Backend(format!("--store {}: {e}", config.url)))?;
+        if pg.get_password().is_some() {
+            return Err(StoreError::Backend(
+                "--store: a password in the URL would show in process listings; give it in a file or the environment".into(),
+            ));
+        }
+        if let Some(p) = &config.password {
+            pg.password(p.as_bytes());
+        }
+        pg.application_name("commscan-collector");
+        pg.connect_timeout(std::time::Duration::from_secs(10));
+        let manager = deadpool_postgres::Manager::from_config(
+            pg,
+            tokio_postgres::NoTls,
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("commscan-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Backend(format!("database runtime: {e}")))?;
+        let pool = Pool::builder(manager)
+            .max_size(config.max_connections.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(std::time::Duration::from_secs(10)))
+            .create_timeout(Some(std::time::Duration::from_secs(10)))
+            .build()
+            .map_err(|e| StoreError::Backend(format!("database pool: {e}")))?;
+        let store = PgStore { pool, rt: Some(rt) };
+        store.run(async |s| {
+            let mut client = s.pool.get().await.map_err(pool_err)?;
+            schema::migrate(&mut client).await
+        })?;
+        Ok(store)
+    }
+
+    /// Runs `f` on the store's runtime, blocking the calling thread: directly from a plain or
+    /// `spawn_blocking` thread (the collector's way), through `block_in_place` from a task of
+    /// a multi-threaded runtime (start-up code), and from a current-thread runtime (tests) on a
+    /// scoped thread of its own, since neither may block on another runtime in place.
+    fn run<T: Send>(
+        &self,
+        f: impl AsyncFnOnce(&PgStore) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let rt = self.rt.as_ref().expect("runtime lives until drop");
+        match Handle::try_current().map(|h| h.runtime_flavor()) {
+            Err(_) => rt.block_on(f(self)),
+            Ok(RuntimeFlavor::CurrentThread) => std::thread::scope(|s| {
+                s.spawn(|| rt.block_on(f(self)))
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            }),
+            Ok(_) => tokio::task::block_in_place(|| rt.block_on(f(self))),
+        }
+    }
+
+    /// Runs `f` in one transaction (committed when it returns `Ok`).
+    fn tx<T: Send>(
+        &self,
+        f: impl for<'t> AsyncFnOnce(&'t Transaction<'t>) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        self.run(async |s| {
+            let mut client = s.pool.get().await.map_err(pool_err)?;
+            let tx = client.transaction().await.map_err(db("begin"))?;
+            let out = f(&tx).await?;
+            tx.commit().await.map_err(db("commit"))?;
+            Ok(out)
+        })
+    }
+
+    /// Runs one read on a pooled connection.
+    fn read<T: Send, F>(
+        &self,
+        f: impl FnOnce(deadpool_postgres::Object) -> F + Send,
+    ) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, StoreError>> + Send,
+    {
+        self.run(async |s| {
+            let client = s.pool.get().await.map_err(pool_err)?;
+            f(client).await
+        })
+    }
+}
+
+/// Locks and returns the aggregate of `org` (creating an empty row first).
+async fn lock_aggregate(tx: &Transaction<'_>, org: &str) -> Result<OrgAggregate, StoreError> {
+    tx.execute(
+        "INSERT INTO org_aggregates (organisation, devices, aggregate) VALUES ($1, 0, '{}') ON CONFLICT DO NOTHING",
+        &[&org],
+    )
+    .await
+    .map_err(db("create aggregate"))?;
+    let row = tx
+        .query_one(
+            "SELECT aggregate FROM org_aggregates WHERE organisation = $1 FOR UPDATE",
+            &[&org],
+        )
+        .await
+        .map_err(db("lock aggregate"))?;
+    let v: serde_json::Value = row.get(0);
+    if v.as_object().is_some_and(|o| o.is_empty()) {
+        return Ok(OrgAggregate::default());
+    }
+    decode(&format!("org_aggregates/{org}"), v)
+}
+
+async fn store_aggregate(
+    tx: &Transaction<'_>,
+    org: &str,
+    agg: &OrgAggregate,
+    at: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let v = json(agg);
+    let devices = i64_of(agg.devices);
+    tx.execute(
+        "UPDATE org_aggregates SET devices = $2, aggregate = $3 WHERE organisation = $1",
+        &[&org, &devices, &v],
+    )
+    .await
+    .map_err(db("update aggregate"))?;
+    tx.execute(
+        "INSERT INTO org_daily (organisation, day, devices, aggregate) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (organisation, day) DO UPDATE SET devices = $3, aggregate = $4",
+        &[&org, &at.date(), &devices, &v],
+    )
+    .await
+    .map_err(db("record the day's point"))?;
+    Ok(())
+}
+
+/// Writes `device` (or removes it, with `remove`) in `tx`: the same steps as sled's
+/// transaction, see the module docs.
+async fn write_device(
+    tx: &Transaction<'_>,
+    device: &DeviceRecord,
+    at: OffsetDateTime,
+    remove: bool,
+) -> Result<(), StoreError> {
+    let id = device.device_id.as_str();
+    let old: Option<DeviceRecord> = match tx
+        .query_opt(
+            "SELECT record FROM devices WHERE device_id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await
+        .map_err(db("lock device"))?
+    {
+        Some(row) => Some(decode(&format!("devices/{id}"), row.get(0))?),
+        None => None,
+    };
+    // Aggregates are locked in organisation order: no two writes can wait on each other.
+    let mut orgs: BTreeSet<&str> = BTreeSet::new();
+    if let Some(o) = &old {
+        orgs.insert(&o.organisation);
+    }
+    if !remove {
+        orgs.insert(&device.organisation);
+    }
+    for org in orgs {
+        let mut agg = lock_aggregate(tx, org).await?;
+        if let Some(o) = old.as_ref().filter(|o| o.organisation == org) {
+            agg.apply(&o.contribution(), false);
+        }
+        if !remove && device.organisation == org {
+            agg.apply(&device.contribution(), true);
+        }
+        store_aggregate(tx, org, &agg, at).await?;
+    }
+    if remove {
+        tx.execute("DELETE FROM devices WHERE device_id = $1", &[&id])
+            .await
+            .map_err(db("remove device"))?;
+        tx.execute("DELETE FROM history WHERE device_id = $1", &[&id])
+            .await
+            .map_err(db("remove history"))?;
+        return Ok(());
+    }
+    let status = tag(&device.verdict.status);
+    let platform = device.platform.map(|p| tag(&p));
+    let stale_watch = device
+        .last_report
+        .filter(|_| device.verdict.status != Status::Stale);
+    let record = json(device);
+    tx.execute(
+        "INSERT INTO devices (device_id, organisation, hostname, platform, os_version, agent_version,
+                              status, enrolled_at, last_report, stale_watch, revoked, record)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         ON CONFLICT (device_id) DO UPDATE SET
+             organisation = $2, hostname = $3, platform = $4, os_version = $5, agent_version = $6,
+             status = $7, enrolled_at = $8, last_report = $9, stale_watch = $10, revoked = $11,
+             record = $12",
+        &[
+            &id,
+            &device.organisation,
+            &device.hostname,
+            &platform,
+            &device.os_version,
+            &device.agent_version,
+            &status,
+            &device.enrolled_at,
+            &device.last_report,
+            &stale_watch,
+            &device.revoked,
+            &record,
+        ],
+    )
+    .await
+    .map_err(db("write device"))?;
+    tx.execute("DELETE FROM findings WHERE device_id = $1", &[&id])
+        .await
+        .map_err(db("replace findings"))?;
+    let violating: BTreeSet<&str> = device
+        .verdict
+        .reasons
+        .iter()
+        .filter(|r| r.kind == ReasonKind::Violation)
+        .map(|r| r.product.as_str())
+        .collect();
+    for f in &device.findings {
+        tx.execute(
+            "INSERT INTO findings (device_id, product, version, violating, evidence)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            &[
+                &id,
+                &f.product,
+                &f.version,
+                &violating.contains(f.product.as_str()),
+                &json(&f.evidence),
+            ],
+        )
+        .await
+        .map_err(db("write findings"))?;
+    }
+    for kind in HistoryKind::between(old.as_ref(), device) {
+        let name = match json(&kind).get("kind") {
+            Some(serde_json::Value::String(k)) => k.clone(),
+            _ => String::new(),
+        };
+        tx.execute(
+            "INSERT INTO history (device_id, at, kind, record) VALUES ($1, $2, $3, $4)",
+            &[&id, &at, &name, &json(&HistoryRecord { at, kind })],
+        )
+        .await
+        .map_err(db("append history"))?;
+    }
+    Ok(())
+}
+
+impl Durable for PgStore {
+    fn flush(&self) -> Result<(), StoreError> {
+        // Every write committed before it returned.
+        Ok(())
+    }
+
+    fn check_health(&self) -> bool {
+        self.read(async |c| {
+            c.simple_query("SELECT 1").await.map_err(db("health"))?;
+            Ok(())
+        })
+        .is_ok()
+    }
+}
+
+impl DeviceStore for PgStore {
+    fn put_device(&self, device: &DeviceRecord, at: OffsetDateTime) -> Result<(), StoreError> {
+        self.tx(async |tx| write_device(tx, device, at, false).await)
+    }
+
+    fn remove_device(&self, id: &str, at: OffsetDateTime) -> Result<bool, StoreError> {
+        let Some(device) = self.device(id)? else {
+            return Ok(false);
+        };
+        self.tx(async |tx| write_device(tx, &device, at, true).await)?;
+        Ok(true)
+    }
+
+    fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        self.read(async |c| {
+            match c
+                .query_opt("SELECT record FROM devices WHERE device_id = $1", &[&id])
+                .await
+                .map_err(db("read device"))?
+            {
+                Some(row) => decode(&format!("devices/{id}"), row.get(0)).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn list_devices(
+        &self,
+        filter: &DeviceFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<DevicePage, StoreError> {
+        let (after_org, after_id) = match cursor.and_then(|c| c.split_once('/')) {
+            Some((o, d)) => (Some(o.to_owned()), d.to_owned()),
+            None => (None, String::new()),
+        };
+        let status = filter.status.map(|s| tag(&s));
+        let platform = filter.platform.map(|p| tag(&p));
+        let allowed: Option<Vec<String>> = filter
+            .allowed_orgs
+            .as_ref()
+            .map(|a| a.iter().cloned().collect());
+        let rows = self.read(async |c| {
+            c.query(
+                "SELECT organisation, device_id, record FROM devices d
+                 WHERE ($1::text IS NULL OR (organisation, device_id) > ($1, $2))
+                   AND ($3::text IS NULL OR organisation = $3)
+                   AND ($4::text IS NULL OR status = $4)
+                   AND ($5::text IS NULL OR platform = $5)
+                   AND ($6::text IS NULL OR EXISTS (
+                        SELECT 1 FROM findings f WHERE f.device_id = d.device_id AND f.product = $6))
+                   AND ($7::text[] IS NULL OR organisation = ANY($7))
+                 ORDER BY organisation, device_id
+                 LIMIT $8",
+                &[
+                    &after_org,
+                    &after_id,
+                    &filter.organisation,
+                    &status,
+                    &platform,
+                    &filter.product,
+                    &allowed,
+                    &limit_of(limit),
+                ],
+            )
+            .await
+            .map_err(db("list devices"))
+        })?;
+        let mut devices = Vec::with_capacity(rows.len());
+        let mut last = None;
+        for row in rows {
+            let (org, id): (String, String) = (row.get(0), row.get(1));
+            devices.push(decode(&format!("devices/{id}"), row.get(2))?);
+            last = Some(format!("{org}/{id}"));
+        }
+        let next = if devices.len() == limit { last } else { None };
+        Ok(DevicePage { devices, next })
+    }
+
+    fn device_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.read(async |c| {
+            let rows = c
+                .query("SELECT device_id FROM devices ORDER BY device_id", &[])
+                .await
+                .map_err(db("list device ids"))?;
+            Ok(rows.into_iter().map(|r| r.get(0)).collect())
+        })
+    }
+
+    fn stale_candidates(
+        &self,
+        reported_before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.read(async |c| {
+            let rows = c
+                .query(
+                    "SELECT device_id FROM devices WHERE stale_watch < $1
+                     ORDER BY stale_watch, device_id LIMIT $2",
+                    &[&reported_before, &limit_of(limit)],
+                )
+                .await
+                .map_err(db("find stale candidates"))?;
+            Ok(rows.into_iter().map(|r| r.get(0)).collect())
+        })
+    }
+
+    fn history(&self, device: &str, limit: usize) -> Result<Vec<HistoryRecord>, StoreError> {
+        let rows = self.read(async |c| {
+            c.query(
+                "SELECT record FROM history WHERE device_id = $1 ORDER BY position DESC LIMIT $2",
+                &[&device, &limit_of(limit)],
+            )
+            .await
+            .map_err(db("read history"))
+        })?;
+        let mut out: Vec<HistoryRecord> = rows
+            .into_iter()
+            .map(|r| decode(&format!("history/{device}"), r.get(0)))
+            .collect::<Result<_, _>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    fn org_aggregate(&self, org: &str) -> Result<Option<OrgAggregate>, StoreError> {
+        let row = self.read(async |c| {
+            c.query_opt(
+                "SELECT aggregate FROM org_aggregates WHERE organisation = $1",
+                &[&org],
+            )
+            .await
+            .map_err(db("read aggregate"))
+        })?;
+        row.map(|r| decode(&format!("org_aggregates/{org}"), r.get(0)))
+            .transpose()
+    }
+
+    fn org_aggregates(&self) -> Result<Vec<(String, OrgAggregate)>, StoreError> {
+        let rows = self.read(async |c| {
+            c.query(
+                "SELECT organisation, aggregate FROM org_aggregates ORDER BY organisation",
+                &[],
+            )
+            .await
+            .map_err(db("read aggregates"))
+        })?;
+        rows.into_iter()
+            .map(|r| {
+                let org: String = r.get(0);
+                let agg = decode(&format!("org_aggregates/{org}"), r.get(1))?;
+                Ok((org, agg))
+            })
+            .collect()
+    }
+
+    fn daily(&self, org: &str, days: usize) -> Result<Vec<(String, OrgAggregate)>, StoreError> {
+        let rows = self.read(async |c| {
+            c.query(
+                "SELECT day, aggregate FROM org_daily WHERE organisation = $1
+                 ORDER BY day DESC LIMIT $2",
+                &[&org, &limit_of(days)],
+            )
+            .await
+            .map_err(db("read the trend"))
+        })?;
+        let mut out = rows
+            .into_iter()
+            .map(|r| {
+                let day: time::Date = r.get(0);
+                let agg = decode(&format!("org_daily/{org}/{day}"), r.get(1))?;
+                Ok((day.to_string(), agg))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    fn put_classification(
+        &self,
+        org: &str,
+        name: &str,
+        c: &Classification,
+    ) -> Result<(), StoreError> {
+        let record = json(c);
+        self.read(async |db_| {
+            db_.execute(
+                "INSERT INTO classifications (organisation, name, record) VALUES ($1, $2, $3)
+                 ON CONFLICT (organisation, name) DO UPDATE SET record = $3",
+                &[&org, &name, &record],
+            )
+            .await
+            .map_err(db("write classification"))?;
+            Ok(())
+        })
+    }
+
+    fn classifications(&self, org: &str) -> Result<Vec<(String, Classification)>, StoreError> {
+        let rows = self.read(async |c| {
+            c.query(
+                "SELECT name, record FROM classifications WHERE organisation = $1 ORDER BY name",
+                &[&org],
+            )
+            .await
+            .map_err(db("read classifications"))
+        })?;
+        rows.into_iter()
+            .map(|r| {
+                let name: String = r.get(0);
+                let c = decode(&format!("classifications/{org}/{name}"), r.get(1))?;
+                Ok((name, c))
+            })
+            .collect()
+    }
+}
+
+/// `(hash, record)` rows of a table keyed by hash.
+async fn by_hash<T: DeserializeOwned>(
+    c: &impl GenericClient,
+    table: &'static str,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<(String, T)>, StoreError> {
+    let rows = c.query(sql, params).await.map_err(db(table))?;
+    rows.into_iter()
+        .map(|r| {
+            let hash: String = r.get(0);
+            let v = decode(&format!("{table}/{hash}"), r.get(1))?;
+            Ok((hash, v))
+        })
+        .collect()
+}
+
+async fn upsert_token(
+    c: &impl GenericClient,
+    hash: &str,
+    token: &TokenRecord,
+) -> Result<(), StoreError> {
+    let uses: Option<i64> = token.uses_left.map(i64_of);
+    c.execute(
+        "INSERT INTO enrolment_tokens (hash, organisation, created_at, expires_at, uses_left, revoked, record)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (hash) DO UPDATE SET organisation = $2, created_at = $3, expires_at = $4,
+             uses_left = $5, revoked = $6, record = $7",
+        &[
+            &hash,
+            &token.organisation,
+            &token.created_at,
+            &token.expires_at,
+            &uses,
+            &token.revoked,
+            &json(token),
+        ],
+    )
+    .await
+    .map_err(db("write enrolment token"))?;
+    Ok(())
+}
+
+impl TokenStore for PgStore {
+    fn put_token(&self, hash: &str, token: &TokenRecord) -> Result<(), StoreError> {
+        self.read(async |c| upsert_token(&**c, hash, token).await)
+    }
+
+    fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.read(async |c| {
+            by_hash(
+                &**c,
+                "enrolment_tokens",
+                "SELECT hash, record FROM enrolment_tokens WHERE hash = $1",
+                &[&hash],
+            )
+            .await
+        })
+        .map(|v| v.into_iter().next().map(|(_, t)| t))
+    }
+
+    fn tokens(&self) -> Result<Vec<(String, TokenRecord)>, StoreError> {
+        self.read(async |c| {
+            by_hash(
+                &**c,
+                "enrolment_tokens",
+                "SELECT hash, record FROM enrolment_tokens ORDER BY hash",
+                &[],
+            )
+            .await
+        })
+    }
+
+    fn put_person(&self, hash: &str, person: &PersonRecord) -> Result<(), StoreError> {
+        self.read(async |c| {
+            c.execute(
+                "INSERT INTO people (hash, name, expires_at, revoked, record) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (hash) DO UPDATE SET name = $2, expires_at = $3, revoked = $4, record = $5",
+                &[&hash, &person.name, &person.expires_at, &person.revoked, &json(person)],
+            )
+            .await
+            .map_err(db("write person"))?;
+            Ok(())
+        })
+    }
+
+    fn person(&self, hash: &str) -> Result<Option<PersonRecord>, StoreError> {
+        self.read(async |c| {
+            by_hash(
+                &**c,
+                "people",
+                "SELECT hash, record FROM people WHERE hash = $1",
+                &[&hash],
+            )
+            .await
+        })
+        .map(|v| v.into_iter().next().map(|(_, p)| p))
+    }
+
+    fn people(&self) -> Result<Vec<(String, PersonRecord)>, StoreError> {
+        self.read(async |c| {
+            by_hash(
+                &**c,
+                "people",
+                "SELECT hash, record FROM people ORDER BY hash",
+                &[],
+            )
+            .await
+        })
+    }
+}
+
+impl AuditStore for PgStore {
+    fn append_audit(&self, entry: &AuditRecord) -> Result<u64, StoreError> {
+        let record = json(entry);
+        // What sled counts for the byte budget: an 8-byte key and the JSON.
+        let bytes = i32::try_from(8 + record.to_string().len()).unwrap_or(i32::MAX);
+        let position: i64 = self.read(async |c| {
+            let row = c
+                .query_one(
+                    "INSERT INTO audit (at, actor, action, organisation, bytes, record)
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING position",
+                    &[
+                        &entry.at,
+                        &entry.actor,
+                        &entry.action,
+                        &entry.organisation,
+                        &bytes,
+                        &record,
+                    ],
+                )
+                .await
+                .map_err(db("append audit"))?;
+            Ok(row.get(0))
+        })?;
+        Ok(u64::try_from(position).unwrap_or_default())
+    }
+
+    fn audit(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
+        let rows = self.read(async |c| {
+            c.query(
+                "SELECT position, record FROM audit WHERE position > $1 ORDER BY position LIMIT $2",
+                &[&i64_of(after), &limit_of(limit)],
+            )
+            .await
+            .map_err(db("read audit"))
+        })?;
+        rows.into_iter()
+            .map(|r| {
+                let position: i64 = r.get(0);
+                let e = decode(&format!("audit/{position}"), r.get(1))?;
+                Ok((u64::try_from(position).unwrap_or_default(), e))
+            })
+            .collect()
+    }
+
+    fn prune_audit(&self, before: OffsetDateTime, max_bytes: u64) -> Result<u64, StoreError> {
+        self.tx(async |tx| {
+            // Newest first: the first entry too old, or past the byte budget, is the newest
+            // to go; everything before it goes too.
+            let cut: Option<i64> = tx
+                .query_opt(
+                    "SELECT position FROM (
+                         SELECT position, at,
+                                sum(bytes) OVER (ORDER BY position DESC) AS total
+                         FROM audit) newest_first
+                     WHERE at < $1 OR total > $2
+                     ORDER BY position DESC LIMIT 1",
+                    &[&before, &i64_of(max_bytes)],
+                )
+                .await
+                .map_err(db("find the audit cut"))?
+                .map(|r| r.get(0));
+            let Some(cut) = cut else {
+                return Ok(0);
+            };
+            let removed = tx
+                .execute("DELETE FROM audit WHERE position <= $1", &[&cut])
+                .await
+                .map_err(db("prune audit"))?;
+            Ok(removed)
+        })
+    }
+}
+
+impl FederationStore for PgStore {
+    fn replace_federated(
+        &self,
+        enterprise: &str,
+        rows: &[(String, FederatedRecord)],
+    ) -> Result<(), StoreError> {
+        self.tx(async |tx| {
+            // Serialises pushes of one enterprise across every collector on the database.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('federated'), hashtext($1))",
+                &[&enterprise],
+            )
+            .await
+            .map_err(db("lock the enterprise's rows"))?;
+            tx.execute("DELETE FROM federated WHERE enterprise = $1", &[&enterprise])
+                .await
+                .map_err(db("replace federated rows"))?;
+            for (org, r) in rows {
+                tx.execute(
+                    "INSERT INTO federated (enterprise, organisation, generated_at, received_at, devices, aggregate)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[
+                        &enterprise,
+                        org,
+                        &r.generated_at,
+                        &r.received_at,
+                        &i64_of(r.aggregate.devices),
+                        &json(&r.aggregate),
+                    ],
+                )
+                .await
+                .map_err(db("write federated row"))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn federated(&self) -> Result<Vec<(String, String, FederatedRecord)>, StoreError> {
+        let rows = self.read(async |c| {
+            c.query(
+                "SELECT enterprise, organisation, generated_at, received_at, aggregate
+                 FROM federated ORDER BY enterprise, organisation",
+                &[],
+            )
+            .await
+            .map_err(db("read federated rows"))
+        })?;
+        rows.into_iter()
+            .map(|r| {
+                let (e, o): (String, String) = (r.get(0), r.get(1));
+                let aggregate = decode(&format!("federated/{e}/{o}"), r.get(4))?;
+                Ok((
+                    e,
+                    o,
+                    FederatedRecord {
+                        aggregate,
+                        generated_at: r.get(2),
+                        received_at: r.get(3),
+                    },
+                ))
+            })
+            .collect()
+    }
+}
+
+impl Store for PgStore {
+    fn enroll(
+        &self,
+        device: &DeviceRecord,
+        token_hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.tx(async |tx| {
+            // The token row is locked: two enrolments racing for its last use, on any
+            // collectors, cannot both win.
+            let token: TokenRecord = match tx
+                .query_opt(
+                    "SELECT record FROM enrolment_tokens WHERE hash = $1 FOR UPDATE",
+                    &[&token_hash],
+                )
+                .await
+                .map_err(db("lock enrolment token"))?
+            {
+                Some(row) => decode(&format!("enrolment_tokens/{token_hash}"), row.get(0))?,
+                None => return Err(StoreError::TokenRefused("unknown token".into())),
+            };
+            if token.organisation != device.organisation {
+                return Err(StoreError::TokenRefused(
+                    "token belongs to another organisation".into(),
+                ));
+            }
+            let consumed = token.consume(now).map_err(StoreError::TokenRefused)?;
+            upsert_token(tx, token_hash, &consumed).await?;
+            let exists = tx
+                .query_opt(
+                    "SELECT 1 FROM devices WHERE device_id = $1",
+                    &[&device.device_id],
+                )
+                .await
+                .map_err(db("check device"))?;
+            if exists.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "device {} exists",
+                    device.device_id
+                )));
+            }
+            write_device(tx, device, now, false).await
+        })
+    }
+}
