@@ -1,0 +1,282 @@
+//! The store conformance suite: one scenario over every store trait (enrolment consuming
+//! tokens, device writes moving aggregates, trends and history, listings with every filter and
+//! cursor paging, the staleness index, removals, classifications, tokens and people, audit and
+//! its retention, federated rows) run on the embedded sled store and on the PostgreSQL store
+//! (a throw-away cluster of its own); every observation must be the same on both, and the
+//! scenario asserts what a user would notice on its own as well.
+//!
+//! Without PostgreSQL's server binaries the PostgreSQL half prints `SKIPPED` and passes, unless
+//! `COMMSCAN_REQUIRE_POSTGRES=1` (set by `.ci/run`).
+
+use commscan_collector::store::pg_store::{PgConfig, PgStore};
+use commscan_collector::store::sled_store::SledStore;
+use commscan_collector::store::{
+    AuditRecord, Classification, DeviceFilter, DeviceRecord, FederatedRecord, OrgAggregate,
+    PersonRecord, Store, StoreError, TokenRecord,
+};
+use commscan_core::platform::Platform;
+use commscan_core::scan::Finding;
+use commscan_core::verdict::{Reason, ReasonKind, Status, Verdict};
+use commscan_runtime::testing::postgres::PgCluster;
+use std::collections::BTreeSet;
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+
+const T0: OffsetDateTime = datetime!(2026-11-20 09:00 UTC);
+
+fn device(id: &str, org: &str, products: &[&str], deny: &[&str], at: OffsetDateTime) -> DeviceRecord {
+    let mut d = DeviceRecord::enrolled(
+        id.into(),
+        org.into(),
+        format!("host-{id}"),
+        Some(Platform::Linux),
+        "Debian 12".into(),
+        "0.1.0".into(),
+        T0,
+    );
+    d.findings = products
+        .iter()
+        .map(|p| Finding {
+            product: (*p).into(),
+            installed: true,
+            running: false,
+            version: Some("1.0".into()),
+            evidence: Vec::new(),
+        })
+        .collect();
+    d.verdict = Verdict {
+        status: if deny.is_empty() {
+            Status::Compliant
+        } else {
+            Status::Noncompliant
+        },
+        reasons: deny
+            .iter()
+            .map(|p| Reason {
+                product: (*p).into(),
+                rule: "r".into(),
+                kind: ReasonKind::Violation,
+                text: format!("{p} is denied"),
+            })
+            .collect(),
+    };
+    d.last_report = Some(at);
+    d.last_sequence = 1;
+    d
+}
+
+fn token(org: &str, uses: Option<u64>) -> TokenRecord {
+    TokenRecord {
+        organisation: org.into(),
+        created_at: T0,
+        expires_at: Some(T0 + Duration::days(7)),
+        uses_left: uses,
+        revoked: false,
+    }
+}
+
+fn ids(page: &[DeviceRecord]) -> Vec<&str> {
+    page.iter().map(|d| d.device_id.as_str()).collect()
+}
+
+fn federated(devices: u64, at: OffsetDateTime) -> FederatedRecord {
+    FederatedRecord {
+        aggregate: OrgAggregate {
+            devices,
+            ..Default::default()
+        },
+        generated_at: at,
+        received_at: at,
+    }
+}
+
+/// Runs the scenario; returns every observation, in order, for the comparison.
+fn scenario(s: &dyn Store) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    let mut note = |what: &str, v: String| seen.push(format!("{what}: {v}"));
+
+    // Enrolment consumes the token's one use, atomically; another organisation's token fails.
+    s.put_token("h-acme", &token("acme", Some(1))).unwrap();
+    s.put_token("h-globex", &token("globex", None)).unwrap();
+    let d1 = device("d1", "acme", &[], &[], T0);
+    s.enroll(&DeviceRecord { last_report: None, ..d1.clone() }, "h-acme", T0).unwrap();
+    let twice = s.enroll(&device("d2", "acme", &[], &[], T0), "h-acme", T0);
+    assert!(matches!(twice, Err(StoreError::TokenRefused(_))), "{twice:?}");
+    note("second use", format!("{twice:?}"));
+    let other = s.enroll(&device("d2", "acme", &[], &[], T0), "h-globex", T0);
+    assert!(matches!(other, Err(StoreError::TokenRefused(_))), "{other:?}");
+    note("other org's token", format!("{other:?}"));
+    let unknown = s.enroll(&device("d2", "acme", &[], &[], T0), "nope", T0);
+    note("unknown token", format!("{unknown:?}"));
+    note("tokens", format!("{:?}", s.tokens().unwrap()));
+
+    // Reports: aggregates, trend points and history move with every write.
+    let t1 = T0 + Duration::hours(1);
+    s.put_device(&device("d1", "acme", &["zoom", "telegram"], &["zoom"], t1), t1).unwrap();
+    let mut d3 = device("d3", "globex", &["zoom"], &[], t1);
+    d3.platform = Some(Platform::Windows);
+    s.put_device(&d3, t1).unwrap();
+    s.put_device(&device("d4", "acme", &["telegram"], &[], t1), t1).unwrap();
+    let acme = s.org_aggregate("acme").unwrap().expect("acme aggregate");
+    assert_eq!(acme.devices, 2);
+    assert_eq!(acme.by_status.get(&Status::Noncompliant), Some(&1));
+    assert_eq!(acme.by_product["zoom"].violating, 1);
+    note("acme", format!("{acme:?}"));
+    let t2 = T0 + Duration::days(1);
+    s.put_device(&device("d4", "acme", &["telegram", "zoom"], &["zoom"], t2), t2).unwrap();
+    let trend = s.daily("acme", 10).unwrap();
+    assert_eq!(trend.len(), 2, "one point per day: {trend:?}");
+    assert_eq!(trend[0].0, "2026-11-20");
+    note("trend", format!("{trend:?}"));
+    let history = s.history("d4", 10).unwrap();
+    assert!(history.len() >= 2, "{history:?}");
+    note("history d4", format!("{history:?}"));
+    note("history d4 last 1", format!("{:?}", s.history("d4", 1).unwrap()));
+
+    // Listings: every filter, and paging by cursor through everything once.
+    let all = s.list_devices(&DeviceFilter::default(), None, 100).unwrap();
+    assert_eq!(ids(&all.devices), ["d1", "d4", "d3"], "organisation, then id");
+    assert!(all.next.is_none());
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = s.list_devices(&DeviceFilter::default(), cursor.as_deref(), 1).unwrap();
+        paged.extend(page.devices.iter().map(|d| d.device_id.clone()));
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(paged, ["d1", "d4", "d3"]);
+    let filters = [
+        DeviceFilter {
+            organisation: Some("acme".into()),
+            ..Default::default()
+        },
+        DeviceFilter {
+            status: Some(Status::Noncompliant),
+            ..Default::default()
+        },
+        DeviceFilter {
+            product: Some("zoom".into()),
+            ..Default::default()
+        },
+        DeviceFilter {
+            platform: Some(Platform::Windows),
+            ..Default::default()
+        },
+        DeviceFilter {
+            allowed_orgs: Some(BTreeSet::from(["globex".to_owned()])),
+            ..Default::default()
+        },
+        DeviceFilter {
+            organisation: Some("acme".into()),
+            product: Some("telegram".into()),
+            status: Some(Status::Compliant),
+            ..Default::default()
+        },
+    ];
+    for f in &filters {
+        let page = s.list_devices(f, None, 100).unwrap();
+        note(&format!("list {f:?}"), format!("{:?}", ids(&page.devices)));
+    }
+    let zoom = s
+        .list_devices(&filters[2], None, 100)
+        .unwrap();
+    assert_eq!(ids(&zoom.devices), ["d1", "d4", "d3"]);
+
+    // The staleness index: reported before the cut-off, not stale yet.
+    let stale = s.stale_candidates(T0 + Duration::hours(2), 10).unwrap();
+    assert_eq!(stale, ["d1", "d3"]);
+    let mut gone_stale = device("d1", "acme", &[], &[], t1);
+    gone_stale.verdict.status = Status::Stale;
+    s.put_device(&gone_stale, t2).unwrap();
+    assert_eq!(s.stale_candidates(T0 + Duration::hours(2), 10).unwrap(), ["d3"]);
+
+    // A device that moves organisation leaves one aggregate and enters the other.
+    let mut moved = device("d4", "globex", &["zoom"], &["zoom"], t2);
+    moved.enrolled_at = T0;
+    s.put_device(&moved, t2).unwrap();
+    note("aggregates after move", format!("{:?}", s.org_aggregates().unwrap()));
+    assert_eq!(s.org_aggregate("globex").unwrap().unwrap().devices, 2);
+
+    // Removal takes the device out of the aggregates and drops its history.
+    assert!(s.remove_device("d3", t2).unwrap());
+    assert!(!s.remove_device("d3", t2).unwrap());
+    assert!(s.device("d3").unwrap().is_none());
+    assert!(s.history("d3", 10).unwrap().is_empty());
+    note("device ids", format!("{:?}", s.device_ids().unwrap()));
+    note("globex after removal", format!("{:?}", s.org_aggregate("globex").unwrap()));
+
+    // Classifications, people.
+    s.put_classification("acme", "Element", &Classification::Dismissed).unwrap();
+    s.put_classification("acme", "Jami", &Classification::Product { product: "jami".into() })
+        .unwrap();
+    s.put_classification("acme", "Jami", &Classification::Dismissed).unwrap();
+    s.put_classification("globex", "Jami", &Classification::Dismissed).unwrap();
+    note("classifications", format!("{:?}", s.classifications("acme").unwrap()));
+    let mut alice = PersonRecord::new("alice".into(), Vec::new());
+    s.put_person("p1", &alice).unwrap();
+    alice.revoked = true;
+    s.put_person("p1", &alice).unwrap();
+    note("person", format!("{:?}", s.person("p1").unwrap()));
+    note("people", format!("{:?}", s.people().unwrap()));
+    assert!(s.person("p2").unwrap().is_none());
+
+    // Audit: positions in order, reads after a position, retention by age and by size.
+    for i in 0..5 {
+        s.append_audit(&AuditRecord {
+            at: T0 + Duration::hours(i),
+            actor: "alice".into(),
+            action: format!("action-{i}"),
+            organisation: Some("acme".into()),
+            allowed: true,
+            detail: "x".repeat(10),
+        })
+        .unwrap();
+    }
+    let entries = s.audit(0, 100).unwrap();
+    assert_eq!(entries.len(), 5);
+    let first = entries[0].0;
+    note("audit after the first, 2", format!("{:?}", s.audit(first, 2).unwrap()));
+    let pruned = s.prune_audit(T0 + Duration::hours(2), u64::MAX).unwrap();
+    assert_eq!(pruned, 2, "the two entries older than the cut");
+    let budget: u64 = 2 * (8 + serde_json::to_vec(&entries[4].1).unwrap().len() as u64);
+    let pruned = s.prune_audit(T0, budget).unwrap();
+    assert_eq!(pruned, 1, "the oldest beyond two entries' bytes");
+    note("audit left", format!("{:?}", s.audit(0, 100).unwrap().iter().map(|(_, e)| &e.action).collect::<Vec<_>>()));
+
+    // Federated rows: a push replaces its enterprise's rows only.
+    s.replace_federated("e1", &[("o1".into(), federated(3, t1)), ("o2".into(), federated(4, t1))])
+        .unwrap();
+    s.replace_federated("e2", &[("o1".into(), federated(5, t1))]).unwrap();
+    s.replace_federated("e1", &[("o2".into(), federated(6, t2))]).unwrap();
+    let rows = s.federated().unwrap();
+    assert_eq!(
+        rows.iter().map(|(e, o, r)| (e.as_str(), o.as_str(), r.aggregate.devices)).collect::<Vec<_>>(),
+        [("e1", "o2", 6), ("e2", "o1", 5)]
+    );
+    note("federated", format!("{rows:?}"));
+    seen
+}
+
+#[test]
+fn sled_and_postgres_stores_behave_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled = SledStore::open(&dir.path().join("store")).unwrap();
+    let on_sled = scenario(&sled);
+    let Some(pg) = PgCluster::start("sled_and_postgres_stores_behave_the_same") else {
+        return;
+    };
+    let store = PgStore::open(&PgConfig {
+        url: pg.url(),
+        password: Some(pg.password().to_owned()),
+        max_connections: 4,
+    })
+    .unwrap();
+    let on_pg = scenario(&store);
+    for (i, (a, b)) in on_sled.iter().zip(&on_pg).enumerate() {
+        assert_eq!(a, b, "observation {i} differs between sled (left) and PostgreSQL (right)");
+    }
+    assert_eq!(on_sled.len(), on_pg.len());
+}
