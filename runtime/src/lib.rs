@@ -6,7 +6,7 @@
 //! | [`transport`] | a TLS channel to a collector (pinned CA, optional client identity, keepalive), the transport error, reconnect backoff |
 //! | [`signals`] | one shutdown token: Ctrl-C, or SIGTERM on Unix |
 //! | [`files`] | atomic, durable replacement of small files |
-//! | `testing` | with feature `test-support` only: a tmpfs to fill, for disk-full tests |
+//! | `testing` | with feature `test-support` only: a tmpfs to fill, for disk-full tests; `testing::postgres`, a throw-away PostgreSQL cluster |
 //! | [`bootstrap`] | a binary's `main`: logging, the rustls provider, the tokio runtime, exit codes |
 //!
 //! Nothing here knows what a device, a report or a policy is: the domain lives in

@@ -1,9 +1,13 @@
 //! Test support, compiled only with the `test-support` feature (the crates' dev-dependencies
 //! turn it on; release builds never do): a small tmpfs to fill, for the disk-full tests of the
-//! collector's store and the agent's spool.
+//! collector's store and the agent's spool; and [`postgres::PgCluster`] (Unix), a throw-away
+//! PostgreSQL cluster for the tests of the collector's PostgreSQL store.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+#[cfg(unix)]
+pub mod postgres;
 
 /// A small tmpfs, unmounted on drop; `None` (with the reason printed) where mounting is
 /// not permitted.
