@@ -211,3 +211,29 @@ async fn usable_from_a_tokio_test() {
     assert_eq!(ticks.await.unwrap(), 5);
     assert_eq!(pg.psql(&pg.url(), "SELECT 1").unwrap(), "1");
 }
+
+/// A start that fails panics with the server log's tail, within its bounds; the cluster is
+/// still cleaned up on drop.
+#[test]
+fn a_start_on_a_taken_port_panics_with_the_log_tail() {
+    let test = "a_start_on_a_taken_port_panics_with_the_log_tail";
+    let Some(pg) = PgCluster::start(test) else {
+        return;
+    };
+    pg.stop();
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", pg.port())).unwrap();
+    let t0 = Instant::now();
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pg.start_again()))
+        .expect_err("the port is taken");
+    eprintln!(
+        "start_again on a taken port gave up after {} ms",
+        t0.elapsed().as_millis()
+    );
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(message.contains("pg_ctl start failed"), "{message}");
+    assert!(message.contains("Address already in use"), "{message}");
+    drop(squatter);
+    let dir = pg.log_file().parent().unwrap().to_owned();
+    drop(pg);
+    assert!(!dir.exists());
+}
