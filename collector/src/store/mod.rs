@@ -2,7 +2,8 @@
 //! its database.
 //!
 //! The seam is cut into focused traits, each meaningful alone, so a backend (the embedded one
-//! is sled, [`sled_store::SledStore`]; a PostgreSQL one is planned) implements them one by one:
+//! is sled, [`sled_store::SledStore`]; [`pg_store::PgStore`] keeps them in PostgreSQL) implements
+//! them one by one:
 //!
 //! | trait | holds |
 //! |---|---|
