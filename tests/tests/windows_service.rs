@@ -79,6 +79,19 @@ fn service_state(p: &Prefix) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Waits until the service is gone: SCM deletes a service marked for deletion once the last
+/// handle to it closes, which may be a moment after `msiexec /x` or `service uninstall`.
+fn wait_gone(p: &Prefix) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while let Some(state) = service_state(p) {
+        assert!(
+            Instant::now() < deadline,
+            "the service is still registered ({state}) 15 s after its removal"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 fn msiexec(p: &Prefix, args: &[&str]) {
     let mut all = vec!["msiexec"];
     all.extend_from_slice(args);
@@ -264,7 +277,7 @@ async fn the_msi_installs_a_service_that_reports_watches_flushes_upgrades_and_un
     let p1 = p.clone();
     blocking(move || {
         msiexec(&p1, &["/x", &v2]);
-        assert_eq!(service_state(&p1), None, "the service is still registered");
+        wait_gone(&p1);
         assert!(
             !p1.dir
                 .path()
@@ -333,7 +346,7 @@ fn service_install_and_uninstall_work_without_the_msi() {
 
     let out = p.agent(&["service", "uninstall"]);
     assert!(out.status.success(), "service uninstall: {}", text(&out));
-    assert_eq!(service_state(&p), None, "still registered");
+    wait_gone(&p);
     wait_for_log(
         &p,
         "service stopped exit_status=0",
