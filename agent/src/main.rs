@@ -143,6 +143,8 @@ enum ServiceAction {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Stop the service and wait until it has stopped (its spool flushed).
+    Stop,
     /// Stop the service (its spool is flushed) and delete it; data stays.
     Uninstall,
     /// Delete the identity, spool, log and configuration kept under %ProgramData%.
@@ -372,6 +374,18 @@ fn service_command(action: ServiceAction) -> anyhow::Result<()> {
         }
         ServiceAction::Configure { config } => {
             print_access(service::configure(&service_dirs(config.as_deref())?)?);
+        }
+        ServiceAction::Stop => {
+            let was_running = service::stop()?;
+            println!(
+                "service {} {}",
+                commscan_agent::service::SERVICE_NAME,
+                if was_running {
+                    "stopped"
+                } else {
+                    "was not running"
+                }
+            );
         }
         ServiceAction::Uninstall => {
             service::uninstall()?;

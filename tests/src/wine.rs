@@ -114,7 +114,23 @@ impl Prefix {
             wineserver: wine.wineserver.clone(),
             mingw_gcc: wine.mingw_gcc.clone(),
         };
-        let out = p.wine(&["wineboot", "--init"]);
+        // A fresh prefix's first boot fails now and then on a busy machine (seen: exit 53 with
+        // two prefixes booting at once); a second attempt in the same prefix succeeds.
+        let mut out = p.wine(&["wineboot", "--init"]);
+        for _ in 0..2 {
+            if out.status.success() {
+                break;
+            }
+            let _ = writeln!(
+                std::io::stderr(),
+                "wineboot failed ({}); killing the prefix's wineserver and retrying",
+                out.status
+            );
+            if let Some(ws) = &p.wineserver {
+                let _ = p.command(ws).arg("-k").output();
+            }
+            out = p.wine(&["wineboot", "--init"]);
+        }
         assert!(out.status.success(), "wineboot: {}", text(&out));
         // `wineboot --init` returns before the processes it started have finished setting the
         // prefix up (services, their registry); an MSI installed before then finds no SCM

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `service install` | registers `commscan-agent` (own process, LocalSystem, automatic start) running `<exe> service run`, then `configure` |
 //! | `service configure` | failure actions (restart after 10 s, 10 s, 60 s; count reset after a day; also on a non-zero exit), creates the configuration and data directories with their protected DACL ([`super::acl`]); the MSI runs it after registering the service itself |
+//! | `service stop` | stops the service and waits until it has (the MSI's removals run it) |
 //! | `service uninstall` | stops the service (its spool is flushed) and deletes it; data stays |
 //! | `service purge` | deletes what the agent keeps under `%ProgramData%` (identity, spool, log, configuration); the MSI runs it on uninstall only when `PURGE=1` |
 //! | `service run` | what SCM starts: [`dispatch`] hands the thread to SCM's dispatcher, which calls `service_main` |
@@ -176,6 +177,45 @@ pub fn configure(dirs: &Dirs) -> Result<Vec<(PathBuf, String)>, ServiceError> {
     Ok(access)
 }
 
+/// Stops the service if it runs and waits up to [`STOP_WAIT_HINT`] for it to report
+/// `Stopped` (its spool flushed). Returns whether it was running. The MSI runs it before
+/// removing files: Windows Installer's own StopServices does not wait on every SCM (Wine's
+/// returns at once), and a running exe cannot be removed.
+pub fn stop() -> Result<bool, ServiceError> {
+    let manager = ServiceManager::local_computer(None::<&str>, ServiceManagerAccess::CONNECT)
+        .map_err(scm("connecting to the Service Control Manager"))?;
+    let service = manager
+        .open_service(
+            SERVICE_NAME,
+            ServiceAccess::QUERY_STATUS | ServiceAccess::STOP,
+        )
+        .map_err(scm("opening the service (is it installed?)"))?;
+    stop_and_wait(&service)
+}
+
+fn stop_and_wait(service: &windows_service::service::Service) -> Result<bool, ServiceError> {
+    let status = service
+        .query_status()
+        .map_err(scm("querying the service"))?;
+    if status.current_state == ServiceState::Stopped {
+        return Ok(false);
+    }
+    if status.current_state != ServiceState::StopPending {
+        service.stop().map_err(scm("stopping the service"))?;
+    }
+    let deadline = std::time::Instant::now() + STOP_WAIT_HINT;
+    while std::time::Instant::now() < deadline {
+        let s = service
+            .query_status()
+            .map_err(scm("querying the service"))?;
+        if s.current_state == ServiceState::Stopped {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Ok(true)
+}
+
 /// Stops the service if it runs (waiting up to [`STOP_WAIT_HINT`] for its flush) and deletes
 /// it. Data stays.
 pub fn uninstall() -> Result<(), ServiceError> {
@@ -187,22 +227,7 @@ pub fn uninstall() -> Result<(), ServiceError> {
             ServiceAccess::QUERY_STATUS | ServiceAccess::STOP | ServiceAccess::DELETE,
         )
         .map_err(scm("opening the service (is it installed?)"))?;
-    let status = service
-        .query_status()
-        .map_err(scm("querying the service"))?;
-    if status.current_state != ServiceState::Stopped {
-        service.stop().map_err(scm("stopping the service"))?;
-        let deadline = std::time::Instant::now() + STOP_WAIT_HINT;
-        while std::time::Instant::now() < deadline {
-            let s = service
-                .query_status()
-                .map_err(scm("querying the service"))?;
-            if s.current_state == ServiceState::Stopped {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
+    stop_and_wait(&service)?;
     service.delete().map_err(scm("deleting the service"))
 }
 
