@@ -174,6 +174,16 @@ impl Layout {
     /// Creates a new deployment: CA, server certificate, store, admin token and one enrolment
     /// token. Refuses if the directory already holds one.
     pub fn init(&self, opts: &InitOptions) -> Result<InitSecrets, LayoutError> {
+        self.init_with(opts, None)
+    }
+
+    /// [`Layout::init`], keeping the first secrets in the PostgreSQL store `postgres` instead
+    /// of the data directory's sled store (the PKI stays in the data directory either way).
+    pub fn init_with(
+        &self,
+        opts: &InitOptions,
+        postgres: Option<&crate::store::pg_store::PgConfig>,
+    ) -> Result<InitSecrets, LayoutError> {
         if !is_valid_organisation(&opts.organisation) {
             return Err(LayoutError::Invalid(format!(
                 "--org '{}': use 1-64 of a-z, 0-9 and '-'",
@@ -255,8 +265,16 @@ impl Layout {
         write("pki/ca.crt", &ca_pem.cert, 0o644)?;
         write("pki/server.key", &server.key, 0o600)?;
         write("pki/server.crt", &server.cert, 0o644)?;
-        let store =
-            SledStore::open(&self.path("store")).map_err(|e| path_err(&self.path("store"), e))?;
+        let store: Box<dyn Store> = match postgres {
+            Some(pg) => Box::new(
+                crate::store::pg_store::PgStore::open(pg)
+                    .map_err(|e| LayoutError::Invalid(format!("--store {}: {e}", pg.url)))?,
+            ),
+            None => Box::new(
+                SledStore::open(&self.path("store"))
+                    .map_err(|e| path_err(&self.path("store"), e))?,
+            ),
+        };
         let admin_token = secrets::generate("csa");
         store
             .put_person(

@@ -8,6 +8,7 @@
 //! Without PostgreSQL's server binaries the PostgreSQL half prints `SKIPPED` and passes, unless
 //! `COMMSCAN_REQUIRE_POSTGRES=1` (set by `.ci/run`).
 
+use commscan_collector::store::migrate;
 use commscan_collector::store::pg_store::{PgConfig, PgStore};
 use commscan_collector::store::sled_store::SledStore;
 use commscan_collector::store::{
@@ -366,4 +367,68 @@ fn sled_and_postgres_stores_behave_the_same() {
         );
     }
     assert_eq!(on_sled.len(), on_pg.len());
+}
+
+/// Everything a reader can see in a store, without writing.
+fn contents(s: &dyn Store) -> Vec<String> {
+    let mut out = Vec::new();
+    let aggregates = s.org_aggregates().unwrap();
+    out.push(format!("aggregates {aggregates:?}"));
+    for (org, _) in &aggregates {
+        out.push(format!("daily {org} {:?}", s.daily(org, 100).unwrap()));
+        out.push(format!("classifications {org} {:?}", s.classifications(org).unwrap()));
+    }
+    let devices = s.list_devices(&DeviceFilter::default(), None, 1000).unwrap();
+    for d in &devices.devices {
+        out.push(format!("device {d:?}"));
+        out.push(format!("history {:?}", s.history(&d.device_id, 100).unwrap()));
+    }
+    out.push(format!("tokens {:?}", s.tokens().unwrap()));
+    out.push(format!("people {:?}", s.people().unwrap()));
+    out.push(format!("audit {:?}", s.audit(0, 1000).unwrap()));
+    out.push(format!("federated {:?}", s.federated().unwrap()));
+    out
+}
+
+fn pg_store(url: String, pg: &PgCluster) -> PgStore {
+    PgStore::open(&PgConfig {
+        url,
+        password: Some(pg.password().to_owned()),
+        max_connections: 4,
+    })
+    .unwrap()
+}
+
+#[test]
+fn migrate_copies_a_sled_store_that_then_reads_the_same_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled = SledStore::open(&dir.path().join("store")).unwrap();
+    scenario(&sled);
+    let Some(pg) = PgCluster::start("migrate_copies_a_sled_store_that_then_reads_the_same_on_postgres") else {
+        return;
+    };
+    let target = pg_store(pg.create_database("migrated"), &pg);
+    let (read, written) = migrate::copy(&sled, &target).unwrap();
+    for (table, n) in &read {
+        assert_eq!(written.get(table), Some(n), "{table}: {read:?} vs {written:?}");
+    }
+    assert_eq!(read["devices"], 2);
+    assert_eq!(read["audit"], 2);
+    assert_eq!(contents(&sled), contents(&target));
+    // New audit entries continue after the copied positions.
+    let last = target.audit(0, 100).unwrap().last().unwrap().0;
+    let next = target
+        .append_audit(&AuditRecord {
+            at: T0,
+            actor: "bob".into(),
+            action: "after-migrate".into(),
+            organisation: None,
+            allowed: true,
+            detail: String::new(),
+        })
+        .unwrap();
+    assert!(next > last, "{next} after {last}");
+    // A second copy into the same (now busy) database is refused, naming what it holds.
+    let again = migrate::copy(&sled, &target).expect_err("not into a busy database");
+    assert!(again.to_string().contains("already holds devices (2)"), "{again}");
 }

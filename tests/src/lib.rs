@@ -127,13 +127,16 @@ impl TestCollector {
         let dir = tempfile::tempdir().expect("tempdir");
         let layout = Layout::new(dir.path().join("collector"));
         let secrets = layout
-            .init(&InitOptions {
-                trust_domain: options.trust_domain.clone(),
-                server_names: vec!["localhost".into(), "127.0.0.1".into()],
-                organisation: "acme".into(),
-                import_ca: None,
-                import_server: None,
-            })
+            .init_with(
+                &InitOptions {
+                    trust_domain: options.trust_domain.clone(),
+                    server_names: vec!["localhost".into(), "127.0.0.1".into()],
+                    organisation: "acme".into(),
+                    import_ca: None,
+                    import_server: None,
+                },
+                options.settings.postgres.as_ref(),
+            )
             .expect("init");
         let ca_pem = std::fs::read_to_string(layout.path("pki/ca.crt")).expect("ca");
         let mut c = TestCollector {

@@ -56,6 +56,8 @@ enum Command {
         /// The key of --server-cert.
         #[arg(long, requires = "server_cert")]
         server_key: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Serve enrolment, reporting and queries.
     Serve {
@@ -99,6 +101,23 @@ enum Command {
         #[command(subcommand)]
         command: FederationCommand,
     },
+    /// Copy this data directory's sled store into an empty PostgreSQL database, then serve
+    /// with `--store`. Stop the collector first (sled refuses a second opener).
+    Migrate {
+        /// Data directory made by `init`.
+        #[arg(
+            long,
+            env = "COMMSCAN_DATA_DIR",
+            default_value = "/var/lib/commscan-collector"
+        )]
+        data_dir: PathBuf,
+        /// The database, `postgres://USER@HOST:PORT/DATABASE`.
+        #[arg(long)]
+        to: String,
+        /// A file holding the database password (else COMMSCAN_STORE_PASSWORD).
+        #[arg(long, env = "COMMSCAN_STORE_PASSWORD_FILE")]
+        store_password_file: Option<PathBuf>,
+    },
     /// Check that `serve` would start (data directory, PKI, store, rules files); exit 64
     /// naming the problem otherwise (systemd ExecStartPre).
     Validate {
@@ -112,6 +131,8 @@ enum Command {
         /// The rules files `serve` will use.
         #[command(flatten)]
         rules: RulesArgs,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -185,15 +206,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ca_key,
             server_cert,
             server_key,
+            store,
         } => {
             let layout = Layout::new(&data_dir);
-            let s = layout.init(&InitOptions {
-                trust_domain,
-                server_names,
-                organisation: org.clone(),
-                import_ca: ca_cert.map(|c| (c, ca_key)),
-                import_server: server_cert.zip(server_key),
-            })?;
+            let s = layout.init_with(
+                &InitOptions {
+                    trust_domain,
+                    server_names,
+                    organisation: org.clone(),
+                    import_ca: ca_cert.map(|c| (c, ca_key)),
+                    import_server: server_cert.zip(server_key),
+                },
+                store.resolve()?.as_ref(),
+            )?;
             println!("initialised {}", data_dir.display());
             println!(
                 "  CA certificate for agents:  {}",
@@ -313,10 +338,52 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 issued.key.display()
             );
         }
-        Command::Validate { data_dir, rules } => {
+        Command::Migrate {
+            data_dir,
+            to,
+            store_password_file,
+        } => {
+            let pg = StoreArgs {
+                url: Some(to),
+                store_password_file,
+                store_connections: 4,
+            }
+            .resolve()?
+            .expect("a URL was given");
+            let layout = Layout::new(&data_dir);
+            let store_dir = layout.path("store");
+            let from = commscan_collector::store::sled_store::SledStore::open(&store_dir)
+                .map_err(|e| {
+                    anyhow::anyhow!("{}: {e} (is the collector still running?)", store_dir.display())
+                })?;
+            let to_store = commscan_collector::store::pg_store::PgStore::open(&pg)
+                .map_err(|e| anyhow::anyhow!("--to {}: {e}", pg.url))?;
+            let (read, written) = commscan_collector::store::migrate::copy(&from, &to_store)?;
+            println!("{:<18} {:>12} {:>12}", "table", "sled", "postgres");
+            for (table, n) in &written {
+                // `findings` rows are derived from devices; sled keeps no such table.
+                let r = read.get(table).map_or("-".to_owned(), u64::to_string);
+                println!("{table:<18} {r:>12} {n:>12}");
+            }
+            println!(
+                "copied {} into {}; serve with --store {}",
+                store_dir.display(),
+                pg.url,
+                pg.url
+            );
+        }
+        Command::Validate {
+            data_dir,
+            rules,
+            store,
+        } => {
             let rules = RulesConfig::from(rules);
+            let settings = OpenSettings {
+                postgres: store.resolve()?,
+                ..OpenSettings::default()
+            };
             Layout::new(&data_dir)
-                .open(&rules)
+                .open_with(&rules, &settings)
                 .map_err(|e| Usage(e.to_string()))?;
             println!("{}: ready to serve", data_dir.display());
         }

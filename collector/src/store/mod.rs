@@ -22,6 +22,7 @@
 
 pub(crate) mod combining;
 pub mod group_commit;
+pub mod migrate;
 pub mod pg_store;
 pub mod records;
 pub mod recovering;

@@ -291,6 +291,72 @@ impl SledStore {
     }
 }
 
+impl SledStore {
+    /// Visits every stored row, tree by tree (for `migrate`, see [`super::migrate`]).
+    pub fn dump(
+        &self,
+        visit: &mut dyn FnMut(super::migrate::Row) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        use super::migrate::Row;
+        let corrupt = |tree: &str, k: &[u8], message: &str| StoreError::Corrupt {
+            key: format!("{tree}/{}", String::from_utf8_lossy(k)),
+            message: message.to_owned(),
+        };
+        for r in self.devices.iter() {
+            let (k, v) = r.map_err(backend)?;
+            visit(Row::Device(Box::new(decode(&k, &v)?)))?;
+        }
+        for r in self.orgs.iter() {
+            let (org, agg) = entry(0, r)?;
+            visit(Row::Aggregate(org, agg))?;
+        }
+        let day_format = time::macros::format_description!("[year]-[month]-[day]");
+        for r in self.daily.iter() {
+            let (k, v) = r.map_err(backend)?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let (org, day) = key
+                .split_once('/')
+                .ok_or_else(|| corrupt("daily", &k, "key is not <org>/<day>"))?;
+            let day = time::Date::parse(day, &day_format)
+                .map_err(|e| corrupt("daily", &k, &e.to_string()))?;
+            visit(Row::Daily(org.to_owned(), day, decode(&k, &v)?))?;
+        }
+        for r in self.history.iter() {
+            let (k, v) = r.map_err(backend)?;
+            // `<device id>/<u64 BE>`: the device is all but the last nine bytes.
+            let device = k
+                .len()
+                .checked_sub(9)
+                .map(|n| String::from_utf8_lossy(&k[..n]).into_owned())
+                .ok_or_else(|| corrupt("history", &k, "key too short"))?;
+            visit(Row::History(device, decode(&k, &v)?))?;
+        }
+        for r in self.classifications.iter() {
+            let (k, v) = r.map_err(backend)?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let (org, name) = key
+                .split_once('/')
+                .ok_or_else(|| corrupt("classifications", &k, "key is not <org>/<name>"))?;
+            visit(Row::Classification(org.to_owned(), name.to_owned(), decode(&k, &v)?))?;
+        }
+        for r in self.tokens.iter() {
+            let (hash, t) = entry(0, r)?;
+            visit(Row::Token(hash, t))?;
+        }
+        for r in self.people.iter() {
+            let (hash, p) = entry(0, r)?;
+            visit(Row::Person(hash, p))?;
+        }
+        for (position, e) in self.audit(0, usize::MAX)? {
+            visit(Row::Audit(position, e))?;
+        }
+        for (e, o, r) in self.federated()? {
+            visit(Row::Federated(e, o, r))?;
+        }
+        Ok(())
+    }
+}
+
 impl Durable for SledStore {
     fn flush(&self) -> Result<(), StoreError> {
         self.group_commit

@@ -327,6 +327,25 @@ async fn write_device(
             .map_err(db("remove history"))?;
         return Ok(());
     }
+    upsert_device_row(tx, device).await?;
+    for kind in HistoryKind::between(old.as_ref(), device) {
+        let name = match json(&kind).get("kind") {
+            Some(serde_json::Value::String(k)) => k.clone(),
+            _ => String::new(),
+        };
+        tx.execute(
+            "INSERT INTO history (device_id, at, kind, record) VALUES ($1, $2, $3, $4)",
+            &[&id, &at, &name, &json(&HistoryRecord { at, kind })],
+        )
+        .await
+        .map_err(db("append history"))?;
+    }
+    Ok(())
+}
+
+/// Writes the device's row and replaces its findings rows (no aggregates, no history).
+async fn upsert_device_row(tx: &Transaction<'_>, device: &DeviceRecord) -> Result<(), StoreError> {
+    let id = device.device_id.as_str();
     let status = tag(&device.verdict.status);
     let platform = device.platform.map(|p| tag(&p));
     let stale_watch = device
@@ -382,18 +401,6 @@ async fn write_device(
         )
         .await
         .map_err(db("write findings"))?;
-    }
-    for kind in HistoryKind::between(old.as_ref(), device) {
-        let name = match json(&kind).get("kind") {
-            Some(serde_json::Value::String(k)) => k.clone(),
-            _ => String::new(),
-        };
-        tx.execute(
-            "INSERT INTO history (device_id, at, kind, record) VALUES ($1, $2, $3, $4)",
-            &[&id, &at, &name, &json(&HistoryRecord { at, kind })],
-        )
-        .await
-        .map_err(db("append history"))?;
     }
     Ok(())
 }
@@ -920,6 +927,145 @@ impl Store for PgStore {
                 )));
             }
             write_device(tx, device, now, false).await
+        })
+    }
+}
+
+/// The tables [`PgStore::counts`] counts.
+const TABLES: [&str; 10] = [
+    "devices",
+    "findings",
+    "org_aggregates",
+    "org_daily",
+    "history",
+    "classifications",
+    "enrolment_tokens",
+    "people",
+    "audit",
+    "federated",
+];
+
+impl PgStore {
+    /// Rows per table (`migrate` compares them with what it read).
+    pub fn counts(&self) -> Result<super::migrate::Counts, StoreError> {
+        self.read(async |c| {
+            let mut out = super::migrate::Counts::new();
+            for t in TABLES {
+                // The names are the constants above, not input.
+                let row = c
+                    .query_one(&format!("SELECT count(*) FROM {t}"), &[])
+                    .await
+                    .map_err(db("count rows"))?;
+                let n: i64 = row.get(0);
+                out.insert(t, u64::try_from(n).unwrap_or_default());
+            }
+            Ok(out)
+        })
+    }
+
+    /// Writes `rows` as stored (nothing recomputed) in one transaction (`migrate`).
+    pub fn import(&self, rows: &[super::migrate::Row]) -> Result<(), StoreError> {
+        use super::migrate::Row;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.tx(async |tx| {
+            for row in rows {
+                match row {
+                    Row::Device(d) => upsert_device_row(tx, d).await?,
+                    Row::Aggregate(org, agg) => {
+                        tx.execute(
+                            "INSERT INTO org_aggregates (organisation, devices, aggregate) VALUES ($1, $2, $3)",
+                            &[org, &i64_of(agg.devices), &json(agg)],
+                        )
+                        .await
+                        .map_err(db("import aggregate"))?;
+                    }
+                    Row::Daily(org, day, agg) => {
+                        tx.execute(
+                            "INSERT INTO org_daily (organisation, day, devices, aggregate) VALUES ($1, $2, $3, $4)",
+                            &[org, day, &i64_of(agg.devices), &json(agg)],
+                        )
+                        .await
+                        .map_err(db("import trend point"))?;
+                    }
+                    Row::History(device, h) => {
+                        let record = json(h);
+                        let kind = record
+                            .get("kind")
+                            .and_then(|k| k.as_str())
+                            .unwrap_or_default()
+                            .to_owned();
+                        tx.execute(
+                            "INSERT INTO history (device_id, at, kind, record) VALUES ($1, $2, $3, $4)",
+                            &[device, &h.at, &kind, &record],
+                        )
+                        .await
+                        .map_err(db("import history"))?;
+                    }
+                    Row::Classification(org, name, c) => {
+                        tx.execute(
+                            "INSERT INTO classifications (organisation, name, record) VALUES ($1, $2, $3)",
+                            &[org, name, &json(c)],
+                        )
+                        .await
+                        .map_err(db("import classification"))?;
+                    }
+                    Row::Token(hash, t) => upsert_token(tx, hash, t).await?,
+                    Row::Person(hash, p) => {
+                        tx.execute(
+                            "INSERT INTO people (hash, name, expires_at, revoked, record) VALUES ($1, $2, $3, $4, $5)",
+                            &[hash, &p.name, &p.expires_at, &p.revoked, &json(p)],
+                        )
+                        .await
+                        .map_err(db("import person"))?;
+                    }
+                    Row::Audit(position, e) => {
+                        let record = json(e);
+                        let bytes = i32::try_from(8 + record.to_string().len()).unwrap_or(i32::MAX);
+                        tx.execute(
+                            "INSERT INTO audit (position, at, actor, action, organisation, bytes, record)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                            &[
+                                &i64_of(*position),
+                                &e.at,
+                                &e.actor,
+                                &e.action,
+                                &e.organisation,
+                                &bytes,
+                                &record,
+                            ],
+                        )
+                        .await
+                        .map_err(db("import audit entry"))?;
+                    }
+                    Row::Federated(e, o, r) => {
+                        tx.execute(
+                            "INSERT INTO federated (enterprise, organisation, generated_at, received_at, devices, aggregate)
+                             VALUES ($1, $2, $3, $4, $5, $6)",
+                            &[e, o, &r.generated_at, &r.received_at, &i64_of(r.aggregate.devices), &json(&r.aggregate)],
+                        )
+                        .await
+                        .map_err(db("import federated row"))?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// After an import with explicit audit positions: new entries continue after the last.
+    pub fn finish_import(&self) -> Result<(), StoreError> {
+        self.read(async |c| {
+            c.execute(
+                "SELECT setval(pg_get_serial_sequence('audit', 'position'),
+                               GREATEST((SELECT max(position) FROM audit), 1),
+                               (SELECT max(position) FROM audit) IS NOT NULL)",
+                &[],
+            )
+            .await
+            .map_err(db("continue audit positions"))?;
+            Ok(())
         })
     }
 }

@@ -1,0 +1,152 @@
+//! The collector on its PostgreSQL store (`serve --store postgres://…`), end to end, against a
+//! throw-away cluster of its own ([`PgCluster`]): `init` puts the first secrets in the
+//! database, agents enrol and report over mutual TLS, officers query, and a database outage
+//! loses nothing: reports wait in the agents' spools (the collector answers UNAVAILABLE, and
+//! acknowledges a report only after its transaction committed), queries fail naming the
+//! database, and once it is back every change arrives, once.
+//!
+//! Without PostgreSQL's server binaries each test prints `SKIPPED` and passes, unless
+//! `COMMSCAN_REQUIRE_POSTGRES=1` (set by `.ci/run`).
+
+use commscan_collector::layout::OpenSettings;
+use commscan_collector::store::pg_store::PgConfig;
+use commscan_runtime::testing::postgres::PgCluster;
+use commscan_tests::{
+    RunningAgent, StartOptions, TestCollector, device_state, install, test_config, tree_agent,
+    wait_until,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn cluster(test: &'static str) -> Option<Arc<PgCluster>> {
+    tokio::task::spawn_blocking(move || PgCluster::start(test).map(Arc::new))
+        .await
+        .expect("cluster thread")
+}
+
+async fn collector_on(pg: &PgCluster) -> TestCollector {
+    TestCollector::start_with(StartOptions {
+        settings: OpenSettings {
+            postgres: Some(PgConfig {
+                url: pg.url(),
+                password: Some(pg.password().to_owned()),
+                max_connections: 8,
+            }),
+            ..OpenSettings::default()
+        },
+        ..StartOptions::default()
+    })
+    .await
+}
+
+async fn holds(c: &TestCollector, id: &str, want: &[&str], within: Duration) -> u64 {
+    let mut want: Vec<String> = want.iter().map(|s| (*s).to_owned()).collect();
+    want.sort();
+    wait_until(within, &format!("the collector to hold {want:?}"), || async {
+        device_state(c, id)
+            .await
+            .filter(|(p, seq)| *p == want && *seq > 0)
+            .map(|(_, seq)| seq)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_wait_out_a_database_outage_and_arrive_once() {
+    let Some(pg) = cluster("reports_wait_out_a_database_outage_and_arrive_once").await else {
+        return;
+    };
+    let c = collector_on(&pg).await;
+    let data = c.enroll_agent("pg-1").await;
+    let id = data.identity().unwrap().device_id;
+    let root = tempfile::tempdir().unwrap();
+    install(root.path(), &["zoom"]);
+    let mut cfg = test_config(&data);
+    cfg.triggers.watch = true;
+    cfg.triggers.watch_debounce = Duration::from_millis(100);
+    let running = RunningAgent::start(tree_agent(cfg, root.path()));
+    let first = holds(&c, &id, &["zoom"], Duration::from_secs(30)).await;
+
+    // The database goes away: queries fail saying so, and a change waits in the agent.
+    let p = pg.clone();
+    tokio::task::spawn_blocking(move || p.stop()).await.unwrap();
+    let refused = c
+        .query()
+        .await
+        .get_device(commscan_proto::v1::GetDeviceRequest {
+            device_id: id.clone(),
+        })
+        .await
+        .expect_err("a query without its database");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("database"), "{refused:?}");
+    install(root.path(), &["zoom", "slack-desktop"]);
+    // Long enough for the watch to fire and the report to be refused at least once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pending = running.agent.spool().view();
+    assert!(
+        !pending.pending.is_empty() || !pending.outbox.is_empty(),
+        "the change is not waiting in the spool: {pending:?}"
+    );
+
+    // Back: the change arrives, as exactly the next report.
+    let p = pg.clone();
+    tokio::task::spawn_blocking(move || p.start_again())
+        .await
+        .unwrap();
+    let after = holds(&c, &id, &["slack", "zoom"], Duration::from_secs(40)).await;
+    assert!(after > first, "sequence {after} after {first}");
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_restarted_database_keeps_every_acknowledged_report() {
+    let Some(pg) = cluster("a_crash_restarted_database_keeps_every_acknowledged_report").await
+    else {
+        return;
+    };
+    let c = collector_on(&pg).await;
+    let mut devices = Vec::new();
+    for n in 0..3 {
+        let data = c.enroll_agent(&format!("pg-crash-{n}")).await;
+        let id = data.identity().unwrap().device_id;
+        let root = tempfile::tempdir().unwrap();
+        install(root.path(), &["telegram-desktop"]);
+        let mut cfg = test_config(&data);
+        cfg.triggers.watch = true;
+        cfg.triggers.watch_debounce = Duration::from_millis(100);
+        let running = RunningAgent::start(tree_agent(cfg, root.path()));
+        devices.push((id, root, running));
+    }
+    for (id, _, _) in &devices {
+        holds(&c, id, &["telegram"], Duration::from_secs(30)).await;
+    }
+    // Changes in flight while the server is killed (-m immediate) and restarts.
+    for (_, root, _) in &devices {
+        install(root.path(), &["telegram-desktop", "zoom"]);
+    }
+    let p = pg.clone();
+    tokio::task::spawn_blocking(move || p.restart_immediate())
+        .await
+        .unwrap();
+    for (id, _, _) in &devices {
+        holds(&c, id, &["telegram", "zoom"], Duration::from_secs(40)).await;
+    }
+    // The aggregate counts each device once.
+    let summary = c
+        .query()
+        .await
+        .organisation_summary(commscan_proto::v1::OrganisationSummaryRequest {
+            organisation: "acme".into(),
+            trend_days: 0,
+        })
+        .await
+        .expect("summary")
+        .into_inner();
+    assert_eq!(summary.devices, 3, "{summary:?}");
+    let zoom = summary.by_product.iter().find(|p| p.product == "zoom");
+    assert_eq!(zoom.map(|p| p.devices), Some(3), "{summary:?}");
+    for (_, _, running) in devices {
+        running.shutdown().await;
+    }
+}
