@@ -19,9 +19,9 @@
 use crate::collector::{Clock, Collector, system_clock};
 use crate::compliance::{Rules, RulesConfig};
 use crate::secrets;
+use crate::store::Store;
 use crate::store::records::{Grant, PersonRecord, Role, TokenRecord};
 use crate::store::sled_store::SledStore;
-use crate::store::{Durable, Store, TokenStore};
 use commscan_core::identity::is_valid_organisation;
 use commscan_core::pki::Authority;
 use commscan_runtime::files::write_atomic;

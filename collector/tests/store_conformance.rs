@@ -12,8 +12,8 @@ use commscan_collector::store::migrate;
 use commscan_collector::store::pg_store::{PgConfig, PgStore};
 use commscan_collector::store::sled_store::SledStore;
 use commscan_collector::store::{
-    AuditRecord, Classification, DeviceFilter, DeviceRecord, FederatedRecord, OrgAggregate,
-    PersonRecord, Store, StoreError, TokenRecord,
+    AuditRecord, AuditStore, Classification, DeviceFilter, DeviceRecord, FederatedRecord,
+    OrgAggregate, PersonRecord, Store, StoreError, TokenRecord,
 };
 use commscan_core::platform::Platform;
 use commscan_core::scan::Finding;
@@ -376,12 +376,20 @@ fn contents(s: &dyn Store) -> Vec<String> {
     out.push(format!("aggregates {aggregates:?}"));
     for (org, _) in &aggregates {
         out.push(format!("daily {org} {:?}", s.daily(org, 100).unwrap()));
-        out.push(format!("classifications {org} {:?}", s.classifications(org).unwrap()));
+        out.push(format!(
+            "classifications {org} {:?}",
+            s.classifications(org).unwrap()
+        ));
     }
-    let devices = s.list_devices(&DeviceFilter::default(), None, 1000).unwrap();
+    let devices = s
+        .list_devices(&DeviceFilter::default(), None, 1000)
+        .unwrap();
     for d in &devices.devices {
         out.push(format!("device {d:?}"));
-        out.push(format!("history {:?}", s.history(&d.device_id, 100).unwrap()));
+        out.push(format!(
+            "history {:?}",
+            s.history(&d.device_id, 100).unwrap()
+        ));
     }
     out.push(format!("tokens {:?}", s.tokens().unwrap()));
     out.push(format!("people {:?}", s.people().unwrap()));
@@ -404,13 +412,19 @@ fn migrate_copies_a_sled_store_that_then_reads_the_same_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
     let sled = SledStore::open(&dir.path().join("store")).unwrap();
     scenario(&sled);
-    let Some(pg) = PgCluster::start("migrate_copies_a_sled_store_that_then_reads_the_same_on_postgres") else {
+    let Some(pg) =
+        PgCluster::start("migrate_copies_a_sled_store_that_then_reads_the_same_on_postgres")
+    else {
         return;
     };
     let target = pg_store(pg.create_database("migrated"), &pg);
     let (read, written) = migrate::copy(&sled, &target).unwrap();
     for (table, n) in &read {
-        assert_eq!(written.get(table), Some(n), "{table}: {read:?} vs {written:?}");
+        assert_eq!(
+            written.get(table),
+            Some(n),
+            "{table}: {read:?} vs {written:?}"
+        );
     }
     assert_eq!(read["devices"], 2);
     assert_eq!(read["audit"], 2);
@@ -430,5 +444,8 @@ fn migrate_copies_a_sled_store_that_then_reads_the_same_on_postgres() {
     assert!(next > last, "{next} after {last}");
     // A second copy into the same (now busy) database is refused, naming what it holds.
     let again = migrate::copy(&sled, &target).expect_err("not into a busy database");
-    assert!(again.to_string().contains("already holds devices (2)"), "{again}");
+    assert!(
+        again.to_string().contains("already holds devices (2)"),
+        "{again}"
+    );
 }

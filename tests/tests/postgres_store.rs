@@ -42,12 +42,16 @@ async fn collector_on(pg: &PgCluster) -> TestCollector {
 async fn holds(c: &TestCollector, id: &str, want: &[&str], within: Duration) -> u64 {
     let mut want: Vec<String> = want.iter().map(|s| (*s).to_owned()).collect();
     want.sort();
-    wait_until(within, &format!("the collector to hold {want:?}"), || async {
-        device_state(c, id)
-            .await
-            .filter(|(p, seq)| *p == want && *seq > 0)
-            .map(|(_, seq)| seq)
-    })
+    wait_until(
+        within,
+        &format!("the collector to hold {want:?}"),
+        || async {
+            device_state(c, id)
+                .await
+                .filter(|(p, seq)| *p == want && *seq > 0)
+                .map(|(_, seq)| seq)
+        },
+    )
     .await
 }
 

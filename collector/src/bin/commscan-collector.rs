@@ -352,10 +352,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .expect("a URL was given");
             let layout = Layout::new(&data_dir);
             let store_dir = layout.path("store");
-            let from = commscan_collector::store::sled_store::SledStore::open(&store_dir)
-                .map_err(|e| {
-                    anyhow::anyhow!("{}: {e} (is the collector still running?)", store_dir.display())
-                })?;
+            let from = commscan_collector::store::sled_store::SledStore::open(&store_dir).map_err(
+                |e| {
+                    anyhow::anyhow!(
+                        "{}: {e} (is the collector still running?)",
+                        store_dir.display()
+                    )
+                },
+            )?;
             let to_store = commscan_collector::store::pg_store::PgStore::open(&pg)
                 .map_err(|e| anyhow::anyhow!("--to {}: {e}", pg.url))?;
             let (read, written) = commscan_collector::store::migrate::copy(&from, &to_store)?;

@@ -10,13 +10,13 @@
 //! (drop and recreate it) and the copy run again. The counts of both sides are returned for
 //! the operator to compare, and compared here: a mismatch is an error.
 
+use super::StoreError;
 use super::pg_store::PgStore;
 use super::records::{
     AuditRecord, Classification, DeviceRecord, FederatedRecord, HistoryRecord, OrgAggregate,
     PersonRecord, TokenRecord,
 };
 use super::sled_store::SledStore;
-use super::StoreError;
 use std::collections::BTreeMap;
 
 /// Rows per transaction.
@@ -95,7 +95,12 @@ pub fn copy(from: &SledStore, to: &PgStore) -> Result<(Counts, Counts), StoreErr
     let differ: Vec<String> = read
         .iter()
         .filter(|(t, n)| written.get(*t) != Some(n))
-        .map(|(t, n)| format!("{t}: {n} read, {} in the database", written.get(t).copied().unwrap_or(0)))
+        .map(|(t, n)| {
+            format!(
+                "{t}: {n} read, {} in the database",
+                written.get(t).copied().unwrap_or(0)
+            )
+        })
         .collect();
     if !differ.is_empty() {
         return Err(StoreError::Backend(format!(

@@ -337,7 +337,11 @@ impl SledStore {
             let (org, name) = key
                 .split_once('/')
                 .ok_or_else(|| corrupt("classifications", &k, "key is not <org>/<name>"))?;
-            visit(Row::Classification(org.to_owned(), name.to_owned(), decode(&k, &v)?))?;
+            visit(Row::Classification(
+                org.to_owned(),
+                name.to_owned(),
+                decode(&k, &v)?,
+            ))?;
         }
         for r in self.tokens.iter() {
             let (hash, t) = entry(0, r)?;
