@@ -113,6 +113,8 @@ pub struct TestCollector {
     task: Option<JoinHandle<()>>,
     options: StartOptions,
     pusher: Option<JoinHandle<()>>,
+    /// The cluster of `COMMSCAN_TEST_STORE=postgres`, alive as long as the collector.
+    _postgres: Option<Arc<commscan_runtime::testing::postgres::PgCluster>>,
 }
 
 impl TestCollector {
@@ -122,8 +124,32 @@ impl TestCollector {
     }
 
     /// [`TestCollector::start`] with options.
-    pub async fn start_with(options: StartOptions) -> TestCollector {
+    ///
+    /// With `COMMSCAN_TEST_STORE=postgres` (and no PostgreSQL store chosen in `options`),
+    /// the collector keeps its data in a throw-away PostgreSQL cluster of its own instead of
+    /// sled: how CI runs the tenancy and identity matrices on the PostgreSQL backend.
+    pub async fn start_with(mut options: StartOptions) -> TestCollector {
         init_crypto();
+        let postgres = if options.settings.postgres.is_none()
+            && std::env::var("COMMSCAN_TEST_STORE").is_ok_and(|v| v == "postgres")
+        {
+            let pg = tokio::task::spawn_blocking(|| {
+                commscan_runtime::testing::postgres::PgCluster::start(
+                    "COMMSCAN_TEST_STORE=postgres",
+                )
+            })
+            .await
+            .expect("cluster thread")
+            .expect("COMMSCAN_TEST_STORE=postgres needs PostgreSQL's server binaries");
+            options.settings.postgres = Some(commscan_collector::store::pg_store::PgConfig {
+                url: pg.url(),
+                password: Some(pg.password().to_owned()),
+                max_connections: 16,
+            });
+            Some(Arc::new(pg))
+        } else {
+            None
+        };
         let dir = tempfile::tempdir().expect("tempdir");
         let layout = Layout::new(dir.path().join("collector"));
         let secrets = layout
@@ -138,6 +164,12 @@ impl TestCollector {
                 options.settings.postgres.as_ref(),
             )
             .expect("init");
+        if options.settings.postgres.is_some() {
+            assert!(
+                !layout.path("store").exists(),
+                "a collector on PostgreSQL made a sled store"
+            );
+        }
         let ca_pem = std::fs::read_to_string(layout.path("pki/ca.crt")).expect("ca");
         let mut c = TestCollector {
             dir,
@@ -151,6 +183,7 @@ impl TestCollector {
             task: None,
             options,
             pusher: None,
+            _postgres: postgres,
         };
         c.serve_on("127.0.0.1:0").await;
         c
