@@ -6,6 +6,8 @@ mod support;
 
 use commscan_collector::compliance::RulesConfig;
 use commscan_collector::store::OrgAggregate;
+use commscan_collector::store::pg_store::PgConfig;
+use commscan_runtime::testing::postgres::PgCluster;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use support::Harness;
@@ -92,51 +94,103 @@ fn write_policy(h: &Harness, which: usize, waivers: &[(String, &str)]) -> std::p
     path
 }
 
+/// Applies `ops` to `h`, checking after each that the maintained aggregates equal the
+/// recomputed ones.
+fn run_model(h: &Harness, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut devices = Vec::new();
+    for n in 0..8 {
+        devices.push(Some(h.enroll(ORGS[n % ORGS.len()], n)));
+    }
+    let mut policy = 0;
+    let mut waivers: Vec<(String, &str)> = Vec::new();
+    for op in ops {
+        match op {
+            Op::Report {
+                device,
+                products,
+                candidates,
+            } => {
+                if let Some(who) = &devices[device] {
+                    let p: Vec<&str> = products.iter().map(|i| PRODUCTS[*i]).collect();
+                    let c: Vec<String> = candidates.iter().map(|i| format!("Chat {i}")).collect();
+                    let c: Vec<&str> = c.iter().map(String::as_str).collect();
+                    h.report(who, &p, &c);
+                }
+            }
+            Op::Policy(which) => {
+                policy = which;
+                h.collector
+                    .reload(&RulesConfig::with_policy(Some(&write_policy(
+                        h, policy, &waivers,
+                    ))))
+                    .unwrap();
+            }
+            Op::Waiver { device, product } => {
+                if let Some(who) = &devices[device] {
+                    waivers.push((who.device_id.clone(), PRODUCTS[product]));
+                    h.collector
+                        .reload(&RulesConfig::with_policy(Some(&write_policy(
+                            h, policy, &waivers,
+                        ))))
+                        .unwrap();
+                }
+            }
+            Op::Tick { hours } => {
+                h.advance(time::Duration::hours(hours));
+                h.collector.sweep_stale().unwrap();
+            }
+            Op::Remove { device } => {
+                if let Some(who) = devices[device].take() {
+                    h.collector
+                        .store()
+                        .remove_device(&who.device_id, h.now())
+                        .unwrap();
+                }
+            }
+        }
+        prop_assert_eq!(maintained(h), recomputed(h));
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
 
     #[test]
     fn maintained_aggregates_equal_recomputed_ones(ops in prop::collection::vec(op(), 1..40)) {
-        let h = Harness::new();
-        let mut devices = Vec::new();
-        for n in 0..8 {
-            devices.push(Some(h.enroll(ORGS[n % ORGS.len()], n)));
-        }
-        let mut policy = 0;
-        let mut waivers: Vec<(String, &str)> = Vec::new();
-        for op in ops {
-            match op {
-                Op::Report { device, products, candidates } => {
-                    if let Some(who) = &devices[device] {
-                        let p: Vec<&str> = products.iter().map(|i| PRODUCTS[*i]).collect();
-                        let c: Vec<String> = candidates.iter().map(|i| format!("Chat {i}")).collect();
-                        let c: Vec<&str> = c.iter().map(String::as_str).collect();
-                        h.report(who, &p, &c);
-                    }
-                }
-                Op::Policy(which) => {
-                    policy = which;
-                    h.collector.reload(&RulesConfig::with_policy(Some(&write_policy(&h, policy, &waivers)))).unwrap();
-                }
-                Op::Waiver { device, product } => {
-                    if let Some(who) = &devices[device] {
-                        waivers.push((who.device_id.clone(), PRODUCTS[product]));
-                        h.collector.reload(&RulesConfig::with_policy(Some(&write_policy(&h, policy, &waivers)))).unwrap();
-                    }
-                }
-                Op::Tick { hours } => {
-                    h.advance(time::Duration::hours(hours));
-                    h.collector.sweep_stale().unwrap();
-                }
-                Op::Remove { device } => {
-                    if let Some(who) = devices[device].take() {
-                        h.collector.store().remove_device(&who.device_id, h.now()).unwrap();
-                    }
-                }
-            }
-            prop_assert_eq!(maintained(&h), recomputed(&h));
-        }
+        run_model(&Harness::new(), ops)?;
     }
+}
+
+/// The same model on the PostgreSQL store: a throw-away cluster, a fresh database per case
+/// (fewer cases: each costs a database and its migrations).
+#[test]
+fn maintained_aggregates_equal_recomputed_ones_on_postgres() {
+    let Some(pg) = PgCluster::start("maintained_aggregates_equal_recomputed_ones_on_postgres")
+    else {
+        return;
+    };
+    let case = std::sync::atomic::AtomicUsize::new(0);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 8,
+        // No regression file: this runner has no source file to put one beside.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&prop::collection::vec(op(), 1..40), |ops| {
+            let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let url = pg.create_database(&format!("model{n}"));
+            run_model(
+                &Harness::on(Some(PgConfig {
+                    url,
+                    password: Some(pg.password().to_owned()),
+                    max_connections: 4,
+                })),
+                ops,
+            )
+        })
+        .unwrap();
 }
 
 #[test]

@@ -6,8 +6,9 @@
 use commscan_collector::collector::Collector;
 use commscan_collector::compliance::RulesConfig;
 use commscan_collector::ingest::{HelloInfo, IncomingReport, ReportBody};
-use commscan_collector::layout::{InitOptions, Layout};
+use commscan_collector::layout::{InitOptions, Layout, OpenSettings};
 use commscan_collector::store::DeviceRecord;
+use commscan_collector::store::pg_store::PgConfig;
 use commscan_core::identity::DeviceIdentity;
 use commscan_core::platform::Platform;
 use commscan_core::scan::{Evidence, Finding, ScanStats, Unclassified};
@@ -24,19 +25,33 @@ pub struct Harness {
 
 impl Harness {
     pub fn new() -> Harness {
+        Harness::on(None)
+    }
+
+    /// A harness whose collector keeps its data in `postgres` (`None`: sled).
+    pub fn on(postgres: Option<PgConfig>) -> Harness {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path().join("c"));
         layout
-            .init(&InitOptions {
-                trust_domain: "t".into(),
-                server_names: vec!["localhost".into()],
-                organisation: "acme".into(),
-                import_ca: None,
-                import_server: None,
-            })
+            .init_with(
+                &InitOptions {
+                    trust_domain: "t".into(),
+                    server_names: vec!["localhost".into()],
+                    organisation: "acme".into(),
+                    import_ca: None,
+                    import_server: None,
+                },
+                postgres.as_ref(),
+            )
             .unwrap();
-        let (mut collector, _) = layout.open(&RulesConfig::default()).unwrap();
+        let settings = OpenSettings {
+            postgres,
+            ..OpenSettings::default()
+        };
+        let (mut collector, _) = layout
+            .open_with(&RulesConfig::default(), &settings)
+            .unwrap();
         let now = Arc::new(Mutex::new(time::macros::datetime!(2026-11-20 09:00 UTC)));
         let clock = now.clone();
         Arc::get_mut(&mut collector)
