@@ -18,6 +18,7 @@
 //! keepalive_interval = "30s"              # HTTP/2 ping interval on the collector link
 //! keepalive_timeout = "10s"               # a ping unanswered this long means the link is dead
 //! ack_timeout = "60s"                     # a report unacknowledged this long ends the session
+//! collectors = []                         # addresses to fail over between (default: enrolment's)
 //! shutdown_grace = "10s"                  # SIGTERM: time allowed to finish and flush
 //! processes = true                        # read the process table
 //! root = "/"                              # scan this tree instead (testing, disk images)
@@ -40,6 +41,9 @@ pub const DEFAULT_PATH: &str = r"C:\ProgramData\commscan\agent.toml";
 /// The default data directory, under `%ProgramData%`.
 #[cfg(windows)]
 pub const DEFAULT_DATA_DIR: &str = r"C:\ProgramData\commscan\agent";
+
+/// Most collector addresses in `collectors`.
+pub const MAX_COLLECTORS: usize = 16;
 
 /// The file as written: every field optional.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -67,6 +71,9 @@ pub struct RawConfig {
     pub keepalive_timeout: Option<String>,
     /// How long to wait for a report's acknowledgement before giving the session up.
     pub ack_timeout: Option<String>,
+    /// Collector addresses to report to, tried in turn after a failed session (several
+    /// collectors on one database); empty: the address given at enrolment.
+    pub collectors: Option<Vec<String>>,
     /// Time allowed on SIGTERM to finish and flush before exiting.
     pub shutdown_grace: Option<String>,
     /// Read the process table.
@@ -120,6 +127,8 @@ pub struct Delivery {
     pub keepalive_timeout: Duration,
     /// Acknowledgement timeout.
     pub ack_timeout: Duration,
+    /// Collector addresses to fail over between; empty means the enrolment's.
+    pub collectors: Vec<String>,
 }
 
 impl Default for Triggers {
@@ -141,6 +150,7 @@ impl Default for Delivery {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             ack_timeout: Duration::from_secs(60),
+            collectors: Vec::new(),
         }
     }
 }
@@ -331,6 +341,21 @@ impl RawConfig {
                 }
             },
         };
+        let collectors = self.collectors.clone().unwrap_or_default();
+        if collectors.len() > MAX_COLLECTORS {
+            problems.push(Problem {
+                key: "collectors".into(),
+                message: format!("{} addresses; at most {MAX_COLLECTORS}", collectors.len()),
+            });
+        }
+        for c in &collectors {
+            if !c.starts_with("https://") || c.len() > 256 {
+                problems.push(Problem {
+                    key: "collectors".into(),
+                    message: format!("'{c}' is not an https:// address of at most 256 characters"),
+                });
+            }
+        }
         for (key, p) in [("data_dir", &self.data_dir), ("root", &self.root)] {
             if let Some(p) = p
                 && !p.is_absolute()
@@ -358,6 +383,7 @@ impl RawConfig {
                 keepalive_interval,
                 keepalive_timeout,
                 ack_timeout,
+                collectors,
             },
             spool_cap,
             shutdown_grace: grace,
@@ -370,6 +396,34 @@ impl RawConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn collector_addresses_must_be_https_and_few() {
+        let ok = RawConfig::parse("collectors = [\"https://a:7443\", \"https://b:7443\"]")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(ok.delivery.collectors.len(), 2);
+        let e = RawConfig::parse("collectors = [\"http://a:7443\"]")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            e.0.iter()
+                .any(|p| p.key == "collectors" && p.message.contains("http://a:7443")),
+            "{e:?}"
+        );
+        let many: Vec<String> = (0..17).map(|i| format!("\"https://c{i}:7443\"")).collect();
+        let e = RawConfig::parse(&format!("collectors = [{}]", many.join(",")))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            e.0.iter()
+                .any(|p| p.key == "collectors" && p.message.contains("at most 16")),
+            "{e:?}"
+        );
+    }
 
     #[test]
     fn an_empty_file_gives_the_documented_defaults() {

@@ -186,7 +186,7 @@ impl Collector {
     pub(crate) fn revoke_device(&self, who: &Principal, id: &str) -> Result<(), CollectorError> {
         let not_found = || CollectorError::NotFound(format!("no device '{id}'"));
         let proof = self.check(who, Access::ManageDevices, None, "devices.revoke")?;
-        let _device_lock = self.lock_device(id);
+        let _device_lock = self.lock_device(id)?;
         let mut device = self.store().device(id)?.ok_or_else(not_found)?;
         if !proof.covers(&device.organisation) {
             self.audit(

@@ -102,7 +102,7 @@ impl Collector {
                     continue;
                 }
                 // Re-read under the device's lock: a report may have landed since the listing.
-                let _device_lock = self.lock_device(&listed.device_id);
+                let _device_lock = self.lock_device(&listed.device_id)?;
                 let Some(mut device) = self.store().device(&listed.device_id)? else {
                     continue;
                 };

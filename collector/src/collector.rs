@@ -28,6 +28,12 @@ use time::OffsetDateTime;
 /// re-judgement after a policy reload, a staleness sweep, a classification or a revocation of
 /// the same device never interleave, so none overwrites another's update with a stale copy.
 #[derive(Debug)]
+/// A device held by [`Collector::lock_device`]; the store's lock is released first.
+pub(crate) struct DeviceGuard<'a> {
+    _shared: crate::store::DeviceLock,
+    _local: std::sync::MutexGuard<'a, ()>,
+}
+
 pub(crate) struct DeviceLocks {
     stripes: Vec<std::sync::Mutex<()>>,
 }
@@ -225,9 +231,15 @@ impl Collector {
         &self.ministry
     }
 
-    /// Holds the lock of `device` until the guard drops (see [`DeviceLocks`]).
-    pub(crate) fn lock_device(&self, device: &str) -> std::sync::MutexGuard<'_, ()> {
-        self.device_locks.lock(device)
+    /// Holds `device` until the guard drops: this process's lock ([`DeviceLocks`]), then the
+    /// store's lock against other collectors on the same database.
+    pub(crate) fn lock_device(&self, device: &str) -> Result<DeviceGuard<'_>, CollectorError> {
+        let local = self.device_locks.lock(device);
+        let shared = self.store.lock_device(device)?;
+        Ok(DeviceGuard {
+            _shared: shared,
+            _local: local,
+        })
     }
 
     /// A subscription to verdict changes from now on.

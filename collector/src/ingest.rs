@@ -294,7 +294,7 @@ impl Collector {
         if registered.duplicate {
             let why = "two agents kept taking over each other's stream".to_owned();
             {
-                let _device_lock = self.lock_device(&who.device_id);
+                let _device_lock = self.lock_device(&who.device_id)?;
                 let mut flagged = self
                     .store()
                     .device(&who.device_id)?
@@ -330,7 +330,7 @@ impl Collector {
             return Ok(device);
         }
         let updated = {
-            let _device_lock = self.lock_device(&device.device_id);
+            let _device_lock = self.lock_device(&device.device_id)?;
             let mut d = self.store().device(&device.device_id)?.unwrap_or(device);
             if d.last_sequence >= SEQUENCE_CEILING {
                 tracing::warn!(device = %d.device_id, stored = d.last_sequence, "stored sequence beyond the ceiling forgotten; asking for a snapshot");
@@ -370,7 +370,7 @@ impl Collector {
         hello: &HelloInfo,
         report: IncomingReport,
     ) -> Result<Applied, CollectorError> {
-        let device_lock = self.lock_device(&who.device_id);
+        let device_lock = self.lock_device(&who.device_id)?;
         let mut device = self.admit(who)?;
         if report.sequence <= device.last_sequence {
             tracing::info!(device = %who.device_id, sequence = report.sequence, stored = device.last_sequence, "report already stored");

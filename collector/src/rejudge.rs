@@ -38,7 +38,7 @@ impl Collector {
         let now = self.now();
         let mut out = Rejudged::default();
         for id in self.store().device_ids()? {
-            let _device_lock = self.lock_device(&id);
+            let _device_lock = self.lock_device(&id)?;
             let Some(mut device) = self.store().device(&id)? else {
                 continue;
             };

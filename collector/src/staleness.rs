@@ -24,7 +24,7 @@ impl Collector {
             let batch = ids.len();
             let changed_before = changed;
             for id in ids {
-                let _device_lock = self.lock_device(&id);
+                let _device_lock = self.lock_device(&id)?;
                 let Some(mut device) = self.store().device(&id)? else {
                     continue;
                 };

@@ -219,6 +219,47 @@ impl TestCollector {
         }));
     }
 
+    /// A second collector of the same deployment on its own port: a copy of this one's data
+    /// directory (PKI, identity of the deployment) serving the same PostgreSQL store. Panics
+    /// on a sled collector (one process per sled store).
+    pub async fn another_node(&self) -> TestCollector {
+        assert!(
+            self.options.settings.postgres.is_some(),
+            "another node needs the PostgreSQL store"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("collector");
+        for rel in ["pki", "collector.json", "admin.token"] {
+            let (from, to) = (self.layout.path(rel), root.join(rel));
+            if from.is_dir() {
+                std::fs::create_dir_all(&to).expect("pki dir");
+                for e in std::fs::read_dir(&from).expect("read pki") {
+                    let e = e.expect("entry");
+                    std::fs::copy(e.path(), to.join(e.file_name())).expect("copy pki");
+                }
+            } else {
+                std::fs::create_dir_all(&root).expect("data dir");
+                std::fs::copy(&from, &to).expect("copy");
+            }
+        }
+        let mut c = TestCollector {
+            dir,
+            layout: Layout::new(root),
+            url: String::new(),
+            ca_pem: self.ca_pem.clone(),
+            admin_token: self.admin_token.clone(),
+            enrolment_token: self.enrolment_token.clone(),
+            collector: None,
+            stop: CancellationToken::new(),
+            task: None,
+            options: self.options.clone(),
+            pusher: None,
+            _postgres: self._postgres.clone(),
+        };
+        c.serve_on("127.0.0.1:0").await;
+        c
+    }
+
     /// Stops serving and waits until the store is closed.
     pub async fn stop(&mut self) {
         self.collector = None;

@@ -154,3 +154,38 @@ async fn a_crash_restarted_database_keeps_every_acknowledged_report() {
         running.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_collectors_on_one_database_serve_one_fleet_and_agents_fail_over() {
+    let Some(pg) =
+        cluster("two_collectors_on_one_database_serve_one_fleet_and_agents_fail_over").await
+    else {
+        return;
+    };
+    let mut a = collector_on(&pg).await;
+    let b = a.another_node().await;
+    // Enrolled on one node, visible on the other: one database.
+    let data = a.enroll_agent("pg-two-nodes").await;
+    let id = data.identity().unwrap().device_id;
+    let root = tempfile::tempdir().unwrap();
+    install(root.path(), &["zoom"]);
+    let mut cfg = test_config(&data);
+    cfg.triggers.watch = true;
+    cfg.triggers.watch_debounce = Duration::from_millis(100);
+    cfg.delivery.collectors = vec![a.url.clone(), b.url.clone()];
+    let running = RunningAgent::start(tree_agent(cfg, root.path()));
+    let first = holds(&b, &id, &["zoom"], Duration::from_secs(30)).await;
+
+    // Node A goes away: the agent moves to B and its next change arrives there.
+    a.stop().await;
+    install(root.path(), &["zoom", "telegram-desktop"]);
+    let after = holds(&b, &id, &["telegram", "zoom"], Duration::from_secs(40)).await;
+    assert!(after > first, "sequence {after} after {first}");
+    // A comes back and reads the same state from the database.
+    a.restart().await;
+    assert_eq!(
+        device_state(&a, &id).await.map(|(p, _)| p),
+        Some(vec!["telegram".to_owned(), "zoom".to_owned()])
+    );
+    running.shutdown().await;
+}

@@ -61,6 +61,15 @@ fn check_clock(cert_pem: &str, now: time::OffsetDateTime) -> Result<(), AgentErr
     }
 }
 
+/// The collector for the `attempt`-th session since the last established one: the configured
+/// list in turn (so a failed node's agents move to the next), or the enrolment's address.
+fn collector_for<'a>(list: &'a [String], enrolled: &'a str, attempt: u32) -> &'a str {
+    if list.is_empty() {
+        return enrolled;
+    }
+    &list[attempt as usize % list.len()]
+}
+
 /// How a session ended without error.
 enum End {
     Shutdown,
@@ -80,7 +89,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut attempt = 0u32;
     loop {
         let mut progress = Progress::default();
-        let result = session(&shared, &shutdown, false, &mut progress).await;
+        let result = session(&shared, &shutdown, false, attempt, &mut progress).await;
         shared.set_status(|s| s.connected = false);
         let err = match result {
             Ok(_) => return,
@@ -115,7 +124,7 @@ pub(crate) async fn until_idle(
     shutdown: &CancellationToken,
 ) -> Result<u64, AgentError> {
     let mut progress = Progress::default();
-    let r = session(shared, shutdown, true, &mut progress).await;
+    let r = session(shared, shutdown, true, 0, &mut progress).await;
     shared.set_status(|s| s.connected = false);
     match r? {
         End::Idle(seq) => Ok(seq),
@@ -193,10 +202,12 @@ async fn session(
     shared: &Arc<Shared>,
     shutdown: &CancellationToken,
     until_idle: bool,
+    attempt: u32,
     progress: &mut Progress,
 ) -> Result<End, AgentError> {
     let d = &shared.config.delivery;
     let identity = shared.data.identity()?;
+    let collector = collector_for(&d.collectors, &identity.collector, attempt);
     // Renew a certificate near its end before using it; a failed renewal is retried on the
     // next session while the current certificate still works.
     if let Err(e) = crate::enroll::renew_if_due(&shared.data, time::OffsetDateTime::now_utc()).await
@@ -205,8 +216,9 @@ async fn session(
     }
     let (ca, cert, key) = shared.data.credentials()?;
     check_clock(&cert, time::OffsetDateTime::now_utc())?;
+    tracing::debug!(collector, attempt, "connecting");
     let channel = transport::channel_with(
-        &identity.collector,
+        collector,
         &ca,
         Some((&cert, &key)),
         d.keepalive_interval,
@@ -358,6 +370,28 @@ async fn session(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_sessions_move_through_the_collector_list_in_turn() {
+        let list = vec!["https://a:7443".to_owned(), "https://b:7443".to_owned()];
+        let picked: Vec<&str> = (0..5)
+            .map(|attempt| collector_for(&list, "https://enrolled:7443", attempt))
+            .collect();
+        assert_eq!(
+            picked,
+            [
+                "https://a:7443",
+                "https://b:7443",
+                "https://a:7443",
+                "https://b:7443",
+                "https://a:7443"
+            ]
+        );
+        assert_eq!(
+            collector_for(&[], "https://enrolled:7443", 3),
+            "https://enrolled:7443"
+        );
+    }
 
     #[test]
     fn a_refused_device_waits_at_least_an_hour_and_an_outage_is_retried_soon() {

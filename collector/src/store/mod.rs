@@ -105,7 +105,40 @@ pub trait Durable: Send + Sync + 'static {
 /// Every write of a device updates its organisation's aggregate, the day's trend point, the
 /// indexes and the device's history *in the same transaction*, so a summary is one read and
 /// never a scan.
+/// A device held against writers in other processes sharing the store, until dropped
+/// ([`DeviceStore::lock_device`]).
+pub struct DeviceLock(#[allow(dead_code)] Option<Box<dyn Send>>);
+
+impl std::fmt::Debug for DeviceLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "DeviceLock(held)"
+        } else {
+            "DeviceLock(local)"
+        })
+    }
+}
+
+impl DeviceLock {
+    /// Nothing to hold: only this process writes the store.
+    pub fn local() -> DeviceLock {
+        DeviceLock(None)
+    }
+
+    /// Holds `guard` (released by its `Drop`).
+    pub fn held(guard: impl Send + 'static) -> DeviceLock {
+        DeviceLock(Some(Box::new(guard)))
+    }
+}
+
 pub trait DeviceStore: Durable {
+    /// Holds `device` against writers in *other processes* on the same store until the lock
+    /// drops; the collector takes its in-process lock first. A store one process owns (sled)
+    /// has nothing to do.
+    fn lock_device(&self, _device: &str) -> Result<DeviceLock, StoreError> {
+        Ok(DeviceLock::local())
+    }
+
     /// Replaces a device record at `at`, updating its organisation's aggregate, the day's
     /// trend point, the indexes and the device's history in the same transaction.
     fn put_device(&self, device: &DeviceRecord, at: OffsetDateTime) -> Result<(), StoreError>;

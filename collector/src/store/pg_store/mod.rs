@@ -18,6 +18,10 @@
 //! findings rows replaced. Enrolment locks the token row, so two enrolments racing for its last
 //! use cannot both win, across any number of collector processes. A federation push replaces
 //! one enterprise's rows under a transaction-scoped advisory lock for that enterprise.
+//! Several collector processes may share the database: [`DeviceStore::lock_device`] takes a
+//! session advisory lock on the device (on a connection of a pool of its own, so holders never
+//! wait on each other for a working connection), held while the collector reads, judges and
+//! writes the device, as its in-process lock is.
 //! Commits are durable (`synchronous_commit` is the server's, `on` by default), so
 //! [`Durable::flush`] has nothing to do: a report is acknowledged after its commit.
 //!
@@ -77,6 +81,9 @@ impl std::fmt::Debug for PgConfig {
 /// The PostgreSQL-backed store.
 pub struct PgStore {
     pool: Pool,
+    /// Connections holding device locks (session advisory locks), apart from `pool` so that
+    /// lock holders never wait on each other for a connection to work with.
+    locks: Pool,
     rt: Option<tokio::runtime::Runtime>,
 }
 
@@ -92,6 +99,37 @@ impl Drop for PgStore {
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
         }
+    }
+}
+
+/// A device's session advisory lock on a connection of the `locks` pool; dropping it unlocks
+/// on the store's runtime without blocking (if the store is gone, closing the connection
+/// releases the lock).
+struct AdvisoryLock {
+    conn: Option<deadpool_postgres::Object>,
+    device: String,
+    handle: tokio::runtime::Handle,
+}
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        let device = std::mem::take(&mut self.device);
+        self.handle.spawn(async move {
+            if let Err(e) = conn
+                .execute(
+                    "SELECT pg_advisory_unlock(hashtext('device'), hashtext($1))",
+                    &[&device],
+                )
+                .await
+            {
+                // The connection is broken, and with it the lock: discard it.
+                tracing::warn!(error = %e, "device unlock failed; dropping the connection");
+                let _ = deadpool_postgres::Object::take(conn);
+            }
+        });
     }
 }
 
@@ -156,6 +194,7 @@ impl PgStore {
         }
         pg.application_name("commscan-collector");
         pg.connect_timeout(std::time::Duration::from_secs(10));
+        let manager_config = pg.clone();
         let manager = deadpool_postgres::Manager::from_config(
             pg,
             tokio_postgres::NoTls,
@@ -169,14 +208,27 @@ impl PgStore {
             .enable_all()
             .build()
             .map_err(|e| StoreError::Backend(format!("database runtime: {e}")))?;
-        let pool = Pool::builder(manager)
-            .max_size(config.max_connections.max(1))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(std::time::Duration::from_secs(10)))
-            .create_timeout(Some(std::time::Duration::from_secs(10)))
-            .build()
-            .map_err(|e| StoreError::Backend(format!("database pool: {e}")))?;
-        let store = PgStore { pool, rt: Some(rt) };
+        let build = |manager: deadpool_postgres::Manager| {
+            Pool::builder(manager)
+                .max_size(config.max_connections.max(1))
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .wait_timeout(Some(std::time::Duration::from_secs(10)))
+                .create_timeout(Some(std::time::Duration::from_secs(10)))
+                .build()
+                .map_err(|e| StoreError::Backend(format!("database pool: {e}")))
+        };
+        let locks_manager = deadpool_postgres::Manager::from_config(
+            manager_config,
+            tokio_postgres::NoTls,
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        let store = PgStore {
+            pool: build(manager)?,
+            locks: build(locks_manager)?,
+            rt: Some(rt),
+        };
         store.run(async |s| {
             let mut client = s.pool.get().await.map_err(pool_err)?;
             schema::migrate(&mut client).await
@@ -421,6 +473,30 @@ impl Durable for PgStore {
 }
 
 impl DeviceStore for PgStore {
+    fn lock_device(&self, device: &str) -> Result<super::DeviceLock, StoreError> {
+        let conn = self.run(async |s| {
+            let c = s.locks.get().await.map_err(pool_err)?;
+            c.execute(
+                "SELECT pg_advisory_lock(hashtext('device'), hashtext($1))",
+                &[&device],
+            )
+            .await
+            .map_err(db("lock device"))?;
+            Ok(c)
+        })?;
+        let handle = self
+            .rt
+            .as_ref()
+            .expect("runtime lives until drop")
+            .handle()
+            .clone();
+        Ok(super::DeviceLock::held(AdvisoryLock {
+            conn: Some(conn),
+            device: device.to_owned(),
+            handle,
+        }))
+    }
+
     fn put_device(&self, device: &DeviceRecord, at: OffsetDateTime) -> Result<(), StoreError> {
         self.tx(async |tx| write_device(tx, device, at, false).await)
     }
