@@ -430,6 +430,32 @@ pub async fn device_state(c: &TestCollector, device_id: &str) -> Option<(Vec<Str
     Some((products, d.last_sequence))
 }
 
+/// Waits until the collector holds exactly the products `want` for device `id` (after at
+/// least one report); returns the stored sequence.
+pub async fn converged(c: &TestCollector, id: &str, want: &[&str], within: Duration) -> u64 {
+    let mut want: Vec<String> = want.iter().map(|s| (*s).to_owned()).collect();
+    want.sort();
+    wait_until(
+        within,
+        &format!("the collector to hold {want:?}"),
+        || async {
+            device_state(c, id)
+                .await
+                .filter(|(p, seq)| *p == want && *seq > 0)
+                .map(|(_, seq)| seq)
+        },
+    )
+    .await
+}
+
+/// [`test_config`] with file-watch triggers on and a short debounce.
+pub fn watching(data: &DataDir) -> commscan_agent::config::AgentConfig {
+    let mut cfg = test_config(data);
+    cfg.triggers.watch = true;
+    cfg.triggers.watch_debounce = Duration::from_millis(100);
+    cfg
+}
+
 /// Agent configuration for tests: short, bounded timings, no process samples.
 pub fn test_config(data: &DataDir) -> commscan_agent::config::AgentConfig {
     let mut c = commscan_agent::config::AgentConfig {

@@ -337,3 +337,14 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// The device id `commscan-agent enroll` printed ("enrolled as device ID in organisation ...").
+pub fn enrolled_device_id(enrolled: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&enrolled.stdout);
+    stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "device")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no device id in {stdout:?}"))
+        .to_owned()
+}

@@ -8,8 +8,8 @@ use commscan_agent::scanner::Inventory;
 use commscan_core::platform::Platform;
 use commscan_core::scan::{Evidence, Finding, ScanReport, ScanStats};
 use commscan_tests::{
-    Fault, RunningAgent, TcpProxy, TestCollector, device_state, install, test_config, tree_agent,
-    wait_until,
+    Fault, RunningAgent, TcpProxy, TestCollector, converged, device_state, install, test_config,
+    tree_agent, watching,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,28 +41,6 @@ fn products(list: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = list.iter().map(|s| s.to_string()).collect();
     v.sort();
     v
-}
-
-async fn converged(c: &TestCollector, id: &str, want: &[&str], within: Duration) -> u64 {
-    let want = products(want);
-    wait_until(
-        within,
-        &format!("the collector to hold {want:?}"),
-        || async {
-            device_state(c, id)
-                .await
-                .filter(|(p, seq)| *p == want && *seq > 0)
-                .map(|(_, seq)| seq)
-        },
-    )
-    .await
-}
-
-fn watching(data: &commscan_agent::state::DataDir) -> commscan_agent::config::AgentConfig {
-    let mut cfg = test_config(data);
-    cfg.triggers.watch = true;
-    cfg.triggers.watch_debounce = Duration::from_millis(100);
-    cfg
 }
 
 #[tokio::test]

@@ -12,8 +12,8 @@ use commscan_collector::layout::OpenSettings;
 use commscan_collector::store::pg_store::PgConfig;
 use commscan_runtime::testing::postgres::PgCluster;
 use commscan_tests::{
-    RunningAgent, StartOptions, TestCollector, device_state, install, test_config, tree_agent,
-    wait_until,
+    RunningAgent, StartOptions, TestCollector, converged, device_state, install, tree_agent,
+    watching,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,22 +39,6 @@ async fn collector_on(pg: &PgCluster) -> TestCollector {
     .await
 }
 
-async fn holds(c: &TestCollector, id: &str, want: &[&str], within: Duration) -> u64 {
-    let mut want: Vec<String> = want.iter().map(|s| (*s).to_owned()).collect();
-    want.sort();
-    wait_until(
-        within,
-        &format!("the collector to hold {want:?}"),
-        || async {
-            device_state(c, id)
-                .await
-                .filter(|(p, seq)| *p == want && *seq > 0)
-                .map(|(_, seq)| seq)
-        },
-    )
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_wait_out_a_database_outage_and_arrive_once() {
     let Some(pg) = cluster("reports_wait_out_a_database_outage_and_arrive_once").await else {
@@ -65,11 +49,9 @@ async fn reports_wait_out_a_database_outage_and_arrive_once() {
     let id = data.identity().unwrap().device_id;
     let root = tempfile::tempdir().unwrap();
     install(root.path(), &["zoom"]);
-    let mut cfg = test_config(&data);
-    cfg.triggers.watch = true;
-    cfg.triggers.watch_debounce = Duration::from_millis(100);
+    let cfg = watching(&data);
     let running = RunningAgent::start(tree_agent(cfg, root.path()));
-    let first = holds(&c, &id, &["zoom"], Duration::from_secs(30)).await;
+    let first = converged(&c, &id, &["zoom"], Duration::from_secs(30)).await;
 
     // The database goes away: queries fail saying so, and a change waits in the agent.
     let p = pg.clone();
@@ -98,7 +80,7 @@ async fn reports_wait_out_a_database_outage_and_arrive_once() {
     tokio::task::spawn_blocking(move || p.start_again())
         .await
         .unwrap();
-    let after = holds(&c, &id, &["slack", "zoom"], Duration::from_secs(40)).await;
+    let after = converged(&c, &id, &["slack", "zoom"], Duration::from_secs(40)).await;
     assert!(after > first, "sequence {after} after {first}");
     running.shutdown().await;
 }
@@ -116,14 +98,11 @@ async fn a_crash_restarted_database_keeps_every_acknowledged_report() {
         let id = data.identity().unwrap().device_id;
         let root = tempfile::tempdir().unwrap();
         install(root.path(), &["telegram-desktop"]);
-        let mut cfg = test_config(&data);
-        cfg.triggers.watch = true;
-        cfg.triggers.watch_debounce = Duration::from_millis(100);
-        let running = RunningAgent::start(tree_agent(cfg, root.path()));
+        let running = RunningAgent::start(tree_agent(watching(&data), root.path()));
         devices.push((id, root, running));
     }
     for (id, _, _) in &devices {
-        holds(&c, id, &["telegram"], Duration::from_secs(30)).await;
+        converged(&c, id, &["telegram"], Duration::from_secs(30)).await;
     }
     // Changes in flight while the server is killed (-m immediate) and restarts.
     for (_, root, _) in &devices {
@@ -134,7 +113,7 @@ async fn a_crash_restarted_database_keeps_every_acknowledged_report() {
         .await
         .unwrap();
     for (id, _, _) in &devices {
-        holds(&c, id, &["telegram", "zoom"], Duration::from_secs(40)).await;
+        converged(&c, id, &["telegram", "zoom"], Duration::from_secs(40)).await;
     }
     // The aggregate counts each device once.
     let summary = c
@@ -169,17 +148,15 @@ async fn two_collectors_on_one_database_serve_one_fleet_and_agents_fail_over() {
     let id = data.identity().unwrap().device_id;
     let root = tempfile::tempdir().unwrap();
     install(root.path(), &["zoom"]);
-    let mut cfg = test_config(&data);
-    cfg.triggers.watch = true;
-    cfg.triggers.watch_debounce = Duration::from_millis(100);
+    let mut cfg = watching(&data);
     cfg.delivery.collectors = vec![a.url.clone(), b.url.clone()];
     let running = RunningAgent::start(tree_agent(cfg, root.path()));
-    let first = holds(&b, &id, &["zoom"], Duration::from_secs(30)).await;
+    let first = converged(&b, &id, &["zoom"], Duration::from_secs(30)).await;
 
     // Node A goes away: the agent moves to B and its next change arrives there.
     a.stop().await;
     install(root.path(), &["zoom", "telegram-desktop"]);
-    let after = holds(&b, &id, &["telegram", "zoom"], Duration::from_secs(40)).await;
+    let after = converged(&b, &id, &["telegram", "zoom"], Duration::from_secs(40)).await;
     assert!(after > first, "sequence {after} after {first}");
     // A comes back and reads the same state from the database.
     a.restart().await;

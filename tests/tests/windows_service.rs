@@ -18,7 +18,7 @@
 //! Prerequisites and skips: those of [`commscan_tests::wine`], plus `wixl` and `msibuild`.
 
 use commscan_tests::TestCollector;
-use commscan_tests::wine::{APP, Prefix, prerequisites, text, tool};
+use commscan_tests::wine::{APP, Prefix, enrolled_device_id, prerequisites, text, tool};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -195,13 +195,7 @@ async fn the_msi_installs_a_service_that_reports_watches_flushes_upgrades_and_un
     })
     .await;
     assert!(enrolled.status.success(), "enroll: {}", text(&enrolled));
-    let stdout = String::from_utf8_lossy(&enrolled.stdout).into_owned();
-    let device_id = stdout
-        .split_whitespace()
-        .skip_while(|w| *w != "device")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no device id in {stdout:?}"))
-        .to_owned();
+    let device_id = enrolled_device_id(&enrolled);
     let products = products_with(&c, &p, &device_id, "telegram").await;
     eprintln!("the service reported {products:?}");
     assert!(!products.contains(&"zoom".to_owned()), "{products:?}");

@@ -48,7 +48,7 @@ use commscan_agent::test_support::reg_export::{self, RegExport};
 use commscan_core::catalog::Catalog;
 use commscan_core::platform::Platform;
 use commscan_core::scan::ScanReport;
-use commscan_tests::wine::{APP, Prefix, prerequisites, text};
+use commscan_tests::wine::{APP, Prefix, enrolled_device_id, prerequisites, text};
 use commscan_tests::{TestCollector, wait_until};
 use std::time::{Duration, Instant};
 
@@ -373,13 +373,7 @@ async fn windows_agent_enrols_and_reports_to_a_linux_collector() {
     assert!(enrolled.status.success(), "enroll: {}", text(&enrolled));
     let reported = reported.expect("ran");
     assert!(reported.status.success(), "run --once: {}", text(&reported));
-    let stdout = String::from_utf8_lossy(&enrolled.stdout);
-    let device_id = stdout
-        .split_whitespace()
-        .skip_while(|w| *w != "device")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no device id in {stdout:?}"))
-        .to_owned();
+    let device_id = enrolled_device_id(&enrolled);
     let d = wait_until(
         Duration::from_secs(20),
         "the Windows device's report",

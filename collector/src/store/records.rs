@@ -242,6 +242,19 @@ pub struct TokenRecord {
 }
 
 impl TokenRecord {
+    /// [`TokenRecord::consume`] by a device of `organisation`: a token of another organisation
+    /// cannot be used.
+    pub fn consume_for(
+        &self,
+        organisation: &str,
+        now: OffsetDateTime,
+    ) -> Result<TokenRecord, String> {
+        if self.organisation != organisation {
+            return Err("token belongs to another organisation".into());
+        }
+        self.consume(now)
+    }
+
     /// The record after one more use at `now`, or why the token cannot be used.
     pub fn consume(&self, now: OffsetDateTime) -> Result<TokenRecord, String> {
         if self.revoked {

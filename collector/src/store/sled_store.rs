@@ -714,14 +714,11 @@ impl Store for SledStore {
                         ));
                     }
                 };
-                if token.organisation != device.organisation {
-                    return Err(ConflictableTransactionError::Abort(
-                        StoreError::TokenRefused("token belongs to another organisation".into()),
-                    ));
-                }
-                let consumed = token.consume(now).map_err(|why| {
-                    ConflictableTransactionError::Abort(StoreError::TokenRefused(why))
-                })?;
+                let consumed = token
+                    .consume_for(&device.organisation, now)
+                    .map_err(|why| {
+                        ConflictableTransactionError::Abort(StoreError::TokenRefused(why))
+                    })?;
                 tokens.insert(token_hash.as_bytes(), encode(&consumed))?;
                 if t[0].get(device.device_id.as_bytes())?.is_some() {
                     return Err(ConflictableTransactionError::Abort(StoreError::Conflict(

@@ -982,12 +982,9 @@ impl Store for PgStore {
                 Some(row) => decode(&format!("enrolment_tokens/{token_hash}"), row.get(0))?,
                 None => return Err(StoreError::TokenRefused("unknown token".into())),
             };
-            if token.organisation != device.organisation {
-                return Err(StoreError::TokenRefused(
-                    "token belongs to another organisation".into(),
-                ));
-            }
-            let consumed = token.consume(now).map_err(StoreError::TokenRefused)?;
+            let consumed = token
+                .consume_for(&device.organisation, now)
+                .map_err(StoreError::TokenRefused)?;
             upsert_token(tx, token_hash, &consumed).await?;
             let exists = tx
                 .query_opt(
