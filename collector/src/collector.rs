@@ -30,7 +30,7 @@ use time::OffsetDateTime;
 #[derive(Debug)]
 /// A device held by [`Collector::lock_device`]; the store's lock is released first.
 pub(crate) struct DeviceGuard<'a> {
-    _shared: crate::store::DeviceLock,
+    _shared: crate::store::StoreLock,
     _local: std::sync::MutexGuard<'a, ()>,
 }
 

@@ -88,7 +88,12 @@ pub fn spawn(
                     _ = tick.tick() => {}
                 }
                 let c = collector.clone();
-                match tokio::task::spawn_blocking(move || c.sweep_stale()).await {
+                // One collector at a time sweeps a shared store; the others skip this tick.
+                let sweep = move || match c.store().try_exclusive("staleness sweep")? {
+                    Some(_held) => c.sweep_stale(),
+                    None => Ok(0),
+                };
+                match tokio::task::spawn_blocking(sweep).await {
                     Ok(Ok(0)) => {}
                     Ok(Ok(n)) => tracing::info!(devices = n, "devices turned stale"),
                     Ok(Err(e)) => tracing::error!(error = %e, "staleness sweep failed"),
@@ -115,7 +120,13 @@ pub fn spawn(
                 let c = collector.clone();
                 let done = tokio::task::spawn_blocking(move || {
                     c.close_audit_window();
-                    sweep.then(|| c.sweep_audit(&crate::audit::AuditRetention::default()))
+                    // Retention runs on one collector at a time on a shared store.
+                    let held = match c.store().try_exclusive("audit retention") {
+                        Ok(held) => held,
+                        Err(e) => return Some(Err(e.into())),
+                    };
+                    (sweep && held.is_some())
+                        .then(|| c.sweep_audit(&crate::audit::AuditRetention::default()))
                 })
                 .await;
                 match done {

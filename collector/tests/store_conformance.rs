@@ -12,8 +12,8 @@ use commscan_collector::store::migrate;
 use commscan_collector::store::pg_store::{PgConfig, PgStore};
 use commscan_collector::store::sled_store::SledStore;
 use commscan_collector::store::{
-    AuditRecord, AuditStore, Classification, DeviceFilter, DeviceRecord, FederatedRecord,
-    OrgAggregate, PersonRecord, Store, StoreError, TokenRecord,
+    AuditRecord, AuditStore, Classification, DeviceFilter, DeviceRecord, DeviceStore,
+    FederatedRecord, OrgAggregate, PersonRecord, Store, StoreError, TokenRecord,
 };
 use commscan_core::platform::Platform;
 use commscan_core::scan::Finding;
@@ -447,5 +447,61 @@ fn migrate_copies_a_sled_store_that_then_reads_the_same_on_postgres() {
     assert!(
         again.to_string().contains("already holds devices (2)"),
         "{again}"
+    );
+}
+
+#[test]
+fn one_collector_at_a_time_runs_a_task_on_a_shared_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled = SledStore::open(&dir.path().join("store")).unwrap();
+    let (one, two) = (
+        sled.try_exclusive("sweep").unwrap(),
+        sled.try_exclusive("sweep").unwrap(),
+    );
+    assert!(
+        one.is_some() && two.is_some(),
+        "a store one process owns always grants it"
+    );
+    let Some(pg) = PgCluster::start("one_collector_at_a_time_runs_a_task_on_a_shared_database")
+    else {
+        return;
+    };
+    // Two collectors' stores on one database.
+    let (a, b) = (pg_store(pg.url(), &pg), pg_store(pg.url(), &pg));
+    let held = a
+        .try_exclusive("staleness sweep")
+        .unwrap()
+        .expect("free at first");
+    assert!(
+        b.try_exclusive("staleness sweep").unwrap().is_none(),
+        "held by the other"
+    );
+    assert!(
+        b.try_exclusive("audit retention").unwrap().is_some(),
+        "another task is another lock"
+    );
+    drop(held);
+    // The unlock runs on the store's runtime as the guard drops: moments later it is free.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if b.try_exclusive("staleness sweep").unwrap().is_some() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never released");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // A device held by one collector waits out the other's hold.
+    let device = a.lock_device("d1").unwrap();
+    let waiter = std::thread::spawn(move || {
+        let t0 = std::time::Instant::now();
+        let _l = b.lock_device("d1").unwrap();
+        t0.elapsed()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(device);
+    let waited = waiter.join().unwrap();
+    assert!(
+        waited >= std::time::Duration::from_millis(250),
+        "{waited:?}"
     );
 }

@@ -105,29 +105,30 @@ pub trait Durable: Send + Sync + 'static {
 /// Every write of a device updates its organisation's aggregate, the day's trend point, the
 /// indexes and the device's history *in the same transaction*, so a summary is one read and
 /// never a scan.
-/// A device held against writers in other processes sharing the store, until dropped
-/// ([`DeviceStore::lock_device`]).
-pub struct DeviceLock(#[allow(dead_code)] Option<Box<dyn Send>>);
+/// A lock held in the store against other processes sharing it, until dropped: a device
+/// ([`DeviceStore::lock_device`]) or a task one collector runs at a time
+/// ([`Store::try_exclusive`]).
+pub struct StoreLock(#[allow(dead_code)] Option<Box<dyn Send>>);
 
-impl std::fmt::Debug for DeviceLock {
+impl std::fmt::Debug for StoreLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(if self.0.is_some() {
-            "DeviceLock(held)"
+            "StoreLock(held)"
         } else {
-            "DeviceLock(local)"
+            "StoreLock(local)"
         })
     }
 }
 
-impl DeviceLock {
+impl StoreLock {
     /// Nothing to hold: only this process writes the store.
-    pub fn local() -> DeviceLock {
-        DeviceLock(None)
+    pub fn local() -> StoreLock {
+        StoreLock(None)
     }
 
     /// Holds `guard` (released by its `Drop`).
-    pub fn held(guard: impl Send + 'static) -> DeviceLock {
-        DeviceLock(Some(Box::new(guard)))
+    pub fn held(guard: impl Send + 'static) -> StoreLock {
+        StoreLock(Some(Box::new(guard)))
     }
 }
 
@@ -135,8 +136,8 @@ pub trait DeviceStore: Durable {
     /// Holds `device` against writers in *other processes* on the same store until the lock
     /// drops; the collector takes its in-process lock first. A store one process owns (sled)
     /// has nothing to do.
-    fn lock_device(&self, _device: &str) -> Result<DeviceLock, StoreError> {
-        Ok(DeviceLock::local())
+    fn lock_device(&self, _device: &str) -> Result<StoreLock, StoreError> {
+        Ok(StoreLock::local())
     }
 
     /// Replaces a device record at `at`, updating its organisation's aggregate, the day's
@@ -230,6 +231,13 @@ pub trait FederationStore: Durable {
 /// Everything the collector needs from a database: the four focused stores, plus the one
 /// write that spans two of them.
 pub trait Store: DeviceStore + TokenStore + AuditStore + FederationStore {
+    /// The right to run `task` (the staleness sweep, audit retention) while the lock is held,
+    /// or `None` when another collector on the same store holds it now. A store one process
+    /// owns (sled) always grants it.
+    fn try_exclusive(&self, _task: &str) -> Result<Option<StoreLock>, StoreError> {
+        Ok(Some(StoreLock::local()))
+    }
+
     /// Inserts a newly enrolled device (as [`DeviceStore::put_device`] would) and consumes one
     /// use of its organisation's enrolment token, atomically; refuses if the token can no
     /// longer be used at `now`.

@@ -21,7 +21,9 @@
 //! Several collector processes may share the database: [`DeviceStore::lock_device`] takes a
 //! session advisory lock on the device (on a connection of a pool of its own, so holders never
 //! wait on each other for a working connection), held while the collector reads, judges and
-//! writes the device, as its in-process lock is.
+//! writes the device, as its in-process lock is. [`Store::try_exclusive`] is a
+//! `pg_try_advisory_lock` per task, so the staleness sweep and audit retention run on one
+//! collector at a time.
 //! Commits are durable (`synchronous_commit` is the server's, `on` by default), so
 //! [`Durable::flush`] has nothing to do: a report is acknowledged after its commit.
 //!
@@ -102,12 +104,15 @@ impl Drop for PgStore {
     }
 }
 
-/// A device's session advisory lock on a connection of the `locks` pool; dropping it unlocks
+/// A session advisory lock (a device's, or a task's) on a connection of the `locks` pool;
+/// dropping it unlocks
 /// on the store's runtime without blocking (if the store is gone, closing the connection
 /// releases the lock).
 struct AdvisoryLock {
     conn: Option<deadpool_postgres::Object>,
-    device: String,
+    /// The lock's namespace (`device`, `task`) and key.
+    space: &'static str,
+    key: String,
     handle: tokio::runtime::Handle,
 }
 
@@ -116,12 +121,12 @@ impl Drop for AdvisoryLock {
         let Some(conn) = self.conn.take() else {
             return;
         };
-        let device = std::mem::take(&mut self.device);
+        let (space, key) = (self.space, std::mem::take(&mut self.key));
         self.handle.spawn(async move {
             if let Err(e) = conn
                 .execute(
-                    "SELECT pg_advisory_unlock(hashtext('device'), hashtext($1))",
-                    &[&device],
+                    "SELECT pg_advisory_unlock(hashtext($1), hashtext($2))",
+                    &[&space, &key],
                 )
                 .await
             {
@@ -473,7 +478,7 @@ impl Durable for PgStore {
 }
 
 impl DeviceStore for PgStore {
-    fn lock_device(&self, device: &str) -> Result<super::DeviceLock, StoreError> {
+    fn lock_device(&self, device: &str) -> Result<super::StoreLock, StoreError> {
         let conn = self.run(async |s| {
             let c = s.locks.get().await.map_err(pool_err)?;
             c.execute(
@@ -490,9 +495,10 @@ impl DeviceStore for PgStore {
             .expect("runtime lives until drop")
             .handle()
             .clone();
-        Ok(super::DeviceLock::held(AdvisoryLock {
+        Ok(super::StoreLock::held(AdvisoryLock {
             conn: Some(conn),
-            device: device.to_owned(),
+            space: "device",
+            key: device.to_owned(),
             handle,
         }))
     }
@@ -962,6 +968,36 @@ impl FederationStore for PgStore {
 }
 
 impl Store for PgStore {
+    fn try_exclusive(&self, task: &str) -> Result<Option<super::StoreLock>, StoreError> {
+        let conn = self.run(async |s| {
+            let c = s.locks.get().await.map_err(pool_err)?;
+            let got: bool = c
+                .query_one(
+                    "SELECT pg_try_advisory_lock(hashtext('task'), hashtext($1))",
+                    &[&task],
+                )
+                .await
+                .map_err(db("try the task's lock"))?
+                .get(0);
+            Ok(got.then_some(c))
+        })?;
+        let Some(conn) = conn else {
+            return Ok(None);
+        };
+        let handle = self
+            .rt
+            .as_ref()
+            .expect("runtime lives until drop")
+            .handle()
+            .clone();
+        Ok(Some(super::StoreLock::held(AdvisoryLock {
+            conn: Some(conn),
+            space: "task",
+            key: task.to_owned(),
+            handle,
+        })))
+    }
+
     fn enroll(
         &self,
         device: &DeviceRecord,
