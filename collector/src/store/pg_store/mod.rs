@@ -717,21 +717,39 @@ impl DeviceStore for PgStore {
     }
 }
 
-/// `(hash, record)` rows of a table keyed by hash.
-async fn by_hash<T: DeserializeOwned>(
-    c: &impl GenericClient,
-    table: &'static str,
-    sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<Vec<(String, T)>, StoreError> {
-    let rows = c.query(sql, params).await.map_err(db(table))?;
-    rows.into_iter()
-        .map(|r| {
-            let hash: String = r.get(0);
-            let v = decode(&format!("{table}/{hash}"), r.get(1))?;
-            Ok((hash, v))
-        })
-        .collect()
+/// The tables keyed by the SHA-256 of a secret.
+const HASHED: [&str; 2] = ["enrolment_tokens", "people"];
+
+impl PgStore {
+    /// The record under `hash` in `table` (one of [`HASHED`]).
+    fn hashed_one<T: DeserializeOwned + Send>(
+        &self,
+        table: &'static str,
+        hash: &str,
+    ) -> Result<Option<T>, StoreError> {
+        debug_assert!(HASHED.contains(&table));
+        let sql = format!("SELECT record FROM {table} WHERE hash = $1");
+        let row = self.read(async |c| c.query_opt(&sql, &[&hash]).await.map_err(db(table)))?;
+        row.map(|r| decode(&format!("{table}/{hash}"), r.get(0)))
+            .transpose()
+    }
+
+    /// Every `(hash, record)` of `table` (one of [`HASHED`]), by hash.
+    fn hashed_all<T: DeserializeOwned + Send>(
+        &self,
+        table: &'static str,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        debug_assert!(HASHED.contains(&table));
+        let sql = format!("SELECT hash, record FROM {table} ORDER BY hash");
+        let rows = self.read(async |c| c.query(&sql, &[]).await.map_err(db(table)))?;
+        rows.into_iter()
+            .map(|r| {
+                let hash: String = r.get(0);
+                let v = decode(&format!("{table}/{hash}"), r.get(1))?;
+                Ok((hash, v))
+            })
+            .collect()
+    }
 }
 
 async fn upsert_token(
@@ -766,28 +784,11 @@ impl TokenStore for PgStore {
     }
 
     fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.read(async |c| {
-            by_hash(
-                &**c,
-                "enrolment_tokens",
-                "SELECT hash, record FROM enrolment_tokens WHERE hash = $1",
-                &[&hash],
-            )
-            .await
-        })
-        .map(|v| v.into_iter().next().map(|(_, t)| t))
+        self.hashed_one("enrolment_tokens", hash)
     }
 
     fn tokens(&self) -> Result<Vec<(String, TokenRecord)>, StoreError> {
-        self.read(async |c| {
-            by_hash(
-                &**c,
-                "enrolment_tokens",
-                "SELECT hash, record FROM enrolment_tokens ORDER BY hash",
-                &[],
-            )
-            .await
-        })
+        self.hashed_all("enrolment_tokens")
     }
 
     fn put_person(&self, hash: &str, person: &PersonRecord) -> Result<(), StoreError> {
@@ -804,28 +805,11 @@ impl TokenStore for PgStore {
     }
 
     fn person(&self, hash: &str) -> Result<Option<PersonRecord>, StoreError> {
-        self.read(async |c| {
-            by_hash(
-                &**c,
-                "people",
-                "SELECT hash, record FROM people WHERE hash = $1",
-                &[&hash],
-            )
-            .await
-        })
-        .map(|v| v.into_iter().next().map(|(_, p)| p))
+        self.hashed_one("people", hash)
     }
 
     fn people(&self) -> Result<Vec<(String, PersonRecord)>, StoreError> {
-        self.read(async |c| {
-            by_hash(
-                &**c,
-                "people",
-                "SELECT hash, record FROM people ORDER BY hash",
-                &[],
-            )
-            .await
-        })
+        self.hashed_all("people")
     }
 }
 
