@@ -386,16 +386,7 @@ async fn write_device(
     }
     upsert_device_row(tx, device).await?;
     for kind in HistoryKind::between(old.as_ref(), device) {
-        let name = match json(&kind).get("kind") {
-            Some(serde_json::Value::String(k)) => k.clone(),
-            _ => String::new(),
-        };
-        tx.execute(
-            "INSERT INTO history (device_id, at, kind, record) VALUES ($1, $2, $3, $4)",
-            &[&id, &at, &name, &json(&HistoryRecord { at, kind })],
-        )
-        .await
-        .map_err(db("append history"))?;
+        insert_history(tx, id, &HistoryRecord { at, kind }).await?;
     }
     Ok(())
 }
@@ -648,13 +639,7 @@ impl DeviceStore for PgStore {
             .await
             .map_err(db("read aggregates"))
         })?;
-        rows.into_iter()
-            .map(|r| {
-                let org: String = r.get(0);
-                let agg = decode(&format!("org_aggregates/{org}"), r.get(1))?;
-                Ok((org, agg))
-            })
-            .collect()
+        keyed(rows, "org_aggregates")
     }
 
     fn daily(&self, org: &str, days: usize) -> Result<Vec<(String, OrgAggregate)>, StoreError> {
@@ -685,17 +670,7 @@ impl DeviceStore for PgStore {
         name: &str,
         c: &Classification,
     ) -> Result<(), StoreError> {
-        let record = json(c);
-        self.read(async |db_| {
-            db_.execute(
-                "INSERT INTO classifications (organisation, name, record) VALUES ($1, $2, $3)
-                 ON CONFLICT (organisation, name) DO UPDATE SET record = $3",
-                &[&org, &name, &record],
-            )
-            .await
-            .map_err(db("write classification"))?;
-            Ok(())
-        })
+        self.read(async |db_| upsert_classification(&**db_, org, name, c).await)
     }
 
     fn classifications(&self, org: &str) -> Result<Vec<(String, Classification)>, StoreError> {
@@ -707,13 +682,7 @@ impl DeviceStore for PgStore {
             .await
             .map_err(db("read classifications"))
         })?;
-        rows.into_iter()
-            .map(|r| {
-                let name: String = r.get(0);
-                let c = decode(&format!("classifications/{org}/{name}"), r.get(1))?;
-                Ok((name, c))
-            })
-            .collect()
+        keyed(rows, &format!("classifications/{org}"))
     }
 }
 
@@ -742,13 +711,7 @@ impl PgStore {
         debug_assert!(HASHED.contains(&table));
         let sql = format!("SELECT hash, record FROM {table} ORDER BY hash");
         let rows = self.read(async |c| c.query(&sql, &[]).await.map_err(db(table)))?;
-        rows.into_iter()
-            .map(|r| {
-                let hash: String = r.get(0);
-                let v = decode(&format!("{table}/{hash}"), r.get(1))?;
-                Ok((hash, v))
-            })
-            .collect()
+        keyed(rows, table)
     }
 }
 
@@ -778,6 +741,135 @@ async fn upsert_token(
     Ok(())
 }
 
+/// A person's row, inserted or replaced.
+async fn upsert_person(
+    c: &impl GenericClient,
+    hash: &str,
+    person: &PersonRecord,
+) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO people (hash, name, expires_at, revoked, record) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (hash) DO UPDATE SET name = $2, expires_at = $3, revoked = $4, record = $5",
+        &[
+            &hash,
+            &person.name,
+            &person.expires_at,
+            &person.revoked,
+            &json(person),
+        ],
+    )
+    .await
+    .map_err(db("write person"))?;
+    Ok(())
+}
+
+/// An officer's classification, inserted or replaced.
+async fn upsert_classification(
+    c: &impl GenericClient,
+    org: &str,
+    name: &str,
+    classification: &Classification,
+) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO classifications (organisation, name, record) VALUES ($1, $2, $3)
+         ON CONFLICT (organisation, name) DO UPDATE SET record = $3",
+        &[&org, &name, &json(classification)],
+    )
+    .await
+    .map_err(db("write classification"))?;
+    Ok(())
+}
+
+/// One enterprise's row for one organisation.
+async fn insert_federated(
+    c: &impl GenericClient,
+    enterprise: &str,
+    org: &str,
+    r: &FederatedRecord,
+) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO federated (enterprise, organisation, generated_at, received_at, devices, aggregate)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            &enterprise,
+            &org,
+            &r.generated_at,
+            &r.received_at,
+            &i64_of(r.aggregate.devices),
+            &json(&r.aggregate),
+        ],
+    )
+    .await
+    .map_err(db("write federated row"))?;
+    Ok(())
+}
+
+/// A device's history event; `kind` is the event's tag, for queries.
+async fn insert_history(
+    c: &impl GenericClient,
+    device: &str,
+    h: &HistoryRecord,
+) -> Result<(), StoreError> {
+    let record = json(h);
+    let kind = record
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    c.execute(
+        "INSERT INTO history (device_id, at, kind, record) VALUES ($1, $2, $3, $4)",
+        &[&device, &h.at, &kind, &record],
+    )
+    .await
+    .map_err(db("append history"))?;
+    Ok(())
+}
+
+/// An audit entry at `position`, or at the next one; returns its position. `bytes` is what
+/// sled counts for the retention budget: an 8-byte key and the JSON.
+async fn insert_audit(
+    c: &impl GenericClient,
+    position: Option<u64>,
+    e: &AuditRecord,
+) -> Result<u64, StoreError> {
+    let record = json(e);
+    let bytes = i32::try_from(8 + record.to_string().len()).unwrap_or(i32::MAX);
+    let row = c
+        .query_one(
+            "INSERT INTO audit (position, at, actor, action, organisation, bytes, record)
+             VALUES (COALESCE($1, nextval(pg_get_serial_sequence('audit', 'position'))),
+                     $2, $3, $4, $5, $6, $7)
+             RETURNING position",
+            &[
+                &position.map(i64_of),
+                &e.at,
+                &e.actor,
+                &e.action,
+                &e.organisation,
+                &bytes,
+                &record,
+            ],
+        )
+        .await
+        .map_err(db("append audit"))?;
+    let position: i64 = row.get(0);
+    Ok(u64::try_from(position).unwrap_or_default())
+}
+
+/// Rows of `(key text, record jsonb)` decoded as `(key, T)`; `what` names them in errors.
+fn keyed<T: DeserializeOwned>(
+    rows: Vec<tokio_postgres::Row>,
+    what: &str,
+) -> Result<Vec<(String, T)>, StoreError> {
+    rows.into_iter()
+        .map(|r| {
+            let key: String = r.get(0);
+            let v = decode(&format!("{what}/{key}"), r.get(1))?;
+            Ok((key, v))
+        })
+        .collect()
+}
+
 impl TokenStore for PgStore {
     fn put_token(&self, hash: &str, token: &TokenRecord) -> Result<(), StoreError> {
         self.read(async |c| upsert_token(&**c, hash, token).await)
@@ -792,16 +884,7 @@ impl TokenStore for PgStore {
     }
 
     fn put_person(&self, hash: &str, person: &PersonRecord) -> Result<(), StoreError> {
-        self.read(async |c| {
-            c.execute(
-                "INSERT INTO people (hash, name, expires_at, revoked, record) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (hash) DO UPDATE SET name = $2, expires_at = $3, revoked = $4, record = $5",
-                &[&hash, &person.name, &person.expires_at, &person.revoked, &json(person)],
-            )
-            .await
-            .map_err(db("write person"))?;
-            Ok(())
-        })
+        self.read(async |c| upsert_person(&**c, hash, person).await)
     }
 
     fn person(&self, hash: &str) -> Result<Option<PersonRecord>, StoreError> {
@@ -815,28 +898,7 @@ impl TokenStore for PgStore {
 
 impl AuditStore for PgStore {
     fn append_audit(&self, entry: &AuditRecord) -> Result<u64, StoreError> {
-        let record = json(entry);
-        // What sled counts for the byte budget: an 8-byte key and the JSON.
-        let bytes = i32::try_from(8 + record.to_string().len()).unwrap_or(i32::MAX);
-        let position: i64 = self.read(async |c| {
-            let row = c
-                .query_one(
-                    "INSERT INTO audit (at, actor, action, organisation, bytes, record)
-                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING position",
-                    &[
-                        &entry.at,
-                        &entry.actor,
-                        &entry.action,
-                        &entry.organisation,
-                        &bytes,
-                        &record,
-                    ],
-                )
-                .await
-                .map_err(db("append audit"))?;
-            Ok(row.get(0))
-        })?;
-        Ok(u64::try_from(position).unwrap_or_default())
+        self.read(async |c| insert_audit(&**c, None, entry).await)
     }
 
     fn audit(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
@@ -900,24 +962,14 @@ impl FederationStore for PgStore {
             )
             .await
             .map_err(db("lock the enterprise's rows"))?;
-            tx.execute("DELETE FROM federated WHERE enterprise = $1", &[&enterprise])
-                .await
-                .map_err(db("replace federated rows"))?;
+            tx.execute(
+                "DELETE FROM federated WHERE enterprise = $1",
+                &[&enterprise],
+            )
+            .await
+            .map_err(db("replace federated rows"))?;
             for (org, r) in rows {
-                tx.execute(
-                    "INSERT INTO federated (enterprise, organisation, generated_at, received_at, devices, aggregate)
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                    &[
-                        &enterprise,
-                        org,
-                        &r.generated_at,
-                        &r.received_at,
-                        &i64_of(r.aggregate.devices),
-                        &json(&r.aggregate),
-                    ],
-                )
-                .await
-                .map_err(db("write federated row"))?;
+                insert_federated(tx, enterprise, org, r).await?;
             }
             Ok(())
         })
@@ -1082,65 +1134,16 @@ impl PgStore {
                         .await
                         .map_err(db("import trend point"))?;
                     }
-                    Row::History(device, h) => {
-                        let record = json(h);
-                        let kind = record
-                            .get("kind")
-                            .and_then(|k| k.as_str())
-                            .unwrap_or_default()
-                            .to_owned();
-                        tx.execute(
-                            "INSERT INTO history (device_id, at, kind, record) VALUES ($1, $2, $3, $4)",
-                            &[device, &h.at, &kind, &record],
-                        )
-                        .await
-                        .map_err(db("import history"))?;
-                    }
+                    Row::History(device, h) => insert_history(tx, device, h).await?,
                     Row::Classification(org, name, c) => {
-                        tx.execute(
-                            "INSERT INTO classifications (organisation, name, record) VALUES ($1, $2, $3)",
-                            &[org, name, &json(c)],
-                        )
-                        .await
-                        .map_err(db("import classification"))?;
+                        upsert_classification(tx, org, name, c).await?
                     }
                     Row::Token(hash, t) => upsert_token(tx, hash, t).await?,
-                    Row::Person(hash, p) => {
-                        tx.execute(
-                            "INSERT INTO people (hash, name, expires_at, revoked, record) VALUES ($1, $2, $3, $4, $5)",
-                            &[hash, &p.name, &p.expires_at, &p.revoked, &json(p)],
-                        )
-                        .await
-                        .map_err(db("import person"))?;
-                    }
+                    Row::Person(hash, p) => upsert_person(tx, hash, p).await?,
                     Row::Audit(position, e) => {
-                        let record = json(e);
-                        let bytes = i32::try_from(8 + record.to_string().len()).unwrap_or(i32::MAX);
-                        tx.execute(
-                            "INSERT INTO audit (position, at, actor, action, organisation, bytes, record)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                            &[
-                                &i64_of(*position),
-                                &e.at,
-                                &e.actor,
-                                &e.action,
-                                &e.organisation,
-                                &bytes,
-                                &record,
-                            ],
-                        )
-                        .await
-                        .map_err(db("import audit entry"))?;
+                        insert_audit(tx, Some(*position), e).await?;
                     }
-                    Row::Federated(e, o, r) => {
-                        tx.execute(
-                            "INSERT INTO federated (enterprise, organisation, generated_at, received_at, devices, aggregate)
-                             VALUES ($1, $2, $3, $4, $5, $6)",
-                            &[e, o, &r.generated_at, &r.received_at, &i64_of(r.aggregate.devices), &json(&r.aggregate)],
-                        )
-                        .await
-                        .map_err(db("import federated row"))?;
-                    }
+                    Row::Federated(e, o, r) => insert_federated(tx, e, o, r).await?,
                 }
             }
             Ok(())
