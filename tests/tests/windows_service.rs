@@ -17,8 +17,8 @@
 //!
 //! Prerequisites and skips: those of [`commscan_tests::wine`], plus `wixl` and `msibuild`.
 
-use commscan_tests::TestCollector;
 use commscan_tests::wine::{APP, Prefix, enrolled_device_id, prerequisites, text, tool};
+use commscan_tests::{TestCollector, device_state};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -105,25 +105,11 @@ fn msiexec(p: &Prefix, args: &[&str]) {
 async fn products_with(c: &TestCollector, p: &Prefix, device_id: &str, want: &str) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
-        let products: Vec<String> = match c
-            .query()
+        let products = device_state(c, device_id)
             .await
-            .get_device(commscan_proto::v1::GetDeviceRequest {
-                device_id: device_id.to_owned(),
-            })
-            .await
-        {
-            Ok(d) => d
-                .into_inner()
-                .findings
-                .into_iter()
-                .map(|f| f.product)
-                .collect(),
-            Err(_) => Vec::new(),
-        };
+            .map(|(products, _)| products)
+            .unwrap_or_default();
         if products.iter().any(|p| p == want) {
-            let mut products = products;
-            products.sort_unstable();
             return products;
         }
         assert!(
