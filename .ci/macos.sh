@@ -14,14 +14,9 @@ cd "$(dirname "$0")/.."
 
 TARGET=aarch64-apple-darwin
 export CARGO_TARGET_DIR="${COMMSCAN_MACOS_TARGET_DIR:-$PWD/target/macos}"
-# Debian's rustc/cargo live in /usr/bin (dpkg -L rustc-web cargo-web); rustup's proxies in
-# ~/.cargo/bin come first on PATH, so name every tool of the distribution's toolchain
-# explicitly and put /usr/bin first so `cargo clippy` finds Debian's cargo-clippy.
-export PATH="/usr/bin:$PATH"
-export CARGO=/usr/bin/cargo RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
-unset RUSTUP_TOOLCHAIN
-# -Zbuild-std is unstable; the distribution's stable rustc accepts it with this.
-export RUSTC_BOOTSTRAP=1
+STEP_PREFIX=macos
+# shellcheck source=.ci/debian-rust.sh
+source .ci/debian-rust.sh
 # ring's C and assembly for the target: Debian's clang (cc passes `--target=arm64-apple-macosx`
 # and `-mmacosx-version-min`), freestanding, without the host's /usr/include, and with the stub
 # headers standing in for the SDK's. rustc's own deployment target for this target is 11.0;
@@ -29,27 +24,12 @@ export RUSTC_BOOTSTRAP=1
 export MACOSX_DEPLOYMENT_TARGET=11.0
 export CC_aarch64_apple_darwin=clang AR_aarch64_apple_darwin=llvm-ar
 export CFLAGS_aarch64_apple_darwin="-ffreestanding -nostdlibinc -isystem $PWD/.ci/macos/include"
-export CARGO_INCREMENTAL=0
-CRATES=(-p commscan-agent -p commscan-runtime -p commscan-ctl)
 # `--locked` holds for both lock files, the workspace's and the standard library's own (see
 # .ci/windows.sh).
 ZFLAGS=(-Zbuild-std=std,panic_abort --target "$TARGET" --locked)
 
-step() { printf '== macos: %s\n' "$*"; }
-timed() { local t0=$SECONDS; "$@"; printf '   (%ss)\n' "$((SECONDS - t0))"; }
-
 install() {
-  local pkgs=(rustc-web cargo-web rust-web-src rust-web-clippy clang llvm)
-  local missing=()
-  for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    step "apt-get install ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
-  /usr/bin/cargo --version
-  /usr/bin/rustc --version
-  /usr/bin/cargo clippy --version
+  install_debian_rust clang llvm
   clang --version | head -n 1
 }
 

@@ -17,40 +17,20 @@ cd "$(dirname "$0")/.."
 
 TARGET=x86_64-pc-windows-gnu
 export CARGO_TARGET_DIR="${COMMSCAN_WINDOWS_TARGET_DIR:-$PWD/target/windows}"
-# Debian's rustc/cargo live in /usr/bin (dpkg -L rustc-web cargo-web); rustup's proxies in
-# ~/.cargo/bin come first on PATH, so name every tool of the distribution's toolchain
-# explicitly and put /usr/bin first so `cargo clippy` finds Debian's cargo-clippy.
-export PATH="/usr/bin:$PATH"
-export CARGO=/usr/bin/cargo RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
-unset RUSTUP_TOOLCHAIN
-# -Zbuild-std is unstable; the distribution's stable rustc accepts it with this.
-export RUSTC_BOOTSTRAP=1
+STEP_PREFIX=windows
+# shellcheck source=.ci/debian-rust.sh
+source .ci/debian-rust.sh
 export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc
 # ring's C and assembly for the target.
 export CC_x86_64_pc_windows_gnu=x86_64-w64-mingw32-gcc AR_x86_64_pc_windows_gnu=x86_64-w64-mingw32-ar
-export CARGO_INCREMENTAL=0
-CRATES=(-p commscan-agent -p commscan-runtime -p commscan-ctl)
 # `--locked` applies to the workspace's Cargo.lock. Under -Zbuild-std cargo resolves the
 # standard library against its own lock file, /usr/lib/rustlib/src/rust/library/Cargo.lock
 # from rust-web-src, which matches that std source exactly; `--locked` is checked against it
 # too and passes, so it is kept.
 ZFLAGS=(-Zbuild-std=std,panic_abort --target "$TARGET" --locked)
 
-step() { printf '== windows: %s\n' "$*"; }
-timed() { local t0=$SECONDS; "$@"; printf '   (%ss)\n' "$((SECONDS - t0))"; }
-
 install() {
-  local pkgs=(rustc-web cargo-web rust-web-src rust-web-clippy gcc-mingw-w64-x86-64 wine64 wixl msitools)
-  local missing=()
-  for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    step "apt-get install ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
-  /usr/bin/cargo --version
-  /usr/bin/rustc --version
-  /usr/bin/cargo clippy --version
+  install_debian_rust gcc-mingw-w64-x86-64 wine64 wixl msitools
 }
 
 lint() {
