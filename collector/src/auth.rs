@@ -78,6 +78,10 @@ pub(crate) enum Access {
     ManageDevices,
     /// People's access tokens.
     ManagePeople,
+    /// Applying and rolling back rules (policies; the catalog and registers).
+    ManagePolicy,
+    /// Reading stored rules and their history.
+    ReadPolicy,
 }
 
 impl Access {
@@ -88,7 +92,10 @@ impl Access {
             Role::Analyst => self == Access::ReadSummaries,
             Role::Auditor => matches!(
                 self,
-                Access::ReadDevices | Access::ReadSummaries | Access::ReadAudit
+                Access::ReadDevices
+                    | Access::ReadSummaries
+                    | Access::ReadAudit
+                    | Access::ReadPolicy
             ),
         }
     }
@@ -160,6 +167,8 @@ pub(crate) fn authorize(
                 Access::ReadAudit => "read the audit log",
                 Access::ManageDevices => "manage enrolment tokens or devices",
                 Access::ManagePeople => "manage access tokens",
+                Access::ManagePolicy => "change rules",
+                Access::ReadPolicy => "read rules",
             },
             organisation
                 .map(|o| format!("organisation '{o}'"))

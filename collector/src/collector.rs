@@ -71,6 +71,8 @@ pub struct Collector {
     store: Arc<dyn Store>,
     /// The rules in force; read them with [`Collector::rules`].
     compliance: Compliance,
+    /// Serialises changes of the rules in force (see [`crate::stored_rules`]).
+    rules_changes: std::sync::Mutex<()>,
     /// The deployment CA, able to sign; `None` when its key is kept offline (enrolment and
     /// renewal are then unavailable; reporting and queries work).
     authority: Option<Authority>,
@@ -92,6 +94,10 @@ pub struct Collector {
     bound_counters: crate::ingest::BoundCounters,
     /// Refusals of the current audit window (see [`crate::audit`]).
     refusals: crate::audit::Refusals,
+    /// This process among the collectors sharing the store (random, per start).
+    node: String,
+    /// Whether other collectors may share the store (they hear of verdict changes).
+    shared_store: bool,
 }
 
 /// Default staleness window: three missed hourly reports.
@@ -124,7 +130,12 @@ impl Collector {
         trust_domain: String,
     ) -> Collector {
         let clock = system_clock();
+        let shared_store = store.notices().is_some();
+        let mut node = [0u8; 6];
+        getrandom::fill(&mut node).expect("the OS random source works");
         Collector {
+            node: hex::encode(node),
+            shared_store,
             ministry: Ministry::new(
                 &store,
                 trust_domain.clone(),
@@ -133,6 +144,7 @@ impl Collector {
             ),
             store,
             compliance: Compliance::new(rules),
+            rules_changes: Default::default(),
             authority,
             ca_pem,
             limiters: Limiters::default(),
@@ -189,6 +201,21 @@ impl Collector {
     /// Puts new rules in force (see [`crate::rejudge`]).
     pub(crate) fn replace_rules(&self, rules: Rules) {
         self.compliance.replace(rules);
+    }
+
+    /// The rules files `serve` was given (or the embedded ones), before stored versions.
+    pub(crate) fn base_rules(&self) -> crate::compliance::Sources {
+        self.compliance.base()
+    }
+
+    /// Replaces the base rules files (see [`crate::rejudge`]).
+    pub(crate) fn set_base_rules(&self, base: crate::compliance::Sources) {
+        self.compliance.set_base(base);
+    }
+
+    /// Held while the rules in force change (see [`crate::stored_rules`]).
+    pub(crate) fn rules_changes(&self) -> &std::sync::Mutex<()> {
+        &self.rules_changes
     }
 
     /// The deployment CA certificate (PEM).
@@ -268,10 +295,37 @@ impl Collector {
     ) -> Result<(), CollectorError> {
         self.store.put_device(device, now)?;
         if before != device.verdict.status {
+            let event = VerdictEvent::of(device, before, now);
+            if self.shared_store {
+                // The write is committed; a lost notification loses a watcher's line, not data.
+                if let Err(e) = self
+                    .store
+                    .notify(crate::store::Channel::Verdicts, &event.encode(&self.node))
+                {
+                    tracing::warn!(error = %e, device = %device.device_id, "verdict change not passed to the other collectors");
+                }
+            }
             // Nobody listening is fine.
-            let _ = self.events.send(VerdictEvent::of(device, before, now));
+            let _ = self.events.send(event);
         }
         Ok(())
+    }
+
+    /// This process's id among the collectors sharing the store.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Puts a verdict change another collector announced on this one's channel (see
+    /// [`crate::cluster`]); this collector's own, echoed back by the database, are skipped.
+    pub(crate) fn receive_verdict(&self, payload: &str) {
+        match VerdictEvent::decode(payload) {
+            Ok((node, _)) if node == self.node => {}
+            Ok((_, event)) => {
+                let _ = self.events.send(event);
+            }
+            Err(e) => tracing::warn!(error = %e, "undecodable verdict notification ignored"),
+        }
     }
 
     /// Now, by the collector's clock.

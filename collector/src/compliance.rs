@@ -7,7 +7,7 @@
 //! Held behind a lock of an `Arc` so a reload swaps the whole set at once and a failed reload
 //! leaves the previous one in force.
 
-use crate::store::DeviceRecord;
+use crate::store::{DeviceRecord, RulesKind, RulesVersion};
 use commscan_core::catalog::Catalog;
 use commscan_core::policy::Policy;
 use commscan_core::register::Registers;
@@ -41,6 +41,134 @@ impl RulesConfig {
     }
 }
 
+/// One rules file's text and the name its problems are reported under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// A path, `<embedded …>`, or `stored policy for acme, version 3`.
+    pub name: String,
+    /// The text.
+    pub text: String,
+}
+
+impl Source {
+    fn read(path: &Path) -> Result<Source, Problems> {
+        let (name, text) = commscan_core::textpos::read_source(path)?;
+        Ok(Source { name, text })
+    }
+
+    fn embedded(name: &str, text: &str) -> Source {
+        Source {
+            name: name.to_owned(),
+            text: text.to_owned(),
+        }
+    }
+}
+
+/// The text of every rules file in force: what `serve` was given (or the embedded files),
+/// with the versions stored through the API laid over it ([`Sources::overlay`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sources {
+    /// The catalog.
+    pub catalog: Source,
+    /// The registers.
+    pub registers: Source,
+    /// The default policy.
+    pub policy: Source,
+    /// Organisations' own policies.
+    pub org_policies: BTreeMap<String, Source>,
+}
+
+impl Sources {
+    /// Reads every file `config` names; every unreadable file is a problem.
+    pub fn read(config: &RulesConfig) -> Result<Sources, Problems> {
+        let mut problems = Vec::new();
+        let mut read = |path: &Option<PathBuf>, name: &str, embedded: &str| match path {
+            Some(p) => Source::read(p)
+                .map_err(|e| problems.extend(e.0))
+                .unwrap_or_else(|()| Source::embedded(name, "")),
+            None => Source::embedded(name, embedded),
+        };
+        let catalog = read(
+            &config.catalog,
+            "<embedded catalog>",
+            commscan_core::catalog::EMBEDDED_CATALOG,
+        );
+        let registers = read(
+            &config.registers,
+            "<embedded registers>",
+            commscan_core::register::EMBEDDED_REGISTERS,
+        );
+        let policy = read(
+            &config.policy,
+            "<embedded policy>",
+            commscan_core::policy::DEFAULT_POLICY,
+        );
+        let mut org_policies = BTreeMap::new();
+        for (org, path) in &config.org_policies {
+            match Source::read(path) {
+                Ok(s) => {
+                    org_policies.insert(org.clone(), s);
+                }
+                Err(e) => problems.extend(e.0),
+            }
+        }
+        if problems.is_empty() {
+            Ok(Sources {
+                catalog,
+                registers,
+                policy,
+                org_policies,
+            })
+        } else {
+            Err(Problems(problems))
+        }
+    }
+
+    /// These sources with `stored` versions in place of what they replace.
+    pub fn overlay(&self, stored: &[RulesVersion]) -> Sources {
+        let mut out = self.clone();
+        for v in stored {
+            out.set(v.kind, v.organisation.as_deref(), Sources::stored_source(v));
+        }
+        out
+    }
+
+    /// The source of a stored version, named so a problem points at it.
+    pub fn stored_source(v: &RulesVersion) -> Source {
+        Source {
+            name: match &v.organisation {
+                Some(org) => format!("stored {} for {org}, version {}", v.kind, v.version),
+                None => format!("stored {}, version {}", v.kind, v.version),
+            },
+            text: v.text.clone(),
+        }
+    }
+
+    /// Puts `source` in place of (`kind`, `organisation`); an organisation is only read for a
+    /// policy.
+    pub fn set(&mut self, kind: RulesKind, organisation: Option<&str>, source: Source) {
+        match (kind, organisation) {
+            (RulesKind::Catalog, _) => self.catalog = source,
+            (RulesKind::Registers, _) => self.registers = source,
+            (RulesKind::Policy, None) => self.policy = source,
+            (RulesKind::Policy, Some(org)) => {
+                self.org_policies.insert(org.to_owned(), source);
+            }
+        }
+    }
+
+    /// What is in force for (`kind`, `organisation`): an organisation without a policy of
+    /// its own is judged by the default one, which is what it shows.
+    pub fn get(&self, kind: RulesKind, organisation: Option<&str>) -> &Source {
+        match (kind, organisation) {
+            (RulesKind::Catalog, _) => &self.catalog,
+            (RulesKind::Registers, _) => &self.registers,
+            (RulesKind::Policy, None) => &self.policy,
+            (RulesKind::Policy, Some(org)) => self.org_policies.get(org).unwrap_or(&self.policy),
+        }
+    }
+}
+
 /// What judging needs, loaded and validated together.
 #[derive(Debug)]
 pub struct Rules {
@@ -52,29 +180,33 @@ pub struct Rules {
     pub policy: Policy,
     /// Policies of organisations that have their own.
     pub org_policies: BTreeMap<String, Policy>,
+    /// The texts they were parsed from.
+    pub sources: Sources,
 }
 
 impl Rules {
     /// Loads and validates everything `config` names; every problem of every file at once.
     pub fn load(config: &RulesConfig) -> Result<Rules, Problems> {
-        let catalog = match &config.catalog {
-            Some(p) => Catalog::from_file(p)?,
-            None => Catalog::embedded(),
-        };
-        let registers = match &config.registers {
-            Some(p) => Registers::from_file(p, &catalog)?,
-            None => Registers::embedded(&catalog)?,
-        };
+        Rules::parse(Sources::read(config)?)
+    }
+
+    /// Parses and validates `sources` together; every problem of every source at once.
+    pub fn parse(sources: Sources) -> Result<Rules, Problems> {
+        let catalog = Catalog::parse(&sources.catalog.name, &sources.catalog.text)?;
+        let registers =
+            Registers::parse(&sources.registers.name, &sources.registers.text, &catalog)?;
         let mut problems = Vec::new();
-        let policy = match &config.policy {
-            Some(p) => Policy::from_file(p, &catalog, &registers),
-            None => Policy::embedded(&catalog, &registers),
-        }
+        let policy = Policy::parse(
+            &sources.policy.name,
+            &sources.policy.text,
+            &catalog,
+            &registers,
+        )
         .map_err(|e| problems.extend(e.0))
         .ok();
         let mut org_policies = BTreeMap::new();
-        for (org, path) in &config.org_policies {
-            match Policy::from_file(path, &catalog, &registers) {
+        for (org, source) in &sources.org_policies {
+            match Policy::parse(&source.name, &source.text, &catalog, &registers) {
                 Ok(p) => {
                     org_policies.insert(org.clone(), p);
                 }
@@ -87,6 +219,7 @@ impl Rules {
                 registers,
                 policy,
                 org_policies,
+                sources,
             }),
             _ => Err(Problems(problems)),
         }
@@ -125,18 +258,31 @@ impl Rules {
     }
 }
 
-/// The rules in force, swappable as a whole.
+/// The rules in force, swappable as a whole, and the base they were built on (what `serve`
+/// was given, before stored versions were laid over it).
 #[derive(Debug, Clone)]
 pub(crate) struct Compliance {
     current: Arc<RwLock<Arc<Rules>>>,
+    base: Arc<RwLock<Sources>>,
 }
 
 impl Compliance {
-    /// Starts with `rules`.
+    /// Starts with `rules`, which are also the base.
     pub fn new(rules: Rules) -> Compliance {
         Compliance {
+            base: Arc::new(RwLock::new(rules.sources.clone())),
             current: Arc::new(RwLock::new(Arc::new(rules))),
         }
+    }
+
+    /// The base: the files `serve` was given, or the embedded ones.
+    pub fn base(&self) -> Sources {
+        self.base.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the base (a SIGHUP re-read the files).
+    pub fn set_base(&self, base: Sources) {
+        *self.base.write().unwrap_or_else(|p| p.into_inner()) = base;
     }
 
     /// Puts new rules in force.

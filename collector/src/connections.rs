@@ -95,6 +95,15 @@ impl Connections {
         }
     }
 
+    /// The devices with an open stream here.
+    pub(crate) fn connected_devices(&self) -> Vec<String> {
+        let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .filter(|(_, e)| e.live.is_some())
+            .map(|(d, _)| d.clone())
+            .collect()
+    }
+
     /// Forgets a stream when it ends, unless a newer one already replaced it. The takeover
     /// history is kept (two clones alternating still add up), but the next stream of this
     /// device takes nothing over.

@@ -396,6 +396,11 @@ impl Layout {
         let collector = Collector::new(store, rules, authority, ca_pem, trust_domain)
             .with_clock(settings.clock.clone())
             .with_federation_stale_after(settings.federation_stale_after);
+        // Rules applied through the API override the files; stored rules that no longer
+        // validate against the files are reported, and the files judge until they are fixed.
+        if let Err(e) = collector.refresh_rules() {
+            tracing::error!(error = %e, "stored rules not put in force");
+        }
         Ok((Arc::new(collector), tls))
     }
 }

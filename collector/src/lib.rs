@@ -3,11 +3,13 @@
 //!
 //! | module | concern |
 //! |---|---|
+//! | [`cluster`] | collectors sharing a database kept in step: stored rules and verdict events from the others |
 //! | [`collector`] | the shared domain object: store, rules in force, CA, clock, limits; private fields behind accessors |
 //! | [`enrollment`] | tokens and CSRs in, device identities and certificates out |
 //! | [`ingest`] | applying a device's report: within its rate, idempotent by sequence, judged, durable before ack |
 //! | [`queries`] | device listings, device detail, exports (authorised, paged), organisation summaries, fleet summaries and their totals |
 //! | [`rejudge`] | policy reloads: swap rules, re-judge every device from stored findings |
+//! | [`stored_rules`] | rules applied through the API: versions in the store, history, rollback, every collector in step |
 //! | [`admin`] | enrolment tokens, device revocation, access tokens, the audit log (privileged) |
 //! | [`audit`] | appending to the audit log |
 //! | [`connections`] | connected agents; takeovers and duplicate identities |
@@ -40,6 +42,7 @@ pub(crate) mod admin;
 pub(crate) mod audit;
 pub mod auth;
 pub(crate) mod classify;
+pub mod cluster;
 pub mod collector;
 pub mod compliance;
 pub mod connections;
@@ -60,4 +63,5 @@ pub mod server;
 pub mod service;
 pub(crate) mod staleness;
 pub mod store;
+pub mod stored_rules;
 pub mod tls;

@@ -7,7 +7,7 @@
 //! ([`crate::connections::Connections::announce_policy_change`]).
 
 use crate::collector::Collector;
-use crate::compliance::{Rules, RulesConfig};
+use crate::compliance::{Rules, RulesConfig, Sources};
 use crate::error::CollectorError;
 use commscan_core::textpos::Problems;
 
@@ -35,9 +35,38 @@ pub enum ReloadError {
 impl Collector {
     /// Re-judges every stored device under the rules in force now.
     pub fn rejudge_all(&self) -> Result<Rejudged, CollectorError> {
+        self.rejudge(self.store().device_ids()?)
+    }
+
+    /// Re-judges the devices of `organisation`.
+    pub(crate) fn rejudge_organisation(
+        &self,
+        organisation: &str,
+    ) -> Result<Rejudged, CollectorError> {
+        let filter = crate::store::DeviceFilter {
+            organisation: Some(organisation.to_owned()),
+            ..Default::default()
+        };
+        let mut ids = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .store()
+                .list_devices(&filter, cursor.as_deref(), 1000)?;
+            ids.extend(page.devices.into_iter().map(|d| d.device_id));
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        self.rejudge(ids)
+    }
+
+    /// Re-judges `ids` under the rules in force now; a device no longer stored is skipped.
+    pub(crate) fn rejudge(&self, ids: Vec<String>) -> Result<Rejudged, CollectorError> {
         let now = self.now();
         let mut out = Rejudged::default();
-        for id in self.store().device_ids()? {
+        for id in ids {
             let _device_lock = self.lock_device(&id)?;
             let Some(mut device) = self.store().device(&id)? else {
                 continue;
@@ -58,11 +87,19 @@ impl Collector {
         Ok(out)
     }
 
-    /// Loads new rules as `config` says and, if all of it is valid, puts them in force and
-    /// re-judges every device.
+    /// Reads the files `config` names as the new base, lays the stored versions over it
+    /// ([`crate::stored_rules`]) and, if all of it is valid, puts them in force and re-judges
+    /// every device.
     pub fn reload(&self, config: &RulesConfig) -> Result<Rejudged, ReloadError> {
-        let rules = Rules::load(config)?;
+        let _one_at_a_time = self
+            .rules_changes()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let base = Sources::read(config)?;
+        let stored = self.store().current_rules().map_err(CollectorError::from)?;
+        let rules = Rules::parse(base.overlay(&stored))?;
         let id = rules.policy.id.clone();
+        self.set_base_rules(base);
         self.replace_rules(rules);
         let r = self.rejudge_all()?;
         self.connections().announce_policy_change();

@@ -36,6 +36,11 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// (a bearer token is checked after decoding), health and reflection. The largest legitimate
 /// one, an enrolment with its CSR, is a few kilobytes.
 pub const MAX_UNAUTHENTICATED_MESSAGE_BYTES: usize = 64 * 1024;
+/// Largest decoded `Admin` message: a rules file applied through the API
+/// ([`crate::stored_rules::MAX_RULES_TEXT`]) and its envelope. Its bytes are drawn from
+/// [`UNAUTHENTICATED_BUFFER_BYTES`] like every other request's before the bearer token is
+/// checked, so the budget, not this, bounds what unauthenticated peers hold.
+pub const MAX_ADMIN_MESSAGE_BYTES: usize = crate::stored_rules::MAX_RULES_TEXT + 16 * 1024;
 /// Request bytes held at once, all together, for requests on connections without a verified
 /// client certificate: every DATA byte such a request delivers is drawn from this budget and
 /// returned when the request ends. When it is empty, requests fail with RESOURCE_EXHAUSTED.
@@ -228,7 +233,8 @@ pub async fn serve(
             QueryServer::new(QueryService(collector.clone())).max_decoding_message_size(small),
         ))
         .add_service(Backstop::new(
-            AdminServer::new(AdminService(collector.clone())).max_decoding_message_size(small),
+            AdminServer::new(AdminService(collector.clone()))
+                .max_decoding_message_size(small.max(MAX_ADMIN_MESSAGE_BYTES)),
         ))
         // Authenticated by the enterprise certificate, not a bearer token: no backstop.
         .add_service(

@@ -6,6 +6,8 @@
 //!   without any report arriving.
 //! - On SIGHUP (Unix), every rules file is reloaded; an invalid one is refused and the previous
 //!   rules stay in force ([`Collector::reload`]).
+//! - On a store shared with other collectors, their notifications are followed
+//!   ([`crate::cluster::follow`]): rules stored by any of them, their verdict changes.
 //!
 //! - Every [`AUDIT_TICK`], the audit log's refusal window is closed if it has ended (its counts
 //!   written), and every [`AUDIT_SWEEP_INTERVAL`] (and at start) old entries are removed by
@@ -77,6 +79,7 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> TaskTracker {
     let tasks = TaskTracker::new();
+    tasks.spawn(crate::cluster::follow(collector.clone(), shutdown.clone()));
     {
         let (collector, shutdown) = (collector.clone(), shutdown.clone());
         tasks.spawn(async move {

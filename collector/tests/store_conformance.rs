@@ -1,7 +1,7 @@
 //! The store conformance suite: one scenario over every store trait (enrolment consuming
 //! tokens, device writes moving aggregates, trends and history, listings with every filter and
 //! cursor paging, the staleness index, removals, classifications, tokens and people, audit and
-//! its retention, federated rows) run on the embedded sled store and on the PostgreSQL store
+//! its retention, federated rows, versions of rules) run on the embedded sled store and on the PostgreSQL store
 //! (a throw-away cluster of its own); every observation must be the same on both, and the
 //! scenario asserts what a user would notice on its own as well.
 //!
@@ -13,7 +13,8 @@ use commscan_collector::store::pg_store::{PgConfig, PgStore};
 use commscan_collector::store::sled_store::SledStore;
 use commscan_collector::store::{
     AuditRecord, AuditStore, Classification, DeviceFilter, DeviceRecord, DeviceStore,
-    FederatedRecord, OrgAggregate, PersonRecord, Store, StoreError, TokenRecord,
+    FederatedRecord, Notice, OrgAggregate, PersonRecord, RulesKind, RulesStore, Store, StoreError,
+    TokenRecord,
 };
 use commscan_core::platform::Platform;
 use commscan_core::scan::Finding;
@@ -342,6 +343,54 @@ fn scenario(s: &dyn Store) -> Vec<String> {
         [("e1", "o2", 6), ("e2", "o1", 5)]
     );
     note("federated", format!("{rows:?}"));
+
+    // Rules versions: numbered per kind and organisation, read newest first, never rewritten.
+    let p1 = s
+        .append_rules(RulesKind::Policy, None, "one", "alice", "p.toml", t1)
+        .unwrap();
+    let p2 = s
+        .append_rules(RulesKind::Policy, None, "two", "bob", "p2.toml", t2)
+        .unwrap();
+    let o1 = s
+        .append_rules(RulesKind::Policy, Some("o1"), "org", "alice", "", t2)
+        .unwrap();
+    let c1 = s
+        .append_rules(RulesKind::Catalog, None, "cat", "alice", "c.toml", t2)
+        .unwrap();
+    assert_eq!(
+        (p1.version, p2.version, o1.version, c1.version),
+        (1, 2, 1, 1)
+    );
+    assert_eq!(p2.author, "bob");
+    let history = s.rules_history(RulesKind::Policy, None, 10).unwrap();
+    assert_eq!(
+        history.iter().map(|v| v.version).collect::<Vec<_>>(),
+        [2, 1]
+    );
+    assert_eq!(
+        s.rules_history(RulesKind::Policy, None, 1).unwrap(),
+        [p2.clone()]
+    );
+    assert_eq!(
+        s.rules_version(RulesKind::Policy, None, Some(1)).unwrap(),
+        Some(p1.clone())
+    );
+    assert_eq!(
+        s.rules_version(RulesKind::Policy, None, None).unwrap(),
+        Some(p2.clone())
+    );
+    assert_eq!(
+        s.rules_version(RulesKind::Policy, None, Some(9)).unwrap(),
+        None
+    );
+    assert_eq!(
+        s.rules_version(RulesKind::Registers, None, None).unwrap(),
+        None
+    );
+    let mut current = s.current_rules().unwrap();
+    current.sort_by(|a, b| (a.kind, &a.organisation).cmp(&(b.kind, &b.organisation)));
+    assert_eq!(current, [c1, p2, o1]);
+    note("rules", format!("{current:?} {history:?}"));
     seen
 }
 
@@ -503,5 +552,87 @@ fn one_collector_at_a_time_runs_a_task_on_a_shared_database() {
     assert!(
         waited >= std::time::Duration::from_millis(250),
         "{waited:?}"
+    );
+}
+
+#[test]
+fn collectors_on_one_database_number_rules_apart_and_hear_of_every_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled = SledStore::open(&dir.path().join("store")).unwrap();
+    assert!(
+        sled.notices().is_none(),
+        "a store one process owns tells nobody"
+    );
+    let Some(pg) =
+        PgCluster::start("collectors_on_one_database_number_rules_apart_and_hear_of_every_change")
+    else {
+        return;
+    };
+    let (a, b) = (pg_store(pg.url(), &pg), pg_store(pg.url(), &pg));
+    let mut heard = b.notices().expect("a shared store has notices");
+    // The listener connects in the background; wait until a notification gets through.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut next = |what: &str| -> Option<Notice> {
+        rt.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_millis(500), heard.recv())
+                .await
+                .ok()
+                .map(|r| r.unwrap_or_else(|e| panic!("{what}: {e}")))
+        })
+    };
+    loop {
+        a.notify(commscan_collector::store::Channel::Verdicts, "ping")
+            .unwrap();
+        if next("ping").is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no notification arrived"
+        );
+    }
+    while next("drain").is_some() {}
+    // Two collectors applying at once get distinct, gapless versions.
+    std::thread::scope(|s| {
+        for store in [&a, &b] {
+            s.spawn(move || {
+                for i in 0..10 {
+                    store
+                        .append_rules(RulesKind::Policy, Some("o1"), &format!("{i}"), "x", "", T0)
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let versions: Vec<u64> = a
+        .rules_history(RulesKind::Policy, Some("o1"), 100)
+        .unwrap()
+        .iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(versions, (1..=20).rev().collect::<Vec<_>>());
+    // Each stored version was announced on commit, to the other collector too.
+    let mut rules_notices = 0;
+    while let Some(n) = next("rules") {
+        if matches!(
+            n,
+            Notice::Message {
+                channel: commscan_collector::store::Channel::Rules,
+                ..
+            }
+        ) {
+            rules_notices += 1;
+        }
+    }
+    assert_eq!(rules_notices, 20);
+    // A payload past the limit is refused rather than cut by the database.
+    let big = "x".repeat(commscan_collector::store::MAX_NOTICE_BYTES + 1);
+    assert!(
+        a.notify(commscan_collector::store::Channel::Verdicts, &big)
+            .is_err()
     );
 }

@@ -7,7 +7,9 @@
 mod cmd;
 
 use clap::{Parser, Subcommand};
-use cmd::{audit, candidates, catalog, devices, events, people, policy, summaries, tokens};
+use cmd::{
+    audit, candidates, catalog, devices, events, people, policy, registers, summaries, tokens,
+};
 use commscan_runtime::bootstrap::{Main, Threads};
 use std::process::ExitCode;
 
@@ -52,12 +54,15 @@ enum Command {
     People(people::PeopleCommand),
     /// Read the audit log.
     Audit(audit::AuditArgs),
-    /// What commscan recognises.
+    /// What commscan recognises; the catalog kept in the collector's store.
     #[command(subcommand)]
     Catalog(catalog::CatalogCommand),
-    /// Check and test policies offline.
+    /// Check and test policies offline; apply, review and roll back the collector's policies.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// The registers (approved lists) kept in the collector's store.
+    #[command(subcommand)]
+    Registers(registers::RegistersCommand),
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -73,8 +78,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tokens(c) => tokens::run(c).await,
         Command::People(c) => people::run(c).await,
         Command::Audit(a) => audit::run(a).await,
-        Command::Catalog(c) => catalog::run(c),
-        Command::Policy(c) => policy::run(c),
+        Command::Catalog(c) => catalog::run(c).await,
+        Command::Policy(c) => policy::run(c).await,
+        Command::Registers(c) => registers::run(c).await,
     }
 }
 

@@ -288,8 +288,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let shutdown = commscan_runtime::signals::on_signals();
             let maintenance =
                 commscan_collector::service::spawn(collector.clone(), rules, shutdown.clone());
-            let pusher =
-                upstream.map(|u| tokio::spawn(push::run(collector.clone(), u, shutdown.clone())));
+            let pusher = upstream
+                .map(|u| tokio::spawn(push::run_exclusive(collector.clone(), u, shutdown.clone())));
             serve(
                 collector,
                 tls,

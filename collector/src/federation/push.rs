@@ -17,6 +17,13 @@
 //! the next interval, since only the ministry's operator can fix it. Changes that happen while
 //! a retry waits go out with the retry: each push is a full snapshot.
 //!
+//! **One pusher per enterprise.** Collectors sharing a database push from one of them at a
+//! time: the pusher runs while its collector holds the store's `federation push` lock
+//! ([`crate::store::Store::try_exclusive`], a session advisory lock on PostgreSQL, released
+//! when its holder dies); the others try again every [`LEAD_RETRY`] and take over. Should the
+//! holder's lock connection break while it keeps running, two may push for a while: harmless,
+//! since each push is a full snapshot the ministry applies atomically.
+//!
 //! **Never in the way of ingest.** The task only reads the store, on the blocking pool; the
 //! verdict-change subscription is a bounded broadcast whose laggards miss events (and then
 //! simply push), never slowing the sender.
@@ -48,6 +55,42 @@ pub(crate) const PUSH_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const RETRY_BASE: Duration = Duration::from_secs(1);
 /// Largest retry delay.
 pub(crate) const RETRY_CAP: Duration = Duration::from_secs(5 * 60);
+/// How often a collector that does not push tries to take over pushing.
+pub const LEAD_RETRY: Duration = Duration::from_secs(10);
+
+/// Pushes ([`run`]) while this collector is the one of those sharing the store that pushes;
+/// until `shutdown`.
+pub async fn run_exclusive(
+    collector: Arc<Collector>,
+    upstream: Upstream,
+    shutdown: CancellationToken,
+) {
+    let mut waiting_logged = false;
+    loop {
+        let c = collector.clone();
+        match tokio::task::spawn_blocking(move || c.store().try_exclusive("federation push")).await
+        {
+            Ok(Ok(Some(held))) => {
+                run(collector, upstream, shutdown).await;
+                drop(held);
+                return;
+            }
+            Ok(Ok(None)) => {
+                if !std::mem::replace(&mut waiting_logged, true) {
+                    tracing::info!(
+                        "federation: another collector on this store pushes; standing by"
+                    );
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "federation: cannot take the push lock"),
+            Err(e) => tracing::warn!(error = %e, "federation: push lock task failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(LEAD_RETRY) => {}
+        }
+    }
+}
 
 /// A failed push.
 #[derive(Debug, thiserror::Error)]

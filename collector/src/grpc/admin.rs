@@ -6,7 +6,8 @@ use super::query::bearer;
 use crate::admin::{PersonInfo, TokenInfo};
 use crate::collector::Collector;
 use crate::error::CollectorError;
-use crate::store::records::{Grant, Role};
+use crate::store::records::{Grant, Role, RulesKind, RulesVersion};
+use crate::stored_rules::Applied;
 use commscan_proto::convert;
 use commscan_proto::v1::{self, admin_server::Admin};
 use std::sync::Arc;
@@ -66,6 +67,53 @@ fn role_from_wire(v: i32) -> Result<Role, CollectorError> {
             "grants.role: {v} is not a role"
         ))),
     }
+}
+
+fn rules_kind_from_wire(v: i32) -> Result<RulesKind, CollectorError> {
+    match v1::RulesKind::try_from(v) {
+        Ok(v1::RulesKind::Catalog) => Ok(RulesKind::Catalog),
+        Ok(v1::RulesKind::Registers) => Ok(RulesKind::Registers),
+        Ok(v1::RulesKind::Policy) => Ok(RulesKind::Policy),
+        _ => Err(CollectorError::InvalidArgument(format!(
+            "kind: {v} is not a kind of rules (catalog, registers, policy)"
+        ))),
+    }
+}
+
+fn rules_kind_to_wire(k: RulesKind) -> v1::RulesKind {
+    match k {
+        RulesKind::Catalog => v1::RulesKind::Catalog,
+        RulesKind::Registers => v1::RulesKind::Registers,
+        RulesKind::Policy => v1::RulesKind::Policy,
+    }
+}
+
+fn rules_version_to_wire(v: &RulesVersion) -> v1::RulesVersion {
+    v1::RulesVersion {
+        kind: rules_kind_to_wire(v.kind) as i32,
+        organisation: v.organisation.clone().unwrap_or_default(),
+        version: v.version,
+        sha256: v.sha256.clone(),
+        author: v.author.clone(),
+        at: Some(convert::timestamp(v.at)),
+        note: v.note.clone(),
+    }
+}
+
+fn applied_to_wire(a: &Applied) -> v1::ApplyRulesResponse {
+    v1::ApplyRulesResponse {
+        version: a.version.as_ref().map(rules_version_to_wire),
+        diff: a.diff.clone(),
+        lines_added: a.added as u64,
+        lines_removed: a.removed as u64,
+        devices: a.rejudged.devices as u64,
+        changed: a.rejudged.changed as u64,
+    }
+}
+
+/// The organisation field: empty is none.
+fn org_of(s: &str) -> Option<&str> {
+    Some(s).filter(|o| !o.is_empty())
 }
 
 macro_rules! authed {
@@ -227,6 +275,57 @@ impl Admin for AdminService {
                     detail: e.detail,
                 })
                 .collect(),
+        }))
+    }
+
+    async fn apply_rules(
+        &self,
+        request: tonic::Request<v1::ApplyRulesRequest>,
+    ) -> Result<tonic::Response<v1::ApplyRulesResponse>, tonic::Status> {
+        let applied = authed!(self, request, |c, who, r| {
+            let kind = rules_kind_from_wire(r.kind)?;
+            c.apply_rules(&who, kind, org_of(&r.organisation), &r.text, &r.note)
+        })?;
+        Ok(tonic::Response::new(applied_to_wire(&applied)))
+    }
+
+    async fn rollback_rules(
+        &self,
+        request: tonic::Request<v1::RollbackRulesRequest>,
+    ) -> Result<tonic::Response<v1::ApplyRulesResponse>, tonic::Status> {
+        let applied = authed!(self, request, |c, who, r| {
+            let kind = rules_kind_from_wire(r.kind)?;
+            c.rollback_rules(&who, kind, org_of(&r.organisation), r.version)
+        })?;
+        Ok(tonic::Response::new(applied_to_wire(&applied)))
+    }
+
+    async fn rules_history(
+        &self,
+        request: tonic::Request<v1::RulesHistoryRequest>,
+    ) -> Result<tonic::Response<v1::RulesHistoryResponse>, tonic::Status> {
+        let versions = authed!(self, request, |c, who, r| {
+            let kind = rules_kind_from_wire(r.kind)?;
+            c.rules_history(&who, kind, org_of(&r.organisation), r.limit as usize)
+        })?;
+        Ok(tonic::Response::new(v1::RulesHistoryResponse {
+            versions: versions.iter().map(rules_version_to_wire).collect(),
+        }))
+    }
+
+    async fn get_rules(
+        &self,
+        request: tonic::Request<v1::GetRulesRequest>,
+    ) -> Result<tonic::Response<v1::GetRulesResponse>, tonic::Status> {
+        let (source, stored) = authed!(self, request, |c, who, r| {
+            let kind = rules_kind_from_wire(r.kind)?;
+            let version = (r.version > 0).then_some(r.version);
+            c.rules_text(&who, kind, org_of(&r.organisation), version)
+        })?;
+        Ok(tonic::Response::new(v1::GetRulesResponse {
+            name: source.name,
+            text: source.text,
+            version: stored.as_ref().map(rules_version_to_wire),
         }))
     }
 }

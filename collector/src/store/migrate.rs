@@ -3,7 +3,7 @@
 //!
 //! Everything is copied as stored, not recomputed: devices with their findings, organisation
 //! aggregates and their daily points, history, classifications, enrolment tokens and people
-//! (hashes), the audit log (with its positions), federated rows. The sled store is read while
+//! (hashes), the audit log (with its positions), federated rows, the stored versions of rules. The sled store is read while
 //! the collector is stopped (sled's lock refuses a second opener); the database must hold no
 //! devices, tokens, people or audit entries yet, so a copy is never merged into a live site.
 //! Rows are written in transactions of [`BATCH`]; a failure leaves the database to be emptied
@@ -14,7 +14,7 @@ use super::StoreError;
 use super::pg_store::PgStore;
 use super::records::{
     AuditRecord, Classification, DeviceRecord, FederatedRecord, HistoryRecord, OrgAggregate,
-    PersonRecord, TokenRecord,
+    PersonRecord, RulesVersion, TokenRecord,
 };
 use super::sled_store::SledStore;
 use std::collections::BTreeMap;
@@ -43,6 +43,8 @@ pub enum Row {
     Audit(u64, AuditRecord),
     /// A federated row (enterprise, organisation).
     Federated(String, String, FederatedRecord),
+    /// A stored version of a rules file.
+    Rules(Box<RulesVersion>),
 }
 
 impl Row {
@@ -58,6 +60,7 @@ impl Row {
             Row::Person(..) => "people",
             Row::Audit(..) => "audit",
             Row::Federated(..) => "federated",
+            Row::Rules(_) => "rules_versions",
         }
     }
 }

@@ -11,8 +11,10 @@
 //! | [`TokenStore`] | enrolment tokens and people's bearer tokens, by hash |
 //! | [`AuditStore`] | the append-only audit log |
 //! | [`FederationStore`] | aggregates pushed by enterprises, on a ministry |
-//! | [`Durable`] | `flush`, shared by all four |
-//! | [`Store`] | all four, plus enrolment (a device write that consumes a token) |
+//! | [`RulesStore`] | versions of the catalog, registers and policies applied through the API |
+//! | [`Durable`] | `flush`, shared by all of them |
+//! | [`Store`] | all of them, plus enrolment (a device write that consumes a token) and tasks one
+//! collector runs at a time |
 //!
 //! The domain holds an `Arc<dyn Store>`; a part that needs less can hold less (the ministry
 //! side holds an `Arc<dyn FederationStore>` and an `Arc<dyn AuditStore>`). Every write that
@@ -30,7 +32,7 @@ pub mod sled_store;
 
 pub use records::{
     AuditRecord, Classification, DeviceRecord, FederatedRecord, HistoryKind, HistoryRecord,
-    OrgAggregate, PersonRecord, TokenRecord,
+    OrgAggregate, PersonRecord, RulesKind, RulesVersion, TokenRecord,
 };
 
 use commscan_core::verdict::Status;
@@ -228,14 +230,99 @@ pub trait FederationStore: Durable {
     fn federated(&self) -> Result<Vec<(String, String, FederatedRecord)>, StoreError>;
 }
 
-/// Everything the collector needs from a database: the four focused stores, plus the one
-/// write that spans two of them.
-pub trait Store: DeviceStore + TokenStore + AuditStore + FederationStore {
+/// Versions of the rules (catalog, registers, policies) applied through the API, kept so every
+/// collector on the store judges by the same rules and a change can be reviewed and rolled
+/// back. Append-only.
+pub trait RulesStore: Durable {
+    /// Stores `text` as the next version of (`kind`, `organisation`) and returns the stored
+    /// version. Versions are assigned under the store's serialisation, so two collectors
+    /// applying at once get two distinct versions.
+    fn append_rules(
+        &self,
+        kind: RulesKind,
+        organisation: Option<&str>,
+        text: &str,
+        author: &str,
+        note: &str,
+        at: OffsetDateTime,
+    ) -> Result<RulesVersion, StoreError>;
+    /// Versions of (`kind`, `organisation`), newest first, at most `limit`.
+    fn rules_history(
+        &self,
+        kind: RulesKind,
+        organisation: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RulesVersion>, StoreError>;
+    /// One version; `None` for the newest. `Ok(None)` when there is no such version.
+    fn rules_version(
+        &self,
+        kind: RulesKind,
+        organisation: Option<&str>,
+        version: Option<u64>,
+    ) -> Result<Option<RulesVersion>, StoreError>;
+    /// The newest version of every (kind, organisation) that has one.
+    fn current_rules(&self) -> Result<Vec<RulesVersion>, StoreError>;
+}
+
+/// What collectors sharing a store tell each other ([`Store::notify`], [`Store::notices`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// A new version of the rules was stored (sent by the store itself, on commit).
+    Rules,
+    /// A device's verdict changed (payload: the event, as [`crate::events`] encodes it).
+    Verdicts,
+}
+
+impl Channel {
+    /// Every channel.
+    pub const ALL: [Channel; 2] = [Channel::Rules, Channel::Verdicts];
+
+    /// The channel's name in the database.
+    pub fn name(self) -> &'static str {
+        match self {
+            Channel::Rules => "commscan_rules",
+            Channel::Verdicts => "commscan_verdicts",
+        }
+    }
+}
+
+/// A notification from a process sharing the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A message on a channel.
+    Message {
+        /// Which.
+        channel: Channel,
+        /// What (at most [`MAX_NOTICE_BYTES`]).
+        payload: String,
+    },
+    /// The listening connection was lost and is back: messages may have been missed.
+    Resync,
+}
+
+/// Largest payload [`Store::notify`] sends (PostgreSQL's limit is 8000 bytes).
+pub const MAX_NOTICE_BYTES: usize = 7900;
+
+/// Everything the collector needs from a database: the focused stores, plus the one write
+/// that spans two of them.
+pub trait Store: DeviceStore + TokenStore + AuditStore + FederationStore + RulesStore {
     /// The right to run `task` (the staleness sweep, audit retention) while the lock is held,
     /// or `None` when another collector on the same store holds it now. A store one process
     /// owns (sled) always grants it.
     fn try_exclusive(&self, _task: &str) -> Result<Option<StoreLock>, StoreError> {
         Ok(Some(StoreLock::local()))
+    }
+
+    /// Sends `payload` (at most [`MAX_NOTICE_BYTES`]) on `channel` to every process sharing
+    /// the store, this one included. A store one process owns has nobody to tell.
+    fn notify(&self, _channel: Channel, _payload: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Notifications from every process sharing the store; `None` for a store one process
+    /// owns.
+    fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
+        None
     }
 
     /// Inserts a newly enrolled device (as [`DeviceStore::put_device`] would) and consumes one

@@ -463,3 +463,64 @@ pub enum Classification {
     /// Not of interest: no longer listed.
     Dismissed,
 }
+
+/// Which rules file a stored version replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RulesKind {
+    /// The catalog of products.
+    Catalog,
+    /// The registers (approved lists) checked against the catalog.
+    Registers,
+    /// A policy: the default one, or an organisation's.
+    Policy,
+}
+
+impl RulesKind {
+    /// The name used in the store, the audit log and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RulesKind::Catalog => "catalog",
+            RulesKind::Registers => "registers",
+            RulesKind::Policy => "policy",
+        }
+    }
+
+    /// The kind named `s`.
+    pub fn parse(s: &str) -> Option<RulesKind> {
+        [RulesKind::Catalog, RulesKind::Registers, RulesKind::Policy]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for RulesKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One stored version of a rules file. Versions count from 1 per (kind, organisation) and are
+/// never rewritten: a rollback stores the old text again as a new version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RulesVersion {
+    /// What it replaces.
+    pub kind: RulesKind,
+    /// The organisation a policy is for; `None` for the default policy, the catalog and the
+    /// registers.
+    #[serde(default)]
+    pub organisation: Option<String>,
+    /// 1, 2, 3… within (kind, organisation).
+    pub version: u64,
+    /// The file's text as applied.
+    pub text: String,
+    /// SHA-256 of `text`, hex.
+    pub sha256: String,
+    /// Who applied it (audit actor form).
+    pub author: String,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The name the author's file had, or `rollback to vN`.
+    pub note: String,
+}

@@ -21,11 +21,11 @@
 
 use super::records::{
     AuditRecord, Classification, DeviceRecord, FederatedRecord, HistoryRecord, OrgAggregate,
-    PersonRecord, TokenRecord,
+    PersonRecord, RulesKind, RulesVersion, TokenRecord,
 };
 use super::{
-    AuditStore, DeviceFilter, DevicePage, DeviceStore, Durable, FederationStore, Store, StoreError,
-    TokenStore,
+    AuditStore, DeviceFilter, DevicePage, DeviceStore, Durable, FederationStore, RulesStore, Store,
+    StoreError, TokenStore,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -247,6 +247,39 @@ impl FederationStore for Recovering {
     }
     fn federated(&self) -> Result<Vec<(String, String, FederatedRecord)>, StoreError> {
         self.with(|s| s.federated())
+    }
+}
+
+impl RulesStore for Recovering {
+    fn append_rules(
+        &self,
+        kind: RulesKind,
+        organisation: Option<&str>,
+        text: &str,
+        author: &str,
+        note: &str,
+        at: OffsetDateTime,
+    ) -> Result<RulesVersion, StoreError> {
+        self.with(|s| s.append_rules(kind, organisation, text, author, note, at))
+    }
+    fn rules_history(
+        &self,
+        kind: RulesKind,
+        organisation: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RulesVersion>, StoreError> {
+        self.with(|s| s.rules_history(kind, organisation, limit))
+    }
+    fn rules_version(
+        &self,
+        kind: RulesKind,
+        organisation: Option<&str>,
+        version: Option<u64>,
+    ) -> Result<Option<RulesVersion>, StoreError> {
+        self.with(|s| s.rules_version(kind, organisation, version))
+    }
+    fn current_rules(&self) -> Result<Vec<RulesVersion>, StoreError> {
+        self.with(|s| s.current_rules())
     }
 }
 

@@ -15,6 +15,7 @@
 //! | `by_last_report` | `<last report, i64 BE, sign-flipped>/<device id>` | empty: devices that may go stale |
 //! | `classifications` | `<org>/<candidate name>` | [`Classification`] (JSON) |
 //! | `federated` | `<enterprise>/<org>` | [`FederatedRecord`] (JSON), on a ministry collector |
+//! | `rules` | `<kind>/<org, empty for none>/<version u64 BE>` | [`RulesVersion`] (JSON) |
 //!
 //! Device writes run as one sled transaction over `devices`, `by_org`, `orgs`, `history`,
 //! `daily` and `by_last_report` (plus `tokens` at enrolment): the old record's contribution is
@@ -37,11 +38,11 @@ use super::combining::Combiner;
 use super::group_commit::GroupCommit;
 use super::records::{
     AuditRecord, Classification, DeviceRecord, FederatedRecord, HistoryKind, HistoryRecord,
-    OrgAggregate, PersonRecord, TokenRecord,
+    OrgAggregate, PersonRecord, RulesKind, RulesVersion, TokenRecord,
 };
 use super::{
-    AuditStore, DeviceFilter, DevicePage, DeviceStore, Durable, FederationStore, Store, StoreError,
-    TokenStore,
+    AuditStore, DeviceFilter, DevicePage, DeviceStore, Durable, FederationStore, RulesStore, Store,
+    StoreError, TokenStore,
 };
 use commscan_core::verdict::Status;
 use serde::Serialize;
@@ -67,6 +68,9 @@ pub struct SledStore {
     classifications: sled::Tree,
     federated: sled::Tree,
     federated_writes: std::sync::Arc<std::sync::Mutex<()>>,
+    rules: sled::Tree,
+    /// Serialises rules appends (read the newest version, write the next).
+    rules_writes: std::sync::Arc<std::sync::Mutex<()>>,
     /// Concurrent `flush` calls share flushes (see [`GroupCommit`]).
     group_commit: std::sync::Arc<GroupCommit>,
     /// Concurrent device writes share transactions (see [`Combiner`]).
@@ -116,6 +120,11 @@ fn entry<T: DeserializeOwned>(
     let (k, v) = r.map_err(backend)?;
     let name = String::from_utf8_lossy(k.get(prefix_len..).unwrap_or_default()).into_owned();
     Ok((name, decode(&k, &v)?))
+}
+
+/// The key prefix of every version of (`kind`, `organisation`).
+fn rules_prefix(kind: RulesKind, organisation: Option<&str>) -> Vec<u8> {
+    format!("{kind}/{}/", organisation.unwrap_or_default()).into_bytes()
 }
 
 fn org_key(device: &DeviceRecord) -> Vec<u8> {
@@ -241,6 +250,8 @@ impl SledStore {
             classifications: tree("classifications")?,
             federated: tree("federated")?,
             federated_writes: Default::default(),
+            rules: tree("rules")?,
+            rules_writes: Default::default(),
             group_commit: Default::default(),
             device_writes: Default::default(),
             db,
@@ -356,6 +367,10 @@ impl SledStore {
         }
         for (e, o, r) in self.federated()? {
             visit(Row::Federated(e, o, r))?;
+        }
+        for r in self.rules.iter() {
+            let (k, v) = r.map_err(backend)?;
+            visit(Row::Rules(Box::new(decode(&k, &v)?)))?;
         }
         Ok(())
     }
@@ -679,6 +694,95 @@ impl FederationStore for SledStore {
             .collect::<Result<Vec<_>, StoreError>>()?;
         // Key order puts `e1-x/` before `e1/` ('-' < '/'); callers want (enterprise, org).
         out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        Ok(out)
+    }
+}
+
+impl RulesStore for SledStore {
+    fn append_rules(
+        &self,
+        kind: RulesKind,
+        organisation: Option<&str>,
+        text: &str,
+        author: &str,
+        note: &str,
+        at: OffsetDateTime,
+    ) -> Result<RulesVersion, StoreError> {
+        let _one_at_a_time = self.rules_writes.lock().unwrap_or_else(|p| p.into_inner());
+        let last = self.rules_version(kind, organisation, None)?;
+        let stored = RulesVersion {
+            kind,
+            organisation: organisation.map(str::to_owned),
+            version: last.map_or(1, |v| v.version + 1),
+            text: text.to_owned(),
+            sha256: crate::secrets::hash(text),
+            author: author.to_owned(),
+            at,
+            note: note.to_owned(),
+        };
+        let mut key = rules_prefix(kind, organisation);
+        key.extend_from_slice(&stored.version.to_be_bytes());
+        self.rules.insert(key, encode(&stored)).map_err(backend)?;
+        Ok(stored)
+    }
+
+    fn rules_history(
+        &self,
+        kind: RulesKind,
+        organisation: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RulesVersion>, StoreError> {
+        self.rules
+            .scan_prefix(rules_prefix(kind, organisation))
+            .rev()
+            .take(limit)
+            .map(|r| {
+                let (k, v) = r.map_err(backend)?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    fn rules_version(
+        &self,
+        kind: RulesKind,
+        organisation: Option<&str>,
+        version: Option<u64>,
+    ) -> Result<Option<RulesVersion>, StoreError> {
+        let prefix = rules_prefix(kind, organisation);
+        let found = match version {
+            None => self.rules.scan_prefix(&prefix).next_back(),
+            Some(v) => {
+                let mut key = prefix;
+                key.extend_from_slice(&v.to_be_bytes());
+                self.rules
+                    .get(&key)
+                    .map(|o| o.map(|v| (sled::IVec::from(key), v)))
+                    .transpose()
+            }
+        };
+        match found {
+            None => Ok(None),
+            Some(r) => {
+                let (k, v) = r.map_err(backend)?;
+                decode(&k, &v).map(Some)
+            }
+        }
+    }
+
+    fn current_rules(&self) -> Result<Vec<RulesVersion>, StoreError> {
+        // Keys sort by (kind, organisation, version): the last of each run is the newest.
+        let mut out: Vec<RulesVersion> = Vec::new();
+        for r in self.rules.iter() {
+            let (k, v) = r.map_err(backend)?;
+            let row: RulesVersion = decode(&k, &v)?;
+            match out.last_mut() {
+                Some(last) if last.kind == row.kind && last.organisation == row.organisation => {
+                    *last = row
+                }
+                _ => out.push(row),
+            }
+        }
         Ok(out)
     }
 }

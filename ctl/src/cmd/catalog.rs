@@ -1,4 +1,6 @@
 //! `catalog list|show`: what commscan recognises, from the embedded catalog; no collector.
+//! `catalog apply|history|text|rollback`: the catalog kept in the collector's store
+//! ([`super::rules`]).
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -22,10 +24,15 @@ pub(crate) enum CatalogCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
+    #[command(flatten)]
+    Stored(super::rules::Stored),
 }
 
-pub(crate) fn run(command: CatalogCommand) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(command: CatalogCommand) -> anyhow::Result<ExitCode> {
     match command {
+        CatalogCommand::Stored(s) => {
+            return super::rules::run(commscan_proto::v1::RulesKind::Catalog, s).await;
+        }
         CatalogCommand::List { output } => {
             let catalog = Catalog::embedded();
             match output {

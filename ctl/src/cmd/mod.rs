@@ -8,6 +8,8 @@ pub(crate) mod devices;
 pub(crate) mod events;
 pub(crate) mod people;
 pub(crate) mod policy;
+pub(crate) mod registers;
+pub(crate) mod rules;
 pub(crate) mod summaries;
 pub(crate) mod tokens;
 

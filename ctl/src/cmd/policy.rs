@@ -1,5 +1,6 @@
 //! `policy check|test`: a policy validated against the catalog (every problem with its line
-//! and key), or tried on a saved scan, offline.
+//! and key), or tried on a saved scan, offline; `policy apply|history|text|rollback`: the
+//! policies kept in the collector's store ([`super::rules`]).
 
 use super::colour;
 use anyhow::Context;
@@ -28,10 +29,15 @@ pub(crate) enum PolicyCommand {
         /// Scan JSON file.
         scan: PathBuf,
     },
+    #[command(flatten)]
+    Stored(super::rules::Stored),
 }
 
-pub(crate) fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
     match command {
+        PolicyCommand::Stored(s) => {
+            return super::rules::run(commscan_proto::v1::RulesKind::Policy, s).await;
+        }
         PolicyCommand::Check { file } => match load_policy(&file) {
             Ok((_, p)) => println!(
                 "{}: ok (policy '{}', {} rules, {} waivers)",

@@ -40,15 +40,16 @@
 //! report in their spools. Other database errors are [`StoreError::Backend`] naming the
 //! statement's purpose.
 
+mod listen;
 pub mod schema;
 
 use super::records::{
     AuditRecord, Classification, DeviceRecord, FederatedRecord, HistoryKind, HistoryRecord,
-    OrgAggregate, PersonRecord, TokenRecord,
+    OrgAggregate, PersonRecord, RulesKind, RulesVersion, TokenRecord,
 };
 use super::{
-    AuditStore, DeviceFilter, DevicePage, DeviceStore, Durable, FederationStore, Store, StoreError,
-    TokenStore,
+    AuditStore, DeviceFilter, DevicePage, DeviceStore, Durable, FederationStore, RulesStore, Store,
+    StoreError, TokenStore,
 };
 use commscan_core::verdict::{ReasonKind, Status};
 use deadpool_postgres::Pool;
@@ -87,6 +88,8 @@ pub struct PgStore {
     /// lock holders never wait on each other for a connection to work with.
     locks: Pool,
     rt: Option<tokio::runtime::Runtime>,
+    /// Notifications from every collector on the database ([`listen`]).
+    notices: tokio::sync::broadcast::Sender<super::Notice>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -200,6 +203,7 @@ impl PgStore {
         pg.application_name("commscan-collector");
         pg.connect_timeout(std::time::Duration::from_secs(10));
         let manager_config = pg.clone();
+        let listen_config = pg.clone();
         let manager = deadpool_postgres::Manager::from_config(
             pg,
             tokio_postgres::NoTls,
@@ -229,10 +233,17 @@ impl PgStore {
                 recycling_method: deadpool_postgres::RecyclingMethod::Fast,
             },
         );
+        let (notices, _) = tokio::sync::broadcast::channel(listen::NOTICE_BUFFER);
+        rt.spawn(listen::run(
+            listen_config,
+            tokio_postgres::NoTls,
+            notices.clone(),
+        ));
         let store = PgStore {
             pool: build(manager)?,
             locks: build(locks_manager)?,
             rt: Some(rt),
+            notices,
         };
         store.run(async |s| {
             let mut client = s.pool.get().await.map_err(pool_err)?;
@@ -1003,7 +1014,178 @@ impl FederationStore for PgStore {
     }
 }
 
+/// The columns [`rules_row`] decodes.
+const RULES_COLUMNS: &str = "kind, organisation, version, text, sha256, author, at, note";
+
+fn rules_row(r: &tokio_postgres::Row) -> Result<RulesVersion, StoreError> {
+    let kind: String = r.get(0);
+    let organisation: String = r.get(1);
+    let version: i64 = r.get(2);
+    Ok(RulesVersion {
+        kind: RulesKind::parse(&kind).ok_or_else(|| StoreError::Corrupt {
+            key: format!("rules_versions/{kind}/{organisation}/{version}"),
+            message: format!("unknown kind '{kind}'"),
+        })?,
+        organisation: Some(organisation).filter(|o| !o.is_empty()),
+        version: u64::try_from(version).unwrap_or_default(),
+        text: r.get(3),
+        sha256: r.get(4),
+        author: r.get(5),
+        at: r.get(6),
+        note: r.get(7),
+    })
+}
+
+async fn insert_rules(tx: &Transaction<'_>, v: &RulesVersion) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO rules_versions (kind, organisation, version, text, sha256, author, at, note)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            &v.kind.as_str(),
+            &v.organisation.as_deref().unwrap_or_default(),
+            &i64_of(v.version),
+            &v.text,
+            &v.sha256,
+            &v.author,
+            &v.at,
+            &v.note,
+        ],
+    )
+    .await
+    .map_err(db("store rules version"))?;
+    Ok(())
+}
+
+impl RulesStore for PgStore {
+    fn append_rules(
+        &self,
+        kind: RulesKind,
+        organisation: Option<&str>,
+        text: &str,
+        author: &str,
+        note: &str,
+        at: OffsetDateTime,
+    ) -> Result<RulesVersion, StoreError> {
+        let org = organisation.unwrap_or_default();
+        self.tx(async |tx| {
+            // Two collectors applying the same file at once get two versions, in turn.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('rules'), hashtext($1 || '/' || $2))",
+                &[&kind.as_str(), &org],
+            )
+            .await
+            .map_err(db("lock the rules' versions"))?;
+            let last: i64 = tx
+                .query_one(
+                    "SELECT COALESCE(max(version), 0) FROM rules_versions WHERE kind = $1 AND organisation = $2",
+                    &[&kind.as_str(), &org],
+                )
+                .await
+                .map_err(db("read the newest rules version"))?
+                .get(0);
+            let stored = RulesVersion {
+                kind,
+                organisation: organisation.map(str::to_owned),
+                version: u64::try_from(last).unwrap_or_default() + 1,
+                text: text.to_owned(),
+                sha256: crate::secrets::hash(text),
+                author: author.to_owned(),
+                at,
+                note: note.to_owned(),
+            };
+            insert_rules(tx, &stored).await?;
+            // Delivered to every listening collector when (and only if) this commits.
+            tx.execute(
+                "SELECT pg_notify($1, $2)",
+                &[&super::Channel::Rules.name(), &kind.as_str()],
+            )
+                .await
+                .map_err(db("announce the rules change"))?;
+            Ok(stored)
+        })
+    }
+
+    fn rules_history(
+        &self,
+        kind: RulesKind,
+        organisation: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RulesVersion>, StoreError> {
+        let org = organisation.unwrap_or_default().to_owned();
+        let rows = self.read(async |c| {
+            c.query(
+                &format!(
+                    "SELECT {RULES_COLUMNS} FROM rules_versions WHERE kind = $1 AND organisation = $2
+                     ORDER BY version DESC LIMIT $3"
+                ),
+                &[&kind.as_str(), &org, &limit_of(limit)],
+            )
+            .await
+            .map_err(db("read rules history"))
+        })?;
+        rows.iter().map(rules_row).collect()
+    }
+
+    fn rules_version(
+        &self,
+        kind: RulesKind,
+        organisation: Option<&str>,
+        version: Option<u64>,
+    ) -> Result<Option<RulesVersion>, StoreError> {
+        let org = organisation.unwrap_or_default().to_owned();
+        let version = version.map(i64_of);
+        let row = self.read(async |c| {
+            c.query_opt(
+                &format!(
+                    "SELECT {RULES_COLUMNS} FROM rules_versions WHERE kind = $1 AND organisation = $2
+                     AND ($3::bigint IS NULL OR version = $3) ORDER BY version DESC LIMIT 1"
+                ),
+                &[&kind.as_str(), &org, &version],
+            )
+            .await
+            .map_err(db("read a rules version"))
+        })?;
+        row.as_ref().map(rules_row).transpose()
+    }
+
+    fn current_rules(&self) -> Result<Vec<RulesVersion>, StoreError> {
+        let rows = self.read(async |c| {
+            c.query(
+                &format!(
+                    "SELECT DISTINCT ON (kind, organisation) {RULES_COLUMNS} FROM rules_versions
+                     ORDER BY kind, organisation, version DESC"
+                ),
+                &[],
+            )
+            .await
+            .map_err(db("read the rules in force"))
+        })?;
+        rows.iter().map(rules_row).collect()
+    }
+}
+
 impl Store for PgStore {
+    fn notify(&self, channel: super::Channel, payload: &str) -> Result<(), StoreError> {
+        if payload.len() > super::MAX_NOTICE_BYTES {
+            return Err(StoreError::Backend(format!(
+                "notification of {} bytes on {}: more than {}",
+                payload.len(),
+                channel.name(),
+                super::MAX_NOTICE_BYTES
+            )));
+        }
+        self.read(async |c| {
+            c.execute("SELECT pg_notify($1, $2)", &[&channel.name(), &payload])
+                .await
+                .map_err(db("notify the other collectors"))?;
+            Ok(())
+        })
+    }
+
+    fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<super::Notice>> {
+        Some(self.notices.subscribe())
+    }
+
     fn try_exclusive(&self, task: &str) -> Result<Option<super::StoreLock>, StoreError> {
         let conn = self.run(async |s| {
             let c = s.locks.get().await.map_err(pool_err)?;
@@ -1077,7 +1259,7 @@ impl Store for PgStore {
 }
 
 /// The tables [`PgStore::counts`] counts.
-const TABLES: [&str; 10] = [
+const TABLES: [&str; 11] = [
     "devices",
     "findings",
     "org_aggregates",
@@ -1088,6 +1270,7 @@ const TABLES: [&str; 10] = [
     "people",
     "audit",
     "federated",
+    "rules_versions",
 ];
 
 impl PgStore {
@@ -1144,6 +1327,7 @@ impl PgStore {
                         insert_audit(tx, Some(*position), e).await?;
                     }
                     Row::Federated(e, o, r) => insert_federated(tx, e, o, r).await?,
+                    Row::Rules(v) => insert_rules(tx, v).await?,
                 }
             }
             Ok(())

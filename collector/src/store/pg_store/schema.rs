@@ -10,7 +10,10 @@ use super::{StoreError, db};
 use deadpool_postgres::Object;
 
 /// The migrations, in order; version N is `MIGRATIONS[N - 1]`.
-pub const MIGRATIONS: &[&str] = &[include_str!("0001_initial.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("0001_initial.sql"),
+    include_str!("0002_rules.sql"),
+];
 
 /// The advisory lock key of migrations (`commscan` in ASCII, as a number).
 const LOCK: i64 = 0x636f_6d6d_7363_616e;
