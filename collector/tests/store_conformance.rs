@@ -369,7 +369,7 @@ fn scenario(s: &dyn Store) -> Vec<String> {
     );
     assert_eq!(
         s.rules_history(RulesKind::Policy, None, 1).unwrap(),
-        [p2.clone()]
+        std::slice::from_ref(&p2)
     );
     assert_eq!(
         s.rules_version(RulesKind::Policy, None, Some(1)).unwrap(),

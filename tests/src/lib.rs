@@ -17,6 +17,7 @@ use commscan_collector::server::{Limits, serve};
 use commscan_core::catalog::Catalog;
 use commscan_core::platform::Platform;
 use commscan_ctl::connection::{AuthedAdmin, AuthedQuery, Connection};
+use commscan_proto::v1;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -212,6 +213,11 @@ impl TestCollector {
                 stop.clone(),
             )));
         }
+        // As `serve` runs it: in step with the collectors sharing a PostgreSQL store.
+        tokio::spawn(commscan_collector::cluster::follow(
+            collector.clone(),
+            stop.clone(),
+        ));
         self.task = Some(tokio::spawn(async move {
             serve(collector, tls, listener, limits, stop)
                 .await
@@ -608,4 +614,37 @@ async fn pipe(
             }
         }
     }
+}
+
+/// Opens a reporting stream for an enrolled agent and returns it after the welcome, with the
+/// sender that keeps it open.
+pub async fn open_stream(
+    c: &TestCollector,
+    name: &str,
+) -> (
+    tokio::sync::mpsc::Sender<v1::AgentMessage>,
+    tonic::Streaming<v1::CollectorMessage>,
+) {
+    let data = c.enroll_agent(name).await;
+    let (_, cert, key) = data.credentials().unwrap();
+    let channel = commscan_runtime::transport::channel(&c.url, &c.ca_pem, Some((&cert, &key)))
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(v1::AgentMessage {
+        kind: Some(v1::agent_message::Kind::Hello(v1::Hello::default())),
+    })
+    .await
+    .unwrap();
+    let mut stream = v1::reporting_client::ReportingClient::new(channel)
+        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(
+        matches!(first.kind, Some(v1::collector_message::Kind::Welcome(_))),
+        "the welcome comes first: {first:?}"
+    );
+    (tx, stream)
 }

@@ -5,7 +5,7 @@ use commscan_agent::delivery::SessionEnd;
 use commscan_collector::compliance::RulesConfig;
 use commscan_collector::layout::Layout;
 use commscan_proto::v1;
-use commscan_tests::{TestCollector, dpkg_fixture, reporter};
+use commscan_tests::{TestCollector, dpkg_fixture, open_stream, reporter};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -112,39 +112,6 @@ async fn an_organisation_with_its_own_policy_is_judged_by_it() {
         .into_inner();
     assert_eq!(d.device.unwrap().status, v1::DeviceStatus::Compliant as i32);
     assert_eq!(d.verdict.unwrap().policy, "government-device-ban");
-}
-
-/// Opens a reporting stream for an enrolled agent and returns it after the welcome, with the
-/// sender that keeps it open.
-async fn open_stream(
-    c: &TestCollector,
-    name: &str,
-) -> (
-    tokio::sync::mpsc::Sender<v1::AgentMessage>,
-    tonic::Streaming<v1::CollectorMessage>,
-) {
-    let data = c.enroll_agent(name).await;
-    let (_, cert, key) = data.credentials().unwrap();
-    let channel = commscan_runtime::transport::channel(&c.url, &c.ca_pem, Some((&cert, &key)))
-        .await
-        .unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(v1::AgentMessage {
-        kind: Some(v1::agent_message::Kind::Hello(v1::Hello::default())),
-    })
-    .await
-    .unwrap();
-    let mut stream = v1::reporting_client::ReportingClient::new(channel)
-        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let first = stream.message().await.unwrap().unwrap();
-    assert!(
-        matches!(first.kind, Some(v1::collector_message::Kind::Welcome(_))),
-        "the welcome comes first: {first:?}"
-    );
-    (tx, stream)
 }
 
 #[tokio::test]
