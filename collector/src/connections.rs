@@ -4,7 +4,9 @@
 //! one is cancelled): that is what a laptop whose link went half-open looks like when it
 //! reconnects. Two live agents with the same certificate (a cloned disk) keep taking over from
 //! each other; [`TAKEOVERS_FOR_DUPLICATE`] takeovers within [`TAKEOVER_WINDOW`] flag the device
-//! as a duplicate. Flagged devices are refused, never silently merged.
+//! as a duplicate. Flagged devices are refused, never silently merged. Collectors sharing a
+//! database also record each device's stream in the store ([`crate::store::Store::claim_stream`]),
+//! so a takeover across collectors closes the other's stream and counts the same way.
 //!
 //! The registry also carries announcements to every connected stream: today, "the policy in
 //! force changed" ([`Connections::announce_policy_change`]). An announcement is a state, not a
@@ -92,6 +94,25 @@ impl Connections {
             conn,
             superseded: cancel,
             duplicate,
+        }
+    }
+
+    /// Closes `device`'s open stream here because another collector sharing the store took
+    /// it over (that collector counted the takeover). Whether one was open.
+    pub(crate) fn close_taken_over(&self, device: &str) -> bool {
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(e) = map.get_mut(device) else {
+            return false;
+        };
+        match e.live.take() {
+            Some(live) => {
+                live.cancel.cancel();
+                if e.takeovers.is_empty() {
+                    map.remove(device);
+                }
+                true
+            }
+            None => false,
         }
     }
 

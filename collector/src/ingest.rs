@@ -288,9 +288,27 @@ impl Collector {
             )
         })?;
         let device = self.forget_absurd_sequence(device)?;
-        let registered = self
+        let mut registered = self
             .connections()
             .register(&who.device_id, std::time::Instant::now());
+        // Collectors sharing the store count takeovers across all of them.
+        match self.store().claim_stream(
+            &who.device_id,
+            self.node(),
+            registered.conn,
+            crate::connections::TAKEOVER_WINDOW,
+        ) {
+            Ok(Some(claim)) => {
+                registered.duplicate |=
+                    claim.takeovers >= crate::connections::TAKEOVERS_FOR_DUPLICATE;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.connections()
+                    .unregister(&who.device_id, registered.conn);
+                return Err(e.into());
+            }
+        }
         if registered.duplicate {
             let why = "two agents kept taking over each other's stream".to_owned();
             {
@@ -311,14 +329,21 @@ impl Collector {
                 format!("flagged as duplicate enrolment: {why}"),
             );
             tracing::warn!(device = %who.device_id, organisation = %who.organisation, "duplicate enrolment flagged");
-            self.connections()
-                .unregister(&who.device_id, registered.conn);
+            self.close_stream(&who.device_id, registered.conn);
             return Err(CollectorError::AlreadyExists(format!(
                 "device {} is used by more than one agent; flagged as a duplicate enrolment",
                 who.device_id
             )));
         }
         Ok((device, registered))
+    }
+
+    /// Forgets a stream that ended, here and in a store shared with other collectors.
+    pub(crate) fn close_stream(&self, device: &str, conn: u64) {
+        self.connections().unregister(device, conn);
+        if let Err(e) = self.store().release_stream(device, self.node(), conn) {
+            tracing::warn!(error = %e, device, "stream end not recorded in the store");
+        }
     }
 
     /// A device record storing a sequence at or above [`SEQUENCE_CEILING`] (accepted before

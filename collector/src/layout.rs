@@ -401,6 +401,9 @@ impl Layout {
         if let Err(e) = collector.refresh_rules() {
             tracing::error!(error = %e, "stored rules not put in force");
         }
+        if let Err(e) = collector.store().heartbeat(collector.node()) {
+            tracing::warn!(error = %e, "cluster heartbeat failed");
+        }
         Ok((Arc::new(collector), tls))
     }
 }

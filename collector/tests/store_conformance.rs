@@ -636,3 +636,54 @@ fn collectors_on_one_database_number_rules_apart_and_hear_of_every_change() {
             .is_err()
     );
 }
+
+#[test]
+fn a_stream_taken_over_across_collectors_is_counted_and_its_holder_told() {
+    let window = std::time::Duration::from_secs(600);
+    let dir = tempfile::tempdir().unwrap();
+    let sled = SledStore::open(&dir.path().join("store")).unwrap();
+    assert_eq!(
+        sled.claim_stream("d1", "n1", 1, window).unwrap(),
+        None,
+        "one process's registry sees every stream"
+    );
+    let Some(pg) =
+        PgCluster::start("a_stream_taken_over_across_collectors_is_counted_and_its_holder_told")
+    else {
+        return;
+    };
+    let (a, b) = (pg_store(pg.url(), &pg), pg_store(pg.url(), &pg));
+    a.heartbeat("node-a").unwrap();
+    b.heartbeat("node-b").unwrap();
+    let claim = |s: &PgStore, node: &str, conn: u64| {
+        s.claim_stream("d1", node, conn, window).unwrap().unwrap()
+    };
+    let first = claim(&a, "node-a", 1);
+    assert_eq!((first.took_over_from, first.takeovers), (None, 0));
+    // The clone connects to the other collector while the first stream is open.
+    let second = claim(&b, "node-b", 7);
+    assert_eq!(
+        (second.took_over_from.as_deref(), second.takeovers),
+        (Some("node-a"), 1)
+    );
+    // The first holder's stream ends after it was taken over: nothing to release.
+    a.release_stream("d1", "node-a", 1).unwrap();
+    let third = claim(&a, "node-a", 2);
+    assert_eq!(
+        (third.took_over_from.as_deref(), third.takeovers),
+        (Some("node-b"), 2)
+    );
+    // An ordinary disconnect and reconnect takes nothing over, and keeps the count.
+    a.release_stream("d1", "node-a", 2).unwrap();
+    let fourth = claim(&b, "node-b", 8);
+    assert_eq!((fourth.took_over_from, fourth.takeovers), (None, 2));
+    // A stream held by a collector that died (no heartbeat) is not taken over.
+    let c = pg_store(pg.url(), &pg);
+    c.claim_stream("d2", "dead-node", 1, window).unwrap();
+    let fresh = claim_d2(&a, window);
+    assert_eq!((fresh.took_over_from, fresh.takeovers), (None, 0));
+}
+
+fn claim_d2(s: &PgStore, window: std::time::Duration) -> commscan_collector::store::StreamClaim {
+    s.claim_stream("d2", "node-a", 3, window).unwrap().unwrap()
+}

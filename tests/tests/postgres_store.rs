@@ -166,3 +166,75 @@ async fn two_collectors_on_one_database_serve_one_fleet_and_agents_fail_over() {
     );
     running.shutdown().await;
 }
+
+/// Points a copy of an agent's identity at another collector.
+fn clone_identity_to(
+    original: &commscan_agent::state::DataDir,
+    dir: &std::path::Path,
+    collector: &str,
+) -> commscan_agent::state::DataDir {
+    std::fs::create_dir_all(dir).unwrap();
+    for f in ["identity.json", "device.key", "device.crt", "ca.crt"] {
+        std::fs::copy(original.file(f), dir.join(f)).unwrap();
+    }
+    let path = dir.join("identity.json");
+    let mut identity: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    identity["collector"] = collector.into();
+    std::fs::write(&path, identity.to_string()).unwrap();
+    commscan_agent::state::DataDir::new(dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloned_identity_on_two_collectors_is_flagged_as_on_one() {
+    let Some(pg) = cluster("a_cloned_identity_on_two_collectors_is_flagged_as_on_one").await else {
+        return;
+    };
+    let a = collector_on(&pg).await;
+    let b = a.another_node().await;
+    let original = a.enroll_agent("original").await;
+    let id = original.identity().unwrap().device_id;
+    // A byte-for-byte copy of the identity, reporting to the other collector.
+    let clone = clone_identity_to(&original, &a.dir.path().join("agents/clone"), &b.url);
+    let root = commscan_tests::dpkg_fixture(&[("zoom", "install ok installed", "6.1.0")]);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut tasks = Vec::new();
+    for data in [original, clone] {
+        let r = commscan_tests::reporter(data, root.path());
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..40 {
+                if stop.is_cancelled() {
+                    break;
+                }
+                let _ = r.session(Duration::from_secs(3600), false, &stop).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }));
+    }
+    commscan_tests::wait_until(Duration::from_secs(30), "the duplicate flag", || async {
+        let store = a.domain().store().clone();
+        let id = id.clone();
+        tokio::task::spawn_blocking(move || store.device(&id).unwrap().and_then(|d| d.duplicate))
+            .await
+            .unwrap()
+    })
+    .await;
+    stop.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Refused on both collectors from now on.
+    for c in [&a, &b] {
+        let d = c
+            .query()
+            .await
+            .get_device(commscan_proto::v1::GetDeviceRequest {
+                device_id: id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!d.duplicate.is_empty(), "{}", c.url);
+    }
+}

@@ -184,9 +184,9 @@ impl Reporting for ReportingService {
                 &shutdown,
             )
             .await;
-            collector
-                .connections()
-                .unregister(&who.device_id, registered.conn);
+            let (c, device) = (collector.clone(), who.device_id.clone());
+            let _ =
+                tokio::task::spawn_blocking(move || c.close_stream(&device, registered.conn)).await;
             tracing::info!(device = %who.device_id, "agent disconnected");
         });
         Ok(tonic::Response::new(Box::pin(outbound)))

@@ -271,17 +271,40 @@ pub enum Channel {
     Rules,
     /// A device's verdict changed (payload: the event, as [`crate::events`] encodes it).
     Verdicts,
+    /// A device's stream moved to another collector (sent by the store itself, on commit;
+    /// payload: [`StreamMoved`] as JSON): the one that held it closes its stream.
+    Streams,
+}
+
+/// What [`Channel::Streams`] carries.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StreamMoved {
+    /// The device.
+    pub device: String,
+    /// The collector that now holds its stream.
+    pub node: String,
+}
+
+/// What [`Store::claim_stream`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamClaim {
+    /// Another live collector held the device's stream until now (it is told to close it).
+    pub took_over_from: Option<String>,
+    /// Takeovers of the device's stream within the window, this one included, on every
+    /// collector.
+    pub takeovers: usize,
 }
 
 impl Channel {
     /// Every channel.
-    pub const ALL: [Channel; 2] = [Channel::Rules, Channel::Verdicts];
+    pub const ALL: [Channel; 3] = [Channel::Rules, Channel::Verdicts, Channel::Streams];
 
     /// The channel's name in the database.
     pub fn name(self) -> &'static str {
         match self {
             Channel::Rules => "commscan_rules",
             Channel::Verdicts => "commscan_verdicts",
+            Channel::Streams => "commscan_streams",
         }
     }
 }
@@ -299,6 +322,10 @@ pub enum Notice {
     /// The listening connection was lost and is back: messages may have been missed.
     Resync,
 }
+
+/// A collector whose [`Store::heartbeat`] is older than this is gone: a stream it held is not
+/// taken over from it.
+pub const NODE_GONE_AFTER: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Largest payload [`Store::notify`] sends (PostgreSQL's limit is 8000 bytes).
 pub const MAX_NOTICE_BYTES: usize = 7900;
@@ -323,6 +350,32 @@ pub trait Store: DeviceStore + TokenStore + AuditStore + FederationStore + Rules
     /// owns.
     fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
         None
+    }
+
+    /// Says collector `node` is alive; one not heard of for [`NODE_GONE_AFTER`] is gone.
+    fn heartbeat(&self, _node: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Records that `device`'s stream is now connection `conn` of collector `node`: if an
+    /// open stream of it was held until now (by a collector still alive, this one included),
+    /// that is a takeover, counted within `window` across every collector, and another holder
+    /// is told to close its stream ([`Channel::Streams`]). `None` for a store one process owns
+    /// (its collector's own registry sees every stream).
+    fn claim_stream(
+        &self,
+        _device: &str,
+        _node: &str,
+        _conn: u64,
+        _window: std::time::Duration,
+    ) -> Result<Option<StreamClaim>, StoreError> {
+        Ok(None)
+    }
+
+    /// Records that connection `conn` of collector `node` closed `device`'s stream (nothing,
+    /// if another stream has claimed it since); its takeovers are kept.
+    fn release_stream(&self, _device: &str, _node: &str, _conn: u64) -> Result<(), StoreError> {
+        Ok(())
     }
 
     /// Inserts a newly enrolled device (as [`DeviceStore::put_device`] would) and consumes one

@@ -145,10 +145,15 @@ impl Drop for AdvisoryLock {
 /// (retriable: agents keep their reports), the rest `Backend`, naming `what`.
 fn db(what: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
     move |e| {
+        // A server error's Display is only "db error"; its message says what went wrong.
+        let detail = match e.as_db_error() {
+            Some(d) => format!("{}: {}", d.severity(), d.message()),
+            None => e.to_string(),
+        };
         if e.is_closed() || e.code().is_none() {
-            StoreError::Unavailable(format!("database: {what}: {e}"))
+            StoreError::Unavailable(format!("database: {what}: {detail}"))
         } else {
-            StoreError::Backend(format!("database: {what}: {e}"))
+            StoreError::Backend(format!("database: {what}: {detail}"))
         }
     }
 }
@@ -1184,6 +1189,98 @@ impl Store for PgStore {
 
     fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<super::Notice>> {
         Some(self.notices.subscribe())
+    }
+
+    fn heartbeat(&self, node: &str) -> Result<(), StoreError> {
+        self.read(async |c| {
+            c.execute(
+                "INSERT INTO cluster_nodes (node, seen) VALUES ($1, now())
+                 ON CONFLICT (node) DO UPDATE SET seen = now()",
+                &[&node],
+            )
+            .await
+            .map_err(db("heartbeat"))?;
+            Ok(())
+        })
+    }
+
+    fn claim_stream(
+        &self,
+        device: &str,
+        node: &str,
+        conn: u64,
+        window: std::time::Duration,
+    ) -> Result<Option<super::StreamClaim>, StoreError> {
+        let window_s = window.as_secs_f64();
+        let gone_s = super::NODE_GONE_AFTER.as_secs_f64();
+        self.tx(async |tx| {
+            tx.execute(
+                "INSERT INTO live_streams (device_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[&device],
+            )
+            .await
+            .map_err(db("record the device's stream"))?;
+            // The holder, whether it counts (a live collector), and the takeovers still in
+            // the window, read under the row's lock.
+            let row = tx
+                .query_one(
+                    "SELECT s.node,
+                            s.node IS NOT NULL AND (s.node = $2 OR EXISTS (
+                                SELECT 1 FROM cluster_nodes n WHERE n.node = s.node
+                                AND n.seen > now() - make_interval(secs => $3))),
+                            ARRAY(SELECT t FROM unnest(s.takeovers) t
+                                  WHERE t > now() - make_interval(secs => $4))
+                     FROM live_streams s WHERE s.device_id = $1 FOR UPDATE",
+                    &[&device, &node, &gone_s, &window_s],
+                )
+                .await
+                .map_err(db("read the device's stream"))?;
+            let holder: Option<String> = row.get(0);
+            let took_over: bool = row.get(1);
+            let recent: Vec<OffsetDateTime> = row.get(2);
+            let takeovers = recent.len() + usize::from(took_over);
+            tx.execute(
+                "UPDATE live_streams SET node = $2, conn = $3, since = now(),
+                     takeovers = CASE WHEN $4 THEN $5::timestamptz[] || now()
+                                      ELSE $5::timestamptz[] END
+                 WHERE device_id = $1",
+                &[&device, &node, &i64_of(conn), &took_over, &recent],
+            )
+            .await
+            .map_err(db("claim the device's stream"))?;
+            let took_over_from = holder.filter(|h| took_over && h != node);
+            if let Some(from) = &took_over_from {
+                let moved = super::StreamMoved {
+                    device: device.to_owned(),
+                    node: node.to_owned(),
+                };
+                // Delivered to the previous holder when (and only if) this commits.
+                tx.execute(
+                    "SELECT pg_notify($1, $2)",
+                    &[&super::Channel::Streams.name(), &json(&moved).to_string()],
+                )
+                .await
+                .map_err(db("tell the previous holder"))?;
+                tracing::info!(device, from = %from, "stream taken over from another collector");
+            }
+            Ok(Some(super::StreamClaim {
+                took_over_from,
+                takeovers,
+            }))
+        })
+    }
+
+    fn release_stream(&self, device: &str, node: &str, conn: u64) -> Result<(), StoreError> {
+        self.read(async |c| {
+            c.execute(
+                "UPDATE live_streams SET node = NULL, conn = NULL
+                 WHERE device_id = $1 AND node = $2 AND conn = $3",
+                &[&device, &node, &i64_of(conn)],
+            )
+            .await
+            .map_err(db("release the device's stream"))?;
+            Ok(())
+        })
     }
 
     fn try_exclusive(&self, task: &str) -> Result<Option<super::StoreLock>, StoreError> {

@@ -13,6 +13,7 @@ use deadpool_postgres::Object;
 pub const MIGRATIONS: &[&str] = &[
     include_str!("0001_initial.sql"),
     include_str!("0002_rules.sql"),
+    include_str!("0003_streams.sql"),
 ];
 
 /// The advisory lock key of migrations (`commscan` in ASCII, as a number).
