@@ -411,7 +411,9 @@ fn main() -> ExitCode {
 struct StoreArgs {
     /// PostgreSQL store, `postgres://USER@HOST:PORT/DATABASE` (default: sled in the data
     /// directory). The password comes from --store-password-file or
-    /// COMMSCAN_STORE_PASSWORD, never the URL.
+    /// COMMSCAN_STORE_PASSWORD, never the URL. TLS: `?sslmode=require&sslrootcert=CA.pem`
+    /// (libpq's parameters; the certificate and host name are always verified, against that
+    /// file or the system's roots).
     #[arg(long = "store", env = "COMMSCAN_STORE")]
     url: Option<String>,
     /// A file holding the database password (one line).

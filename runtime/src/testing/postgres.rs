@@ -22,6 +22,12 @@
 //! [`PgCluster::start`] prints `SKIPPED: <test>: …` and returns `None`; with
 //! `COMMSCAN_REQUIRE_POSTGRES=1` (CI sets it after installing them) it panics instead.
 //!
+//! TLS: [`PgCluster::start_with_tls`] starts the same cluster with `ssl = on` and a server
+//! certificate the test issued ([`ServerTls`]; the harness makes no certificates itself, so it
+//! needs no PKI crate): `server.crt` and `server.key` in the data directory, the key 0600 and
+//! owned by the server's user, as PostgreSQL insists. Clients may then use TLS or not
+//! (`hostssl` is not forced); `pg_stat_ssl` tells which they did.
+//!
 //! Root: PostgreSQL refuses to run as root, and CI runs the tests as root. The effective uid
 //! comes from `rustix::process::geteuid` (unsafe code is forbidden here, and rustix is already
 //! a workspace dependency). When it is 0, `initdb` and `pg_ctl` (and so the server) run as
@@ -114,11 +120,35 @@ impl RunAs {
     }
 }
 
+/// The server certificate of a cluster with TLS ([`PgCluster::start_with_tls`]).
+#[derive(Clone)]
+pub struct ServerTls {
+    /// The certificate (chain), PEM; valid for the name clients dial (`127.0.0.1`).
+    pub cert_pem: String,
+    /// Its private key, PEM (PKCS#8, or any form OpenSSL reads).
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls").finish_non_exhaustive()
+    }
+}
+
 impl PgCluster {
     /// Starts one, or returns `None` after printing `SKIPPED: {test}: ...why...` to stderr when
     /// the PostgreSQL server binaries are missing; with `COMMSCAN_REQUIRE_POSTGRES=1` a missing
     /// prerequisite panics instead (CI sets it). Any other failure panics, with the log tail.
     pub fn start(test: &str) -> Option<PgCluster> {
+        PgCluster::start_inner(test, None)
+    }
+
+    /// [`PgCluster::start`] with `ssl = on` and `tls` as the server's certificate and key.
+    pub fn start_with_tls(test: &str, tls: &ServerTls) -> Option<PgCluster> {
+        PgCluster::start_inner(test, Some(tls))
+    }
+
+    fn start_inner(test: &str, tls: Option<&ServerTls>) -> Option<PgCluster> {
         let t0 = Instant::now();
         let bin = match find_bin_dir() {
             Ok(bin) => bin,
@@ -152,6 +182,9 @@ impl PgCluster {
         };
         // From here on a panic drops `cluster`, which stops whatever was started.
         cluster.init();
+        if let Some(tls) = tls {
+            cluster.enable_tls(tls);
+        }
         cluster.first_start();
         cluster.setup_roles();
         eprintln!(
@@ -292,6 +325,25 @@ impl PgCluster {
             log_min_messages = warning\n\
             log_connections = off\n";
         append(&self.data.join("postgresql.conf"), conf);
+    }
+
+    /// Puts the certificate and key in the data directory (the key 0600 and the server's, or
+    /// PostgreSQL refuses it) and turns `ssl` on.
+    fn enable_tls(&self, tls: &ServerTls) {
+        let (cert, key) = (self.data.join("server.crt"), self.data.join("server.key"));
+        write_private(&cert, &tls.cert_pem);
+        write_private(&key, &tls.key_pem);
+        if let Some(r) = &self.run_as {
+            let (uid, gid) = r.ids();
+            for p in [&cert, &key] {
+                std::os::unix::fs::chown(p, Some(uid), Some(gid))
+                    .unwrap_or_else(|e| panic!("{}: chown {}: {e}", self.test, p.display()));
+            }
+        }
+        append(
+            &self.data.join("postgresql.conf"),
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        );
     }
 
     /// Picks a port, starts, and retries on a fresh port while the old one turns out taken.

@@ -34,6 +34,10 @@
 //! it never needs the caller's runtime. Calling it from an async task would panic, as any
 //! blocking call there should.
 //!
+//! # TLS
+//! The URL's `sslmode` and `sslrootcert` are libpq's; when TLS is used the server's
+//! certificate and name are always verified ([`tls`]).
+//!
 //! # Failures
 //! A database that cannot be reached, or a connection lost mid-transaction, is
 //! [`StoreError::Unavailable`]: the reporting service answers UNAVAILABLE and agents keep the
@@ -42,6 +46,7 @@
 
 mod listen;
 pub mod schema;
+pub mod tls;
 
 use super::records::{
     AuditRecord, Classification, DeviceRecord, FederatedRecord, HistoryKind, HistoryRecord,
@@ -63,7 +68,8 @@ use tokio_postgres::{GenericClient, Transaction};
 /// How to reach the database.
 #[derive(Clone)]
 pub struct PgConfig {
-    /// `postgres://user@host:port/database` (a password in it is refused: give it apart).
+    /// `postgres://user@host:port/database` (a password in it is refused: give it apart),
+    /// with libpq's `sslmode` and `sslrootcert` if TLS is wanted ([`tls`]).
     pub url: String,
     /// The password, read from a file or the environment by the caller.
     pub password: Option<String>,
@@ -159,7 +165,7 @@ fn db(what: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
 }
 
 fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::Unavailable(format!("database: {e}"))
+    StoreError::Unavailable(tls::describe(&e).unwrap_or_else(|| format!("database: {e}")))
 }
 
 fn json<T: Serialize>(v: &T) -> serde_json::Value {
@@ -193,10 +199,8 @@ impl PgStore {
     /// Connects, applies the embedded migrations (under an advisory lock) and checks the
     /// schema version.
     pub fn open(config: &PgConfig) -> Result<PgStore, StoreError> {
-        let mut pg: tokio_postgres::Config = config
-            .url
-            .parse()
-            .map_err(|e| StoreError::Backend(format!("--store {}: {e}", config.url)))?;
+        // `sslmode` and `sslrootcert` are read as libpq reads them; see `tls`.
+        let (mut pg, tls) = tls::configure(&config.url)?;
         if pg.get_password().is_some() {
             return Err(StoreError::Backend(
                 "--store: a password in the URL would show in process listings; give it in a file or the environment".into(),
@@ -211,7 +215,7 @@ impl PgStore {
         let listen_config = pg.clone();
         let manager = deadpool_postgres::Manager::from_config(
             pg,
-            tokio_postgres::NoTls,
+            tls.clone(),
             deadpool_postgres::ManagerConfig {
                 recycling_method: deadpool_postgres::RecyclingMethod::Fast,
             },
@@ -233,7 +237,7 @@ impl PgStore {
         };
         let locks_manager = deadpool_postgres::Manager::from_config(
             manager_config,
-            tokio_postgres::NoTls,
+            tls,
             deadpool_postgres::ManagerConfig {
                 recycling_method: deadpool_postgres::RecyclingMethod::Fast,
             },
