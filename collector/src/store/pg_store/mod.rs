@@ -237,7 +237,7 @@ impl PgStore {
         };
         let locks_manager = deadpool_postgres::Manager::from_config(
             manager_config,
-            tls,
+            tls.clone(),
             deadpool_postgres::ManagerConfig {
                 recycling_method: deadpool_postgres::RecyclingMethod::Fast,
             },
@@ -245,7 +245,7 @@ impl PgStore {
         let (notices, _) = tokio::sync::broadcast::channel(listen::NOTICE_BUFFER);
         rt.spawn(listen::run(
             listen_config,
-            tokio_postgres::NoTls,
+            tls,
             notices.clone(),
         ));
         let store = PgStore {
