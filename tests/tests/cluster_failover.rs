@@ -16,8 +16,8 @@
 //!   `i % 3` and lists the three nodes starting with that one, so each node is some agents'
 //!   first choice; a task per agent changes its device every 0.25–0.75 s (about the collector's
 //!   per-device report budget; a report over it is throttled and sent again, also covered).
-//! - Node 0 is SIGKILLed once every node has applied reports; the agents it served are then
-//!   seen reporting to the others. It is started again a little later, as a supervisor would:
+//! - Node 0 is SIGKILLed once every node has applied reports, at a moment one of its agents
+//!   has a report in flight; the agents it served are then seen reporting to the others. It is started again a little later, as a supervisor would:
 //!   a node must rejoin a database that moved on without it, and it is one more place for
 //!   sessions to land while the database is down (an agent whose reports are refused moves
 //!   along its list), so a device's reports cross nodes more than once.
@@ -131,9 +131,8 @@ async fn meanwhile(d: Duration) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_collectors_lose_nothing_and_record_each_report_once_through_a_node_kill_and_a_database_crash()
- {
-    let test = "three_collectors_lose_nothing_and_record_each_report_once_through_a_node_kill_and_a_database_crash";
+async fn three_collectors_on_one_database_lose_nothing_through_a_kill_and_a_crash() {
+    let test = "three_collectors_on_one_database_lose_nothing_through_a_kill_and_a_crash";
     let Some(pg) = tokio::task::spawn_blocking(move || PgCluster::start(test).map(Arc::new))
         .await
         .expect("cluster thread")
@@ -271,7 +270,6 @@ async fn three_collectors_lose_nothing_and_record_each_report_once_through_a_nod
 
     // SIGKILL node 0 while its agents report to it.
     let victim = format!("node-{VICTIM}");
-    let mark = log.len();
     let on_victim: Vec<String> = last_node(&log.lines())
         .into_iter()
         .filter(|(_, n)| *n == victim)
@@ -281,8 +279,8 @@ async fn three_collectors_lose_nothing_and_record_each_report_once_through_a_nod
         !on_victim.is_empty(),
         "no agent reports to {victim} (devices per node: {by_node:?})"
     );
-    // Mid-stream: when one of its agents has a report in flight (received, maybe committed,
-    // not acknowledged), or after a bounded wait if none is caught.
+    // Mid-stream: when one of its agents has a report in flight (sent, perhaps committed, not
+    // acknowledged), or after a bounded wait if none is caught.
     let victims: Vec<&Member> = fleet
         .iter()
         .filter(|m| on_victim.contains(&m.device_id))
@@ -297,6 +295,7 @@ async fn three_collectors_lose_nothing_and_record_each_report_once_through_a_nod
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     };
+    let mark = log.len();
     nodes[VICTIM].kill();
     let killed_at = started.elapsed();
     match &caught {
@@ -368,6 +367,7 @@ async fn three_collectors_lose_nothing_and_record_each_report_once_through_a_nod
         },
     )
     .await;
+    let converged_at = started.elapsed();
     // Let the last acknowledgements reach the recorders, then stop the agents.
     wait_until(
         Duration::from_secs(10),
@@ -453,8 +453,7 @@ async fn three_collectors_lose_nothing_and_record_each_report_once_through_a_nod
         }
     }
     println!(
-        "{NODES} nodes, {AGENTS} agents: {victim} SIGKILLed at {killed_at:?}, database restarted at {restarted_at:?}, converged at {:?}; reports applied per node {per_node:?}",
-        started.elapsed()
+        "{NODES} nodes, {AGENTS} agents: {victim} SIGKILLed at {killed_at:?}, database restarted at {restarted_at:?}, converged at {converged_at:?}; reports applied per node {per_node:?}"
     );
     for v in &verdicts {
         println!("{v}");
