@@ -5,6 +5,8 @@
 //! again on the same data directory to test restarts. [`StartOptions`] give a collector a
 //! controllable clock ([`TestClock`]) and, for federation, an upstream it pushes to.
 
+pub mod collector_process;
+pub mod oracle;
 pub mod wine;
 
 use commscan_agent::delivery::Reporter;
@@ -235,19 +237,7 @@ impl TestCollector {
         );
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("collector");
-        for rel in ["pki", "collector.json", "admin.token"] {
-            let (from, to) = (self.layout.path(rel), root.join(rel));
-            if from.is_dir() {
-                std::fs::create_dir_all(&to).expect("pki dir");
-                for e in std::fs::read_dir(&from).expect("read pki") {
-                    let e = e.expect("entry");
-                    std::fs::copy(e.path(), to.join(e.file_name())).expect("copy pki");
-                }
-            } else {
-                std::fs::create_dir_all(&root).expect("data dir");
-                std::fs::copy(&from, &to).expect("copy");
-            }
-        }
+        copy_deployment(&self.layout, &root);
         let mut c = TestCollector {
             dir,
             layout: Layout::new(root),
@@ -353,6 +343,26 @@ impl TestCollector {
         .await
         .expect("enrol");
         data
+    }
+}
+
+/// Makes `to` the data directory of another collector node of the deployment in `from`: the
+/// same PKI (CA, server certificate and key: agents trust every node alike and each node
+/// enrols and renews for the deployment), the same `collector.json` (trust domain) and admin
+/// token. Nothing else: a node on PostgreSQL keeps no state of its own.
+pub fn copy_deployment(from: &Layout, to: &Path) {
+    for rel in ["pki", "collector.json", "admin.token"] {
+        let (src, dst) = (from.path(rel), to.join(rel));
+        if src.is_dir() {
+            std::fs::create_dir_all(&dst).expect("pki dir");
+            for e in std::fs::read_dir(&src).expect("read pki") {
+                let e = e.expect("entry");
+                std::fs::copy(e.path(), dst.join(e.file_name())).expect("copy pki");
+            }
+        } else {
+            std::fs::create_dir_all(to).expect("data dir");
+            std::fs::copy(&src, &dst).expect("copy");
+        }
     }
 }
 

@@ -3,9 +3,10 @@
 //! checker over what the agent sent and what the collector recorded finds nothing lost,
 //! nothing unexpected and nothing recorded twice.
 //!
-//! The collector logs `report applied` (sequence, resulting state digest) after its store
-//! flushed and before it acknowledges, and `report already stored` for a resend it had; the
-//! agent announces each record it sends and each acknowledgement. So:
+//! The checker is [`commscan_tests::oracle`]: the collector logs `report applied` (sequence,
+//! resulting state digest) after its store flushed and before it acknowledges, and `report
+//! already stored` for a resend it had; the agent announces each record it sends and each
+//! acknowledgement. So:
 //! - *lost*: a record the agent saw acknowledged that the collector never recorded;
 //! - *unexpected*: a recorded sequence the agent never sent, or with another state digest;
 //! - *twice*: a sequence recorded by two collector lives (a flushed write lost).
@@ -13,136 +14,20 @@
 //! The collector's device history is checked too: per product, appearances and removals
 //! alternate and end in the final state.
 
-use commscan_agent::delivery::{Agent, AgentEvent};
+use commscan_agent::delivery::Agent;
 use commscan_agent::scanner::{HostInventory, ScanTarget, Scanner};
 use commscan_agent::state::DataDir;
 use commscan_core::catalog::Catalog;
 use commscan_core::platform::Platform;
+use commscan_tests::collector_process::CollectorProcess;
+use commscan_tests::oracle::{
+    AgentRecorder, ChangingDevice, CollectorLog, ProductHistory, Recorded, check,
+};
 use commscan_tests::workspace_binary;
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-const PACKAGES: [(&str, &str); 5] = [
-    ("zoom", "zoom"),
-    ("skypeforlinux", "skype"),
-    ("slack-desktop", "slack"),
-    ("telegram-desktop", "telegram"),
-    ("teams", "microsoft-teams"),
-];
-
-fn install(root: &Path, mask: u64) {
-    let mut text = String::new();
-    for (i, (p, _)) in PACKAGES.iter().enumerate() {
-        if mask >> i & 1 == 1 {
-            text.push_str(&format!(
-                "Package: {p}\nStatus: install ok installed\nVersion: 1.0\n\n"
-            ));
-        }
-    }
-    std::fs::create_dir_all(root.join("var/lib/dpkg")).unwrap();
-    std::fs::write(root.join("var/lib/dpkg/status"), text).unwrap();
-}
-
-fn products(mask: u64) -> Vec<String> {
-    let mut v: Vec<String> = (0..PACKAGES.len())
-        .filter(|i| mask >> i & 1 == 1)
-        .map(|i| PACKAGES[i].1.to_owned())
-        .collect();
-    v.sort();
-    v
-}
-
-fn rand(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
-}
-
-/// The collector as a child process on a fixed port, its log collected across lives.
-struct Collector {
-    data: PathBuf,
-    port: u16,
-    child: Option<Child>,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Collector {
-    fn start(&mut self) {
-        let mut child = Command::new(workspace_binary("commscan-collector"))
-            .args([
-                "serve",
-                "--data-dir",
-                self.data.to_str().unwrap(),
-                "--listen",
-            ])
-            .arg(format!("127.0.0.1:{}", self.port))
-            .env("COMMSCAN_LOG", "warn,commscan_collector=info")
-            .env("NO_COLOR", "1")
-            .env_remove("COMMSCAN_POLICY")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = self.log.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-                log.lock().unwrap().push(strip_ansi(&l));
-            }
-        });
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "collector did not listen within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap(); // SIGKILL
-            c.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// The line without terminal colour sequences.
-fn strip_ansi(l: &str) -> String {
-    let mut out = String::with_capacity(l.len());
-    let mut chars = l.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    let start = line.find(&format!(" {name}="))? + name.len() + 2;
-    line[start..].split([' ', '\n']).next()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_killed_mid_stream_loses_nothing_and_records_every_report_once() {
@@ -172,19 +57,10 @@ async fn a_collector_killed_mid_stream_loses_nothing_and_records_every_report_on
         .find(|l| l.starts_with("cse_"))
         .expect("an enrolment token")
         .to_owned();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut collector = Collector {
-        data: data.clone(),
-        port,
-        child: None,
-        log: Arc::default(),
-    };
+    let log = CollectorLog::default();
+    let mut collector = CollectorProcess::new("collector", &data, log.clone());
     collector.start();
-    let url = format!("https://127.0.0.1:{port}");
+    let url = collector.url();
     let ca_path = data.join("pki/ca.crt");
     let ca = std::fs::read_to_string(&ca_path).unwrap();
 
@@ -193,9 +69,7 @@ async fn a_collector_killed_mid_stream_loses_nothing_and_records_every_report_on
         commscan_agent::enroll::enroll(&url, &token, &ca, Platform::Linux, None, &agent_data)
             .await
             .unwrap();
-    let root = dir.path().join("root");
-    let mut mask = 0b1;
-    install(&root, mask);
+    let mut device = ChangingDevice::new(&dir.path().join("root"), 0b1, 0xC0FF_EE11);
     let mut cfg = commscan_agent::config::AgentConfig {
         data_dir: agent_data.root().to_path_buf(),
         processes: false,
@@ -208,36 +82,12 @@ async fn a_collector_killed_mid_stream_loses_nothing_and_records_every_report_on
     cfg.delivery.ack_timeout = Duration::from_secs(10);
     let inventory = Arc::new(HostInventory::new(
         Arc::new(Scanner::new(&Catalog::embedded())),
-        ScanTarget::tree(&root, Platform::Linux),
+        ScanTarget::tree(&device.root, Platform::Linux),
     ));
     let agent = Arc::new(Agent::open(cfg, inventory).unwrap());
 
     // What the agent sent (sequence → digest) and which records it saw acknowledged.
-    let sent: Arc<Mutex<BTreeMap<u64, String>>> = Arc::default();
-    let acked: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
-    let mut events = agent.events();
-    let (s, a) = (sent.clone(), acked.clone());
-    let recorder = tokio::spawn(async move {
-        let mut in_flight = None;
-        while let Ok(e) = events.recv().await {
-            match e {
-                AgentEvent::Sent {
-                    sequence,
-                    state_digest,
-                    ..
-                } => {
-                    s.lock().unwrap().insert(sequence, state_digest);
-                    in_flight = Some(sequence);
-                }
-                AgentEvent::Acked { .. } => {
-                    if let Some(seq) = in_flight.take() {
-                        a.lock().unwrap().insert(seq);
-                    }
-                }
-                _ => {}
-            }
-        }
-    });
+    let recorder = AgentRecorder::start(&agent);
     let stop = CancellationToken::new();
     let run = {
         let (agent, stop) = (agent.clone(), stop.clone());
@@ -246,28 +96,20 @@ async fn a_collector_killed_mid_stream_loses_nothing_and_records_every_report_on
 
     // Change the device 60 times; kill the collector at random moments, restart it after a
     // random pause.
-    let mut x = 0xC0FF_EE11_u64;
     let (mut kills, started) = (0, Instant::now());
     for step in 0..60 {
-        let next = loop {
-            let m = rand(&mut x) % 32;
-            if m != mask {
-                break m;
-            }
-        };
-        mask = next;
-        install(&root, mask);
-        tokio::time::sleep(Duration::from_millis(20 + rand(&mut x) % 120)).await;
+        device.change();
+        tokio::time::sleep(Duration::from_millis(20 + device.random() % 120)).await;
         if step % 6 == 5 {
             collector.kill();
             kills += 1;
-            tokio::time::sleep(Duration::from_millis(rand(&mut x) % 300)).await;
+            tokio::time::sleep(Duration::from_millis(device.random() % 300)).await;
             collector.start();
         }
     }
 
     // Converge: the collector holds the agent's last scan.
-    let want = products(mask);
+    let want = device.products();
     let conn = commscan_ctl::Connection {
         collector: url.clone(),
         ca: ca_path.clone(),
@@ -325,69 +167,22 @@ async fn a_collector_killed_mid_stream_loses_nothing_and_records_every_report_on
     stop.cancel();
     run.await.unwrap();
     collector.kill();
-    recorder.abort();
 
     // The set checker.
-    let log = collector.log.lock().unwrap().clone();
-    let mut applied: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-    let mut already: BTreeSet<u64> = BTreeSet::new();
-    for l in &log {
-        let Some(seq) = field(l, "sequence").and_then(|s| s.parse().ok()) else {
-            continue;
-        };
-        if l.contains("report applied") {
-            let digest = field(l, "digest").unwrap_or_default().to_owned();
-            applied.entry(seq).or_default().push(digest);
-        } else if l.contains("report already stored") {
-            already.insert(seq);
-        }
-    }
-    let sent = sent.lock().unwrap().clone();
-    let acked = acked.lock().unwrap().clone();
-    let lost: Vec<u64> = acked
-        .iter()
-        .filter(|s| !applied.contains_key(s) && !already.contains(s))
-        .copied()
-        .collect();
-    let unexpected: Vec<u64> = applied
-        .iter()
-        .filter(|(s, d)| sent.get(s).is_none_or(|want| d.iter().any(|d| d != want)))
-        .map(|(s, _)| *s)
-        .collect();
-    let twice: Vec<u64> = applied
-        .iter()
-        .filter(|(_, d)| d.len() > 1)
-        .map(|(s, _)| *s)
-        .collect();
-    println!(
-        "{kills} SIGKILLs in {:?}: {} reports sent, {} acknowledged, {} recorded, {} resends already stored; lost {}, unexpected {}, recorded twice {}",
-        started.elapsed(),
-        sent.len(),
-        acked.len(),
-        applied.len(),
-        already.len(),
-        lost.len(),
-        unexpected.len(),
-        twice.len()
+    let verdict = check(
+        &identity.device_id,
+        &recorder.sent(),
+        &Recorded::parse(&log.lines()),
     );
+    println!("{kills} SIGKILLs in {:?}: {verdict}", started.elapsed());
     // The collector's own history of the device: per product, appearances and removals
     // alternate (a transition recorded twice would repeat one), and the last event of each
     // product is the final state (a lost transition would leave another).
-    let mut last: BTreeMap<String, String> = BTreeMap::new();
-    let mut repeated = Vec::new();
-    for e in &history {
-        if e.kind == "product_seen" || e.kind == "product_removed" {
-            if last.get(&e.product) == Some(&e.kind) {
-                repeated.push(format!("{} {}", e.kind, e.product));
-            }
-            last.insert(e.product.clone(), e.kind.clone());
-        }
-    }
-    let present: Vec<String> = last
-        .iter()
-        .filter(|(_, k)| *k == "product_seen")
-        .map(|(p, _)| p.clone())
-        .collect();
+    let products = ProductHistory::of(
+        history
+            .iter()
+            .map(|e| (e.kind.as_str(), e.product.as_str())),
+    );
     println!(
         "history: {} events, {} product transitions",
         history.len(),
@@ -397,15 +192,16 @@ async fn a_collector_killed_mid_stream_loses_nothing_and_records_every_report_on
             .count()
     );
     assert!(
-        repeated.is_empty(),
-        "transitions recorded twice: {repeated:?}"
+        products.repeated.is_empty(),
+        "transitions recorded twice: {:?}",
+        products.repeated
     );
     if history.len() < 200 {
-        assert_eq!(present, want, "the history ends in the final state");
+        assert_eq!(
+            products.present, want,
+            "the history ends in the final state"
+        );
     }
     assert!(kills >= 10);
-    assert!(lost.is_empty(), "lost: {lost:?}");
-    assert!(unexpected.is_empty(), "unexpected: {unexpected:?}");
-    assert!(twice.is_empty(), "recorded twice: {twice:?}");
-    assert!(!applied.is_empty());
+    verdict.assert_clean();
 }
