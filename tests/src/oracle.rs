@@ -105,9 +105,12 @@ pub struct Sent {
     pub acked: BTreeSet<u64>,
     /// The report sent on the open session and not acknowledged yet, if any.
     pub in_flight: Option<u64>,
+    /// Policy ids the collector announced, in order.
+    pub policy_changes: Vec<String>,
 }
 
-/// Records an agent's [`AgentEvent::Sent`] and [`AgentEvent::Acked`] events from now on.
+/// Records an agent's [`AgentEvent::Sent`], [`AgentEvent::Acked`] and
+/// [`AgentEvent::PolicyChanged`] events from now on.
 pub struct AgentRecorder {
     record: Arc<Mutex<Sent>>,
     task: JoinHandle<()>,
@@ -138,6 +141,7 @@ impl AgentRecorder {
                     }
                     // No ack outlives its session.
                     AgentEvent::Disconnected { .. } => r.in_flight = None,
+                    AgentEvent::PolicyChanged { policy_id } => r.policy_changes.push(policy_id),
                     _ => {}
                 }
             }

@@ -16,8 +16,12 @@
 //!   `i % 3` and lists the three nodes starting with that one, so each node is some agents'
 //!   first choice; a task per agent changes its device every 0.25–0.75 s (about the collector's
 //!   per-device report budget; a report over it is throttled and sent again, also covered).
+//! - Once every node has applied reports, a policy is applied through node 1's API: every
+//!   agent, on whichever node, hears of it (`PolicyChanged`), the other nodes having heard of
+//!   it from the database ([`commscan_collector::cluster`]).
 //! - Node 0 is SIGKILLed once every node has applied reports, at a moment one of its agents
-//!   has a report in flight; the agents it served are then seen reporting to the others. It is started again a little later, as a supervisor would:
+//!   has a report in flight; the agents it served are then seen reporting to the others. It
+//!   is started again a little later, as a supervisor would:
 //!   a node must rejoin a database that moved on without it, and it is one more place for
 //!   sessions to land while the database is down (an agent whose reports are refused moves
 //!   along its list), so a device's reports cross nodes more than once.
@@ -43,6 +47,8 @@
 use commscan_agent::delivery::Agent;
 use commscan_collector::layout::Layout;
 use commscan_core::platform::Platform;
+use commscan_ctl::connection::Connection;
+use commscan_proto::v1;
 use commscan_runtime::testing::postgres::PgCluster;
 use commscan_tests::collector_process::CollectorProcess;
 use commscan_tests::oracle::{
@@ -50,6 +56,7 @@ use commscan_tests::oracle::{
 };
 use commscan_tests::{copy_deployment, tree_agent, wait_until, workspace_binary};
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -266,6 +273,50 @@ async fn three_collectors_on_one_database_lose_nothing_through_a_kill_and_a_cras
         },
     )
     .await;
+
+    // A policy applied on one node reaches the agents of all three.
+    let applied = Connection {
+        collector: urls[1].clone(),
+        ca: ca_path.clone(),
+        token: admin_token.clone(),
+    }
+    .admin()
+    .await
+    .expect("admin client")
+    .apply_rules(v1::ApplyRulesRequest {
+        kind: v1::RulesKind::Policy as i32,
+        organisation: String::new(),
+        text: std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/government-device-ban.toml"),
+        )
+        .unwrap(),
+        note: "government-device-ban.toml".into(),
+    })
+    .await
+    .expect("policy applied on node-1")
+    .into_inner();
+    assert_eq!(applied.version.map(|v| v.version), Some(1));
+    wait_until(
+        Duration::from_secs(20),
+        "every agent to hear of the new policy",
+        || async {
+            fleet
+                .iter()
+                .all(|m| {
+                    m.recorder
+                        .sent()
+                        .policy_changes
+                        .iter()
+                        .any(|p| p == "government-device-ban")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    println!(
+        "policy applied on node-1 heard by all {AGENTS} agents at {:?}",
+        started.elapsed()
+    );
     meanwhile(Duration::from_secs(2)).await;
 
     // SIGKILL node 0 while its agents report to it.

@@ -75,6 +75,12 @@ pub enum AgentEvent {
     },
     /// The collector asked for a resync.
     Resync,
+    /// The collector announced that the policy in force changed (nothing to do: the
+    /// collector re-judged this device; it is logged so an operator sees it arrive).
+    PolicyChanged {
+        /// The default policy's id now.
+        policy_id: String,
+    },
     /// The session ended.
     Disconnected {
         /// Why.

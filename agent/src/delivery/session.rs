@@ -181,6 +181,17 @@ fn closed() -> AgentError {
 }
 
 /// Handles a command outside an ack wait.
+/// The collector's announcement of a new policy: logged and emitted; the collector already
+/// re-judged this device from what it holds.
+fn policy_changed(shared: &Shared, p: v1::PolicyChanged) {
+    let policy_id = commscan_core::text::terminal_safe(&p.policy_id)
+        .chars()
+        .take(64)
+        .collect::<String>();
+    tracing::info!(policy = %policy_id, "collector: the policy in force changed");
+    shared.emit(AgentEvent::PolicyChanged { policy_id });
+}
+
 fn command(shared: &Shared, c: &v1::Command) -> Result<(), AgentError> {
     match v1::CommandKind::try_from(c.kind) {
         Ok(v1::CommandKind::Rescan) => {
@@ -285,6 +296,7 @@ async fn session(
                 _ = shared.ready.notified() => continue,
                 m = inbound.message() => match m?.and_then(|m| m.kind) {
                     Some(collector_message::Kind::Command(c)) => command(shared, &c)?,
+                    Some(collector_message::Kind::PolicyChanged(p)) => policy_changed(shared, p),
                     Some(_) => {}
                     None => return Err(closed()),
                 },
@@ -318,6 +330,9 @@ async fn session(
                             } else {
                                 command(shared, &c)?;
                             }
+                        }
+                        Some(collector_message::Kind::PolicyChanged(p)) => {
+                            policy_changed(shared, p)
                         }
                         Some(collector_message::Kind::Throttle(t)) => {
                             let wait = Duration::from_millis(u64::from(t.retry_after_ms))

@@ -243,11 +243,7 @@ impl PgStore {
             },
         );
         let (notices, _) = tokio::sync::broadcast::channel(listen::NOTICE_BUFFER);
-        rt.spawn(listen::run(
-            listen_config,
-            tls,
-            notices.clone(),
-        ));
+        rt.spawn(listen::run(listen_config, tls, notices.clone()));
         let store = PgStore {
             pool: build(manager)?,
             locks: build(locks_manager)?,
