@@ -386,9 +386,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 postgres: store.resolve()?,
                 ..OpenSettings::default()
             };
-            Layout::new(&data_dir)
+            let (collector, _) = Layout::new(&data_dir)
                 .open_with(&rules, &settings)
                 .map_err(|e| Usage(e.to_string()))?;
+            // Stored rules that no longer validate leave the files in force: said, not fatal,
+            // since `serve` would run (on the files) all the same.
+            let stored = match collector.refresh_rules() {
+                Ok(_) => collector.store().current_rules().unwrap_or_default(),
+                Err(e) => {
+                    eprintln!("warning: {e}");
+                    Vec::new()
+                }
+            };
+            for v in stored {
+                println!(
+                    "stored {} {}version {} by {} at {} in force",
+                    v.kind,
+                    v.organisation
+                        .as_deref()
+                        .map(|o| format!("for {o}, "))
+                        .unwrap_or_default(),
+                    v.version,
+                    v.author,
+                    v.at
+                );
+            }
             println!("{}: ready to serve", data_dir.display());
         }
     }
