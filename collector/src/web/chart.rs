@@ -80,6 +80,6 @@ mod tests {
         let svg = trend(&points, "<script>alert(1)</script>", Lang::En).into_string();
         assert!(!svg.contains("<script>"), "{svg}");
         assert!(svg.contains("&lt;script&gt;"), "{svg}");
-        assert!(svg.contains("points=\"44.0,84.0 592.0,8.0\""), "{svg}");
+        assert!(svg.contains("points=\"44.0,73.0 592.0,8.0\""), "{svg}");
     }
 }
