@@ -264,6 +264,7 @@ impl Collector {
         detail: impl Into<String>,
     ) {
         if !allowed {
+            self.metrics().refused(action);
             self.refusals().record(
                 &**self.store(),
                 self.now(),

@@ -98,6 +98,8 @@ pub struct Collector {
     node: String,
     /// Whether other collectors may share the store (they hear of verdict changes).
     shared_store: bool,
+    /// What `/metrics` shows.
+    metrics: crate::metrics::Metrics,
 }
 
 /// Default staleness window: three missed hourly reports.
@@ -136,6 +138,7 @@ impl Collector {
         Collector {
             node: hex::encode(node),
             shared_store,
+            metrics: Default::default(),
             ministry: Ministry::new(
                 &store,
                 trust_domain.clone(),
@@ -309,6 +312,11 @@ impl Collector {
             let _ = self.events.send(event);
         }
         Ok(())
+    }
+
+    /// The metrics `/metrics` shows.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// This process's id among the collectors sharing the store.

@@ -185,6 +185,7 @@ impl Collector {
         );
         self.store().enroll(&record, &hash, now)?;
         self.store().flush()?;
+        self.metrics().enrolled();
         tracing::info!(device = %identity.device_id, organisation = %identity.organisation, hostname = %record.hostname, "device enrolled");
         Ok(Enrolled {
             device_id: identity.device_id,

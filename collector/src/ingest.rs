@@ -548,7 +548,9 @@ impl Collector {
         // The record is written; other updates of this device may proceed while this report
         // waits for its flush (the ack is still sent only after it).
         drop(device_lock);
+        let flushing = std::time::Instant::now();
         self.store().flush()?;
+        self.metrics().flushed(flushing.elapsed());
         tracing::info!(
             device = %who.device_id,
             sequence = report.sequence,

@@ -30,6 +30,7 @@
 //! | [`edge`] | the network edge: idle and unanswered connections closed, unauthenticated request bytes budgeted, shutdown bounded |
 //! | [`server`] | all services on one port, the edge's limits, health, reflection (v1 and v1alpha) |
 //! | [`web`] | the web console: sessions, server-rendered pages and SVG charts, server-sent verdict changes, its own HTTPS listener |
+//! | [`metrics`] | Prometheus metrics on `--metrics-listen`: counters as things happen, figures read at scrape |
 //! | [`layout`] | the data directory: `init` and opening it |
 //!
 //! The domain is the plain-Rust modules above `grpc`; the adapters and the server are apart
@@ -56,6 +57,7 @@ pub mod grpc;
 pub mod ingest;
 pub mod layout;
 pub mod limits;
+pub mod metrics;
 pub mod open_files;
 pub mod queries;
 pub mod rejudge;

@@ -229,13 +229,19 @@ pub async fn serve(
             ReportingServer::new(ReportingService(collector.clone(), shutdown.clone()))
                 .max_decoding_message_size(max),
         )
-        .add_service(Backstop::new(
-            QueryServer::new(QueryService(collector.clone())).max_decoding_message_size(small),
-        ))
-        .add_service(Backstop::new(
-            AdminServer::new(AdminService(collector.clone()))
-                .max_decoding_message_size(small.max(MAX_ADMIN_MESSAGE_BYTES)),
-        ))
+        .add_service(
+            Backstop::new(
+                QueryServer::new(QueryService(collector.clone())).max_decoding_message_size(small),
+            )
+            .counting(collector.clone()),
+        )
+        .add_service(
+            Backstop::new(
+                AdminServer::new(AdminService(collector.clone()))
+                    .max_decoding_message_size(small.max(MAX_ADMIN_MESSAGE_BYTES)),
+            )
+            .counting(collector.clone()),
+        )
         // Authenticated by the enterprise certificate, not a bearer token: no backstop.
         .add_service(
             FederationServer::new(FederationService(collector)).max_decoding_message_size(max),

@@ -68,6 +68,8 @@ impl CollectorProcess {
             .arg(&self.data)
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
+            // Several run at once: no console or metrics on their default ports.
+            .args(["--web-listen", "off", "--metrics-listen", "off"])
             .args(&self.args)
             .env("COMMSCAN_LOG", "warn,commscan_collector=info")
             .env("NO_COLOR", "1")

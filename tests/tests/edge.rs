@@ -622,7 +622,14 @@ async fn a_thousand_hostile_connections_hold_bounded_memory_while_an_agent_repor
         .port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut process = std::process::Command::new(workspace_binary("commscan-collector"))
-        .args(["serve", "--data-dir"])
+        .args([
+            "serve",
+            "--web-listen",
+            "off",
+            "--metrics-listen",
+            "off",
+            "--data-dir",
+        ])
         .arg(layout.path(""))
         .arg("--listen")
         .arg(addr.to_string())

@@ -40,6 +40,8 @@ fn serve(data: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Vec<St
             "127.0.0.1:0",
             "--web-listen",
             "off",
+            "--metrics-listen",
+            "off",
             "--data-dir",
         ])
         .arg(data)

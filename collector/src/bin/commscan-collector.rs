@@ -84,6 +84,14 @@ enum Command {
         /// certificates); `off` serves none.
         #[arg(long, env = "COMMSCAN_WEB_LISTEN", default_value = "0.0.0.0:7444")]
         web_listen: String,
+        /// Address of the Prometheus endpoint (`GET /metrics`, plain HTTP: loopback or a
+        /// management network); `off` serves none.
+        #[arg(
+            long,
+            env = "COMMSCAN_METRICS_LISTEN",
+            default_value = "127.0.0.1:9464"
+        )]
+        metrics_listen: String,
         #[command(flatten)]
         rules: RulesArgs,
         /// Enterprise: the ministry collector to push organisation aggregates to
@@ -254,6 +262,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             listen,
             web_listen,
+            metrics_listen,
             rules,
             upstream,
             upstream_ca,
@@ -322,6 +331,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     )))
                 }
             };
+            let metrics = match metrics_listen.as_str() {
+                "off" => None,
+                addr => {
+                    let addr: SocketAddr = addr.parse().map_err(|e| {
+                        Usage(format!(
+                            "--metrics-listen {addr}: not an address or `off` ({e})"
+                        ))
+                    })?;
+                    let l = tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("--metrics-listen {addr}: cannot bind"))?;
+                    tracing::info!(addr = %l.local_addr()?, "metrics");
+                    Some(tokio::spawn(commscan_collector::metrics::serve(
+                        collector.clone(),
+                        l,
+                        shutdown.clone(),
+                    )))
+                }
+            };
             let maintenance =
                 commscan_collector::service::spawn(collector.clone(), rules, shutdown.clone());
             let pusher = upstream
@@ -341,6 +369,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(c) = console {
                 let _ = c.await;
+            }
+            if let Some(m) = metrics {
+                let _ = m.await;
             }
         }
         Command::Federation {

@@ -4,7 +4,9 @@
 //! [`crate::collector::Collector::authenticate`], and [`crate::auth::authorize`] sets it. If a
 //! handler returns without any authentication or authorisation decision having been made (a
 //! handler that forgot), the response is replaced by PERMISSION_DENIED and the event is logged
-//! as an error: a new RPC cannot leak data by omission.
+//! as an error: a new RPC cannot leak data by omission. With [`Backstop::counting`], each call
+//! is also counted by method and gRPC code (`/metrics`; a code sent in trailers after a
+//! stream began is counted as OK).
 
 use crate::auth::DecisionMark;
 use std::convert::Infallible;
@@ -16,12 +18,24 @@ use tonic::server::NamedService;
 #[derive(Debug, Clone)]
 pub struct Backstop<S> {
     inner: S,
+    collector: Option<std::sync::Arc<crate::collector::Collector>>,
 }
 
 impl<S> Backstop<S> {
     /// Wraps `inner`.
     pub fn new(inner: S) -> Self {
-        Backstop { inner }
+        Backstop {
+            inner,
+            collector: None,
+        }
+    }
+
+    /// Also counts each call in `collector`'s metrics.
+    pub fn counting(self, collector: std::sync::Arc<crate::collector::Collector>) -> Self {
+        Backstop {
+            collector: Some(collector),
+            ..self
+        }
     }
 }
 
@@ -63,8 +77,18 @@ where
         // ready one serves this call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let collector = self.collector.clone();
         Box::pin(async move {
             let response = inner.call(req).await?;
+            if let Some(c) = &collector {
+                let code = response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map_or(tonic::Code::Ok, tonic::Code::from_i32);
+                c.metrics().call(&path, &format!("{code:?}"));
+            }
             if mark.is_set() {
                 Ok(response)
             } else {

@@ -255,6 +255,7 @@ async fn pump(
                     }
                     continue;
                 }
+                let arrived = std::time::Instant::now();
                 let outcome = match report_from_wire(r) {
                     Ok(report) => {
                         let (who, info) = (who.clone(), info.clone());
@@ -263,12 +264,15 @@ async fn pump(
                     Err(e) => Err(to_status(e)),
                 };
                 let (reply, resync) = match outcome {
-                    Ok(a) => (
-                        msg(collector_message::Kind::Ack(v1::Ack {
-                            sequence: a.sequence,
-                        })),
-                        a.resync,
-                    ),
+                    Ok(a) => {
+                        collector.metrics().report_acknowledged(arrived.elapsed());
+                        (
+                            msg(collector_message::Kind::Ack(v1::Ack {
+                                sequence: a.sequence,
+                            })),
+                            a.resync,
+                        )
+                    }
                     Err(status) => {
                         tracing::warn!(device = %who.device_id, error = %status.message(), "report rejected");
                         (Err(status), false)

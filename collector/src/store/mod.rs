@@ -370,6 +370,11 @@ pub trait Store:
         None
     }
 
+    /// The store's size on disk in bytes, if known.
+    fn size_bytes(&self) -> Option<u64> {
+        None
+    }
+
     /// Says collector `node` is alive; one not heard of for [`NODE_GONE_AFTER`] is gone.
     fn heartbeat(&self, _node: &str) -> Result<(), StoreError> {
         Ok(())

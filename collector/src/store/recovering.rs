@@ -299,6 +299,10 @@ impl SessionStore for Recovering {
 }
 
 impl Store for Recovering {
+    fn size_bytes(&self) -> Option<u64> {
+        self.with(|s| Ok(s.size_bytes())).ok().flatten()
+    }
+
     fn enroll(
         &self,
         device: &DeviceRecord,

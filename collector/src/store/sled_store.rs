@@ -825,6 +825,10 @@ impl SessionStore for SledStore {
 }
 
 impl Store for SledStore {
+    fn size_bytes(&self) -> Option<u64> {
+        self.db.size_on_disk().ok()
+    }
+
     fn enroll(
         &self,
         device: &DeviceRecord,

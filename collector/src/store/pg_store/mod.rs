@@ -1234,6 +1234,16 @@ impl Store for PgStore {
         Some(self.notices.subscribe())
     }
 
+    fn size_bytes(&self) -> Option<u64> {
+        self.read(async |c| {
+            c.query_one("SELECT pg_database_size(current_database())", &[])
+                .await
+                .map_err(db("database size"))
+        })
+        .ok()
+        .and_then(|r| u64::try_from(r.get::<_, i64>(0)).ok())
+    }
+
     fn heartbeat(&self, node: &str) -> Result<(), StoreError> {
         self.read(async |c| {
             c.execute(
