@@ -201,7 +201,22 @@ impl Collector {
             CollectorError::Unauthenticated(why.to_owned())
         };
         let token = bearer.ok_or_else(|| denied("missing `authorization: Bearer <token>`"))?;
-        let hash = secrets::hash(token);
+        self.authenticate_hash(&secrets::hash(token), mark)
+    }
+
+    /// [`Collector::authenticate`] for a person known by their token's hash (a web console
+    /// session holds the hash, never the token).
+    pub(crate) fn authenticate_hash(
+        &self,
+        hash: &str,
+        mark: DecisionMark,
+    ) -> Result<Principal, CollectorError> {
+        mark.set();
+        let denied = |why: &str| {
+            self.audit("anonymous", "authenticate", None, false, why);
+            CollectorError::Unauthenticated(why.to_owned())
+        };
+        let hash = hash.to_owned();
         let person = self
             .store()
             .person(&hash)?

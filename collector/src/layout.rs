@@ -348,6 +348,13 @@ impl Layout {
         self.open_with(rules, &OpenSettings::default())
     }
 
+    /// The web console's TLS configuration: the deployment's server certificate, no client
+    /// certificates ([`crate::tls::web_server_config`]).
+    pub fn web_tls(&self) -> Result<std::sync::Arc<rustls::ServerConfig>, LayoutError> {
+        crate::tls::web_server_config(&self.path("pki/server.crt"), &self.path("pki/server.key"))
+            .map_err(|e| LayoutError::Invalid(e.to_string()))
+    }
+
     /// [`Layout::open`] with settings.
     pub fn open_with(
         &self,

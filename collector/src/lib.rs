@@ -29,6 +29,7 @@
 //! | [`tls`] | rustls TLS 1.3 configuration and the accept loop |
 //! | [`edge`] | the network edge: idle and unanswered connections closed, unauthenticated request bytes budgeted, shutdown bounded |
 //! | [`server`] | all services on one port, the edge's limits, health, reflection (v1 and v1alpha) |
+//! | [`web`] | the web console: sessions, server-rendered pages and SVG charts, server-sent verdict changes, its own HTTPS listener |
 //! | [`layout`] | the data directory: `init` and opening it |
 //!
 //! The domain is the plain-Rust modules above `grpc`; the adapters and the server are apart
@@ -65,3 +66,4 @@ pub(crate) mod staleness;
 pub mod store;
 pub mod stored_rules;
 pub mod tls;
+pub mod web;

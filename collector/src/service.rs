@@ -123,6 +123,9 @@ pub fn spawn(
                 let c = collector.clone();
                 let done = tokio::task::spawn_blocking(move || {
                     c.close_audit_window();
+                    if sweep && let Err(e) = c.prune_sessions() {
+                        tracing::warn!(error = %e, "console session pruning failed");
+                    }
                     // Retention runs on one collector at a time on a shared store.
                     let held = match c.store().try_exclusive("audit retention") {
                         Ok(held) => held,

@@ -100,6 +100,21 @@ pub fn server_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ServerCon
     Ok(Arc::new(config))
 }
 
+/// The web console's configuration: the same certificate and key as the gRPC port, TLS 1.2
+/// and 1.3 (browsers), ALPN http/1.1, and no client certificate asked for (a browser would
+/// prompt for one; people sign in with their token instead).
+pub fn web_server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(read_certs(cert)?, read_key(key)?)
+        .map_err(|e| file_err(key, format!("does not match {}: {e}", cert.display())))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// Accepts TCP connections, completes TLS handshakes concurrently (each within the edge's
 /// `tls_handshake_timeout`), and yields established streams, each watched by `edge`. Stops
 /// when `shutdown` fires. At most `max_connections` are open at once, handshaking ones

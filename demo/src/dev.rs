@@ -3,7 +3,7 @@
 //! Makes a throw-away data directory and PKI, serves on loopback, enrols an in-process agent
 //! that scans this machine, reads the device's verdict back through the Query API over TLS
 //! (the same path an officer uses), prints it, and prints the `commscanctl` command to query
-//! it. With `once` it then stops; otherwise it keeps serving, and the agent keeps reporting,
+//! it, and the web console's address with a one-time sign-in link. With `once` it then stops; otherwise it keeps serving, and the agent keeps reporting,
 //! until Ctrl-C. Everything is deleted on exit.
 
 use anyhow::Context;
@@ -74,6 +74,29 @@ pub async fn run(
         SocketAddr::V6(a) => format!("https://[{}]:{}", a.ip(), a.port()),
     };
     let server_stop = shutdown.child_token();
+    // The web console beside it, on the next port (any free one when the port is 0).
+    let web_addr = SocketAddr::new(
+        addr.ip(),
+        if opts.listen.port() == 0 {
+            0
+        } else {
+            addr.port() + 1
+        },
+    );
+    let web_listener = tokio::net::TcpListener::bind(web_addr)
+        .await
+        .with_context(|| format!("cannot listen on {web_addr} (web console)"))?;
+    let web_url = match web_listener.local_addr()? {
+        SocketAddr::V4(a) => format!("https://{}:{}", a.ip(), a.port()),
+        SocketAddr::V6(a) => format!("https://[{}]:{}", a.ip(), a.port()),
+    };
+    let web = tokio::spawn(commscan_collector::web::serve(
+        collector.clone(),
+        layout.web_tls()?,
+        web_listener,
+        server_stop.clone(),
+    ));
+    let domain = collector.clone();
     let server = tokio::spawn(serve(
         collector,
         tls,
@@ -159,6 +182,14 @@ pub async fn run(
     out.flush()?;
 
     if !opts.once {
+        // A one-time sign-in link for the admin (the console is served only while `dev` runs).
+        let admin = domain.authenticate(Some(&secrets.admin_token), Default::default())?;
+        let (code, _) = domain.create_login_link(&admin, &admin.id)?;
+        writeln!(
+            out,
+            "\nweb console: {web_url}/ (certificate from {}); sign in once with:\n  {web_url}/login/link?code={code}",
+            ca_path.display()
+        )?;
         writeln!(
             out,
             "\nserving until Ctrl-C; the agent rescans every {:?}",
@@ -184,5 +215,6 @@ pub async fn run(
     }
     server_stop.cancel();
     server.await.context("server task")??;
+    let _ = web.await;
     Ok(())
 }

@@ -104,6 +104,8 @@ pub struct TestCollector {
     pub layout: Layout,
     /// `https://127.0.0.1:PORT`.
     pub url: String,
+    /// The web console, `https://127.0.0.1:PORT` (another port).
+    pub web_url: String,
     /// The CA certificate PEM.
     pub ca_pem: String,
     /// An admin bearer token.
@@ -179,6 +181,7 @@ impl TestCollector {
             dir,
             layout,
             url: String::new(),
+            web_url: String::new(),
             ca_pem,
             admin_token: secrets.admin_token,
             enrolment_token: secrets.enrolment_token,
@@ -221,6 +224,16 @@ impl TestCollector {
             collector.clone(),
             stop.clone(),
         ));
+        let web = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        self.web_url = format!("https://{}", web.local_addr().expect("addr"));
+        tokio::spawn(commscan_collector::web::serve(
+            collector.clone(),
+            self.layout.web_tls().expect("web tls"),
+            web,
+            stop.clone(),
+        ));
         self.task = Some(tokio::spawn(async move {
             serve(collector, tls, listener, limits, stop)
                 .await
@@ -243,6 +256,7 @@ impl TestCollector {
             dir,
             layout: Layout::new(root),
             url: String::new(),
+            web_url: String::new(),
             ca_pem: self.ca_pem.clone(),
             admin_token: self.admin_token.clone(),
             enrolment_token: self.enrolment_token.clone(),

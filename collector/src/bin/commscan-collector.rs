@@ -71,6 +71,10 @@ enum Command {
         /// Address to listen on.
         #[arg(long, env = "COMMSCAN_LISTEN", default_value = "0.0.0.0:7443")]
         listen: SocketAddr,
+        /// Address of the web console (HTTPS with the same server certificate, no client
+        /// certificates); `off` serves none.
+        #[arg(long, env = "COMMSCAN_WEB_LISTEN", default_value = "0.0.0.0:7444")]
+        web_listen: String,
         #[command(flatten)]
         rules: RulesArgs,
         /// Enterprise: the ministry collector to push organisation aggregates to
@@ -240,6 +244,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             data_dir,
             listen,
+            web_listen,
             rules,
             upstream,
             upstream_ca,
@@ -286,6 +291,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("--listen {listen}: cannot bind"))?;
             tracing::info!(addr = %listener.local_addr()?, data_dir = %data_dir.display(), "serving");
             let shutdown = commscan_runtime::signals::on_signals();
+            let console = match web_listen.as_str() {
+                "off" => None,
+                addr => {
+                    let addr: SocketAddr = addr.parse().map_err(|e| {
+                        Usage(format!(
+                            "--web-listen {addr}: not an address or `off` ({e})"
+                        ))
+                    })?;
+                    let web_tls = Layout::new(&data_dir).web_tls()?;
+                    let l = tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("--web-listen {addr}: cannot bind"))?;
+                    tracing::info!(addr = %l.local_addr()?, "web console");
+                    Some(tokio::spawn(commscan_collector::web::serve(
+                        collector.clone(),
+                        web_tls,
+                        l,
+                        shutdown.clone(),
+                    )))
+                }
+            };
             let maintenance =
                 commscan_collector::service::spawn(collector.clone(), rules, shutdown.clone());
             let pusher = upstream
@@ -302,6 +328,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             maintenance.wait().await;
             if let Some(p) = pusher {
                 let _ = p.await;
+            }
+            if let Some(c) = console {
+                let _ = c.await;
             }
         }
         Command::Federation {

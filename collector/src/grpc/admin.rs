@@ -328,4 +328,17 @@ impl Admin for AdminService {
             version: stored.as_ref().map(rules_version_to_wire),
         }))
     }
+
+    async fn create_login_link(
+        &self,
+        request: tonic::Request<v1::CreateLoginLinkRequest>,
+    ) -> Result<tonic::Response<v1::CreateLoginLinkResponse>, tonic::Status> {
+        let (code, name) = authed!(self, request, |c, who, r| c
+            .create_login_link(&who, &r.person_id))?;
+        Ok(tonic::Response::new(v1::CreateLoginLinkResponse {
+            code,
+            name,
+            expires_in_seconds: crate::web::session::LINK_LIFETIME.as_secs(),
+        }))
+    }
 }

@@ -98,7 +98,7 @@ pub fn csv_line(d: &DeviceRecord) -> String {
 /// Bytes after which an export chunk is sent.
 const EXPORT_CHUNK_BYTES: usize = 1024 * 1024;
 
-pub(crate) fn json_line(d: &DeviceRecord) -> String {
+pub fn json_line(d: &DeviceRecord) -> String {
     let v = serde_json::json!({
         "device_id": d.device_id,
         "organisation": d.organisation,

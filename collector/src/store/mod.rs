@@ -12,6 +12,7 @@
 //! | [`AuditStore`] | the append-only audit log |
 //! | [`FederationStore`] | aggregates pushed by enterprises, on a ministry |
 //! | [`RulesStore`] | versions of the catalog, registers and policies applied through the API |
+//! | [`SessionStore`] | web console sessions and one-time login links, by hash |
 //! | [`Durable`] | `flush`, shared by all of them |
 //! | [`Store`] | all of them, plus enrolment (a device write that consumes a token) and tasks one
 //! collector runs at a time |
@@ -32,7 +33,7 @@ pub mod sled_store;
 
 pub use records::{
     AuditRecord, Classification, DeviceRecord, FederatedRecord, HistoryKind, HistoryRecord,
-    OrgAggregate, PersonRecord, RulesKind, RulesVersion, TokenRecord,
+    OrgAggregate, PersonRecord, RulesKind, RulesVersion, SessionRecord, TokenRecord,
 };
 
 use commscan_core::verdict::Status;
@@ -264,6 +265,21 @@ pub trait RulesStore: Durable {
     fn current_rules(&self) -> Result<Vec<RulesVersion>, StoreError>;
 }
 
+/// Web console sessions and one-time login links, keyed by the SHA-256 of their secret, so
+/// every collector sharing the store knows every session and a logout anywhere is a logout
+/// everywhere.
+pub trait SessionStore: Durable {
+    /// Stores (or replaces) a session.
+    fn put_session(&self, hash: &str, session: &SessionRecord) -> Result<(), StoreError>;
+    /// A session.
+    fn session(&self, hash: &str) -> Result<Option<SessionRecord>, StoreError>;
+    /// Removes a session; whether there was one. Removing is how a link is used once: of two
+    /// collectors removing the same link at once, one is told it was there.
+    fn remove_session(&self, hash: &str) -> Result<bool, StoreError>;
+    /// Removes sessions last seen before `before`; how many.
+    fn prune_sessions(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
+}
+
 /// What collectors sharing a store tell each other ([`Store::notify`], [`Store::notices`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Channel {
@@ -332,7 +348,9 @@ pub const MAX_NOTICE_BYTES: usize = 7900;
 
 /// Everything the collector needs from a database: the focused stores, plus the one write
 /// that spans two of them.
-pub trait Store: DeviceStore + TokenStore + AuditStore + FederationStore + RulesStore {
+pub trait Store:
+    DeviceStore + TokenStore + AuditStore + FederationStore + RulesStore + SessionStore
+{
     /// The right to run `task` (the staleness sweep, audit retention) while the lock is held,
     /// or `None` when another collector on the same store holds it now. A store one process
     /// owns (sled) always grants it.

@@ -524,3 +524,22 @@ pub struct RulesVersion {
     /// The name the author's file had, or `rollback to vN`.
     pub note: String,
 }
+
+/// A web console session, or a one-time login link not used yet, stored under the SHA-256 of
+/// its secret (the cookie's value, or the link's code), never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// The person: SHA-256 hex of their bearer token (as [`PersonRecord`]s are keyed).
+    pub person: String,
+    /// A one-time login link (exchanged for a session on first use), not a session.
+    #[serde(default)]
+    pub link: bool,
+    /// When it was made.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it was last used (a session's idle expiry counts from here).
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen: OffsetDateTime,
+    /// The session's CSRF token, sent with every form.
+    pub csrf: String,
+}

@@ -21,11 +21,11 @@
 
 use super::records::{
     AuditRecord, Classification, DeviceRecord, FederatedRecord, HistoryRecord, OrgAggregate,
-    PersonRecord, RulesKind, RulesVersion, TokenRecord,
+    PersonRecord, RulesKind, RulesVersion, SessionRecord, TokenRecord,
 };
 use super::{
-    AuditStore, DeviceFilter, DevicePage, DeviceStore, Durable, FederationStore, RulesStore, Store,
-    StoreError, TokenStore,
+    AuditStore, DeviceFilter, DevicePage, DeviceStore, Durable, FederationStore, RulesStore,
+    SessionStore, Store, StoreError, TokenStore,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -280,6 +280,21 @@ impl RulesStore for Recovering {
     }
     fn current_rules(&self) -> Result<Vec<RulesVersion>, StoreError> {
         self.with(|s| s.current_rules())
+    }
+}
+
+impl SessionStore for Recovering {
+    fn put_session(&self, hash: &str, session: &SessionRecord) -> Result<(), StoreError> {
+        self.with(|s| s.put_session(hash, session))
+    }
+    fn session(&self, hash: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.with(|s| s.session(hash))
+    }
+    fn remove_session(&self, hash: &str) -> Result<bool, StoreError> {
+        self.with(|s| s.remove_session(hash))
+    }
+    fn prune_sessions(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        self.with(|s| s.prune_sessions(before))
     }
 }
 

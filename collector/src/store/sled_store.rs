@@ -15,6 +15,7 @@
 //! | `by_last_report` | `<last report, i64 BE, sign-flipped>/<device id>` | empty: devices that may go stale |
 //! | `classifications` | `<org>/<candidate name>` | [`Classification`] (JSON) |
 //! | `federated` | `<enterprise>/<org>` | [`FederatedRecord`] (JSON), on a ministry collector |
+//! | `sessions` | SHA-256 hex of a console session's or login link's secret | [`SessionRecord`] (JSON) |
 //! | `rules` | `<kind>/<org, empty for none>/<version u64 BE>` | [`RulesVersion`] (JSON) |
 //!
 //! Device writes run as one sled transaction over `devices`, `by_org`, `orgs`, `history`,
@@ -38,11 +39,11 @@ use super::combining::Combiner;
 use super::group_commit::GroupCommit;
 use super::records::{
     AuditRecord, Classification, DeviceRecord, FederatedRecord, HistoryKind, HistoryRecord,
-    OrgAggregate, PersonRecord, RulesKind, RulesVersion, TokenRecord,
+    OrgAggregate, PersonRecord, RulesKind, RulesVersion, SessionRecord, TokenRecord,
 };
 use super::{
-    AuditStore, DeviceFilter, DevicePage, DeviceStore, Durable, FederationStore, RulesStore, Store,
-    StoreError, TokenStore,
+    AuditStore, DeviceFilter, DevicePage, DeviceStore, Durable, FederationStore, RulesStore,
+    SessionStore, Store, StoreError, TokenStore,
 };
 use commscan_core::verdict::Status;
 use serde::Serialize;
@@ -69,6 +70,7 @@ pub struct SledStore {
     federated: sled::Tree,
     federated_writes: std::sync::Arc<std::sync::Mutex<()>>,
     rules: sled::Tree,
+    sessions: sled::Tree,
     /// Serialises rules appends (read the newest version, write the next).
     rules_writes: std::sync::Arc<std::sync::Mutex<()>>,
     /// Concurrent `flush` calls share flushes (see [`GroupCommit`]).
@@ -251,6 +253,7 @@ impl SledStore {
             federated: tree("federated")?,
             federated_writes: Default::default(),
             rules: tree("rules")?,
+            sessions: tree("sessions")?,
             rules_writes: Default::default(),
             group_commit: Default::default(),
             device_writes: Default::default(),
@@ -784,6 +787,40 @@ impl RulesStore for SledStore {
             }
         }
         Ok(out)
+    }
+}
+
+impl SessionStore for SledStore {
+    fn put_session(&self, hash: &str, session: &SessionRecord) -> Result<(), StoreError> {
+        self.sessions
+            .insert(hash.as_bytes(), encode(session))
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn session(&self, hash: &str) -> Result<Option<SessionRecord>, StoreError> {
+        SledStore::get(&self.sessions, hash)
+    }
+
+    fn remove_session(&self, hash: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .sessions
+            .remove(hash.as_bytes())
+            .map_err(backend)?
+            .is_some())
+    }
+
+    fn prune_sessions(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        for r in self.sessions.iter() {
+            let (k, v) = r.map_err(backend)?;
+            // An undecodable session is no session: removed with the old ones.
+            let old = decode::<SessionRecord>(&k, &v).map_or(true, |s| s.last_seen < before);
+            if old && self.sessions.remove(&k).map_err(backend)?.is_some() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 }
 

@@ -42,6 +42,11 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// The collector's URL as given.
+    pub(crate) fn collector_url(&self) -> String {
+        self.collector.clone()
+    }
+
     pub(crate) fn connection(&self) -> anyhow::Result<Connection> {
         let ca = self.ca.clone().context(
             "no CA certificate: set COMMSCAN_CA (or --ca) to the collector's pki/ca.crt",

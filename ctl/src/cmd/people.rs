@@ -1,4 +1,5 @@
-//! `people add|list|revoke|expire`: people's bearer tokens with scoped grants. A secret is
+//! `people add|list|revoke|expire|login`: people's bearer tokens with scoped grants, and
+//! one-time web console sign-in links. A secret is
 //! shown once, at creation; listings never carry it. People are known by a 12-digit id (the
 //! audit log shows it beside the name), so two people with one name stay apart.
 
@@ -34,6 +35,16 @@ pub(crate) enum PeopleCommand {
         conn: Conn,
         /// Person id from `people list`.
         id: String,
+    },
+    /// A one-time web console sign-in link for a person (valid 10 minutes, used once).
+    Login {
+        #[command(flatten)]
+        conn: Conn,
+        /// Person id from `people list`.
+        id: String,
+        /// The console's address (default: the collector's host on port 7444).
+        #[arg(long, env = "COMMSCAN_CONSOLE")]
+        console: Option<String>,
     },
     /// Make a person's token expire, now or after a delay (never later than it would).
     Expire {
@@ -115,6 +126,28 @@ pub(crate) async fn run(command: PeopleCommand) -> anyhow::Result<ExitCode> {
                 "access token of {} [{}] revoked",
                 output::text(&t.name),
                 output::text(&t.person_id)
+            );
+        }
+        PeopleCommand::Login { conn, id, console } => {
+            let base = match console {
+                Some(c) => c.trim_end_matches('/').to_owned(),
+                None => console_of(&conn.collector_url())?,
+            };
+            let r = conn
+                .connection()?
+                .admin()
+                .await?
+                .create_login_link(v1::CreateLoginLinkRequest {
+                    person_id: id.clone(),
+                })
+                .await?
+                .into_inner();
+            println!(
+                "one-time console link for {} [{}] (valid {} minutes, works once):\n  {base}/login/link?code={}",
+                output::text(&r.name),
+                output::text(&id),
+                r.expires_in_seconds / 60,
+                r.code
             );
         }
         PeopleCommand::Expire { conn, id, after } => {
@@ -203,4 +236,39 @@ fn parse_grant(s: &str) -> anyhow::Result<v1::Grant> {
         role: role as i32,
         organisation: org.to_owned(),
     })
+}
+
+/// The console's default address: the collector's host, port 7444.
+fn console_of(collector: &str) -> anyhow::Result<String> {
+    let rest = collector
+        .strip_prefix("https://")
+        .ok_or_else(|| anyhow::anyhow!("--collector {collector}: not an https:// URL"))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    Ok(format!("https://{host}:7444"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::console_of;
+
+    #[test]
+    fn the_console_defaults_to_the_collector_s_host_on_7444() {
+        assert_eq!(
+            console_of("https://c.example:7443").unwrap(),
+            "https://c.example:7444"
+        );
+        assert_eq!(
+            console_of("https://[::1]:7443/").unwrap(),
+            "https://[::1]:7444"
+        );
+        assert_eq!(
+            console_of("https://c.example").unwrap(),
+            "https://c.example:7444"
+        );
+        assert!(console_of("http://c.example").is_err());
+    }
 }

@@ -50,11 +50,11 @@ pub mod tls;
 
 use super::records::{
     AuditRecord, Classification, DeviceRecord, FederatedRecord, HistoryKind, HistoryRecord,
-    OrgAggregate, PersonRecord, RulesKind, RulesVersion, TokenRecord,
+    OrgAggregate, PersonRecord, RulesKind, RulesVersion, SessionRecord, TokenRecord,
 };
 use super::{
-    AuditStore, DeviceFilter, DevicePage, DeviceStore, Durable, FederationStore, RulesStore, Store,
-    StoreError, TokenStore,
+    AuditStore, DeviceFilter, DevicePage, DeviceStore, Durable, FederationStore, RulesStore,
+    SessionStore, Store, StoreError, TokenStore,
 };
 use commscan_core::verdict::{ReasonKind, Status};
 use deadpool_postgres::Pool;
@@ -1166,6 +1166,49 @@ impl RulesStore for PgStore {
             .map_err(db("read the rules in force"))
         })?;
         rows.iter().map(rules_row).collect()
+    }
+}
+
+impl SessionStore for PgStore {
+    fn put_session(&self, hash: &str, session: &SessionRecord) -> Result<(), StoreError> {
+        self.read(async |c| {
+            c.execute(
+                "INSERT INTO sessions (hash, person, last_seen, record) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (hash) DO UPDATE SET person = $2, last_seen = $3, record = $4",
+                &[&hash, &session.person, &session.last_seen, &json(session)],
+            )
+            .await
+            .map_err(db("store session"))?;
+            Ok(())
+        })
+    }
+
+    fn session(&self, hash: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let row = self.read(async |c| {
+            c.query_opt("SELECT record FROM sessions WHERE hash = $1", &[&hash])
+                .await
+                .map_err(db("read session"))
+        })?;
+        row.map(|r| decode(&format!("sessions/{hash}"), r.get(0)))
+            .transpose()
+    }
+
+    fn remove_session(&self, hash: &str) -> Result<bool, StoreError> {
+        self.read(async |c| {
+            let n = c
+                .execute("DELETE FROM sessions WHERE hash = $1", &[&hash])
+                .await
+                .map_err(db("remove session"))?;
+            Ok(n > 0)
+        })
+    }
+
+    fn prune_sessions(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        self.read(async |c| {
+            c.execute("DELETE FROM sessions WHERE last_seen < $1", &[&before])
+                .await
+                .map_err(db("prune sessions"))
+        })
     }
 }
 
