@@ -277,6 +277,8 @@ impl Browser {
         )
         .await;
         browser.client = Some(client);
+        // `--window-size` sizes the window; the pages are to be seen at exactly DESKTOP.
+        browser.viewport(DESKTOP).await;
         browser
     }
 
@@ -497,16 +499,36 @@ impl Browser {
         path
     }
 
-    /// Resizes the viewport (CSS pixels) and waits until the page sees the new width.
+    /// Makes the viewport (what the page lays out in, CSS pixels) exactly `width`×`height`:
+    /// the window is resized, then grown by whatever the browser's own frame takes.
     pub async fn viewport(&self, (width, height): (u32, u32)) {
+        let inner = || async {
+            let v = self
+                .eval("return [window.innerWidth, window.innerHeight]")
+                .await;
+            (
+                v[0].as_u64().unwrap_or_default() as u32,
+                v[1].as_u64().unwrap_or_default() as u32,
+            )
+        };
         bounded(
             "set window size",
             self.client().set_window_size(width, height),
         )
         .await;
-        self.wait_for(&format!("a {width}px wide viewport"), || async {
-            let w = self.eval("return window.innerWidth").await;
-            (w.as_u64() == Some(u64::from(width))).then_some(())
+        let (w, h) = inner().await;
+        if (w, h) != (width, height) {
+            bounded(
+                "set window size",
+                self.client().set_window_size(
+                    (2 * width).saturating_sub(w).max(width),
+                    (2 * height).saturating_sub(h).max(height),
+                ),
+            )
+            .await;
+        }
+        self.wait_for(&format!("a {width}×{height} viewport"), || async {
+            (inner().await == (width, height)).then_some(())
         })
         .await;
     }

@@ -135,8 +135,8 @@ async fn harness_drives_a_real_browser() {
     assert_eq!(
         browser
             .eval("return [window.innerWidth, window.innerHeight]")
-            .await[0],
-        DESKTOP.0
+            .await,
+        serde_json::json!([DESKTOP.0, DESKTOP.1])
     );
 
     browser.goto(&format!("{base}/bad")).await;
@@ -169,6 +169,12 @@ async fn harness_phone_viewport_is_what_the_page_sees() {
     let base = serve_pages();
     browser.goto(&format!("{base}/")).await;
     browser.viewport(PHONE).await;
+    assert_eq!(
+        browser
+            .eval("return [window.innerWidth, window.innerHeight]")
+            .await,
+        serde_json::json!([PHONE.0, PHONE.1])
+    );
     assert!(!browser.overflows_horizontally().await);
     let shot = browser.screenshot("harness-home-phone").await;
     assert!(shot.exists());
