@@ -51,6 +51,49 @@ pub const PHONE: (u32, u32) = (390, 844);
 /// axe-core, vendored (tests/vendor/axe-core/README.md names the version and its source).
 const AXE_JS: &str = include_str!("../vendor/axe-core/axe.min.js");
 
+/// Installed into every document before its own scripts: collects CSP violation reports and
+/// the `EventSource`s the page opens. (DevTools-injected, so the page's CSP does not apply.)
+const PAGE_PROBE: &str = r#"
+(() => {
+  const probe = { csp: [], streams: [] };
+  Object.defineProperty(window, '__commscan_probe', { value: probe });
+  document.addEventListener('securitypolicyviolation', e =>
+    probe.csp.push(`${e.violatedDirective} ${e.blockedURI} ${e.sample || ''}`.trim()));
+  const Native = window.EventSource;
+  if (Native) {
+    window.EventSource = class extends Native {
+      constructor(...args) { super(...args); probe.streams.push(this); }
+    };
+  }
+})();
+"#;
+
+/// A command of Chromium's DevTools protocol, sent through chromedriver's
+/// `POST /session/{id}/goog/cdp/execute`.
+#[derive(Debug)]
+struct DevTools {
+    cmd: &'static str,
+    params: Json,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for DevTools {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        let body = json!({ "cmd": self.cmd, "params": self.params });
+        (http::Method::POST, Some(body.to_string()))
+    }
+}
+
 /// One accessibility rule axe found broken on a page.
 #[derive(Debug, Clone)]
 pub struct AxeViolation {
@@ -277,6 +320,14 @@ impl Browser {
         )
         .await;
         browser.client = Some(client);
+        // Before any page's own script: record CSP violations and the event streams a page
+        // opens, so tests can assert on both.
+        browser
+            .devtools(
+                "Page.addScriptToEvaluateOnNewDocument",
+                json!({ "source": PAGE_PROBE }),
+            )
+            .await;
         // `--window-size` sizes the window; the pages are to be seen at exactly DESKTOP.
         browser.viewport(DESKTOP).await;
         browser
@@ -298,6 +349,38 @@ impl Browser {
             let _ = tokio::time::timeout(COMMAND_TIMEOUT, client.close()).await;
         }
         // Drop kills whatever is left.
+    }
+
+    /// Runs a command of Chromium's DevTools protocol (through chromedriver).
+    pub async fn devtools(&self, cmd: &'static str, params: Json) -> Json {
+        bounded(
+            &format!("DevTools {cmd}"),
+            self.client().issue_cmd(DevTools { cmd, params }),
+        )
+        .await
+    }
+
+    /// Content-Security-Policy violations on the current page so far (directive, blocked URI,
+    /// sample), as the page's `securitypolicyviolation` events reported them.
+    pub async fn csp_violations(&self) -> Vec<String> {
+        let v = self
+            .eval("return (window.__commscan_probe || { csp: [] }).csp")
+            .await;
+        serde_json::from_value(v).unwrap_or_default()
+    }
+
+    /// Waits until the page has an open `EventSource` (its response headers arrived).
+    pub async fn wait_for_event_stream(&self) {
+        self.wait_for("the page's event stream to open", || async {
+            let open = self
+                .eval(
+                    "return (window.__commscan_probe || { streams: [] }).streams\
+                     .some(s => s.readyState === 1)",
+                )
+                .await;
+            (open == Json::Bool(true)).then_some(())
+        })
+        .await;
     }
 
     /// Opens `url` and waits for the page's load event.
@@ -445,6 +528,11 @@ impl Browser {
     /// The text of an open alert, confirm or prompt dialog, if one is open.
     pub async fn open_dialog(&self) -> Option<String> {
         bounded_result(self.client().get_alert_text()).await.ok()
+    }
+
+    /// Dismisses an open dialog, if any.
+    pub async fn dismiss_dialog(&self) {
+        let _ = bounded_result(self.client().dismiss_alert()).await;
     }
 
     /// Fetches `url` from inside the page (same origin: the session cookie goes with it),

@@ -60,8 +60,16 @@ fn serve_pages() -> String {
                 line.clear();
             }
             let target = request_line.split(' ').nth(1).unwrap_or("/").to_owned();
-            let (status, body) = match target.split_once('?').map_or(target.as_str(), |t| t.0) {
+            let path = target.split_once('?').map_or(target.as_str(), |t| t.0);
+            // The alert page again, under a CSP that forbids its inline script.
+            let csp = if path == "/csp" {
+                "Content-Security-Policy: script-src 'self'\r\n"
+            } else {
+                ""
+            };
+            let (status, body) = match path {
                 "/" => ("200 OK", HOME.to_owned()),
+                "/csp" => ("200 OK", ALERTING.to_owned()),
                 "/bad" => ("200 OK", INACCESSIBLE.to_owned()),
                 "/alert" => ("200 OK", ALERTING.to_owned()),
                 "/result" => {
@@ -83,7 +91,7 @@ fn serve_pages() -> String {
             };
             let _ = write!(
                 stream,
-                "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\n{csp}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
         }
@@ -152,6 +160,17 @@ async fn harness_drives_a_real_browser() {
 
     browser.goto(&format!("{base}/alert")).await;
     assert_eq!(browser.open_dialog().await.as_deref(), Some("ran"));
+    browser.dismiss_dialog().await;
+    assert!(browser.csp_violations().await.is_empty());
+
+    // The probe sees the CSP refuse the same script; nothing runs.
+    browser.goto(&format!("{base}/csp")).await;
+    assert_eq!(browser.open_dialog().await, None);
+    let violations = browser.csp_violations().await;
+    assert!(
+        violations.iter().any(|v| v.starts_with("script-src")),
+        "{violations:?}"
+    );
 
     browser.close().await;
 }

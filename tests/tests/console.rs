@@ -774,6 +774,11 @@ async fn every_page_is_accessible_locked_down_and_photographed() {
         );
         assert_eq!(page["withoutCsrf"], 0, "{path}: a POST form without CSRF");
         assert_eq!(page["lang"], "en", "{path}");
+        let csp = b.csp_violations().await;
+        assert!(
+            csp.is_empty(),
+            "{path}: the page breaks its own CSP: {csp:?}"
+        );
         b.assert_accessible(&path).await;
         b.screenshot(&format!("console-{name}")).await;
     }
@@ -847,5 +852,96 @@ async fn russian_from_accept_language_and_switchable() {
     .await;
     b.goto(&format!("{web}/products")).await;
     assert_eq!(b.eval("return document.documentElement.lang").await, "en");
+    b.close().await;
+}
+
+/// Verdict changes reach an open page without reloading (server-sent events): the device's
+/// status cell and the live line change, as text; an officer of acme hears nothing of
+/// globex's devices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verdict_changes_appear_without_reloading_and_only_for_the_readers_organisations() {
+    let w = world().await;
+    let Some(b) = browser("verdict_changes_appear", &w.c, None).await else {
+        return;
+    };
+    let web = &w.c.web_url;
+    let root = dpkg_fixture(&[TELEMOST]);
+    let data = w.c.enroll_agent("pc-live").await;
+    let session = |data: commscan_agent::state::DataDir| {
+        let root = root.path().to_owned();
+        async move {
+            reporter(data, &root)
+                .session(Duration::from_secs(3600), true, &CancellationToken::new())
+                .await
+                .unwrap();
+        }
+    };
+    session(data.clone()).await;
+    let id = data.identity().unwrap().device_id;
+
+    sign_in(&b, &w.c, &w.officer).await;
+    b.goto(&format!("{web}/org/acme")).await;
+    let cell = format!("tr[data-device='{id}'] .st");
+    assert!(b.text(&cell).await.contains("compliant"));
+    assert!(!b.text(&cell).await.contains("noncompliant"));
+    // Every text the live line shows, and a mark that is lost if the page reloads.
+    b.eval(
+        "window.__seen = [];
+         window.__same_page = true;
+         new MutationObserver(() => window.__seen.push(document.getElementById('live').textContent))
+           .observe(document.getElementById('live'), { childList: true, characterData: true, subtree: true });
+         return null",
+    )
+    .await;
+    // The page's event stream is open (the server subscribed) before anything changes.
+    b.wait_for_event_stream().await;
+
+    // First globex changes (a new device with Zoom), then acme's device installs Zoom.
+    raw_report(
+        &w.c,
+        "globex-zoom",
+        &w.c.admin_as(&w.c.admin_token)
+            .await
+            .create_enrollment_token(v1::CreateEnrollmentTokenRequest {
+                organisation: "globex".into(),
+                uses: 0,
+                expires_in_seconds: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .secret,
+        "globex-live-host",
+        vec![v1::Finding {
+            product: "zoom".into(),
+            installed: true,
+            running: false,
+            version: "6.1.0".into(),
+            evidence: vec![],
+        }],
+        vec![],
+    )
+    .await;
+    commscan_tests::write_dpkg(root.path(), &[TELEMOST, ZOOM]);
+    session(data.clone()).await;
+
+    b.wait_for("the row to turn noncompliant", || async {
+        b.text(&cell).await.contains("noncompliant").then_some(())
+    })
+    .await;
+    let seen = b
+        .eval("return [window.__same_page === true, window.__seen]")
+        .await;
+    assert_eq!(seen[0], true, "the page reloaded");
+    let seen: Vec<String> = serde_json::from_value(seen[1].clone()).unwrap();
+    assert!(
+        seen.iter().any(|t| t.contains("acme")),
+        "the live line never told of acme's change: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|t| t.contains("globex")),
+        "an acme officer heard of globex: {seen:?}"
+    );
+    assert_nothing_ran(&b, "the organisation, after live updates").await;
     b.close().await;
 }
