@@ -16,7 +16,8 @@
 //! and returns `None`; with `COMMSCAN_REQUIRE_BROWSER=1` (`.ci/run` installs both and sets it)
 //! it panics instead.
 //!
-//! Bounds: chromedriver must answer within [`DRIVER_START`]; every WebDriver command runs under
+//! Bounds: at most [`MAX_BROWSERS`] browsers at once per test process (more tests wait for a
+//! slot); chromedriver must answer within [`DRIVER_START`]; every WebDriver command runs under
 //! [`COMMAND_TIMEOUT`] (page loads and scripts also under the session's own timeouts), waits for
 //! elements under [`WAIT`]. Dropping a [`Browser`] kills chromedriver's whole process group,
 //! Chromium included, so a failed test leaves no browser behind.
@@ -137,9 +138,23 @@ impl Fetched {
     }
 }
 
+/// Browsers open at once in one test process: each is several processes, and a test binary
+/// runs its tests in parallel on machines with two cores.
+pub const MAX_BROWSERS: usize = 2;
+
+/// The permits behind [`MAX_BROWSERS`] (a tokio semaphore needs no runtime of its own, so
+/// tests on different runtimes share it).
+fn browser_slots() -> &'static std::sync::Arc<tokio::sync::Semaphore> {
+    static SLOTS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
+        std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_BROWSERS)))
+}
+
 /// A headless Chromium session and the chromedriver serving it.
 pub struct Browser {
     client: Option<Client>,
+    // Held until drop.
+    _slot: tokio::sync::OwnedSemaphorePermit,
     driver: Child,
     driver_log: PathBuf,
     // The profile and the driver's log; removed after the process group is gone.
@@ -197,6 +212,14 @@ impl Browser {
     }
 
     async fn launch(chromium: &Path, driver: &Path, options: BrowserOptions) -> Browser {
+        // Bounded too: a test waits for another's browser at most this long.
+        let slot = tokio::time::timeout(
+            Duration::from_secs(600),
+            browser_slots().clone().acquire_owned(),
+        )
+        .await
+        .expect("a browser slot within 10 minutes")
+        .expect("the slots are never closed");
         let profile = tempfile::Builder::new()
             .prefix("commscan-browser-")
             .tempdir()
@@ -219,6 +242,7 @@ impl Browser {
         let child = cmd.spawn().expect("start chromedriver");
         let mut browser = Browser {
             client: None,
+            _slot: slot,
             driver: child,
             driver_log,
             profile: Some(profile),
