@@ -15,7 +15,7 @@ use commscan_agent::status::StatusReport;
 use commscan_agent::{enroll, output};
 use commscan_core::catalog::Catalog;
 use commscan_core::platform::Platform;
-use commscan_runtime::bootstrap::{Main, Threads, Usage};
+use commscan_runtime::bootstrap::{LogFormat, Main, Threads, Usage};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -28,6 +28,15 @@ use std::time::Duration;
     about = "Inventories communication software on this device and reports it to a commscan collector"
 )]
 struct Cli {
+    /// Log lines as text (colour on a terminal only) or one JSON object per line.
+    #[arg(
+        long,
+        global = true,
+        env = "COMMSCAN_LOG_FORMAT",
+        default_value = "text",
+        value_parser = LogFormat::parse
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -494,6 +503,7 @@ fn main() -> ExitCode {
         name: "commscan-agent",
         default_log: LOG,
         threads: Threads::Workers(Some(2)),
+        log_format: cli.log_format,
     }
     .run(async { run(cli).await.map(|()| ExitCode::SUCCESS) })
 }

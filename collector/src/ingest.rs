@@ -118,6 +118,8 @@ pub struct HelloInfo {
     pub claimed_device_id: String,
     /// Digest of the state the agent last had acknowledged; empty if it does not know.
     pub state_digest: Vec<u8>,
+    /// When the certificate the stream was opened with expires.
+    pub certificate_expires: Option<time::OffsetDateTime>,
 }
 
 /// What bounding a report cut or dropped, for one log line and the counters.
@@ -490,6 +492,9 @@ impl Collector {
         }
         if hello.platform.is_some() {
             device.platform = hello.platform;
+        }
+        if hello.certificate_expires.is_some() {
+            device.certificate_expires = hello.certificate_expires;
         }
         // The digest of the state as the agent reported it, before officers' classifications
         // turn candidates into findings (or dismiss them): the agent cannot know those.

@@ -117,6 +117,12 @@ impl DeviceIdentity {
     }
 }
 
+/// When a certificate (DER) stops being valid; `None` if it cannot be read.
+pub fn certificate_not_after(der: &[u8]) -> Option<time::OffsetDateTime> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    time::OffsetDateTime::from_unix_timestamp(cert.validity().not_after.timestamp()).ok()
+}
+
 impl fmt::Display for DeviceIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.organisation, self.device_id)

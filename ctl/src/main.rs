@@ -90,6 +90,7 @@ fn main() -> ExitCode {
         name: "commscanctl",
         default_log: "warn",
         threads: Threads::Current,
+        log_format: commscan_runtime::bootstrap::LogFormat::from_env(),
     }
     .run(run(cli))
 }

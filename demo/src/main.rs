@@ -84,6 +84,7 @@ fn main() -> ExitCode {
         name: "commscan-demo",
         default_log: "warn",
         threads: Threads::Workers(None),
+        log_format: commscan_runtime::bootstrap::LogFormat::from_env(),
     }
     .run(run(cli))
 }

@@ -1,5 +1,7 @@
-//! A binary's `main`, the same for every commscan binary: structured logs on stderr filtered
-//! by `COMMSCAN_LOG`, the ring provider for rustls, a tokio runtime, and one mapping from the
+//! A binary's `main`, the same for every commscan binary: structured logs on stderr (text, in
+//! colour only on a terminal, or one JSON object per line with `COMMSCAN_LOG_FORMAT=json` /
+//! `--log-format json`) filtered by `COMMSCAN_LOG`, else the standard `RUST_LOG`, else the
+//! binary's default; the ring provider for rustls, a tokio runtime, and one mapping from the
 //! outcome to an exit code:
 //!
 //! | outcome | exit code |
@@ -31,6 +33,36 @@ pub enum Threads {
     Workers(Option<usize>),
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines; colour only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (with `message`),
+    /// and `span`/`spans` inside spans; never colour.
+    Json,
+}
+
+impl LogFormat {
+    /// `text` or `json`.
+    pub fn parse(s: &str) -> Result<LogFormat, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("'{other}' is not a log format (text or json)")),
+        }
+    }
+
+    /// From `COMMSCAN_LOG_FORMAT`, else text.
+    pub fn from_env() -> LogFormat {
+        std::env::var("COMMSCAN_LOG_FORMAT")
+            .ok()
+            .and_then(|v| LogFormat::parse(&v).ok())
+            .unwrap_or_default()
+    }
+}
+
 /// The process's settings: its name in messages, its default log filter, its runtime.
 #[derive(Debug, Clone, Copy)]
 pub struct Main {
@@ -40,6 +72,8 @@ pub struct Main {
     pub default_log: &'static str,
     /// The runtime.
     pub threads: Threads,
+    /// How logs are written.
+    pub log_format: LogFormat,
 }
 
 impl Main {
@@ -49,7 +83,7 @@ impl Main {
     where
         F: Future<Output = anyhow::Result<ExitCode>>,
     {
-        init_logging(self.default_log);
+        init_logging_as(self.default_log, self.log_format);
         install_crypto_provider();
         let mut builder = match self.threads {
             Threads::Current => tokio::runtime::Builder::new_current_thread(),
@@ -75,12 +109,22 @@ impl Main {
     }
 }
 
-/// Logs to stderr, filtered by `COMMSCAN_LOG` or else `default`.
+/// Logs text to stderr (colour on a terminal only), filtered by `COMMSCAN_LOG`, `RUST_LOG`
+/// or else `default`.
 pub fn init_logging(default: &str) {
-    tracing_subscriber::fmt()
+    init_logging_as(default, LogFormat::from_env());
+}
+
+/// [`init_logging`] in `format`.
+pub fn init_logging_as(default: &str, format: LogFormat) {
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter(default))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
 }
 
 /// Logs to `file` without terminal colours (a Windows service has no stderr), filtered like
@@ -93,8 +137,11 @@ pub fn init_logging_to_file(default: &str, file: std::fs::File) {
         .init();
 }
 
+/// `COMMSCAN_LOG`, else `RUST_LOG`, else `default`.
 fn filter(default: &str) -> tracing_subscriber::EnvFilter {
-    tracing_subscriber::EnvFilter::try_from_env("COMMSCAN_LOG").unwrap_or_else(|_| default.into())
+    tracing_subscriber::EnvFilter::try_from_env("COMMSCAN_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
+        .unwrap_or_else(|_| default.into())
 }
 
 /// Installs ring as rustls's process-wide provider (a second call is harmless).

@@ -6,7 +6,7 @@
 
 use commscan_collector::store::DeviceRecord;
 use commscan_proto::v1;
-use commscan_tests::{StartOptions, TestClock, TestCollector};
+use commscan_tests::{StartOptions, TestClock, TestCollector, dpkg_fixture, reporter};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -402,5 +402,50 @@ async fn hostile_device_strings_are_text_and_tenants_stay_apart() {
         .await
         .status,
         403
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_page_shows_its_evidence_and_certificate_expiry() {
+    let c = TestCollector::start().await;
+    let root = dpkg_fixture(&[("zoom", "install ok installed", "6.1.0")]);
+    let data = c.enroll_agent("pc-17").await;
+    let id = data.identity().unwrap().device_id;
+    reporter(data, root.path())
+        .session(
+            Duration::from_secs(3600),
+            true,
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    let (cookie, _) = sign_in(&c, &c.admin_token).await;
+    let page = http(&c, "GET", &format!("/device/{id}"), Some(&cookie), None).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("package zoom 6.1.0"),
+        "evidence: {}",
+        page.body
+    );
+    // Enrolment issues 30-day certificates: the page names the day it expires.
+    let expires = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+    let day = format!(
+        "{:04}-{:02}-{:02}",
+        expires.year(),
+        u8::from(expires.month()),
+        expires.day()
+    );
+    let before = expires - time::Duration::days(1);
+    let day_before = format!(
+        "{:04}-{:02}-{:02}",
+        before.year(),
+        u8::from(before.month()),
+        before.day()
+    );
+    assert!(
+        page.body.contains(&format!("Expires {day}"))
+            || page.body.contains(&format!("Expires {day_before}")),
+        "certificate expiry on the page: {}",
+        page.body
     );
 }

@@ -7,7 +7,7 @@ use commscan_collector::compliance::RulesConfig;
 use commscan_collector::federation::{push, upstream::UpstreamFlags};
 use commscan_collector::layout::{InitOptions, Layout, LayoutError, OpenSettings};
 use commscan_collector::server::{Limits, serve};
-use commscan_runtime::bootstrap::{Main, Threads, Usage};
+use commscan_runtime::bootstrap::{LogFormat, Main, Threads, Usage};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +20,15 @@ use std::time::Duration;
     about = "Enrols devices, stores and judges their communication software, answers queries"
 )]
 struct Cli {
+    /// Log lines as text (colour on a terminal only) or one JSON object per line.
+    #[arg(
+        long,
+        global = true,
+        env = "COMMSCAN_LOG_FORMAT",
+        default_value = "text",
+        value_parser = LogFormat::parse
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -286,11 +295,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 changed = r.changed,
                 "devices judged under the policy in force"
             );
+            // Signals are caught from here on: a SIGTERM right after start stops cleanly.
+            let shutdown = commscan_runtime::signals::on_signals();
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("--listen {listen}: cannot bind"))?;
             tracing::info!(addr = %listener.local_addr()?, data_dir = %data_dir.display(), "serving");
-            let shutdown = commscan_runtime::signals::on_signals();
             let console = match web_listen.as_str() {
                 "off" => None,
                 addr => {
@@ -452,6 +462,7 @@ fn main() -> ExitCode {
         name: "commscan-collector",
         default_log: "warn,commscan_collector=info",
         threads: Threads::Workers(None),
+        log_format: cli.log_format,
     }
     .run(async { run(cli).await.map(|()| ExitCode::SUCCESS) })
 }

@@ -105,6 +105,10 @@ impl Reporting for ReportingService {
         &self,
         request: tonic::Request<tonic::Streaming<AgentMessage>>,
     ) -> Result<tonic::Response<Self::ConnectStream>, tonic::Status> {
+        let certificate_expires = request.peer_certs().and_then(|c| {
+            c.first()
+                .and_then(|leaf| commscan_core::identity::certificate_not_after(leaf))
+        });
         let who = match peer_identity(&request) {
             Ok(who) => who,
             Err(e) => {
@@ -142,6 +146,7 @@ impl Reporting for ReportingService {
             hostname: hello.hostname,
             claimed_device_id: hello.device_id,
             state_digest: hello.state_digest,
+            certificate_expires,
         };
         let (device, registered) = {
             let (w, info) = (who.clone(), info.clone());

@@ -61,6 +61,10 @@ pub struct DeviceRecord {
     /// snapshot. Empty for records written before digests existed (computed on demand).
     #[serde(default)]
     pub state_digest: String,
+    /// When the client certificate of its last reporting stream expires (the agent renews it
+    /// 10 days before).
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub certificate_expires: Option<OffsetDateTime>,
 }
 
 impl DeviceRecord {
@@ -97,6 +101,7 @@ impl DeviceRecord {
             revoked: false,
             duplicate: None,
             state_digest: String::new(),
+            certificate_expires: None,
         }
     }
 

@@ -195,7 +195,6 @@ texts! {
     Source => "Source", "Источник";
     Outcome => "Outcome", "Результат";
     Certificate => "Certificate", "Сертификат";
-    CertNote => "Device certificates last 30 days and are renewed by the agent 10 days before expiry; the collector does not record each device's expiry.", "Сертификаты устройств действуют 30 дней и обновляются агентом за 10 дней до истечения; коллектор не хранит срок каждого устройства.";
     Enrolled => "Enrolled", "Зарегистрировано";
     Agent => "Agent", "Агент";
     Policy => "Policy", "Политика";

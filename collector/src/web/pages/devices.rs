@@ -338,7 +338,12 @@ pub async fn device(State(web): State<Web>, ctx: Ctx, Path(id): Path<String>) ->
                     div { dt { (lang.t(T::Enrolled)) } dd { (lang.datetime(d.enrolled_at)) } }
                     div { dt { (lang.t(T::LastReport)) } dd { (last_report(lang, d)) } }
                     div { dt { (lang.t(T::Policy)) } dd { (d.policy) } }
-                    div { dt { (lang.t(T::Certificate)) } dd { (lang.t(T::CertNote)) } }
+                    div { dt { (lang.t(T::Certificate)) } dd {
+                        @match d.certificate_expires {
+                            Some(t) => { (lang.t(T::Expires)) " " (lang.datetime(t)) }
+                            None => { "—" }
+                        }
+                    } }
                 }
             }
             section #reasons {

@@ -228,6 +228,7 @@ fn main() -> ExitCode {
         name: "commscan-loadgen",
         default_log: "warn",
         threads: Threads::Workers(None),
+        log_format: commscan_runtime::bootstrap::LogFormat::from_env(),
     }
     .run(async move {
         run(cli, started).await?;
