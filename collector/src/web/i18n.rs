@@ -158,6 +158,10 @@ texts! {
     Devices => "Devices", "Устройства";
     Device => "Device", "Устройство";
     PercentCompliant => "% compliant", "% соответствия";
+    CompliantShare => "of devices compliant", "устройств соответствуют";
+    DeviceCount => "devices", "устройств";
+    NoDevicesYet => "No device has enrolled yet.", "Ни одно устройство ещё не зарегистрировано.";
+    Continue => "Continue to the console", "Перейти в консоль";
     Compliant => "compliant", "соответствует";
     Noncompliant => "noncompliant", "нарушение";
     Waived => "waived", "исключение";

@@ -129,6 +129,8 @@ pub struct Ctx {
     pub lang: Lang,
     /// The session cookie's secret (for sign-out).
     secret: String,
+    /// The request's path and query (the language links keep them).
+    here: String,
 }
 
 impl FromRequestParts<Web> for Ctx {
@@ -136,6 +138,10 @@ impl FromRequestParts<Web> for Ctx {
 
     async fn from_request_parts(parts: &mut Parts, web: &Web) -> Result<Self, Self::Rejection> {
         let lang = lang_of(parts);
+        let here = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
         let Some(secret) = cookie(parts, session::COOKIE) else {
             return Err(Redirect::to("/login").into_response());
         };
@@ -145,6 +151,7 @@ impl FromRequestParts<Web> for Ctx {
                 signed,
                 lang,
                 secret,
+                here,
             }),
             Err(CollectorError::Unauthenticated(_)) => {
                 Err(Redirect::to("/login?ended=1").into_response())

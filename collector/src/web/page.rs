@@ -100,9 +100,9 @@ pub fn frame(ctx: &Ctx, title: &str, nav: Nav, body: Markup) -> Response {
                     div.account {
                         span.who { (ctx.signed.who.actor()) }
                         span.lang {
-                            a href="?lang=ru" lang="ru" hreflang="ru" { "RU" }
+                            a href=(lang_href(&ctx.here, "ru")) lang="ru" hreflang="ru" { "RU" }
                             " · "
-                            a href="?lang=en" lang="en" hreflang="en" { "EN" }
+                            a href=(lang_href(&ctx.here, "en")) lang="en" hreflang="en" { "EN" }
                         }
                         form #sign-out method="post" action="/logout" {
                             input type="hidden" name="csrf" value=(ctx.signed.csrf);
@@ -231,7 +231,31 @@ pub fn query(pairs: &[(&str, &str)]) -> String {
         .join("&")
 }
 
+/// The page at `here` (path and query) in language `code`: its other parameters kept.
+pub fn lang_href(here: &str, code: &str) -> String {
+    let (path, query) = here.split_once('?').unwrap_or((here, ""));
+    let mut params: Vec<&str> = query
+        .split('&')
+        .filter(|kv| !kv.is_empty() && !kv.starts_with("lang="))
+        .collect();
+    let lang = format!("lang={code}");
+    params.push(&lang);
+    format!("{path}?{}", params.join("&"))
+}
+
 /// The CSRF field every form carries.
 pub fn csrf(ctx: &Ctx) -> Markup {
     html! { input type="hidden" name="csrf" value=(ctx.signed.csrf); }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_language_links_keep_the_page_and_its_filters() {
+        assert_eq!(
+            super::lang_href("/org/acme?status=noncompliant&lang=en&cursor=x", "ru"),
+            "/org/acme?status=noncompliant&cursor=x&lang=ru"
+        );
+        assert_eq!(super::lang_href("/fleet", "en"), "/fleet?lang=en");
+    }
 }

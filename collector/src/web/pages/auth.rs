@@ -80,7 +80,22 @@ pub async fn link(
     Query(q): Query<LinkQuery>,
 ) -> Response {
     match web.blocking(move |c| c.use_login_link(&q.code)).await {
-        Ok((secret, _)) => signed_in(&secret),
+        // A page, not a redirect: a link clicked in a mail or chat is a cross-site navigation,
+        // on which the browser would not send the SameSite=Strict cookie to the redirect's
+        // target; from this page on, navigation is same-site.
+        Ok((secret, _)) => {
+            let mut r = page::bare(
+                lang,
+                lang.t(T::SignIn),
+                html! {
+                    meta http-equiv="refresh" content="0; url=/fleet";
+                    p { a #continue href="/fleet" { (lang.t(T::Continue)) } }
+                },
+            );
+            r.headers_mut()
+                .insert(header::SET_COOKIE, session_cookie(&secret));
+            r
+        }
         Err(_) => (
             axum::http::StatusCode::UNAUTHORIZED,
             page::bare(

@@ -119,8 +119,8 @@ pub async fn organisation(
         page::Nav::Fleet,
         html! {
             section.summary {
-                p.big { (lang.percent(summary.percent_compliant())) " " (lang.t(T::PercentCompliant)) }
-                p { (lang.int(summary.devices)) " " (lang.t(T::Devices)) }
+                p.big { (lang.percent(summary.percent_compliant())) " " (lang.t(T::CompliantShare)) }
+                p { (lang.int(summary.devices)) " " (lang.t(T::DeviceCount)) }
                 (page::status_counts(lang, &summary.by_status))
             }
             section {
@@ -333,7 +333,10 @@ pub async fn device(State(web): State<Web>, ctx: Ctx, Path(id): Path<String>) ->
                 dl.facts {
                     div { dt { "ID" } dd { code { (d.device_id) } } }
                     div { dt { (lang.t(T::Organisation)) } dd { a href=(format!("/org/{}", d.organisation)) { (d.organisation) } } }
-                    div { dt { (lang.t(T::Platform)) } dd { (d.platform.map_or("", |p| p.as_str())) " " (d.os_version) } }
+                    div { dt { (lang.t(T::Platform)) } dd {
+                        (d.platform.map_or("", |p| p.as_str()))
+                        @if !d.os_version.is_empty() { " · " (d.os_version) }
+                    } }
                     div { dt { (lang.t(T::Agent)) } dd { (d.agent_version) } }
                     div { dt { (lang.t(T::Enrolled)) } dd { (lang.datetime(d.enrolled_at)) } }
                     div { dt { (lang.t(T::LastReport)) } dd { (last_report(lang, d)) } }

@@ -87,8 +87,12 @@ pub async fn fleet(State(web): State<Web>, ctx: Ctx, Query(q): Query<DaysQuery>)
         page::Nav::Fleet,
         html! {
             section.summary {
-                p.big { (lang.percent(summary.percent_compliant)) " " (lang.t(T::PercentCompliant)) }
-                p { (lang.int(summary.total_devices)) " " (lang.t(T::Devices)) }
+                @if summary.total_devices == 0 {
+                    p { (lang.t(T::NoDevicesYet)) }
+                } @else {
+                    p.big { (lang.percent(summary.percent_compliant)) " " (lang.t(T::CompliantShare)) }
+                    p { (lang.int(summary.total_devices)) " " (lang.t(T::DeviceCount)) }
+                }
                 (page::status_counts(lang, &summary.total_by_status))
             }
             section {
