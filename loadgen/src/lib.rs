@@ -7,6 +7,7 @@
 //! | [`agent`] | one simulated agent: connect from a chosen source address, hello, snapshot, deltas, reconnect with the real agent's backoff |
 //! | [`pool`] | many agents in one process, the load phase they follow, and the counters they share |
 //! | [`echo`] | the bare baseline: a `Reporting` service that answers every report at once, on the same TLS and HTTP/2 settings |
+//! | [`postgres`] | a throw-away PostgreSQL cluster holding a copy of the fleet (the `ingest-pg` scenarios) |
 //! | [`sled_baseline`] | the storage baseline: raw sled writes with the collector's flush policy |
 //! | [`histogram`] | ack latencies, mergeable across processes |
 //! | [`procfs`] | a process's memory and CPU time from `/proc` |
@@ -23,6 +24,7 @@ pub mod echo;
 pub mod fleet;
 pub mod histogram;
 pub mod pool;
+pub mod postgres;
 pub mod procfs;
 pub mod sled_baseline;
 

@@ -1,12 +1,15 @@
 //! The fleet simulator, small: a few simulated agents with their own certificates hold mTLS
 //! streams from several loopback source addresses, get their reports acknowledged, receive a
 //! pushed policy change, and stop by themselves. The scale figures come from
-//! `commscan-loadgen bench`; this only keeps the simulator honest in CI.
+//! `commscan-loadgen bench`; this only keeps the simulator honest in CI, on sled and (where the
+//! PostgreSQL server binaries are installed) on a copy of the fleet in PostgreSQL.
 
+use commscan_collector::layout::OpenSettings;
 use commscan_collector::server::{Limits, serve};
 use commscan_loadgen::agent::Target;
 use commscan_loadgen::fleet::Fleet;
 use commscan_loadgen::pool::{Phase, Pool, Snapshot};
+use commscan_loadgen::postgres::PgDeployment;
 use commscan_tests::{init_crypto, wait_until};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -92,4 +95,72 @@ async fn simulated_agents_report_and_receive_a_pushed_policy_change() {
     pool.stop(Duration::from_secs(5)).await;
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+}
+
+/// The `ingest-pg` scenarios' path, small: the fleet copied into a throw-away PostgreSQL
+/// cluster as `commscan-collector migrate` copies a site, a collector serving it with
+/// `--store`, and agents reporting to it. Skipped where the PostgreSQL binaries are missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_agents_report_to_a_collector_on_the_fleet_copied_into_postgres() {
+    init_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = Fleet::prepare(&dir.path().join("cache"), AGENTS, 2).unwrap();
+    let layout = fleet.fresh_data_dir(dir.path()).unwrap();
+    let l = layout.clone();
+    let started = tokio::task::spawn_blocking(move || {
+        PgDeployment::start(
+            "simulated_agents_report_to_a_collector_on_the_fleet_copied_into_postgres",
+            &l,
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let Some(pg) = started else { return };
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM devices").unwrap(),
+        AGENTS.to_string(),
+        "every enrolled device was copied"
+    );
+
+    let settings = OpenSettings {
+        postgres: Some(pg.config(4)),
+        ..OpenSettings::default()
+    };
+    let (collector, tls) = layout.open_with(&Default::default(), &settings).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(serve(
+        collector.clone(),
+        tls,
+        listener,
+        Limits::default(),
+        stop.clone(),
+    ));
+    let target = Target {
+        addr,
+        ca_pem: fleet.ca_pem.clone(),
+    };
+    let pool = Pool::start(target, fleet.devices, 0, &sources(), 0.0);
+    let s = until(
+        &pool,
+        "every agent connected and its snapshot acknowledged",
+        |s| s.connected == AGENTS as i64 && s.acks >= AGENTS as u64,
+    )
+    .await;
+    assert_eq!(s.failures, 0, "{}", s.last_failure);
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM devices WHERE last_report IS NOT NULL")
+            .unwrap(),
+        AGENTS.to_string(),
+        "every acknowledged snapshot is in the database"
+    );
+    assert!(pg.cpu_seconds().is_finite(), "the server's CPU is readable");
+
+    pool.stop(Duration::from_secs(5)).await;
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    drop(collector);
+    tokio::task::spawn_blocking(move || drop(pg)).await.unwrap();
 }

@@ -6,6 +6,12 @@
 //!   echo and against the collector (per-device report limit lifted): a closed-loop phase
 //!   (every agent reports back to back: 100% of capacity) then an open-loop phase offering
 //!   half the closed-loop rate (50%), each `load_secs` long.
+//! - **ingest-pg** and **ingest-pg2**: the same against collectors on PostgreSQL: a throw-away
+//!   cluster (fsync and synchronous commit on) holding a copy of the fleet
+//!   ([`commscan_loadgen::postgres`]), served by one collector, or by two collector processes
+//!   with the agents split between them (each worker process talks to one of them). The
+//!   database's CPU (postmaster and backends) is read beside the collectors'. Skipped, with a
+//!   message, where the PostgreSQL server binaries are missing.
 //! - **fleet**: `agents` agents over `workers` processes connect (ramped), hold their streams
 //!   idle for `hold_secs`, get a policy change pushed, then the collector is killed and
 //!   restarted and the reconnect storm is timed.
@@ -14,6 +20,7 @@ use crate::child::{Child, Command, Event};
 use anyhow::{Context, bail};
 use commscan_loadgen::fleet::Fleet;
 use commscan_loadgen::pool::Snapshot;
+use commscan_loadgen::postgres::PgDeployment;
 use commscan_loadgen::{sled_baseline, unix_nanos};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,6 +38,10 @@ pub enum Scenario {
     Echo,
     /// Capacity of the collector.
     Ingest,
+    /// Capacity of one collector on PostgreSQL.
+    IngestPg,
+    /// Capacity of two collectors on one PostgreSQL database.
+    IngestPg2,
     /// The bare echo holding the fleet's connections (the stack's memory per connection).
     EchoHold,
     /// Concurrent streams, policy push, reconnect storm.
@@ -68,6 +79,17 @@ async fn start_server(
     listen: SocketAddr,
     unlimited_reports: bool,
 ) -> anyhow::Result<(Child, SocketAddr, f64)> {
+    start_server_on(kind, data, listen, unlimited_reports, None).await
+}
+
+/// [`start_server`], with the collector's store in `pg` when given.
+async fn start_server_on(
+    kind: ServerKind,
+    data: &Path,
+    listen: SocketAddr,
+    unlimited_reports: bool,
+    pg: Option<&PgDeployment>,
+) -> anyhow::Result<(Child, SocketAddr, f64)> {
     let mut args = vec![
         "serve".to_owned(),
         "--kind".into(),
@@ -80,8 +102,16 @@ async fn start_server(
     if unlimited_reports {
         args.push("--unlimited-reports".into());
     }
+    if let Some(pg) = pg {
+        args.push("--store".into());
+        args.push(pg.url());
+        args.push("--store-password-file".into());
+        args.push(pg.password_file().display().to_string());
+    }
     let mut child = Child::spawn("server", &args)?;
-    match child.recv(Duration::from_secs(120)).await? {
+    // Re-judging the fleet before listening takes longer on PostgreSQL (a round trip or
+    // three per device).
+    match child.recv(Duration::from_secs(600)).await? {
         Event::Ready {
             addr: Some(addr),
             startup_ms,
@@ -90,15 +120,17 @@ async fn start_server(
     }
 }
 
+/// Starts `o.workers` agent processes sharing `agents` agents; worker `w` talks to
+/// `targets[w % targets.len()]`.
 async fn start_workers(
     o: &Options,
     agents: usize,
-    target: SocketAddr,
+    targets: &[SocketAddr],
 ) -> anyhow::Result<Vec<Child>> {
     let sources: Vec<String> = (0..o.sources.max(1))
         .map(|i| format!("127.0.0.{}", 2 + i))
         .collect();
-    let workers = o.workers.clamp(1, agents.max(1));
+    let workers = o.workers.clamp(targets.len().max(1), agents.max(1));
     let mut children = Vec::new();
     let mut from = 0;
     for w in 0..workers {
@@ -112,7 +144,7 @@ async fn start_workers(
             "--count".into(),
             count.to_string(),
             "--target".into(),
-            target.to_string(),
+            targets[w % targets.len()].to_string(),
             "--sources".into(),
             sources.join(","),
             "--ramp".into(),
@@ -199,7 +231,7 @@ async fn quit_all(workers: Vec<Child>) {
     }
 }
 
-fn load_figures(s: &Snapshot, secs: f64, cpu: f64) -> Load {
+fn load_figures(s: &Snapshot, secs: f64, cpu: f64, db_cpu: Option<f64>) -> Load {
     let ms = |q| {
         s.latency
             .quantile(q)
@@ -210,23 +242,103 @@ fn load_figures(s: &Snapshot, secs: f64, cpu: f64) -> Load {
         p50_ms: ms(0.5),
         p99_ms: ms(0.99),
         server_cores: cpu / secs,
+        db_cores: db_cpu.map(|c| c / secs),
         throttled: s.throttled,
         skipped: s.skipped,
         failures: s.failures,
     }
 }
 
-/// Capacity of one server kind at `capacity_agents` concurrent agents.
+/// What serves the capacity scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deployment {
+    /// The bare echo.
+    Echo,
+    /// One collector on the data directory's sled store.
+    Sled,
+    /// `collectors` collector processes on one PostgreSQL database.
+    Postgres {
+        /// Collector processes; the agents are split between them.
+        collectors: usize,
+    },
+}
+
+/// CPU seconds so far of the servers and of the database (if any).
+fn cpu_now(servers: &[Child], pg: Option<&PgDeployment>) -> (f64, Option<f64>) {
+    (
+        servers.iter().map(|s| s.sample().cpu_seconds).sum(),
+        pg.map(PgDeployment::cpu_seconds),
+    )
+}
+
+fn since(now: (f64, Option<f64>), before: (f64, Option<f64>)) -> (f64, Option<f64>) {
+    (now.0 - before.0, now.1.zip(before.1).map(|(a, b)| a - b))
+}
+
+/// Capacity at `capacity_agents` concurrent agents; `None` when the deployment cannot be
+/// made here (PostgreSQL binaries missing).
 pub async fn capacity(
     o: &Options,
     fleet: &Fleet,
     run: &Path,
-    kind: ServerKind,
-) -> anyhow::Result<Capacity> {
+    deployment: Deployment,
+) -> anyhow::Result<Option<Capacity>> {
     let layout = fleet.fresh_data_dir(run)?;
-    let (server, addr, _) = start_server(kind, &layout.root, "127.0.0.1:0".parse()?, true).await?;
+    let (kind, count) = match deployment {
+        Deployment::Echo => (ServerKind::Echo, 1),
+        Deployment::Sled => (ServerKind::Collector, 1),
+        Deployment::Postgres { collectors } => (ServerKind::Collector, collectors.max(1)),
+    };
+    let pg = match deployment {
+        Deployment::Postgres { .. } => {
+            let l = layout.clone();
+            let t = Instant::now();
+            let started = tokio::task::spawn_blocking(move || {
+                PgDeployment::start("commscan-loadgen ingest-pg", &l)
+            })
+            .await??;
+            let Some(pg) = started else {
+                return Ok(None);
+            };
+            println!(
+                "postgres: cluster started and fleet copied in {:.1} s",
+                t.elapsed().as_secs_f64()
+            );
+            Some(pg)
+        }
+        _ => None,
+    };
+    let result = capacity_on(o, &layout.root, kind, count, pg.as_ref()).await;
+    if let Some(pg) = pg {
+        // Stopping the cluster blocks (bounded).
+        tokio::task::spawn_blocking(move || drop(pg)).await?;
+    }
+    result.map(Some)
+}
+
+async fn capacity_on(
+    o: &Options,
+    data: &Path,
+    kind: ServerKind,
+    count: usize,
+    pg: Option<&PgDeployment>,
+) -> anyhow::Result<Capacity> {
+    let mut servers = Vec::new();
+    let mut targets = Vec::new();
+    for _ in 0..count {
+        let (server, addr, startup_ms) =
+            start_server_on(kind, data, "127.0.0.1:0".parse()?, true, pg).await?;
+        if pg.is_some() {
+            println!(
+                "postgres: collector listening {:.1} s after start",
+                startup_ms / 1000.0
+            );
+        }
+        servers.push(server);
+        targets.push(addr);
+    }
     let n = o.capacity_agents;
-    let mut workers = start_workers(o, n, addr).await?;
+    let mut workers = start_workers(o, n, &targets).await?;
     let (s, ok) = wait_for(&mut workers, Duration::from_secs(300), |s| {
         s.connected as usize >= n && s.acks as usize >= n
     })
@@ -238,19 +350,23 @@ pub async fn capacity(
             s.last_failure
         );
     }
-    let cpu = server.sample().cpu_seconds;
+    let cpu = cpu_now(&servers, pg);
     let closed = load(&mut workers, None, o.load_secs).await?;
-    let cpu_closed = server.sample().cpu_seconds - cpu;
-    let full = load_figures(&closed, o.load_secs, cpu_closed);
+    let (c, d) = since(cpu_now(&servers, pg), cpu);
+    let full = load_figures(&closed, o.load_secs, c, d);
     // Half the closed-loop rate, spread over every agent.
     let interval_ms = n as f64 / (full.per_second * 0.5) * 1000.0;
-    let cpu = server.sample().cpu_seconds;
+    let cpu = cpu_now(&servers, pg);
     let open = load(&mut workers, Some(interval_ms), o.load_secs).await?;
-    let half = load_figures(&open, o.load_secs, server.sample().cpu_seconds - cpu);
+    let (c, d) = since(cpu_now(&servers, pg), cpu);
+    let half = load_figures(&open, o.load_secs, c, d);
     quit_all(workers).await;
-    server.quit(Duration::from_secs(10)).await;
+    for server in servers {
+        server.quit(Duration::from_secs(10)).await;
+    }
     Ok(Capacity {
         agents: n,
+        servers: count,
         full,
         half,
     })
@@ -283,7 +399,7 @@ pub async fn echo_hold(o: &Options, fleet: &Fleet, run: &Path) -> anyhow::Result
     .await?;
     let idle = server.sample();
     let n = o.agents;
-    let mut workers = start_workers(o, n, addr).await?;
+    let mut workers = start_workers(o, n, &[addr]).await?;
     let budget = Duration::from_secs_f64(n as f64 / o.ramp.max(1.0) + 180.0);
     let mut points = Vec::new();
     wait_sampling(
@@ -328,7 +444,7 @@ pub async fn fleet_scenario(
     let idle = server.sample();
     let n = o.agents;
     let t = Instant::now();
-    let mut workers = start_workers(o, n, addr).await?;
+    let mut workers = start_workers(o, n, &[addr]).await?;
     let ramp_budget = Duration::from_secs_f64(n as f64 / o.ramp.max(1.0) + 180.0);
     let mut points = Vec::new();
     let (s, ok) = wait_sampling(
@@ -428,9 +544,15 @@ pub async fn run_once(o: &Options, fleet: &Fleet, run: &Path) -> anyhow::Result<
     for s in &o.scenarios {
         match s {
             Scenario::Sled => f.sled = Some(sled(o, run)?),
-            Scenario::Echo => f.echo = Some(capacity(o, fleet, run, ServerKind::Echo).await?),
-            Scenario::Ingest => {
-                f.ingest = Some(capacity(o, fleet, run, ServerKind::Collector).await?)
+            Scenario::Echo => f.echo = capacity(o, fleet, run, Deployment::Echo).await?,
+            Scenario::Ingest => f.ingest = capacity(o, fleet, run, Deployment::Sled).await?,
+            Scenario::IngestPg => {
+                f.ingest_pg =
+                    capacity(o, fleet, run, Deployment::Postgres { collectors: 1 }).await?
+            }
+            Scenario::IngestPg2 => {
+                f.ingest_pg2 =
+                    capacity(o, fleet, run, Deployment::Postgres { collectors: 2 }).await?
             }
             Scenario::EchoHold => f.echo_hold = Some(echo_hold(o, fleet, run).await?),
             Scenario::Fleet => f.fleet = Some(fleet_scenario(o, fleet, run).await?),

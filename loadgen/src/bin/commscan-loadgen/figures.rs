@@ -12,8 +12,10 @@ pub struct Load {
     pub p50_ms: f64,
     /// Ack latency, 99th percentile, ms.
     pub p99_ms: f64,
-    /// The server's CPU use, in cores.
+    /// The server's CPU use, in cores (every collector process's, summed).
     pub server_cores: f64,
+    /// The database server's CPU use (postmaster and backends), in cores; PostgreSQL only.
+    pub db_cores: Option<f64>,
     /// Reports throttled.
     pub throttled: u64,
     /// Open-loop ticks skipped (previous report unacknowledged).
@@ -27,6 +29,8 @@ pub struct Load {
 pub struct Capacity {
     /// Agents.
     pub agents: usize,
+    /// Server processes the agents were split between.
+    pub servers: usize,
     /// Closed loop: 100% of capacity.
     pub full: Load,
     /// Open loop at half the closed-loop rate.
@@ -46,6 +50,13 @@ pub struct Hold {
     pub marginal_kib: f64,
     /// Server CPU while holding them, cores.
     pub hold_cores: f64,
+}
+
+impl Load {
+    /// CPU per acknowledged report, servers and database together, µs.
+    pub fn cpu_per_report_us(&self) -> f64 {
+        (self.server_cores + self.db_cores.unwrap_or(0.0)) / self.per_second * 1e6
+    }
 }
 
 impl Hold {
@@ -122,8 +133,12 @@ pub struct RunFigures {
     pub sled: Option<SledFigures>,
     /// The echo's capacity.
     pub echo: Option<Capacity>,
-    /// The collector's capacity.
+    /// The collector's capacity (sled).
     pub ingest: Option<Capacity>,
+    /// One collector's capacity on PostgreSQL.
+    pub ingest_pg: Option<Capacity>,
+    /// Two collectors' capacity on one PostgreSQL database, the agents split between them.
+    pub ingest_pg2: Option<Capacity>,
     /// The echo holding the fleet's connections.
     pub echo_hold: Option<Hold>,
     /// The fleet.

@@ -37,7 +37,8 @@ fn default_cache() -> PathBuf {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the benchmark: baselines, capacity, concurrent streams, policy push, reconnect storm.
+    /// Run the benchmark: baselines, capacity (sled, PostgreSQL with one and two collectors),
+    /// concurrent streams, policy push, reconnect storm.
     Bench {
         /// Fleet cache (enrolled devices and their certificates, reused between runs).
         #[arg(long, default_value_os_t = default_cache())]
@@ -73,7 +74,7 @@ enum Cmd {
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "sled,echo,ingest,echo-hold,fleet"
+            default_value = "sled,echo,ingest,ingest-pg,ingest-pg2,echo-hold,fleet"
         )]
         only: Vec<bench::Scenario>,
         /// Also write every run's figures as JSON to this file.
@@ -103,6 +104,11 @@ enum Cmd {
         listen: SocketAddr,
         #[arg(long)]
         unlimited_reports: bool,
+        /// A PostgreSQL store instead of the data directory's sled store.
+        #[arg(long)]
+        store: Option<String>,
+        #[arg(long, requires = "store")]
+        store_password_file: Option<PathBuf>,
     },
     /// (child) Run a share of the fleet's agents.
     #[command(hide = true)]
@@ -194,8 +200,23 @@ async fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
             data,
             listen,
             unlimited_reports,
+            store,
+            store_password_file,
         } => {
-            roles::serve(kind, &data, listen, unlimited_reports, started).await?;
+            let postgres = match (store, store_password_file) {
+                (Some(url), Some(file)) => Some(commscan_collector::store::pg_store::PgConfig {
+                    url,
+                    password: Some(std::fs::read_to_string(&file)?.trim_end().to_owned()),
+                    max_connections: commscan_loadgen::postgres::COLLECTOR_CONNECTIONS,
+                }),
+                (Some(url), None) => Some(commscan_collector::store::pg_store::PgConfig {
+                    url,
+                    password: None,
+                    max_connections: commscan_loadgen::postgres::COLLECTOR_CONNECTIONS,
+                }),
+                _ => None,
+            };
+            roles::serve(kind, &data, listen, unlimited_reports, postgres, started).await?;
         }
         Cmd::Agents {
             cache,

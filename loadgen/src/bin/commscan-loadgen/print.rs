@@ -8,9 +8,20 @@ fn mib(kib: u64) -> f64 {
 }
 
 fn load_line(name: &str, l: &Load) -> String {
+    let db = l
+        .db_cores
+        .map(|d| format!(", database {d:.2} cores"))
+        .unwrap_or_default();
     format!(
-        "{name}: {:.0} reports/s, ack p50 {:.2} ms, p99 {:.2} ms, server {:.2} cores (throttled {}, skipped {}, failed sessions {})",
-        l.per_second, l.p50_ms, l.p99_ms, l.server_cores, l.throttled, l.skipped, l.failures
+        "{name}: {:.0} reports/s, ack p50 {:.2} ms, p99 {:.2} ms, server {:.2} cores{db}, {:.0} µs CPU per report (throttled {}, skipped {}, failed sessions {})",
+        l.per_second,
+        l.p50_ms,
+        l.p99_ms,
+        l.server_cores,
+        l.cpu_per_report_us(),
+        l.throttled,
+        l.skipped,
+        l.failures
     )
 }
 
@@ -29,12 +40,16 @@ pub fn print_partial(s: &Scenario, f: &RunFigures) {
                 );
             }
         }
-        Scenario::Echo | Scenario::Ingest => {
-            let (name, c) = if *s == Scenario::Echo {
-                ("echo", &f.echo)
-            } else {
-                ("ingest", &f.ingest)
+        Scenario::Echo | Scenario::Ingest | Scenario::IngestPg | Scenario::IngestPg2 => {
+            let (name, c) = match s {
+                Scenario::Echo => ("echo", &f.echo),
+                Scenario::Ingest => ("ingest", &f.ingest),
+                Scenario::IngestPg => ("ingest-pg", &f.ingest_pg),
+                _ => ("ingest-pg2", &f.ingest_pg2),
             };
+            if c.is_none() {
+                println!("{name}: skipped");
+            }
             if let Some(c) = c {
                 println!(
                     "{}",
@@ -138,6 +153,8 @@ pub fn print_medians(runs: &[RunFigures]) {
             (|r: &RunFigures| r.echo.clone()) as fn(&RunFigures) -> Option<Capacity>,
         ),
         ("ingest", |r: &RunFigures| r.ingest.clone()),
+        ("ingest-pg", |r: &RunFigures| r.ingest_pg.clone()),
+        ("ingest-pg2", |r: &RunFigures| r.ingest_pg2.clone()),
     ] {
         for (pct, half) in [("100%", false), ("50%", true)] {
             let l = |r: &RunFigures| get(r).map(|c| if half { c.half } else { c.full });
@@ -161,10 +178,44 @@ pub fn print_medians(runs: &[RunFigures]) {
                 m(&|r| l(r).map(|x| x.server_cores)),
                 "cores",
             );
+            row(
+                &format!("{name} {pct}: database CPU"),
+                m(&|r| l(r).and_then(|x| x.db_cores)),
+                "cores",
+            );
+            row(
+                &format!("{name} {pct}: CPU per report (server + database)"),
+                m(&|r| l(r).map(|x| x.cpu_per_report_us())),
+                "µs",
+            );
         }
     }
-    let ratio = m(&|r| Some(r.ingest.as_ref()?.full.per_second / r.echo.as_ref()?.full.per_second));
-    row("ingest / echo at 100%", ratio * 100.0, "%");
+    // Ratios within a run, then the median.
+    let full = |c: &Option<Capacity>| c.as_ref().map(|c| c.full.per_second);
+    let ratio = |a: fn(&RunFigures) -> &Option<Capacity>,
+                 b: fn(&RunFigures) -> &Option<Capacity>| {
+        m(&|r| Some(full(a(r))? / full(b(r))?)) * 100.0
+    };
+    row(
+        "ingest / echo at 100%",
+        ratio(|r| &r.ingest, |r| &r.echo),
+        "%",
+    );
+    row(
+        "ingest-pg / echo at 100%",
+        ratio(|r| &r.ingest_pg, |r| &r.echo),
+        "%",
+    );
+    row(
+        "ingest-pg / ingest (sled) at 100%",
+        ratio(|r| &r.ingest_pg, |r| &r.ingest),
+        "%",
+    );
+    row(
+        "ingest-pg2 / ingest (sled) at 100%",
+        ratio(|r| &r.ingest_pg2, |r| &r.ingest),
+        "%",
+    );
     row(
         "echo: RSS per held connection",
         m(&|r| r.echo_hold.as_ref().map(Hold::per_agent_kib)),

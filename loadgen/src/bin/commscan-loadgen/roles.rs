@@ -5,9 +5,10 @@
 use crate::child::{Command, Event, emit};
 use anyhow::Context;
 use commscan_collector::compliance::RulesConfig;
-use commscan_collector::layout::Layout;
+use commscan_collector::layout::{Layout, OpenSettings};
 use commscan_collector::limits::{Limiters, RateLimiter};
 use commscan_collector::server::Limits;
+use commscan_collector::store::pg_store::PgConfig;
 use commscan_loadgen::agent::Target;
 use commscan_loadgen::fleet::Fleet;
 use commscan_loadgen::pool::{Phase, Pool};
@@ -54,12 +55,15 @@ fn limits_note() {
 }
 
 /// Serves `data` on `listen` until told to quit. With `unlimited_reports`, the per-device
-/// report limit is lifted (capacity runs send back to back from each agent).
+/// report limit is lifted (capacity runs send back to back from each agent). With `postgres`,
+/// the collector keeps its store there instead of in `data` (whose PKI it still uses), as
+/// `commscan-collector serve --store` does.
 pub async fn serve(
     kind: ServerKind,
     data: &Path,
     listen: SocketAddr,
     unlimited_reports: bool,
+    postgres: Option<PgConfig>,
     started: Instant,
 ) -> anyhow::Result<()> {
     limits_note();
@@ -74,7 +78,12 @@ pub async fn serve(
             for (file, text) in policy_files.iter().zip(POLICIES) {
                 std::fs::write(file, text)?;
             }
-            let (mut c, tls) = layout.open(&RulesConfig::with_policy(Some(&policy_files[0])))?;
+            let settings = OpenSettings {
+                postgres,
+                ..OpenSettings::default()
+            };
+            let rules = RulesConfig::with_policy(Some(&policy_files[0]));
+            let (mut c, tls) = tokio::task::block_in_place(|| layout.open_with(&rules, &settings))?;
             if unlimited_reports {
                 Arc::get_mut(&mut c)
                     .context("collector shared before serving")?
