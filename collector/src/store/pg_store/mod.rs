@@ -57,13 +57,15 @@ use super::{
     SessionStore, Store, StoreError, TokenStore,
 };
 use commscan_core::verdict::{ReasonKind, Status};
+use deadpool_postgres::GenericClient;
 use deadpool_postgres::Pool;
+use deadpool_postgres::Transaction;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeSet;
 use std::future::Future;
 use time::OffsetDateTime;
-use tokio_postgres::{GenericClient, Transaction};
+use tokio_postgres::types::ToSql;
 
 /// How to reach the database.
 #[derive(Clone)]
@@ -307,21 +309,42 @@ impl PgStore {
     }
 }
 
+/// Runs `sql` in `tx` as a statement prepared once per connection and cached (the device
+/// write path runs the same few statements for every report: planning them each time was
+/// most of its cost).
+async fn exec(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    what: &'static str,
+) -> Result<u64, StoreError> {
+    let st = tx.prepare_cached(sql).await.map_err(db(what))?;
+    tx.execute(&st, params).await.map_err(db(what))
+}
+
+/// [`exec`] for a query of at most one row.
+async fn query_opt(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    what: &'static str,
+) -> Result<Option<tokio_postgres::Row>, StoreError> {
+    let st = tx.prepare_cached(sql).await.map_err(db(what))?;
+    tx.query_opt(&st, params).await.map_err(db(what))
+}
+
 /// Locks and returns the aggregate of `org` (creating an empty row first).
 async fn lock_aggregate(tx: &Transaction<'_>, org: &str) -> Result<OrgAggregate, StoreError> {
-    tx.execute(
-        "INSERT INTO org_aggregates (organisation, devices, aggregate) VALUES ($1, 0, '{}') ON CONFLICT DO NOTHING",
+    exec(tx, "INSERT INTO org_aggregates (organisation, devices, aggregate) VALUES ($1, 0, '{}') ON CONFLICT DO NOTHING",
+        &[&org], "create aggregate").await?;
+    let row = query_opt(
+        tx,
+        "SELECT aggregate FROM org_aggregates WHERE organisation = $1 FOR UPDATE",
         &[&org],
+        "lock aggregate",
     )
-    .await
-    .map_err(db("create aggregate"))?;
-    let row = tx
-        .query_one(
-            "SELECT aggregate FROM org_aggregates WHERE organisation = $1 FOR UPDATE",
-            &[&org],
-        )
-        .await
-        .map_err(db("lock aggregate"))?;
+    .await?
+    .ok_or_else(|| StoreError::Backend("database: lock aggregate: no row".into()))?;
     let v: serde_json::Value = row.get(0);
     if v.as_object().is_some_and(|o| o.is_empty()) {
         return Ok(OrgAggregate::default());
@@ -337,19 +360,21 @@ async fn store_aggregate(
 ) -> Result<(), StoreError> {
     let v = json(agg);
     let devices = i64_of(agg.devices);
-    tx.execute(
+    exec(
+        tx,
         "UPDATE org_aggregates SET devices = $2, aggregate = $3 WHERE organisation = $1",
         &[&org, &devices, &v],
+        "update aggregate",
     )
-    .await
-    .map_err(db("update aggregate"))?;
-    tx.execute(
+    .await?;
+    exec(
+        tx,
         "INSERT INTO org_daily (organisation, day, devices, aggregate) VALUES ($1, $2, $3, $4)
          ON CONFLICT (organisation, day) DO UPDATE SET devices = $3, aggregate = $4",
         &[&org, &at.date(), &devices, &v],
+        "record the day's point",
     )
-    .await
-    .map_err(db("record the day's point"))?;
+    .await?;
     Ok(())
 }
 
@@ -362,13 +387,13 @@ async fn write_device(
     remove: bool,
 ) -> Result<(), StoreError> {
     let id = device.device_id.as_str();
-    let old: Option<DeviceRecord> = match tx
-        .query_opt(
-            "SELECT record FROM devices WHERE device_id = $1 FOR UPDATE",
-            &[&id],
-        )
-        .await
-        .map_err(db("lock device"))?
+    let old: Option<DeviceRecord> = match query_opt(
+        tx,
+        "SELECT record FROM devices WHERE device_id = $1 FOR UPDATE",
+        &[&id],
+        "lock device",
+    )
+    .await?
     {
         Some(row) => Some(decode(&format!("devices/{id}"), row.get(0))?),
         None => None,
@@ -392,12 +417,20 @@ async fn write_device(
         store_aggregate(tx, org, &agg, at).await?;
     }
     if remove {
-        tx.execute("DELETE FROM devices WHERE device_id = $1", &[&id])
-            .await
-            .map_err(db("remove device"))?;
-        tx.execute("DELETE FROM history WHERE device_id = $1", &[&id])
-            .await
-            .map_err(db("remove history"))?;
+        exec(
+            tx,
+            "DELETE FROM devices WHERE device_id = $1",
+            &[&id],
+            "remove device",
+        )
+        .await?;
+        exec(
+            tx,
+            "DELETE FROM history WHERE device_id = $1",
+            &[&id],
+            "remove history",
+        )
+        .await?;
         return Ok(());
     }
     upsert_device_row(tx, device).await?;
@@ -416,8 +449,7 @@ async fn upsert_device_row(tx: &Transaction<'_>, device: &DeviceRecord) -> Resul
         .last_report
         .filter(|_| device.verdict.status != Status::Stale);
     let record = json(device);
-    tx.execute(
-        "INSERT INTO devices (device_id, organisation, hostname, platform, os_version, agent_version,
+    exec(tx, "INSERT INTO devices (device_id, organisation, hostname, platform, os_version, agent_version,
                               status, enrolled_at, last_report, stale_watch, revoked, record)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          ON CONFLICT (device_id) DO UPDATE SET
@@ -437,13 +469,14 @@ async fn upsert_device_row(tx: &Transaction<'_>, device: &DeviceRecord) -> Resul
             &stale_watch,
             &device.revoked,
             &record,
-        ],
+        ], "write device").await?;
+    exec(
+        tx,
+        "DELETE FROM findings WHERE device_id = $1",
+        &[&id],
+        "replace findings",
     )
-    .await
-    .map_err(db("write device"))?;
-    tx.execute("DELETE FROM findings WHERE device_id = $1", &[&id])
-        .await
-        .map_err(db("replace findings"))?;
+    .await?;
     let violating: BTreeSet<&str> = device
         .verdict
         .reasons
@@ -452,7 +485,8 @@ async fn upsert_device_row(tx: &Transaction<'_>, device: &DeviceRecord) -> Resul
         .map(|r| r.product.as_str())
         .collect();
     for f in &device.findings {
-        tx.execute(
+        exec(
+            tx,
             "INSERT INTO findings (device_id, product, version, violating, evidence)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
             &[
@@ -462,9 +496,9 @@ async fn upsert_device_row(tx: &Transaction<'_>, device: &DeviceRecord) -> Resul
                 &violating.contains(f.product.as_str()),
                 &json(&f.evidence),
             ],
+            "write findings",
         )
-        .await
-        .map_err(db("write findings"))?;
+        .await?;
     }
     Ok(())
 }
@@ -488,12 +522,13 @@ impl DeviceStore for PgStore {
     fn lock_device(&self, device: &str) -> Result<super::StoreLock, StoreError> {
         let conn = self.run(async |s| {
             let c = s.locks.get().await.map_err(pool_err)?;
-            c.execute(
-                "SELECT pg_advisory_lock(hashtext('device'), hashtext($1))",
-                &[&device],
-            )
-            .await
-            .map_err(db("lock device"))?;
+            let st = c
+                .prepare_cached("SELECT pg_advisory_lock(hashtext('device'), hashtext($1))")
+                .await
+                .map_err(db("lock device"))?;
+            c.execute(&st, &[&device])
+                .await
+                .map_err(db("lock device"))?;
             Ok(c)
         })?;
         let handle = self
@@ -524,11 +559,11 @@ impl DeviceStore for PgStore {
 
     fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
         self.read(async |c| {
-            match c
-                .query_opt("SELECT record FROM devices WHERE device_id = $1", &[&id])
+            let st = c
+                .prepare_cached("SELECT record FROM devices WHERE device_id = $1")
                 .await
-                .map_err(db("read device"))?
-            {
+                .map_err(db("read device"))?;
+            match c.query_opt(&st, &[&id]).await.map_err(db("read device"))? {
                 Some(row) => decode(&format!("devices/{id}"), row.get(0)).map(Some),
                 None => Ok(None),
             }
@@ -686,7 +721,7 @@ impl DeviceStore for PgStore {
         name: &str,
         c: &Classification,
     ) -> Result<(), StoreError> {
-        self.read(async |db_| upsert_classification(&**db_, org, name, c).await)
+        self.read(async |db_| upsert_classification(&db_, org, name, c).await)
     }
 
     fn classifications(&self, org: &str) -> Result<Vec<(String, Classification)>, StoreError> {
@@ -888,7 +923,7 @@ fn keyed<T: DeserializeOwned>(
 
 impl TokenStore for PgStore {
     fn put_token(&self, hash: &str, token: &TokenRecord) -> Result<(), StoreError> {
-        self.read(async |c| upsert_token(&**c, hash, token).await)
+        self.read(async |c| upsert_token(&c, hash, token).await)
     }
 
     fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
@@ -900,7 +935,7 @@ impl TokenStore for PgStore {
     }
 
     fn put_person(&self, hash: &str, person: &PersonRecord) -> Result<(), StoreError> {
-        self.read(async |c| upsert_person(&**c, hash, person).await)
+        self.read(async |c| upsert_person(&c, hash, person).await)
     }
 
     fn person(&self, hash: &str) -> Result<Option<PersonRecord>, StoreError> {
@@ -914,7 +949,7 @@ impl TokenStore for PgStore {
 
 impl AuditStore for PgStore {
     fn append_audit(&self, entry: &AuditRecord) -> Result<u64, StoreError> {
-        self.read(async |c| insert_audit(&**c, None, entry).await)
+        self.read(async |c| insert_audit(&c, None, entry).await)
     }
 
     fn audit(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
