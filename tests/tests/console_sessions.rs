@@ -453,3 +453,65 @@ async fn a_device_page_shows_its_evidence_and_certificate_expiry() {
         page.body
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_adds_and_revokes_people_in_the_console_and_an_officer_cannot() {
+    let c = TestCollector::start().await;
+    let (admin, _) = sign_in(&c, &c.admin_token).await;
+    let csrf = csrf_of(&c, &admin, "/people").await;
+    let page = http(
+        &c,
+        "POST",
+        "/people",
+        Some(&admin),
+        Some(&format!(
+            "csrf={csrf}&name=Olga&grants=officer%3Aacme+auditor"
+        )),
+    )
+    .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let i = page
+        .body
+        .find("id=\"secret\">")
+        .expect("the token, shown once");
+    let token = page.body[i + 12..].split('<').next().unwrap().to_owned();
+    let (olga, _) = sign_in(&c, &token).await;
+    let fleet = http(&c, "GET", "/fleet", Some(&olga), None).await;
+    assert_eq!(fleet.status, 200);
+    assert!(fleet.body.contains("Olga ["), "signed in as the new person");
+    // An officer manages no people.
+    let theirs = csrf_of(&c, &olga, "/fleet").await;
+    let r = http(
+        &c,
+        "POST",
+        "/people",
+        Some(&olga),
+        Some(&format!("csrf={theirs}&name=Mallory&grants=admin")),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    // Revoked from the console: her session ends at once.
+    let list = http(&c, "GET", "/people", Some(&admin), None).await;
+    let j = list.body.find("Olga").unwrap();
+    let id = list.body[..j]
+        .rsplit("<code>")
+        .next()
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned();
+    let r = http(
+        &c,
+        "POST",
+        &format!("/people/{id}/revoke"),
+        Some(&admin),
+        Some(&format!("csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(
+        http(&c, "GET", "/fleet", Some(&olga), None).await.status,
+        303
+    );
+}

@@ -223,6 +223,8 @@ texts! {
     Name => "Name", "Имя";
     Grants => "Grants", "Права";
     AddPerson => "Add person", "Добавить";
+    GrantHelp => "role or role:organisation, e.g. officer:acme; several separated by spaces", "роль или роль:организация, например officer:acme; несколько через пробел";
+    TokenOnce => "Their bearer token (shown once; give it to them over a trusted channel)", "Токен доступа (показывается один раз; передайте по доверенному каналу)";
     Role => "Role", "Роль";
     Audit => "Audit log", "Журнал аудита";
     When => "When", "Когда";

@@ -329,6 +329,11 @@ pub async fn revoke_token(
 }
 
 pub async fn people(State(web): State<Web>, ctx: Ctx) -> Response {
+    people_page(web, ctx, None).await
+}
+
+/// The people page, with a new person's token when one was just added.
+async fn people_page(web: Web, ctx: Ctx, added: Option<(String, String)>) -> Response {
     let who = ctx.signed.who.clone();
     let people = match web.blocking(move |c| c.list_access_tokens(&who)).await {
         Ok(p) => p,
@@ -340,6 +345,20 @@ pub async fn people(State(web): State<Web>, ctx: Ctx) -> Response {
         lang.t(T::People),
         page::Nav::People,
         html! {
+            @if let Some((id, secret)) = &added {
+                section.secret {
+                    h2 { (id) }
+                    p { (lang.t(T::TokenOnce)) }
+                    p { code #secret { (secret) } }
+                }
+            }
+            form #add-person method="post" action="/people" {
+                (page::csrf(&ctx))
+                label { (lang.t(T::Name)) " " input name="name" required maxlength="128"; }
+                label { (lang.t(T::Grants)) " " input name="grants" required aria-describedby="grant-help"; }
+                button type="submit" { (lang.t(T::AddPerson)) }
+                p.help #grant-help { (lang.t(T::GrantHelp)) }
+            }
             div.scroll {
                 table #people {
                     thead { tr {
@@ -349,6 +368,7 @@ pub async fn people(State(web): State<Web>, ctx: Ctx) -> Response {
                         th scope="col" { (lang.t(T::Created)) }
                         th scope="col" { (lang.t(T::Expires)) }
                         th scope="col" { (lang.t(T::Status)) }
+                        th scope="col" { (lang.t(T::Revoke)) }
                     } }
                     tbody {
                         @for p in &people {
@@ -359,6 +379,14 @@ pub async fn people(State(web): State<Web>, ctx: Ctx) -> Response {
                                 td { @match p.record.created_at { Some(t) => (lang.datetime(t)), None => "—" } }
                                 td { @match p.record.expires_at { Some(t) => (lang.datetime(t)), None => "—" } }
                                 td { @if p.record.revoked { (lang.t(T::Revoked)) } @else { (lang.t(T::Active)) } }
+                                td {
+                                    @if !p.record.revoked {
+                                        form.revoke method="post" action=(format!("/people/{}/revoke", p.person_id)) {
+                                            (page::csrf(&ctx))
+                                            button type="submit" { (lang.t(T::Revoke)) }
+                                        }
+                                    }
+                                }
                             }
                         }
                     }
@@ -366,6 +394,81 @@ pub async fn people(State(web): State<Web>, ctx: Ctx) -> Response {
             }
         },
     )
+}
+
+#[derive(serde::Deserialize)]
+pub struct PersonForm {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+    grants: String,
+}
+
+/// `role` or `role:org`, as `commscanctl people add --grant` takes them.
+fn parse_grant(s: &str) -> Result<crate::store::records::Grant, crate::error::CollectorError> {
+    use crate::store::records::{Grant, Role};
+    let (role, org) = s.split_once(':').map_or((s, None), |(r, o)| (r, Some(o)));
+    let role = match role.to_ascii_lowercase().as_str() {
+        "admin" => Role::Admin,
+        "officer" => Role::Officer,
+        "analyst" => Role::Analyst,
+        "auditor" => Role::Auditor,
+        other => {
+            return Err(crate::error::CollectorError::InvalidArgument(format!(
+                "grants: '{other}' is not a role (admin, officer, analyst, auditor)"
+            )));
+        }
+    };
+    Ok(Grant {
+        role,
+        organisation: org
+            .filter(|o| !o.is_empty() && *o != "*")
+            .map(str::to_owned),
+    })
+}
+
+pub async fn add_person(State(web): State<Web>, ctx: Ctx, Form(f): Form<PersonForm>) -> Response {
+    if let Some(r) = csrf_refused(&ctx, &f.csrf) {
+        return r;
+    }
+    let grants = match f
+        .grants
+        .split_whitespace()
+        .take(32)
+        .map(parse_grant)
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(g) => g,
+        Err(e) => return page::error(ctx.lang, e),
+    };
+    let who = ctx.signed.who.clone();
+    match web
+        .blocking(move |c| c.create_access_token(&who, &f.name, grants, None))
+        .await
+    {
+        // The token is rendered into this response only; the store keeps its hash.
+        Ok((id, secret)) => people_page(web, ctx, Some((id, secret))).await,
+        Err(e) => page::error(ctx.lang, e),
+    }
+}
+
+pub async fn revoke_person(
+    State(web): State<Web>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfOnly>,
+) -> Response {
+    if let Some(r) = csrf_refused(&ctx, &f.csrf) {
+        return r;
+    }
+    let who = ctx.signed.who.clone();
+    match web
+        .blocking(move |c| c.revoke_access_token(&who, &id))
+        .await
+    {
+        Ok(_) => Redirect::to("/people").into_response(),
+        Err(e) => page::error(ctx.lang, e),
+    }
 }
 
 #[derive(serde::Deserialize, Default)]
