@@ -15,45 +15,21 @@
 //! (`commscan_runtime::testing::postgres`): fsync and synchronous commit on,
 //! `shared_buffers = 32MB`.
 
+mod fleet;
+
 use commscan_collector::collector::Collector;
-use commscan_collector::compliance::{Rules, RulesConfig};
+use commscan_collector::compliance::RulesConfig;
 use commscan_collector::grpc::query::{CSV_HEADER, csv_line};
 use commscan_collector::ingest::{HelloInfo, IncomingReport, ReportBody};
 use commscan_collector::layout::{InitOptions, Layout, OpenSettings};
+use commscan_collector::store::DeviceFilter;
 use commscan_collector::store::pg_store::PgConfig;
-use commscan_collector::store::{DeviceFilter, DeviceRecord};
 use commscan_core::identity::DeviceIdentity;
-use commscan_core::platform::Platform;
-use commscan_core::scan::{Evidence, Finding, ScanStats, SourceOutcome};
+use commscan_core::scan::ScanStats;
 use commscan_core::verdict::Status;
 use commscan_runtime::testing::postgres::PgCluster;
+use fleet::{ORGS, device, finding};
 use std::time::{Duration, Instant};
-
-const ORGS: usize = 50;
-const PRODUCTS: [&str; 8] = [
-    "zoom",
-    "telegram",
-    "yandex-telemost",
-    "slack",
-    "trueconf",
-    "skype",
-    "vk-teams",
-    "discord",
-];
-
-fn finding(p: &str) -> Finding {
-    Finding {
-        product: p.into(),
-        installed: true,
-        running: false,
-        version: Some("1.2.3".into()),
-        evidence: vec![Evidence {
-            source: "dpkg".into(),
-            detail: format!("package {p} 1.2.3"),
-            signature: "dpkg".into(),
-        }],
-    }
-}
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -180,29 +156,6 @@ fn env_or(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn device(i: usize, rules: &Rules, now: time::OffsetDateTime, stale: Duration) -> DeviceRecord {
-    let org = format!("org-{}", i % ORGS);
-    let mut d = DeviceRecord::enrolled(
-        format!("00000000-0000-4000-8000-{i:012}"),
-        org,
-        format!("host-{i}"),
-        Some(Platform::Linux),
-        "Debian 12".into(),
-        "0.1.0".into(),
-        now,
-    );
-    d.findings = (0..3)
-        .map(|k| finding(PRODUCTS[(i + k * 3) % PRODUCTS.len()]))
-        .collect();
-    d.findings.sort_by(|a, b| a.product.cmp(&b.product));
-    d.findings.dedup_by(|a, b| a.product == b.product);
-    d.stats.sources.insert("dpkg".into(), SourceOutcome::Ok);
-    d.last_report = Some(now);
-    d.last_sequence = 1;
-    rules.judge(&mut d, now, stale);
-    d
 }
 
 type Vacuum<'a> = Option<&'a dyn Fn() -> (u64, u64)>;
