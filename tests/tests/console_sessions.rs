@@ -324,6 +324,17 @@ async fn hostile_device_strings_are_text_and_tenants_stay_apart() {
             "{path}"
         );
     }
+    // An organisation name that is not one (it would end up in a header) is simply not found.
+    let r = http(
+        &c,
+        "GET",
+        "/org/a%22%0D%0AX:y/export.csv",
+        Some(&cookie),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert!(r.header("x").is_none());
     let csv = http(&c, "GET", "/org/acme/export.csv", Some(&cookie), None).await;
     assert_eq!(csv.status, 200);
     assert!(

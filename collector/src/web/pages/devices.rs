@@ -35,6 +35,13 @@ pub struct OrgQuery {
 
 /// The filter a query asks for; a value that is not a status or platform is refused.
 fn filter_of(org: &str, q: &OrgQuery) -> Result<DeviceFilter, CollectorError> {
+    // The organisation comes from the URL and ends up in headers (the export's file name).
+    if !commscan_core::identity::is_valid_organisation(org) {
+        return Err(CollectorError::NotFound(format!(
+            "no organisation '{}'",
+            org.escape_debug()
+        )));
+    }
     let status = match q.status.as_str() {
         "" => None,
         s => Some(s.parse::<Status>().map_err(|_| {
