@@ -131,7 +131,12 @@ impl Prefix {
             }
             out = p.wine(&["wineboot", "--init"]);
         }
-        assert!(out.status.success(), "wineboot: {}", text(&out));
+        assert!(
+            out.status.success(),
+            "wineboot: {}\nfree space where the prefix is: {}",
+            text(&out),
+            free_space(p.dir.path())
+        );
         // `wineboot --init` returns before the processes it started have finished setting the
         // prefix up (services, their registry); an MSI installed before then finds no SCM
         // database to register its service in. Wait until the prefix is idle.
@@ -240,7 +245,9 @@ impl Prefix {
     pub fn command(&self, program: &Path) -> Command {
         let mut c = Command::new(program);
         c.env("WINEPREFIX", self.dir.path())
-            .env("WINEDEBUG", "-all")
+            // Wine's errors, not its fixme chatter: they go to files, shown when a step fails
+            // (a bare exit status such as 53, STATUS_DLL_NOT_FOUND's low byte, says little).
+            .env("WINEDEBUG", "fixme-all")
             // No Gecko or Mono installer prompts in a fresh prefix.
             .env("WINEDLLOVERRIDES", "mscoree,mshtml=")
             .env_remove("DISPLAY")
@@ -347,4 +354,17 @@ pub fn enrolled_device_id(enrolled: &Output) -> String {
         .nth(1)
         .unwrap_or_else(|| panic!("no device id in {stdout:?}"))
         .to_owned()
+}
+
+/// `df -h`'s line for the filesystem holding `dir`, for failure messages (a full disk makes
+/// Wine fail with nothing but an exit status).
+fn free_space(dir: &Path) -> String {
+    match Command::new("df").arg("-h").arg(dir).output() {
+        Ok(out) => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_owned(),
+        Err(e) => format!("df: {e}"),
+    }
 }
