@@ -27,7 +27,6 @@
 
 use crate::collector::Collector;
 use crate::layout::{private_dir, private_files};
-use crate::store::Store;
 use crate::store::sled_store::{BackupCounts, SledStore};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
@@ -129,7 +128,11 @@ fn valid_name(name: &str) -> bool {
 /// Serves the control socket in `data_dir` until `shutdown`. A stale socket file (a collector
 /// that was killed) is replaced: the store's lock, taken before this runs, proves no other
 /// collector uses this directory.
-pub async fn serve_control(collector: Arc<Collector>, data_dir: PathBuf, shutdown: CancellationToken) {
+pub async fn serve_control(
+    collector: Arc<Collector>,
+    data_dir: PathBuf,
+    shutdown: CancellationToken,
+) {
     let path = data_dir.join(CONTROL_SOCKET);
     let _ = std::fs::remove_file(&path);
     let listener = match tokio::net::UnixListener::bind(&path) {
@@ -255,8 +258,16 @@ pub fn backup(data_dir: &Path, dest: &Path) -> Result<Manifest, BackupError> {
     if !data_dir.join("collector.json").is_file() {
         return Err(path_err(data_dir, "not a collector data directory"));
     }
-    if dest.exists() && std::fs::read_dir(dest).map_err(|e| path_err(dest, e))?.next().is_some() {
-        return Err(path_err(dest, "exists and is not empty: a backup goes into a new directory"));
+    if dest.exists()
+        && std::fs::read_dir(dest)
+            .map_err(|e| path_err(dest, e))?
+            .next()
+            .is_some()
+    {
+        return Err(path_err(
+            dest,
+            "exists and is not empty: a backup goes into a new directory",
+        ));
     }
     private_dir(dest).map_err(|e| path_err(dest, e))?;
     let result = backup_into(data_dir, dest);
@@ -273,7 +284,11 @@ fn backup_into(data_dir: &Path, dest: &Path) -> Result<Manifest, BackupError> {
     let socket = data_dir.join(CONTROL_SOCKET);
     let (mode, counts, held_ms) = match std::os::unix::net::UnixStream::connect(&socket) {
         Ok(stream) => {
-            let name = format!("backup-{}-{}", time::OffsetDateTime::now_utc().unix_timestamp(), std::process::id());
+            let name = format!(
+                "backup-{}-{}",
+                time::OffsetDateTime::now_utc().unix_timestamp(),
+                std::process::id()
+            );
             let (counts, held_ms) = ask(stream, &name)?;
             let staged = data_dir.join(STAGING_DIR).join(&name);
             move_dir(&staged.join("store"), &dest.join("store"))?;
@@ -286,7 +301,10 @@ fn backup_into(data_dir: &Path, dest: &Path) -> Result<Manifest, BackupError> {
             let store = SledStore::open(&store_dir).map_err(|e| {
                 path_err(
                     &store_dir,
-                    format!("{e} (a collector holds it but its control socket {} does not answer?)", socket.display()),
+                    format!(
+                        "{e} (a collector holds it but its control socket {} does not answer?)",
+                        socket.display()
+                    ),
                 )
             })?;
             let counts = store.copy_to(&dest.join("store"))?;
@@ -297,7 +315,10 @@ fn backup_into(data_dir: &Path, dest: &Path) -> Result<Manifest, BackupError> {
     for entry in std::fs::read_dir(data_dir).map_err(|e| path_err(data_dir, e))? {
         let entry = entry.map_err(|e| path_err(data_dir, e))?;
         let name = entry.file_name();
-        if [ "store", STAGING_DIR, CONTROL_SOCKET].iter().any(|n| name == *n) {
+        if ["store", STAGING_DIR, CONTROL_SOCKET]
+            .iter()
+            .any(|n| name == *n)
+        {
             continue;
         }
         copy_tree(&entry.path(), &dest.join(&name))?;
@@ -311,14 +332,17 @@ fn backup_into(data_dir: &Path, dest: &Path) -> Result<Manifest, BackupError> {
         held_ms,
     };
     let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
-    commscan_runtime::files::write_atomic(&dest.join(MANIFEST), &text)
+    commscan_runtime::files::write_atomic(&dest.join(MANIFEST), &text, 0o600)
         .map_err(|e| path_err(&dest.join(MANIFEST), e))?;
     private_files(dest).map_err(|e| path_err(dest, e))?;
     Ok(manifest)
 }
 
 /// Sends the backup request and reads the reply (the copy may take minutes on a large store).
-fn ask(stream: std::os::unix::net::UnixStream, name: &str) -> Result<(BackupCounts, u64), BackupError> {
+fn ask(
+    stream: std::os::unix::net::UnixStream,
+    name: &str,
+) -> Result<(BackupCounts, u64), BackupError> {
     let mut line = serde_json::to_vec(&Request::Backup { name: name.into() }).unwrap_or_default();
     line.push(b'\n');
     let io = |e: std::io::Error| BackupError::Collector(format!("control socket: {e}"));
@@ -326,9 +350,15 @@ fn ask(stream: std::os::unix::net::UnixStream, name: &str) -> Result<(BackupCoun
     let mut reply = String::new();
     BufReader::new(&stream).read_line(&mut reply).map_err(io)?;
     match serde_json::from_str::<Reply>(&reply) {
-        Ok(Reply::Copied { trees, entries, held_ms }) => Ok((BackupCounts { trees, entries }, held_ms)),
+        Ok(Reply::Copied {
+            trees,
+            entries,
+            held_ms,
+        }) => Ok((BackupCounts { trees, entries }, held_ms)),
         Ok(Reply::Error(e)) => Err(BackupError::Collector(e)),
-        Err(e) => Err(BackupError::Collector(format!("unreadable reply {reply:?}: {e}"))),
+        Err(e) => Err(BackupError::Collector(format!(
+            "unreadable reply {reply:?}: {e}"
+        ))),
     }
 }
 
@@ -343,7 +373,9 @@ fn move_dir(from: &Path, to: &Path) -> Result<(), BackupError> {
 
 /// Copies a file, or a directory recursively (symbolic links are skipped).
 fn copy_tree(from: &Path, to: &Path) -> Result<(), BackupError> {
-    let kind = std::fs::symlink_metadata(from).map_err(|e| path_err(from, e))?.file_type();
+    let kind = std::fs::symlink_metadata(from)
+        .map_err(|e| path_err(from, e))?
+        .file_type();
     if kind.is_dir() {
         private_dir(to).map_err(|e| path_err(to, e))?;
         for entry in std::fs::read_dir(from).map_err(|e| path_err(from, e))? {
@@ -360,8 +392,15 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), BackupError> {
 /// must hold no deployment (stop the collector and move the old directory aside first).
 pub fn restore(backup: &Path, data_dir: &Path) -> Result<Manifest, BackupError> {
     let manifest: Manifest = std::fs::read(backup.join(MANIFEST))
-        .map_err(|e| path_err(&backup.join(MANIFEST), format!("{e} (not a backup made by `commscan-collector backup`?)")))
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| path_err(&backup.join(MANIFEST), e)))?;
+        .map_err(|e| {
+            path_err(
+                &backup.join(MANIFEST),
+                format!("{e} (not a backup made by `commscan-collector backup`?)"),
+            )
+        })
+        .and_then(|b| {
+            serde_json::from_slice(&b).map_err(|e| path_err(&backup.join(MANIFEST), e))
+        })?;
     for needed in ["collector.json", "store", "pki"] {
         if !backup.join(needed).exists() {
             return Err(path_err(&backup.join(needed), "missing from the backup"));

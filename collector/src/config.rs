@@ -324,20 +324,59 @@ pub fn resolve(file: Option<&(PathBuf, String)>, flags: Overrides) -> Result<Set
         .data_dir
         .or_else(|| raw.data_dir.as_ref().map(path_of))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-    let listen = address(&mut c, flags.listen, &raw.listen, ("listen", "--listen"), DEFAULT_LISTEN, false);
-    let web_listen = address(&mut c, flags.web_listen, &raw.web_listen, ("web_listen", "--web-listen"), DEFAULT_WEB_LISTEN, true);
-    let metrics_listen = address(&mut c, flags.metrics_listen, &raw.metrics_listen, ("metrics_listen", "--metrics-listen"), DEFAULT_METRICS_LISTEN, true);
+    let listen = address(
+        &mut c,
+        flags.listen,
+        &raw.listen,
+        ("listen", "--listen"),
+        DEFAULT_LISTEN,
+        false,
+    );
+    let web_listen = address(
+        &mut c,
+        flags.web_listen,
+        &raw.web_listen,
+        ("web_listen", "--web-listen"),
+        DEFAULT_WEB_LISTEN,
+        true,
+    );
+    let metrics_listen = address(
+        &mut c,
+        flags.metrics_listen,
+        &raw.metrics_listen,
+        ("metrics_listen", "--metrics-listen"),
+        DEFAULT_METRICS_LISTEN,
+        true,
+    );
 
     let day = Duration::from_secs(86_400);
     let s = Duration::from_secs;
     let fed = &raw.federation;
-    let push_interval = duration(&mut c, flags.push_interval, &fed.push_interval, ("federation.push_interval", "--push-interval"), DEFAULT_PUSH_INTERVAL, (s(1), day));
-    let federation_stale_after = duration(&mut c, flags.federation_stale_after, &fed.stale_after, ("federation.stale_after", "--federation-stale-after"), crate::collector::DEFAULT_FEDERATION_STALE_AFTER, (s(1), 30 * day));
+    let push_interval = duration(
+        &mut c,
+        flags.push_interval,
+        &fed.push_interval,
+        ("federation.push_interval", "--push-interval"),
+        DEFAULT_PUSH_INTERVAL,
+        (s(1), day),
+    );
+    let federation_stale_after = duration(
+        &mut c,
+        flags.federation_stale_after,
+        &fed.stale_after,
+        ("federation.stale_after", "--federation-stale-after"),
+        crate::collector::DEFAULT_FEDERATION_STALE_AFTER,
+        (s(1), 30 * day),
+    );
     let file_path = |v: &Option<Spanned<String>>| v.as_ref().map(path_of);
     let upstream = UpstreamFlags {
-        url: flags.upstream.or_else(|| fed.upstream.as_ref().map(|v| v.get_ref().clone())),
+        url: flags
+            .upstream
+            .or_else(|| fed.upstream.as_ref().map(|v| v.get_ref().clone())),
         ca: flags.upstream_ca.or_else(|| file_path(&fed.upstream_ca)),
-        cert: flags.upstream_cert.or_else(|| file_path(&fed.upstream_cert)),
+        cert: flags
+            .upstream_cert
+            .or_else(|| file_path(&fed.upstream_cert)),
         key: flags.upstream_key.or_else(|| file_path(&fed.upstream_key)),
         interval: push_interval,
     };
@@ -346,20 +385,87 @@ pub fn resolve(file: Option<&(PathBuf, String)>, flags: Overrides) -> Result<Set
     let d = Limits::default();
     let mut limits = d;
     let hour = s(3600);
-    limits.tls_handshake_timeout = duration(&mut c, None, &l.tls_handshake_timeout, ("limits.tls_handshake_timeout", ""), d.tls_handshake_timeout, (s(1), s(60)));
-    limits.first_request_timeout = duration(&mut c, None, &l.first_request_timeout, ("limits.first_request_timeout", ""), d.first_request_timeout, (s(1), s(60)));
-    limits.idle_timeout = duration(&mut c, None, &l.idle_timeout, ("limits.idle_timeout", ""), d.idle_timeout, (s(1), hour));
-    limits.request_timeout = duration(&mut c, None, &l.request_timeout, ("limits.request_timeout", ""), d.request_timeout, (s(1), hour));
-    limits.keepalive_interval = duration(&mut c, None, &l.keepalive_interval, ("limits.keepalive_interval", ""), d.keepalive_interval, (s(1), hour));
-    limits.keepalive_timeout = duration(&mut c, None, &l.keepalive_timeout, ("limits.keepalive_timeout", ""), d.keepalive_timeout, (s(1), hour));
-    limits.shutdown_grace = duration(&mut c, None, &l.shutdown_grace, ("limits.shutdown_grace", ""), d.shutdown_grace, (s(1), MAX_SHUTDOWN_GRACE));
-    limits.max_connections = count(&mut c, &l.max_connections, "limits.max_connections", d.max_connections, 1_000_000);
-    limits.max_streams_per_connection = count(&mut c, &l.max_streams_per_connection, "limits.max_streams_per_connection", d.max_streams_per_connection as usize, 1000) as u32;
+    limits.tls_handshake_timeout = duration(
+        &mut c,
+        None,
+        &l.tls_handshake_timeout,
+        ("limits.tls_handshake_timeout", ""),
+        d.tls_handshake_timeout,
+        (s(1), s(60)),
+    );
+    limits.first_request_timeout = duration(
+        &mut c,
+        None,
+        &l.first_request_timeout,
+        ("limits.first_request_timeout", ""),
+        d.first_request_timeout,
+        (s(1), s(60)),
+    );
+    limits.idle_timeout = duration(
+        &mut c,
+        None,
+        &l.idle_timeout,
+        ("limits.idle_timeout", ""),
+        d.idle_timeout,
+        (s(1), hour),
+    );
+    limits.request_timeout = duration(
+        &mut c,
+        None,
+        &l.request_timeout,
+        ("limits.request_timeout", ""),
+        d.request_timeout,
+        (s(1), hour),
+    );
+    limits.keepalive_interval = duration(
+        &mut c,
+        None,
+        &l.keepalive_interval,
+        ("limits.keepalive_interval", ""),
+        d.keepalive_interval,
+        (s(1), hour),
+    );
+    limits.keepalive_timeout = duration(
+        &mut c,
+        None,
+        &l.keepalive_timeout,
+        ("limits.keepalive_timeout", ""),
+        d.keepalive_timeout,
+        (s(1), hour),
+    );
+    limits.shutdown_grace = duration(
+        &mut c,
+        None,
+        &l.shutdown_grace,
+        ("limits.shutdown_grace", ""),
+        d.shutdown_grace,
+        (s(1), MAX_SHUTDOWN_GRACE),
+    );
+    limits.max_connections = count(
+        &mut c,
+        &l.max_connections,
+        "limits.max_connections",
+        d.max_connections,
+        1_000_000,
+    );
+    limits.max_streams_per_connection = count(
+        &mut c,
+        &l.max_streams_per_connection,
+        "limits.max_streams_per_connection",
+        d.max_streams_per_connection as usize,
+        1000,
+    ) as u32;
     if let Some(v) = &l.unauthenticated_buffer {
         const RANGE: (u64, u64) = (1 << 20, 1 << 30);
         match commscan_core::size::parse_size(v.get_ref()) {
-            Ok(n) if (RANGE.0..=RANGE.1).contains(&n) => limits.unauthenticated_buffer_bytes = n as usize,
-            Ok(n) => c.problem(Origin::File(v.span()), "limits.unauthenticated_buffer", format!("{n} bytes is outside 1MiB..=1GiB")),
+            Ok(n) if (RANGE.0..=RANGE.1).contains(&n) => {
+                limits.unauthenticated_buffer_bytes = n as usize
+            }
+            Ok(n) => c.problem(
+                Origin::File(v.span()),
+                "limits.unauthenticated_buffer",
+                format!("{n} bytes is outside 1MiB..=1GiB"),
+            ),
             Err(m) => c.problem(Origin::File(v.span()), "limits.unauthenticated_buffer", m),
         }
     }
@@ -433,20 +539,34 @@ fn duration(
         (None, None) => return default,
     };
     if value < min || value > max {
-        c.problem(origin, key, format!("{value:?} is outside {min:?}..={max:?}"));
+        c.problem(
+            origin,
+            key,
+            format!("{value:?} is outside {min:?}..={max:?}"),
+        );
         return default;
     }
     value
 }
 
 /// A count from the file within `1..=max`, else `default` (a problem recorded if wrong).
-fn count(c: &mut Check, in_file: &Option<Spanned<i64>>, key: &str, default: usize, max: usize) -> usize {
+fn count(
+    c: &mut Check,
+    in_file: &Option<Spanned<i64>>,
+    key: &str,
+    default: usize,
+    max: usize,
+) -> usize {
     match in_file {
         None => default,
         Some(v) => match usize::try_from(*v.get_ref()) {
             Ok(n) if (1..=max).contains(&n) => n,
             _ => {
-                c.problem(Origin::File(v.span()), key, format!("{} is outside 1..={max}", v.get_ref()));
+                c.problem(
+                    Origin::File(v.span()),
+                    key,
+                    format!("{} is outside 1..={max}", v.get_ref()),
+                );
                 default
             }
         },
@@ -465,25 +585,41 @@ fn store(
         (None, Some(u)) => (u.get_ref().clone(), Origin::File(u.span())),
         (None, None) => {
             if let Some(v) = &raw.password_file {
-                c.problem(Origin::File(v.span()), "store.password_file", "given without store.url".into());
+                c.problem(
+                    Origin::File(v.span()),
+                    "store.password_file",
+                    "given without store.url".into(),
+                );
             }
             return None;
         }
     };
     if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
-        c.problem(origin, "store.url", format!("'{url}': want postgres://USER@HOST:PORT/DATABASE"));
+        c.problem(
+            origin,
+            "store.url",
+            format!("'{url}': want postgres://USER@HOST:PORT/DATABASE"),
+        );
         return None;
     }
     let connections = match (flags.store_connections, &raw.connections) {
         (Some(n), _) if (1..=1000).contains(&n) => n,
         (Some(n), _) => {
-            c.problem(Origin::Flag("--store-connections"), "store.connections", format!("{n} is outside 1..=1000"));
+            c.problem(
+                Origin::Flag("--store-connections"),
+                "store.connections",
+                format!("{n} is outside 1..=1000"),
+            );
             DEFAULT_STORE_CONNECTIONS
         }
         (None, Some(v)) => match usize::try_from(*v.get_ref()) {
             Ok(n) if (1..=1000).contains(&n) => n,
             _ => {
-                c.problem(Origin::File(v.span()), "store.connections", format!("{} is outside 1..=1000", v.get_ref()));
+                c.problem(
+                    Origin::File(v.span()),
+                    "store.connections",
+                    format!("{} is outside 1..=1000", v.get_ref()),
+                );
                 DEFAULT_STORE_CONNECTIONS
             }
         },
@@ -523,9 +659,18 @@ fn rules(
         org_policies.insert(org.clone(), file.clone());
     }
     RulesConfig {
-        catalog: flags.catalog.clone().or_else(|| raw.catalog.as_ref().map(path_of)),
-        registers: flags.registers.clone().or_else(|| raw.registers.as_ref().map(path_of)),
-        policy: flags.policy.clone().or_else(|| raw.policy.as_ref().map(path_of)),
+        catalog: flags
+            .catalog
+            .clone()
+            .or_else(|| raw.catalog.as_ref().map(path_of)),
+        registers: flags
+            .registers
+            .clone()
+            .or_else(|| raw.registers.as_ref().map(path_of)),
+        policy: flags
+            .policy
+            .clone()
+            .or_else(|| raw.policy.as_ref().map(path_of)),
         org_policies: org_policies.into_iter().collect(),
     }
 }
@@ -535,7 +680,10 @@ mod tests {
     use super::*;
 
     fn file(text: &str) -> (PathBuf, String) {
-        (PathBuf::from("/etc/commscan/collector.toml"), text.to_owned())
+        (
+            PathBuf::from("/etc/commscan/collector.toml"),
+            text.to_owned(),
+        )
     }
 
     #[test]
@@ -543,8 +691,14 @@ mod tests {
         let s = resolve(None, Overrides::default()).unwrap();
         assert_eq!(s.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(s.web_listen.map(|a| a.to_string()).as_deref(), Some(DEFAULT_WEB_LISTEN));
-        assert_eq!(s.metrics_listen.map(|a| a.to_string()).as_deref(), Some(DEFAULT_METRICS_LISTEN));
+        assert_eq!(
+            s.web_listen.map(|a| a.to_string()).as_deref(),
+            Some(DEFAULT_WEB_LISTEN)
+        );
+        assert_eq!(
+            s.metrics_listen.map(|a| a.to_string()).as_deref(),
+            Some(DEFAULT_METRICS_LISTEN)
+        );
         assert_eq!(s.store, None);
         assert_eq!(s.limits.max_connections, Limits::default().max_connections);
         assert_eq!(s.upstream.url, None);
@@ -555,8 +709,30 @@ mod tests {
         let f = file(include_str!("../../deploy/collector.toml"));
         let s = resolve(Some(&f), Overrides::default()).unwrap();
         let d = resolve(None, Overrides::default()).unwrap();
-        assert_eq!(format!("{:?}", (s.data_dir, s.listen, s.web_listen, s.metrics_listen, s.store, s.limits)),
-                   format!("{:?}", (d.data_dir, d.listen, d.web_listen, d.metrics_listen, d.store, d.limits)));
+        assert_eq!(
+            format!(
+                "{:?}",
+                (
+                    s.data_dir,
+                    s.listen,
+                    s.web_listen,
+                    s.metrics_listen,
+                    s.store,
+                    s.limits
+                )
+            ),
+            format!(
+                "{:?}",
+                (
+                    d.data_dir,
+                    d.listen,
+                    d.web_listen,
+                    d.metrics_listen,
+                    d.store,
+                    d.limits
+                )
+            )
+        );
     }
 
     #[test]
@@ -572,10 +748,19 @@ mod tests {
         assert_eq!(s.listen.to_string(), "127.0.0.1:9000");
         assert_eq!(s.web_listen, None);
         let store = s.store.unwrap();
-        assert_eq!(store.password_file, Some(PathBuf::from("/etc/commscan/db.password")));
+        assert_eq!(
+            store.password_file,
+            Some(PathBuf::from("/etc/commscan/db.password"))
+        );
         assert_eq!(store.connections, DEFAULT_STORE_CONNECTIONS);
-        assert_eq!(s.rules.policy, Some(PathBuf::from("/etc/commscan/policy.toml")));
-        assert_eq!(s.rules.org_policies, vec![("acme".to_owned(), PathBuf::from("/p/acme.toml"))]);
+        assert_eq!(
+            s.rules.policy,
+            Some(PathBuf::from("/etc/commscan/policy.toml"))
+        );
+        assert_eq!(
+            s.rules.org_policies,
+            vec![("acme".to_owned(), PathBuf::from("/p/acme.toml"))]
+        );
         assert_eq!(s.limits.max_connections, 500);
         assert_eq!(s.limits.shutdown_grace, Duration::from_secs(5));
 
@@ -587,8 +772,14 @@ mod tests {
         };
         let s = resolve(Some(&f), flags).unwrap();
         assert_eq!(s.listen.to_string(), "127.0.0.1:9001");
-        assert_eq!(s.web_listen.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:9002"));
-        assert_eq!(s.rules.org_policies, vec![("acme".to_owned(), PathBuf::from("/q/acme.toml"))]);
+        assert_eq!(
+            s.web_listen.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:9002")
+        );
+        assert_eq!(
+            s.rules.org_policies,
+            vec![("acme".to_owned(), PathBuf::from("/q/acme.toml"))]
+        );
     }
 
     #[test]
@@ -597,7 +788,14 @@ mod tests {
             "listen = \"nowhere\"\n\n[limits]\nmax_connections = 0\nshutdown_grace = \"40s\"\n\
              idle_timeout = \"soon\"\n[store]\nurl = \"mysql://x\"\n[rules.organisations]\n\"Bad Org\" = \"x.toml\"\n",
         );
-        let err = resolve(Some(&f), Overrides { metrics_listen: Some("here".into()), ..Overrides::default() }).unwrap_err();
+        let err = resolve(
+            Some(&f),
+            Overrides {
+                metrics_listen: Some("here".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap_err();
         let text = err.to_string();
         for want in [
             "collector.toml:1: listen: 'nowhere'",
@@ -615,7 +813,13 @@ mod tests {
 
     #[test]
     fn an_unknown_key_is_refused_at_its_line() {
-        let err = resolve(Some(&file("listen = \"0.0.0.0:1\"\n[limits]\nmax_conections = 5\n")), Overrides::default()).unwrap_err();
+        let err = resolve(
+            Some(&file(
+                "listen = \"0.0.0.0:1\"\n[limits]\nmax_conections = 5\n",
+            )),
+            Overrides::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.0.len(), 1);
         assert_eq!(err.0[0].line, Some(3), "{err}");
         assert!(err.0[0].message.contains("max_conections"), "{err}");

@@ -240,7 +240,10 @@ fn validate_reports_every_problem_of_the_configuration_file_at_its_line_and_exit
     std::fs::write(&file, "[store]\nconections = 4\n").unwrap();
     let (ok, _, stderr) = collector(&["validate", "--config", file.to_str().unwrap()]);
     assert!(!ok);
-    assert!(stderr.contains(&format!("{name}:2:")) && stderr.contains("conections"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{name}:2:")) && stderr.contains("conections"),
+        "{stderr}"
+    );
     let (ok, _, stderr) = collector(&["validate", "--config", "/nonexistent/collector.toml"]);
     assert!(!ok);
     assert!(stderr.contains("/nonexistent/collector.toml"), "{stderr}");

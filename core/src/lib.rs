@@ -27,7 +27,6 @@
 pub mod catalog;
 pub mod digest;
 pub mod duration;
-pub mod size;
 pub mod identity;
 pub mod inventory;
 pub mod matcher;
@@ -37,6 +36,7 @@ pub mod policy;
 pub mod register;
 pub mod report;
 pub mod scan;
+pub mod size;
 pub mod text;
 pub mod textpos;
 pub mod verdict;

@@ -120,10 +120,7 @@ impl CollectorProcess {
 
     /// SIGTERM (a stop by systemd), then waits up to `within` for it to exit: its exit
     /// status and how long it took, or `None` if it was still running (it is SIGKILLed then).
-    pub fn terminate(
-        &mut self,
-        within: Duration,
-    ) -> Option<(std::process::ExitStatus, Duration)> {
+    pub fn terminate(&mut self, within: Duration) -> Option<(std::process::ExitStatus, Duration)> {
         let child = self.child.as_mut()?;
         let pid = child.id().to_string();
         let started = Instant::now();

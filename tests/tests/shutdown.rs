@@ -37,11 +37,21 @@ async fn sigterm_ends_watches_exports_and_agent_streams_flushes_and_exits_zero()
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("collector");
     let out = Command::new(workspace_binary("commscan-collector"))
-        .args(["init", "--data-dir", data.to_str().unwrap(), "--org", "acme"])
+        .args([
+            "init",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--org",
+            "acme",
+        ])
         .args(["--trust-domain", "test.local", "--server-name", "127.0.0.1"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let token = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::trim)
@@ -92,22 +102,18 @@ async fn sigterm_ends_watches_exports_and_agent_streams_flushes_and_exits_zero()
     // Three agents, each with Zoom installed.
     let (mut agents, mut roots, mut device_ids) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..3 {
-        let agent_data =
-            commscan_agent::state::DataDir::new(dir.path().join(format!("agent-{i}")));
-        let identity = commscan_agent::enroll::enroll(
-            &url,
-            &token,
-            &ca,
-            Platform::Linux,
-            None,
-            &agent_data,
-        )
-        .await
-        .unwrap();
+        let agent_data = commscan_agent::state::DataDir::new(dir.path().join(format!("agent-{i}")));
+        let identity =
+            commscan_agent::enroll::enroll(&url, &token, &ca, Platform::Linux, None, &agent_data)
+                .await
+                .unwrap();
         device_ids.push(identity.device_id);
         let root = dir.path().join(format!("root-{i}"));
         install(&root, &["zoom"]);
-        agents.push(RunningAgent::start(tree_agent(watching(&agent_data), &root)));
+        agents.push(RunningAgent::start(tree_agent(
+            watching(&agent_data),
+            &root,
+        )));
         roots.push(root);
     }
     // The watch saw the three devices arrive: it is live.
@@ -137,18 +143,28 @@ async fn sigterm_ends_watches_exports_and_agent_streams_flushes_and_exits_zero()
         .await
         .unwrap()
         .into_inner();
-    let mut exported = export.message().await.unwrap().expect("a first chunk").data.len();
+    let mut exported = export
+        .message()
+        .await
+        .unwrap()
+        .expect("a first chunk")
+        .data
+        .len();
 
     // Stop, as systemd does.
-    let (status, took) = tokio::task::block_in_place(|| collector.terminate(BOUND))
-        .unwrap_or_else(|| {
+    let (status, took) =
+        tokio::task::block_in_place(|| collector.terminate(BOUND)).unwrap_or_else(|| {
             panic!(
                 "still running {BOUND:?} after SIGTERM; its log:\n{}",
                 collector.log_tail()
             )
         });
     println!("SIGTERM → exit {status} in {took:?}");
-    assert!(status.success(), "exit after SIGTERM: {status}\n{}", collector.log_tail());
+    assert!(
+        status.success(),
+        "exit after SIGTERM: {status}\n{}",
+        collector.log_tail()
+    );
     assert!(
         log.lines().iter().any(|(_, l)| l.contains("stopped")),
         "no `stopped` line:\n{}",
@@ -161,7 +177,10 @@ async fn sigterm_ends_watches_exports_and_agent_streams_flushes_and_exits_zero()
         if let Some(s) = watch.try_wait().unwrap() {
             break s;
         }
-        assert!(ended.elapsed() < Duration::from_secs(10), "the watch is still running");
+        assert!(
+            ended.elapsed() < Duration::from_secs(10),
+            "the watch is still running"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let mut watch_err = String::new();
@@ -183,12 +202,16 @@ async fn sigterm_ends_watches_exports_and_agent_streams_flushes_and_exits_zero()
     let status = end.unwrap_or_else(|| {
         panic!("the export ended OK after {exported} bytes although the collector stopped")
     });
-    println!("export: {exported} bytes, then {:?}: {}", status.code(), status.message());
+    println!(
+        "export: {exported} bytes, then {:?}: {}",
+        status.code(),
+        status.message()
+    );
 
     // Restart: nothing lost, and the same agents report again by themselves.
     collector.start();
     for root in &roots {
-        install(root, &["zoom", "telegram"]);
+        install(root, &["zoom", "telegram-desktop"]);
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     for id in &device_ids {

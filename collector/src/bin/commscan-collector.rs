@@ -411,10 +411,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("final flush")?
                 .context("final flush")?;
             let began = began.await.unwrap_or_else(|_| std::time::Instant::now());
-            tracing::info!(
-                after_ms = began.elapsed().as_millis() as u64,
-                "stopped"
-            );
+            tracing::info!(after_ms = began.elapsed().as_millis() as u64, "stopped");
         }
         Command::Federation {
             command:

@@ -138,10 +138,7 @@ impl Durable for Recovering {
 
     /// Holds every other call off (the write side of the lock each call reads under) while
     /// the backend copies itself: the copy is of one instant.
-    fn backup(
-        &self,
-        to: &std::path::Path,
-    ) -> Result<super::sled_store::BackupCounts, StoreError> {
+    fn backup(&self, to: &std::path::Path) -> Result<super::sled_store::BackupCounts, StoreError> {
         if self.is_failed() {
             return Err(Self::unavailable());
         }

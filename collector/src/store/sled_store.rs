@@ -966,3 +966,53 @@ impl Store for SledStore {
             .map_err(tx_err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::AuditStore;
+
+    fn entry(action: &str) -> AuditRecord {
+        AuditRecord {
+            at: OffsetDateTime::now_utc(),
+            actor: "test".into(),
+            action: action.into(),
+            organisation: None,
+            allowed: true,
+            detail: String::new(),
+        }
+    }
+
+    /// A restored copy is a new database whose id generator starts low again; without the
+    /// floor, the entries it appends would land among (and overwrite) the restored ones of a
+    /// store that had been reopened more often.
+    #[test]
+    fn a_copy_appends_after_every_restored_audit_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source");
+        // Every open moves sled's generator on by a large step: a long-lived store's ids are high.
+        for _ in 0..6 {
+            drop(SledStore::open(&source).unwrap());
+        }
+        let store = SledStore::open(&source).unwrap();
+        let old: Vec<u64> = (0..3)
+            .map(|i| store.append_audit(&entry(&format!("old-{i}"))).unwrap())
+            .collect();
+        store.copy_to(&dir.path().join("copy")).unwrap();
+        drop(store);
+
+        let copy = SledStore::open(&dir.path().join("copy")).unwrap();
+        let new = copy.append_audit(&entry("new")).unwrap();
+        assert!(
+            new > *old.iter().max().unwrap(),
+            "new position {new} among the restored {old:?}"
+        );
+        let listed: Vec<String> = copy
+            .audit(0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e.action)
+            .collect();
+        assert_eq!(listed, ["old-0", "old-1", "old-2", "new"]);
+    }
+}
