@@ -185,6 +185,7 @@ dpkg-query -W -f='${Conffiles}\n' commscan-agent | grep -q '^ /etc/commscan/agen
 if [ -f deploy/collector.toml ]; then
   dpkg-query -W -f='${Conffiles}\n' commscan-collector | grep -q '^ /etc/commscan/collector.toml ' ||
     fail "/etc/commscan/collector.toml is not a conffile of commscan-collector"
+  expect_eq "mode of /etc/commscan/collector.toml" "$(mode /etc/commscan/collector.toml)" "640 root:commscan"
 fi
 
 step "completions and man pages"
@@ -301,6 +302,9 @@ for d in "${DATA_DIRS[@]}" /etc/commscan; do
   [ ! -e "$d" ] || fail "$d is still there after dpkg --purge"
 done
 getent passwd commscan >/dev/null || fail "dpkg --purge removed the commscan user (deploy/README.md says it stays)"
+if [ -n "$(dpkg-statoverride --list '/etc/commscan/*' || true)" ]; then
+  fail "dpkg --purge left a statoverride: $(dpkg-statoverride --list '/etc/commscan/*')"
+fi
 for w in /etc/systemd/system/*.wants/commscan-*; do
   [ ! -e "$w" ] && [ ! -L "$w" ] || fail "$w is still there after dpkg --purge"
 done
@@ -339,6 +343,10 @@ expect_eq "rpm: /var/lib/commscan-collector" "$(lsv commscan-collector /var/lib/
 expect_eq "rpm: /var/lib/commscan-agent" "$(lsv commscan-agent /var/lib/commscan-agent)" "drwx------ root:root"
 expect_eq "rpm: /usr/bin/commscanctl" "$(lsv commscanctl /usr/bin/commscanctl)" "-rwxr-xr-x root:root"
 expect_eq "rpm: conffiles of commscan-agent" "$(rpm -qpc "$(rpm_of commscan-agent)")" /etc/commscan/agent.toml
+if [ -f deploy/collector.toml ]; then
+  expect_eq "rpm: /etc/commscan/collector.toml" "$(lsv commscan-collector /etc/commscan/collector.toml)" "-rw-r----- root:commscan"
+  expect_eq "rpm: conffiles of commscan-collector" "$(rpm -qpc "$(rpm_of commscan-collector)")" /etc/commscan/collector.toml
+fi
 scripts="$(rpm -qp --scripts "$(rpm_of commscan-collector)")"
 for want in "preinstall scriptlet" "useradd -r -g commscan -d /var/lib/commscan-collector" \
   "preuninstall scriptlet" "disable --now commscan-collector.service" "try-restart commscan-collector.service"; do

@@ -179,11 +179,20 @@ stage() { # package binary unit
   esac
 }
 
+# Conffiles that only root and the service's group may read (0640 root:USER): the collector's
+# configuration will hold settings such as webhook secrets. The agent's holds none (0644).
+private_conffiles() { # package
+  if [ "$1" = commscan-collector ] && [ -f "$work/debian/$1/etc/commscan/collector.toml" ]; then
+    echo /etc/commscan/collector.toml
+  fi
+}
+
 # The maintainer script or scriptlet `$1`, for the package described by the other arguments.
 script() { # template package unit data-dir system-user
-  local gecos="commscan ${2#commscan-}"
+  local gecos="commscan ${2#commscan-}" private
+  private="$(private_conffiles "$2")"
   sed -e "s|@PACKAGE@|$2|g" -e "s|@UNIT@|$3|g" -e "s|@DATA_DIR@|$4|g" \
-    -e "s|@SYSTEM_USER@|$5|g" -e "s|@USER_GECOS@|$gecos|g" "$1"
+    -e "s|@SYSTEM_USER@|$5|g" -e "s|@USER_GECOS@|$gecos|g" -e "s|@PRIVATE_CONFFILES@|$private|g" "$1"
 }
 
 for spec in "${PACKAGES[@]}"; do
@@ -268,7 +277,13 @@ rpm_files() { # package binary unit data-dir system-user section
   done
   (cd "$root" && find . -type f | sort | sed 's|^\.||') | while read -r f; do
     case "$f" in
-      /etc/*) echo "%config(noreplace) $f" ;;
+      /etc/*)
+        if private_conffiles "$pkg" | grep -qx "$f"; then
+          echo "%config(noreplace) %attr(0640,root,$user) $f"
+        else
+          echo "%config(noreplace) $f"
+        fi
+        ;;
       *) echo "$f" ;;
     esac
   done
