@@ -307,7 +307,8 @@ build_rpms() {
   mkdir -p "$work/rpm/buildroot" "$work/rpm/top"
   for spec in "${PACKAGES[@]}"; do
     read -r pkg _ <<<"$spec"
-    cp -a "$work/debian/$pkg" "$work/rpm/$pkg"
+    # Hard links: the same bytes as the .deb's tree, without another copy of the binaries.
+    cp -al "$work/debian/$pkg" "$work/rpm/$pkg"
     rm -rf "$work/rpm/$pkg/DEBIAN"
     read -r _ _ _ data _ <<<"$spec"
     # Shipped (with owner and mode) rather than made by a scriptlet: `rpm -V` checks it.
@@ -355,7 +356,7 @@ EOF
     echo "%install"
     for spec in "${PACKAGES[@]}"; do
       read -r pkg _ <<<"$spec"
-      echo "cp -a '$work/rpm/$pkg/.' %{buildroot}/"
+      echo "cp -al '$work/rpm/$pkg/.' %{buildroot}/"
     done
     echo
     for spec in "${PACKAGES[@]}"; do
