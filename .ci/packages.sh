@@ -105,7 +105,9 @@ deploy/packages/build.sh --bin-dir "$bin_dir" --fast --revision 1 --out "$tmp/r1
 step "build .deb (revision 2, for the upgrade)"
 deploy/packages/build.sh --bin-dir "$bin_dir" --fast --revision 2 --format deb --out "$tmp/r2" >"$tmp/r2.list"
 printf '   (%ss)\n' "$((SECONDS - t0))"
-ls -l "$tmp/r1" "$tmp/r2" | grep -E '\.(deb|rpm)$' | awk '{printf "   %12d  %s\n", $5, $NF}'
+for f in "$tmp"/r1/*.deb "$tmp"/r1/*.rpm "$tmp"/r2/*.deb; do
+  printf '   %12d  %s\n' "$(stat -c %s "$f")" "${f#"$tmp"/}"
+done
 deb() { echo "$tmp/$1/${2}_${version}-${1#r}_$(dpkg --print-architecture).deb"; }
 for p in "${PKGS[@]}"; do
   [ -f "$(deb r1 "$p")" ] || fail "build.sh made no $(deb r1 "$p"): $(cat "$tmp/r1.list")"
@@ -213,7 +215,8 @@ for page in commscan-agent-validate commscan-collector-serve commscanctl-tokens-
     [ -z "$warnings" ] || fail "$f: groff warnings: $warnings"
   fi
 done
-echo "   man pages: $(ls /usr/share/man/man1 | grep -c '^commscan')"
+pages=(/usr/share/man/man1/commscan*)
+echo "   man pages: ${#pages[@]}"
 
 if ! command -v systemd-analyze >/dev/null; then
   echo "SKIPPED: systemd-analyze verify (not on this machine)"
@@ -306,7 +309,7 @@ if [ -n "$(dpkg-statoverride --list '/etc/commscan/*' || true)" ]; then
   fail "dpkg --purge left a statoverride: $(dpkg-statoverride --list '/etc/commscan/*')"
 fi
 for w in /etc/systemd/system/*.wants/commscan-*; do
-  [ ! -e "$w" ] && [ ! -L "$w" ] || fail "$w is still there after dpkg --purge"
+  if [ -e "$w" ] || [ -L "$w" ]; then fail "$w is still there after dpkg --purge"; fi
 done
 
 # --- rpm ----------------------------------------------------------------------------------
