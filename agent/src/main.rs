@@ -491,6 +491,10 @@ async fn serve_as_service(
 const LOG: &str = "warn,commscan_agent=info";
 
 fn main() -> ExitCode {
+    // `completions SHELL`, `man DIR`: what the packages install (runtime/src/docs.rs).
+    if let Some(code) = commscan_runtime::docs::generate_if_asked::<Cli>() {
+        return code;
+    }
     let cli = Cli::parse();
     #[cfg(windows)]
     if let Command::Service {

@@ -85,6 +85,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    // `completions SHELL`, `man DIR`: what the packages install (runtime/src/docs.rs).
+    if let Some(code) = commscan_runtime::docs::generate_if_asked::<Cli>() {
+        return code;
+    }
     let cli = Cli::parse();
     Main {
         name: "commscanctl",

@@ -109,3 +109,31 @@ fn ctl_tokens_create_refuses_zero_uses_and_zero_lifetime_naming_the_flag() {
     // Neither reached for a connection: the refusal comes first.
     assert!(!stderr.contains("COMMSCAN_CA"), "{stderr}");
 }
+
+#[test]
+fn ctl_writes_its_completions_and_man_pages_and_help_never_lists_those_commands() {
+    let (ok, stdout, stderr) = ctl(&["completions", "bash"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("complete -F _commscanctl"), "{stdout}");
+    assert!(stdout.contains("tokens") && !stdout.contains("completions"));
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = ctl(&["man", dir.path().to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    let page = dir.path().join("commscanctl-tokens-create.1");
+    assert!(
+        stdout.lines().any(|l| l == page.to_str().unwrap()),
+        "{stdout}"
+    );
+    let roff = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        roff.contains("\\-\\-expires"),
+        "the page documents the flags: {roff}"
+    );
+    let (ok, _, stderr) = ctl(&["completions", "tcsh"]);
+    assert!(!ok && stderr.contains("possible values"), "{stderr}");
+    let (_, help, _) = ctl(&["--help"]);
+    assert!(
+        !help.contains("completions") && !help.contains(" man "),
+        "{help}"
+    );
+}
