@@ -114,6 +114,10 @@ enum Command {
         /// at about three push intervals).
         #[arg(long, default_value = "45m", value_parser = commscan_core::duration::parse_duration)]
         federation_stale_after: Duration,
+        /// Alert hooks: a TOML file of `[[webhook]]` and `[[syslog]]` sinks receiving verdict
+        /// changes, stale devices and stale enterprises (see deploy/alerts.toml).
+        #[arg(long, env = "COMMSCAN_ALERTS")]
+        alerts: Option<PathBuf>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -270,9 +274,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             upstream_key,
             push_interval,
             federation_stale_after,
+            alerts,
             store,
         } => {
             let rules = RulesConfig::from(rules);
+            let alerts = match &alerts {
+                None => None,
+                Some(path) => {
+                    let sinks = commscan_collector::alerts::config::AlertsConfig::from_file(path)
+                        .and_then(|c| c.validate())
+                        .map_err(|e| Usage(format!("--alerts {}:\n{e}", path.display())))?;
+                    Some(std::sync::Arc::new(commscan_collector::alerts::Alerts::new(
+                        sinks,
+                    )))
+                }
+            };
             match commscan_collector::open_files::raise_to_hard_limit() {
                 Ok(l) => tracing::info!(soft = ?l.soft, hard = ?l.hard, "open files limit"),
                 Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
@@ -297,6 +313,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ..OpenSettings::default()
             };
             let (collector, tls) = Layout::new(&data_dir).open_with(&rules, &settings)?;
+            if let Some(a) = alerts {
+                tracing::info!(sinks = ?a, "alert hooks");
+                collector.set_alerts(a);
+            }
             // Verdicts stored under another policy (or catalog) are brought up to date at once.
             let r = collector.rejudge_all()?;
             tracing::info!(
@@ -354,6 +374,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 commscan_collector::service::spawn(collector.clone(), rules, shutdown.clone());
             let pusher = upstream
                 .map(|u| tokio::spawn(push::run_exclusive(collector.clone(), u, shutdown.clone())));
+            let alert_hooks =
+                commscan_collector::alerts::spawn(collector.clone(), shutdown.clone());
             serve(
                 collector,
                 tls,
@@ -364,6 +386,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await?;
             shutdown.cancel();
             maintenance.wait().await;
+            alert_hooks.wait().await;
             if let Some(p) = pusher {
                 let _ = p.await;
             }
