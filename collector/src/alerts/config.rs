@@ -354,9 +354,18 @@ impl AlertsConfig {
                 }
             };
             let hostname = match &s.hostname {
-                Some(h) if !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| (33..=126).contains(&b)) => h.clone(),
+                Some(h)
+                    if !h.is_empty()
+                        && h.len() <= 255
+                        && h.bytes().all(|b| (33..=126).contains(&b)) =>
+                {
+                    h.clone()
+                }
                 Some(_) => {
-                    p.add(format!("{key}.hostname"), "must be 1 to 255 printable ASCII characters without spaces");
+                    p.add(
+                        format!("{key}.hostname"),
+                        "must be 1 to 255 printable ASCII characters without spaces",
+                    );
                     "-".into()
                 }
                 None => machine_hostname(),
@@ -439,10 +448,7 @@ fn routing(p: &mut Problems, key: &str, r: &RoutingConfig) -> Option<Routing> {
     let retry_max = duration("retry_max", &r.retry_max, DEFAULT_RETRY_MAX);
     let timeout = duration("timeout", &r.timeout, DEFAULT_TIMEOUT);
     if retry_max < retry_initial {
-        p.add(
-            format!("{key}.retry_max"),
-            "shorter than retry_initial",
-        );
+        p.add(format!("{key}.retry_max"), "shorter than retry_initial");
     }
     let max_outbox = r.max_outbox.unwrap_or(DEFAULT_MAX_OUTBOX);
     if !(1..=MAX_MAX_OUTBOX).contains(&max_outbox) {
@@ -472,7 +478,10 @@ fn routing(p: &mut Problems, key: &str, r: &RoutingConfig) -> Option<Routing> {
                 }
             }
             if list.is_empty() {
-                p.add(format!("{key}.events"), "empty: the sink would receive nothing");
+                p.add(
+                    format!("{key}.events"),
+                    "empty: the sink would receive nothing",
+                );
             }
             set
         }
@@ -502,9 +511,9 @@ fn client_tls(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientCon
     match ca_file {
         Some(path) => {
             for cert in crate::tls::read_certs(path).map_err(|e| e.to_string())? {
-                roots.add(cert).map_err(|e| {
-                    format!("{}: not a usable CA certificate: {e}", path.display())
-                })?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: not a usable CA certificate: {e}", path.display()))?;
             }
         }
         None => {
@@ -527,8 +536,22 @@ fn client_tls(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientCon
 /// RFC 5424 facility numbers by name.
 fn facility(name: &str) -> Option<u8> {
     const NAMES: [&str; 16] = [
-        "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
-        "authpriv", "ftp", "ntp", "security", "console", "solaris-cron",
+        "kern",
+        "user",
+        "mail",
+        "daemon",
+        "auth",
+        "syslog",
+        "lpr",
+        "news",
+        "uucp",
+        "cron",
+        "authpriv",
+        "ftp",
+        "ntp",
+        "security",
+        "console",
+        "solaris-cron",
     ];
     if let Some(n) = name.strip_prefix("local") {
         return n.parse::<u8>().ok().filter(|n| *n <= 7).map(|n| 16 + n);

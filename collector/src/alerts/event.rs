@@ -46,7 +46,9 @@ impl std::str::FromStr for AlertKind {
             .into_iter()
             .find(|k| k.as_str() == s)
             .ok_or_else(|| {
-                format!("{s:?} is not an alert kind (verdict_changed, device_stale, enterprise_stale)")
+                format!(
+                    "{s:?} is not an alert kind (verdict_changed, device_stale, enterprise_stale)"
+                )
             })
     }
 }

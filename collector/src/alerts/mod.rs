@@ -136,9 +136,10 @@ impl Alerts {
         let mut payload = None;
         for (name, s) in &self.state {
             let routed = s.routing.events.contains(&alert.kind)
-                && s.routing.organisations.as_ref().is_none_or(|orgs| {
-                    alert.organisations.iter().any(|o| orgs.contains(o))
-                });
+                && s.routing
+                    .organisations
+                    .as_ref()
+                    .is_none_or(|orgs| alert.organisations.iter().any(|o| orgs.contains(o)));
             if !routed {
                 continue;
             }

@@ -46,7 +46,10 @@ impl Transport {
             Transport::Syslog(sender) => {
                 let alert: super::event::Alert = serde_json::from_str(&entry.payload)
                     .map_err(|e| (format!("stored alert undecodable: {e}"), true))?;
-                sender.send(&alert).await.map_err(|e| (e.to_string(), false))
+                sender
+                    .send(&alert)
+                    .await
+                    .map_err(|e| (e.to_string(), false))
             }
         }
     }

@@ -218,7 +218,10 @@ mod tests {
             m.starts_with("<132>1 2026-05-01T10:00:00.123456Z collector-1 commscan 42 verdict_changed [commscan@32473 id=\"id-1\""),
             "{m}"
         );
-        assert!(m.contains(r#"hostname="evil\"\] [x@1 a=\"b\\<13>1 forged""#), "{m}");
+        assert!(
+            m.contains(r#"hostname="evil\"\] [x@1 a=\"b\\<13>1 forged""#),
+            "{m}"
+        );
         assert!(!m.contains('\n'));
         // The first unescaped `]` ends the one SD element, right before the MSG.
         let end = m

@@ -43,10 +43,8 @@ fn fixture(toml: &str) -> Fixture {
         postgres: None,
     };
     let (c, _) = layout.open_with(&Default::default(), &settings).unwrap();
-    let config: config::AlertsConfig = toml::from_str(
-        &toml.replace("SECRET_FILE", &secret.display().to_string()),
-    )
-    .unwrap();
+    let config: config::AlertsConfig =
+        toml::from_str(&toml.replace("SECRET_FILE", &secret.display().to_string())).unwrap();
     assert!(c.set_alerts(Arc::new(Alerts::new(config.validate().unwrap()))));
     Fixture { dir, c, offset }
 }
@@ -292,7 +290,11 @@ async fn a_webhook_that_fails_twice_gets_the_same_signed_alert_a_third_time() {
                 continue;
             };
             n += 1;
-            let status = if n <= 2 { "500 Internal Server Error" } else { "204 No Content" };
+            let status = if n <= 2 {
+                "500 Internal Server Error"
+            } else {
+                "204 No Content"
+            };
             let _ = s
                 .write_all(
                     format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")

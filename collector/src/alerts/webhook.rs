@@ -69,7 +69,10 @@ async fn attempt(hook: &Webhook, entry: &OutboxEntry, timestamp: i64) -> Result<
     let https = url.scheme_str() == Some("https");
     let port = url.port_u16().unwrap_or(if https { 443 } else { 80 });
     let tls = hook.tls.as_ref().map(|c| {
-        let name = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let name = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         (c.clone(), name)
     });
     let io: Box<dyn Io> = connect_tcp(host, port, tls.as_ref())

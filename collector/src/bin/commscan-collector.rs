@@ -284,9 +284,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let sinks = commscan_collector::alerts::config::AlertsConfig::from_file(path)
                         .and_then(|c| c.validate())
                         .map_err(|e| Usage(format!("--alerts {}:\n{e}", path.display())))?;
-                    Some(std::sync::Arc::new(commscan_collector::alerts::Alerts::new(
-                        sinks,
-                    )))
+                    Some(std::sync::Arc::new(
+                        commscan_collector::alerts::Alerts::new(sinks),
+                    ))
                 }
             };
             match commscan_collector::open_files::raise_to_hard_limit() {

@@ -297,8 +297,7 @@ pub trait AlertStore: Durable {
         entries: &[OutboxEntry],
     ) -> Result<bool, StoreError>;
     /// The first `limit` entries of `sink`'s queue, oldest first, with their positions.
-    fn peek_alerts(&self, sink: &str, limit: usize)
-    -> Result<Vec<(u64, OutboxEntry)>, StoreError>;
+    fn peek_alerts(&self, sink: &str, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError>;
     /// Removes the entry at `position` of `sink`'s queue (delivered, or dropped).
     fn remove_alert(&self, sink: &str, position: u64) -> Result<(), StoreError>;
     /// How many entries `sink`'s queue holds.

@@ -24,8 +24,8 @@ use super::records::{
     OutboxEntry, PersonRecord, RulesKind, RulesVersion, SessionRecord, TokenRecord,
 };
 use super::{
-    AlertStore, AuditStore, DeviceFilter, DevicePage, DeviceStore, Durable, FederationStore, RulesStore,
-    SessionStore, Store, StoreError, TokenStore,
+    AlertStore, AuditStore, DeviceFilter, DevicePage, DeviceStore, Durable, FederationStore,
+    RulesStore, SessionStore, Store, StoreError, TokenStore,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -310,11 +310,7 @@ impl AlertStore for Recovering {
     ) -> Result<bool, StoreError> {
         self.with(|s| s.enqueue_alerts_once(mark, value, entries))
     }
-    fn peek_alerts(
-        &self,
-        sink: &str,
-        limit: usize,
-    ) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+    fn peek_alerts(&self, sink: &str, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
         self.with(|s| s.peek_alerts(sink, limit))
     }
     fn remove_alert(&self, sink: &str, position: u64) -> Result<(), StoreError> {

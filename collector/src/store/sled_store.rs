@@ -44,8 +44,8 @@ use super::records::{
     OrgAggregate, OutboxEntry, PersonRecord, RulesKind, RulesVersion, SessionRecord, TokenRecord,
 };
 use super::{
-    AlertStore, AuditStore, DeviceFilter, DevicePage, DeviceStore, Durable, FederationStore, RulesStore,
-    SessionStore, Store, StoreError, TokenStore,
+    AlertStore, AuditStore, DeviceFilter, DevicePage, DeviceStore, Durable, FederationStore,
+    RulesStore, SessionStore, Store, StoreError, TokenStore,
 };
 use commscan_core::verdict::Status;
 use serde::Serialize;
@@ -890,11 +890,7 @@ impl AlertStore for SledStore {
             .map_err(tx_err)
     }
 
-    fn peek_alerts(
-        &self,
-        sink: &str,
-        limit: usize,
-    ) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+    fn peek_alerts(&self, sink: &str, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
         let prefix = alert_prefix(sink);
         self.alerts
             .scan_prefix(&prefix)

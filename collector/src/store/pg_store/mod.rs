@@ -60,8 +60,8 @@ use super::records::{
     OrgAggregate, OutboxEntry, PersonRecord, RulesKind, RulesVersion, SessionRecord, TokenRecord,
 };
 use super::{
-    AlertStore, AuditStore, DeviceFilter, DevicePage, DeviceStore, Durable, FederationStore, RulesStore,
-    SessionStore, Store, StoreError, TokenStore,
+    AlertStore, AuditStore, DeviceFilter, DevicePage, DeviceStore, Durable, FederationStore,
+    RulesStore, SessionStore, Store, StoreError, TokenStore,
 };
 use commscan_core::verdict::{ReasonKind, Status};
 use deadpool_postgres::GenericClient;
@@ -1298,11 +1298,7 @@ impl AlertStore for PgStore {
         })
     }
 
-    fn peek_alerts(
-        &self,
-        sink: &str,
-        limit: usize,
-    ) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+    fn peek_alerts(&self, sink: &str, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
         let limit = limit_of(limit);
         self.read(async move |c| {
             let rows = c
