@@ -316,9 +316,12 @@ impl Drop for Rsyslog {
     }
 }
 
-/// The parameters of an RFC 5424 structured-data string `[id k="v" ...]...` by SD-ID, with
-/// `\"`, `\\` and `\]` unescaped; `None` if it is malformed.
-pub fn parse_structured_data(sd: &str) -> Option<Vec<(String, Vec<(String, String)>)>> {
+/// One SD-ELEMENT: its SD-ID and its parameters, in order.
+pub type SdElement = (String, Vec<(String, String)>);
+
+/// The elements of an RFC 5424 structured-data string `[id k="v" ...]...`, with `\"`, `\\`
+/// and `\]` unescaped; `None` if it is malformed.
+pub fn parse_structured_data(sd: &str) -> Option<Vec<SdElement>> {
     let mut out = Vec::new();
     let mut chars = sd.chars().peekable();
     while let Some(c) = chars.next() {

@@ -23,7 +23,7 @@
 //! 2. **Sent in order, at least once.** Per sink, one task on one collector (the holder of the
 //!    store's `alerts <sink>` lock: always this one on sled; on PostgreSQL the first to take
 //!    the advisory lock, the others taking over within [`outbox::LOCK_RETRY`] of its death)
-//!    sends the oldest entry, removes it once the receiver took it, and moves on. A failure
+//!    sends the oldest entry, removes it (flushed) once the receiver took it, and moves on. A failure
 //!    is retried, the same entry, after a backoff doubling from `retry_initial` to
 //!    `retry_max` with jitter; entries behind it wait (order is kept per sink).
 //! 3. **What "once" means.** An entry is removed after delivery; if the collector dies between
@@ -222,7 +222,7 @@ pub fn spawn(collector: Arc<Collector>, shutdown: CancellationToken) -> TaskTrac
             alerts.clone(),
             w.name.clone(),
             w.routing.clone(),
-            outbox::Transport::Webhook(w.clone()),
+            outbox::Transport::Webhook(Box::new(w.clone())),
             shutdown.clone(),
         ));
     }

@@ -22,7 +22,7 @@ pub const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// How a sink sends.
 pub(crate) enum Transport {
-    Webhook(super::config::Webhook),
+    Webhook(Box<super::config::Webhook>),
     Syslog(Box<SyslogSender>),
 }
 
@@ -175,7 +175,13 @@ pub(crate) async fn run(
                     }
                 }
                 let (c, n) = (collector.clone(), name.clone());
-                if let Err(error) = blocking(move || c.store().remove_alert(&n, position)).await {
+                // Flushed, so a restart resends only what was in flight, not what a lost
+                // removal left behind.
+                let removed = blocking(move || {
+                    c.store().remove_alert(&n, position)?;
+                    c.store().flush()
+                });
+                if let Err(error) = removed.await {
                     // Sent again after the store comes back: at least once.
                     tracing::warn!(sink = %name, event = %entry.event_id, %error, "delivered alert not removed from the outbox");
                     break;
