@@ -183,27 +183,7 @@ pub struct Problem {
 #[error("{}", .0.iter().map(|p| format!("{}: {}", p.key, p.message)).collect::<Vec<_>>().join("\n"))]
 pub struct ConfigError(pub Vec<Problem>);
 
-/// Parses sizes: plain bytes, or with `KB`, `MB`, `KiB`, `MiB` (case-insensitive).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size like '4MiB' or '512KiB'"))?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" => 1000,
-        "kib" => 1024,
-        "mb" => 1_000_000,
-        "mib" => 1024 * 1024,
-        "gb" => 1_000_000_000,
-        "gib" => 1024 * 1024 * 1024,
-        _ => return Err(format!("'{s}': unknown unit (use KiB, MiB, KB or MB)")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("'{s}' is too large"))
-}
+pub use commscan_core::size::parse_size;
 
 impl RawConfig {
     /// Parses TOML text.
@@ -456,15 +436,6 @@ mod tests {
     fn an_unknown_key_is_refused_by_name() {
         let err = RawConfig::parse("spool_kap = \"4MiB\"\n").unwrap_err();
         assert!(err.to_string().contains("spool_kap"), "{err}");
-    }
-
-    #[test]
-    fn sizes_take_binary_and_decimal_units() {
-        assert_eq!(parse_size("4MiB"), Ok(4 * 1024 * 1024));
-        assert_eq!(parse_size("512 KiB"), Ok(512 * 1024));
-        assert_eq!(parse_size("3MB"), Ok(3_000_000));
-        assert_eq!(parse_size("70000"), Ok(70_000));
-        assert!(parse_size("lots").is_err());
     }
 
     #[test]

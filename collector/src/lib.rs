@@ -30,6 +30,8 @@
 //! | [`tls`] | rustls TLS 1.3 configuration and the accept loop |
 //! | [`edge`] | the network edge: idle and unanswered connections closed, unauthenticated request bytes budgeted, shutdown bounded |
 //! | [`server`] | all services on one port, the edge's limits, health, reflection (v1 and v1alpha) |
+//! | [`backup`] | consistent online copies of the embedded store over the control socket, and restoring them |
+//! | [`config`] | the configuration file merged with flags into what `serve` runs with; every problem at its line |
 //! | [`web`] | the web console: sessions, server-rendered pages and SVG charts, server-sent verdict changes, its own HTTPS listener |
 //! | [`metrics`] | Prometheus metrics on `--metrics-listen`: counters as things happen, figures read at scrape |
 //! | [`layout`] | the data directory: `init` and opening it |
@@ -45,10 +47,12 @@ pub(crate) mod admin;
 pub mod alerts;
 pub(crate) mod audit;
 pub mod auth;
+pub mod backup;
 pub(crate) mod classify;
 pub mod cluster;
 pub mod collector;
 pub mod compliance;
+pub mod config;
 pub mod connections;
 pub mod edge;
 pub(crate) mod enrollment;

@@ -231,7 +231,8 @@ pub async fn serve(
         )
         .add_service(
             Backstop::new(
-                QueryServer::new(QueryService(collector.clone())).max_decoding_message_size(small),
+                QueryServer::new(QueryService(collector.clone(), shutdown.clone()))
+                    .max_decoding_message_size(small),
             )
             .counting(collector.clone()),
         )

@@ -185,3 +185,66 @@ fn serve_with_part_of_the_upstream_flags_names_the_missing_ones_and_exits_64() {
         "{stderr}"
     );
 }
+
+#[test]
+fn validate_reports_every_problem_of_the_configuration_file_at_its_line_and_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("c");
+    assert!(collector(&["init", "--data-dir", data.to_str().unwrap()]).0);
+    let file = dir.path().join("collector.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "data_dir = {:?}\nlisten = \"nowhere\"\n[limits]\nshutdown_grace = \"40s\"\nmax_connections = -1\n",
+            data.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_commscan-collector"))
+        .args(["validate", "--config", file.to_str().unwrap()])
+        .env_remove("COMMSCAN_DATA_DIR")
+        .env_remove("COMMSCAN_LISTEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    let name = file.display().to_string();
+    for want in [
+        format!("{name}:2: listen: 'nowhere'"),
+        format!("{name}:4: limits.shutdown_grace: 40s is outside 1s..=25s"),
+        format!("{name}:5: limits.max_connections: -1 is outside"),
+    ] {
+        assert!(stderr.contains(&want), "missing {want:?} in:\n{stderr}");
+    }
+
+    // A flag overrides the file's value; the file's other values stay.
+    std::fs::write(
+        &file,
+        format!(
+            "data_dir = {:?}\nlisten = \"nowhere\"\nweb_listen = \"off\"\n",
+            data.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = collector(&[
+        "validate",
+        "--config",
+        file.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("ready to serve"), "{stdout}");
+
+    // An unknown key is refused by name; a named file that is missing is an error.
+    std::fs::write(&file, "[store]\nconections = 4\n").unwrap();
+    let (ok, _, stderr) = collector(&["validate", "--config", file.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("{name}:2:")) && stderr.contains("conections"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = collector(&["validate", "--config", "/nonexistent/collector.toml"]);
+    assert!(!ok);
+    assert!(stderr.contains("/nonexistent/collector.toml"), "{stderr}");
+}

@@ -13,6 +13,7 @@
 //! | [`pki`] | the deployment CA, server certificates, device certificate signing, enterprise certificates |
 //! | [`identity`] | device and enterprise identities and their SPIFFE-style URIs in client certificates |
 //! | [`duration`] | human durations (`14d`) in config and policy files |
+//! | [`size`] | human sizes (`4MiB`) in config files |
 //! | [`text`] | hostile text from endpoints: length limits, control characters removed, CSV quoting |
 //! | [`report`] | a report's body (snapshot or delta) and the canonical form of findings |
 //! | [`digest`] | the state digest both sides compute over the canonical state |
@@ -35,6 +36,7 @@ pub mod policy;
 pub mod register;
 pub mod report;
 pub mod scan;
+pub mod size;
 pub mod text;
 pub mod textpos;
 pub mod verdict;

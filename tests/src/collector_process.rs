@@ -118,6 +118,28 @@ impl CollectorProcess {
         }
     }
 
+    /// SIGTERM (a stop by systemd), then waits up to `within` for it to exit: its exit
+    /// status and how long it took, or `None` if it was still running (it is SIGKILLed then).
+    pub fn terminate(&mut self, within: Duration) -> Option<(std::process::ExitStatus, Duration)> {
+        let child = self.child.as_mut()?;
+        let pid = child.id().to_string();
+        let started = Instant::now();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid}: {sent}");
+        while started.elapsed() < within {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return Some((status, started.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        None
+    }
+
     /// Whether it is running (started and not exited).
     pub fn is_running(&mut self) -> bool {
         self.child.is_some() && self.exited().is_none()

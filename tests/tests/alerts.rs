@@ -1,4 +1,5 @@
-//! Alert hooks end to end: the collector binary with `serve --alerts FILE`, real agents whose
+//! Alert hooks end to end: the collector binary with an `[alerts]` section in its configuration
+//! file (`--config`), real agents whose
 //! first reports change their devices' verdicts, a local webhook receiver checking every
 //! signature, and Debian's rsyslog parsing the syslog messages.
 //!
@@ -97,12 +98,12 @@ async fn a_collector_killed_mid_delivery_delivers_every_verdict_change_at_least_
     let receiver = WebhookReceiver::start(SECRET.as_bytes(), Mode::Fail).await;
     let secret = dir.path().join("webhook.secret");
     std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
-    let config = dir.path().join("alerts.toml");
+    let config = dir.path().join("collector.toml");
     std::fs::write(
         &config,
         format!(
             r#"
-[[webhook]]
+[[alerts.webhook]]
 name = "receiver"
 url = "http://127.0.0.1:{}/hooks/commscan"
 secret_file = "{}"
@@ -118,7 +119,7 @@ timeout = "5s"
     .unwrap();
     let log = CollectorLog::default();
     let mut collector = CollectorProcess::new("collector", &data, log.clone());
-    collector.args = vec!["--alerts".into(), config.display().to_string()];
+    collector.args = vec!["--config".into(), config.display().to_string()];
     collector.start();
     let url = collector.url();
     let ca = std::fs::read_to_string(data.join("pki/ca.crt")).unwrap();
@@ -286,12 +287,12 @@ async fn rsyslog_receives_rfc_5424_alerts_that_waited_out_its_absence_and_a_kill
         .and_then(|l| l.local_addr())
         .unwrap()
         .port();
-    let config = dir.path().join("alerts.toml");
+    let config = dir.path().join("collector.toml");
     std::fs::write(
         &config,
         format!(
             r#"
-[[syslog]]
+[[alerts.syslog]]
 name = "rsyslog"
 address = "127.0.0.1:{port}"
 facility = "local4"
@@ -305,7 +306,7 @@ timeout = "5s"
     .unwrap();
     let log = CollectorLog::default();
     let mut collector = CollectorProcess::new("collector", &data, log.clone());
-    collector.args = vec!["--alerts".into(), config.display().to_string()];
+    collector.args = vec!["--config".into(), config.display().to_string()];
     collector.start();
     let url = collector.url();
     let ca = std::fs::read_to_string(data.join("pki/ca.crt")).unwrap();

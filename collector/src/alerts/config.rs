@@ -233,28 +233,20 @@ impl Problems {
 }
 
 impl AlertsConfig {
-    /// Reads a TOML file holding the `[alerts]` section's keys at its top level (`[[webhook]]`,
-    /// `[[syslog]]`), as `serve --alerts FILE` does.
-    pub fn from_file(path: &std::path::Path) -> Result<AlertsConfig, ConfigProblems> {
-        let key = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigProblems(vec![ConfigProblem {
-                key: key.clone(),
-                message: format!("cannot read: {e}"),
-            }])
-        })?;
-        toml::from_str(&text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
-            ConfigProblems(vec![ConfigProblem {
-                key: match line {
-                    Some(l) => format!("{key}:{l}"),
-                    None => key,
-                },
-                message: e.message().to_owned(),
-            }])
-        })
+    /// Takes relative file names (secrets, CA files) from `base`, the configuration file's
+    /// directory.
+    pub fn relative_to(&mut self, base: &std::path::Path) {
+        for w in &mut self.webhook {
+            w.secret_file = base.join(&w.secret_file);
+            if let Some(ca) = &mut w.ca_file {
+                *ca = base.join(&*ca);
+            }
+        }
+        for s in &mut self.syslog {
+            if let Some(ca) = &mut s.tls_ca {
+                *ca = base.join(&*ca);
+            }
+        }
     }
 
     /// Validates every sink, reading secret and CA files; every problem at once.

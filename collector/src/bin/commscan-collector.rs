@@ -3,12 +3,11 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use commscan_collector::compliance::RulesConfig;
-use commscan_collector::federation::{push, upstream::UpstreamFlags};
+use commscan_collector::config::{self, Settings};
+use commscan_collector::federation::push;
 use commscan_collector::layout::{InitOptions, Layout, LayoutError, OpenSettings};
-use commscan_collector::server::{Limits, serve};
+use commscan_collector::server::serve;
 use commscan_runtime::bootstrap::{LogFormat, Main, Threads, Usage};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -70,56 +69,8 @@ enum Command {
     },
     /// Serve enrolment, reporting and queries.
     Serve {
-        /// Data directory made by `init`.
-        #[arg(
-            long,
-            env = "COMMSCAN_DATA_DIR",
-            default_value = "/var/lib/commscan-collector"
-        )]
-        data_dir: PathBuf,
-        /// Address to listen on.
-        #[arg(long, env = "COMMSCAN_LISTEN", default_value = "0.0.0.0:7443")]
-        listen: SocketAddr,
-        /// Address of the web console (HTTPS with the same server certificate, no client
-        /// certificates); `off` serves none.
-        #[arg(long, env = "COMMSCAN_WEB_LISTEN", default_value = "0.0.0.0:7444")]
-        web_listen: String,
-        /// Address of the Prometheus endpoint (`GET /metrics`, plain HTTP: loopback or a
-        /// management network); `off` serves none.
-        #[arg(
-            long,
-            env = "COMMSCAN_METRICS_LISTEN",
-            default_value = "127.0.0.1:9464"
-        )]
-        metrics_listen: String,
         #[command(flatten)]
-        rules: RulesArgs,
-        /// Enterprise: the ministry collector to push organisation aggregates to
-        /// (https://HOST:PORT). Needs --upstream-ca, --upstream-cert and --upstream-key.
-        #[arg(long, env = "COMMSCAN_UPSTREAM")]
-        upstream: Option<String>,
-        /// Enterprise: the ministry's CA certificate (ministry-ca.crt from `federation issue`).
-        #[arg(long, env = "COMMSCAN_UPSTREAM_CA")]
-        upstream_ca: Option<PathBuf>,
-        /// Enterprise: this enterprise's certificate issued by the ministry (enterprise.crt).
-        #[arg(long, env = "COMMSCAN_UPSTREAM_CERT")]
-        upstream_cert: Option<PathBuf>,
-        /// Enterprise: its key (enterprise.key).
-        #[arg(long, env = "COMMSCAN_UPSTREAM_KEY")]
-        upstream_key: Option<PathBuf>,
-        /// Enterprise: push at least this often, and soon after every change.
-        #[arg(long, default_value = "15m", value_parser = commscan_core::duration::parse_duration)]
-        push_interval: Duration,
-        /// Ministry: an enterprise whose last push is older than this shows as stale (keep it
-        /// at about three push intervals).
-        #[arg(long, default_value = "45m", value_parser = commscan_core::duration::parse_duration)]
-        federation_stale_after: Duration,
-        /// Alert hooks: a TOML file of `[[webhook]]` and `[[syslog]]` sinks receiving verdict
-        /// changes, stale devices and stale enterprises (see deploy/alerts.toml).
-        #[arg(long, env = "COMMSCAN_ALERTS")]
-        alerts: Option<PathBuf>,
-        #[command(flatten)]
-        store: StoreArgs,
+        settings: SettingsArgs,
     },
     /// Federation between enterprise collectors and a ministry collector.
     Federation {
@@ -143,21 +94,29 @@ enum Command {
         #[arg(long, env = "COMMSCAN_STORE_PASSWORD_FILE")]
         store_password_file: Option<PathBuf>,
     },
-    /// Check that `serve` would start (data directory, PKI, store, rules files); exit 64
-    /// naming the problem otherwise (systemd ExecStartPre).
-    Validate {
-        /// Data directory made by `init`.
-        #[arg(
-            long,
-            env = "COMMSCAN_DATA_DIR",
-            default_value = "/var/lib/commscan-collector"
-        )]
+    /// Copy the embedded store (consistently, while the collector runs: it makes the copy)
+    /// and the deployment's files into a new directory. PostgreSQL: use its own tools.
+    Backup {
+        /// The new directory to write the backup into.
+        dest: PathBuf,
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
+    /// Restore a backup into a data directory holding no deployment; then start `serve`.
+    /// Run it as the collector's user (files keep their owner).
+    Restore {
+        /// The directory `backup` wrote.
+        backup: PathBuf,
+        /// Data directory to restore into [default: /var/lib/commscan-collector].
+        #[arg(long, env = "COMMSCAN_DATA_DIR", default_value = config::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
-        /// The rules files `serve` will use.
+    },
+    /// Check that `serve` would start with the same configuration file and flags (data
+    /// directory, PKI, store, rules files, addresses, limits, federation); exit 64 naming every
+    /// problem otherwise (systemd ExecStartPre).
+    Validate {
         #[command(flatten)]
-        rules: RulesArgs,
-        #[command(flatten)]
-        store: StoreArgs,
+        settings: SettingsArgs,
     },
 }
 
@@ -199,15 +158,93 @@ struct RulesArgs {
     registers: Option<PathBuf>,
 }
 
-impl From<RulesArgs> for RulesConfig {
-    fn from(a: RulesArgs) -> Self {
-        RulesConfig {
-            catalog: a.catalog,
-            registers: a.registers,
-            policy: a.policy,
-            org_policies: a.org_policies,
+/// `serve` and `validate`: the configuration file, and flags (or their environment
+/// variables) that override it. Defaults are the file's (`commscan_collector::config`).
+#[derive(Args)]
+struct SettingsArgs {
+    /// Configuration file (TOML) [default: /etc/commscan/collector.toml, if it exists].
+    #[arg(long, env = "COMMSCAN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory made by `init` [default: /var/lib/commscan-collector].
+    #[arg(long, env = "COMMSCAN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 0.0.0.0:7443].
+    #[arg(long, env = "COMMSCAN_LISTEN")]
+    listen: Option<String>,
+    /// Address of the web console (HTTPS with the same server certificate, no client
+    /// certificates); `off` serves none [default: 0.0.0.0:7444].
+    #[arg(long, env = "COMMSCAN_WEB_LISTEN")]
+    web_listen: Option<String>,
+    /// Address of the Prometheus endpoint (`GET /metrics`, plain HTTP: loopback or a
+    /// management network); `off` serves none [default: 127.0.0.1:9464].
+    #[arg(long, env = "COMMSCAN_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+    #[command(flatten)]
+    rules: RulesArgs,
+    /// Enterprise: the ministry collector to push organisation aggregates to
+    /// (https://HOST:PORT). Needs --upstream-ca, --upstream-cert and --upstream-key.
+    #[arg(long, env = "COMMSCAN_UPSTREAM")]
+    upstream: Option<String>,
+    /// Enterprise: the ministry's CA certificate (ministry-ca.crt from `federation issue`).
+    #[arg(long, env = "COMMSCAN_UPSTREAM_CA")]
+    upstream_ca: Option<PathBuf>,
+    /// Enterprise: this enterprise's certificate issued by the ministry (enterprise.crt).
+    #[arg(long, env = "COMMSCAN_UPSTREAM_CERT")]
+    upstream_cert: Option<PathBuf>,
+    /// Enterprise: its key (enterprise.key).
+    #[arg(long, env = "COMMSCAN_UPSTREAM_KEY")]
+    upstream_key: Option<PathBuf>,
+    /// Enterprise: push at least this often, and soon after every change [default: 15m].
+    #[arg(long, value_parser = commscan_core::duration::parse_duration)]
+    push_interval: Option<Duration>,
+    /// Ministry: an enterprise whose last push is older than this shows as stale (keep it
+    /// at about three push intervals) [default: 45m].
+    #[arg(long, value_parser = commscan_core::duration::parse_duration)]
+    federation_stale_after: Option<Duration>,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+impl SettingsArgs {
+    /// The file (if any) merged with the flags; every problem at once, as a usage error.
+    fn resolve(self) -> anyhow::Result<Settings> {
+        let file = config::read(self.config.as_deref()).map_err(|e| Usage(e.to_string()))?;
+        let flags = config::Overrides {
+            data_dir: self.data_dir,
+            listen: self.listen,
+            web_listen: self.web_listen,
+            metrics_listen: self.metrics_listen,
+            store_url: self.store.url,
+            store_password_file: self.store.store_password_file,
+            store_connections: self.store.store_connections,
+            policy: self.rules.policy,
+            org_policies: self.rules.org_policies,
+            catalog: self.rules.catalog,
+            registers: self.rules.registers,
+            upstream: self.upstream,
+            upstream_ca: self.upstream_ca,
+            upstream_cert: self.upstream_cert,
+            upstream_key: self.upstream_key,
+            push_interval: self.push_interval,
+            federation_stale_after: self.federation_stale_after,
+        };
+        let settings = config::resolve(file.as_ref(), flags).map_err(|e| Usage(e.to_string()))?;
+        if let Some(f) = &settings.file {
+            tracing::info!(file = %f.display(), "configuration file read");
         }
+        Ok(settings)
     }
+}
+
+/// The PostgreSQL configuration of `settings`, its password read.
+fn postgres(
+    settings: &Settings,
+) -> anyhow::Result<Option<commscan_collector::store::pg_store::PgConfig>> {
+    settings
+        .store
+        .as_ref()
+        .map(|s| s.pg_config().map_err(|e| Usage(e).into()))
+        .transpose()
 }
 
 fn parse_org_policy(s: &str) -> Result<(String, PathBuf), String> {
@@ -262,60 +299,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 layout.path("pki/ca.key").display()
             );
         }
-        Command::Serve {
-            data_dir,
-            listen,
-            web_listen,
-            metrics_listen,
-            rules,
-            upstream,
-            upstream_ca,
-            upstream_cert,
-            upstream_key,
-            push_interval,
-            federation_stale_after,
-            alerts,
-            store,
-        } => {
-            let rules = RulesConfig::from(rules);
-            let alerts = match &alerts {
-                None => None,
-                Some(path) => {
-                    let sinks = commscan_collector::alerts::config::AlertsConfig::from_file(path)
-                        .and_then(|c| c.validate())
-                        .map_err(|e| Usage(format!("--alerts {}:\n{e}", path.display())))?;
-                    Some(std::sync::Arc::new(
-                        commscan_collector::alerts::Alerts::new(sinks),
-                    ))
-                }
-            };
+        Command::Serve { settings } => {
+            let settings = settings.resolve()?;
+            let data_dir = settings.data_dir.clone();
+            let rules = settings.rules.clone();
             match commscan_collector::open_files::raise_to_hard_limit() {
                 Ok(l) => tracing::info!(soft = ?l.soft, hard = ?l.hard, "open files limit"),
                 Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
             }
-            let upstream = UpstreamFlags {
-                url: upstream,
-                ca: upstream_ca,
-                cert: upstream_cert,
-                key: upstream_key,
-                interval: push_interval,
-            }
-            .resolve()
-            .map_err(|e| Usage(e.to_string()))?;
-            if federation_stale_after.is_zero() {
-                return Err(
-                    Usage("--federation-stale-after: must be longer than zero".into()).into(),
-                );
-            }
-            let settings = OpenSettings {
-                federation_stale_after,
-                postgres: store.resolve()?,
+            let upstream = settings
+                .upstream
+                .resolve()
+                .map_err(|e| Usage(e.to_string()))?;
+            let open = OpenSettings {
+                federation_stale_after: settings.federation_stale_after,
+                postgres: postgres(&settings)?,
                 ..OpenSettings::default()
             };
-            let (collector, tls) = Layout::new(&data_dir).open_with(&rules, &settings)?;
-            if let Some(a) = alerts {
-                tracing::info!(sinks = ?a, "alert hooks");
-                collector.set_alerts(a);
+            let (collector, tls) = Layout::new(&data_dir).open_with(&rules, &open)?;
+            if !settings.alerts.is_empty() {
+                let alerts = commscan_collector::alerts::Alerts::new(settings.alerts.clone());
+                tracing::info!(sinks = ?alerts, "alert hooks");
+                collector.set_alerts(std::sync::Arc::new(alerts));
             }
             // Verdicts stored under another policy (or catalog) are brought up to date at once.
             let r = collector.rejudge_all()?;
@@ -326,22 +331,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             // Signals are caught from here on: a SIGTERM right after start stops cleanly.
             let shutdown = commscan_runtime::signals::on_signals();
+            let listen = settings.listen;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
-                .with_context(|| format!("--listen {listen}: cannot bind"))?;
+                .with_context(|| format!("listen {listen}: cannot bind"))?;
             tracing::info!(addr = %listener.local_addr()?, data_dir = %data_dir.display(), "serving");
-            let console = match web_listen.as_str() {
-                "off" => None,
-                addr => {
-                    let addr: SocketAddr = addr.parse().map_err(|e| {
-                        Usage(format!(
-                            "--web-listen {addr}: not an address or `off` ({e})"
-                        ))
-                    })?;
+            let console = match settings.web_listen {
+                None => None,
+                Some(addr) => {
                     let web_tls = Layout::new(&data_dir).web_tls()?;
                     let l = tokio::net::TcpListener::bind(addr)
                         .await
-                        .with_context(|| format!("--web-listen {addr}: cannot bind"))?;
+                        .with_context(|| format!("web_listen {addr}: cannot bind"))?;
                     tracing::info!(addr = %l.local_addr()?, "web console");
                     Some(tokio::spawn(commscan_collector::web::serve(
                         collector.clone(),
@@ -351,17 +352,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     )))
                 }
             };
-            let metrics = match metrics_listen.as_str() {
-                "off" => None,
-                addr => {
-                    let addr: SocketAddr = addr.parse().map_err(|e| {
-                        Usage(format!(
-                            "--metrics-listen {addr}: not an address or `off` ({e})"
-                        ))
-                    })?;
+            let metrics = match settings.metrics_listen {
+                None => None,
+                Some(addr) => {
                     let l = tokio::net::TcpListener::bind(addr)
                         .await
-                        .with_context(|| format!("--metrics-listen {addr}: cannot bind"))?;
+                        .with_context(|| format!("metrics_listen {addr}: cannot bind"))?;
                     tracing::info!(addr = %l.local_addr()?, "metrics");
                     Some(tokio::spawn(commscan_collector::metrics::serve(
                         collector.clone(),
@@ -370,17 +366,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     )))
                 }
             };
+            // The control socket (`backup`) serves the embedded store only.
+            let control = settings.store.is_none().then(|| {
+                tokio::spawn(commscan_collector::backup::serve_control(
+                    collector.clone(),
+                    data_dir.clone(),
+                    shutdown.clone(),
+                ))
+            });
             let maintenance =
                 commscan_collector::service::spawn(collector.clone(), rules, shutdown.clone());
+            // When shutdown began, for the "stopped" line (the bound is stated in server.rs).
+            let began = {
+                let s = shutdown.clone();
+                tokio::spawn(async move {
+                    s.cancelled().await;
+                    std::time::Instant::now()
+                })
+            };
             let pusher = upstream
                 .map(|u| tokio::spawn(push::run_exclusive(collector.clone(), u, shutdown.clone())));
             let alert_hooks =
                 commscan_collector::alerts::spawn(collector.clone(), shutdown.clone());
             serve(
-                collector,
+                collector.clone(),
                 tls,
                 listener,
-                Limits::default(),
+                settings.limits,
                 shutdown.clone(),
             )
             .await?;
@@ -396,6 +408,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(m) = metrics {
                 let _ = m.await;
             }
+            if let Some(c) = control {
+                let _ = c.await;
+            }
+            // Acknowledged reports are durable already; this writes what is not (audit,
+            // sessions) before the process ends.
+            let c = collector.clone();
+            tokio::task::spawn_blocking(move || c.store().flush())
+                .await
+                .context("final flush")?
+                .context("final flush")?;
+            let began = began.await.unwrap_or_else(|_| std::time::Instant::now());
+            tracing::info!(after_ms = began.elapsed().as_millis() as u64, "stopped");
         }
         Command::Federation {
             command:
@@ -439,7 +463,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let pg = StoreArgs {
                 url: Some(to),
                 store_password_file,
-                store_connections: 4,
+                store_connections: Some(4),
             }
             .resolve()?
             .expect("a URL was given");
@@ -469,18 +493,56 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 pg.url
             );
         }
-        Command::Validate {
-            data_dir,
-            rules,
-            store,
-        } => {
-            let rules = RulesConfig::from(rules);
-            let settings = OpenSettings {
-                postgres: store.resolve()?,
+        Command::Backup { dest, settings } => {
+            let settings = settings.resolve()?;
+            if let Some(store) = &settings.store {
+                return Err(Usage(format!(
+                    "the store is PostgreSQL ({}): back the database up with its own tools (pg_dump, base backups); `backup` copies the embedded store",
+                    store.url
+                ))
+                .into());
+            }
+            let m = commscan_collector::backup::backup(&settings.data_dir, &dest)?;
+            println!(
+                "backed up {} into {} ({}: {} trees, {} entries; store calls held {} ms)",
+                settings.data_dir.display(),
+                dest.display(),
+                m.mode,
+                m.trees,
+                m.entries,
+                m.held_ms
+            );
+            println!(
+                "restore: stop the collector, move {} aside, `commscan-collector restore {} --data-dir {}`, start it",
+                settings.data_dir.display(),
+                dest.display(),
+                settings.data_dir.display()
+            );
+        }
+        Command::Restore { backup, data_dir } => {
+            let m = commscan_collector::backup::restore(&backup, &data_dir)
+                .map_err(|e| Usage(e.to_string()))?;
+            println!(
+                "restored the backup of {} ({} entries) into {}; start the collector: agents that reported since heal by themselves",
+                m.taken_at,
+                m.entries,
+                data_dir.display()
+            );
+        }
+        Command::Validate { settings } => {
+            let settings = settings.resolve()?;
+            settings
+                .upstream
+                .resolve()
+                .map_err(|e| Usage(e.to_string()))?;
+            let (data_dir, rules) = (&settings.data_dir, &settings.rules);
+            let open = OpenSettings {
+                federation_stale_after: settings.federation_stale_after,
+                postgres: postgres(&settings)?,
                 ..OpenSettings::default()
             };
-            let (collector, _) = Layout::new(&data_dir)
-                .open_with(&rules, &settings)
+            let (collector, _) = Layout::new(data_dir)
+                .open_with(rules, &open)
                 .map_err(|e| Usage(e.to_string()))?;
             // Stored rules that no longer validate leave the files in force: said, not fatal,
             // since `serve` would run (on the files) all the same.
@@ -533,37 +595,23 @@ struct StoreArgs {
     #[arg(long = "store", env = "COMMSCAN_STORE")]
     url: Option<String>,
     /// A file holding the database password (one line).
-    #[arg(long, env = "COMMSCAN_STORE_PASSWORD_FILE", requires = "url")]
+    #[arg(long, env = "COMMSCAN_STORE_PASSWORD_FILE")]
     store_password_file: Option<PathBuf>,
-    /// Most database connections this collector opens.
-    #[arg(long, default_value_t = 32, requires = "url")]
-    store_connections: usize,
+    /// Most database connections this collector opens [default: 32].
+    #[arg(long)]
+    store_connections: Option<usize>,
 }
 
 impl StoreArgs {
+    /// `init` and `migrate`: the database named by the flags alone.
     fn resolve(self) -> anyhow::Result<Option<commscan_collector::store::pg_store::PgConfig>> {
-        let Some(url) = self.url else {
-            return Ok(None);
+        let flags = config::Overrides {
+            store_url: self.url,
+            store_password_file: self.store_password_file,
+            store_connections: self.store_connections,
+            ..config::Overrides::default()
         };
-        if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
-            return Err(Usage(format!(
-                "--store {url}: want postgres://USER@HOST:PORT/DATABASE"
-            ))
-            .into());
-        }
-        let password = match self.store_password_file {
-            Some(p) => Some(
-                std::fs::read_to_string(&p)
-                    .map_err(|e| Usage(format!("--store-password-file {}: {e}", p.display())))?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_owned(),
-            ),
-            None => std::env::var("COMMSCAN_STORE_PASSWORD").ok(),
-        };
-        Ok(Some(commscan_collector::store::pg_store::PgConfig {
-            url,
-            password,
-            max_connections: self.store_connections,
-        }))
+        let settings = config::resolve(None, flags).map_err(|e| Usage(e.to_string()))?;
+        postgres(&settings)
     }
 }

@@ -2,6 +2,10 @@
 //! methods authorise. Streams (events, exports) authorise once, at the start: an export
 //! streams the pages the domain's [`crate::queries::DeviceExport`] yields, formatted as CSV or
 //! JSON lines.
+//!
+//! Both streams end when the collector shuts down, with `UNAVAILABLE` ("the collector is
+//! shutting down"), never with an OK end: a watcher knows to reconnect, and an export cut
+//! short can never be taken for a complete one.
 
 use super::backstop::mark_of;
 use super::{blocking, to_status};
@@ -17,10 +21,34 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 
-/// The `Query` service.
+/// The `Query` service, and the collector's shutdown, which ends its streams.
 #[derive(Debug, Clone)]
-pub(crate) struct QueryService(pub Arc<Collector>);
+pub(crate) struct QueryService(pub Arc<Collector>, pub CancellationToken);
+
+/// The error a stream ends with when the collector shuts down.
+fn shutting_down() -> tonic::Status {
+    tonic::Status::unavailable("the collector is shutting down")
+}
+
+/// Sends `item` on a stream, unless `shutdown` fires first: then the stream ends with
+/// [`shutting_down`] (waiting for room, or for the client to go: the server closes connections
+/// a bounded time after shutdown starts). `false` when the stream is over.
+async fn send_or_end<T>(
+    tx: &mpsc::Sender<Result<T, tonic::Status>>,
+    item: T,
+    shutdown: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => {
+            let _ = tx.send(Err(shutting_down())).await;
+            false
+        }
+        sent = tx.send(Ok(item)) => sent.is_ok(),
+    }
+}
 
 /// The bearer token of a request.
 pub(crate) fn bearer<T>(request: &tonic::Request<T>) -> Option<String> {
@@ -403,9 +431,18 @@ impl Query for QueryService {
         .await?;
         let mut rx = self.0.subscribe_events();
         let (tx, out) = mpsc::channel(64);
+        let shutdown = self.1.clone();
         tokio::spawn(async move {
             loop {
-                let e = match rx.recv().await {
+                let received = tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => {
+                        let _ = tx.send(Err(shutting_down())).await;
+                        return;
+                    }
+                    r = rx.recv() => r,
+                };
+                let e = match received {
                     Ok(e) => e,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "an event watcher fell behind");
@@ -427,7 +464,7 @@ impl Query for QueryService {
                     to: convert::status_to_wire(e.to),
                     products: e.products,
                 };
-                if tx.send(Ok(event)).await.is_err() {
+                if !send_or_end(&tx, event, &shutdown).await {
                     return;
                 }
             }
@@ -465,18 +502,25 @@ impl Query for QueryService {
         })
         .await?;
         let (tx, out) = mpsc::channel(4);
+        let shutdown = self.1.clone();
         tokio::spawn(async move {
             if csv
-                && tx
-                    .send(Ok(v1::ExportChunk {
+                && !send_or_end(
+                    &tx,
+                    v1::ExportChunk {
                         data: CSV_HEADER.as_bytes().to_vec(),
-                    }))
-                    .await
-                    .is_err()
+                    },
+                    &shutdown,
+                )
+                .await
             {
                 return;
             }
             loop {
+                if shutdown.is_cancelled() {
+                    let _ = tx.send(Err(shutting_down())).await;
+                    return;
+                }
                 // The store is synchronous: pull each page on the blocking pool.
                 let (page, rest) = match tokio::task::spawn_blocking(move || {
                     let page = export.next();
@@ -506,12 +550,14 @@ impl Query for QueryService {
                 while let Some(d) = devices.next() {
                     data.push_str(&if csv { csv_line(d) } else { json_line(d) });
                     if (data.len() >= EXPORT_CHUNK_BYTES || devices.peek().is_none())
-                        && tx
-                            .send(Ok(v1::ExportChunk {
+                        && !send_or_end(
+                            &tx,
+                            v1::ExportChunk {
                                 data: std::mem::take(&mut data).into_bytes(),
-                            }))
-                            .await
-                            .is_err()
+                            },
+                            &shutdown,
+                        )
+                        .await
                     {
                         return;
                     }

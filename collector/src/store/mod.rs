@@ -95,6 +95,15 @@ pub struct DevicePage {
 pub trait Durable: Send + Sync + 'static {
     /// Makes every write so far durable.
     fn flush(&self) -> Result<(), StoreError>;
+    /// Writes a consistent copy of the whole store into the new directory `to`
+    /// ([`crate::backup`]). Only the embedded store has one; PostgreSQL is backed up with its
+    /// own tools.
+    fn backup(&self, to: &std::path::Path) -> Result<sled_store::BackupCounts, StoreError> {
+        let _ = to;
+        Err(StoreError::Backend(
+            "this store has no built-in backup: back a PostgreSQL database up with its own tools (pg_dump, base backups)".into(),
+        ))
+    }
     /// Whether the store can take writes now. A backend that recovers from a failed disk
     /// ([`recovering::Recovering`]) tries to recover here; the health service polls it.
     fn check_health(&self) -> bool {

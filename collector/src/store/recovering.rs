@@ -136,6 +136,19 @@ impl Durable for Recovering {
         self.with(|s| s.flush())
     }
 
+    /// Holds every other call off (the write side of the lock each call reads under) while
+    /// the backend copies itself: the copy is of one instant.
+    fn backup(&self, to: &std::path::Path) -> Result<super::sled_store::BackupCounts, StoreError> {
+        if self.is_failed() {
+            return Err(Self::unavailable());
+        }
+        let current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        match current.as_deref() {
+            Some(store) => store.backup(to),
+            None => Err(Self::unavailable()),
+        }
+    }
+
     fn check_health(&self) -> bool {
         if !self.is_failed() {
             return true;

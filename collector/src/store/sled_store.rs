@@ -81,6 +81,23 @@ pub struct SledStore {
     group_commit: std::sync::Arc<GroupCommit>,
     /// Concurrent device writes share transactions (see [`Combiner`]).
     device_writes: std::sync::Arc<DeviceWrites>,
+    /// Added to every id sled generates (audit positions, history keys). sled's generator is
+    /// monotonic in one database, but a restored backup is a new database whose generator
+    /// starts again at 0: the copy records, under [`ID_FLOOR_KEY`] of the `meta` tree, an id
+    /// above every one it holds, so that new ids never reuse (and overwrite) a restored one.
+    id_floor: u64,
+}
+
+/// The key of the id floor in the `meta` tree (big-endian u64).
+const ID_FLOOR_KEY: &[u8] = b"id_floor";
+
+/// What a backup copied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackupCounts {
+    /// Trees copied.
+    pub trees: usize,
+    /// Entries copied, all trees together.
+    pub entries: u64,
 }
 
 /// Device writes waiting to be combined, and their results.
@@ -140,6 +157,8 @@ fn org_key(device: &DeviceRecord) -> Vec<u8> {
 
 /// The trees a device write touches, inside one transaction.
 struct DeviceTx<'a> {
+    /// Added to generated ids (see [`SledStore::id_floor`]).
+    id_floor: u64,
     devices: &'a TransactionalTree,
     by_org: &'a TransactionalTree,
     orgs: &'a TransactionalTree,
@@ -160,10 +179,11 @@ fn alert_key(sink: &str, position: u64) -> Vec<u8> {
     k
 }
 
-/// Appends `entries` to their queues inside a transaction.
-fn enqueue_tx(alerts: &TransactionalTree, entries: &[OutboxEntry]) -> TxResult<()> {
+/// Appends `entries` to their queues inside a transaction (positions above `id_floor`, as
+/// every generated id, so a restored copy never reuses one).
+fn enqueue_tx(alerts: &TransactionalTree, entries: &[OutboxEntry], id_floor: u64) -> TxResult<()> {
     for e in entries {
-        let position = alerts.generate_id()?;
+        let position = alerts.generate_id()? + id_floor;
         alerts.insert(alert_key(&e.sink, position), encode(e))?;
     }
     Ok(())
@@ -230,7 +250,7 @@ impl DeviceTx<'_> {
         for kind in HistoryKind::between(old.as_ref(), device) {
             let mut hk = device.device_id.as_bytes().to_vec();
             hk.push(b'/');
-            hk.extend_from_slice(&self.history.generate_id()?.to_be_bytes());
+            hk.extend_from_slice(&(self.history.generate_id()? + self.id_floor).to_be_bytes());
             self.history
                 .insert(hk, encode(&HistoryRecord { at, kind }))?;
         }
@@ -239,8 +259,9 @@ impl DeviceTx<'_> {
     }
 }
 
-fn device_tx(t: &[TransactionalTree]) -> DeviceTx<'_> {
+fn device_tx(t: &[TransactionalTree], id_floor: u64) -> DeviceTx<'_> {
     DeviceTx {
+        id_floor,
         devices: &t[0],
         by_org: &t[1],
         orgs: &t[2],
@@ -266,7 +287,17 @@ impl SledStore {
         crate::layout::private_files(dir)
             .map_err(|e| StoreError::Backend(format!("{}: {e}", dir.display())))?;
         let tree = |n: &str| db.open_tree(n).map_err(backend);
+        let id_floor = match tree("meta")?.get(ID_FLOOR_KEY).map_err(backend)? {
+            None => 0,
+            Some(b) => <[u8; 8]>::try_from(b.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    key: "meta/id_floor".into(),
+                    message: format!("{} bytes, not 8", b.len()),
+                })?,
+        };
         Ok(SledStore {
+            id_floor,
             devices: tree("devices")?,
             by_org: tree("by_org")?,
             orgs: tree("orgs")?,
@@ -313,9 +344,9 @@ impl SledStore {
             self.device_trees()
                 .as_slice()
                 .transaction(|t| {
-                    let tx = device_tx(t);
+                    let tx = device_tx(t, self.id_floor);
                     tx.write(device, at, false)?;
-                    enqueue_tx(tx.alerts, alerts)
+                    enqueue_tx(tx.alerts, alerts, self.id_floor)
                 })
                 .map_err(tx_err)
         };
@@ -323,10 +354,10 @@ impl SledStore {
             return vec![one(device, *at, alerts)];
         }
         let all = self.device_trees().as_slice().transaction(|t| {
-            let tx = device_tx(t);
+            let tx = device_tx(t, self.id_floor);
             for (device, at, alerts) in batch {
                 tx.write(device, *at, false)?;
-                enqueue_tx(tx.alerts, alerts)?;
+                enqueue_tx(tx.alerts, alerts, self.id_floor)?;
             }
             Ok(())
         });
@@ -418,7 +449,70 @@ impl SledStore {
     }
 }
 
+impl SledStore {
+    /// Copies every tree into a new sled database in `to` (which must not exist), with the id
+    /// floor set above every generated id copied (audit positions, history ids), and flushes
+    /// it. Consistent only if nothing writes meanwhile: [`super::recovering::Recovering`]
+    /// holds every other call off while it runs.
+    pub fn copy_to(&self, to: &Path) -> Result<BackupCounts, StoreError> {
+        let fail = |e: sled::Error| StoreError::Backend(format!("{}: {e}", to.display()));
+        let target = sled::Config::new()
+            .path(to)
+            .create_new(true)
+            .open()
+            .map_err(fail)?;
+        let mut counts = BackupCounts::default();
+        let mut floor = self.id_floor;
+        let id_of = |key: &[u8]| -> u64 {
+            key.len()
+                .checked_sub(8)
+                .and_then(|start| <[u8; 8]>::try_from(&key[start..]).ok())
+                .map_or(0, u64::from_be_bytes)
+        };
+        for name in self.db.tree_names() {
+            let (from, into) = (
+                self.db.open_tree(&name).map_err(backend)?,
+                target.open_tree(&name).map_err(fail)?,
+            );
+            let generated = name.as_ref() == b"audit"
+                || name.as_ref() == b"history"
+                || name.as_ref() == b"alerts";
+            let mut batch = sled::Batch::default();
+            let mut in_batch = 0;
+            for kv in from.iter() {
+                let (k, v) = kv.map_err(backend)?;
+                if generated {
+                    floor = floor.max(id_of(&k).saturating_add(1));
+                }
+                batch.insert(k, v);
+                in_batch += 1;
+                counts.entries += 1;
+                if in_batch == 10_000 {
+                    into.apply_batch(std::mem::take(&mut batch)).map_err(fail)?;
+                    in_batch = 0;
+                }
+            }
+            into.apply_batch(batch).map_err(fail)?;
+            counts.trees += 1;
+        }
+        target
+            .open_tree("meta")
+            .and_then(|m| m.insert(ID_FLOOR_KEY, &floor.to_be_bytes()))
+            .map_err(fail)?;
+        target.flush().map_err(fail)?;
+        drop(target);
+        crate::layout::private_files(to)
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", to.display())))?;
+        Ok(counts)
+    }
+}
+
 impl Durable for SledStore {
+    fn backup(&self, to: &Path) -> Result<BackupCounts, StoreError> {
+        self.flush()?;
+        self.copy_to(to)
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         self.group_commit
             .flush(|| self.db.flush().map(|_| ()).map_err(|e| e.to_string()))
@@ -441,7 +535,7 @@ impl DeviceStore for SledStore {
         };
         self.device_trees()
             .as_slice()
-            .transaction(|t| device_tx(t).write(&device, at, true))
+            .transaction(|t| device_tx(t, self.id_floor).write(&device, at, true))
             .map_err(tx_err)?;
         let mut prefix = id.as_bytes().to_vec();
         prefix.push(b'/');
@@ -644,7 +738,7 @@ impl TokenStore for SledStore {
 impl AuditStore for SledStore {
     fn append_audit(&self, entry: &AuditRecord) -> Result<u64, StoreError> {
         // sled's id generator is monotonic across restarts; +1 keeps 0 free as "from the start".
-        let position = self.db.generate_id().map_err(backend)? + 1;
+        let position = self.db.generate_id().map_err(backend)? + 1 + self.id_floor;
         self.audit
             .insert(position.to_be_bytes(), encode(entry))
             .map_err(backend)?;
@@ -868,7 +962,7 @@ impl SessionStore for SledStore {
 impl AlertStore for SledStore {
     fn enqueue_alerts(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {
         self.alerts
-            .transaction(|t| enqueue_tx(t, entries))
+            .transaction(|t| enqueue_tx(t, entries, self.id_floor))
             .map_err(tx_err)
     }
 
@@ -884,7 +978,7 @@ impl AlertStore for SledStore {
                     return Ok(false);
                 }
                 marks.insert(mark.as_bytes(), value.as_bytes())?;
-                enqueue_tx(alerts, entries)?;
+                enqueue_tx(alerts, entries, self.id_floor)?;
                 Ok(true)
             })
             .map_err(tx_err)
@@ -986,7 +1080,7 @@ impl Store for SledStore {
                         format!("device {} exists", device.device_id),
                     )));
                 }
-                device_tx(t).write(device, now, false)
+                device_tx(t, self.id_floor).write(device, now, false)
             })
             .map_err(tx_err)
     }

@@ -1,0 +1,441 @@
+//! Backups of the embedded store: `commscan-collector backup DIR` and `restore DIR`.
+//!
+//! A backup is a directory laid out like a data directory: the deployment's files as they are
+//! (`collector.json`, `pki/`, `admin.token` if it is still there, ...), `store/` holding a
+//! consistent copy of the sled store, and `BACKUP.json` saying when it was taken and what it
+//! holds. Everything is 0700/0600: it holds the CA key and token hashes.
+//!
+//! *Consistent and online.* sled lets one process open a store, so while a collector runs the
+//! copy is its to make. `backup` asks it over the **control socket**, `<data>/control.sock`
+//! (a Unix socket, 0600 in a 0700 directory: the collector's user and root only; one JSON line
+//! in, one out, at most [`MAX_REQUEST_BYTES`], one request at a time). The collector holds
+//! every store call off ([`crate::store::recovering::Recovering`]'s write lock), flushes, copies
+//! every tree into a new sled database under `<data>/backups/` (inside its own state directory,
+//! the only place its systemd sandbox may write) and lets calls go on: ingest waits for the
+//! copy, nothing is refused. `backup` then moves the copy to `DIR` and adds the deployment's
+//! files. With no collector running, `backup` opens the store and copies it itself.
+//! A PostgreSQL store is the database's to back up (pg_dump, base backups); `backup` says so.
+//!
+//! *Restore*: stop the collector, `commscan-collector restore DIR --data-dir D` into a `D` that
+//! holds no deployment, start it. Devices that reported after the backup heal by themselves:
+//! an agent's hello carries the digest of what it last had acknowledged, the restored record's
+//! digest differs, and the agent sends a snapshot.
+//!
+//! A restored store is a new sled database whose id generator starts at 0; the copy records an
+//! id floor above every audit position and history id it holds, so new entries never
+//! overwrite restored ones ([`crate::store::sled_store::SledStore::copy_to`]).
+
+use crate::collector::Collector;
+use crate::layout::{private_dir, private_files};
+use crate::store::Store;
+use crate::store::sled_store::{BackupCounts, SledStore};
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+/// The control socket, in the data directory.
+pub const CONTROL_SOCKET: &str = "control.sock";
+/// Where the collector writes copies before `backup` moves them, in the data directory.
+pub const STAGING_DIR: &str = "backups";
+/// The backup's description file.
+pub const MANIFEST: &str = "BACKUP.json";
+/// Largest request line on the control socket.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024;
+/// Time a control connection has to send its request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A backup or restore failure, naming the path or what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// A file or directory could not be used.
+    #[error("{path}: {message}")]
+    Path {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The store could not be copied.
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The running collector refused or failed.
+    #[error("the running collector: {0}")]
+    Collector(String),
+}
+
+fn path_err(path: &Path, message: impl std::fmt::Display) -> BackupError {
+    BackupError::Path {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+/// A request on the control socket.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum Request {
+    /// Copy the store into `<data>/backups/<name>/store`.
+    Backup {
+        /// 1–64 of `a-z`, `0-9`, `-`.
+        name: String,
+    },
+}
+
+/// The answer to a request.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Reply {
+    /// The copy is made.
+    Copied {
+        /// Trees copied.
+        trees: usize,
+        /// Entries copied.
+        entries: u64,
+        /// How long store calls were held off, in milliseconds.
+        held_ms: u64,
+    },
+    /// It failed.
+    Error(String),
+}
+
+/// What `BACKUP.json` says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    /// When the copy was made (RFC 3339).
+    pub taken_at: String,
+    /// The collector version that made it.
+    pub version: String,
+    /// Whether a running collector made it (`online`) or `backup` itself (`offline`).
+    pub mode: String,
+    /// Trees in `store/`.
+    pub trees: usize,
+    /// Entries in `store/`.
+    pub entries: u64,
+    /// How long store calls were held off (online), in milliseconds.
+    pub held_ms: u64,
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Serves the control socket in `data_dir` until `shutdown`. A stale socket file (a collector
+/// that was killed) is replaced: the store's lock, taken before this runs, proves no other
+/// collector uses this directory.
+pub async fn serve_control(
+    collector: Arc<Collector>,
+    data_dir: PathBuf,
+    shutdown: CancellationToken,
+) {
+    let path = data_dir.join(CONTROL_SOCKET);
+    let _ = std::fs::remove_file(&path);
+    let listener = match tokio::net::UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "no control socket: `backup` cannot reach this collector");
+            return;
+        }
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+            tracing::warn!(path = %path.display(), error = %e, "control socket: cannot make it 0600; closed");
+            let _ = std::fs::remove_file(&path);
+            return;
+        }
+    }
+    tracing::info!(path = %path.display(), "control socket");
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => match a {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "control socket: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        // One request at a time: the next connection waits in the backlog.
+        let reply = answer(&collector, &data_dir, stream).await;
+        if let Err(e) = reply {
+            tracing::warn!(error = %e, "control socket: request failed");
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+async fn answer(
+    collector: &Arc<Collector>,
+    data_dir: &Path,
+    stream: tokio::net::UnixStream,
+) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = Vec::new();
+    let mut limited = tokio::io::BufReader::new(tokio::io::AsyncReadExt::take(
+        read,
+        MAX_REQUEST_BYTES as u64 + 1,
+    ));
+    let got = tokio::time::timeout(REQUEST_TIMEOUT, limited.read_until(b'\n', &mut line)).await;
+    let reply = match got {
+        Err(_) => Reply::Error(format!("no request within {REQUEST_TIMEOUT:?}")),
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(_)) if line.len() > MAX_REQUEST_BYTES => {
+            Reply::Error(format!("request longer than {MAX_REQUEST_BYTES} bytes"))
+        }
+        Ok(Ok(_)) => match serde_json::from_slice::<Request>(&line) {
+            Err(e) => Reply::Error(format!("not a request: {e}")),
+            Ok(Request::Backup { name }) if !valid_name(&name) => {
+                Reply::Error("backup name: 1-64 of a-z, 0-9 and '-'".into())
+            }
+            Ok(Request::Backup { name }) => {
+                let (c, staging) = (collector.clone(), data_dir.join(STAGING_DIR));
+                tokio::task::spawn_blocking(move || copy_online(&c, &staging, &name))
+                    .await
+                    .unwrap_or_else(|e| Reply::Error(format!("backup task: {e}")))
+            }
+        },
+    };
+    let mut out = serde_json::to_vec(&reply).unwrap_or_default();
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    write.shutdown().await
+}
+
+/// The collector's side: the copy, audited.
+fn copy_online(collector: &Collector, staging: &Path, name: &str) -> Reply {
+    let to = staging.join(name);
+    let result = private_dir(staging)
+        .map_err(|e| format!("{}: {e}", staging.display()))
+        .and_then(|()| {
+            if to.exists() {
+                return Err(format!("{}: exists already", to.display()));
+            }
+            private_dir(&to).map_err(|e| format!("{}: {e}", to.display()))?;
+            let started = Instant::now();
+            let counts = collector
+                .store()
+                .backup(&to.join("store"))
+                .map_err(|e| e.to_string())?;
+            Ok((counts, started.elapsed()))
+        });
+    match result {
+        Ok((counts, held)) => {
+            let detail = format!(
+                "store copied to {} ({} trees, {} entries; calls held {} ms)",
+                to.display(),
+                counts.trees,
+                counts.entries,
+                held.as_millis()
+            );
+            collector.audit("local:control-socket", "store.backup", None, true, detail);
+            tracing::info!(to = %to.display(), trees = counts.trees, entries = counts.entries, held_ms = held.as_millis() as u64, "store backed up");
+            Reply::Copied {
+                trees: counts.trees,
+                entries: counts.entries,
+                held_ms: held.as_millis() as u64,
+            }
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&to);
+            tracing::warn!(error = %e, "backup failed");
+            Reply::Error(e)
+        }
+    }
+}
+
+/// `commscan-collector backup DIR`: a consistent copy of the store in `data_dir` (made by the
+/// running collector if there is one) and the deployment's files, into the new directory `dest`.
+pub fn backup(data_dir: &Path, dest: &Path) -> Result<Manifest, BackupError> {
+    if !data_dir.join("collector.json").is_file() {
+        return Err(path_err(data_dir, "not a collector data directory"));
+    }
+    if dest.exists()
+        && std::fs::read_dir(dest)
+            .map_err(|e| path_err(dest, e))?
+            .next()
+            .is_some()
+    {
+        return Err(path_err(
+            dest,
+            "exists and is not empty: a backup goes into a new directory",
+        ));
+    }
+    private_dir(dest).map_err(|e| path_err(dest, e))?;
+    let result = backup_into(data_dir, dest);
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(dest);
+    }
+    result
+}
+
+fn backup_into(data_dir: &Path, dest: &Path) -> Result<Manifest, BackupError> {
+    let taken_at = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let socket = data_dir.join(CONTROL_SOCKET);
+    let (mode, counts, held_ms) = match std::os::unix::net::UnixStream::connect(&socket) {
+        Ok(stream) => {
+            let name = format!(
+                "backup-{}-{}",
+                time::OffsetDateTime::now_utc().unix_timestamp(),
+                std::process::id()
+            );
+            let (counts, held_ms) = ask(stream, &name)?;
+            let staged = data_dir.join(STAGING_DIR).join(&name);
+            move_dir(&staged.join("store"), &dest.join("store"))?;
+            let _ = std::fs::remove_dir_all(&staged);
+            ("online", counts, held_ms)
+        }
+        Err(_) => {
+            // No collector answers: open the store (sled's lock refuses if one runs anyway).
+            let store_dir = data_dir.join("store");
+            let store = SledStore::open(&store_dir).map_err(|e| {
+                path_err(
+                    &store_dir,
+                    format!(
+                        "{e} (a collector holds it but its control socket {} does not answer?)",
+                        socket.display()
+                    ),
+                )
+            })?;
+            let counts = store.copy_to(&dest.join("store"))?;
+            ("offline", counts, 0)
+        }
+    };
+    // The deployment's files as they are, beside the store.
+    for entry in std::fs::read_dir(data_dir).map_err(|e| path_err(data_dir, e))? {
+        let entry = entry.map_err(|e| path_err(data_dir, e))?;
+        let name = entry.file_name();
+        if ["store", STAGING_DIR, CONTROL_SOCKET]
+            .iter()
+            .any(|n| name == *n)
+        {
+            continue;
+        }
+        copy_tree(&entry.path(), &dest.join(&name))?;
+    }
+    let manifest = Manifest {
+        taken_at,
+        version: env!("CARGO_PKG_VERSION").into(),
+        mode: mode.into(),
+        trees: counts.trees,
+        entries: counts.entries,
+        held_ms,
+    };
+    let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+    commscan_runtime::files::write_atomic(&dest.join(MANIFEST), &text)
+        .map_err(|e| path_err(&dest.join(MANIFEST), e))?;
+    private_files(dest).map_err(|e| path_err(dest, e))?;
+    Ok(manifest)
+}
+
+/// Sends the backup request and reads the reply (the copy may take minutes on a large store).
+fn ask(
+    stream: std::os::unix::net::UnixStream,
+    name: &str,
+) -> Result<(BackupCounts, u64), BackupError> {
+    let mut line = serde_json::to_vec(&Request::Backup { name: name.into() }).unwrap_or_default();
+    line.push(b'\n');
+    let io = |e: std::io::Error| BackupError::Collector(format!("control socket: {e}"));
+    (&stream).write_all(&line).map_err(io)?;
+    let mut reply = String::new();
+    BufReader::new(&stream).read_line(&mut reply).map_err(io)?;
+    match serde_json::from_str::<Reply>(&reply) {
+        Ok(Reply::Copied {
+            trees,
+            entries,
+            held_ms,
+        }) => Ok((BackupCounts { trees, entries }, held_ms)),
+        Ok(Reply::Error(e)) => Err(BackupError::Collector(e)),
+        Err(e) => Err(BackupError::Collector(format!(
+            "unreadable reply {reply:?}: {e}"
+        ))),
+    }
+}
+
+/// Renames `from` to `to`, or copies and removes it when they are on different filesystems.
+fn move_dir(from: &Path, to: &Path) -> Result<(), BackupError> {
+    if std::fs::rename(from, to).is_ok() {
+        return Ok(());
+    }
+    copy_tree(from, to)?;
+    std::fs::remove_dir_all(from).map_err(|e| path_err(from, e))
+}
+
+/// Copies a file, or a directory recursively (symbolic links are skipped).
+fn copy_tree(from: &Path, to: &Path) -> Result<(), BackupError> {
+    let kind = std::fs::symlink_metadata(from)
+        .map_err(|e| path_err(from, e))?
+        .file_type();
+    if kind.is_dir() {
+        private_dir(to).map_err(|e| path_err(to, e))?;
+        for entry in std::fs::read_dir(from).map_err(|e| path_err(from, e))? {
+            let entry = entry.map_err(|e| path_err(from, e))?;
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+    } else if kind.is_file() {
+        std::fs::copy(from, to).map_err(|e| path_err(from, e))?;
+    }
+    Ok(())
+}
+
+/// `commscan-collector restore BACKUP --data-dir D`: the backup's files into `data_dir`, which
+/// must hold no deployment (stop the collector and move the old directory aside first).
+pub fn restore(backup: &Path, data_dir: &Path) -> Result<Manifest, BackupError> {
+    let manifest: Manifest = std::fs::read(backup.join(MANIFEST))
+        .map_err(|e| {
+            path_err(
+                &backup.join(MANIFEST),
+                format!("{e} (not a backup made by `commscan-collector backup`?)"),
+            )
+        })
+        .and_then(|b| {
+            serde_json::from_slice(&b).map_err(|e| path_err(&backup.join(MANIFEST), e))
+        })?;
+    for needed in ["collector.json", "store", "pki"] {
+        if !backup.join(needed).exists() {
+            return Err(path_err(&backup.join(needed), "missing from the backup"));
+        }
+    }
+    if data_dir.join("collector.json").exists() || data_dir.join("store").exists() {
+        return Err(path_err(
+            data_dir,
+            "holds a deployment: stop its collector and move the directory aside first",
+        ));
+    }
+    private_dir(data_dir).map_err(|e| path_err(data_dir, e))?;
+    for entry in std::fs::read_dir(backup).map_err(|e| path_err(backup, e))? {
+        let entry = entry.map_err(|e| path_err(backup, e))?;
+        if entry.file_name() == MANIFEST {
+            continue;
+        }
+        copy_tree(&entry.path(), &data_dir.join(entry.file_name()))?;
+    }
+    private_files(data_dir).map_err(|e| path_err(data_dir, e))?;
+    // Prove the copy opens before anyone starts a collector on it.
+    SledStore::open(&data_dir.join("store"))?;
+    Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_names_are_plain() {
+        assert!(valid_name("backup-1700000000-42"));
+        for bad in ["", "../x", "a/b", "UPPER", &"x".repeat(65)] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
+}
