@@ -220,6 +220,13 @@ pub struct Sinks {
     pub syslogs: Vec<Syslog>,
 }
 
+impl Sinks {
+    /// Whether no sink is configured.
+    pub fn is_empty(&self) -> bool {
+        self.webhooks.is_empty() && self.syslogs.is_empty()
+    }
+}
+
 /// Collects problems under a key prefix.
 struct Problems(Vec<ConfigProblem>);
 
