@@ -100,6 +100,8 @@ pub struct Collector {
     shared_store: bool,
     /// What `/metrics` shows.
     metrics: crate::metrics::Metrics,
+    /// Where alerts go (see [`crate::alerts`]); set once, before serving.
+    alerts: std::sync::OnceLock<Arc<crate::alerts::Alerts>>,
 }
 
 /// Default staleness window: three missed hourly reports.
@@ -159,6 +161,7 @@ impl Collector {
             events: crate::events::channel(),
             bound_counters: crate::ingest::BoundCounters::default(),
             refusals: Default::default(),
+            alerts: Default::default(),
         }
     }
 
@@ -289,15 +292,40 @@ impl Collector {
         self.compliance.rules().judge(device, now, self.stale_after);
     }
 
-    /// Stores a device changed at `now` and publishes a verdict change, if any, to watchers.
+    /// Gives the collector its alert sinks ([`crate::alerts`]): from then on every verdict
+    /// change is written to their outbox with the device. Once, before serving; `false` if
+    /// they were set already.
+    pub fn set_alerts(&self, alerts: Arc<crate::alerts::Alerts>) -> bool {
+        self.alerts.set(alerts).is_ok()
+    }
+
+    /// The alert sinks, if any.
+    pub(crate) fn alerts(&self) -> Option<&Arc<crate::alerts::Alerts>> {
+        self.alerts.get().filter(|a| !a.is_empty())
+    }
+
+    /// Stores a device changed at `now` and publishes a verdict change, if any, to watchers;
+    /// its alerts enter the outbox in the same transaction as the device.
     pub(crate) fn store_device(
         &self,
         device: &crate::store::DeviceRecord,
         before: commscan_core::verdict::Status,
         now: OffsetDateTime,
     ) -> Result<(), CollectorError> {
-        self.store.put_device(device, now)?;
-        if before != device.verdict.status {
+        let changed = before != device.verdict.status;
+        let outbox = match self.alerts() {
+            Some(alerts) if changed => {
+                let alert =
+                    crate::alerts::event::Alert::of_verdict(&VerdictEvent::of(device, before, now));
+                alerts.entries(self, &alert)
+            }
+            _ => Vec::new(),
+        };
+        self.store.put_device_alerting(device, now, &outbox)?;
+        if let Some(alerts) = self.alerts() {
+            alerts.enqueued(self, &outbox);
+        }
+        if changed {
             let event = VerdictEvent::of(device, before, now);
             if self.shared_store {
                 // The write is committed; a lost notification loses a watcher's line, not data.

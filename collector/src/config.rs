@@ -46,6 +46,15 @@
 //! keepalive_interval = "60s"
 //! keepalive_timeout = "20s"
 //! shutdown_grace = "10s"           # at most 25s: the unit's TimeoutStopSec is 30s
+//!
+//! [[alerts.webhook]]               # alert hooks (crate::alerts::config, deploy/collector.toml)
+//! name = "soc"
+//! url = "https://soc.example/hooks/commscan"
+//! secret_file = "soc-webhook.secret"
+//! [[alerts.syslog]]
+//! name = "siem"
+//! address = "siem.example:6514"
+//! tls = true
 //! ```
 
 use crate::compliance::RulesConfig;
@@ -95,6 +104,7 @@ struct RawFile {
     federation: RawFederation,
     #[serde(default)]
     limits: RawLimits,
+    alerts: Option<Spanned<crate::alerts::config::AlertsConfig>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -234,6 +244,8 @@ pub struct Settings {
     pub federation_stale_after: Duration,
     /// The network edge's limits.
     pub limits: Limits,
+    /// `[alerts]`: the alert sinks, validated (their secrets and CA files read).
+    pub alerts: crate::alerts::config::Sinks,
 }
 
 /// Reads the configuration file: `path` when named (it must exist), else [`DEFAULT_PATH`] if
@@ -470,6 +482,23 @@ pub fn resolve(file: Option<&(PathBuf, String)>, flags: Overrides) -> Result<Set
         }
     }
 
+    let alerts = match &raw.alerts {
+        None => Default::default(),
+        Some(v) => {
+            let mut config = v.get_ref().clone();
+            config.relative_to(&base);
+            match config.validate() {
+                Ok(sinks) => sinks,
+                Err(problems) => {
+                    for p in problems.0 {
+                        c.problem(Origin::File(v.span()), &p.key, p.message);
+                    }
+                    Default::default()
+                }
+            }
+        }
+    };
+
     c.finish()?;
     Ok(Settings {
         file: file.map(|(p, _)| p.clone()),
@@ -482,6 +511,7 @@ pub fn resolve(file: Option<&(PathBuf, String)>, flags: Overrides) -> Result<Set
         upstream,
         federation_stale_after,
         limits,
+        alerts,
     })
 }
 

@@ -18,6 +18,7 @@
 //! | [`service`] | background work of `serve`: staleness sweeps, SIGHUP reloads |
 //! | [`staleness`] | devices past their reporting window become stale without a report |
 //! | [`events`] | verdict-change events for `WatchEvents` |
+//! | [`alerts`] | alert hooks: verdict changes, stale devices and enterprises to webhooks and syslog, from a durable outbox |
 //! | [`classify`] | officers map or dismiss unclassified candidates; applied at ingest |
 //! | [`federation`] | enterprise → ministry aggregates: issuing enterprise certificates, pushing; the ministry side (its own type) receiving, freshness |
 //! | [`auth`] | bearer tokens → principals; the one authorisation function |
@@ -43,6 +44,7 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod admin;
+pub mod alerts;
 pub(crate) mod audit;
 pub mod auth;
 pub mod backup;

@@ -11,6 +11,9 @@
 //! Labels are bounded: methods are the services' own, codes gRPC's, actions the audit log's,
 //! organisations the deployment's (never devices, hosts or people).
 //!
+//! Alerts ([`crate::alerts`]): delivered, failed attempts, retries and dropped alerts by sink
+//! kind (and reason), the outbox depth by sink (sinks are the configuration's, a handful).
+//!
 //! One registry per collector (tests run several in one process).
 
 use crate::collector::Collector;
@@ -32,6 +35,22 @@ struct CallLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ActionLabels {
     action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkKindLabels {
+    sink_kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    sink_kind: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabels {
+    sink: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -60,6 +79,11 @@ pub struct Metrics {
     connected: Gauge,
     store_bytes: Gauge,
     org_devices: Family<OrgLabels, Gauge>,
+    alerts_delivered: Family<SinkKindLabels, Counter>,
+    alerts_failed: Family<SinkKindLabels, Counter>,
+    alerts_retried: Family<SinkKindLabels, Counter>,
+    alerts_dropped: Family<DropLabels, Counter>,
+    alert_outbox: Family<SinkLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -81,6 +105,11 @@ impl Default for Metrics {
             connected: Gauge::default(),
             store_bytes: Gauge::default(),
             org_devices: Family::default(),
+            alerts_delivered: Family::default(),
+            alerts_failed: Family::default(),
+            alerts_retried: Family::default(),
+            alerts_dropped: Family::default(),
+            alert_outbox: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -124,6 +153,31 @@ impl Default for Metrics {
             "Devices per organisation and status",
             m.org_devices.clone(),
         );
+        registry.register(
+            "alerts_delivered",
+            "Alerts a sink took, by sink kind",
+            m.alerts_delivered.clone(),
+        );
+        registry.register(
+            "alerts_failed",
+            "Failed alert delivery attempts, by sink kind",
+            m.alerts_failed.clone(),
+        );
+        registry.register(
+            "alerts_retried",
+            "Alert deliveries attempted again after a failure, by sink kind",
+            m.alerts_retried.clone(),
+        );
+        registry.register(
+            "alerts_dropped",
+            "Alerts given up, by sink kind and reason (outbox_full, too_old)",
+            m.alerts_dropped.clone(),
+        );
+        registry.register(
+            "alert_outbox_depth",
+            "Alerts waiting in a sink's outbox",
+            m.alert_outbox.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -162,6 +216,49 @@ impl Metrics {
                 code: code.to_owned(),
             })
             .inc();
+    }
+}
+
+/// Alerts.
+impl Metrics {
+    fn kind(kind: &str) -> SinkKindLabels {
+        SinkKindLabels {
+            sink_kind: kind.to_owned(),
+        }
+    }
+
+    /// An alert delivered to a sink of `kind`.
+    pub(crate) fn alert_delivered(&self, kind: &str) {
+        self.alerts_delivered.get_or_create(&Self::kind(kind)).inc();
+    }
+
+    /// An attempt to a sink of `kind` failed.
+    pub(crate) fn alert_failed(&self, kind: &str) {
+        self.alerts_failed.get_or_create(&Self::kind(kind)).inc();
+    }
+
+    /// An alert is tried again.
+    pub(crate) fn alert_retried(&self, kind: &str) {
+        self.alerts_retried.get_or_create(&Self::kind(kind)).inc();
+    }
+
+    /// An alert was given up for `reason`.
+    pub(crate) fn alert_dropped(&self, kind: &str, reason: &str) {
+        self.alerts_dropped
+            .get_or_create(&DropLabels {
+                sink_kind: kind.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// `sink`'s outbox holds `depth` alerts.
+    pub(crate) fn set_alert_depth(&self, sink: &str, depth: u64) {
+        self.alert_outbox
+            .get_or_create(&SinkLabels {
+                sink: sink.to_owned(),
+            })
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 }
 

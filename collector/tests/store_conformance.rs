@@ -687,3 +687,104 @@ fn a_stream_taken_over_across_collectors_is_counted_and_its_holder_told() {
 fn claim_d2(s: &PgStore, window: std::time::Duration) -> commscan_collector::store::StreamClaim {
     s.claim_stream("d2", "node-a", 3, window).unwrap().unwrap()
 }
+
+fn alert(sink: &str, id: &str) -> commscan_collector::store::OutboxEntry {
+    commscan_collector::store::OutboxEntry {
+        sink: sink.into(),
+        event_id: id.into(),
+        payload: format!("{{\"id\":\"{id}\"}}"),
+        enqueued_at: T0,
+    }
+}
+
+/// The alert outbox: enqueued with a device write, in order per sink, removed one by one,
+/// raised once per mark value.
+fn outbox_scenario(s: &dyn Store) -> Vec<String> {
+    let mut seen = Vec::new();
+    let ids = |s: &dyn Store, sink: &str| -> Vec<String> {
+        s.peek_alerts(sink, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| {
+                assert_eq!(e.sink, sink);
+                e.event_id
+            })
+            .collect()
+    };
+    let d = device("d1", "acme", &["zoom"], &["zoom"], T0);
+    s.put_device_alerting(&d, T0, &[alert("a", "e1"), alert("b", "e1")])
+        .unwrap();
+    assert_eq!(
+        s.device("d1").unwrap().unwrap().verdict.status,
+        Status::Noncompliant
+    );
+    s.enqueue_alerts(&[alert("a", "e2"), alert("a", "e3")])
+        .unwrap();
+    assert_eq!(ids(s, "a"), ["e1", "e2", "e3"]);
+    assert_eq!(ids(s, "b"), ["e1"]);
+    assert_eq!(s.alert_depth("a").unwrap(), 3);
+    assert_eq!(s.alert_depth("nobody").unwrap(), 0);
+    let first = s.peek_alerts("a", 1).unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].1, alert("a", "e1"));
+    s.remove_alert("a", first[0].0).unwrap();
+    assert_eq!(ids(s, "a"), ["e2", "e3"]);
+    assert_eq!(
+        ids(s, "b"),
+        ["e1"],
+        "removing from one sink leaves the other"
+    );
+    assert!(
+        s.enqueue_alerts_once("stale/bank", "1", &[alert("a", "e4")])
+            .unwrap()
+    );
+    assert!(
+        !s.enqueue_alerts_once("stale/bank", "1", &[alert("a", "e5")])
+            .unwrap()
+    );
+    assert!(
+        s.enqueue_alerts_once("stale/bank", "2", &[alert("a", "e6")])
+            .unwrap()
+    );
+    seen.push(format!("{:?} {:?}", ids(s, "a"), ids(s, "b")));
+    assert_eq!(ids(s, "a"), ["e2", "e3", "e4", "e6"]);
+    s.flush().unwrap();
+    seen
+}
+
+#[test]
+fn the_alert_outbox_behaves_the_same_on_sled_and_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled = SledStore::open(&dir.path().join("store")).unwrap();
+    let on_sled = outbox_scenario(&sled);
+    drop(sled);
+    // What was flushed is there after a reopen.
+    let sled = SledStore::open(&dir.path().join("store")).unwrap();
+    assert_eq!(
+        commscan_collector::store::AlertStore::alert_depth(&sled, "a").unwrap(),
+        4
+    );
+    let Some(pg) = PgCluster::start("the_alert_outbox_behaves_the_same_on_sled_and_postgres")
+    else {
+        return;
+    };
+    let store = pg_store(pg.url(), &pg);
+    let on_pg = outbox_scenario(&store);
+    assert_eq!(on_sled, on_pg);
+    // A second collector on the database sees the same queue.
+    let other = pg_store(pg.url(), &pg);
+    assert_eq!(
+        commscan_collector::store::AlertStore::alert_depth(&other, "a").unwrap(),
+        4
+    );
+    assert!(
+        !commscan_collector::store::AlertStore::enqueue_alerts_once(
+            &other,
+            "stale/bank",
+            "2",
+            &[alert("a", "e7")]
+        )
+        .unwrap(),
+        "raised once across collectors"
+    );
+}

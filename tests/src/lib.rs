@@ -5,6 +5,7 @@
 //! again on the same data directory to test restarts. [`StartOptions`] give a collector a
 //! controllable clock ([`TestClock`]) and, for federation, an upstream it pushes to.
 
+pub mod alert_sinks;
 pub mod browser;
 pub mod collector_process;
 pub mod oracle;

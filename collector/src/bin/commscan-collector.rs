@@ -317,6 +317,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ..OpenSettings::default()
             };
             let (collector, tls) = Layout::new(&data_dir).open_with(&rules, &open)?;
+            if !settings.alerts.is_empty() {
+                let alerts = commscan_collector::alerts::Alerts::new(settings.alerts.clone());
+                tracing::info!(sinks = ?alerts, "alert hooks");
+                collector.set_alerts(std::sync::Arc::new(alerts));
+            }
             // Verdicts stored under another policy (or catalog) are brought up to date at once.
             let r = collector.rejudge_all()?;
             tracing::info!(
@@ -381,6 +386,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let pusher = upstream
                 .map(|u| tokio::spawn(push::run_exclusive(collector.clone(), u, shutdown.clone())));
+            let alert_hooks =
+                commscan_collector::alerts::spawn(collector.clone(), shutdown.clone());
             serve(
                 collector.clone(),
                 tls,
@@ -391,6 +398,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await?;
             shutdown.cancel();
             maintenance.wait().await;
+            alert_hooks.wait().await;
             if let Some(p) = pusher {
                 let _ = p.await;
             }

@@ -13,6 +13,7 @@
 //! | [`FederationStore`] | aggregates pushed by enterprises, on a ministry |
 //! | [`RulesStore`] | versions of the catalog, registers and policies applied through the API |
 //! | [`SessionStore`] | web console sessions and one-time login links, by hash |
+//! | [`AlertStore`] | the alert outbox: alerts waiting for each webhook or syslog sink |
 //! | [`Durable`] | `flush`, shared by all of them |
 //! | [`Store`] | all of them, plus enrolment (a device write that consumes a token) and tasks one
 //! collector runs at a time |
@@ -33,7 +34,7 @@ pub mod sled_store;
 
 pub use records::{
     AuditRecord, Classification, DeviceRecord, FederatedRecord, HistoryKind, HistoryRecord,
-    OrgAggregate, PersonRecord, RulesKind, RulesVersion, SessionRecord, TokenRecord,
+    OrgAggregate, OutboxEntry, PersonRecord, RulesKind, RulesVersion, SessionRecord, TokenRecord,
 };
 
 use commscan_core::verdict::Status;
@@ -289,6 +290,29 @@ pub trait SessionStore: Durable {
     fn prune_sessions(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
 }
 
+/// The alert outbox ([`crate::alerts`]): per sink, entries in the order they were enqueued
+/// (by a position the store assigns), removed once delivered or dropped. Alerts of a verdict
+/// change are enqueued with the device write itself ([`Store::put_device_alerting`]).
+pub trait AlertStore: Durable {
+    /// Appends `entries`, each to its sink's queue. Not durable until [`Durable::flush`].
+    fn enqueue_alerts(&self, entries: &[OutboxEntry]) -> Result<(), StoreError>;
+    /// Appends `entries` and sets `mark` to `value`, atomically, unless `mark` already holds
+    /// `value`; whether it appended. How an alert about a lasting state (an enterprise gone
+    /// stale since a given push) is raised once, by whichever collector sees it first.
+    fn enqueue_alerts_once(
+        &self,
+        mark: &str,
+        value: &str,
+        entries: &[OutboxEntry],
+    ) -> Result<bool, StoreError>;
+    /// The first `limit` entries of `sink`'s queue, oldest first, with their positions.
+    fn peek_alerts(&self, sink: &str, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError>;
+    /// Removes the entry at `position` of `sink`'s queue (delivered, or dropped).
+    fn remove_alert(&self, sink: &str, position: u64) -> Result<(), StoreError>;
+    /// How many entries `sink`'s queue holds.
+    fn alert_depth(&self, sink: &str) -> Result<u64, StoreError>;
+}
+
 /// What collectors sharing a store tell each other ([`Store::notify`], [`Store::notices`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Channel {
@@ -358,8 +382,24 @@ pub const MAX_NOTICE_BYTES: usize = 7900;
 /// Everything the collector needs from a database: the focused stores, plus the one write
 /// that spans two of them.
 pub trait Store:
-    DeviceStore + TokenStore + AuditStore + FederationStore + RulesStore + SessionStore
+    DeviceStore + TokenStore + AuditStore + FederationStore + RulesStore + SessionStore + AlertStore
 {
+    /// [`DeviceStore::put_device`] and [`AlertStore::enqueue_alerts`] in one transaction, so
+    /// a verdict change is stored with its alerts or not at all. The default (for a backend
+    /// without transactions across both) writes one after the other.
+    fn put_device_alerting(
+        &self,
+        device: &DeviceRecord,
+        at: OffsetDateTime,
+        alerts: &[OutboxEntry],
+    ) -> Result<(), StoreError> {
+        self.put_device(device, at)?;
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        self.enqueue_alerts(alerts)
+    }
+
     /// The right to run `task` (the staleness sweep, audit retention) while the lock is held,
     /// or `None` when another collector on the same store holds it now. A store one process
     /// owns (sled) always grants it.

@@ -548,3 +548,20 @@ pub struct SessionRecord {
     /// The session's CSRF token, sent with every form.
     pub csrf: String,
 }
+
+/// One alert waiting in the outbox for one sink (see [`crate::alerts`]). The payload is the
+/// alert as JSON, fixed when it was enqueued: every attempt sends the same bytes with the same
+/// idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// The sink's name (`[[alerts.webhook]] name`, `[[alerts.syslog]] name`).
+    pub sink: String,
+    /// The alert's id, its idempotency key (the same in every sink the alert went to).
+    pub event_id: String,
+    /// The alert, as JSON.
+    pub payload: String,
+    /// When it entered the outbox: an entry older than the sink's `max_age` that still
+    /// fails is dropped.
+    #[serde(with = "time::serde::rfc3339")]
+    pub enqueued_at: OffsetDateTime,
+}

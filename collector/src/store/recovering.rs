@@ -21,11 +21,11 @@
 
 use super::records::{
     AuditRecord, Classification, DeviceRecord, FederatedRecord, HistoryRecord, OrgAggregate,
-    PersonRecord, RulesKind, RulesVersion, SessionRecord, TokenRecord,
+    OutboxEntry, PersonRecord, RulesKind, RulesVersion, SessionRecord, TokenRecord,
 };
 use super::{
-    AuditStore, DeviceFilter, DevicePage, DeviceStore, Durable, FederationStore, RulesStore,
-    SessionStore, Store, StoreError, TokenStore,
+    AlertStore, AuditStore, DeviceFilter, DevicePage, DeviceStore, Durable, FederationStore,
+    RulesStore, SessionStore, Store, StoreError, TokenStore,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -311,7 +311,39 @@ impl SessionStore for Recovering {
     }
 }
 
+impl AlertStore for Recovering {
+    fn enqueue_alerts(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {
+        self.with(|s| s.enqueue_alerts(entries))
+    }
+    fn enqueue_alerts_once(
+        &self,
+        mark: &str,
+        value: &str,
+        entries: &[OutboxEntry],
+    ) -> Result<bool, StoreError> {
+        self.with(|s| s.enqueue_alerts_once(mark, value, entries))
+    }
+    fn peek_alerts(&self, sink: &str, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+        self.with(|s| s.peek_alerts(sink, limit))
+    }
+    fn remove_alert(&self, sink: &str, position: u64) -> Result<(), StoreError> {
+        self.with(|s| s.remove_alert(sink, position))
+    }
+    fn alert_depth(&self, sink: &str) -> Result<u64, StoreError> {
+        self.with(|s| s.alert_depth(sink))
+    }
+}
+
 impl Store for Recovering {
+    fn put_device_alerting(
+        &self,
+        device: &DeviceRecord,
+        at: OffsetDateTime,
+        alerts: &[OutboxEntry],
+    ) -> Result<(), StoreError> {
+        self.with(|s| s.put_device_alerting(device, at, alerts))
+    }
+
     fn size_bytes(&self) -> Option<u64> {
         self.with(|s| Ok(s.size_bytes())).ok().flatten()
     }

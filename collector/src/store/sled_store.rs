@@ -17,9 +17,11 @@
 //! | `federated` | `<enterprise>/<org>` | [`FederatedRecord`] (JSON), on a ministry collector |
 //! | `sessions` | SHA-256 hex of a console session's or login link's secret | [`SessionRecord`] (JSON) |
 //! | `rules` | `<kind>/<org, empty for none>/<version u64 BE>` | [`RulesVersion`] (JSON) |
+//! | `alerts` | `<sink>/<position u64 BE>` (sled's monotonic ids) | [`OutboxEntry`] (JSON): the alert outbox |
+//! | `alert_marks` | a mark ([`AlertStore::enqueue_alerts_once`]) | its value |
 //!
 //! Device writes run as one sled transaction over `devices`, `by_org`, `orgs`, `history`,
-//! `daily` and `by_last_report` (plus `tokens` at enrolment): the old record's contribution is
+//! `daily`, `by_last_report` and `alerts` (plus `tokens` at enrolment): the old record's contribution is
 //! subtracted from the aggregate and the new one's added, the day's end state recorded, the
 //! history events between the two records appended, and the indexes moved, atomically. Organisation ids cannot contain `/`, so `<org>/` is an
 //! exact prefix; enterprise ids cannot either, so `<enterprise>/` is one too.
@@ -39,11 +41,11 @@ use super::combining::Combiner;
 use super::group_commit::GroupCommit;
 use super::records::{
     AuditRecord, Classification, DeviceRecord, FederatedRecord, HistoryKind, HistoryRecord,
-    OrgAggregate, PersonRecord, RulesKind, RulesVersion, SessionRecord, TokenRecord,
+    OrgAggregate, OutboxEntry, PersonRecord, RulesKind, RulesVersion, SessionRecord, TokenRecord,
 };
 use super::{
-    AuditStore, DeviceFilter, DevicePage, DeviceStore, Durable, FederationStore, RulesStore,
-    SessionStore, Store, StoreError, TokenStore,
+    AlertStore, AuditStore, DeviceFilter, DevicePage, DeviceStore, Durable, FederationStore,
+    RulesStore, SessionStore, Store, StoreError, TokenStore,
 };
 use commscan_core::verdict::Status;
 use serde::Serialize;
@@ -71,6 +73,8 @@ pub struct SledStore {
     federated_writes: std::sync::Arc<std::sync::Mutex<()>>,
     rules: sled::Tree,
     sessions: sled::Tree,
+    alerts: sled::Tree,
+    alert_marks: sled::Tree,
     /// Serialises rules appends (read the newest version, write the next).
     rules_writes: std::sync::Arc<std::sync::Mutex<()>>,
     /// Concurrent `flush` calls share flushes (see [`GroupCommit`]).
@@ -97,7 +101,8 @@ pub struct BackupCounts {
 }
 
 /// Device writes waiting to be combined, and their results.
-type DeviceWrites = Combiner<(DeviceRecord, OffsetDateTime), Result<(), StoreError>>;
+type DeviceWrites =
+    Combiner<(DeviceRecord, OffsetDateTime, Vec<OutboxEntry>), Result<(), StoreError>>;
 
 /// A sled error as a store error: an I/O error (a full disk, a read-only or failing device)
 /// is [`StoreError::Unavailable`]: sled keeps refusing every write after one until it is
@@ -160,6 +165,28 @@ struct DeviceTx<'a> {
     history: &'a TransactionalTree,
     daily: &'a TransactionalTree,
     by_last_report: &'a TransactionalTree,
+    alerts: &'a TransactionalTree,
+}
+
+/// The key prefix of `sink`'s queue in `alerts`.
+fn alert_prefix(sink: &str) -> Vec<u8> {
+    format!("{sink}/").into_bytes()
+}
+
+fn alert_key(sink: &str, position: u64) -> Vec<u8> {
+    let mut k = alert_prefix(sink);
+    k.extend_from_slice(&position.to_be_bytes());
+    k
+}
+
+/// Appends `entries` to their queues inside a transaction (positions above `id_floor`, as
+/// every generated id, so a restored copy never reuses one).
+fn enqueue_tx(alerts: &TransactionalTree, entries: &[OutboxEntry], id_floor: u64) -> TxResult<()> {
+    for e in entries {
+        let position = alerts.generate_id()? + id_floor;
+        alerts.insert(alert_key(&e.sink, position), encode(e))?;
+    }
+    Ok(())
 }
 
 fn report_key(device: &DeviceRecord) -> Option<Vec<u8>> {
@@ -241,6 +268,7 @@ fn device_tx(t: &[TransactionalTree], id_floor: u64) -> DeviceTx<'_> {
         history: &t[3],
         daily: &t[4],
         by_last_report: &t[5],
+        alerts: &t[6],
     }
 }
 
@@ -284,6 +312,8 @@ impl SledStore {
             federated_writes: Default::default(),
             rules: tree("rules")?,
             sessions: tree("sessions")?,
+            alerts: tree("alerts")?,
+            alert_marks: tree("alert_marks")?,
             rules_writes: Default::default(),
             group_commit: Default::default(),
             device_writes: Default::default(),
@@ -291,7 +321,7 @@ impl SledStore {
         })
     }
 
-    fn device_trees(&self) -> [&sled::Tree; 6] {
+    fn device_trees(&self) -> [&sled::Tree; 7] {
         [
             &self.devices,
             &self.by_org,
@@ -299,31 +329,41 @@ impl SledStore {
             &self.history,
             &self.daily,
             &self.by_last_report,
+            &self.alerts,
         ]
     }
 
-    /// Writes devices in order in one transaction; one result per device. If the batch fails
-    /// (a stored record cannot be decoded), each is retried alone so it fails only itself.
-    fn put_devices(&self, batch: &[(DeviceRecord, OffsetDateTime)]) -> Vec<Result<(), StoreError>> {
-        let one = |device: &DeviceRecord, at: OffsetDateTime| {
+    /// Writes devices (and their alerts) in order in one transaction; one result per device.
+    /// If the batch fails (a stored record cannot be decoded), each is retried alone so it
+    /// fails only itself.
+    fn put_devices(
+        &self,
+        batch: &[(DeviceRecord, OffsetDateTime, Vec<OutboxEntry>)],
+    ) -> Vec<Result<(), StoreError>> {
+        let one = |device: &DeviceRecord, at: OffsetDateTime, alerts: &[OutboxEntry]| {
             self.device_trees()
                 .as_slice()
-                .transaction(|t| device_tx(t, self.id_floor).write(device, at, false))
+                .transaction(|t| {
+                    let tx = device_tx(t, self.id_floor);
+                    tx.write(device, at, false)?;
+                    enqueue_tx(tx.alerts, alerts, self.id_floor)
+                })
                 .map_err(tx_err)
         };
-        if let [(device, at)] = batch {
-            return vec![one(device, *at)];
+        if let [(device, at, alerts)] = batch {
+            return vec![one(device, *at, alerts)];
         }
         let all = self.device_trees().as_slice().transaction(|t| {
             let tx = device_tx(t, self.id_floor);
-            for (device, at) in batch {
+            for (device, at, alerts) in batch {
                 tx.write(device, *at, false)?;
+                enqueue_tx(tx.alerts, alerts, self.id_floor)?;
             }
             Ok(())
         });
         match all {
             Ok(()) => batch.iter().map(|_| Ok(())).collect(),
-            Err(_) => batch.iter().map(|(d, at)| one(d, *at)).collect(),
+            Err(_) => batch.iter().map(|(d, at, a)| one(d, *at, a)).collect(),
         }
     }
 
@@ -434,7 +474,9 @@ impl SledStore {
                 self.db.open_tree(&name).map_err(backend)?,
                 target.open_tree(&name).map_err(fail)?,
             );
-            let generated = name.as_ref() == b"audit" || name.as_ref() == b"history";
+            let generated = name.as_ref() == b"audit"
+                || name.as_ref() == b"history"
+                || name.as_ref() == b"alerts";
             let mut batch = sled::Batch::default();
             let mut in_batch = 0;
             for kv in from.iter() {
@@ -482,7 +524,9 @@ impl Durable for SledStore {
 impl DeviceStore for SledStore {
     fn put_device(&self, device: &DeviceRecord, at: OffsetDateTime) -> Result<(), StoreError> {
         self.device_writes
-            .submit((device.clone(), at), |batch| self.put_devices(&batch))
+            .submit((device.clone(), at, Vec::new()), |batch| {
+                self.put_devices(&batch)
+            })
     }
 
     fn remove_device(&self, id: &str, at: OffsetDateTime) -> Result<bool, StoreError> {
@@ -915,7 +959,81 @@ impl SessionStore for SledStore {
     }
 }
 
+impl AlertStore for SledStore {
+    fn enqueue_alerts(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {
+        self.alerts
+            .transaction(|t| enqueue_tx(t, entries, self.id_floor))
+            .map_err(tx_err)
+    }
+
+    fn enqueue_alerts_once(
+        &self,
+        mark: &str,
+        value: &str,
+        entries: &[OutboxEntry],
+    ) -> Result<bool, StoreError> {
+        (&self.alerts, &self.alert_marks)
+            .transaction(|(alerts, marks)| {
+                if marks.get(mark.as_bytes())?.as_deref() == Some(value.as_bytes()) {
+                    return Ok(false);
+                }
+                marks.insert(mark.as_bytes(), value.as_bytes())?;
+                enqueue_tx(alerts, entries, self.id_floor)?;
+                Ok(true)
+            })
+            .map_err(tx_err)
+    }
+
+    fn peek_alerts(&self, sink: &str, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+        let prefix = alert_prefix(sink);
+        self.alerts
+            .scan_prefix(&prefix)
+            .take(limit)
+            .map(|r| {
+                let (k, v) = r.map_err(backend)?;
+                let position = k
+                    .get(prefix.len()..)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes)
+                    .ok_or_else(|| StoreError::Corrupt {
+                        key: String::from_utf8_lossy(&k).into_owned(),
+                        message: "not an outbox position".into(),
+                    })?;
+                Ok((position, decode(&k, &v)?))
+            })
+            .collect()
+    }
+
+    fn remove_alert(&self, sink: &str, position: u64) -> Result<(), StoreError> {
+        self.alerts
+            .remove(alert_key(sink, position))
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn alert_depth(&self, sink: &str) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for k in self.alerts.scan_prefix(alert_prefix(sink)).keys() {
+            k.map_err(backend)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
 impl Store for SledStore {
+    fn put_device_alerting(
+        &self,
+        device: &DeviceRecord,
+        at: OffsetDateTime,
+        alerts: &[OutboxEntry],
+    ) -> Result<(), StoreError> {
+        self.device_writes
+            .submit((device.clone(), at, alerts.to_vec()), |batch| {
+                self.put_devices(&batch)
+            })
+    }
+
     fn size_bytes(&self) -> Option<u64> {
         self.db.size_on_disk().ok()
     }
@@ -933,12 +1051,13 @@ impl Store for SledStore {
             &self.history,
             &self.daily,
             &self.by_last_report,
+            &self.alerts,
             &self.tokens,
         ];
         trees
             .as_slice()
             .transaction(|t| {
-                let tokens = &t[6];
+                let tokens = &t[7];
                 // The token is checked and consumed inside the transaction: two enrolments
                 // racing for its last use cannot both win.
                 let token: TokenRecord = match tokens.get(token_hash.as_bytes())? {

@@ -27,6 +27,13 @@
 //! Commits are durable (`synchronous_commit` is the server's, `on` by default), so
 //! [`Durable::flush`] has nothing to do: a report is acknowledged after its commit.
 //!
+//! # Alert outbox
+//! `alert_outbox` (migration 5) holds alerts per sink by a `bigserial` position; a verdict
+//! change's alerts are inserted in the device write's transaction
+//! ([`Store::put_device_alerting`]). Which collector delivers a sink's queue is decided by
+//! [`Store::try_exclusive`] (one `alerts <sink>` lock), so a sink's entries leave in order and
+//! only one collector sends them; a collector that dies loses its lock with its connection.
+//!
 //! # Blocking
 //! The store traits are synchronous and the collector calls them from blocking threads
 //! (`spawn_blocking`). The store runs the async driver (`tokio-postgres`, pooled by
@@ -50,11 +57,11 @@ pub mod tls;
 
 use super::records::{
     AuditRecord, Classification, DeviceRecord, FederatedRecord, HistoryKind, HistoryRecord,
-    OrgAggregate, PersonRecord, RulesKind, RulesVersion, SessionRecord, TokenRecord,
+    OrgAggregate, OutboxEntry, PersonRecord, RulesKind, RulesVersion, SessionRecord, TokenRecord,
 };
 use super::{
-    AuditStore, DeviceFilter, DevicePage, DeviceStore, Durable, FederationStore, RulesStore,
-    SessionStore, Store, StoreError, TokenStore,
+    AlertStore, AuditStore, DeviceFilter, DevicePage, DeviceStore, Durable, FederationStore,
+    RulesStore, SessionStore, Store, StoreError, TokenStore,
 };
 use commscan_core::verdict::{ReasonKind, Status};
 use deadpool_postgres::GenericClient;
@@ -1247,7 +1254,120 @@ impl SessionStore for PgStore {
     }
 }
 
+/// Inserts `entries` into the outbox in `tx`.
+async fn insert_alerts(tx: &Transaction<'_>, entries: &[OutboxEntry]) -> Result<(), StoreError> {
+    for e in entries {
+        exec(
+            tx,
+            "INSERT INTO alert_outbox (sink, event_id, enqueued_at, payload) VALUES ($1, $2, $3, $4)",
+            &[&e.sink, &e.event_id, &e.enqueued_at, &e.payload],
+            "enqueue alert",
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+impl AlertStore for PgStore {
+    fn enqueue_alerts(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {
+        self.tx(async |tx| insert_alerts(tx, entries).await)
+    }
+
+    fn enqueue_alerts_once(
+        &self,
+        mark: &str,
+        value: &str,
+        entries: &[OutboxEntry],
+    ) -> Result<bool, StoreError> {
+        self.tx(async |tx| {
+            // The upsert locks the mark's row: of two collectors raising the same alert, the
+            // second waits, then finds the value set and appends nothing.
+            let changed = exec(
+                tx,
+                "INSERT INTO alert_marks (mark, value) VALUES ($1, $2)
+                 ON CONFLICT (mark) DO UPDATE SET value = $2 WHERE alert_marks.value <> $2",
+                &[&mark, &value],
+                "set alert mark",
+            )
+            .await?;
+            if changed == 0 {
+                return Ok(false);
+            }
+            insert_alerts(tx, entries).await?;
+            Ok(true)
+        })
+    }
+
+    fn peek_alerts(&self, sink: &str, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+        let limit = limit_of(limit);
+        self.read(async move |c| {
+            let rows = c
+                .query(
+                    "SELECT position, event_id, enqueued_at, payload FROM alert_outbox
+                     WHERE sink = $1 ORDER BY position LIMIT $2",
+                    &[&sink, &limit],
+                )
+                .await
+                .map_err(db("read alerts"))?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    let position: i64 = r.get(0);
+                    (
+                        u64::try_from(position).unwrap_or_default(),
+                        OutboxEntry {
+                            sink: sink.to_owned(),
+                            event_id: r.get(1),
+                            enqueued_at: r.get(2),
+                            payload: r.get(3),
+                        },
+                    )
+                })
+                .collect())
+        })
+    }
+
+    fn remove_alert(&self, sink: &str, position: u64) -> Result<(), StoreError> {
+        let position = i64_of(position);
+        self.read(async move |c| {
+            c.execute(
+                "DELETE FROM alert_outbox WHERE sink = $1 AND position = $2",
+                &[&sink, &position],
+            )
+            .await
+            .map_err(db("remove alert"))?;
+            Ok(())
+        })
+    }
+
+    fn alert_depth(&self, sink: &str) -> Result<u64, StoreError> {
+        self.read(async move |c| {
+            let n: i64 = c
+                .query_one(
+                    "SELECT count(*) FROM alert_outbox WHERE sink = $1",
+                    &[&sink],
+                )
+                .await
+                .map_err(db("count alerts"))?
+                .get(0);
+            Ok(u64::try_from(n).unwrap_or_default())
+        })
+    }
+}
+
 impl Store for PgStore {
+    fn put_device_alerting(
+        &self,
+        device: &DeviceRecord,
+        at: OffsetDateTime,
+        alerts: &[OutboxEntry],
+    ) -> Result<(), StoreError> {
+        self.tx(async |tx| {
+            write_device(tx, device, at, false).await?;
+            insert_alerts(tx, alerts).await
+        })
+    }
+
     fn notify(&self, channel: super::Channel, payload: &str) -> Result<(), StoreError> {
         if payload.len() > super::MAX_NOTICE_BYTES {
             return Err(StoreError::Backend(format!(

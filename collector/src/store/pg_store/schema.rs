@@ -15,6 +15,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("0002_rules.sql"),
     include_str!("0003_streams.sql"),
     include_str!("0004_sessions.sql"),
+    include_str!("0005_alerts.sql"),
 ];
 
 /// The advisory lock key of migrations (`commscan` in ASCII, as a number).
