@@ -13,6 +13,44 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// `commscan-collector init` of a deployment in `data` for organisation `acme`, its server
+/// certificate for 127.0.0.1, with `extra` arguments (a store); the enrolment token it printed.
+pub fn init_deployment(data: &Path, extra: &[String]) -> String {
+    let out = Command::new(workspace_binary("commscan-collector"))
+        .arg("init")
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--org", "acme", "--trust-domain", "test.local"])
+        .args(["--server-name", "127.0.0.1"])
+        .args(extra)
+        .env_remove("COMMSCAN_STORE_PASSWORD")
+        .output()
+        .expect("run commscan-collector init");
+    assert!(
+        out.status.success(),
+        "init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("cse_"))
+        .expect("an enrolment token")
+        .to_owned()
+}
+
+/// A `commscanctl` connection to `url` as the deployment's first admin (`data/admin.token`).
+pub fn admin_connection(data: &Path, url: &str) -> commscan_ctl::Connection {
+    commscan_ctl::Connection {
+        collector: url.to_owned(),
+        ca: data.join("pki/ca.crt"),
+        token: std::fs::read_to_string(data.join("admin.token"))
+            .expect("admin.token")
+            .trim()
+            .to_owned(),
+    }
+}
+
 /// How long a start may take before the port answers.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -446,6 +446,27 @@ pub fn install(root: &Path, packages: &[&str]) {
     write_dpkg(root, &entries);
 }
 
+/// The products a collector (reached with `conn`) holds for `device_id`, sorted; `None` when it
+/// cannot say (down, or no such device).
+pub async fn stored_products(
+    conn: &commscan_ctl::Connection,
+    device_id: &str,
+) -> Option<Vec<String>> {
+    let d = conn
+        .query()
+        .await
+        .ok()?
+        .get_device(v1::GetDeviceRequest {
+            device_id: device_id.to_owned(),
+        })
+        .await
+        .ok()?
+        .into_inner();
+    let mut p: Vec<String> = d.findings.into_iter().map(|f| f.product).collect();
+    p.sort();
+    Some(p)
+}
+
 /// The products a device holds at the collector, sorted, and its stored sequence.
 pub async fn device_state(c: &TestCollector, device_id: &str) -> Option<(Vec<String>, u64)> {
     let d = c

@@ -13,42 +13,15 @@ use commscan_core::platform::Platform;
 use commscan_tests::alert_sinks::{
     Mode, Rsyslog, WebhookReceiver, parse_structured_data, rsyslogd,
 };
-use commscan_tests::collector_process::CollectorProcess;
+use commscan_tests::collector_process::{CollectorProcess, init_deployment};
 use commscan_tests::oracle::CollectorLog;
-use commscan_tests::{install, reporter, wait_until, workspace_binary};
+use commscan_tests::{install, reporter, wait_until};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "a-webhook-secret-of-the-test-0123";
-
-/// `init` a deployment in `data`; its enrolment token.
-fn init(data: &Path) -> String {
-    let out = Command::new(workspace_binary("commscan-collector"))
-        .args([
-            "init",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--org",
-            "acme",
-        ])
-        .args(["--trust-domain", "test.local", "--server-name", "127.0.0.1"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("cse_"))
-        .expect("an enrolment token")
-        .to_owned()
-}
 
 /// Enrols an agent named `name` and has it report once a device holding `packages`; returns
 /// the device id and the status the collector will have judged (zoom is denied by the
@@ -94,7 +67,7 @@ async fn a_collector_killed_mid_delivery_delivers_every_verdict_change_at_least_
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("collector");
-    let token = init(&data);
+    let token = init_deployment(&data, &[]);
     let receiver = WebhookReceiver::start(SECRET.as_bytes(), Mode::Fail).await;
     let secret = dir.path().join("webhook.secret");
     std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
@@ -282,7 +255,7 @@ async fn rsyslog_receives_rfc_5424_alerts_that_waited_out_its_absence_and_a_kill
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("collector");
-    let token = init(&data);
+    let token = init_deployment(&data, &[]);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .unwrap()

@@ -6,9 +6,11 @@
 
 use commscan_agent::state::DataDir;
 use commscan_core::platform::Platform;
-use commscan_tests::collector_process::CollectorProcess;
+use commscan_tests::collector_process::{CollectorProcess, admin_connection, init_deployment};
 use commscan_tests::oracle::CollectorLog;
-use commscan_tests::{RunningAgent, install, tree_agent, watching, workspace_binary};
+use commscan_tests::{
+    RunningAgent, install, stored_products, tree_agent, watching, workspace_binary,
+};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -31,23 +33,6 @@ fn collector_cli(args: &[&str]) -> (bool, String) {
     )
 }
 
-/// The products the collector holds for `id`, sorted.
-async fn products(conn: &commscan_ctl::Connection, id: &str) -> Option<Vec<String>> {
-    let d = conn
-        .query()
-        .await
-        .ok()?
-        .get_device(commscan_proto::v1::GetDeviceRequest {
-            device_id: id.to_owned(),
-        })
-        .await
-        .ok()?
-        .into_inner();
-    let mut p: Vec<String> = d.findings.into_iter().map(|f| f.product).collect();
-    p.sort();
-    Some(p)
-}
-
 async fn until_products(
     collector: &CollectorProcess,
     conn: &commscan_ctl::Connection,
@@ -57,7 +42,7 @@ async fn until_products(
 ) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let got = products(conn, id).await;
+        let got = stored_products(conn, id).await;
         if got.as_ref().is_some_and(|g| g == want) {
             return;
         }
@@ -116,34 +101,12 @@ async fn an_online_backup_restores_to_its_state_and_agents_heal_the_rest() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("c");
-    let (ok, out) = collector_cli(&[
-        "init",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--org",
-        "acme",
-        "--server-name",
-        "127.0.0.1",
-    ]);
-    assert!(ok, "{out}");
-    let token = out
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("cse_"))
-        .expect("an enrolment token")
-        .to_owned();
+    let token = init_deployment(&data, &[]);
     let mut collector = CollectorProcess::new("collector", &data, CollectorLog::default());
     collector.start();
     let url = collector.url();
     let ca_path = data.join("pki/ca.crt");
-    let conn = commscan_ctl::Connection {
-        collector: url.clone(),
-        ca: ca_path.clone(),
-        token: std::fs::read_to_string(data.join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_owned(),
-    };
+    let conn = admin_connection(&data, &url);
 
     let agent_data = DataDir::new(dir.path().join("agent"));
     let identity = commscan_agent::enroll::enroll(

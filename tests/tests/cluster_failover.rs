@@ -50,14 +50,13 @@ use commscan_core::platform::Platform;
 use commscan_ctl::connection::Connection;
 use commscan_proto::v1;
 use commscan_runtime::testing::postgres::PgCluster;
-use commscan_tests::collector_process::CollectorProcess;
+use commscan_tests::collector_process::{CollectorProcess, init_deployment};
 use commscan_tests::oracle::{
     AgentRecorder, ChangingDevice, CollectorLog, ProductHistory, Recorded, check,
 };
-use commscan_tests::{copy_deployment, tree_agent, wait_until, workspace_binary};
+use commscan_tests::{copy_deployment, tree_agent, wait_until};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
@@ -160,27 +159,7 @@ async fn three_collectors_on_one_database_lose_nothing_through_a_kill_and_a_cras
         "--store-connections".to_owned(),
         "8".to_owned(),
     ];
-    let out = Command::new(workspace_binary("commscan-collector"))
-        .arg("init")
-        .arg("--data-dir")
-        .arg(&init_dir)
-        .args(["--org", "acme", "--trust-domain", "test.local"])
-        .args(["--server-name", "127.0.0.1"])
-        .args(&store_args[..4])
-        .env_remove("COMMSCAN_STORE_PASSWORD")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "init: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("cse_"))
-        .expect("an enrolment token")
-        .to_owned();
+    let token = init_deployment(&init_dir, &store_args[..4]);
     let ca_path = init_dir.join("pki/ca.crt");
     let ca = std::fs::read_to_string(&ca_path).unwrap();
     let admin_token = std::fs::read_to_string(init_dir.join("admin.token"))

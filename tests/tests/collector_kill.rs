@@ -19,12 +19,10 @@ use commscan_agent::scanner::{HostInventory, ScanTarget, Scanner};
 use commscan_agent::state::DataDir;
 use commscan_core::catalog::Catalog;
 use commscan_core::platform::Platform;
-use commscan_tests::collector_process::CollectorProcess;
+use commscan_tests::collector_process::{CollectorProcess, init_deployment};
 use commscan_tests::oracle::{
     AgentRecorder, ChangingDevice, CollectorLog, ProductHistory, Recorded, check,
 };
-use commscan_tests::workspace_binary;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -34,29 +32,7 @@ async fn a_collector_killed_mid_stream_loses_nothing_and_records_every_report_on
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("collector");
-    let out = Command::new(workspace_binary("commscan-collector"))
-        .args([
-            "init",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--org",
-            "acme",
-        ])
-        .args(["--trust-domain", "test.local", "--server-name", "127.0.0.1"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let token = stdout
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("cse_"))
-        .expect("an enrolment token")
-        .to_owned();
+    let token = init_deployment(&data, &[]);
     let log = CollectorLog::default();
     let mut collector = CollectorProcess::new("collector", &data, log.clone());
     collector.start();

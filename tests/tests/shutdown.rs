@@ -17,9 +17,11 @@ use commscan_collector::layout::Layout;
 use commscan_collector::store::DeviceRecord;
 use commscan_core::platform::Platform;
 use commscan_core::scan::{Evidence, Finding, SourceOutcome};
-use commscan_tests::collector_process::CollectorProcess;
+use commscan_tests::collector_process::{CollectorProcess, admin_connection, init_deployment};
 use commscan_tests::oracle::CollectorLog;
-use commscan_tests::{RunningAgent, install, tree_agent, watching, workspace_binary};
+use commscan_tests::{
+    RunningAgent, install, stored_products, tree_agent, watching, workspace_binary,
+};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,28 +38,7 @@ async fn sigterm_ends_watches_exports_and_agent_streams_flushes_and_exits_zero()
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("collector");
-    let out = Command::new(workspace_binary("commscan-collector"))
-        .args([
-            "init",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--org",
-            "acme",
-        ])
-        .args(["--trust-domain", "test.local", "--server-name", "127.0.0.1"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("cse_"))
-        .expect("an enrolment token")
-        .to_owned();
+    let token = init_deployment(&data, &[]);
     seed(&data, SEEDED);
 
     let log = CollectorLog::default();
@@ -67,14 +48,7 @@ async fn sigterm_ends_watches_exports_and_agent_streams_flushes_and_exits_zero()
     let ca_path = data.join("pki/ca.crt");
     let ca = std::fs::read_to_string(&ca_path).unwrap();
     let admin_token = data.join("admin.token");
-    let conn = commscan_ctl::Connection {
-        collector: url.clone(),
-        ca: ca_path.clone(),
-        token: std::fs::read_to_string(&admin_token)
-            .unwrap()
-            .trim()
-            .to_owned(),
-    };
+    let conn = admin_connection(&data, &url);
 
     // An officer's watch, as a process.
     let mut watch = Command::new(workspace_binary("commscanctl"))
@@ -216,7 +190,7 @@ async fn sigterm_ends_watches_exports_and_agent_streams_flushes_and_exits_zero()
     let deadline = Instant::now() + Duration::from_secs(60);
     for id in &device_ids {
         loop {
-            let products = products_of(&conn, id).await;
+            let products = stored_products(&conn, id).await;
             if products.as_deref() == Some(&["telegram".to_owned(), "zoom".to_owned()][..]) {
                 break;
             }
@@ -230,7 +204,7 @@ async fn sigterm_ends_watches_exports_and_agent_streams_flushes_and_exits_zero()
     }
     let last_seeded = format!("00000000-0000-4000-8000-{:012}", SEEDED - 1);
     assert_eq!(
-        products_of(&conn, &last_seeded).await.as_deref(),
+        stored_products(&conn, &last_seeded).await.as_deref(),
         Some(&["skype".to_owned(), "telegram".to_owned(), "zoom".to_owned()][..]),
         "a seeded device survived the stop"
     );
@@ -238,23 +212,6 @@ async fn sigterm_ends_watches_exports_and_agent_streams_flushes_and_exits_zero()
         a.shutdown().await;
     }
     collector.kill();
-}
-
-/// The products the collector holds for `device_id`, sorted; `None` if it cannot say.
-async fn products_of(conn: &commscan_ctl::Connection, device_id: &str) -> Option<Vec<String>> {
-    let d = conn
-        .query()
-        .await
-        .ok()?
-        .get_device(commscan_proto::v1::GetDeviceRequest {
-            device_id: device_id.to_owned(),
-        })
-        .await
-        .ok()?
-        .into_inner();
-    let mut p: Vec<String> = d.findings.into_iter().map(|f| f.product).collect();
-    p.sort();
-    Some(p)
 }
 
 /// `n` judged devices written into the deployment's store before the collector starts.
