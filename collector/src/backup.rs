@@ -135,6 +135,7 @@ pub async fn serve_control(
 ) {
     let path = data_dir.join(CONTROL_SOCKET);
     let _ = std::fs::remove_file(&path);
+    remove_stale_copies(&data_dir.join(STAGING_DIR));
     let listener = match tokio::net::UnixListener::bind(&path) {
         Ok(l) => l,
         Err(e) => {
@@ -164,8 +165,13 @@ pub async fn serve_control(
                 }
             },
         };
-        // One request at a time: the next connection waits in the backlog.
-        let reply = answer(&collector, &data_dir, stream).await;
+        // One request at a time: the next connection waits in the backlog. Shutdown does not
+        // wait for it: a copy in progress sees the shutdown and stops (its staging directory
+        // is removed at the next start if the process ends first).
+        let reply = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = answer(&collector, &data_dir, stream, &shutdown) => r,
+        };
         if let Err(e) = reply {
             tracing::warn!(error = %e, "control socket: request failed");
         }
@@ -173,10 +179,31 @@ pub async fn serve_control(
     let _ = std::fs::remove_file(&path);
 }
 
+/// Removes copies a collector staged and never handed over (it stopped mid-copy): they hold
+/// token hashes and take disk.
+fn remove_stale_copies(staging: &Path) {
+    let Ok(entries) = std::fs::read_dir(staging) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with("backup-") {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => {
+                    tracing::warn!(path = %e.path().display(), "removed a backup copy left unfinished")
+                }
+                Err(err) => {
+                    tracing::warn!(path = %e.path().display(), error = %err, "cannot remove an unfinished backup copy")
+                }
+            }
+        }
+    }
+}
+
 async fn answer(
     collector: &Arc<Collector>,
     data_dir: &Path,
     stream: tokio::net::UnixStream,
+    shutdown: &CancellationToken,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = Vec::new();
@@ -198,9 +225,12 @@ async fn answer(
             }
             Ok(Request::Backup { name }) => {
                 let (c, staging) = (collector.clone(), data_dir.join(STAGING_DIR));
-                tokio::task::spawn_blocking(move || copy_online(&c, &staging, &name))
-                    .await
-                    .unwrap_or_else(|e| Reply::Error(format!("backup task: {e}")))
+                tokio::task::spawn_blocking({
+                    let stop = shutdown.clone();
+                    move || copy_online(&c, &staging, &name, &|| stop.is_cancelled())
+                })
+                .await
+                .unwrap_or_else(|e| Reply::Error(format!("backup task: {e}")))
             }
         },
     };
@@ -211,7 +241,12 @@ async fn answer(
 }
 
 /// The collector's side: the copy, audited.
-fn copy_online(collector: &Collector, staging: &Path, name: &str) -> Reply {
+fn copy_online(
+    collector: &Collector,
+    staging: &Path,
+    name: &str,
+    cancelled: &dyn Fn() -> bool,
+) -> Reply {
     let to = staging.join(name);
     let result = private_dir(staging)
         .map_err(|e| format!("{}: {e}", staging.display()))
@@ -223,7 +258,7 @@ fn copy_online(collector: &Collector, staging: &Path, name: &str) -> Reply {
             let started = Instant::now();
             let counts = collector
                 .store()
-                .backup(&to.join("store"))
+                .backup(&to.join("store"), cancelled)
                 .map_err(|e| e.to_string())?;
             Ok((counts, started.elapsed()))
         });
@@ -269,6 +304,31 @@ pub fn backup(data_dir: &Path, dest: &Path) -> Result<Manifest, BackupError> {
             "exists and is not empty: a backup goes into a new directory",
         ));
     }
+    // Inside the data directory only under backups/, which a backup does not copy: anywhere
+    // else it would copy itself into itself.
+    if let (Ok(data), Some(parent), Some(name)) = (
+        data_dir.canonicalize(),
+        dest.parent().map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        }),
+        dest.file_name(),
+    ) && let Ok(parent) = parent.canonicalize()
+    {
+        let target = parent.join(name);
+        if target.starts_with(&data) && !target.starts_with(data.join(STAGING_DIR)) {
+            return Err(path_err(
+                dest,
+                format!(
+                    "inside the data directory: put backups elsewhere or under {}",
+                    data.join(STAGING_DIR).display()
+                ),
+            ));
+        }
+    }
     private_dir(dest).map_err(|e| path_err(dest, e))?;
     let result = backup_into(data_dir, dest);
     if result.is_err() {
@@ -296,8 +356,10 @@ fn backup_into(data_dir: &Path, dest: &Path) -> Result<Manifest, BackupError> {
             ("online", counts, held_ms)
         }
         Err(_) => {
-            // No collector answers: open the store (sled's lock refuses if one runs anyway).
+            // No collector answers: open the store (sled's lock refuses if one runs anyway), as
+            // its owner only: opening writes files, which another user would then own.
             let store_dir = data_dir.join("store");
+            owner_only(&store_dir)?;
             let store = SledStore::open(&store_dir).map_err(|e| {
                 path_err(
                     &store_dir,
@@ -307,7 +369,7 @@ fn backup_into(data_dir: &Path, dest: &Path) -> Result<Manifest, BackupError> {
                     ),
                 )
             })?;
-            let counts = store.copy_to(&dest.join("store"))?;
+            let counts = store.copy_to(&dest.join("store"), &|| false)?;
             ("offline", counts, 0)
         }
     };
@@ -336,6 +398,23 @@ fn backup_into(data_dir: &Path, dest: &Path) -> Result<Manifest, BackupError> {
         .map_err(|e| path_err(&dest.join(MANIFEST), e))?;
     private_files(dest).map_err(|e| path_err(dest, e))?;
     Ok(manifest)
+}
+
+/// Refuses to open `dir` as anyone but its owner.
+fn owner_only(dir: &Path) -> Result<(), BackupError> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(dir).map_err(|e| path_err(dir, e))?.uid();
+    // /proc/self belongs to the process's effective user.
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    if me.is_some_and(|me| me != owner) {
+        return Err(path_err(
+            dir,
+            format!(
+                "owned by uid {owner}: with no collector running, run `backup` as the store's owner (e.g. sudo -u commscan)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Sends the backup request and reads the reply (the copy may take minutes on a large store).
@@ -391,16 +470,15 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), BackupError> {
 /// `commscan-collector restore BACKUP --data-dir D`: the backup's files into `data_dir`, which
 /// must hold no deployment (stop the collector and move the old directory aside first).
 pub fn restore(backup: &Path, data_dir: &Path) -> Result<Manifest, BackupError> {
-    let manifest: Manifest = std::fs::read(backup.join(MANIFEST))
+    let manifest_path = backup.join(MANIFEST);
+    let manifest: Manifest = std::fs::read(&manifest_path)
         .map_err(|e| {
             path_err(
-                &backup.join(MANIFEST),
+                &manifest_path,
                 format!("{e} (not a backup made by `commscan-collector backup`?)"),
             )
         })
-        .and_then(|b| {
-            serde_json::from_slice(&b).map_err(|e| path_err(&backup.join(MANIFEST), e))
-        })?;
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| path_err(&manifest_path, e)))?;
     for needed in ["collector.json", "store", "pki"] {
         if !backup.join(needed).exists() {
             return Err(path_err(&backup.join(needed), "missing from the backup"));
@@ -412,18 +490,52 @@ pub fn restore(backup: &Path, data_dir: &Path) -> Result<Manifest, BackupError> 
             "holds a deployment: stop its collector and move the directory aside first",
         ));
     }
-    private_dir(data_dir).map_err(|e| path_err(data_dir, e))?;
+    if data_dir.exists()
+        && std::fs::read_dir(data_dir)
+            .map_err(|e| path_err(data_dir, e))?
+            .next()
+            .is_some()
+    {
+        return Err(path_err(
+            data_dir,
+            "is not empty: restore into a new or empty directory",
+        ));
+    }
+    // Into a sibling first, then one rename: a restore that fails (a full disk) leaves no
+    // half-restored data directory behind.
+    let name = data_dir
+        .file_name()
+        .ok_or_else(|| path_err(data_dir, "not a directory name"))?;
+    let staging = data_dir.with_file_name(format!(
+        "{}.restoring-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = restore_into(backup, &staging).and_then(|()| {
+        if data_dir.exists() {
+            std::fs::remove_dir(data_dir).map_err(|e| path_err(data_dir, e))?;
+        }
+        std::fs::rename(&staging, data_dir).map_err(|e| path_err(data_dir, e))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    result.map(|()| manifest)
+}
+
+fn restore_into(backup: &Path, to: &Path) -> Result<(), BackupError> {
+    private_dir(to).map_err(|e| path_err(to, e))?;
     for entry in std::fs::read_dir(backup).map_err(|e| path_err(backup, e))? {
         let entry = entry.map_err(|e| path_err(backup, e))?;
         if entry.file_name() == MANIFEST {
             continue;
         }
-        copy_tree(&entry.path(), &data_dir.join(entry.file_name()))?;
+        copy_tree(&entry.path(), &to.join(entry.file_name()))?;
     }
-    private_files(data_dir).map_err(|e| path_err(data_dir, e))?;
+    private_files(to).map_err(|e| path_err(to, e))?;
     // Prove the copy opens before anyone starts a collector on it.
-    SledStore::open(&data_dir.join("store"))?;
-    Ok(manifest)
+    SledStore::open(&to.join("store"))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -621,6 +621,20 @@ fn store(
                     "given without store.url".into(),
                 );
             }
+            if flags.store_password_file.is_some() {
+                c.problem(
+                    Origin::Flag("--store-password-file"),
+                    "",
+                    "given without a store URL (--store or store.url)".into(),
+                );
+            }
+            if flags.store_connections.is_some() {
+                c.problem(
+                    Origin::Flag("--store-connections"),
+                    "",
+                    "given without a store URL (--store or store.url)".into(),
+                );
+            }
             return None;
         }
     };

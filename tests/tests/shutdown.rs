@@ -181,6 +181,9 @@ async fn sigterm_ends_watches_exports_and_agent_streams_flushes_and_exits_zero()
         status.code(),
         status.message()
     );
+    // The collector said why (a connection merely cut at the end of the grace would not).
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("shutting down"), "{status:?}");
 
     // Restart: nothing lost, and the same agents report again by themselves.
     collector.start();

@@ -558,12 +558,14 @@ fn facility(name: &str) -> Option<u8> {
     NAMES.iter().position(|n| *n == name).map(|i| i as u8)
 }
 
-/// The machine's host name (Linux), or `-` (RFC 5424's nil value).
+/// The machine's host name (Linux), or `-` (RFC 5424's nil value). `/proc/sys` is hidden by
+/// the shipped unit (`ProcSubset=pid`), so `/etc/hostname` is read next.
 fn machine_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
         .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| (33..=126).contains(&b)))
+        .find(|h| !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| (33..=126).contains(&b)))
         .unwrap_or_else(|| "-".into())
 }
 

@@ -144,6 +144,8 @@ pub(crate) async fn run(
                     if failures > 0 && age > routing.max_age {
                         collector.metrics().alert_dropped(kind.as_str(), "too_old");
                         tracing::error!(sink = %name, event = %entry.event_id, age = %age, "alert dropped: still failing past max_age");
+                        // The next entry gets its own attempts before its age counts.
+                        failures = 0;
                         break;
                     }
                     let sent = tokio::select! {

@@ -495,11 +495,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Backup { dest, settings } => {
             let settings = settings.resolve()?;
-            if let Some(store) = &settings.store {
-                return Err(Usage(format!(
-                    "the store is PostgreSQL ({}): back the database up with its own tools (pg_dump, base backups); `backup` copies the embedded store",
-                    store.url
-                ))
+            if settings.store.is_some() {
+                return Err(Usage(
+                    "the store is PostgreSQL: back the database up with its own tools (pg_dump, base backups); `backup` copies the embedded store".into(),
+                )
                 .into());
             }
             let m = commscan_collector::backup::backup(&settings.data_dir, &dest)?;

@@ -98,8 +98,13 @@ pub trait Durable: Send + Sync + 'static {
     /// Writes a consistent copy of the whole store into the new directory `to`
     /// ([`crate::backup`]). Only the embedded store has one; PostgreSQL is backed up with its
     /// own tools.
-    fn backup(&self, to: &std::path::Path) -> Result<sled_store::BackupCounts, StoreError> {
-        let _ = to;
+    /// `cancelled` is polled during the copy; when it says so, the copy stops with an error.
+    fn backup(
+        &self,
+        to: &std::path::Path,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<sled_store::BackupCounts, StoreError> {
+        let _ = (to, cancelled);
         Err(StoreError::Backend(
             "this store has no built-in backup: back a PostgreSQL database up with its own tools (pg_dump, base backups)".into(),
         ))

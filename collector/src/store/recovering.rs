@@ -138,15 +138,27 @@ impl Durable for Recovering {
 
     /// Holds every other call off (the write side of the lock each call reads under) while
     /// the backend copies itself: the copy is of one instant.
-    fn backup(&self, to: &std::path::Path) -> Result<super::sled_store::BackupCounts, StoreError> {
+    fn backup(
+        &self,
+        to: &std::path::Path,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<super::sled_store::BackupCounts, StoreError> {
         if self.is_failed() {
             return Err(Self::unavailable());
         }
         let current = self.current.write().unwrap_or_else(|p| p.into_inner());
-        match current.as_deref() {
-            Some(store) => store.backup(to),
+        let result = match current.as_deref() {
+            Some(store) => store.backup(to, cancelled),
             None => Err(Self::unavailable()),
+        };
+        // A disk failure during the flush or the copy marks the store failed, as any call's.
+        if let Err(StoreError::Unavailable(why)) = &result
+            && !self.failed.swap(true, Ordering::SeqCst)
+        {
+            *self.last_attempt.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            tracing::error!(error = %why, "store failed: refusing every call until it is reopened");
         }
+        result
     }
 
     fn check_health(&self) -> bool {

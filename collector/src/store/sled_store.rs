@@ -454,7 +454,11 @@ impl SledStore {
     /// floor set above every generated id copied (audit positions, history ids), and flushes
     /// it. Consistent only if nothing writes meanwhile: [`super::recovering::Recovering`]
     /// holds every other call off while it runs.
-    pub fn copy_to(&self, to: &Path) -> Result<BackupCounts, StoreError> {
+    pub fn copy_to(
+        &self,
+        to: &Path,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<BackupCounts, StoreError> {
         let fail = |e: sled::Error| StoreError::Backend(format!("{}: {e}", to.display()));
         let target = sled::Config::new()
             .path(to)
@@ -490,6 +494,11 @@ impl SledStore {
                 if in_batch == 10_000 {
                     into.apply_batch(std::mem::take(&mut batch)).map_err(fail)?;
                     in_batch = 0;
+                    if cancelled() {
+                        return Err(StoreError::Backend(
+                            "backup cancelled: the collector is stopping".into(),
+                        ));
+                    }
                 }
             }
             into.apply_batch(batch).map_err(fail)?;
@@ -508,9 +517,9 @@ impl SledStore {
 }
 
 impl Durable for SledStore {
-    fn backup(&self, to: &Path) -> Result<BackupCounts, StoreError> {
+    fn backup(&self, to: &Path, cancelled: &dyn Fn() -> bool) -> Result<BackupCounts, StoreError> {
         self.flush()?;
-        self.copy_to(to)
+        self.copy_to(to, cancelled)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -1117,7 +1126,7 @@ mod tests {
         let old: Vec<u64> = (0..3)
             .map(|i| store.append_audit(&entry(&format!("old-{i}"))).unwrap())
             .collect();
-        store.copy_to(&dir.path().join("copy")).unwrap();
+        store.copy_to(&dir.path().join("copy"), &|| false).unwrap();
         drop(store);
 
         let copy = SledStore::open(&dir.path().join("copy")).unwrap();
