@@ -91,6 +91,26 @@ pub struct SledStore {
 /// The key of the id floor in the `meta` tree (big-endian u64).
 const ID_FLOOR_KEY: &[u8] = b"id_floor";
 
+/// The trees whose keys end in a generated id (big-endian u64).
+const GENERATED_TREES: [&str; 3] = ["audit", "history", "alerts"];
+
+/// The generated id a key ends with (0 if it is shorter than one).
+fn trailing_id(key: &[u8]) -> u64 {
+    key.len()
+        .checked_sub(8)
+        .and_then(|start| <[u8; 8]>::try_from(&key[start..]).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+/// One above the largest generated id in `tree`.
+fn max_trailing_id(tree: &sled::Tree) -> Result<u64, StoreError> {
+    let mut max = 0;
+    for k in tree.iter().keys() {
+        max = max.max(trailing_id(&k.map_err(backend)?).saturating_add(1));
+    }
+    Ok(max)
+}
+
 /// What a backup copied.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BackupCounts {
@@ -287,14 +307,30 @@ impl SledStore {
         crate::layout::private_files(dir)
             .map_err(|e| StoreError::Backend(format!("{}: {e}", dir.display())))?;
         let tree = |n: &str| db.open_tree(n).map_err(backend);
-        let id_floor = match tree("meta")?.get(ID_FLOOR_KEY).map_err(backend)? {
+        let meta = tree("meta")?;
+        let id_floor = match meta.get(ID_FLOOR_KEY).map_err(backend)? {
             None => 0,
-            Some(b) => <[u8; 8]>::try_from(b.as_ref())
-                .map(u64::from_be_bytes)
-                .map_err(|_| StoreError::Corrupt {
-                    key: "meta/id_floor".into(),
-                    message: format!("{} bytes, not 8", b.len()),
-                })?,
+            Some(b) => match <[u8; 8]>::try_from(b.as_ref()) {
+                Ok(b) => u64::from_be_bytes(b),
+                Err(_) => {
+                    // Not a reason to refuse to start: the floor can be found again.
+                    let floor = GENERATED_TREES
+                        .iter()
+                        .map(|t| max_trailing_id(&tree(t)?))
+                        .collect::<Result<Vec<u64>, StoreError>>()?
+                        .into_iter()
+                        .max()
+                        .unwrap_or(0);
+                    tracing::warn!(
+                        len = b.len(),
+                        floor,
+                        "meta/id_floor was corrupt; recomputed from the stored ids"
+                    );
+                    meta.insert(ID_FLOOR_KEY, &floor.to_be_bytes())
+                        .map_err(backend)?;
+                    floor
+                }
+            },
         };
         Ok(SledStore {
             id_floor,
@@ -467,26 +503,20 @@ impl SledStore {
             .map_err(fail)?;
         let mut counts = BackupCounts::default();
         let mut floor = self.id_floor;
-        let id_of = |key: &[u8]| -> u64 {
-            key.len()
-                .checked_sub(8)
-                .and_then(|start| <[u8; 8]>::try_from(&key[start..]).ok())
-                .map_or(0, u64::from_be_bytes)
-        };
         for name in self.db.tree_names() {
             let (from, into) = (
                 self.db.open_tree(&name).map_err(backend)?,
                 target.open_tree(&name).map_err(fail)?,
             );
-            let generated = name.as_ref() == b"audit"
-                || name.as_ref() == b"history"
-                || name.as_ref() == b"alerts";
+            let generated = GENERATED_TREES
+                .iter()
+                .any(|t| name.as_ref() == t.as_bytes());
             let mut batch = sled::Batch::default();
             let mut in_batch = 0;
             for kv in from.iter() {
                 let (k, v) = kv.map_err(backend)?;
                 if generated {
-                    floor = floor.max(id_of(&k).saturating_add(1));
+                    floor = floor.max(trailing_id(&k).saturating_add(1));
                 }
                 batch.insert(k, v);
                 in_batch += 1;
@@ -1109,6 +1139,28 @@ mod tests {
             allowed: true,
             detail: String::new(),
         }
+    }
+
+    #[test]
+    fn a_corrupt_id_floor_is_recomputed_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let old = store.append_audit(&entry("old")).unwrap();
+        store
+            .db
+            .open_tree("meta")
+            .unwrap()
+            .insert(ID_FLOOR_KEY, b"bad")
+            .unwrap();
+        store.db.flush().unwrap();
+        drop(store);
+        let store = SledStore::open(dir.path()).unwrap();
+        assert!(
+            store.id_floor > old,
+            "floor {} not above {old}",
+            store.id_floor
+        );
+        assert!(store.append_audit(&entry("new")).unwrap() > old);
     }
 
     /// A restored copy is a new database whose id generator starts low again; without the
