@@ -84,6 +84,8 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_STORE_CONNECTIONS: usize = 32;
 /// An enterprise pushes at least this often, by default.
 pub const DEFAULT_PUSH_INTERVAL: Duration = Duration::from_secs(15 * 60);
+/// Store connections left for everything but alert sinks' locks, at the least.
+pub const MIN_SPARE_CONNECTIONS: usize = 4;
 /// The longest `limits.shutdown_grace`: the shipped unit's `TimeoutStopSec` is 30 s, and the
 /// collector needs a few seconds after the grace to stop its other work and flush.
 pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
@@ -499,6 +501,28 @@ pub fn resolve(file: Option<&(PathBuf, String)>, flags: Overrides) -> Result<Set
         }
     };
 
+    // On PostgreSQL every sink being delivered holds a lock connection of the store's pool,
+    // which ingest's per-device locks need too.
+    let sinks = alerts.webhooks.len() + alerts.syslogs.len();
+    if let Some(st) = &store
+        && sinks > 0
+        && st.connections < sinks + MIN_SPARE_CONNECTIONS
+    {
+        let origin = match (&flags.store_connections, &raw.store.connections) {
+            (Some(_), _) | (None, None) => Origin::Flag("--store-connections"),
+            (None, Some(v)) => Origin::File(v.span()),
+        };
+        c.problem(
+            origin,
+            "store.connections",
+            format!(
+                "{} is too few for {sinks} alert sinks (each holds one while it delivers): at least {}",
+                st.connections,
+                sinks + MIN_SPARE_CONNECTIONS
+            ),
+        );
+    }
+
     c.finish()?;
     Ok(Settings {
         file: file.map(|(p, _)| p.clone()),
@@ -867,6 +891,27 @@ mod tests {
         assert_eq!(err.0.len(), 1);
         assert_eq!(err.0[0].line, Some(3), "{err}");
         assert!(err.0[0].message.contains("max_conections"), "{err}");
+    }
+
+    #[test]
+    fn a_postgres_pool_must_hold_a_lock_for_every_alert_sink_and_spare() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), "a-webhook-secret-0123456789").unwrap();
+        let text = |connections: usize| {
+            format!(
+                "[store]\nurl = \"postgres://c@db/c\"\nconnections = {connections}\n\
+                 [[alerts.webhook]]\nname = \"a\"\nurl = \"http://127.0.0.1:9/\"\nsecret_file = \"secret\"\n\
+                 [[alerts.syslog]]\nname = \"b\"\naddress = \"127.0.0.1:514\"\n"
+            )
+        };
+        let f = |n| (dir.path().join("collector.toml"), text(n));
+        let err = resolve(Some(&f(5)), Overrides::default()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("collector.toml:3: store.connections: 5 is too few for 2 alert sinks"),
+            "{err}"
+        );
+        assert!(resolve(Some(&f(6)), Overrides::default()).is_ok());
     }
 
     #[test]

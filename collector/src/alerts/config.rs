@@ -38,6 +38,10 @@ pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(300);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Shortest secret accepted for webhook signatures, in bytes.
 pub const MIN_SECRET_BYTES: usize = 16;
+/// Most sinks (webhooks and syslog receivers together). On PostgreSQL each sink being
+/// delivered holds one of the store's lock connections, so `store.connections` must exceed the
+/// count (checked with the configuration).
+pub const MAX_SINKS: usize = 16;
 
 /// `[alerts]`: where verdict changes, stale devices and stale enterprises are sent.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -259,6 +263,13 @@ impl AlertsConfig {
     /// Validates every sink, reading secret and CA files; every problem at once.
     pub fn validate(&self) -> Result<Sinks, ConfigProblems> {
         let mut p = Problems(Vec::new());
+        let count = self.webhook.len() + self.syslog.len();
+        if count > MAX_SINKS {
+            p.add(
+                "alerts".to_owned(),
+                format!("{count} sinks; at most {MAX_SINKS} (webhooks and syslog together)"),
+            );
+        }
         let mut names = BTreeSet::new();
         let mut sinks = Sinks::default();
         for (i, w) in self.webhook.iter().enumerate() {
