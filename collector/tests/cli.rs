@@ -5,6 +5,8 @@ use std::process::Command;
 fn run(bin: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(bin)
         .args(args)
+        // Not this machine's /etc/commscan/collector.toml.
+        .env("COMMSCAN_CONFIG", "/dev/null")
         .env_remove("COMMSCAN_TOKEN")
         .env_remove("COMMSCAN_CA")
         .env_remove("COMMSCAN_TOKEN_FILE")

@@ -111,6 +111,9 @@ impl CollectorProcess {
             .args(&self.args)
             .env("COMMSCAN_LOG", "warn,commscan_collector=info")
             .env("NO_COLOR", "1")
+            // Not this machine's /etc/commscan/collector.toml (a store, alert sinks): the
+            // arguments alone. A test's own `--config` overrides this.
+            .env("COMMSCAN_CONFIG", "/dev/null")
             .env_remove("COMMSCAN_POLICY")
             .env_remove("COMMSCAN_STORE")
             .env_remove("COMMSCAN_STORE_PASSWORD")

@@ -622,6 +622,7 @@ async fn a_thousand_hostile_connections_hold_bounded_memory_while_an_agent_repor
         .port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut process = std::process::Command::new(workspace_binary("commscan-collector"))
+        .env("COMMSCAN_CONFIG", "/dev/null")
         .args([
             "serve",
             "--web-listen",

@@ -33,7 +33,8 @@ fn deployment(dir: &std::path::Path) -> std::path::PathBuf {
 /// Serves until the `serving` line (or 30 s), then SIGTERM; every stderr line.
 fn serve(data: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Vec<String> {
     let mut cmd = Command::new(workspace_binary("commscan-collector"));
-    cmd.args(extra)
+    cmd.env("COMMSCAN_CONFIG", "/dev/null")
+        .args(extra)
         .args([
             "serve",
             "--listen",
