@@ -306,28 +306,17 @@ pub fn backup(data_dir: &Path, dest: &Path) -> Result<Manifest, BackupError> {
     }
     // Inside the data directory only under backups/, which a backup does not copy: anywhere
     // else it would copy itself into itself.
-    if let (Ok(data), Some(parent), Some(name)) = (
-        data_dir.canonicalize(),
-        dest.parent().map(|p| {
-            if p.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                p
-            }
-        }),
-        dest.file_name(),
-    ) && let Ok(parent) = parent.canonicalize()
+    if let (Ok(data), Some(target)) = (data_dir.canonicalize(), resolved(dest))
+        && target.starts_with(&data)
+        && !target.starts_with(data.join(STAGING_DIR))
     {
-        let target = parent.join(name);
-        if target.starts_with(&data) && !target.starts_with(data.join(STAGING_DIR)) {
-            return Err(path_err(
-                dest,
-                format!(
-                    "inside the data directory: put backups elsewhere or under {}",
-                    data.join(STAGING_DIR).display()
-                ),
-            ));
-        }
+        return Err(path_err(
+            dest,
+            format!(
+                "inside the data directory: put backups elsewhere or under {}",
+                data.join(STAGING_DIR).display()
+            ),
+        ));
     }
     private_dir(dest).map_err(|e| path_err(dest, e))?;
     let result = backup_into(data_dir, dest);
@@ -415,6 +404,21 @@ fn owner_only(dir: &Path) -> Result<(), BackupError> {
         ));
     }
     Ok(())
+}
+
+/// `path` made absolute through its nearest existing ancestor (symbolic links resolved), for
+/// a path that may not exist yet.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    let absolute = std::path::absolute(path).ok()?;
+    let mut rest = Vec::new();
+    let mut existing = absolute.as_path();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return Some(rest.iter().rev().fold(real, |p, c| p.join(c)));
+        }
+        rest.push(existing.file_name()?.to_owned());
+        existing = existing.parent()?;
+    }
 }
 
 /// Sends the backup request and reads the reply (the copy may take minutes on a large store).

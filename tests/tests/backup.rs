@@ -171,7 +171,7 @@ async fn an_online_backup_restores_to_its_state_and_agents_heal_the_rest() {
     assert!(!ok && out.contains("not empty"), "{out}");
     assert!(backup.join("BACKUP.json").is_file());
     // Nor into the data directory itself (it would copy itself into itself).
-    let inside = data.join("copy");
+    let inside = data.join("new").join("copy");
     let (ok, out) = collector_cli(&[
         "backup",
         inside.to_str().unwrap(),
@@ -179,7 +179,7 @@ async fn an_online_backup_restores_to_its_state_and_agents_heal_the_rest() {
         data.to_str().unwrap(),
     ]);
     assert!(!ok && out.contains("inside the data directory"), "{out}");
-    assert!(!inside.exists());
+    assert!(!data.join("new").exists());
 
     // After the backup the device changes; then the site is lost and restored.
     install(&root, &["zoom", "telegram-desktop"]);
