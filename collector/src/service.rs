@@ -72,6 +72,24 @@ pub(crate) async fn watch_store_health(
     }
 }
 
+/// Runs `each` at once and then every `period` (a late tick is delayed, not bunched) until
+/// `shutdown`; a run in progress finishes first.
+pub(crate) async fn every<F, Fut>(period: Duration, shutdown: CancellationToken, mut each: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        each().await;
+    }
+}
+
 /// Starts the background work; the returned tracker completes once it has stopped.
 pub fn spawn(
     collector: Arc<Collector>,
@@ -81,16 +99,10 @@ pub fn spawn(
     let tasks = TaskTracker::new();
     tasks.spawn(crate::cluster::follow(collector.clone(), shutdown.clone()));
     {
-        let (collector, shutdown) = (collector.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                let c = collector.clone();
+        let collector = collector.clone();
+        tasks.spawn(every(SWEEP_INTERVAL, shutdown.clone(), move || {
+            let c = collector.clone();
+            async move {
                 // One collector at a time sweeps a shared store; the others skip this tick.
                 let sweep = move || match c.store().try_exclusive("staleness sweep")? {
                     Some(_held) => c.sweep_stale(),
@@ -103,24 +115,18 @@ pub fn spawn(
                     Err(e) => tracing::error!(error = %e, "staleness sweep task failed"),
                 }
             }
-        });
+        }));
     }
     {
-        let (collector, shutdown) = (collector.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(AUDIT_TICK);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut last_sweep: Option<std::time::Instant> = None;
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                let sweep = last_sweep.is_none_or(|t| t.elapsed() >= AUDIT_SWEEP_INTERVAL);
-                if sweep {
-                    last_sweep = Some(std::time::Instant::now());
-                }
-                let c = collector.clone();
+        let collector = collector.clone();
+        let mut last_sweep: Option<std::time::Instant> = None;
+        tasks.spawn(every(AUDIT_TICK, shutdown.clone(), move || {
+            let sweep = last_sweep.is_none_or(|t| t.elapsed() >= AUDIT_SWEEP_INTERVAL);
+            if sweep {
+                last_sweep = Some(std::time::Instant::now());
+            }
+            let c = collector.clone();
+            async move {
                 let done = tokio::task::spawn_blocking(move || {
                     c.close_audit_window();
                     if sweep && let Err(e) = c.prune_sessions() {
@@ -144,7 +150,7 @@ pub fn spawn(
                     _ => {}
                 }
             }
-        });
+        }));
     }
     #[cfg(unix)]
     tasks.spawn(async move {

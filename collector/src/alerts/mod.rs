@@ -236,22 +236,20 @@ pub fn spawn(collector: Arc<Collector>, shutdown: CancellationToken) -> TaskTrac
             shutdown.clone(),
         ));
     }
-    tasks.spawn(async move {
-        let mut tick = tokio::time::interval(ENTERPRISE_CHECK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+    tasks.spawn(crate::service::every(
+        ENTERPRISE_CHECK,
+        shutdown,
+        move || {
             let c = collector.clone();
-            match tokio::task::spawn_blocking(move || c.raise_stale_enterprises()).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(error)) => tracing::warn!(%error, "stale enterprise check failed"),
-                Err(error) => tracing::warn!(%error, "stale enterprise check task failed"),
+            async move {
+                match tokio::task::spawn_blocking(move || c.raise_stale_enterprises()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => tracing::warn!(%error, "stale enterprise check failed"),
+                    Err(error) => tracing::warn!(%error, "stale enterprise check task failed"),
+                }
             }
-        }
-    });
+        },
+    ));
     tasks.close();
     tasks
 }
