@@ -25,9 +25,11 @@
 //! use cannot both win, across any number of collector processes. A federation push replaces
 //! one enterprise's rows under a transaction-scoped advisory lock for that enterprise.
 //! Several collector processes may share the database: [`DeviceStore::lock_device`] takes a
-//! session advisory lock on the device (on a connection of a pool of its own, so holders never
-//! wait on each other for a working connection), held while the collector reads, judges and
-//! writes the device, as its in-process lock is. [`Store::try_exclusive`] is a
+//! session advisory lock on the device, held while the collector reads, judges and writes the
+//! device, as its in-process lock is. Locks live on connections of a pool of their own, so
+//! holders never wait on each other for a working connection: an uncontended lock (nearly
+//! all) is a `pg_try_advisory_lock` on one of a few shared sessions, which hold many locks at
+//! once; one held by another collector is waited for on a connection of its own. [`Store::try_exclusive`] is a
 //! `pg_try_advisory_lock` per task, so the staleness sweep and audit retention run on one
 //! collector at a time.
 //! Commits are durable (`synchronous_commit` is the server's, `on` by default), so
@@ -79,7 +81,7 @@ use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use time::OffsetDateTime;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{Json, ToSql};
 
 /// How to reach the database.
 #[derive(Clone)]
@@ -112,6 +114,8 @@ pub struct PgStore {
     rt: Option<tokio::runtime::Runtime>,
     /// Notifications from every collector on the database ([`listen`]).
     notices: tokio::sync::broadcast::Sender<super::Notice>,
+    /// Sessions taking uncontended device locks.
+    shared_locks: SharedSessions,
     /// Device writes waiting to be combined into one transaction ([`write_devices`]).
     writes: Combiner<PendingWrite, Result<(), StoreError>>,
 }
@@ -131,12 +135,57 @@ impl Drop for PgStore {
     }
 }
 
+/// Connections of the `locks` pool that take uncontended device locks for many holders at
+/// once ([`DeviceStore::lock_device`]).
+const SHARED_LOCK_SESSIONS: usize = 4;
+
+/// The connection a session advisory lock is held on.
+enum LockConn {
+    /// A connection of its own, taken from the `locks` pool while the lock is held.
+    Own(Box<deadpool_postgres::Object>),
+    /// One of the [`SharedSessions`], where many locks of different keys are held at once.
+    Shared(std::sync::Arc<deadpool_postgres::Object>),
+}
+
+/// A few connections of the `locks` pool kept for `pg_try_advisory_lock`: a session may hold
+/// any number of advisory locks, and tokio-postgres pipelines the statements of concurrent
+/// callers on one connection, so uncontended device locks (nearly all of them) take no
+/// connection each. A closed session is replaced on its next use; the locks it held went
+/// with it, as they would with a connection of their own.
+#[derive(Default)]
+struct SharedSessions {
+    slots:
+        [std::sync::Mutex<Option<std::sync::Arc<deadpool_postgres::Object>>>; SHARED_LOCK_SESSIONS],
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl SharedSessions {
+    async fn get(
+        &self,
+        pool: &Pool,
+    ) -> Result<std::sync::Arc<deadpool_postgres::Object>, StoreError> {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SHARED_LOCK_SESSIONS;
+        let slot = &self.slots[i];
+        let open = slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .filter(|c| !c.is_closed());
+        if let Some(c) = open {
+            return Ok(c);
+        }
+        let fresh = std::sync::Arc::new(pool.get().await.map_err(pool_err)?);
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(fresh.clone());
+        Ok(fresh)
+    }
+}
+
 /// A session advisory lock (a device's, or a task's) on a connection of the `locks` pool;
 /// dropping it unlocks
 /// on the store's runtime without blocking (if the store is gone, closing the connection
 /// releases the lock).
 struct AdvisoryLock {
-    conn: Option<deadpool_postgres::Object>,
+    conn: Option<LockConn>,
     /// The lock's namespace (`device`, `task`) and key.
     space: &'static str,
     key: String,
@@ -150,16 +199,24 @@ impl Drop for AdvisoryLock {
         };
         let (space, key) = (self.space, std::mem::take(&mut self.key));
         self.handle.spawn(async move {
-            if let Err(e) = conn
-                .execute(
-                    "SELECT pg_advisory_unlock(hashtext($1), hashtext($2))",
-                    &[&space, &key],
-                )
+            let client: &deadpool_postgres::Object = match &conn {
+                LockConn::Own(c) => c,
+                LockConn::Shared(c) => c,
+            };
+            let unlocked = match client
+                .prepare_cached("SELECT pg_advisory_unlock(hashtext($1), hashtext($2))")
                 .await
             {
-                // The connection is broken, and with it the lock: discard it.
+                Ok(st) => client.execute(&st, &[&space, &key]).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = unlocked {
+                // The connection is broken, and with it the lock: discard it (a shared
+                // session is replaced on its next use).
                 tracing::warn!(error = %e, "device unlock failed; dropping the connection");
-                let _ = deadpool_postgres::Object::take(conn);
+                if let LockConn::Own(c) = conn {
+                    let _ = deadpool_postgres::Object::take(*c);
+                }
             }
         });
     }
@@ -188,6 +245,23 @@ fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
 
 fn json<T: Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).expect("records always serialise")
+}
+
+/// Decodes column `idx` (`jsonb`) of `row` straight into `T`, without the intermediate JSON
+/// tree [`decode`] takes (the device read and write paths: every report).
+fn decode_column<T: DeserializeOwned>(
+    key: &str,
+    row: &tokio_postgres::Row,
+    idx: usize,
+) -> Result<T, StoreError> {
+    row.try_get::<_, Json<T>>(idx)
+        .map(|j| j.0)
+        .map_err(|e| StoreError::Corrupt {
+            key: key.to_owned(),
+            message: std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| e.to_string()),
+        })
 }
 
 fn decode<T: DeserializeOwned>(key: &str, v: serde_json::Value) -> Result<T, StoreError> {
@@ -268,6 +342,7 @@ impl PgStore {
             rt: Some(rt),
             notices,
             writes: Combiner::default(),
+            shared_locks: SharedSessions::default(),
         };
         store.run(async |s| {
             let mut client = s.pool.get().await.map_err(pool_err)?;
@@ -521,7 +596,7 @@ async fn write_devices(tx: &Transaction<'_>, batch: &[DeviceWrite<'_>]) -> Resul
         .await
         .map_err(db("lock devices"))?
         .into_iter()
-        .map(|row| decode::<DeviceRecord>("devices (batch)", row.get(0)))
+        .map(|row| decode_column::<DeviceRecord>("devices (batch)", &row, 0))
         .collect::<Result<Vec<_>, _>>()?;
     let mut current: HashMap<&str, &DeviceRecord> =
         olds.iter().map(|d| (d.device_id.as_str(), d)).collect();
@@ -678,7 +753,7 @@ async fn upsert_device_rows(
             f_products.push(f.product.as_str());
             f_versions.push(f.version.as_deref());
             f_violating.push(violating.contains(f.product.as_str()));
-            f_evidence.push(json(&f.evidence));
+            f_evidence.push(Json(&f.evidence));
         }
     }
     exec(
@@ -745,7 +820,7 @@ struct DeviceColumns<'a> {
     last_reports: Vec<Option<OffsetDateTime>>,
     stale_watch: Vec<Option<OffsetDateTime>>,
     revoked: Vec<bool>,
-    records: Vec<serde_json::Value>,
+    records: Vec<Json<&'a DeviceRecord>>,
 }
 
 impl<'a> DeviceColumns<'a> {
@@ -779,7 +854,7 @@ impl<'a> DeviceColumns<'a> {
         self.stale_watch
             .push(d.last_report.filter(|_| d.verdict.status != Status::Stale));
         self.revoked.push(d.revoked);
-        self.records.push(json(d));
+        self.records.push(Json(d));
     }
 }
 
@@ -801,6 +876,21 @@ impl Durable for PgStore {
 impl DeviceStore for PgStore {
     fn lock_device(&self, device: &str) -> Result<super::StoreLock, StoreError> {
         let conn = self.run(async |s| {
+            // Uncontended, the lock is taken on a shared session; held by another collector,
+            // it is waited for on a connection of its own.
+            let shared = s.shared_locks.get(&s.locks).await?;
+            let st = shared
+                .prepare_cached("SELECT pg_try_advisory_lock(hashtext('device'), hashtext($1))")
+                .await
+                .map_err(db("lock device"))?;
+            let got: bool = shared
+                .query_one(&st, &[&device])
+                .await
+                .map_err(db("lock device"))?
+                .get(0);
+            if got {
+                return Ok(LockConn::Shared(shared));
+            }
             let c = s.locks.get().await.map_err(pool_err)?;
             let st = c
                 .prepare_cached("SELECT pg_advisory_lock(hashtext('device'), hashtext($1))")
@@ -809,7 +899,7 @@ impl DeviceStore for PgStore {
             c.execute(&st, &[&device])
                 .await
                 .map_err(db("lock device"))?;
-            Ok(c)
+            Ok(LockConn::Own(Box::new(c)))
         })?;
         let handle = self
             .rt
@@ -844,7 +934,7 @@ impl DeviceStore for PgStore {
                 .await
                 .map_err(db("read device"))?;
             match c.query_opt(&st, &[&id]).await.map_err(db("read device"))? {
-                Some(row) => decode(&format!("devices/{id}"), row.get(0)).map(Some),
+                Some(row) => decode_column(&format!("devices/{id}"), &row, 0).map(Some),
                 None => Ok(None),
             }
         })
@@ -1005,13 +1095,17 @@ impl DeviceStore for PgStore {
     }
 
     fn classifications(&self, org: &str) -> Result<Vec<(String, Classification)>, StoreError> {
+        // Read for every delta report: prepared once per connection.
         let rows = self.read(async |c| {
-            c.query(
-                "SELECT name, record FROM classifications WHERE organisation = $1 ORDER BY name",
-                &[&org],
-            )
-            .await
-            .map_err(db("read classifications"))
+            let st = c
+                .prepare_cached(
+                    "SELECT name, record FROM classifications WHERE organisation = $1 ORDER BY name",
+                )
+                .await
+                .map_err(db("read classifications"))?;
+            c.query(&st, &[&org])
+                .await
+                .map_err(db("read classifications"))
         })?;
         keyed(rows, &format!("classifications/{org}"))
     }
@@ -1772,7 +1866,7 @@ impl Store for PgStore {
                 .await
                 .map_err(db("try the task's lock"))?
                 .get(0);
-            Ok(got.then_some(c))
+            Ok(got.then_some(LockConn::Own(Box::new(c))))
         })?;
         let Some(conn) = conn else {
             return Ok(None);
