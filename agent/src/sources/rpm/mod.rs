@@ -15,9 +15,10 @@
 //!   forward (`rpmdb --rebuilddb` after `%_db_backend` changed: BerkeleyDB to ndb on SUSE, either
 //!   to SQLite later) and may leave the old file behind, so the newer format present is the one
 //!   rpm maintains and an older one beside it is stale.
-//! - `stats.sources` says which format was read: `ok (sqlite)`, `ok (ndb)`, `ok (bdb)`; a problem
-//!   is `failed: <path>: <format>: <why>`, and damaged entries are skipped and counted there
-//!   while the packages that were readable are still reported.
+//! - `stats.sources` says which format was read: `ok (sqlite)`, `ok (ndb)`, `ok (bdb)`. A
+//!   database that cannot be read is `failed: <path>: <format>: <why>`; damaged entries (pages,
+//!   slots, headers) are skipped, the readable packages still reported, and the outcome is
+//!   `failed: <path>: <format>: N problems (first: <why>); the rest was read`.
 //! - Headers are parsed by [`parse_header`], pure code that bounds-checks every count and
 //!   offset: a damaged blob skips one package, never the scan.
 //! - The BerkeleyDB and ndb readers are pure Rust (no libdb, no librpm), so they build for every
@@ -331,8 +332,8 @@ fn collect_db(format: Format, db: &Path, out: &mut Vec<InventoryItem>) -> Source
             match damage.first.or(bad_headers.first) {
                 None => SourceOutcome::OkFrom(format.name().to_owned()),
                 Some(first) => fail(&format!(
-                    "{count} damaged package entr{} skipped (first: {first})",
-                    if count == 1 { "y" } else { "ies" }
+                    "{count} problem{} (first: {first}); the rest was read",
+                    if count == 1 { "" } else { "s" }
                 )),
             }
         }
@@ -513,7 +514,7 @@ mod tests {
             ]
         );
         assert!(
-            matches!(&outcome, SourceOutcome::Failed(m) if m.contains("rpmdb.sqlite: sqlite: 1 damaged package entry skipped")),
+            matches!(&outcome, SourceOutcome::Failed(m) if m.contains("rpmdb.sqlite: sqlite: 1 problem (first: header of 7 bytes is shorter than its preamble); the rest was read")),
             "{outcome:?}"
         );
         let after: Vec<_> = std::fs::read_dir(db.parent().unwrap()).unwrap().collect();

@@ -315,6 +315,8 @@ pub(crate) mod tests {
             let err = read_all(db).unwrap_err().to_string();
             assert!(err.contains(want), "{what}: {err}");
         }
+        let err = read(&mut Cursor::new(NDB), MAX_FILE_BYTES + 1, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, NdbError::TooLarge(_)), "{err}");
     }
 
     #[test]
