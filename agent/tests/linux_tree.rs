@@ -204,9 +204,14 @@ fn every_linux_channel_is_found_including_a_logged_off_users_installs() {
         ],
         "{report:#?}"
     );
+    assert_eq!(
+        report.stats.sources.get("rpm"),
+        Some(&SourceOutcome::OkFrom("sqlite".into())),
+        "{:?}",
+        report.stats.sources
+    );
     for source in [
         "dpkg",
-        "rpm",
         "snap",
         "flatpak",
         "desktop",

@@ -77,8 +77,8 @@ pub fn canonical_unclassified(u: Unclassified) -> Unclassified {
 }
 
 /// Scan stats in the form the collector stores them: at most [`MAX_SOURCES`] sources (the
-/// first by name), names cut to [`MAX_SOURCE`] and failure messages to [`MAX_TEXT`], both
-/// without control characters. Stats are not part of the state digest.
+/// first by name), names and the form read cut to [`MAX_SOURCE`] and failure messages to
+/// [`MAX_TEXT`], all without control characters. Stats are not part of the state digest.
 pub fn canonical_stats(s: ScanStats) -> ScanStats {
     let mut sources = std::collections::BTreeMap::new();
     for (name, outcome) in s.sources {
@@ -87,6 +87,7 @@ pub fn canonical_stats(s: ScanStats) -> ScanStats {
         }
         let outcome = match outcome {
             SourceOutcome::Failed(m) => SourceOutcome::Failed(clean_text(&m, MAX_TEXT)),
+            SourceOutcome::OkFrom(form) => SourceOutcome::OkFrom(clean_text(&form, MAX_SOURCE)),
             other => other,
         };
         sources.insert(clean_text(&name, MAX_SOURCE), outcome);

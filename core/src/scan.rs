@@ -11,7 +11,8 @@
 //!
 //! Field names are stable: add fields, never rename or remove them. `stats.sources` tells "not
 //! collected" apart from "not installed": every source the agent knows for the platform appears
-//! with `ok`, `absent`, `skipped` or `failed: <why>`.
+//! with `ok`, `absent`, `skipped` or `failed: <why>`. A source that reads one of several formats
+//! says which one it read: `ok (<format>)`, e.g. `"rpm": "ok (bdb)"`.
 
 use crate::platform::Platform;
 use serde::{Deserialize, Serialize};
@@ -62,6 +63,9 @@ pub struct Unclassified {
 pub enum SourceOutcome {
     /// Read completely.
     Ok,
+    /// Read completely, from the named form of the source: the rpm database format (`sqlite`,
+    /// `ndb`, `bdb`). Shown as `ok (<form>)`.
+    OkFrom(String),
     /// Not present on this device.
     Absent,
     /// Deliberately not read.
@@ -70,10 +74,18 @@ pub enum SourceOutcome {
     Failed(String),
 }
 
+impl SourceOutcome {
+    /// Read completely (`ok`, with or without the form read).
+    pub fn is_ok(&self) -> bool {
+        matches!(self, SourceOutcome::Ok | SourceOutcome::OkFrom(_))
+    }
+}
+
 impl fmt::Display for SourceOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SourceOutcome::Ok => f.write_str("ok"),
+            SourceOutcome::OkFrom(form) => write!(f, "ok ({form})"),
             SourceOutcome::Absent => f.write_str("absent"),
             SourceOutcome::Skipped => f.write_str("skipped"),
             SourceOutcome::Failed(m) => write!(f, "failed: {m}"),
@@ -94,6 +106,9 @@ impl<'de> Deserialize<'de> for SourceOutcome {
             "ok" => SourceOutcome::Ok,
             "absent" => SourceOutcome::Absent,
             "skipped" => SourceOutcome::Skipped,
+            other if other.starts_with("ok (") && other.ends_with(')') => {
+                SourceOutcome::OkFrom(other["ok (".len()..other.len() - 1].to_owned())
+            }
             other => {
                 SourceOutcome::Failed(other.strip_prefix("failed: ").unwrap_or(other).to_owned())
             }
@@ -125,4 +140,32 @@ pub struct ScanReport {
     /// Figures.
     #[serde(default)]
     pub stats: ScanStats,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SourceOutcome;
+
+    #[test]
+    fn outcomes_round_trip_through_their_text() {
+        for (outcome, text) in [
+            (SourceOutcome::Ok, "ok"),
+            (SourceOutcome::OkFrom("bdb".into()), "ok (bdb)"),
+            (SourceOutcome::Absent, "absent"),
+            (SourceOutcome::Skipped, "skipped"),
+            (
+                SourceOutcome::Failed("/var/lib/rpm/Packages: bdb: truncated".into()),
+                "failed: /var/lib/rpm/Packages: bdb: truncated",
+            ),
+        ] {
+            let json = serde_json::to_string(&outcome).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(
+                serde_json::from_str::<SourceOutcome>(&json).unwrap(),
+                outcome
+            );
+        }
+        assert!(SourceOutcome::OkFrom("ndb".into()).is_ok());
+        assert!(!SourceOutcome::Failed("x".into()).is_ok());
+    }
 }

@@ -145,6 +145,7 @@ pub fn stats_to_wire(s: &ScanStats) -> v1::ScanStats {
             .map(|(name, outcome)| {
                 let (state, message) = match outcome {
                     SourceOutcome::Ok => (v1::SourceState::Ok, String::new()),
+                    SourceOutcome::OkFrom(form) => (v1::SourceState::Ok, form.clone()),
                     SourceOutcome::Absent => (v1::SourceState::Absent, String::new()),
                     SourceOutcome::Skipped => (v1::SourceState::Skipped, String::new()),
                     SourceOutcome::Failed(m) => (v1::SourceState::Failed, m.clone()),
@@ -169,7 +170,8 @@ pub fn stats_from_wire(s: v1::ScanStats) -> ScanStats {
             .into_iter()
             .map(|st| {
                 let outcome = match v1::SourceState::try_from(st.state) {
-                    Ok(v1::SourceState::Ok) => SourceOutcome::Ok,
+                    Ok(v1::SourceState::Ok) if st.message.is_empty() => SourceOutcome::Ok,
+                    Ok(v1::SourceState::Ok) => SourceOutcome::OkFrom(st.message),
                     Ok(v1::SourceState::Absent) => SourceOutcome::Absent,
                     Ok(v1::SourceState::Skipped) => SourceOutcome::Skipped,
                     Ok(v1::SourceState::Failed) => SourceOutcome::Failed(st.message),
@@ -230,5 +232,25 @@ pub fn verdict_from_wire(v: &v1::Verdict) -> Verdict {
                 text: r.text.clone(),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_source_outcome_survives_the_wire() {
+        let mut stats = ScanStats::default();
+        for (name, outcome) in [
+            ("dpkg", SourceOutcome::Ok),
+            ("rpm", SourceOutcome::OkFrom("bdb".into())),
+            ("snap", SourceOutcome::Absent),
+            ("process", SourceOutcome::Skipped),
+            ("flatpak", SourceOutcome::Failed("why".into())),
+        ] {
+            stats.sources.insert(name.into(), outcome);
+        }
+        assert_eq!(stats_from_wire(stats_to_wire(&stats)), stats);
     }
 }

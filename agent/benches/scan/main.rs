@@ -114,7 +114,7 @@ fn child(case: &str, root: Option<PathBuf>) {
         .stats
         .sources
         .iter()
-        .filter(|(_, o)| !matches!(o, SourceOutcome::Ok))
+        .filter(|(_, o)| !o.is_ok())
         .map(|(s, o)| format!("{s}={o}"))
         .collect();
     println!(
