@@ -250,6 +250,10 @@ pub(crate) fn item_for(id: &str, entry: &Entry, location: &str) -> Option<Invent
     if let Some(program) = entry.exec.as_deref().and_then(exec_program) {
         item = item.with_id(SignatureKind::LinuxExe, program);
     }
+    // The name it shows, for near misses (an unknown entry called "WhatsApp" is reported).
+    if let Some(name) = entry.name.as_deref().filter(|n| !n.is_empty()) {
+        item = item.with_name(clip(name));
+    }
     if entry.is_communication() {
         let name = entry
             .name

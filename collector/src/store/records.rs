@@ -121,7 +121,12 @@ impl DeviceRecord {
             unclassified: self
                 .unclassified
                 .iter()
-                .map(|u| (u.name.clone(), (u.source.clone(), u.detail.clone())))
+                .map(|u| {
+                    (
+                        u.name.clone(),
+                        (u.source.clone(), u.detail.clone(), u.looks_like.clone()),
+                    )
+                })
                 .collect(),
         }
     }
@@ -136,8 +141,8 @@ pub struct Contribution {
     pub products: BTreeSet<String>,
     /// Products in violation.
     pub violating: BTreeSet<String>,
-    /// Unclassified candidates by name, with a sample `(source, detail)`.
-    pub unclassified: BTreeMap<String, (String, String)>,
+    /// Unclassified candidates by name, with a sample `(source, detail, looks_like)`.
+    pub unclassified: BTreeMap<String, (String, String, Option<String>)>,
 }
 
 /// Per-product counts in an aggregate.
@@ -186,6 +191,10 @@ pub struct CandidateCounts {
     pub source: String,
     /// A sample reason.
     pub detail: String,
+    /// The catalogued product a reporting device said it looks like (a near miss); empty when
+    /// none did. Absent from aggregates stored before near misses existed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub looks_like: String,
 }
 
 impl OrgAggregate {
@@ -203,12 +212,15 @@ impl OrgAggregate {
                 step(&mut e.violating, add);
             }
         }
-        for (name, (source, detail)) in &c.unclassified {
+        for (name, (source, detail, looks_like)) in &c.unclassified {
             let e = self.unclassified.entry(name.clone()).or_default();
             step(&mut e.devices, add);
             if add && e.source.is_empty() {
                 e.source.clone_from(source);
                 e.detail.clone_from(detail);
+            }
+            if let (true, true, Some(p)) = (add, e.looks_like.is_empty(), looks_like) {
+                e.looks_like.clone_from(p);
             }
         }
         self.by_status.retain(|_, v| *v > 0);

@@ -93,7 +93,20 @@ pub async fn candidates(State(web): State<Web>, ctx: Ctx, Query(q): Query<OrgQue
                         tbody {
                             @for (name, c) in &rows {
                                 tr data-candidate=(name) {
-                                    td { (name) }
+                                    td {
+                                        (name)
+                                        // A near miss: named like a catalogued product whose
+                                        // identifiers it does not carry. The map form below
+                                        // starts on that product, so mapping is one click.
+                                        @if !c.looks_like.is_empty() {
+                                            br;
+                                            span.hint data-looks-like=(c.looks_like) {
+                                                (lang.t(T::LooksLike)) " "
+                                                (products.iter().find(|(id, _)| *id == c.looks_like).map_or(c.looks_like.as_str(), |(_, n)| n))
+                                                " (" code { (c.looks_like) } ")"
+                                            }
+                                        }
+                                    }
                                     td.num { (lang.int(c.devices)) }
                                     td { code { (c.source) } " " (c.detail) }
                                     td {
@@ -101,7 +114,7 @@ pub async fn candidates(State(web): State<Web>, ctx: Ctx, Query(q): Query<OrgQue
                                             (page::csrf(&ctx))
                                             input type="hidden" name="name" value=(name);
                                             select name="product" aria-label=(lang.t(T::Product)) {
-                                                @for (id, pname) in &products { option value=(id) { (pname) } }
+                                                @for (id, pname) in &products { option value=(id) selected[*id == c.looks_like] { (pname) } }
                                             }
                                             button type="submit" { (lang.t(T::Map)) }
                                         }
