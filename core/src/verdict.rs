@@ -268,6 +268,24 @@ impl Policy {
                 ),
             };
             if action == Action::Allow {
+                // An allow that rests on a register listing nobody has checked against the
+                // register itself is recorded, so the officer sees what the verdict relies on.
+                let unverified = decision
+                    .map(|d| self.unverified_registers(d.rule, &f.product))
+                    .unwrap_or_default();
+                if !unverified.is_empty() {
+                    reasons.push(Reason {
+                        product: f.product.clone(),
+                        rule: rule_id.to_owned(),
+                        kind: ReasonKind::Notice,
+                        text: format!(
+                            "{}; allowed by rule '{rule_id}' through register '{}', whose \
+                             listing of it is unverified (no registry record number)",
+                            describe(f),
+                            unverified.join("', '")
+                        ),
+                    });
+                }
                 continue;
             }
             let first = subject.first_seen.get(&f.product).copied().unwrap_or(now);

@@ -307,7 +307,14 @@ fn ministry_letter_denies_named_apps_now_allows_the_register_and_phases_out_othe
     ] {
         let v = judge_at(&p, "d", &[installed(domestic)], now);
         assert_eq!(v.status, Status::Compliant, "{domestic}");
-        assert!(v.reasons.is_empty(), "{domestic}: {:?}", v.reasons);
+        // Allowed through the register, whose listings are unverified: a notice says so.
+        assert!(
+            v.reasons
+                .iter()
+                .all(|r| r.kind == ReasonKind::Notice && r.text.contains("unverified")),
+            "{domestic}: {:?}",
+            v.reasons
+        );
     }
     let telegram = [installed("telegram")];
     assert_eq!(
@@ -547,6 +554,19 @@ fn reasons_relying_on_an_unverified_register_membership_say_so() {
     assert!(
         v.reasons[0].text.contains(
             "membership of register 'ru-domestic-software' unverified: no registry record number"
+        ),
+        "{}",
+        v.reasons[0].text
+    );
+    // An allow resting on an unverified listing is a notice: still compliant, but visible.
+    let p = example("ministry-letter.toml");
+    let v = judge_at(&p, "d", &[installed("vk-teams")], FIRST_SEEN);
+    assert_eq!(v.status, Status::Compliant);
+    assert_eq!(v.reasons.len(), 1, "{v:?}");
+    assert_eq!(v.reasons[0].kind, ReasonKind::Notice);
+    assert!(
+        v.reasons[0].text.contains(
+            "allowed by rule 'domestic-register' through register 'ru-domestic-software', whose listing of it is unverified"
         ),
         "{}",
         v.reasons[0].text
