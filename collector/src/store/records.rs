@@ -577,3 +577,56 @@ pub struct OutboxEntry {
     #[serde(with = "time::serde::rfc3339")]
     pub enqueued_at: OffsetDateTime,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_stored_before_near_misses_still_decode() {
+        // An aggregate's candidate counts and a device's candidate as stored before
+        // `looks_like` existed.
+        let counts: CandidateCounts =
+            serde_json::from_str(r#"{"devices":2,"source":"desktop","detail":"Categories=Chat"}"#)
+                .unwrap();
+        assert_eq!(counts.looks_like, "");
+        let u: Unclassified =
+            serde_json::from_str(r#"{"name":"Chatty","source":"desktop","detail":"x"}"#).unwrap();
+        assert_eq!(u.looks_like, None);
+        // And what is stored now leaves the field out when there is no hint.
+        assert!(
+            !serde_json::to_string(&counts)
+                .unwrap()
+                .contains("looks_like")
+        );
+    }
+
+    #[test]
+    fn an_aggregate_keeps_the_hint_any_reporting_device_gave() {
+        let contribution = |looks_like: Option<&str>| Contribution {
+            status: Status::Compliant,
+            products: BTreeSet::new(),
+            violating: BTreeSet::new(),
+            unclassified: BTreeMap::from([(
+                "WhatsApp".to_owned(),
+                (
+                    "macos_app".to_owned(),
+                    "app WhatsApp.app".to_owned(),
+                    looks_like.map(str::to_owned),
+                ),
+            )]),
+        };
+        let mut agg = OrgAggregate::default();
+        // (device's hint, devices after, hint after)
+        let steps = [
+            (None, 1, ""),
+            (Some("whatsapp"), 2, "whatsapp"),
+            (None, 3, "whatsapp"),
+        ];
+        for (hint, devices, kept) in steps {
+            agg.apply(&contribution(hint), true);
+            let c = &agg.unclassified["WhatsApp"];
+            assert_eq!((c.devices, c.looks_like.as_str()), (devices, kept));
+        }
+    }
+}
