@@ -788,3 +788,99 @@ fn the_alert_outbox_behaves_the_same_on_sled_and_postgres() {
         "raised once across collectors"
     );
 }
+
+/// Writes from `threads` threads at once, each owning its devices (as ingest's device lock
+/// guarantees): devices move between organisations, gain and lose products and change verdict,
+/// so the aggregates, the day's point, the findings and the history all depend on every write
+/// being applied once, in each device's order, whatever batches the store combined them into.
+fn concurrent_writes(s: &(dyn Store + Sync), threads: usize) {
+    const ORGS: [&str; 3] = ["north", "south", "west"];
+    const PRODUCTS: [&str; 4] = ["zoom", "skype", "telemost", "whatsapp"];
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            scope.spawn(move || {
+                for i in 0..40usize {
+                    let k = i % 5;
+                    let org = ORGS[(i / 5 + t) % ORGS.len()];
+                    let products: Vec<&str> = PRODUCTS
+                        .iter()
+                        .copied()
+                        .filter(|_| true)
+                        .take(1 + (i + t) % 4)
+                        .collect();
+                    let deny: Vec<&str> = products
+                        .iter()
+                        .copied()
+                        .filter(|p| (*p == "zoom") == (i % 3 == 0))
+                        .collect();
+                    let at = T0 + Duration::seconds(i as i64);
+                    let d = device(&format!("d{t:02}-{k}"), org, &products, &deny, at);
+                    s.put_device(&d, at).unwrap();
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn concurrent_device_writes_leave_the_same_state_on_sled_and_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled = SledStore::open(&dir.path().join("store")).unwrap();
+    concurrent_writes(&sled, 12);
+    let on_sled = contents(&sled);
+    let total: u64 = sled
+        .org_aggregates()
+        .unwrap()
+        .iter()
+        .map(|(_, a)| a.devices)
+        .sum();
+    assert_eq!(total, 60, "12 threads of 5 devices each, counted once");
+    let Some(pg) = PgCluster::start("concurrent_device_writes") else {
+        return;
+    };
+    let store = pg_store(pg.url(), &pg);
+    concurrent_writes(&store, 12);
+    let on_pg = contents(&store);
+    for (i, (a, b)) in on_sled.iter().zip(&on_pg).enumerate() {
+        assert_eq!(
+            a, b,
+            "observation {i} differs between sled (left) and PostgreSQL (right)"
+        );
+    }
+    assert_eq!(on_sled.len(), on_pg.len());
+}
+
+#[test]
+fn a_write_postgres_refuses_fails_alone_among_concurrent_writes() {
+    let Some(pg) = PgCluster::start("a_write_postgres_refuses_fails_alone") else {
+        return;
+    };
+    let store = pg_store(pg.url(), &pg);
+    let results: Vec<(String, bool)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..16)
+            .map(|t| {
+                let store = &store;
+                scope.spawn(move || {
+                    let id = format!("d{t:02}");
+                    let mut d = device(&id, "north", &["zoom"], &["zoom"], T0);
+                    if t == 7 {
+                        // PostgreSQL's text cannot hold NUL; sled would store it.
+                        d.hostname = "bad\0host".into();
+                    }
+                    (id, store.put_device(&d, T0).is_ok())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (id, ok) in &results {
+        assert_eq!(*ok, id != "d07", "{id}: written {ok}");
+        assert_eq!(
+            store.device(id).unwrap().is_some(),
+            id != "d07",
+            "{id} stored"
+        );
+    }
+    let agg = store.org_aggregate("north").unwrap().unwrap();
+    assert_eq!(agg.devices, 15, "only the written devices are counted");
+}

@@ -41,7 +41,7 @@ use commscan_core::verdict::Status;
 use time::OffsetDateTime;
 
 /// A store failure.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database failed.
     #[error("store: {0}")]

@@ -11,11 +11,17 @@
 //! advisory lock ([`schema`]); a database newer than this binary is refused.
 //!
 //! # Transactions
-//! A device write is one transaction, as in sled: the device row is locked (`FOR UPDATE`),
+//! A device write is transactional, as in sled: the device row is locked (`FOR UPDATE`),
 //! the old contribution leaves its organisation's aggregate row and the new one enters
-//! (aggregate rows are locked in organisation order, so two writes moving devices between the
-//! same organisations cannot deadlock), the day's point is upserted, history appended, the
-//! findings rows replaced. Enrolment locks the token row, so two enrolments racing for its last
+//! (device rows are locked in id order, then aggregate rows in organisation order, so two
+//! writes moving devices between the same organisations cannot deadlock), the day's point is
+//! upserted, history appended, the findings rows replaced. Device writes that arrive while
+//! one is being written are *combined* (as sled's are): the next transaction carries all of
+//! them, at most [`MAX_BATCH`], with one statement per step whatever their number (`unnest`
+//! over arrays), and one commit. A report then costs a share of one WAL flush and of about ten
+//! statements instead of a flush and about seventeen statements of its own; a combined
+//! transaction that fails for another reason than an unreachable database is retried one
+//! write at a time, so a write the database refuses fails alone. Enrolment locks the token row, so two enrolments racing for its last
 //! use cannot both win, across any number of collector processes. A federation push replaces
 //! one enterprise's rows under a transaction-scoped advisory lock for that enterprise.
 //! Several collector processes may share the database: [`DeviceStore::lock_device`] takes a
@@ -55,6 +61,7 @@ mod listen;
 pub mod schema;
 pub mod tls;
 
+use super::combining::Combiner;
 use super::records::{
     AuditRecord, Classification, DeviceRecord, FederatedRecord, HistoryKind, HistoryRecord,
     OrgAggregate, OutboxEntry, PersonRecord, RulesKind, RulesVersion, SessionRecord, TokenRecord,
@@ -69,7 +76,7 @@ use deadpool_postgres::Pool;
 use deadpool_postgres::Transaction;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use time::OffsetDateTime;
 use tokio_postgres::types::ToSql;
@@ -105,6 +112,8 @@ pub struct PgStore {
     rt: Option<tokio::runtime::Runtime>,
     /// Notifications from every collector on the database ([`listen`]).
     notices: tokio::sync::broadcast::Sender<super::Notice>,
+    /// Device writes waiting to be combined into one transaction ([`write_devices`]).
+    writes: Combiner<PendingWrite, Result<(), StoreError>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -258,6 +267,7 @@ impl PgStore {
             locks: build(locks_manager)?,
             rt: Some(rt),
             notices,
+            writes: Combiner::default(),
         };
         store.run(async |s| {
             let mut client = s.pool.get().await.map_err(pool_err)?;
@@ -298,6 +308,43 @@ impl PgStore {
             let out = f(&tx).await?;
             tx.commit().await.map_err(db("commit"))?;
             Ok(out)
+        })
+    }
+
+    /// Writes `device` (and its alerts) in a transaction combined with the device writes of
+    /// other threads waiting meanwhile ([`Combiner`]): under load, one commit (one WAL flush)
+    /// and a fixed number of statements serve a whole batch of reports. Returns after the
+    /// commit. When a combined transaction fails for another reason than an unreachable
+    /// database, each of its writes is retried alone, so one bad write fails only itself.
+    fn write_combined(
+        &self,
+        device: &DeviceRecord,
+        at: OffsetDateTime,
+        alerts: &[OutboxEntry],
+    ) -> Result<(), StoreError> {
+        let pending = PendingWrite {
+            device: device.clone(),
+            at,
+            alerts: alerts.to_vec(),
+        };
+        self.writes.submit(pending, |batch| {
+            let mut out = Vec::with_capacity(batch.len());
+            for chunk in batch.chunks(MAX_BATCH) {
+                let writes: Vec<DeviceWrite<'_>> = chunk.iter().map(PendingWrite::view).collect();
+                match self.tx(async |tx| write_devices(tx, &writes).await) {
+                    Ok(()) => out.extend(writes.iter().map(|_| Ok(()))),
+                    Err(e) if writes.len() == 1 || matches!(e, StoreError::Unavailable(_)) => {
+                        out.extend(writes.iter().map(|_| Err(e.clone())));
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, writes = writes.len(), "combined device writes failed; writing each alone");
+                        for w in &writes {
+                            out.push(self.tx(async |tx| write_devices(tx, &[*w]).await));
+                        }
+                    }
+                }
+            }
+            out
         })
     }
 
@@ -385,129 +432,355 @@ async fn store_aggregate(
     Ok(())
 }
 
-/// Writes `device` (or removes it, with `remove`) in `tx`: the same steps as sled's
-/// transaction, see the module docs.
-async fn write_device(
+/// Removes `device` in `tx`: its contribution leaves its organisation's aggregate, its row
+/// (with its findings) and its history go.
+async fn remove_device_rows(
     tx: &Transaction<'_>,
     device: &DeviceRecord,
     at: OffsetDateTime,
-    remove: bool,
 ) -> Result<(), StoreError> {
     let id = device.device_id.as_str();
-    let old: Option<DeviceRecord> = match query_opt(
+    let Some(row) = query_opt(
         tx,
         "SELECT record FROM devices WHERE device_id = $1 FOR UPDATE",
         &[&id],
         "lock device",
     )
     .await?
-    {
-        Some(row) => Some(decode(&format!("devices/{id}"), row.get(0))?),
-        None => None,
-    };
-    // Aggregates are locked in organisation order: no two writes can wait on each other.
-    let mut orgs: BTreeSet<&str> = BTreeSet::new();
-    if let Some(o) = &old {
-        orgs.insert(&o.organisation);
-    }
-    if !remove {
-        orgs.insert(&device.organisation);
-    }
-    for org in orgs {
-        let mut agg = lock_aggregate(tx, org).await?;
-        if let Some(o) = old.as_ref().filter(|o| o.organisation == org) {
-            agg.apply(&o.contribution(), false);
-        }
-        if !remove && device.organisation == org {
-            agg.apply(&device.contribution(), true);
-        }
-        store_aggregate(tx, org, &agg, at).await?;
-    }
-    if remove {
-        exec(
-            tx,
-            "DELETE FROM devices WHERE device_id = $1",
-            &[&id],
-            "remove device",
-        )
-        .await?;
-        exec(
-            tx,
-            "DELETE FROM history WHERE device_id = $1",
-            &[&id],
-            "remove history",
-        )
-        .await?;
+    else {
         return Ok(());
-    }
-    upsert_device_row(tx, device).await?;
-    for kind in HistoryKind::between(old.as_ref(), device) {
-        insert_history(tx, id, &HistoryRecord { at, kind }).await?;
-    }
+    };
+    let old: DeviceRecord = decode(&format!("devices/{id}"), row.get(0))?;
+    let mut agg = lock_aggregate(tx, &old.organisation).await?;
+    agg.apply(&old.contribution(), false);
+    store_aggregate(tx, &old.organisation, &agg, at).await?;
+    exec(
+        tx,
+        "DELETE FROM devices WHERE device_id = $1",
+        &[&id],
+        "remove device",
+    )
+    .await?;
+    exec(
+        tx,
+        "DELETE FROM history WHERE device_id = $1",
+        &[&id],
+        "remove history",
+    )
+    .await?;
     Ok(())
 }
 
-/// Writes the device's row and replaces its findings rows (no aggregates, no history).
-async fn upsert_device_row(tx: &Transaction<'_>, device: &DeviceRecord) -> Result<(), StoreError> {
-    let id = device.device_id.as_str();
-    let status = tag(&device.verdict.status);
-    let platform = device.platform.map(|p| tag(&p));
-    let stale_watch = device
-        .last_report
-        .filter(|_| device.verdict.status != Status::Stale);
-    let record = json(device);
-    exec(tx, "INSERT INTO devices (device_id, organisation, hostname, platform, os_version, agent_version,
-                              status, enrolled_at, last_report, stale_watch, revoked, record)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-         ON CONFLICT (device_id) DO UPDATE SET
-             organisation = $2, hostname = $3, platform = $4, os_version = $5, agent_version = $6,
-             status = $7, enrolled_at = $8, last_report = $9, stale_watch = $10, revoked = $11,
-             record = $12",
-        &[
-            &id,
-            &device.organisation,
-            &device.hostname,
-            &platform,
-            &device.os_version,
-            &device.agent_version,
-            &status,
-            &device.enrolled_at,
-            &device.last_report,
-            &stale_watch,
-            &device.revoked,
-            &record,
-        ], "write device").await?;
+/// Most device writes one combined transaction carries; a larger queue is written as several
+/// transactions in turn (each a bounded statement size: records are at most
+/// [`MAX_DEVICE_RECORD_BYTES`](crate::ingest::MAX_DEVICE_RECORD_BYTES), a legitimate one a few
+/// kilobytes).
+const MAX_BATCH: usize = 256;
+
+/// One device write waiting for its combined transaction ([`PgStore::put_device`]).
+struct PendingWrite {
+    device: DeviceRecord,
+    at: OffsetDateTime,
+    alerts: Vec<OutboxEntry>,
+}
+
+impl PendingWrite {
+    fn view(&self) -> DeviceWrite<'_> {
+        DeviceWrite {
+            device: &self.device,
+            at: self.at,
+            alerts: &self.alerts,
+        }
+    }
+}
+
+/// One device write: the record, when, and the alerts its verdict change enqueues.
+#[derive(Clone, Copy)]
+struct DeviceWrite<'a> {
+    device: &'a DeviceRecord,
+    at: OffsetDateTime,
+    alerts: &'a [OutboxEntry],
+}
+
+/// Writes a batch of devices in `tx` with a fixed number of statements whatever its size:
+/// the same steps as [`write_device`] for each write, in order (a device written twice in one
+/// batch sees its first write as the old record), with rows locked in the same order (devices
+/// by id, then aggregates by organisation).
+async fn write_devices(tx: &Transaction<'_>, batch: &[DeviceWrite<'_>]) -> Result<(), StoreError> {
+    let mut ids: Vec<&str> = batch.iter().map(|w| w.device.device_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let st = tx
+        .prepare_cached(
+            "SELECT record FROM devices WHERE device_id = ANY($1) ORDER BY device_id FOR UPDATE",
+        )
+        .await
+        .map_err(db("lock devices"))?;
+    let olds = tx
+        .query(&st, &[&ids])
+        .await
+        .map_err(db("lock devices"))?
+        .into_iter()
+        .map(|row| decode::<DeviceRecord>("devices (batch)", row.get(0)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut current: HashMap<&str, &DeviceRecord> =
+        olds.iter().map(|d| (d.device_id.as_str(), d)).collect();
+    let mut orgs: BTreeSet<&str> = olds.iter().map(|d| d.organisation.as_str()).collect();
+    orgs.extend(batch.iter().map(|w| w.device.organisation.as_str()));
+    let orgs: Vec<&str> = orgs.into_iter().collect();
     exec(
         tx,
-        "DELETE FROM findings WHERE device_id = $1",
-        &[&id],
+        "INSERT INTO org_aggregates (organisation, devices, aggregate)
+         SELECT o, 0, '{}' FROM unnest($1::text[]) AS o ON CONFLICT DO NOTHING",
+        &[&orgs],
+        "create aggregates",
+    )
+    .await?;
+    let st = tx
+        .prepare_cached(
+            "SELECT organisation, aggregate FROM org_aggregates WHERE organisation = ANY($1)
+             ORDER BY organisation FOR UPDATE",
+        )
+        .await
+        .map_err(db("lock aggregates"))?;
+    let mut aggs: BTreeMap<String, OrgAggregate> = BTreeMap::new();
+    for row in tx
+        .query(&st, &[&orgs])
+        .await
+        .map_err(db("lock aggregates"))?
+    {
+        let org: String = row.get(0);
+        let v: serde_json::Value = row.get(1);
+        let agg = if v.as_object().is_some_and(|o| o.is_empty()) {
+            OrgAggregate::default()
+        } else {
+            decode(&format!("org_aggregates/{org}"), v)?
+        };
+        aggs.insert(org, agg);
+    }
+    // Every day's point is the aggregate after the last write of that day in the batch.
+    let mut points: BTreeMap<(&str, time::Date), OrgAggregate> = BTreeMap::new();
+    let mut history: Vec<(&str, HistoryRecord)> = Vec::new();
+    for w in batch {
+        let (new, day) = (w.device, w.at.date());
+        let old = current.get(new.device_id.as_str()).copied();
+        if let Some(o) = old {
+            let agg = aggs.entry(o.organisation.clone()).or_default();
+            agg.apply(&o.contribution(), false);
+            points.insert((o.organisation.as_str(), day), agg.clone());
+        }
+        let agg = aggs.entry(new.organisation.clone()).or_default();
+        agg.apply(&new.contribution(), true);
+        points.insert((new.organisation.as_str(), day), agg.clone());
+        history.extend(
+            HistoryKind::between(old, new)
+                .into_iter()
+                .map(|kind| (new.device_id.as_str(), HistoryRecord { at: w.at, kind })),
+        );
+        current.insert(new.device_id.as_str(), new);
+    }
+    let (a_orgs, a_devices, a_values): (Vec<&str>, Vec<i64>, Vec<serde_json::Value>) = aggs
+        .iter()
+        .map(|(o, a)| (o.as_str(), i64_of(a.devices), json(a)))
+        .collect();
+    exec(
+        tx,
+        "UPDATE org_aggregates AS a SET devices = u.devices, aggregate = u.aggregate
+         FROM unnest($1::text[], $2::int8[], $3::jsonb[]) AS u(organisation, devices, aggregate)
+         WHERE a.organisation = u.organisation",
+        &[&a_orgs, &a_devices, &a_values],
+        "update aggregates",
+    )
+    .await?;
+    let (mut p_orgs, mut p_days, mut p_devices, mut p_values) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((org, day), agg) in &points {
+        p_orgs.push(*org);
+        p_days.push(*day);
+        p_devices.push(i64_of(agg.devices));
+        p_values.push(json(agg));
+    }
+    exec(
+        tx,
+        "INSERT INTO org_daily (organisation, day, devices, aggregate)
+         SELECT * FROM unnest($1::text[], $2::date[], $3::int8[], $4::jsonb[])
+         ON CONFLICT (organisation, day) DO UPDATE SET devices = excluded.devices, aggregate = excluded.aggregate",
+        &[&p_orgs, &p_days, &p_devices, &p_values],
+        "record the day's points",
+    )
+    .await?;
+    // The rows: each device's last state in the batch.
+    let finals: Vec<&DeviceRecord> = ids
+        .iter()
+        .filter_map(|id| current.get(id).copied())
+        .collect();
+    upsert_device_rows(tx, &finals).await?;
+    let (h_ids, h_at, h_kinds, h_records) = history.iter().fold(
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
+        |(mut i, mut a, mut k, mut r), (id, h)| {
+            let record = json(h);
+            k.push(
+                record
+                    .get("kind")
+                    .and_then(|k| k.as_str())
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+            i.push(*id);
+            a.push(h.at);
+            r.push(record);
+            (i, a, k, r)
+        },
+    );
+    if !h_ids.is_empty() {
+        exec(
+            tx,
+            "INSERT INTO history (device_id, at, kind, record)
+             SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::jsonb[])",
+            &[&h_ids, &h_at, &h_kinds, &h_records],
+            "append history",
+        )
+        .await?;
+    }
+    let alerts: Vec<OutboxEntry> = batch
+        .iter()
+        .flat_map(|w| w.alerts.iter().cloned())
+        .collect();
+    insert_alerts(tx, &alerts).await
+}
+
+/// Writes the rows of `devices` (distinct ids) and replaces their findings rows, in three
+/// statements.
+async fn upsert_device_rows(
+    tx: &Transaction<'_>,
+    devices: &[&DeviceRecord],
+) -> Result<(), StoreError> {
+    let n = devices.len();
+    let mut c = DeviceColumns::with_capacity(n);
+    let (mut f_ids, mut f_products, mut f_versions, mut f_violating, mut f_evidence) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for d in devices {
+        c.push(d);
+        let violating: BTreeSet<&str> = d
+            .verdict
+            .reasons
+            .iter()
+            .filter(|r| r.kind == ReasonKind::Violation)
+            .map(|r| r.product.as_str())
+            .collect();
+        let mut seen = BTreeSet::new();
+        for f in &d.findings {
+            // One row per product, as the single write's `ON CONFLICT DO NOTHING` keeps.
+            if !seen.insert(f.product.as_str()) {
+                continue;
+            }
+            f_ids.push(d.device_id.as_str());
+            f_products.push(f.product.as_str());
+            f_versions.push(f.version.as_deref());
+            f_violating.push(violating.contains(f.product.as_str()));
+            f_evidence.push(json(&f.evidence));
+        }
+    }
+    exec(
+        tx,
+        "INSERT INTO devices (device_id, organisation, hostname, platform, os_version, agent_version,
+                              status, enrolled_at, last_report, stale_watch, revoked, record)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                              $7::text[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[],
+                              $11::bool[], $12::jsonb[])
+         ON CONFLICT (device_id) DO UPDATE SET
+             organisation = excluded.organisation, hostname = excluded.hostname,
+             platform = excluded.platform, os_version = excluded.os_version,
+             agent_version = excluded.agent_version, status = excluded.status,
+             enrolled_at = excluded.enrolled_at, last_report = excluded.last_report,
+             stale_watch = excluded.stale_watch, revoked = excluded.revoked,
+             record = excluded.record",
+        &[
+            &c.ids,
+            &c.organisations,
+            &c.hostnames,
+            &c.platforms,
+            &c.os_versions,
+            &c.agent_versions,
+            &c.statuses,
+            &c.enrolled,
+            &c.last_reports,
+            &c.stale_watch,
+            &c.revoked,
+            &c.records,
+        ],
+        "write devices",
+    )
+    .await?;
+    exec(
+        tx,
+        "DELETE FROM findings WHERE device_id = ANY($1)",
+        &[&c.ids],
         "replace findings",
     )
     .await?;
-    let violating: BTreeSet<&str> = device
-        .verdict
-        .reasons
-        .iter()
-        .filter(|r| r.kind == ReasonKind::Violation)
-        .map(|r| r.product.as_str())
-        .collect();
-    for f in &device.findings {
+    if !f_ids.is_empty() {
         exec(
             tx,
             "INSERT INTO findings (device_id, product, version, violating, evidence)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            &[
-                &id,
-                &f.product,
-                &f.version,
-                &violating.contains(f.product.as_str()),
-                &json(&f.evidence),
-            ],
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::jsonb[])",
+            &[&f_ids, &f_products, &f_versions, &f_violating, &f_evidence],
             "write findings",
         )
         .await?;
     }
     Ok(())
+}
+
+/// The typed columns of device rows, as arrays for `unnest`.
+struct DeviceColumns<'a> {
+    ids: Vec<&'a str>,
+    organisations: Vec<&'a str>,
+    hostnames: Vec<&'a str>,
+    platforms: Vec<Option<String>>,
+    os_versions: Vec<&'a str>,
+    agent_versions: Vec<&'a str>,
+    statuses: Vec<String>,
+    enrolled: Vec<OffsetDateTime>,
+    last_reports: Vec<Option<OffsetDateTime>>,
+    stale_watch: Vec<Option<OffsetDateTime>>,
+    revoked: Vec<bool>,
+    records: Vec<serde_json::Value>,
+}
+
+impl<'a> DeviceColumns<'a> {
+    fn with_capacity(n: usize) -> Self {
+        DeviceColumns {
+            ids: Vec::with_capacity(n),
+            organisations: Vec::with_capacity(n),
+            hostnames: Vec::with_capacity(n),
+            platforms: Vec::with_capacity(n),
+            os_versions: Vec::with_capacity(n),
+            agent_versions: Vec::with_capacity(n),
+            statuses: Vec::with_capacity(n),
+            enrolled: Vec::with_capacity(n),
+            last_reports: Vec::with_capacity(n),
+            stale_watch: Vec::with_capacity(n),
+            revoked: Vec::with_capacity(n),
+            records: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, d: &'a DeviceRecord) {
+        self.ids.push(&d.device_id);
+        self.organisations.push(&d.organisation);
+        self.hostnames.push(&d.hostname);
+        self.platforms.push(d.platform.map(|p| tag(&p)));
+        self.os_versions.push(&d.os_version);
+        self.agent_versions.push(&d.agent_version);
+        self.statuses.push(tag(&d.verdict.status));
+        self.enrolled.push(d.enrolled_at);
+        self.last_reports.push(d.last_report);
+        self.stale_watch
+            .push(d.last_report.filter(|_| d.verdict.status != Status::Stale));
+        self.revoked.push(d.revoked);
+        self.records.push(json(d));
+    }
 }
 
 impl Durable for PgStore {
@@ -553,14 +826,14 @@ impl DeviceStore for PgStore {
     }
 
     fn put_device(&self, device: &DeviceRecord, at: OffsetDateTime) -> Result<(), StoreError> {
-        self.tx(async |tx| write_device(tx, device, at, false).await)
+        self.write_combined(device, at, &[])
     }
 
     fn remove_device(&self, id: &str, at: OffsetDateTime) -> Result<bool, StoreError> {
         let Some(device) = self.device(id)? else {
             return Ok(false);
         };
-        self.tx(async |tx| write_device(tx, &device, at, true).await)?;
+        self.tx(async |tx| remove_device_rows(tx, &device, at).await)?;
         Ok(true)
     }
 
@@ -1362,10 +1635,7 @@ impl Store for PgStore {
         at: OffsetDateTime,
         alerts: &[OutboxEntry],
     ) -> Result<(), StoreError> {
-        self.tx(async |tx| {
-            write_device(tx, device, at, false).await?;
-            insert_alerts(tx, alerts).await
-        })
+        self.write_combined(device, at, alerts)
     }
 
     fn notify(&self, channel: super::Channel, payload: &str) -> Result<(), StoreError> {
@@ -1558,7 +1828,15 @@ impl Store for PgStore {
                     device.device_id
                 )));
             }
-            write_device(tx, device, now, false).await
+            write_devices(
+                tx,
+                &[DeviceWrite {
+                    device,
+                    at: now,
+                    alerts: &[],
+                }],
+            )
+            .await
         })
     }
 }
@@ -1605,7 +1883,7 @@ impl PgStore {
         self.tx(async |tx| {
             for row in rows {
                 match row {
-                    Row::Device(d) => upsert_device_row(tx, d).await?,
+                    Row::Device(d) => upsert_device_rows(tx, &[d]).await?,
                     Row::Aggregate(org, agg) => {
                         tx.execute(
                             "INSERT INTO org_aggregates (organisation, devices, aggregate) VALUES ($1, $2, $3)",
