@@ -140,6 +140,7 @@ mod tests {
                 name: "Chatty".into(),
                 source: "desktop".into(),
                 detail: "Categories=Chat".into(),
+                looks_like: None,
             }],
         );
         let changes = a.changes_to(&b);

@@ -1,6 +1,7 @@
 //! Output of `commscan-agent scan`: a table for people, JSON for scripts and `policy test`.
 
 use commscan_core::scan::ScanReport;
+use commscan_core::text::terminal_safe;
 use std::fmt::Write;
 
 /// Renders a scan as an aligned text table followed by source outcomes.
@@ -41,7 +42,18 @@ pub fn table(report: &ScanReport) -> String {
     if !report.unclassified.is_empty() {
         let _ = writeln!(s, "\nunclassified communication-like software:");
         for u in &report.unclassified {
-            let _ = writeln!(s, "  {} ({}: {})", u.name, u.source, u.detail);
+            // Names come from the scanned machine: neutralised like everything on a terminal.
+            let _ = write!(
+                s,
+                "  {} ({}: {})",
+                terminal_safe(&u.name),
+                terminal_safe(&u.source),
+                terminal_safe(&u.detail)
+            );
+            if let Some(p) = &u.looks_like {
+                let _ = write!(s, " looks like {}", terminal_safe(p));
+            }
+            let _ = writeln!(s);
         }
     }
     let sources: Vec<String> = report

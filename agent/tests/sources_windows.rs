@@ -478,3 +478,102 @@ fn hives_made_from_reg_exports_are_scanned_offline() {
         ]
     );
 }
+
+/// Issue 16: a machine-wide Viber MSI, VK Messenger's per-user Inno install, a near miss
+/// (an unconfirmed MAX MSI) and decoys named like products.
+fn issue16_hive() -> Vec<u8> {
+    let mut sw = HiveKey::new("ROOT");
+    let wow = format!(r"WOW6432Node\{UNINSTALL}");
+    // (base, key, DisplayName, version, publisher)
+    let entries = [
+        (
+            UNINSTALL,
+            "{BE9B79EE-D5FA-4427-A8EB-8A2490B1896A}",
+            "Viber",
+            "24.9.2.0",
+            "2010-2024 Viber Media S.a.r.l",
+        ),
+        (wow.as_str(), "VK_is1", "VK", "6.3.0", "VK"),
+        (
+            UNINSTALL,
+            "{5B1D7E0C-8F7A-4C55-9E1B-3D2A61F0C0DE}",
+            "MAX",
+            "26.7.0",
+            "",
+        ),
+        (
+            UNINSTALL,
+            "{7D0C2E1F-4B3A-4E7D-8C9B-1A2B3C4D5E6F}",
+            "Zoom Player MAX",
+            "17.0",
+            "Inmatrix",
+        ),
+        (
+            UNINSTALL,
+            "{0F3C7A8E-52B4-4C1A-9B3A-5E2D8F7A9C10}",
+            "Signal Analyzer",
+            "2.1",
+            "Example Instruments",
+        ),
+    ];
+    for (base, key, name, version, publisher) in entries {
+        uninstall(&mut sw, base, key, name, version, publisher);
+    }
+    sw.to_hive()
+}
+
+#[test]
+fn viber_machine_wide_and_vk_messenger_are_found_and_a_max_msi_is_a_near_miss() {
+    let pc = office_pc(&issue16_hive());
+    let report = scan(pc.path());
+    // (product, evidence detail, signature that matched)
+    let found = [
+        (
+            "viber",
+            "uninstall entry \"Viber\" 24.9.2.0 (machine)",
+            "win_uninstall_key",
+        ),
+        (
+            "vk-messenger",
+            "uninstall entry \"VK\" 6.3.0 (machine 32-bit)",
+            "win_uninstall_key",
+        ),
+    ];
+    for (product, detail, signature) in found {
+        let f = finding(&report, product);
+        assert!(
+            f.evidence
+                .iter()
+                .any(|e| e.detail == detail && e.signature == signature),
+            "{f:#?}"
+        );
+    }
+    // (candidate name, the product it looks like)
+    let near_misses = [("MAX", Some("max"))];
+    for (name, looks_like) in near_misses {
+        let u = report
+            .unclassified
+            .iter()
+            .find(|u| u.name == name)
+            .unwrap_or_else(|| panic!("{name}: {:#?}", report.unclassified));
+        assert_eq!(u.looks_like.as_deref(), looks_like);
+        assert_eq!(u.source, "windows_registry");
+    }
+    // Names that merely contain a product's name are neither findings nor near misses.
+    for decoy in ["Zoom Player MAX", "Signal Analyzer"] {
+        assert!(
+            report.unclassified.iter().all(|u| u.name != decoy),
+            "{decoy}: {:#?}",
+            report.unclassified
+        );
+        assert!(
+            report
+                .findings
+                .iter()
+                .flat_map(|f| &f.evidence)
+                .all(|e| !e.detail.contains(decoy)),
+            "{decoy}: {:#?}",
+            report.findings
+        );
+    }
+}

@@ -8,7 +8,7 @@ use commscan_collector::error::Code;
 use commscan_collector::ingest::{HelloInfo, IncomingReport, MAX_DEVICE_RECORD_BYTES, ReportBody};
 use commscan_core::identity::DeviceIdentity;
 use commscan_core::report::{MAX_SEQUENCE_STEP, SEQUENCE_CEILING};
-use commscan_core::scan::{Evidence, Finding, ScanStats, SourceOutcome};
+use commscan_core::scan::{Evidence, Finding, ScanStats, SourceOutcome, Unclassified};
 use commscan_core::text::{MAX_SIGNATURE, MAX_SOURCE, MAX_TEXT};
 use std::sync::atomic::Ordering;
 use support::Harness;
@@ -174,6 +174,47 @@ fn products_absent_from_the_catalog_are_neither_stored_nor_counted() {
     .unwrap();
     let d = h.collector.store().device(&who.device_id).unwrap().unwrap();
     assert_eq!(d.findings.len(), 1);
+}
+
+#[test]
+fn a_near_miss_hint_is_stored_only_when_it_is_a_product_id() {
+    let h = Harness::new();
+    let who = h.enroll("acme", 1);
+    // (hint sent, hint stored)
+    let cases = [
+        (Some("whatsapp"), Some("whatsapp")),
+        (Some("<img src=x onerror=alert(1)>"), None),
+        (Some("whatsapp\x1b[2J"), None),
+        (None, None),
+    ];
+    let unclassified: Vec<Unclassified> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (sent, _))| Unclassified {
+            name: format!("WhatsApp {i}"),
+            source: "macos_app".into(),
+            detail: "app WhatsApp.app".into(),
+            looks_like: sent.map(str::to_owned),
+        })
+        .collect();
+    let body = ReportBody::Snapshot {
+        findings: vec![],
+        unclassified,
+    };
+    apply(&h, &who, 1, body, ScanStats::default()).unwrap();
+    let d = h.collector.store().device(&who.device_id).unwrap().unwrap();
+    for (i, (_, stored)) in cases.iter().enumerate() {
+        let u = d
+            .unclassified
+            .iter()
+            .find(|u| u.name == format!("WhatsApp {i}"))
+            .unwrap();
+        assert_eq!(u.looks_like.as_deref(), *stored, "{u:?}");
+    }
+    // The organisation's candidate list carries the hint for the officer.
+    let agg = h.collector.store().org_aggregate("acme").unwrap().unwrap();
+    assert_eq!(agg.unclassified["WhatsApp 0"].looks_like, "whatsapp");
+    assert_eq!(agg.unclassified["WhatsApp 1"].looks_like, "");
 }
 
 #[test]

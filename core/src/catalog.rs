@@ -512,7 +512,14 @@ impl Catalog {
                 },
             ));
         }
-        // Families refer to other products: check once all ids are known.
+        // Families refer to other products: check once all ids are known. A family is one
+        // level deep (a root and its members), so a policy naming the root selects exactly
+        // the products that name it as their family.
+        let members: HashSet<String> = products
+            .iter()
+            .filter(|(f, _)| f.is_some())
+            .map(|(_, p)| p.id.clone())
+            .collect();
         for (i, (family, product)) in products.iter_mut().enumerate() {
             if let Some(f) = family {
                 if !seen.contains(f.get_ref()) || f.get_ref() == &product.id {
@@ -520,6 +527,15 @@ impl Catalog {
                         f.span(),
                         format!("product[{i}].family"),
                         format!("'{}' is not another product's id", f.get_ref()),
+                    );
+                } else if members.contains(f.get_ref()) {
+                    check.problem(
+                        f.span(),
+                        format!("product[{i}].family"),
+                        format!(
+                            "'{}' is itself a family member; name its family root instead",
+                            f.get_ref()
+                        ),
                     );
                 }
                 product.family = Some(f.get_ref().clone());
@@ -563,6 +579,22 @@ impl Catalog {
     /// Whether the id names a product.
     pub fn contains(&self, id: &str) -> bool {
         self.by_id.contains_key(id)
+    }
+
+    /// The members of the family whose root is `id` (the products naming it as `family`), in
+    /// file order; empty when `id` is not a family root.
+    pub fn members(&self, id: &str) -> Vec<&Product> {
+        self.products
+            .iter()
+            .filter(|p| p.family.as_deref() == Some(id))
+            .collect()
+    }
+
+    /// The root of the family `id` belongs to: its `family`, or `id` itself.
+    pub fn family_root<'a>(&'a self, id: &'a str) -> &'a str {
+        self.product(id)
+            .and_then(|p| p.family.as_deref())
+            .unwrap_or(id)
     }
 }
 
@@ -636,6 +668,38 @@ status = "retired"
         assert!(
             msg.contains("product[1].signature: a product needs at least one signature"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn families_are_one_level_deep_and_list_their_members() {
+        let c = Catalog::embedded();
+        let members: Vec<&str> = c
+            .members("telegram")
+            .iter()
+            .map(|p| p.id.as_str())
+            .collect();
+        assert_eq!(members, ["telegram-macos"]);
+        assert_eq!(c.family_root("telegram-macos"), "telegram");
+        assert_eq!(c.family_root("telegram"), "telegram");
+        assert!(c.members("telegram-macos").is_empty());
+        let product = |id: &str, family: &str| {
+            format!(
+                "[[product]]\nid = \"{id}\"\nname = \"{id}\"\nvendor = \"v\"\ncountry = \"US\"\n\
+                 categories = [\"messenger\"]\nstatus = \"active\"\n{family}\n\
+                 [[product.signature]]\nkind = \"dpkg\"\nvalues = [\"{id}\"]\nsource = \"t\"\n"
+            )
+        };
+        let text = format!(
+            "version = 1\n{}{}{}",
+            product("a", ""),
+            product("b", "family = \"a\""),
+            product("c", "family = \"b\""),
+        );
+        let err = Catalog::parse("c.toml", &text).unwrap_err().to_string();
+        assert!(
+            err.contains("product[2].family: 'b' is itself a family member"),
+            "{err}"
         );
     }
 

@@ -15,6 +15,10 @@
 //!     str name, str source, str detail
 //! ```
 //!
+//! A candidate's `looks_like` hint is not digested: it is derived from the candidate by the
+//! agent's catalog, and leaving it out keeps agents and collectors that predate it agreeing on
+//! every digest (a collector that drops the field would otherwise ask for a resync each time).
+//!
 //! where `u32` is big-endian and `str` is a `u32` byte length followed by UTF-8 bytes. Order
 //! of findings and candidates on the wire does not matter; the order of evidence does (it is
 //! "strongest first" and stored as sent).
@@ -117,12 +121,29 @@ mod tests {
             name: "ab".into(),
             source: "c".into(),
             detail: String::new(),
+            looks_like: None,
         };
         let u2 = Unclassified {
             name: "a".into(),
             source: "bc".into(),
             detail: String::new(),
+            looks_like: None,
         };
         assert_ne!(state_digest([], [&u1]), state_digest([], [&u2]));
+    }
+
+    #[test]
+    fn a_near_miss_hint_leaves_the_digest_as_an_older_peer_computes_it() {
+        let plain = Unclassified {
+            name: "WhatsApp".into(),
+            source: "macos_app".into(),
+            detail: "app WhatsApp.app".into(),
+            looks_like: None,
+        };
+        let hinted = Unclassified {
+            looks_like: Some("whatsapp".into()),
+            ..plain.clone()
+        };
+        assert_eq!(state_digest([], [&plain]), state_digest([], [&hinted]));
     }
 }

@@ -32,6 +32,10 @@ pub struct InventoryItem {
     pub detail: String,
     /// Set when the item looks like communication software; reported only if nothing matches.
     pub candidate: Option<Candidate>,
+    /// The name the software gives itself (a bundle's display name, an uninstall entry's
+    /// DisplayName), where the source reads one. Never matched as an identifier: it only lets
+    /// the matcher report a near miss ([`crate::matcher`]).
+    pub name: Option<String>,
 }
 
 impl InventoryItem {
@@ -68,7 +72,14 @@ impl InventoryItem {
             version: None,
             detail: detail.into(),
             candidate: None,
+            name: None,
         }
+    }
+
+    /// Sets the name the software gives itself.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
     }
 
     /// Adds a version.

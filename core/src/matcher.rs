@@ -15,8 +15,19 @@
 //! - Corroborating kinds (publisher, Team ID) never match alone.
 //! - When several products match at the same strength and all belong to one family, the
 //!   family's root product is reported; otherwise each is reported.
+//!
+//! Near misses are never silent. An item that matches nothing but whose name (the name it
+//! gives itself, its `.app` name without `.app`, or its uninstall DisplayName) equals a
+//! catalogued product's name becomes an unclassified candidate with `looks_like` set to that
+//! product, even when its source did not think it communication-like: an app called "WhatsApp"
+//! with an unknown bundle id is almost certainly WhatsApp under an identifier the catalog does
+//! not know yet. A product's names are its `name`, its `mac_app` names without `.app`, its
+//! `mac_exe` names and its exact `win_display_name` values. Names are compared after NFC,
+//! lowercasing and dropping everything but letters and digits (so "Whats App" and
+//! "whatsapp" are equal), and only for equality: "Zoom Player", "Signal Analyzer" and
+//! "TeamSpeak" merely contain a product's name and get no hint.
 
-use crate::catalog::{Catalog, SignatureKind, Strength};
+use crate::catalog::{Catalog, Product, SignatureKind, Strength};
 use crate::inventory::{InventoryItem, Presence};
 use crate::scan::{Evidence, Finding, Unclassified};
 use std::borrow::Cow;
@@ -38,6 +49,53 @@ pub fn normalise(s: &str) -> Cow<'_, str> {
     } else {
         Cow::Owned(s.nfc().flat_map(char::to_lowercase).collect())
     }
+}
+
+/// Normalises a name for near-miss comparison: [`normalise`], then only letters and digits.
+/// Empty when nothing is left.
+pub fn loose_name(s: &str) -> String {
+    normalise(s)
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .collect()
+}
+
+/// The names an item gives itself, for near misses: its `name`, its `.app` name without the
+/// suffix, its uninstall DisplayName and its candidate name.
+fn item_names(item: &InventoryItem) -> impl Iterator<Item = &str> {
+    let ids = item.ids.iter().filter_map(|(k, v)| match k {
+        SignatureKind::MacApp => Some(strip_app(v)),
+        SignatureKind::WinDisplayName => Some(v.as_str()),
+        _ => None,
+    });
+    item.name
+        .as_deref()
+        .into_iter()
+        .chain(ids)
+        .chain(item.candidate.as_ref().map(|c| c.name.as_str()))
+}
+
+fn strip_app(v: &str) -> &str {
+    match v.len().checked_sub(4) {
+        Some(at) if v.get(at..).is_some_and(|e| e.eq_ignore_ascii_case(".app")) => &v[..at],
+        _ => v,
+    }
+}
+
+/// The names a product goes by, for near misses: its `name`, its `mac_app` names without
+/// `.app`, its `mac_exe` names and its exact (not globbed) `win_display_name` values.
+fn product_names(product: &Product) -> impl Iterator<Item = &str> {
+    let sigs = product.signatures.iter().flat_map(|sig| {
+        let keep = matches!(
+            sig.kind,
+            SignatureKind::MacApp | SignatureKind::MacExe | SignatureKind::WinDisplayName
+        );
+        sig.values
+            .iter()
+            .filter(move |v| keep && !v.contains('*'))
+            .map(|v| strip_app(v))
+    });
+    std::iter::once(product.name.as_str()).chain(sigs)
 }
 
 /// A compiled `*` glob over normalised text.
@@ -97,6 +155,9 @@ pub struct Matcher {
     /// Per kind (indexed by position in `SignatureKind::ALL`): normalised value → products.
     exact: Vec<HashMap<Box<str>, Vec<usize>>>,
     globs: Vec<(SignatureKind, Glob, usize)>,
+    /// [`loose_name`] of each product name → the product it names (the first in catalog
+    /// order, or its family root), for near misses.
+    names: HashMap<String, usize>,
 }
 
 impl Matcher {
@@ -109,7 +170,7 @@ impl Matcher {
             .enumerate()
             .map(|(i, id)| (id.as_str(), i))
             .collect();
-        let family_root = products
+        let family_root: Vec<usize> = products
             .iter()
             .enumerate()
             .map(|(i, p)| {
@@ -138,12 +199,29 @@ impl Matcher {
                 }
             }
         }
+        let mut names = HashMap::new();
+        for (i, product) in products.iter().enumerate() {
+            for name in product_names(product) {
+                let key = loose_name(name);
+                if !key.is_empty() {
+                    names.entry(key).or_insert(family_root[i]);
+                }
+            }
+        }
         Matcher {
             ids,
             family_root,
             exact,
             globs,
+            names,
         }
+    }
+
+    /// The catalogued product an unmatched item's name equals, if any (a near miss).
+    pub fn looks_like(&self, item: &InventoryItem) -> Option<&str> {
+        item_names(item)
+            .find_map(|n| self.names.get(&loose_name(n)))
+            .map(|&p| self.ids[p].as_str())
     }
 
     /// The products an item matches, with the kind that matched.
@@ -196,12 +274,21 @@ impl Matcher {
         for item in items {
             let hits = self.match_item(item);
             if hits.is_empty() {
-                if let Some(c) = &item.candidate {
-                    unclassified.push(Unclassified {
+                let looks_like = self.looks_like(item).map(str::to_owned);
+                match (&item.candidate, looks_like) {
+                    (Some(c), looks_like) => unclassified.push(Unclassified {
                         name: c.name.clone(),
                         source: item.source.to_owned(),
                         detail: c.reason.clone(),
-                    });
+                        looks_like,
+                    }),
+                    (None, Some(p)) => unclassified.push(Unclassified {
+                        name: item_names(item).next().unwrap_or_default().to_owned(),
+                        source: item.source.to_owned(),
+                        detail: item.detail.clone(),
+                        looks_like: Some(p),
+                    }),
+                    (None, None) => {}
                 }
                 continue;
             }
@@ -458,6 +545,89 @@ source = "t"
         assert_eq!(f.evidence[0].detail, "package zoom 6.1.0");
         assert_eq!(unclassified.len(), 1);
         assert_eq!(unclassified[0].name, "Example Chat");
+    }
+
+    #[test]
+    fn a_name_equal_to_a_product_name_is_a_near_miss_and_a_name_containing_one_is_not() {
+        let m = Matcher::new(&catalog());
+        let app = |bundle: &str, app: &str| {
+            InventoryItem::installed("macos_app", K::BundleId, bundle, format!("app {app}"))
+                .with_id(K::MacApp, app)
+        };
+        let win = |key: &str, name: &str| {
+            InventoryItem::installed("windows_registry", K::WinUninstallKey, key, "entry")
+                .with_id(K::WinDisplayName, name)
+        };
+        // (item, near-miss hint)
+        let cases = [
+            (app("com.example.zoom", "Zoom.app"), Some("zoom")),
+            (app("com.example.zoom", "ZOOM.APP"), Some("zoom")),
+            (win("{A}", "Zoom"), Some("zoom")),
+            // Not the exact DisplayName "Zoom(64bit)", but equal after dropping punctuation.
+            (win("{A}", "Zoom (64bit)"), Some("zoom")),
+            (win("{A}", " zoom\t(64 bit) "), Some("zoom")),
+            (win("{B}", "Telegram for macOS"), Some("telegram")),
+            // The weak .app name does not match when the bundle id is known, but it is a name.
+            (app("org.example.tolk", "ТОЛК.app"), Some("kontur-tolk")),
+            (app("com.example.zp", "Zoom Player.app"), None),
+            (win("{C}", "Zoom Outlook Plugin"), None),
+            (win("{C}", "Zoomer"), None),
+            (app("com.example.sa", "Signal Analyzer.app"), None),
+            (app("com.example.ts", "TeamSpeak.app"), None),
+            (app("com.example.x", "Workplace.app"), None),
+            (app("com.example.y", ".app"), None),
+        ];
+        for (item, hint) in cases {
+            let (findings, unclassified) = m.match_all([&item]);
+            if findings.is_empty() {
+                let got = unclassified.first().and_then(|u| u.looks_like.as_deref());
+                assert_eq!(got, hint, "{:?}", item.ids);
+                assert_eq!(
+                    unclassified.len(),
+                    usize::from(hint.is_some()),
+                    "{:?}",
+                    item.ids
+                );
+            }
+        }
+        // The candidate names the item as it names itself and keeps its evidence line.
+        let item = app("com.example.zoom", "zoom.app").with_name("Zoom");
+        let (_, u) = m.match_all([&item]);
+        assert_eq!(
+            u,
+            vec![Unclassified {
+                name: "Zoom".into(),
+                source: "macos_app".into(),
+                detail: "app zoom.app".into(),
+                looks_like: Some("zoom".into()),
+            }]
+        );
+    }
+
+    #[test]
+    fn near_miss_names_of_the_embedded_catalog_name_one_family_each() {
+        let c = Catalog::embedded();
+        let mut owner: HashMap<String, &str> = HashMap::new();
+        for p in c.products() {
+            let family = c.family_root(&p.id);
+            for name in product_names(p) {
+                let key = loose_name(name);
+                if let Some(other) = owner.insert(key.clone(), family) {
+                    assert_eq!(other, family, "'{key}' names two products");
+                }
+            }
+        }
+        assert_eq!(owner.get("whatsapp"), Some(&"whatsapp"));
+    }
+
+    #[test]
+    fn a_communication_candidate_carries_the_hint_too() {
+        let m = Matcher::new(&catalog());
+        let item = InventoryItem::installed("desktop", K::Desktop, "org.example.zw", "entry")
+            .with_candidate("Zoom", "Categories=Network;VideoConference;");
+        let (_, u) = m.match_all([&item]);
+        assert_eq!(u[0].looks_like.as_deref(), Some("zoom"));
+        assert_eq!(u[0].detail, "Categories=Network;VideoConference;");
     }
 
     #[test]

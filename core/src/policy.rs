@@ -41,6 +41,16 @@
 //! - Rules are tried in file order; the first rule whose selectors all match a product decides.
 //!   Within one selector the values are alternatives (`categories = [a, b]` is a or b); across
 //!   selectors they combine (`categories` and `except_countries`). A rule needs a selector.
+//! - Families: a product named in `products` (or in a waiver) also selects the members of its
+//!   family (catalog `family`; `telegram` selects `telegram-macos`), because an officer who
+//!   names a product means every client of it. A rule may name a member alone to be narrower.
+//!   Precedence: a rule naming a member by its own id beats a rule that selects it only through
+//!   its family root, wherever the two stand; otherwise file order decides. Reasons say which
+//!   member matched and through which family; [`Policy::warnings`] (`policy check`) points out
+//!   a member named with the other action than an earlier rule naming its root.
+//! - Registers: a register may require a registry record number for each member
+//!   (`record_numbers_required`); a membership without one is unverified, and a reason that
+//!   relies on it says so.
 //! - A finding counts when it is installed or running (`counts = "installed"`), or only when
 //!   running (`counts = "running"`).
 //! - A denied finding under `enforce` is a violation at once; under `warn` it is a notice until
@@ -172,22 +182,57 @@ pub struct Policy {
     facts: BTreeMap<String, ProductFacts>,
 }
 
+/// What a policy needs to know about a catalogued product, resolved at load time.
 #[derive(Debug, Clone)]
-struct ProductFacts {
-    country: String,
-    categories: Vec<Category>,
-    registers: Vec<String>,
+pub(crate) struct ProductFacts {
+    /// ISO 3166-1 alpha-2 country.
+    pub(crate) country: String,
+    /// Categories.
+    pub(crate) categories: Vec<Category>,
+    /// Registers listing it.
+    pub(crate) registers: Vec<String>,
+    /// Registers listing it whose membership of it is not backed by a registry record number.
+    pub(crate) unverified_registers: Vec<String>,
+    /// The family root it belongs to, if it is a family member.
+    pub(crate) family: Option<String>,
 }
 
 impl Policy {
-    /// Country, categories and registers of a product, if the catalog knows it.
-    pub(crate) fn facts_of(
-        &self,
-        product: &str,
-    ) -> Option<(&String, &Vec<Category>, &Vec<String>)> {
-        self.facts
-            .get(product)
-            .map(|f| (&f.country, &f.categories, &f.registers))
+    /// What the catalog says about a product, if it knows it.
+    pub(crate) fn facts_of(&self, product: &str) -> Option<&ProductFacts> {
+        self.facts.get(product)
+    }
+
+    /// Warnings about rules that are valid but probably not what the author meant. Today: a
+    /// rule naming a family member whose family root an earlier rule names with the other
+    /// action. The later rule still decides that member (a rule naming a member exactly beats
+    /// a match through its family); the warning makes the split visible.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            for member in &rule.products {
+                let Some(root) = self.facts.get(member).and_then(|f| f.family.as_ref()) else {
+                    continue;
+                };
+                let earlier = self.rules[..i]
+                    .iter()
+                    .find(|r| r.products.contains(root) && r.action != rule.action);
+                if let Some(e) = earlier {
+                    out.push(format!(
+                        "rule[{i}] '{}' {} '{member}', a member of family '{root}' that earlier \
+                         rule '{}' {}: '{member}' follows '{}' (a rule naming a member exactly \
+                         beats its family), the rest of family '{root}' follows '{}'",
+                        rule.id,
+                        rule.action.verb(),
+                        e.id,
+                        e.action.verb(),
+                        rule.id,
+                        e.id,
+                    ));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -269,6 +314,24 @@ fn expiry_instant(dt: &toml::value::Datetime) -> Result<OffsetDateTime, String> 
                 .with_time(tm)
                 .assume_offset(offset)
                 .to_offset(time::UtcOffset::UTC))
+        }
+    }
+}
+
+impl Action {
+    /// Lowercase name, as in policy files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Deny => "deny",
+        }
+    }
+
+    /// The verb in sentences: "allows", "denies".
+    pub fn verb(self) -> &'static str {
+        match self {
+            Action::Allow => "allows",
+            Action::Deny => "denies",
         }
     }
 }
@@ -507,12 +570,19 @@ impl Policy {
                     .filter(|r| r.products.contains(&prod.id))
                     .map(|r| r.id.clone())
                     .collect();
+                let unverified = registers
+                    .iter()
+                    .filter(|r| r.products.contains(&prod.id) && !r.is_verified(&prod.id))
+                    .map(|r| r.id.clone())
+                    .collect();
                 (
                     prod.id.clone(),
                     ProductFacts {
                         country: prod.country.clone(),
                         categories: prod.categories.clone(),
                         registers: regs,
+                        unverified_registers: unverified,
+                        family: prod.family.clone(),
                     },
                 )
             })

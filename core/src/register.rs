@@ -29,6 +29,32 @@ pub struct Register {
     pub products: Vec<String>,
     /// Where membership comes from.
     pub sources: Vec<String>,
+    /// Whether each membership needs a registry record number (a national register) before
+    /// it counts as verified. Registers an organisation keeps itself do not.
+    pub record_numbers_required: bool,
+    /// Registry record number of each member, with its public source, by product id.
+    pub records: BTreeMap<String, String>,
+}
+
+impl Register {
+    /// Whether the register's listing of `product` is backed by what the register requires:
+    /// a registry record number when `record_numbers_required`, nothing otherwise.
+    pub fn is_verified(&self, product: &str) -> bool {
+        !self.record_numbers_required
+            || self
+                .records
+                .get(product)
+                .is_some_and(|r| !r.trim().is_empty())
+    }
+
+    /// Members whose listing is not verified, in file order.
+    pub fn unverified_members(&self) -> Vec<&str> {
+        self.products
+            .iter()
+            .filter(|p| !self.is_verified(p))
+            .map(String::as_str)
+            .collect()
+    }
 }
 
 /// Every register, by id.
@@ -55,6 +81,14 @@ struct RawRegister {
     products: Spanned<Vec<String>>,
     #[serde(default)]
     sources: Vec<String>,
+    #[serde(default)]
+    record_numbers_required: bool,
+    #[serde(default = "no_records")]
+    records: Spanned<BTreeMap<String, String>>,
+}
+
+fn no_records() -> Spanned<BTreeMap<String, String>> {
+    Spanned::new(0..0, BTreeMap::new())
 }
 
 impl Registers {
@@ -105,6 +139,22 @@ impl Registers {
                     );
                 }
             }
+            for (prod, record) in r.records.get_ref() {
+                if !r.products.get_ref().contains(prod) {
+                    check.problem(
+                        r.records.span(),
+                        format!("register[{i}].records"),
+                        format!("'{prod}' has a record but is not in `products`"),
+                    );
+                }
+                if record.trim().is_empty() {
+                    check.problem(
+                        r.records.span(),
+                        format!("register[{i}].records"),
+                        format!("'{prod}': a record needs its number and public source"),
+                    );
+                }
+            }
             registers.insert(
                 id.clone(),
                 Register {
@@ -114,6 +164,8 @@ impl Registers {
                     note: r.note,
                     products: r.products.into_inner(),
                     sources: r.sources,
+                    record_numbers_required: r.record_numbers_required,
+                    records: r.records.into_inner(),
                 },
             );
         }
@@ -141,6 +193,49 @@ mod tests {
         let c = Catalog::embedded();
         let r = Registers::embedded(&c).unwrap_or_else(|e| panic!("{e}"));
         assert!(r.iter().count() >= 1);
+    }
+
+    #[test]
+    fn domestic_register_stays_unverified_until_each_member_has_a_record_number() {
+        let c = Catalog::embedded();
+        let r = Registers::embedded(&c).unwrap();
+        let domestic = r.get("ru-domestic-software").unwrap();
+        assert!(domestic.record_numbers_required);
+        // No public record numbers are sourced yet: every member is unverified.
+        assert_eq!(domestic.unverified_members().len(), domestic.products.len());
+        let own = r.get("example-corp-approved").unwrap();
+        assert!(own.unverified_members().is_empty());
+        let cases = [
+            // (records table, is vk-teams verified)
+            ("", false),
+            (
+                "[register.records]\n\"vk-teams\" = \"reestr.digital.gov.ru record 1234\"\n",
+                true,
+            ),
+        ];
+        for (records, verified) in cases {
+            let text = format!(
+                "version = 1\n[[register]]\nid = \"r\"\nname = \"R\"\nauthority = \"A\"\n\
+                 record_numbers_required = true\nproducts = [\"vk-teams\", \"trueconf\"]\n{records}"
+            );
+            let r = Registers::parse("r.toml", &text, &c).unwrap_or_else(|e| panic!("{e}"));
+            let reg = r.get("r").unwrap();
+            assert_eq!(reg.is_verified("vk-teams"), verified, "{records}");
+            assert!(!reg.is_verified("trueconf"));
+        }
+        let text = "version = 1\n[[register]]\nid = \"r\"\nname = \"R\"\nauthority = \"A\"\n\
+                    products = [\"vk-teams\"]\n[register.records]\nzoom = \"x\"\n\"vk-teams\" = \" \"\n";
+        let err = Registers::parse("r.toml", text, &c)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("'zoom' has a record but is not in `products`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("'vk-teams': a record needs its number"),
+            "{err}"
+        );
     }
 
     #[test]

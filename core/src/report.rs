@@ -4,6 +4,7 @@
 //! [`canonical_unclassified`]): text cleaned and cut to the limits of [`crate::text`], so the
 //! agent and the collector compute the same [`crate::digest`] over the same bytes.
 
+use crate::catalog::is_slug;
 use crate::scan::{Finding, ScanStats, SourceOutcome, Unclassified};
 use crate::text::{MAX_SIGNATURE, MAX_SOURCE, MAX_SOURCES, MAX_TEXT, MAX_VERSION, clean_text};
 
@@ -73,6 +74,7 @@ pub fn canonical_unclassified(u: Unclassified) -> Unclassified {
         name: clean_text(&u.name, MAX_TEXT),
         source: clean_text(&u.source, MAX_SOURCE),
         detail: clean_text(&u.detail, MAX_TEXT),
+        looks_like: u.looks_like.filter(|p| p.len() <= MAX_SOURCE && is_slug(p)),
     }
 }
 
@@ -123,6 +125,32 @@ mod tests {
         assert_eq!(e.source.len(), MAX_SOURCE);
         assert_eq!(e.detail.len(), MAX_TEXT);
         assert_eq!(f.version.unwrap().len(), MAX_VERSION);
+    }
+
+    #[test]
+    fn a_near_miss_hint_is_kept_only_when_it_is_a_product_id() {
+        let u = |hint: &str| {
+            canonical_unclassified(Unclassified {
+                name: "WhatsApp".into(),
+                source: "macos_app".into(),
+                detail: "app".into(),
+                looks_like: Some(hint.into()),
+            })
+            .looks_like
+        };
+        // (hint sent, hint stored)
+        let cases = [
+            ("whatsapp", Some("whatsapp")),
+            ("kontur-tolk", Some("kontur-tolk")),
+            ("<script>alert(1)</script>", None),
+            ("zoom\x1b[31m", None),
+            ("WhatsApp", None),
+            ("", None),
+        ];
+        for (sent, stored) in cases {
+            assert_eq!(u(sent).as_deref(), stored, "{sent:?}");
+        }
+        assert_eq!(u(&"a".repeat(MAX_SOURCE + 1)), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! { "platform": "linux",
 //!   "findings": [ { "product": "zoom", "installed": true, "running": false, "version": "6.1.0",
 //!                   "evidence": [ { "source": "dpkg", "detail": "package zoom 6.1.0", "signature": "dpkg" } ] } ],
-//!   "unclassified": [ { "name": "...", "source": "desktop", "detail": "..." } ],
+//!   "unclassified": [ { "name": "...", "source": "desktop", "detail": "...", "looks_like": "whatsapp" } ],
 //!   "stats": { "duration_ms": 12, "items_seen": 812, "sources": { "dpkg": "ok", "snap": "absent" } } }
 //! ```
 //!
@@ -56,6 +56,11 @@ pub struct Unclassified {
     pub source: String,
     /// Why it looks communication-like.
     pub detail: String,
+    /// The catalogued product whose name it carries although none of its identifiers are known
+    /// (a near miss, e.g. an app named "WhatsApp" with an unknown bundle id), so an officer can
+    /// map it in one step. A product id; not part of the state digest (see [`crate::digest`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub looks_like: Option<String>,
 }
 
 /// How one source fared.

@@ -143,29 +143,97 @@ fn describe(f: &Finding) -> String {
     }
 }
 
+/// How a rule selects a product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection<'a> {
+    /// The rule's `products` names the product itself.
+    Named,
+    /// The rule's `products` names the product's family root (the payload), not the product.
+    Family(&'a str),
+    /// The rule has no `products` selector; its other selectors match.
+    Facts,
+}
+
+/// The rule deciding a product, and how it selected it.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision<'a> {
+    /// The rule.
+    pub rule: &'a Rule,
+    /// How it selected the product.
+    pub selection: Selection<'a>,
+}
+
 impl Policy {
     /// The rule deciding `product`, or `None` when the default applies.
     pub fn rule_for(&self, product: &str) -> Option<&Rule> {
-        self.rules.iter().find(|r| self.selects(r, product))
+        self.decide(product).map(|d| d.rule)
     }
 
-    fn selects(&self, rule: &Rule, product: &str) -> bool {
+    /// The rule deciding `product` and how it selected it, or `None` when the default applies.
+    /// File order decides, except that a rule naming the product by its own id beats an
+    /// earlier rule that selects it only through its family root.
+    pub fn decide(&self, product: &str) -> Option<Decision<'_>> {
+        let mut selected = self.rules.iter().filter_map(|rule| {
+            self.selects(rule, product)
+                .map(|selection| Decision { rule, selection })
+        });
+        let first = selected.next()?;
+        if matches!(first.selection, Selection::Family(_))
+            && let Some(named) = selected.find(|d| d.selection == Selection::Named)
+        {
+            return Some(named);
+        }
+        Some(first)
+    }
+
+    fn selects(&self, rule: &Rule, product: &str) -> Option<Selection<'_>> {
         let facts = self.facts_of(product);
         let any = |list_empty: bool, hit: bool| list_empty || hit;
-        any(
-            rule.products.is_empty(),
-            rule.products.iter().any(|p| p == product),
-        ) && any(
+        let selection = if rule.products.is_empty() {
+            Selection::Facts
+        } else if rule.products.iter().any(|p| p == product) {
+            Selection::Named
+        } else {
+            let root = facts.and_then(|f| f.family.as_deref())?;
+            if !rule.products.iter().any(|p| p == root) {
+                return None;
+            }
+            Selection::Family(root)
+        };
+        let rest = any(
             rule.registers.is_empty(),
-            facts.is_some_and(|f| rule.registers.iter().any(|r| f.2.contains(r))),
+            facts.is_some_and(|f| rule.registers.iter().any(|r| f.registers.contains(r))),
         ) && any(
             rule.categories.is_empty(),
-            facts.is_some_and(|f| rule.categories.iter().any(|c| f.1.contains(c))),
+            facts.is_some_and(|f| rule.categories.iter().any(|c| f.categories.contains(c))),
         ) && any(
             rule.countries.is_empty(),
-            facts.is_some_and(|f| rule.countries.contains(f.0)),
+            facts.is_some_and(|f| rule.countries.contains(&f.country)),
         ) && (rule.except_countries.is_empty()
-            || facts.is_some_and(|f| !rule.except_countries.contains(f.0)))
+            || facts.is_some_and(|f| !rule.except_countries.contains(&f.country)));
+        rest.then_some(selection)
+    }
+
+    /// Whether a product id named in the policy (`named`) covers `product`: the product
+    /// itself, or the root of its family.
+    fn names(&self, named: &str, product: &str) -> bool {
+        named == product
+            || self
+                .facts_of(product)
+                .and_then(|f| f.family.as_deref())
+                .is_some_and(|root| root == named)
+    }
+
+    /// The registers a rule relies on for `product` whose membership is unverified.
+    fn unverified_registers<'a>(&'a self, rule: &'a Rule, product: &str) -> Vec<&'a str> {
+        let Some(facts) = self.facts_of(product) else {
+            return Vec::new();
+        };
+        rule.registers
+            .iter()
+            .filter(|r| facts.unverified_registers.contains(r))
+            .map(String::as_str)
+            .collect()
     }
 
     /// Judges a device's findings at `now`.
@@ -184,8 +252,14 @@ impl Policy {
             if !counts {
                 continue;
             }
-            let (rule_id, action, enforcement, grace) = match self.rule_for(&f.product) {
-                Some(r) => (r.id.as_str(), r.action, r.enforcement, r.grace),
+            let decision = self.decide(&f.product);
+            let (rule_id, action, enforcement, grace) = match decision {
+                Some(d) => (
+                    d.rule.id.as_str(),
+                    d.rule.action,
+                    d.rule.enforcement,
+                    d.rule.grace,
+                ),
                 None => (
                     "default",
                     self.default_action,
@@ -194,13 +268,46 @@ impl Policy {
                 ),
             };
             if action == Action::Allow {
+                // An allow that rests on a register listing nobody has checked against the
+                // register itself is recorded, so the officer sees what the verdict relies on.
+                let unverified = decision
+                    .map(|d| self.unverified_registers(d.rule, &f.product))
+                    .unwrap_or_default();
+                if !unverified.is_empty() {
+                    reasons.push(Reason {
+                        product: f.product.clone(),
+                        rule: rule_id.to_owned(),
+                        kind: ReasonKind::Notice,
+                        text: format!(
+                            "{}; allowed by rule '{rule_id}' through register '{}', whose \
+                             listing of it is unverified (no registry record number)",
+                            describe(f),
+                            unverified.join("', '")
+                        ),
+                    });
+                }
                 continue;
             }
             let first = subject.first_seen.get(&f.product).copied().unwrap_or(now);
-            let base = if rule_id == "default" {
-                format!("{}; denied by the policy default", describe(f))
-            } else {
-                format!("{}; denied by rule '{rule_id}'", describe(f))
+            let base = match decision {
+                None => format!("{}; denied by the policy default", describe(f)),
+                Some(d) => {
+                    let mut s = format!("{}; denied by rule '{rule_id}'", describe(f));
+                    if let Selection::Family(root) = d.selection {
+                        s.push_str(&format!(
+                            " through family '{root}' ('{}' is a member)",
+                            f.product
+                        ));
+                    }
+                    let unverified = self.unverified_registers(d.rule, &f.product);
+                    if !unverified.is_empty() {
+                        s.push_str(&format!(
+                            " (membership of register '{}' unverified: no registry record number)",
+                            unverified.join("', '")
+                        ));
+                    }
+                    s
+                }
             };
             let (kind, text) = match enforcement {
                 Enforcement::Notify => (
@@ -236,21 +343,36 @@ impl Policy {
             };
             let waiver = (kind == ReasonKind::Violation)
                 .then(|| {
-                    self.waivers.iter().find(|w| {
-                        w.product == f.product
-                            && now < w.expires
+                    let applies = |w: &&crate::policy::Waiver| {
+                        now < w.expires
                             && match &w.scope {
                                 WaiverScope::Device(d) => d == subject.device_id,
                                 WaiverScope::Organisation(o) => o == subject.organisation,
                             }
-                    })
+                    };
+                    // A waiver naming the member itself is preferred to one naming its family.
+                    self.waivers
+                        .iter()
+                        .filter(applies)
+                        .find(|w| w.product == f.product)
+                        .or_else(|| {
+                            self.waivers
+                                .iter()
+                                .filter(applies)
+                                .find(|w| self.names(&w.product, &f.product))
+                        })
                 })
                 .flatten();
             let (kind, text) = match waiver {
                 Some(w) => (
                     ReasonKind::Waived,
                     format!(
-                        "{text}; waived until {} by {}: {}",
+                        "{text}; waived{} until {} by {}: {}",
+                        if w.product == f.product {
+                            String::new()
+                        } else {
+                            format!(" through family '{}'", w.product)
+                        },
                         w.expires.format(&Rfc3339).unwrap_or_default(),
                         w.approver,
                         w.reason

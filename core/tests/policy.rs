@@ -307,7 +307,14 @@ fn ministry_letter_denies_named_apps_now_allows_the_register_and_phases_out_othe
     ] {
         let v = judge_at(&p, "d", &[installed(domestic)], now);
         assert_eq!(v.status, Status::Compliant, "{domestic}");
-        assert!(v.reasons.is_empty(), "{domestic}: {:?}", v.reasons);
+        // Allowed through the register, whose listings are unverified: a notice says so.
+        assert!(
+            v.reasons
+                .iter()
+                .all(|r| r.kind == ReasonKind::Notice && r.text.contains("unverified")),
+            "{domestic}: {:?}",
+            v.reasons
+        );
     }
     let telegram = [installed("telegram")];
     assert_eq!(
@@ -358,4 +365,218 @@ fn policy_errors_are_all_reported_with_line_and_key() {
     ] {
         assert!(err.contains(needle), "missing {needle:?} in\n{err}");
     }
+}
+
+/// A policy of `rules` (TOML `[[rule]]` bodies) with the default allowing.
+fn with_rules(rules: &[&str]) -> Policy {
+    let mut text = String::from("version = 1\nid = \"families\"\nname = \"Families\"\n");
+    for (i, r) in rules.iter().enumerate() {
+        text.push_str(&format!("[[rule]]\nid = \"r{i}\"\n{r}\n"));
+    }
+    load(&text)
+}
+
+#[test]
+fn a_rule_naming_a_product_selects_its_family_and_a_member_named_exactly_wins() {
+    const DENY_TELEGRAM: &str = "action = \"deny\"\nproducts = [\"telegram\"]";
+    const ALLOW_TELEGRAM: &str = "action = \"allow\"\nproducts = [\"telegram\"]";
+    const DENY_MACOS: &str = "action = \"deny\"\nproducts = [\"telegram-macos\"]";
+    const ALLOW_MACOS: &str = "action = \"allow\"\nproducts = [\"telegram-macos\"]";
+    const ALLOW_MESSENGERS: &str = "action = \"allow\"\ncategories = [\"messenger\"]";
+    const DENY_TEAMS: &str = "action = \"deny\"\nproducts = [\"microsoft-teams\"]";
+    // (rules, product found, expected status, deciding rule, reason contains)
+    let cases: &[(&[&str], &str, Status, &str, &str)] = &[
+        // The issue's case: denying telegram catches the native macOS client.
+        (
+            &[DENY_TELEGRAM],
+            "telegram-macos",
+            Status::Noncompliant,
+            "r0",
+            "denied by rule 'r0' through family 'telegram' ('telegram-macos' is a member)",
+        ),
+        (
+            &[DENY_TELEGRAM],
+            "telegram",
+            Status::Noncompliant,
+            "r0",
+            "denied by rule 'r0' since",
+        ),
+        // Naming the member alone is narrower: the root is not selected.
+        (&[DENY_MACOS], "telegram", Status::Compliant, "", ""),
+        (
+            &[DENY_MACOS],
+            "telegram-macos",
+            Status::Noncompliant,
+            "r0",
+            "denied by rule 'r0' since",
+        ),
+        // A rule naming the member exactly beats a family match, before or after it.
+        (
+            &[DENY_TELEGRAM, ALLOW_MACOS],
+            "telegram-macos",
+            Status::Compliant,
+            "",
+            "",
+        ),
+        (
+            &[ALLOW_MACOS, DENY_TELEGRAM],
+            "telegram-macos",
+            Status::Compliant,
+            "",
+            "",
+        ),
+        (
+            &[DENY_TELEGRAM, ALLOW_MACOS],
+            "telegram",
+            Status::Noncompliant,
+            "r0",
+            "r0",
+        ),
+        (
+            &[ALLOW_TELEGRAM, DENY_MACOS],
+            "telegram-macos",
+            Status::Noncompliant,
+            "r1",
+            "denied by rule 'r1' since",
+        ),
+        // Otherwise file order decides: an earlier category rule is not overtaken.
+        (
+            &[ALLOW_MESSENGERS, DENY_TELEGRAM],
+            "telegram-macos",
+            Status::Compliant,
+            "",
+            "",
+        ),
+        (
+            &[DENY_TELEGRAM, ALLOW_MESSENGERS],
+            "telegram-macos",
+            Status::Noncompliant,
+            "r0",
+            "through family 'telegram'",
+        ),
+        // The other family in the catalog.
+        (
+            &[DENY_TEAMS],
+            "microsoft-teams-free",
+            Status::Noncompliant,
+            "r0",
+            "through family 'microsoft-teams'",
+        ),
+        // A family member of another product is not selected.
+        (
+            &[DENY_TELEGRAM],
+            "microsoft-teams-free",
+            Status::Compliant,
+            "",
+            "",
+        ),
+    ];
+    for (rules, product, status, rule, text) in cases {
+        let p = with_rules(rules);
+        let v = judge_at(&p, "d", &[installed(product)], FIRST_SEEN);
+        assert_eq!(v.status, *status, "{rules:?} on {product}: {v:?}");
+        if rule.is_empty() {
+            assert!(v.reasons.is_empty(), "{rules:?} on {product}: {v:?}");
+        } else {
+            assert_eq!(v.reasons[0].rule, *rule, "{rules:?} on {product}");
+            assert_eq!(v.reasons[0].product, *product);
+            assert!(
+                v.reasons[0].text.contains(text),
+                "{rules:?}: {}",
+                v.reasons[0].text
+            );
+        }
+    }
+}
+
+#[test]
+fn policy_check_warns_when_a_member_takes_the_other_action_than_its_family() {
+    const DENY_TELEGRAM: &str = "action = \"deny\"\nproducts = [\"telegram\"]";
+    const ALLOW_MACOS: &str = "action = \"allow\"\nproducts = [\"telegram-macos\"]";
+    const DENY_MACOS: &str = "action = \"deny\"\nproducts = [\"telegram-macos\"]";
+    // (rules, warnings expected)
+    let cases: &[(&[&str], usize)] = &[
+        (&[DENY_TELEGRAM, ALLOW_MACOS], 1),
+        // Same action: nothing to warn about.
+        (&[DENY_TELEGRAM, DENY_MACOS], 0),
+        // The member first: the root rule does not decide it, and the author saw that.
+        (&[ALLOW_MACOS, DENY_TELEGRAM], 0),
+        (&[DENY_TELEGRAM], 0),
+    ];
+    for (rules, n) in cases {
+        let w = with_rules(rules).warnings();
+        assert_eq!(w.len(), *n, "{rules:?}: {w:?}");
+    }
+    let w = with_rules(&[DENY_TELEGRAM, ALLOW_MACOS]).warnings();
+    assert!(
+        w[0].contains("rule[1] 'r1' allows 'telegram-macos', a member of family 'telegram' that earlier rule 'r0' denies"),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn a_waiver_for_a_product_covers_its_family_members_and_says_so() {
+    let p = load(
+        r#"
+version = 1
+id = "w"
+name = "W"
+[[rule]]
+id = "no-telegram"
+action = "deny"
+products = ["telegram"]
+[[waiver]]
+scope = "device"
+device = "d1"
+product = "telegram"
+reason = "press office"
+approver = "i.petrova"
+expires = 2027-01-31
+"#,
+    );
+    let v = judge_at(&p, "d1", &[installed("telegram-macos")], FIRST_SEEN);
+    assert_eq!(v.status, Status::Waived);
+    assert!(
+        v.reasons[0]
+            .text
+            .contains("waived through family 'telegram'"),
+        "{}",
+        v.reasons[0].text
+    );
+}
+
+#[test]
+fn reasons_relying_on_an_unverified_register_membership_say_so() {
+    let p = with_rules(&[
+        "action = \"deny\"\nregisters = [\"ru-domestic-software\"]\nenforcement = \"notify\"",
+    ]);
+    let v = judge_at(&p, "d", &[installed("vk-teams")], FIRST_SEEN);
+    assert!(
+        v.reasons[0].text.contains(
+            "membership of register 'ru-domestic-software' unverified: no registry record number"
+        ),
+        "{}",
+        v.reasons[0].text
+    );
+    // An allow resting on an unverified listing is a notice: still compliant, but visible.
+    let p = example("ministry-letter.toml");
+    let v = judge_at(&p, "d", &[installed("vk-teams")], FIRST_SEEN);
+    assert_eq!(v.status, Status::Compliant);
+    assert_eq!(v.reasons.len(), 1, "{v:?}");
+    assert_eq!(v.reasons[0].kind, ReasonKind::Notice);
+    assert!(
+        v.reasons[0].text.contains(
+            "allowed by rule 'domestic-register' through register 'ru-domestic-software', whose listing of it is unverified"
+        ),
+        "{}",
+        v.reasons[0].text
+    );
+    // A register an organisation keeps itself needs no record numbers.
+    let p = with_rules(&["action = \"deny\"\nregisters = [\"example-corp-approved\"]"]);
+    let v = judge_at(&p, "d", &[installed("zoom")], FIRST_SEEN);
+    assert!(
+        !v.reasons[0].text.contains("unverified"),
+        "{}",
+        v.reasons[0].text
+    );
 }

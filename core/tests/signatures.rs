@@ -68,6 +68,9 @@ fn linux_identifiers() {
         (K::Appimage, "zoomer-1.0.AppImage", None),
         (K::Appimage, "Telegram.AppImage.part", None),
         (K::LinuxExe, "teamspeak3", None),
+        // Issue 16: ICQ New's vendor tarball on Linux.
+        (K::LinuxExe, "icq", Some("icq")),
+        (K::LinuxExe, "icqd", None),
     ]);
 }
 
@@ -79,6 +82,12 @@ fn macos_identifiers() {
         (K::BundleId, "com.tdesktop.Telegram", Some("telegram")),
         (K::BundleId, "ru.keepcoder.Telegram", Some("telegram-macos")),
         (K::BundleId, "net.whatsapp.WhatsApp", Some("whatsapp")),
+        // Issue 16: WhatsApp's older Electron client.
+        (K::BundleId, "desktop.WhatsApp", Some("whatsapp")),
+        (K::BundleId, "desktop.whatsapp.helper", None),
+        (K::BundleId, "ru.oneme.desktop", Some("max")),
+        (K::BundleId, "com.cycling74.Max", None),
+        (K::MacApp, "Max.app", None), // Cycling '74's Max: MAX is matched by bundle id only
         (K::BundleId, "kontur.talk", Some("kontur-tolk")),
         (
             K::BundleId,
@@ -129,6 +138,20 @@ fn windows_identifiers() {
         (K::WinExe, "Zoom.exe", Some("zoom")),
         (K::WinExe, "zoom.EXE", Some("zoom")),
         (K::WinExe, "ms-teams.exe", Some("microsoft-teams")),
+        // Issue 16: Viber machine-wide (MSI) and per-user, VK Messenger's Inno installer.
+        (K::WinDisplayName, "Viber", Some("viber")),
+        (K::WinDisplayName, "viber", Some("viber")),
+        (K::WinUninstallKey, "Viber", Some("viber")),
+        (
+            K::WinUninstallKey,
+            "{BE9B79EE-D5FA-4427-A8EB-8A2490B1896A}",
+            Some("viber"),
+        ),
+        (K::WinUninstallKey, "VK_is1", Some("vk-messenger")),
+        (K::WinExe, "vk-calls.exe", Some("vk-calls")),
+        (K::WinDisplayName, "Viber Desktop Cleaner", None),
+        (K::WinPublisher, "2010-2024 Viber Media S.a.r.l", None),
+        (K::WinUninstallKey, "VKTeams_is1", None),
         // Look-alikes.
         (K::WinDisplayName, "TeamSpeak 3 Client", Some("teamspeak")),
         (K::WinDisplayName, "TeamViewer 15", None),
@@ -153,6 +176,9 @@ fn web_apps() {
             Some("google-meet"),
         ),
         (K::WebOrigin, "https://web.whatsapp.com", Some("whatsapp")),
+        (K::WebOrigin, "https://web.tamtam.chat", Some("tamtam")),
+        (K::WebOrigin, "https://web.max.ru", Some("max")),
+        (K::WebOrigin, "https://pruffme.com", Some("pruffme")),
         (K::PwaAppId, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", None),
         (K::WebOrigin, "https://whatsapp.example.com", None),
     ]);

@@ -97,6 +97,81 @@ fn ctl_policy_test_judges_a_saved_scan() {
 }
 
 #[test]
+fn ctl_policy_test_denying_telegram_catches_the_native_macos_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let scan = dir.path().join("scan.json");
+    std::fs::write(&scan, r#"{"platform":"macos","findings":[{"product":"telegram-macos","installed":true,"running":false,"evidence":[{"source":"macos_app","detail":"app Telegram.app ru.keepcoder.Telegram 11.3 (system)","signature":"bundle_id"}]}]}"#).unwrap();
+    let policy = dir.path().join("policy.toml");
+    // (rules, expected status, expected reason text)
+    let cases = [
+        (
+            "[[rule]]\nid = \"no-telegram\"\naction = \"deny\"\nproducts = [\"telegram\"]\n",
+            ": noncompliant",
+            "denied by rule 'no-telegram' through family 'telegram' ('telegram-macos' is a member)",
+        ),
+        (
+            "[[rule]]\nid = \"no-telegram\"\naction = \"deny\"\nproducts = [\"telegram\"]\n\
+             [[rule]]\nid = \"mac-ok\"\naction = \"allow\"\nproducts = [\"telegram-macos\"]\n",
+            ": compliant",
+            "",
+        ),
+    ];
+    for (rules, status, reason) in cases {
+        std::fs::write(
+            &policy,
+            format!("version = 1\nid = \"p\"\nname = \"P\"\n{rules}"),
+        )
+        .unwrap();
+        let (ok, stdout, stderr) = ctl(&[
+            "policy",
+            "test",
+            policy.to_str().unwrap(),
+            scan.to_str().unwrap(),
+        ]);
+        assert!(ok, "{stderr}");
+        assert!(stdout.contains(status), "{rules}: {stdout}");
+        assert!(stdout.contains(reason), "{rules}: {stdout}");
+    }
+    // The second policy splits the family: `policy check` says so, and still accepts it.
+    let (ok, _, stderr) = ctl(&["policy", "check", policy.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("warning: rule[1] 'mac-ok' allows 'telegram-macos', a member of family 'telegram' that earlier rule 'no-telegram' denies"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn ctl_catalog_show_lists_family_members_and_unverified_register_listings() {
+    // (product, text expected in `catalog show`)
+    let cases = [
+        (
+            "telegram",
+            "family members: telegram-macos (Telegram for macOS)",
+        ),
+        ("telegram-macos", "family: member of telegram"),
+        ("microsoft-teams", "family members: microsoft-teams-free"),
+        (
+            "vk-teams",
+            "register: ru-domestic-software (UNVERIFIED: no registry record number from a public source)",
+        ),
+        ("zoom", "register: example-corp-approved\n"),
+    ];
+    for (id, expected) in cases {
+        let (ok, stdout, stderr) = ctl(&["catalog", "show", id]);
+        assert!(ok, "{stderr}");
+        assert!(stdout.contains(expected), "{id}: {stdout}");
+    }
+    let (ok, stdout, _) = ctl(&["catalog", "show", "vk-teams", "--output", "json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["registers"][0]["verified"], false, "{v}");
+    let (_, stdout, _) = ctl(&["catalog", "show", "telegram", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["members"], serde_json::json!(["telegram-macos"]));
+}
+
+#[test]
 fn ctl_tokens_create_refuses_zero_uses_and_zero_lifetime_naming_the_flag() {
     let (ok, _, stderr) = ctl(&["tokens", "create", "--org", "acme", "--uses", "0"]);
     assert!(!ok);

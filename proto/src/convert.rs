@@ -122,6 +122,7 @@ pub fn unclassified_to_wire(u: &Unclassified) -> v1::Unclassified {
         name: u.name.clone(),
         source: u.source.clone(),
         detail: u.detail.clone(),
+        looks_like: u.looks_like.clone().unwrap_or_default(),
     }
 }
 
@@ -131,6 +132,7 @@ pub fn unclassified_from_wire(u: v1::Unclassified) -> Unclassified {
         name: u.name,
         source: u.source,
         detail: u.detail,
+        looks_like: Some(u.looks_like).filter(|p| !p.is_empty()),
     }
 }
 

@@ -132,6 +132,7 @@ fn candidate(name: &str) -> v1::Unclassified {
         name: name.into(),
         source: "desktop".into(),
         detail: "Categories=Network;InstantMessaging".into(),
+        looks_like: String::new(),
     }
 }
 

@@ -250,6 +250,10 @@ pub(crate) fn item_for(id: &str, entry: &Entry, location: &str) -> Option<Invent
     if let Some(program) = entry.exec.as_deref().and_then(exec_program) {
         item = item.with_id(SignatureKind::LinuxExe, program);
     }
+    // The name it shows, for near misses (an unknown entry called "WhatsApp" is reported).
+    if let Some(name) = entry.name.as_deref().filter(|n| !n.is_empty()) {
+        item = item.with_name(clip(name));
+    }
     if entry.is_communication() {
         let name = entry
             .name
@@ -432,6 +436,28 @@ Exec=/opt/zoom/ZoomLauncher %U\nCategories=Network;Application;\nStartupWMClass=
                 (SignatureKind::LinuxExe, "obscure".into())
             ]
         );
+    }
+
+    #[test]
+    fn an_entry_named_like_a_product_under_an_unknown_id_is_a_near_miss() {
+        let m = commscan_core::matcher::Matcher::new(&commscan_core::catalog::Catalog::embedded());
+        // (entry Name, Categories, hint expected)
+        let cases = [
+            ("WhatsApp", "Network;", Some("whatsapp")),
+            ("Whats App", "Network;InstantMessaging;", Some("whatsapp")),
+            ("Signal Analyzer", "Science;", None),
+            ("Zoom Player", "AudioVideo;Player;", None),
+        ];
+        for (name, categories, hint) in cases {
+            let e = entry(&format!(
+                "[Desktop Entry]\nType=Application\nName={name}\nExec=wrapper-xyz\nCategories={categories}\n"
+            ));
+            let item = item_for("org.example.wrapper", &e, "/usr/share/applications").unwrap();
+            let (findings, unclassified) = m.match_all([&item]);
+            assert!(findings.is_empty(), "{name}");
+            let got = unclassified.first().and_then(|u| u.looks_like.as_deref());
+            assert_eq!(got, hint, "{name}: {unclassified:?}");
+        }
     }
 
     #[test]

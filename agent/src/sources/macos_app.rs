@@ -261,6 +261,10 @@ fn bundle_item(
         item = item.with_id(kind, value);
     }
     item.version = version;
+    // The name it shows, for near misses: an unknown bundle id called "WhatsApp" is reported.
+    if let Some(name) = info.display_name.clone().or_else(|| info.name.clone()) {
+        item = item.with_name(name);
+    }
     if info.category.as_deref() == Some(SOCIAL_NETWORKING) {
         let stem = file_name
             .get(..file_name.len().saturating_sub(4))

@@ -382,6 +382,7 @@ impl Query for QueryService {
                     source: c.source,
                     devices: c.devices,
                     detail: c.detail,
+                    looks_like: c.looks_like,
                 })
                 .collect(),
         }))

@@ -121,7 +121,12 @@ impl DeviceRecord {
             unclassified: self
                 .unclassified
                 .iter()
-                .map(|u| (u.name.clone(), (u.source.clone(), u.detail.clone())))
+                .map(|u| {
+                    (
+                        u.name.clone(),
+                        (u.source.clone(), u.detail.clone(), u.looks_like.clone()),
+                    )
+                })
                 .collect(),
         }
     }
@@ -136,8 +141,8 @@ pub struct Contribution {
     pub products: BTreeSet<String>,
     /// Products in violation.
     pub violating: BTreeSet<String>,
-    /// Unclassified candidates by name, with a sample `(source, detail)`.
-    pub unclassified: BTreeMap<String, (String, String)>,
+    /// Unclassified candidates by name, with a sample `(source, detail, looks_like)`.
+    pub unclassified: BTreeMap<String, (String, String, Option<String>)>,
 }
 
 /// Per-product counts in an aggregate.
@@ -186,6 +191,10 @@ pub struct CandidateCounts {
     pub source: String,
     /// A sample reason.
     pub detail: String,
+    /// The catalogued product a reporting device said it looks like (a near miss); empty when
+    /// none did. Absent from aggregates stored before near misses existed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub looks_like: String,
 }
 
 impl OrgAggregate {
@@ -203,12 +212,15 @@ impl OrgAggregate {
                 step(&mut e.violating, add);
             }
         }
-        for (name, (source, detail)) in &c.unclassified {
+        for (name, (source, detail, looks_like)) in &c.unclassified {
             let e = self.unclassified.entry(name.clone()).or_default();
             step(&mut e.devices, add);
             if add && e.source.is_empty() {
                 e.source.clone_from(source);
                 e.detail.clone_from(detail);
+            }
+            if let (true, true, Some(p)) = (add, e.looks_like.is_empty(), looks_like) {
+                e.looks_like.clone_from(p);
             }
         }
         self.by_status.retain(|_, v| *v > 0);
@@ -564,4 +576,57 @@ pub struct OutboxEntry {
     /// fails is dropped.
     #[serde(with = "time::serde::rfc3339")]
     pub enqueued_at: OffsetDateTime,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_stored_before_near_misses_still_decode() {
+        // An aggregate's candidate counts and a device's candidate as stored before
+        // `looks_like` existed.
+        let counts: CandidateCounts =
+            serde_json::from_str(r#"{"devices":2,"source":"desktop","detail":"Categories=Chat"}"#)
+                .unwrap();
+        assert_eq!(counts.looks_like, "");
+        let u: Unclassified =
+            serde_json::from_str(r#"{"name":"Chatty","source":"desktop","detail":"x"}"#).unwrap();
+        assert_eq!(u.looks_like, None);
+        // And what is stored now leaves the field out when there is no hint.
+        assert!(
+            !serde_json::to_string(&counts)
+                .unwrap()
+                .contains("looks_like")
+        );
+    }
+
+    #[test]
+    fn an_aggregate_keeps_the_hint_any_reporting_device_gave() {
+        let contribution = |looks_like: Option<&str>| Contribution {
+            status: Status::Compliant,
+            products: BTreeSet::new(),
+            violating: BTreeSet::new(),
+            unclassified: BTreeMap::from([(
+                "WhatsApp".to_owned(),
+                (
+                    "macos_app".to_owned(),
+                    "app WhatsApp.app".to_owned(),
+                    looks_like.map(str::to_owned),
+                ),
+            )]),
+        };
+        let mut agg = OrgAggregate::default();
+        // (device's hint, devices after, hint after)
+        let steps = [
+            (None, 1, ""),
+            (Some("whatsapp"), 2, "whatsapp"),
+            (None, 3, "whatsapp"),
+        ];
+        for (hint, devices, kept) in steps {
+            agg.apply(&contribution(hint), true);
+            let c = &agg.unclassified["WhatsApp"];
+            assert_eq!((c.devices, c.looks_like.as_str()), (devices, kept));
+        }
+    }
 }

@@ -210,6 +210,7 @@ texts! {
     Mapped => "Mapped", "Сопоставлено";
     Dismissed => "Dismissed", "Скрыто";
     NoCandidates => "Nothing unclassified.", "Неизвестного ПО нет.";
+    LooksLike => "looks like", "похоже на";
     Tokens => "Enrolment tokens", "Токены регистрации";
     CreateToken => "Create token", "Создать токен";
     Uses => "Uses", "Использований";

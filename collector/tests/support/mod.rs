@@ -124,6 +124,7 @@ impl Harness {
                 name: (*n).into(),
                 source: "desktop".into(),
                 detail: "Categories=Network;InstantMessaging;".into(),
+                looks_like: None,
             })
             .collect();
         self.collector

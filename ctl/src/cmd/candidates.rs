@@ -52,22 +52,7 @@ pub(crate) async fn run(command: CandidatesCommand) -> anyhow::Result<ExitCode> 
                 .list_unclassified(v1::ListUnclassifiedRequest { organisation: org })
                 .await?
                 .into_inner();
-            let rows: Vec<Vec<String>> = r
-                .candidates
-                .iter()
-                .map(|c| {
-                    vec![
-                        c.name.clone(),
-                        c.devices.to_string(),
-                        c.source.clone(),
-                        c.detail.clone(),
-                    ]
-                })
-                .collect();
-            print!(
-                "{}",
-                output::rows(&["NAME", "DEVICES", "SOURCE", "WHY"], &rows, conn.output)
-            );
+            print!("{}", list(&r.candidates, conn.output));
         }
         CandidatesCommand::Map {
             conn,
@@ -86,6 +71,29 @@ pub(crate) async fn run(command: CandidatesCommand) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
+/// The candidates as rows; `LOOKS LIKE` names the catalogued product a near miss carries the
+/// name of (map it with `candidates map --product <that id>`). Every cell goes through
+/// [`output::rows`], which neutralises what a terminal or a spreadsheet would act on.
+fn list(candidates: &[v1::CandidateCount], format: output::Format) -> String {
+    let rows: Vec<Vec<String>> = candidates
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                c.devices.to_string(),
+                c.source.clone(),
+                c.detail.clone(),
+                c.looks_like.clone(),
+            ]
+        })
+        .collect();
+    output::rows(
+        &["NAME", "DEVICES", "SOURCE", "WHY", "LOOKS LIKE"],
+        &rows,
+        format,
+    )
+}
+
 /// Maps `name` to `product`, or dismisses it when `product` is empty.
 async fn classify(conn: &Conn, org: &str, name: &str, product: &str) -> anyhow::Result<()> {
     conn.connection()?
@@ -99,4 +107,40 @@ async fn classify(conn: &Conn, org: &str, name: &str, product: &str) -> anyhow::
         })
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use commscan_ctl::output::Format;
+
+    fn candidate(name: &str, looks_like: &str) -> v1::CandidateCount {
+        v1::CandidateCount {
+            name: name.into(),
+            source: "macos_app".into(),
+            devices: 3,
+            detail: "app WhatsApp.app desktop.WhatsApp.beta 2.2 (system)".into(),
+            looks_like: looks_like.into(),
+        }
+    }
+
+    #[test]
+    fn near_misses_show_the_product_they_look_like_and_hostile_names_are_neutralised() {
+        let list = [
+            candidate("WhatsApp", "whatsapp"),
+            candidate("Chatty\u{1b}]0;pwned\u{7}", ""),
+        ];
+        // (format, text expected, text that must not appear)
+        let cases = [
+            (Format::Table, "LOOKS LIKE", "\u{1b}"),
+            (Format::Table, "whatsapp", "\u{7}"),
+            (Format::Json, "\"looks_like\": \"whatsapp\"", "\u{1b}"),
+            (Format::Csv, "whatsapp", "\u{1b}"),
+        ];
+        for (format, expected, absent) in cases {
+            let out = super::list(&list, format);
+            assert!(out.contains(expected), "{expected}: {out}");
+            assert!(!out.contains(absent), "{absent:?}: {out}");
+        }
+    }
 }

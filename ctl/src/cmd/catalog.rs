@@ -5,6 +5,7 @@
 use anyhow::Context;
 use clap::Subcommand;
 use commscan_core::catalog::Catalog;
+use commscan_core::register::Registers;
 use commscan_ctl::output::{self, Format};
 use std::process::ExitCode;
 
@@ -102,7 +103,33 @@ pub(crate) async fn run(command: CatalogCommand) -> anyhow::Result<ExitCode> {
                 format!("no product '{id}' in the catalog (see `commscanctl catalog list`)")
             })?;
             match output {
-                Format::Json => println!("{}", serde_json::to_string_pretty(p)?),
+                Format::Json => {
+                    // The product as the catalog holds it, plus what other entries say about
+                    // it: its family members and its register listings.
+                    let registers = Registers::embedded(&catalog)?;
+                    let mut v = serde_json::to_value(p)?;
+                    v["members"] = serde_json::json!(
+                        catalog
+                            .members(&p.id)
+                            .iter()
+                            .map(|m| &m.id)
+                            .collect::<Vec<_>>()
+                    );
+                    v["registers"] = serde_json::Value::Array(
+                        registers
+                            .iter()
+                            .filter(|r| r.products.contains(&p.id))
+                            .map(|r| {
+                                serde_json::json!({
+                                    "id": r.id,
+                                    "verified": r.is_verified(&p.id),
+                                    "record": r.records.get(&p.id),
+                                })
+                            })
+                            .collect(),
+                    );
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                }
                 Format::Table | Format::Csv => {
                     println!(
                         "{} ({})\n  vendor: {}\n  country: {}",
@@ -125,7 +152,33 @@ pub(crate) async fn run(command: CatalogCommand) -> anyhow::Result<ExitCode> {
                             .unwrap_or_default()
                     );
                     if let Some(f) = &p.family {
-                        println!("  family: {f}");
+                        println!(
+                            "  family: member of {f} (a policy naming {f} also selects {})",
+                            p.id
+                        );
+                    }
+                    let members = catalog.members(&p.id);
+                    if !members.is_empty() {
+                        println!(
+                            "  family members: {} (a policy naming {} also selects these)",
+                            members
+                                .iter()
+                                .map(|m| format!("{} ({})", m.id, m.name))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            p.id
+                        );
+                    }
+                    let registers = Registers::embedded(&catalog)?;
+                    for r in registers.iter().filter(|r| r.products.contains(&p.id)) {
+                        match r.records.get(&p.id) {
+                            _ if !r.is_verified(&p.id) => println!(
+                                "  register: {} (UNVERIFIED: no registry record number from a public source)",
+                                r.id
+                            ),
+                            Some(record) => println!("  register: {} (record {record})", r.id),
+                            None => println!("  register: {}", r.id),
+                        }
                     }
                     println!("  signatures:");
                     for s in &p.signatures {

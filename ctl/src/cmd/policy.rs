@@ -39,13 +39,18 @@ pub(crate) async fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             return super::rules::run(commscan_proto::v1::RulesKind::Policy, s).await;
         }
         PolicyCommand::Check { file } => match load_policy(&file) {
-            Ok((_, p)) => println!(
-                "{}: ok (policy '{}', {} rules, {} waivers)",
-                file.display(),
-                p.id,
-                p.rules.len(),
-                p.waivers.len()
-            ),
+            Ok((_, p)) => {
+                println!(
+                    "{}: ok (policy '{}', {} rules, {} waivers)",
+                    file.display(),
+                    p.id,
+                    p.rules.len(),
+                    p.waivers.len()
+                );
+                for w in p.warnings() {
+                    eprintln!("{}: warning: {w}", file.display());
+                }
+            }
             Err(e) => {
                 eprintln!("{e:#}");
                 return Ok(ExitCode::from(2));

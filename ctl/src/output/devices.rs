@@ -374,13 +374,17 @@ pub fn device_detail(d: &DeviceDetailOut, format: Format, colour: bool) -> Strin
             if !d.unclassified.is_empty() {
                 let _ = writeln!(s, "\nunclassified candidates:");
                 for u in &d.unclassified {
-                    let _ = writeln!(
+                    let _ = write!(
                         s,
                         "  {} ({}: {})",
                         text(&u.name),
                         text(&u.source),
                         text(&u.detail)
                     );
+                    if let Some(p) = &u.looks_like {
+                        let _ = write!(s, " looks like {}", text(p));
+                    }
+                    let _ = writeln!(s);
                 }
             }
             if !d.waivers.is_empty() {
@@ -472,6 +476,22 @@ mod tests {
         assert!(table.contains("dpkg\\u{1b}[2J"), "{table}");
         let rows = devices(std::slice::from_ref(&d.device), Format::Table, false);
         assert!(!rows.contains('\x1b'));
+    }
+
+    #[test]
+    fn a_devices_near_miss_shows_what_it_looks_like() {
+        let mut r = hostile();
+        r.unclassified = vec![v1::Unclassified {
+            name: "WhatsApp\x1b[2J".into(),
+            source: "macos_app".into(),
+            detail: "app WhatsApp.app com.example.wa 2.2 (system)".into(),
+            looks_like: "whatsapp".into(),
+        }];
+        let table = device_detail(&device_detail_out(&r), Format::Table, false);
+        assert!(
+            table.contains("WhatsApp\\u{1b}[2J (macos_app: app WhatsApp.app com.example.wa 2.2 (system)) looks like whatsapp"),
+            "{table}"
+        );
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub async fn candidates(State(web): State<Web>, ctx: Ctx, Query(q): Query<OrgQue
                         tbody {
                             @for (name, c) in &rows {
                                 tr data-candidate=(name) {
-                                    td { (name) }
+                                    td { (candidate_name(lang, name, &c.looks_like, &products)) }
                                     td.num { (lang.int(c.devices)) }
                                     td { code { (c.source) } " " (c.detail) }
                                     td {
@@ -101,7 +101,7 @@ pub async fn candidates(State(web): State<Web>, ctx: Ctx, Query(q): Query<OrgQue
                                             (page::csrf(&ctx))
                                             input type="hidden" name="name" value=(name);
                                             select name="product" aria-label=(lang.t(T::Product)) {
-                                                @for (id, pname) in &products { option value=(id) { (pname) } }
+                                                @for (id, pname) in &products { option value=(id) selected[*id == c.looks_like] { (pname) } }
                                             }
                                             button type="submit" { (lang.t(T::Map)) }
                                         }
@@ -121,6 +121,30 @@ pub async fn candidates(State(web): State<Web>, ctx: Ctx, Query(q): Query<OrgQue
             }
         },
     )
+}
+
+/// A candidate's name, and for a near miss (named like a catalogued product whose identifiers
+/// it does not carry) the product it looks like. The map form starts on that product, so
+/// mapping is one click. maud escapes every string.
+fn candidate_name(
+    lang: super::super::i18n::Lang,
+    name: &str,
+    looks_like: &str,
+    products: &[(&str, &str)],
+) -> Markup {
+    let product = products
+        .iter()
+        .find(|(id, _)| *id == looks_like)
+        .map_or(looks_like, |(_, n)| n);
+    html! {
+        (name)
+        @if !looks_like.is_empty() {
+            br;
+            span.hint data-looks-like=(looks_like) {
+                (lang.t(T::LooksLike)) " " (product) " (" code { (looks_like) } ")"
+            }
+        }
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -522,4 +546,46 @@ pub async fn audit(State(web): State<Web>, ctx: Ctx, Query(q): Query<AuditQuery>
             @if let Some(last) = last { @if entries.len() == 100 { p { a rel="next" href=(format!("/audit?after={last}")) { (lang.t(T::Older)) } } } }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::i18n::Lang;
+    use super::*;
+
+    #[test]
+    fn a_near_miss_shows_the_product_it_looks_like_and_every_string_is_escaped() {
+        let products = [("whatsapp", "WhatsApp"), ("max", "MAX")];
+        // (lang, name, looks_like, must contain, must not contain)
+        let cases = [
+            (
+                Lang::En,
+                "WhatsApp",
+                "whatsapp",
+                "looks like WhatsApp (<code>whatsapp</code>)",
+                "<script",
+            ),
+            (Lang::Ru, "MAX", "max", "похоже на MAX", "<script"),
+            (
+                Lang::En,
+                "<script>alert(1)</script>",
+                "",
+                "&lt;script&gt;alert(1)&lt;/script&gt;",
+                "looks like",
+            ),
+            // A hint naming no product of the catalog in force is shown as the id it is.
+            (
+                Lang::En,
+                "Chat",
+                "gone-product",
+                "looks like gone-product",
+                "<script",
+            ),
+        ];
+        for (lang, name, looks_like, contains, absent) in cases {
+            let html = candidate_name(lang, name, looks_like, &products).into_string();
+            assert!(html.contains(contains), "{html}");
+            assert!(!html.contains(absent), "{html}");
+        }
+    }
 }
