@@ -338,6 +338,24 @@ pub fn is_slug(s: &str) -> bool {
         })
 }
 
+/// Why a path value would make a source look outside its fixed places, if it would: catalog
+/// content is data, and a catalog from the network must not widen what the agent reads.
+/// `linux_path` is absolute or `~/`-relative; neither kind may climb with `..` or hold a NUL.
+fn path_problem(kind: SignatureKind, v: &str) -> Option<&'static str> {
+    let climbs = |sep: &[char]| v.split(sep).any(|part| part == "..");
+    match kind {
+        SignatureKind::LinuxPath if !(v.starts_with('/') || v.starts_with("~/")) => {
+            Some("a linux_path is absolute or starts with '~/'")
+        }
+        SignatureKind::LinuxPath | SignatureKind::WinPath if v.contains('\0') => {
+            Some("a path holds a NUL character")
+        }
+        SignatureKind::LinuxPath if climbs(&['/']) => Some("a path may not climb with '..'"),
+        SignatureKind::WinPath if climbs(&['/', '\\']) => Some("a path may not climb with '..'"),
+        _ => None,
+    }
+}
+
 /// Whether `s` looks like an ISO 3166-1 alpha-2 code (two uppercase ASCII letters).
 pub fn is_country_code(s: &str) -> bool {
     s.len() == 2 && s.bytes().all(|b| b.is_ascii_uppercase())
@@ -467,6 +485,9 @@ impl Catalog {
                             skey("values"),
                             format!("value '{v}' is empty or has surrounding spaces"),
                         );
+                    }
+                    if let Some(why) = path_problem(kind, v) {
+                        check.problem(rs.values.span(), skey("values"), format!("'{v}': {why}"));
                     }
                     if v.contains('*') && !kind.is_glob() {
                         check.problem(

@@ -16,6 +16,7 @@
 //! | [`size`] | human sizes (`4MiB`) in config files |
 //! | [`text`] | hostile text from endpoints: length limits, control characters removed, CSV quoting |
 //! | [`report`] | a report's body (snapshot or delta) and the canonical form of findings |
+//! | [`signed_catalog`] | signed catalog envelopes: release, digest, Ed25519 signatures by catalog keys; parsing, signing, verification |
 //! | [`digest`] | the state digest both sides compute over the canonical state |
 //! | [`textpos`] | the validation every data file shares ([`textpos::FileCheck`]): problems that name file, line and key |
 //!
@@ -36,6 +37,7 @@ pub mod policy;
 pub mod register;
 pub mod report;
 pub mod scan;
+pub mod signed_catalog;
 pub mod size;
 pub mod text;
 pub mod textpos;
