@@ -9,6 +9,8 @@
 
 use crate::store::{DeviceRecord, RulesKind, RulesVersion};
 use commscan_core::catalog::Catalog;
+use commscan_core::signed_catalog::SignedCatalog;
+use commscan_core::textpos::Problem;
 use commscan_core::policy::Policy;
 use commscan_core::register::Registers;
 use commscan_core::textpos::Problems;
@@ -182,6 +184,51 @@ pub struct Rules {
     pub org_policies: BTreeMap<String, Policy>,
     /// The texts they were parsed from.
     pub sources: Sources,
+    /// The signed catalog passed on to agents, when the catalog in force is one.
+    pub signed_catalog: Option<Arc<ServedCatalog>>,
+}
+
+/// A signed catalog in force: the collector judges with its content and passes its bytes on,
+/// unchanged, to agents holding an older release ([`crate::grpc::push`]). The collector does
+/// not check the signatures (it holds no keys it could trust more than the agents do); agents
+/// do.
+#[derive(Debug)]
+pub struct ServedCatalog {
+    /// The release.
+    pub release: u64,
+    /// SHA-256 of the content.
+    pub digest: [u8; 32],
+    /// The envelope as applied.
+    pub bytes: Vec<u8>,
+}
+
+/// The catalog of `source`, and the envelope when the source is a signed catalog
+/// ([`SignedCatalog::looks_signed`]): its structure and digest are checked and its content is
+/// validated like any catalog.
+fn parse_catalog(source: &Source) -> Result<(Catalog, Option<Arc<ServedCatalog>>), Problems> {
+    if !SignedCatalog::looks_signed(source.text.as_bytes()) {
+        return Ok((Catalog::parse(&source.name, &source.text)?, None));
+    }
+    let envelope = SignedCatalog::parse(source.text.as_bytes()).map_err(|e| {
+        Problems(vec![Problem {
+            file: source.name.clone(),
+            line: None,
+            key: "signed catalog".into(),
+            message: e.to_string(),
+        }])
+    })?;
+    let catalog = Catalog::parse(
+        &format!("{} (signed release {})", source.name, envelope.release),
+        &envelope.content,
+    )?;
+    Ok((
+        catalog,
+        Some(Arc::new(ServedCatalog {
+            release: envelope.release,
+            digest: envelope.digest,
+            bytes: source.text.clone().into_bytes(),
+        })),
+    ))
 }
 
 impl Rules {
@@ -192,7 +239,7 @@ impl Rules {
 
     /// Parses and validates `sources` together; every problem of every source at once.
     pub fn parse(sources: Sources) -> Result<Rules, Problems> {
-        let catalog = Catalog::parse(&sources.catalog.name, &sources.catalog.text)?;
+        let (catalog, signed) = parse_catalog(&sources.catalog)?;
         let registers =
             Registers::parse(&sources.registers.name, &sources.registers.text, &catalog)?;
         let mut problems = Vec::new();
@@ -216,6 +263,7 @@ impl Rules {
         match policy {
             Some(policy) if problems.is_empty() => Ok(Rules {
                 catalog,
+                signed_catalog: signed,
                 registers,
                 policy,
                 org_policies,

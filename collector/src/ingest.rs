@@ -29,7 +29,7 @@ use crate::collector::Collector;
 use crate::connections::Registered;
 use crate::enrollment::clean_text;
 use crate::error::CollectorError;
-use crate::store::DeviceRecord;
+use crate::store::{DeviceCatalog, DeviceRecord};
 use commscan_core::digest;
 use commscan_core::identity::DeviceIdentity;
 use commscan_core::platform::Platform;
@@ -120,6 +120,31 @@ pub struct HelloInfo {
     pub state_digest: Vec<u8>,
     /// When the certificate the stream was opened with expires.
     pub certificate_expires: Option<time::OffsetDateTime>,
+    /// The catalog the agent stated (cleaned); `None` from agents predating signed catalogs.
+    pub catalog: Option<DeviceCatalog>,
+}
+
+/// Longest catalog refusal kept from an agent.
+pub const MAX_CATALOG_REFUSAL: usize = 512;
+
+/// An agent's catalog statement as the store keeps it: the digest only when it is 32 bytes,
+/// the refusal cleaned and cut to [`MAX_CATALOG_REFUSAL`] characters.
+pub fn device_catalog(
+    release: u64,
+    digest: &[u8],
+    refused_release: u64,
+    refusal: &str,
+) -> DeviceCatalog {
+    DeviceCatalog {
+        release,
+        digest: if digest.len() == 32 {
+            digest::hex(digest)
+        } else {
+            String::new()
+        },
+        refused_release,
+        refusal: clean_text(refusal, MAX_CATALOG_REFUSAL),
+    }
 }
 
 /// What bounding a report cut or dropped, for one log line and the counters.
@@ -340,6 +365,32 @@ impl Collector {
         Ok((device, registered))
     }
 
+    /// Stores the catalog a device's agent states it uses (its hello, or its answer to a
+    /// catalog update), when it differs from the stored one, so `catalog versions` sees it
+    /// before the next report.
+    pub(crate) fn record_catalog(
+        &self,
+        who: &DeviceIdentity,
+        catalog: &DeviceCatalog,
+    ) -> Result<(), CollectorError> {
+        {
+            let _device_lock = self.lock_device(&who.device_id)?;
+            let mut device = self.admit(who)?;
+            if &device.catalog == catalog {
+                return Ok(());
+            }
+            device.catalog = catalog.clone();
+            self.store().put_device(&device, self.now())?;
+        }
+        self.store().flush()?;
+        if catalog.refused_release > 0 {
+            tracing::warn!(device = %who.device_id, organisation = %who.organisation, release = catalog.release, refused_release = catalog.refused_release, refusal = %catalog.refusal, "agent refused a signed catalog");
+        } else {
+            tracing::info!(device = %who.device_id, organisation = %who.organisation, release = catalog.release, "agent catalog recorded");
+        }
+        Ok(())
+    }
+
     /// Forgets a stream that ended, here and in a store shared with other collectors.
     pub(crate) fn close_stream(&self, device: &str, conn: u64) {
         self.connections().unregister(device, conn);
@@ -495,6 +546,9 @@ impl Collector {
         }
         if hello.certificate_expires.is_some() {
             device.certificate_expires = hello.certificate_expires;
+        }
+        if let Some(c) = &hello.catalog {
+            device.catalog = c.clone();
         }
         // The digest of the state as the agent reported it, before officers' classifications
         // turn candidates into findings (or dismiss them): the agent cannot know those.

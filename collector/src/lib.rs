@@ -9,6 +9,7 @@
 //! | [`ingest`] | applying a device's report: within its rate, idempotent by sequence, judged, durable before ack |
 //! | [`queries`] | device listings, device detail, exports (authorised, paged), organisation summaries, fleet summaries and their totals |
 //! | [`rejudge`] | policy reloads: swap rules, re-judge every device from stored findings |
+//! | [`catalog_signing`] | `catalog keygen` and `catalog sign`: the offline catalog key and signed catalogs (the collector holds no catalog key) |
 //! | [`stored_rules`] | rules applied through the API: versions in the store, history, rollback, every collector in step |
 //! | [`admin`] | enrolment tokens, device revocation, access tokens, the audit log (privileged) |
 //! | [`audit`] | appending to the audit log |
@@ -48,6 +49,7 @@ pub mod alerts;
 pub(crate) mod audit;
 pub mod auth;
 pub mod backup;
+pub mod catalog_signing;
 pub(crate) mod classify;
 pub mod cluster;
 pub mod collector;

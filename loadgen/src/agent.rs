@@ -198,6 +198,7 @@ impl Agent {
             hostname: format!("sim-{:06}", self.index),
             state_digest: Vec::new(),
             device_id: self.device.device_id.clone(),
+            catalog: None,
         };
         let closed = || LoadgenError::Protocol("stream closed by collector".into());
         tx.send(AgentMessage {

@@ -77,6 +77,11 @@ enum Command {
         #[command(subcommand)]
         command: FederationCommand,
     },
+    /// Signed catalogs for agents: the offline catalog key and signing (no collector needed).
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
     /// Copy this data directory's sled store into an empty PostgreSQL database, then serve
     /// with `--store`. Stop the collector first (sled refuses a second opener).
     Migrate {
@@ -135,6 +140,32 @@ enum FederationCommand {
         orgs: Vec<String>,
         /// Directory to write enterprise.key, enterprise.crt and ministry-ca.crt into.
         #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// Write a new catalog signing key (0600) and print its public key for agents'
+    /// `catalog_keys`. Keep it offline, apart from every TLS key.
+    Keygen {
+        /// The private key file to create (never overwritten).
+        #[arg(long, short = 'o')]
+        out: PathBuf,
+    },
+    /// Validate a catalog file and sign it as a release; hand the result to
+    /// `commscanctl catalog apply`.
+    Sign {
+        /// A catalog key from `catalog keygen` (repeatable: several signatures).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// The release number: higher than every release agents hold (they refuse others).
+        #[arg(long)]
+        version: u64,
+        /// The catalog file (the format of the embedded catalog).
+        catalog: PathBuf,
+        /// Where to write the signed catalog.
+        #[arg(long, short = 'o')]
         out: PathBuf,
     },
 }
@@ -455,6 +486,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 issued.key.display()
             );
         }
+        Command::Catalog { command } => catalog_command(command)?,
         Command::Migrate {
             data_dir,
             to,
@@ -566,6 +598,55 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             println!("{}: ready to serve", data_dir.display());
+        }
+    }
+    Ok(())
+}
+
+fn catalog_command(command: CatalogCommand) -> anyhow::Result<()> {
+    use commscan_collector::catalog_signing::{self, CatalogToolError};
+    let usage = |e: CatalogToolError| {
+        if e.is_usage() {
+            anyhow::Error::new(Usage(e.to_string()))
+        } else {
+            e.into()
+        }
+    };
+    match command {
+        CatalogCommand::Keygen { out } => {
+            let public = catalog_signing::keygen(&out).map_err(usage)?;
+            eprintln!(
+                "wrote {} (0600); keep it offline. Agents accept catalogs signed by it with:",
+                out.display()
+            );
+            eprintln!("  catalog_keys = [\"{public}\"]");
+            println!("{public}");
+        }
+        CatalogCommand::Sign {
+            keys,
+            version,
+            catalog,
+            out,
+        } => {
+            let signed = catalog_signing::sign(&keys, version, &catalog, &out).map_err(usage)?;
+            println!(
+                "signed release {} ({} products, sha256 {}, {} bytes) by {}",
+                signed.release,
+                signed.products,
+                signed.digest,
+                signed.bytes,
+                signed
+                    .keys
+                    .iter()
+                    .map(|k| k.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            println!("  wrote {}", out.display());
+            println!(
+                "\nPublish it: commscanctl catalog apply {}",
+                out.display()
+            );
         }
     }
     Ok(())

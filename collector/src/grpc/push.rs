@@ -5,6 +5,13 @@
 //! open. Replies are polled first, so the welcome always precedes an announcement. An
 //! announcement costs a stream nothing until it fires (a `watch` subscription, no task, no
 //! queue); see [`crate::connections`] for why announcements are a state rather than events.
+//!
+//! Signed catalogs ride the same path. Once the welcome is out, and again after every rules
+//! announcement (applying a catalog is one), the stream compares the signed catalog in force
+//! ([`crate::compliance::Rules::signed_catalog`]) with the release the agent stated in its
+//! hello and sends a `CatalogUpdate` when it is newer, not the release the agent last
+//! refused, and not already sent on this stream. The bytes are the administrator's, unchanged:
+//! the collector signs nothing, the agent verifies.
 
 use crate::collector::Collector;
 use commscan_proto::v1::{self, CollectorMessage, collector_message};
@@ -21,6 +28,23 @@ pub struct Outbound {
     policy_changes: WatchStream<u64>,
     collector: Arc<Collector>,
     organisation: String,
+    catalog: CatalogOffer,
+}
+
+/// What this stream knows of its agent's catalog.
+#[derive(Default)]
+struct CatalogOffer {
+    device: String,
+    /// The release the agent stated in its hello.
+    agent_release: u64,
+    /// The release it last refused (hello); never offered again on this stream.
+    refused_release: u64,
+    /// The highest release sent on this stream.
+    sent: u64,
+    /// A reply went out (the welcome): announcements may follow.
+    welcomed: bool,
+    /// Compare with the catalog in force at the next poll.
+    due: bool,
 }
 
 impl Outbound {
@@ -37,7 +61,40 @@ impl Outbound {
             policy_changes: WatchStream::from_changes(policy_changes),
             collector,
             organisation,
+            catalog: CatalogOffer {
+                due: true,
+                ..CatalogOffer::default()
+            },
         }
+    }
+
+    /// Sets what the agent stated about its catalog (hello): the release it uses and the one
+    /// it last refused.
+    pub fn with_agent_catalog(mut self, device: String, release: u64, refused: u64) -> Outbound {
+        self.catalog.device = device;
+        self.catalog.agent_release = release;
+        self.catalog.refused_release = refused;
+        self
+    }
+
+    /// A `CatalogUpdate` when the signed catalog in force is newer than what the agent has, was
+    /// not refused by it, and was not sent on this stream yet.
+    fn catalog_update(&mut self) -> Option<CollectorMessage> {
+        let rules = self.collector.rules();
+        let served = rules.signed_catalog.as_ref()?;
+        let c = &mut self.catalog;
+        if served.release <= c.agent_release.max(c.sent) || served.release == c.refused_release
+        {
+            return None;
+        }
+        c.sent = served.release;
+        tracing::info!(device = %c.device, release = served.release, had = c.agent_release, bytes = served.bytes.len(), "signed catalog sent");
+        Some(CollectorMessage {
+            kind: Some(collector_message::Kind::CatalogUpdate(v1::CatalogUpdate {
+                signed_catalog: served.bytes.clone(),
+                release: served.release,
+            })),
+        })
     }
 
     fn policy_changed(&self) -> CollectorMessage {
@@ -56,11 +113,22 @@ impl Stream for Outbound {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         if let Poll::Ready(reply) = Pin::new(&mut this.replies).poll_next(cx) {
+            this.catalog.welcomed |= matches!(reply, Some(Ok(_)));
             // `None`: the pump is done, and so is the stream.
             return Poll::Ready(reply);
         }
+        if this.catalog.welcomed && this.catalog.due {
+            this.catalog.due = false;
+            if let Some(update) = this.catalog_update() {
+                return Poll::Ready(Some(Ok(update)));
+            }
+        }
         match Pin::new(&mut this.policy_changes).poll_next(cx) {
-            Poll::Ready(Some(_generation)) => Poll::Ready(Some(Ok(this.policy_changed()))),
+            Poll::Ready(Some(_generation)) => {
+                // The rules changed: the catalog may have too; compared at the next poll.
+                this.catalog.due = true;
+                Poll::Ready(Some(Ok(this.policy_changed())))
+            }
             // No announcer left (the collector is shutting down): replies only.
             Poll::Ready(None) | Poll::Pending => Poll::Pending,
         }

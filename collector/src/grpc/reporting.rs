@@ -92,6 +92,11 @@ fn is_malformed(status: &tonic::Status) -> bool {
             || status.message().contains("invalid compression flag"))
 }
 
+/// An agent's catalog statement, bounded and cleaned.
+fn catalog_from_wire(c: &v1::CatalogState) -> crate::store::DeviceCatalog {
+    crate::ingest::device_catalog(c.release, &c.digest, c.refused_release, &c.refusal)
+}
+
 fn msg(kind: collector_message::Kind) -> Result<CollectorMessage, tonic::Status> {
     Ok(CollectorMessage { kind: Some(kind) })
 }
@@ -147,6 +152,7 @@ impl Reporting for ReportingService {
             claimed_device_id: hello.device_id,
             state_digest: hello.state_digest,
             certificate_expires,
+            catalog: hello.catalog.as_ref().map(catalog_from_wire),
         };
         let (device, registered) = {
             let (w, info) = (who.clone(), info.clone());
@@ -156,6 +162,14 @@ impl Reporting for ReportingService {
                     |s| tracing::warn!(device = %who, error = %s.message(), "stream refused"),
                 )?
         };
+        if let Some(catalog) = info.catalog.clone()
+            && catalog != device.catalog
+        {
+            let w = who.clone();
+            if let Err(s) = blocking(&self.0, move |c| c.record_catalog(&w, &catalog)).await {
+                tracing::warn!(device = %who, error = %s.message(), "agent catalog not recorded");
+            }
+        }
         let policy_changes = self.0.connections().policy_changes();
         let (tx, rx) = mpsc::channel(16);
         let welcome = v1::Welcome {
@@ -175,6 +189,11 @@ impl Reporting for ReportingService {
             policy_changes,
             self.0.clone(),
             who.organisation.clone(),
+        )
+        .with_agent_catalog(
+            who.device_id.clone(),
+            info.catalog.as_ref().map_or(0, |c| c.release),
+            info.catalog.as_ref().map_or(0, |c| c.refused_release),
         );
         let collector = self.0.clone();
         let shutdown = self.1.clone();
@@ -182,7 +201,7 @@ impl Reporting for ReportingService {
             pump(
                 &collector,
                 &who,
-                &info,
+                info,
                 inbound,
                 &tx,
                 &registered.superseded,
@@ -203,7 +222,7 @@ impl Reporting for ReportingService {
 async fn pump(
     collector: &Arc<Collector>,
     who: &DeviceIdentity,
-    info: &HelloInfo,
+    mut info: HelloInfo,
     mut inbound: tonic::Streaming<AgentMessage>,
     tx: &mpsc::Sender<Result<CollectorMessage, tonic::Status>>,
     superseded: &tokio_util::sync::CancellationToken,
@@ -297,6 +316,16 @@ async fn pump(
                 }
             }
             Some(agent_message::Kind::Heartbeat(_)) => {}
+            Some(agent_message::Kind::Catalog(state)) => {
+                // The agent's answer to a catalog update: what it now uses, or what it refused.
+                let catalog = catalog_from_wire(&state);
+                info.catalog = Some(catalog.clone());
+                let w = who.clone();
+                if let Err(s) = blocking(collector, move |c| c.record_catalog(&w, &catalog)).await
+                {
+                    tracing::warn!(device = %who.device_id, error = %s.message(), "agent catalog not recorded");
+                }
+            }
             Some(agent_message::Kind::Hello(_)) | None => {
                 let _ = tx
                     .send(Err(tonic::Status::failed_precondition(

@@ -33,7 +33,7 @@ pub mod recovering;
 pub mod sled_store;
 
 pub use records::{
-    AuditRecord, Classification, DeviceRecord, FederatedRecord, HistoryKind, HistoryRecord,
+    AuditRecord, Classification, DeviceCatalog, DeviceRecord, FederatedRecord, HistoryKind, HistoryRecord,
     OrgAggregate, OutboxEntry, PersonRecord, RulesKind, RulesVersion, SessionRecord, TokenRecord,
 };
 

@@ -65,6 +65,28 @@ pub struct DeviceRecord {
     /// 10 days before).
     #[serde(with = "time::serde::rfc3339::option", default)]
     pub certificate_expires: Option<OffsetDateTime>,
+    /// The catalog the device's agent scans with, and the last signed catalog it refused, as
+    /// its agent last stated them (hello or catalog state). Release 0: not stated (an agent
+    /// predating signed catalogs, or a record written before).
+    #[serde(default)]
+    pub catalog: DeviceCatalog,
+}
+
+/// Which catalog a device's agent uses, as it stated it (cleaned and bounded on ingest).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceCatalog {
+    /// The release in use; 0 when not stated.
+    #[serde(default)]
+    pub release: u64,
+    /// Hex SHA-256 of the content in use; empty when not stated.
+    #[serde(default)]
+    pub digest: String,
+    /// The release of the last signed catalog the agent refused; 0 if none.
+    #[serde(default)]
+    pub refused_release: u64,
+    /// Why (at most 512 characters, no control characters).
+    #[serde(default)]
+    pub refusal: String,
 }
 
 impl DeviceRecord {
@@ -102,6 +124,7 @@ impl DeviceRecord {
             duplicate: None,
             state_digest: String::new(),
             certificate_expires: None,
+            catalog: DeviceCatalog::default(),
         }
     }
 
