@@ -22,8 +22,14 @@
 //! shutdown_grace = "10s"                  # SIGTERM: time allowed to finish and flush
 //! processes = true                        # read the process table
 //! root = "/"                              # scan this tree instead (testing, disk images)
+//! catalog_keys = ["ed25519:<64 hex>"]     # catalog keys whose signed catalogs are accepted
 //! ```
+//!
+//! `catalog_keys` are the public keys printed by `commscan-collector catalog keygen`. Without
+//! any, the agent scans with its embedded catalog (or the newest signed one it accepted
+//! earlier) and refuses every catalog the collector pushes, reporting why.
 
+use commscan_core::signed_catalog::CatalogPublicKey;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -41,6 +47,9 @@ pub const DEFAULT_PATH: &str = r"C:\ProgramData\commscan\agent.toml";
 /// The default data directory, under `%ProgramData%`.
 #[cfg(windows)]
 pub const DEFAULT_DATA_DIR: &str = r"C:\ProgramData\commscan\agent";
+
+/// Most keys in `catalog_keys`.
+pub const MAX_CATALOG_KEYS: usize = 16;
 
 /// Most collector addresses in `collectors`.
 pub const MAX_COLLECTORS: usize = 16;
@@ -80,6 +89,8 @@ pub struct RawConfig {
     pub processes: Option<bool>,
     /// Scan this directory tree instead of this machine.
     pub root: Option<PathBuf>,
+    /// Public keys (`ed25519:<64 hex>`) whose signed catalogs this agent accepts.
+    pub catalog_keys: Option<Vec<String>>,
 }
 
 /// Validated configuration.
@@ -99,6 +110,8 @@ pub struct AgentConfig {
     pub processes: bool,
     /// Scan this tree instead of this machine.
     pub root: Option<PathBuf>,
+    /// Keys whose signed catalogs are accepted; empty: every pushed catalog is refused.
+    pub catalog_keys: Vec<CatalogPublicKey>,
 }
 
 /// When to scan.
@@ -165,6 +178,7 @@ impl Default for AgentConfig {
             shutdown_grace: Duration::from_secs(10),
             processes: true,
             root: None,
+            catalog_keys: Vec::new(),
         }
     }
 }
@@ -336,6 +350,23 @@ impl RawConfig {
                 });
             }
         }
+        let keys = self.catalog_keys.clone().unwrap_or_default();
+        if keys.len() > MAX_CATALOG_KEYS {
+            problems.push(Problem {
+                key: "catalog_keys".into(),
+                message: format!("{} keys; at most {MAX_CATALOG_KEYS}", keys.len()),
+            });
+        }
+        let mut catalog_keys = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            match k.parse::<CatalogPublicKey>() {
+                Ok(k) => catalog_keys.push(k),
+                Err(m) => problems.push(Problem {
+                    key: format!("catalog_keys[{i}]"),
+                    message: m,
+                }),
+            }
+        }
         for (key, p) in [("data_dir", &self.data_dir), ("root", &self.root)] {
             if let Some(p) = p
                 && !p.is_absolute()
@@ -369,6 +400,7 @@ impl RawConfig {
             shutdown_grace: grace,
             processes: self.processes.unwrap_or(true),
             root: self.root.clone(),
+            catalog_keys,
         })
     }
 }

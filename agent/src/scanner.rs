@@ -177,11 +177,17 @@ pub trait Inventory: Send + Sync {
     fn watch_paths(&self) -> Vec<PathBuf>;
     /// The platform reported in the hello.
     fn platform(&self) -> Platform;
+    /// Scans with `catalog` from now on (a signed catalog was accepted); false when this
+    /// inventory cannot change its catalog.
+    fn use_catalog(&self, _catalog: &Catalog) -> bool {
+        false
+    }
 }
 
 /// The sources of a target, run by a scanner.
 pub struct HostInventory {
-    scanner: Arc<Scanner>,
+    /// Replaced whole when a signed catalog is accepted; a scan in progress keeps its own.
+    scanner: std::sync::RwLock<Arc<Scanner>>,
     target: ScanTarget,
     /// Items and outcomes of the non-process sources at the last full scan.
     installed: Mutex<Option<(Vec<InventoryItem>, ScanStats)>>,
@@ -204,10 +210,18 @@ impl HostInventory {
     /// The inventory of `target`.
     pub fn new(scanner: Arc<Scanner>, target: ScanTarget) -> HostInventory {
         HostInventory {
-            scanner,
+            scanner: std::sync::RwLock::new(scanner),
             target,
             installed: Mutex::new(None),
         }
+    }
+
+    /// The scanner in use.
+    fn scanner(&self) -> Arc<Scanner> {
+        self.scanner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// (installed-software sources, the process source).
@@ -224,14 +238,12 @@ impl Inventory for HostInventory {
         let (installed, running) = self.split();
         let mut items = Vec::new();
         let mut stats = ScanStats::default();
-        self.scanner
-            .collect(&self.target, &installed, &mut items, &mut stats);
+        let scanner = self.scanner();
+        scanner.collect(&self.target, &installed, &mut items, &mut stats);
         *self.installed.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((items.clone(), stats.clone()));
-        self.scanner
-            .collect(&self.target, &running, &mut items, &mut stats);
-        self.scanner
-            .finish(self.target.platform, &items, stats, start)
+        scanner.collect(&self.target, &running, &mut items, &mut stats);
+        scanner.finish(self.target.platform, &items, stats, start)
     }
 
     fn sample(&self) -> Option<ScanReport> {
@@ -245,21 +257,26 @@ impl Inventory for HostInventory {
             .unwrap_or_else(|p| p.into_inner())
             .clone()?;
         let (_, running) = self.split();
-        self.scanner
-            .collect(&self.target, &running, &mut items, &mut stats);
-        Some(
-            self.scanner
-                .finish(self.target.platform, &items, stats, start),
-        )
+        let scanner = self.scanner();
+        scanner.collect(&self.target, &running, &mut items, &mut stats);
+        Some(scanner.finish(self.target.platform, &items, stats, start))
     }
 
     fn watch_paths(&self) -> Vec<PathBuf> {
-        let ctx = self.scanner.context(&self.target);
+        let ctx = self.scanner().context(&self.target);
         sources::watch_paths(&ctx, &sources::for_platform(self.target.platform))
     }
 
     fn platform(&self) -> Platform {
         self.target.platform
+    }
+
+    fn use_catalog(&self, catalog: &Catalog) -> bool {
+        let scanner = Arc::new(Scanner::new(catalog));
+        *self.scanner.write().unwrap_or_else(|p| p.into_inner()) = scanner;
+        // Installed items of the last full scan were matched under the old catalog only at
+        // `finish`, so keeping them is correct: samples re-match them with the new one.
+        true
     }
 }
 

@@ -27,6 +27,7 @@
 mod observer;
 mod session;
 
+use crate::catalog_update::CatalogKeeper;
 use crate::config::AgentConfig;
 use crate::scanner::{HostInventory, Inventory, ScanTarget, Scanner};
 use crate::spool::{Spool, SpoolError, quarantine};
@@ -80,6 +81,16 @@ pub enum AgentEvent {
     PolicyChanged {
         /// The default policy's id now.
         policy_id: String,
+    },
+    /// A signed catalog pushed by the collector is now in use.
+    CatalogAccepted {
+        /// Its release.
+        release: u64,
+    },
+    /// A signed catalog pushed by the collector was refused; the previous one stays.
+    CatalogRefused {
+        /// One-word reason ([`crate::catalog_update::OfferError::code`]).
+        reason: &'static str,
     },
     /// The session ended.
     Disconnected {
@@ -150,6 +161,8 @@ pub(crate) struct Shared {
     pub(crate) wake: Notify,
     pub(crate) events: broadcast::Sender<AgentEvent>,
     pub(crate) status: Mutex<StatusFile>,
+    /// The catalog in use and the checks a pushed one must pass.
+    pub(crate) catalog: CatalogKeeper,
 }
 
 impl Shared {
@@ -228,6 +241,13 @@ impl Agent {
             last_ack,
             ..StatusFile::default()
         };
+        let (catalog, stored) =
+            CatalogKeeper::open(&config.data_dir, config.catalog_keys.clone());
+        if let Some(stored) = stored
+            && !inventory.use_catalog(&stored)
+        {
+            tracing::warn!("this inventory cannot change its catalog; the stored catalog is not used");
+        }
         Agent {
             shared: Arc::new(Shared {
                 data: DataDir::new(&config.data_dir),
@@ -239,6 +259,7 @@ impl Agent {
                 wake: Notify::new(),
                 events,
                 status: Mutex::new(status),
+                catalog,
             }),
         }
     }

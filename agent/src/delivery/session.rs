@@ -192,6 +192,45 @@ fn policy_changed(shared: &Shared, p: v1::PolicyChanged) {
     shared.emit(AgentEvent::PolicyChanged { policy_id });
 }
 
+/// What the agent states about its catalog: in its hello and after every catalog update.
+fn catalog_state(shared: &Shared) -> v1::CatalogState {
+    let s = shared.catalog.status();
+    v1::CatalogState {
+        release: s.release,
+        digest: s.digest.to_vec(),
+        refused_release: s.refused_release,
+        refusal: s.refusal,
+    }
+}
+
+/// A signed catalog from the collector ([`crate::catalog_update`]): checked and stored off the
+/// async threads, then scanned with at once, or refused with the previous catalog kept; either
+/// way the collector is told what the agent now uses.
+async fn catalog_update(
+    shared: &Arc<Shared>,
+    update: v1::CatalogUpdate,
+    tx: &mpsc::Sender<v1::AgentMessage>,
+) -> Result<(), AgentError> {
+    let s = shared.clone();
+    match tokio::task::spawn_blocking(move || s.catalog.offer(&update.signed_catalog)).await {
+        Ok(Ok(catalog)) => {
+            if shared.inventory.use_catalog(&catalog) {
+                shared.rescan.notify_one();
+            }
+            shared.emit(AgentEvent::CatalogAccepted {
+                release: shared.catalog.status().release,
+            });
+        }
+        Ok(Err(e)) => shared.emit(AgentEvent::CatalogRefused { reason: e.code() }),
+        Err(e) => tracing::error!(error = %e, "catalog check failed"),
+    }
+    tx.send(v1::AgentMessage {
+        kind: Some(agent_message::Kind::Catalog(catalog_state(shared))),
+    })
+    .await
+    .map_err(|_| closed())
+}
+
 fn command(shared: &Shared, c: &v1::Command) -> Result<(), AgentError> {
     match v1::CommandKind::try_from(c.kind) {
         Ok(v1::CommandKind::Rescan) => {
@@ -246,6 +285,7 @@ async fn session(
         hostname: crate::enroll::hostname(),
         state_digest: digest.map(|d| d.to_vec()).unwrap_or_default(),
         device_id: identity.device_id.clone(),
+        catalog: Some(catalog_state(shared)),
     };
     tx.send(v1::AgentMessage {
         kind: Some(agent_message::Kind::Hello(hello)),
@@ -297,6 +337,7 @@ async fn session(
                 m = inbound.message() => match m?.and_then(|m| m.kind) {
                     Some(collector_message::Kind::Command(c)) => command(shared, &c)?,
                     Some(collector_message::Kind::PolicyChanged(p)) => policy_changed(shared, p),
+                    Some(collector_message::Kind::CatalogUpdate(u)) => catalog_update(shared, u, &tx).await?,
                     Some(_) => {}
                     None => return Err(closed()),
                 },
@@ -333,6 +374,9 @@ async fn session(
                         }
                         Some(collector_message::Kind::PolicyChanged(p)) => {
                             policy_changed(shared, p)
+                        }
+                        Some(collector_message::Kind::CatalogUpdate(u)) => {
+                            catalog_update(shared, u, &tx).await?
                         }
                         Some(collector_message::Kind::Throttle(t)) => {
                             let wait = Duration::from_millis(u64::from(t.retry_after_ms))
