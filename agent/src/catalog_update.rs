@@ -96,7 +96,11 @@ impl CatalogKeeper {
         };
         match keeper.check(&bytes, EMBEDDED_CATALOG_RELEASE) {
             Ok((envelope, catalog)) => {
-                tracing::info!(release = envelope.release, products = catalog.products().len(), "using the stored signed catalog");
+                tracing::info!(
+                    release = envelope.release,
+                    products = catalog.products().len(),
+                    "using the stored signed catalog"
+                );
                 keeper.set_in_use(&envelope);
                 (keeper, Some(catalog))
             }
@@ -110,7 +114,10 @@ impl CatalogKeeper {
 
     /// What to state to the collector.
     pub fn status(&self) -> CatalogStatus {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Checks an offered signed catalog; when it passes, stores it durably and returns it to
@@ -132,7 +139,12 @@ impl CatalogKeeper {
             });
         match result {
             Ok((envelope, catalog)) => {
-                tracing::info!(release = envelope.release, previous = current, products = catalog.products().len(), "signed catalog accepted");
+                tracing::info!(
+                    release = envelope.release,
+                    previous = current,
+                    products = catalog.products().len(),
+                    "signed catalog accepted"
+                );
                 Ok(catalog)
             }
             Err(e) => {

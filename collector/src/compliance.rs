@@ -9,10 +9,10 @@
 
 use crate::store::{DeviceRecord, RulesKind, RulesVersion};
 use commscan_core::catalog::Catalog;
-use commscan_core::signed_catalog::SignedCatalog;
-use commscan_core::textpos::Problem;
 use commscan_core::policy::Policy;
 use commscan_core::register::Registers;
+use commscan_core::signed_catalog::SignedCatalog;
+use commscan_core::textpos::Problem;
 use commscan_core::textpos::Problems;
 use commscan_core::verdict::{Status, Subject};
 use std::collections::BTreeMap;

@@ -264,7 +264,9 @@ impl SignedCatalog {
         keys: &[&CatalogSigningKey],
     ) -> Result<String, EnvelopeError> {
         if release == 0 {
-            return Err(EnvelopeError::Malformed("release must be at least 1".into()));
+            return Err(EnvelopeError::Malformed(
+                "release must be at least 1".into(),
+            ));
         }
         if keys.is_empty() || keys.len() > MAX_SIGNATURES {
             return Err(EnvelopeError::Malformed(format!(
@@ -372,8 +374,7 @@ impl SignedCatalog {
                 "sha256" => {
                     once(digest.is_some())?;
                     digest = Some(
-                        parse_hex::<32>(value)
-                            .ok_or_else(|| bad("sha256 is not 64 hex digits"))?,
+                        parse_hex::<32>(value).ok_or_else(|| bad("sha256 is not 64 hex digits"))?,
                     );
                 }
                 "content-length" => {
@@ -449,8 +450,11 @@ impl SignedCatalog {
     /// The content as a validated catalog, without looking at signatures (the collector's
     /// view: it judges with the catalog it passes on, and agents check the signatures).
     pub fn catalog(&self) -> Result<Catalog, EnvelopeError> {
-        Catalog::parse(&format!("<signed catalog release {}>", self.release), &self.content)
-            .map_err(EnvelopeError::Invalid)
+        Catalog::parse(
+            &format!("<signed catalog release {}>", self.release),
+            &self.content,
+        )
+        .map_err(EnvelopeError::Invalid)
     }
 }
 

@@ -38,14 +38,19 @@ fn tampered_oversized_invalid_and_unsigned_catalogs_are_refused_and_the_old_one_
     let (dir, key) = setup();
     let (keeper, _) = CatalogKeeper::open(dir.path(), vec![key.public_key()]);
     keeper
-        .offer(SignedCatalog::sign(&with_product("first"), 2, &[&key]).unwrap().as_bytes())
+        .offer(
+            SignedCatalog::sign(&with_product("first"), 2, &[&key])
+                .unwrap()
+                .as_bytes(),
+        )
         .unwrap();
     let good = SignedCatalog::sign(&with_product("second"), 3, &[&key]).unwrap();
     let other = CatalogSigningKey::generate().unwrap().0;
     let cases: Vec<(&str, Vec<u8>)> = vec![
         (
             "bad-signature",
-            good.replacen("release: 3\n", "release: 4\n", 1).into_bytes(),
+            good.replacen("release: 3\n", "release: 4\n", 1)
+                .into_bytes(),
         ),
         (
             "unsigned",
@@ -74,13 +79,22 @@ fn a_downgrade_or_replay_is_refused() {
     let three = SignedCatalog::sign(&with_product("three"), 3, &[&key]).unwrap();
     keeper.offer(three.as_bytes()).unwrap();
     let two = SignedCatalog::sign(&with_product("two"), 2, &[&key]).unwrap();
-    assert_eq!(keeper.offer(two.as_bytes()).unwrap_err().code(), "downgrade");
-    assert_eq!(keeper.offer(three.as_bytes()).unwrap_err().code(), "downgrade");
+    assert_eq!(
+        keeper.offer(two.as_bytes()).unwrap_err().code(),
+        "downgrade"
+    );
+    assert_eq!(
+        keeper.offer(three.as_bytes()).unwrap_err().code(),
+        "downgrade"
+    );
     let embedded = SignedCatalog::sign(EMBEDDED_CATALOG, EMBEDDED_CATALOG_RELEASE, &[&key]);
     let (fresh_dir, _) = setup();
     let (fresh, _) = CatalogKeeper::open(fresh_dir.path(), vec![key.public_key()]);
     assert_eq!(
-        fresh.offer(embedded.unwrap().as_bytes()).unwrap_err().code(),
+        fresh
+            .offer(embedded.unwrap().as_bytes())
+            .unwrap_err()
+            .code(),
         "downgrade"
     );
     assert_eq!(keeper.status().release, 3);
@@ -92,7 +106,10 @@ fn without_keys_every_catalog_is_refused() {
     let (dir, key) = setup();
     let (keeper, _) = CatalogKeeper::open(dir.path(), Vec::new());
     let signed = SignedCatalog::sign(&with_product("x"), 2, &[&key]).unwrap();
-    assert_eq!(keeper.offer(signed.as_bytes()).unwrap_err().code(), "no-keys");
+    assert_eq!(
+        keeper.offer(signed.as_bytes()).unwrap_err().code(),
+        "no-keys"
+    );
 }
 
 #[test]
@@ -100,7 +117,11 @@ fn a_corrupt_stored_catalog_is_quarantined_and_the_embedded_one_used() {
     let (dir, key) = setup();
     let (keeper, _) = CatalogKeeper::open(dir.path(), vec![key.public_key()]);
     keeper
-        .offer(SignedCatalog::sign(&with_product("kept"), 2, &[&key]).unwrap().as_bytes())
+        .offer(
+            SignedCatalog::sign(&with_product("kept"), 2, &[&key])
+                .unwrap()
+                .as_bytes(),
+        )
         .unwrap();
     let path = dir.path().join(STORED_CATALOG);
     let mut bytes = std::fs::read(&path).unwrap();

@@ -241,12 +241,13 @@ impl Agent {
             last_ack,
             ..StatusFile::default()
         };
-        let (catalog, stored) =
-            CatalogKeeper::open(&config.data_dir, config.catalog_keys.clone());
+        let (catalog, stored) = CatalogKeeper::open(&config.data_dir, config.catalog_keys.clone());
         if let Some(stored) = stored
             && !inventory.use_catalog(&stored)
         {
-            tracing::warn!("this inventory cannot change its catalog; the stored catalog is not used");
+            tracing::warn!(
+                "this inventory cannot change its catalog; the stored catalog is not used"
+            );
         }
         Agent {
             shared: Arc::new(Shared {

@@ -643,10 +643,7 @@ fn catalog_command(command: CatalogCommand) -> anyhow::Result<()> {
                     .join(", ")
             );
             println!("  wrote {}", out.display());
-            println!(
-                "\nPublish it: commscanctl catalog apply {}",
-                out.display()
-            );
+            println!("\nPublish it: commscanctl catalog apply {}", out.display());
         }
     }
     Ok(())

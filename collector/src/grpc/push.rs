@@ -83,8 +83,7 @@ impl Outbound {
         let rules = self.collector.rules();
         let served = rules.signed_catalog.as_ref()?;
         let c = &mut self.catalog;
-        if served.release <= c.agent_release.max(c.sent) || served.release == c.refused_release
-        {
+        if served.release <= c.agent_release.max(c.sent) || served.release == c.refused_release {
             return None;
         }
         c.sent = served.release;

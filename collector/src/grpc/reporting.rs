@@ -321,8 +321,7 @@ async fn pump(
                 let catalog = catalog_from_wire(&state);
                 info.catalog = Some(catalog.clone());
                 let w = who.clone();
-                if let Err(s) = blocking(collector, move |c| c.record_catalog(&w, &catalog)).await
-                {
+                if let Err(s) = blocking(collector, move |c| c.record_catalog(&w, &catalog)).await {
                     tracing::warn!(device = %who.device_id, error = %s.message(), "agent catalog not recorded");
                 }
             }

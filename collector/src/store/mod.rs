@@ -33,8 +33,9 @@ pub mod recovering;
 pub mod sled_store;
 
 pub use records::{
-    AuditRecord, Classification, DeviceCatalog, DeviceRecord, FederatedRecord, HistoryKind, HistoryRecord,
-    OrgAggregate, OutboxEntry, PersonRecord, RulesKind, RulesVersion, SessionRecord, TokenRecord,
+    AuditRecord, Classification, DeviceCatalog, DeviceRecord, FederatedRecord, HistoryKind,
+    HistoryRecord, OrgAggregate, OutboxEntry, PersonRecord, RulesKind, RulesVersion, SessionRecord,
+    TokenRecord,
 };
 
 use commscan_core::verdict::Status;

@@ -65,7 +65,10 @@ fn a_catalog_signed_by_another_key_is_refused_as_unsigned() {
     let (k, other) = (key(), key());
     let text = SignedCatalog::sign(SMALL, 2, &[&other]).unwrap();
     let env = SignedCatalog::parse(text.as_bytes()).unwrap();
-    assert_eq!(env.verify(&[k.public_key()]).unwrap_err().code(), "unsigned");
+    assert_eq!(
+        env.verify(&[k.public_key()]).unwrap_err().code(),
+        "unsigned"
+    );
     assert_eq!(env.verify(&[]).unwrap_err().code(), "no-keys");
 }
 
@@ -84,7 +87,9 @@ fn content_altered_after_signing_is_refused() {
     // Same length, other content: the digest no longer matches.
     let tampered = text.replace("values = [\"newchat\"]", "values = [\"bash\"]   ");
     assert_eq!(
-        SignedCatalog::parse(tampered.as_bytes()).unwrap_err().code(),
+        SignedCatalog::parse(tampered.as_bytes())
+            .unwrap_err()
+            .code(),
         "digest-mismatch"
     );
     // Content and digest both replaced: the signature no longer verifies.

@@ -1,0 +1,291 @@
+//! Signed catalog updates, as an administrator and a fleet live them: a key made and a catalog
+//! signed with `commscan-collector catalog keygen|sign`, published with `commscanctl catalog
+//! apply`, pushed by a running collector to running agents over their reporting streams, and
+//! used at once: a product added to the catalog is reported without restarting an agent. A
+//! catalog whose signature is wrong is refused by the agent, which says so to the collector and
+//! keeps scanning with what it had; the collector itself refuses malformed, invalid and
+//! oversized envelopes; an older release never replaces a newer one.
+
+use commscan_collector::store::DeviceCatalog;
+use commscan_core::catalog::EMBEDDED_CATALOG;
+use commscan_tests::{
+    RunningAgent, TestCollector, converged, install, test_config, tree_agent, wait_until,
+    workspace_binary, write_dpkg,
+};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const WITHIN: Duration = Duration::from_secs(30);
+
+/// Runs a binary; (success, stdout, stderr).
+fn run(binary: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = std::process::Command::new(workspace_binary(binary))
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("COMMSCAN_TOKEN_FILE")
+        .output()
+        .expect("run binary");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `commscanctl catalog apply FILE` as the administrator.
+fn apply(c: &TestCollector, file: &Path) -> (bool, String, String) {
+    let ca = c.dir.path().join("ca-for-cli.crt");
+    std::fs::write(&ca, &c.ca_pem).unwrap();
+    run(
+        "commscanctl",
+        &["catalog", "apply", file.to_str().unwrap()],
+        &[
+            ("COMMSCAN_COLLECTOR", c.url.as_str()),
+            ("COMMSCAN_CA", ca.to_str().unwrap()),
+            ("COMMSCAN_TOKEN", c.admin_token.as_str()),
+        ],
+    )
+}
+
+/// A new catalog key in `dir`: (key file, public key).
+fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let key = dir.join(name);
+    let (ok, out, err) = run(
+        "commscan-collector",
+        &["catalog", "keygen", "-o", key.to_str().unwrap()],
+        &[],
+    );
+    assert!(ok, "{err}");
+    (key, out.trim().to_owned())
+}
+
+/// The embedded catalog plus a dpkg product per id in `extra`.
+fn catalog_with(extra: &[&str]) -> String {
+    let mut text = EMBEDDED_CATALOG.to_owned();
+    for id in extra {
+        text.push_str(&format!(
+            "\n[[product]]\nid = \"{id}\"\nname = \"{id}\"\nvendor = \"test\"\ncountry = \"RU\"\ncategories = [\"messenger\"]\nstatus = \"active\"\n\n[[product.signature]]\nkind = \"dpkg\"\nvalues = [\"{id}\"]\nsource = \"test\"\n"
+        ));
+    }
+    text
+}
+
+/// Signs `content` as `release` with `key` into `dir/<name>`.
+fn sign(dir: &Path, key: &Path, release: u64, content: &str, name: &str) -> PathBuf {
+    let toml = dir.join(format!("{name}.toml"));
+    std::fs::write(&toml, content).unwrap();
+    let out = dir.join(name);
+    let (ok, _, err) = run(
+        "commscan-collector",
+        &[
+            "catalog",
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            "--version",
+            &release.to_string(),
+            toml.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    out
+}
+
+/// The catalog the collector stored for `device`.
+fn stored_catalog(c: &TestCollector, device: &str) -> DeviceCatalog {
+    c.domain()
+        .store()
+        .device(device)
+        .unwrap()
+        .expect("device")
+        .catalog
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_product_added_on_the_collector_is_reported_by_a_running_agent_without_a_restart() {
+    let c = TestCollector::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(work.path(), "catalog.key");
+    assert!(public.starts_with("ed25519:"), "{public}");
+
+    let root = tempfile::tempdir().unwrap();
+    install(root.path(), &["zoom"]);
+    write_dpkg(
+        root.path(),
+        &[
+            ("zoom", "install ok installed", "6.1.0"),
+            ("newchat", "install ok installed", "1.0"),
+        ],
+    );
+    let data = c.enroll_agent("laptop").await;
+    let id = data.identity().unwrap().device_id;
+    let mut config = test_config(&data);
+    config.catalog_keys = vec![public.parse().unwrap()];
+    let agent = RunningAgent::start(tree_agent(config.clone(), root.path()));
+    // The embedded catalog does not know newchat.
+    converged(&c, &id, &["zoom"], WITHIN).await;
+    assert_eq!(stored_catalog(&c, &id).release, 1);
+
+    let signed = sign(
+        work.path(),
+        &key,
+        2,
+        &catalog_with(&["newchat"]),
+        "catalog-2.signed",
+    );
+    let (ok, out, err) = apply(&c, &signed);
+    assert!(ok, "{out}{err}");
+    let started = std::time::Instant::now();
+    converged(&c, &id, &["newchat", "zoom"], WITHIN).await;
+    eprintln!("new product reported {:?} after apply", started.elapsed());
+    let recorded = wait_until(WITHIN, "release 2 recorded", || async {
+        Some(stored_catalog(&c, &id)).filter(|s| s.release == 2)
+    })
+    .await;
+    assert!(recorded.refusal.is_empty(), "{recorded:?}");
+    assert!(data.root().join("catalog.signed").exists());
+
+    // A restart scans with the stored catalog: nothing needs pushing again.
+    agent.shutdown().await;
+    install(root.path(), &["newchat"]);
+    let restarted = tree_agent(config, root.path());
+    let mut events = restarted.events();
+    let agent = RunningAgent::start(restarted);
+    converged(&c, &id, &["newchat"], WITHIN).await;
+    while let Ok(e) = events.try_recv() {
+        assert!(
+            !matches!(
+                e,
+                commscan_agent::delivery::AgentEvent::CatalogAccepted { .. }
+            ),
+            "the restarted agent was sent the catalog again: {e:?}"
+        );
+    }
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_and_older_catalogs_are_refused_and_the_agent_keeps_the_one_it_has() {
+    let c = TestCollector::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(work.path(), "catalog.key");
+    let (other_key, _) = keygen(work.path(), "stranger.key");
+
+    let root = tempfile::tempdir().unwrap();
+    write_dpkg(
+        root.path(),
+        &[
+            ("zoom", "install ok installed", "6.1.0"),
+            ("firstchat", "install ok installed", "1.0"),
+            ("evilchat", "install ok installed", "1.0"),
+        ],
+    );
+    let data = c.enroll_agent("laptop").await;
+    let id = data.identity().unwrap().device_id;
+    let mut config = test_config(&data);
+    config.catalog_keys = vec![public.parse().unwrap()];
+    let agent = RunningAgent::start(tree_agent(config, root.path()));
+    converged(&c, &id, &["zoom"], WITHIN).await;
+
+    let good = sign(
+        work.path(),
+        &key,
+        3,
+        &catalog_with(&["firstchat"]),
+        "good.signed",
+    );
+    assert!(apply(&c, &good).0);
+    converged(&c, &id, &["firstchat", "zoom"], WITHIN).await;
+
+    // Signed by a key the agent does not trust: passed on by the collector (it checks no
+    // signatures), refused by the agent, and the refusal reaches the collector.
+    let stranger = sign(
+        work.path(),
+        &other_key,
+        4,
+        &catalog_with(&["firstchat", "evilchat"]),
+        "stranger.signed",
+    );
+    let (ok, out, err) = apply(&c, &stranger);
+    assert!(ok, "{out}{err}");
+    let refused = wait_until(WITHIN, "the agent's refusal", || async {
+        Some(stored_catalog(&c, &id)).filter(|s| s.refused_release == 4)
+    })
+    .await;
+    assert_eq!(refused.release, 3);
+    assert!(refused.refusal.contains("unsigned"), "{refused:?}");
+
+    // The release number raised after signing: the signature no longer verifies.
+    let text = std::fs::read_to_string(&good).unwrap();
+    let bumped = work.path().join("bumped.signed");
+    std::fs::write(
+        &bumped,
+        text.replacen("release: 3\n", "release: 5\n", 1)
+            .replace("firstchat", "evil-chat"),
+    )
+    .unwrap();
+    // The content changed without its digest: the collector refuses to store it at all.
+    let (ok, _, err) = apply(&c, &bumped);
+    assert!(!ok && err.contains("digest"), "{err}");
+    let mut env = commscan_core::signed_catalog::SignedCatalog::parse(text.as_bytes()).unwrap();
+    env.release = 5;
+    std::fs::write(&bumped, env.encode()).unwrap();
+    assert!(apply(&c, &bumped).0);
+    let refused = wait_until(WITHIN, "the bumped release refused", || async {
+        Some(stored_catalog(&c, &id)).filter(|s| s.refused_release == 5)
+    })
+    .await;
+    assert!(refused.refusal.contains("bad signature"), "{refused:?}");
+    assert_eq!(refused.release, 3);
+
+    // Invalid content (digest recomputed, as a forger would) and oversized envelopes never
+    // get past the collector.
+    let invalid = work.path().join("invalid.signed");
+    let mut forged = commscan_core::signed_catalog::SignedCatalog::parse(text.as_bytes()).unwrap();
+    forged.release = 6;
+    forged.content = forged
+        .content
+        .replacen("kind = \"dpkg\"", "kind = \"shell\"", 1);
+    forged.digest = commscan_core::signed_catalog::content_digest(&forged.content);
+    std::fs::write(&invalid, forged.encode()).unwrap();
+    let (ok, _, err) = apply(&c, &invalid);
+    assert!(!ok && err.contains("shell"), "{err}");
+    let huge = work.path().join("huge.signed");
+    let mut big = text.clone();
+    big.push_str(&"#".repeat(commscan_core::signed_catalog::MAX_SIGNED_CATALOG_BYTES));
+    std::fs::write(&huge, big).unwrap();
+    assert!(!apply(&c, &huge).0);
+
+    // An older release, properly signed, is never pushed over a newer one: the agent hears of
+    // the rules change and nothing else.
+    let mut events = agent.agent.events();
+    let older = sign(
+        work.path(),
+        &key,
+        2,
+        &catalog_with(&["firstchat"]),
+        "older.signed",
+    );
+    assert!(apply(&c, &older).0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut announced = false;
+    while let Ok(Ok(e)) = tokio::time::timeout_at(deadline, events.recv()).await {
+        use commscan_agent::delivery::AgentEvent;
+        announced |= matches!(e, AgentEvent::PolicyChanged { .. });
+        assert!(
+            !matches!(
+                e,
+                AgentEvent::CatalogAccepted { .. } | AgentEvent::CatalogRefused { .. }
+            ),
+            "{e:?}"
+        );
+    }
+    assert!(announced, "the rules change was not announced");
+    assert_eq!(stored_catalog(&c, &id).release, 3);
+    let stored = std::fs::read_to_string(data.root().join("catalog.signed")).unwrap();
+    assert!(stored.contains("release: 3\n"));
+    agent.shutdown().await;
+}
