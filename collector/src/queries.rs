@@ -170,6 +170,80 @@ impl Collector {
     }
 }
 
+/// Devices of one organisation on one catalog release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogVersionRow {
+    /// The organisation.
+    pub organisation: String,
+    /// The release its agents stated (0: not stated).
+    pub release: u64,
+    /// Devices on it.
+    pub devices: u64,
+    /// Of these, devices that refused the last signed catalog offered.
+    pub refusing: u64,
+    /// One refusal, as an agent stated it.
+    pub refusal: String,
+}
+
+impl Collector {
+    /// Devices per organisation and catalog release, for the organisations `who` may read
+    /// (one when `organisation` is given), and the signed release this collector serves (0:
+    /// none). Reads every device record in scope: catalog releases are not kept in the
+    /// aggregates, so this is an operator's occasional question, not a dashboard's.
+    pub fn catalog_versions(
+        &self,
+        who: &Principal,
+        organisation: Option<&str>,
+    ) -> Result<(u64, Vec<CatalogVersionRow>), CollectorError> {
+        let proof = self.check(
+            who,
+            Access::ReadDevices,
+            organisation,
+            "query.catalog_versions",
+        )?;
+        let filter = DeviceFilter {
+            organisation: organisation.map(str::to_owned),
+            allowed_orgs: proof.orgs,
+            ..DeviceFilter::default()
+        };
+        let mut rows: BTreeMap<(String, u64), CatalogVersionRow> = BTreeMap::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .store()
+                .list_devices(&filter, cursor.as_deref(), MAX_PAGE)?;
+            for d in &page.devices {
+                let row = rows
+                    .entry((d.organisation.clone(), d.catalog.release))
+                    .or_insert_with(|| CatalogVersionRow {
+                        organisation: d.organisation.clone(),
+                        release: d.catalog.release,
+                        devices: 0,
+                        refusing: 0,
+                        refusal: String::new(),
+                    });
+                row.devices += 1;
+                if d.catalog.refused_release > 0 {
+                    row.refusing += 1;
+                    if row.refusal.is_empty() {
+                        row.refusal = d.catalog.refusal.clone();
+                    }
+                }
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let served = self
+            .rules()
+            .signed_catalog
+            .as_ref()
+            .map_or(0, |s| s.release);
+        Ok((served, rows.into_values().collect()))
+    }
+}
+
 /// One organisation's row in a fleet summary.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FleetRow {

@@ -47,6 +47,23 @@ fn apply(c: &TestCollector, file: &Path) -> (bool, String, String) {
     )
 }
 
+/// `commscanctl catalog versions --output json` as the administrator: the rows.
+fn versions(c: &TestCollector) -> Vec<serde_json::Value> {
+    let ca = c.dir.path().join("ca-for-cli.crt");
+    std::fs::write(&ca, &c.ca_pem).unwrap();
+    let (ok, out, err) = run(
+        "commscanctl",
+        &["catalog", "versions", "--output", "json"],
+        &[
+            ("COMMSCAN_COLLECTOR", c.url.as_str()),
+            ("COMMSCAN_CA", ca.to_str().unwrap()),
+            ("COMMSCAN_TOKEN", c.admin_token.as_str()),
+        ],
+    );
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
 /// A new catalog key in `dir`: (key file, public key).
 fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
     let key = dir.join(name);
@@ -146,6 +163,12 @@ async fn a_product_added_on_the_collector_is_reported_by_a_running_agent_without
     })
     .await;
     assert!(recorded.refusal.is_empty(), "{recorded:?}");
+    let rows = versions(&c);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["organisation"], "acme");
+    assert_eq!(rows[0]["release"], "2");
+    assert_eq!(rows[0]["devices"], "1");
+    assert_eq!(rows[0]["refusing"], "0");
     assert!(data.root().join("catalog.signed").exists());
 
     // A restart scans with the stored catalog: nothing needs pushing again.
@@ -217,6 +240,17 @@ async fn tampered_and_older_catalogs_are_refused_and_the_agent_keeps_the_one_it_
     .await;
     assert_eq!(refused.release, 3);
     assert!(refused.refusal.contains("unsigned"), "{refused:?}");
+    // The officer sees it.
+    let rows = versions(&c);
+    assert_eq!(rows[0]["release"], "3", "{rows:?}");
+    assert_eq!(rows[0]["refusing"], "1", "{rows:?}");
+    assert!(
+        rows[0]["last_refusal"]
+            .as_str()
+            .unwrap()
+            .contains("unsigned"),
+        "{rows:?}"
+    );
 
     // The release number raised after signing: the signature no longer verifies.
     let text = std::fs::read_to_string(&good).unwrap();

@@ -311,6 +311,32 @@ impl Query for QueryService {
         }))
     }
 
+    async fn catalog_versions(
+        &self,
+        request: tonic::Request<v1::CatalogVersionsRequest>,
+    ) -> Result<tonic::Response<v1::CatalogVersionsResponse>, tonic::Status> {
+        let (token, mark) = (bearer(&request), mark_of(&request));
+        let org = request.into_inner().organisation;
+        let (served_release, rows) = blocking(&self.0, move |c| {
+            let who = c.authenticate(token.as_deref(), mark)?;
+            c.catalog_versions(&who, (!org.is_empty()).then_some(org.as_str()))
+        })
+        .await?;
+        Ok(tonic::Response::new(v1::CatalogVersionsResponse {
+            served_release,
+            rows: rows
+                .into_iter()
+                .map(|r| v1::CatalogVersionRow {
+                    organisation: r.organisation,
+                    release: r.release,
+                    devices: r.devices,
+                    refusing: r.refusing,
+                    refusal: r.refusal,
+                })
+                .collect(),
+        }))
+    }
+
     async fn fleet_summary(
         &self,
         request: tonic::Request<v1::FleetSummaryRequest>,

@@ -1,6 +1,8 @@
 //! `catalog list|show`: what commscan recognises, from the embedded catalog; no collector.
 //! `catalog apply|history|text|rollback`: the catalog kept in the collector's store
-//! ([`super::rules`]).
+//! ([`super::rules`]); `apply` takes a signed catalog (`commscan-collector catalog sign`) too,
+//! which the collector passes on to agents.
+//! `catalog versions`: which catalog releases the fleet runs, per organisation.
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -25,6 +27,14 @@ pub(crate) enum CatalogCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
+    /// Devices per organisation and catalog release, and refusals of signed catalogs.
+    Versions {
+        #[command(flatten)]
+        conn: super::Conn,
+        /// Only this organisation.
+        #[arg(long)]
+        org: Option<String>,
+    },
     #[command(flatten)]
     Stored(super::rules::Stored),
 }
@@ -33,6 +43,47 @@ pub(crate) async fn run(command: CatalogCommand) -> anyhow::Result<ExitCode> {
     match command {
         CatalogCommand::Stored(s) => {
             return super::rules::run(commscan_proto::v1::RulesKind::Catalog, s).await;
+        }
+        CatalogCommand::Versions { conn, org } => {
+            let r = conn
+                .connection()?
+                .query()
+                .await?
+                .catalog_versions(commscan_proto::v1::CatalogVersionsRequest {
+                    organisation: org.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            if !matches!(conn.output, Format::Json) {
+                match r.served_release {
+                    0 => println!("served: no signed catalog (agents keep their own)"),
+                    n => println!("served: signed catalog release {n}"),
+                }
+            }
+            let rows: Vec<Vec<String>> = r
+                .rows
+                .iter()
+                .map(|row| {
+                    vec![
+                        row.organisation.clone(),
+                        match row.release {
+                            0 => "unknown".to_owned(),
+                            n => n.to_string(),
+                        },
+                        row.devices.to_string(),
+                        row.refusing.to_string(),
+                        row.refusal.clone(),
+                    ]
+                })
+                .collect();
+            let header = [
+                "ORGANISATION",
+                "RELEASE",
+                "DEVICES",
+                "REFUSING",
+                "LAST REFUSAL",
+            ];
+            print!("{}", output::rows(&header, &rows, conn.output));
         }
         CatalogCommand::List { output } => {
             let catalog = Catalog::embedded();
