@@ -323,3 +323,110 @@ async fn tampered_and_older_catalogs_are_refused_and_the_agent_keeps_the_one_it_
     assert!(stored.contains("release: 3\n"));
     agent.shutdown().await;
 }
+
+/// A raw reporting stream of a new device whose hello states `catalog`; returned after the
+/// welcome.
+async fn raw_stream(
+    c: &TestCollector,
+    name: &str,
+    catalog: Option<commscan_proto::v1::CatalogState>,
+) -> (
+    tokio::sync::mpsc::Sender<commscan_proto::v1::AgentMessage>,
+    tonic::Streaming<commscan_proto::v1::CollectorMessage>,
+) {
+    use commscan_proto::v1;
+    let data = c.enroll_agent(name).await;
+    let (_, cert, key) = data.credentials().unwrap();
+    let channel = commscan_runtime::transport::channel(&c.url, &c.ca_pem, Some((&cert, &key)))
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(v1::AgentMessage {
+        kind: Some(v1::agent_message::Kind::Hello(v1::Hello {
+            catalog,
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let mut stream = v1::reporting_client::ReportingClient::new(channel)
+        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(matches!(
+        first.kind,
+        Some(v1::collector_message::Kind::Welcome(_))
+    ));
+    (tx, stream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_agents_that_state_their_catalog_are_sent_one_and_only_a_newer_one() {
+    use commscan_proto::v1::{self, collector_message::Kind};
+    let c = TestCollector::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let (key, _) = keygen(work.path(), "catalog.key");
+    assert!(
+        apply(
+            &c,
+            &sign(work.path(), &key, 2, &catalog_with(&["two"]), "2.signed")
+        )
+        .0
+    );
+
+    // An agent stating release 1 gets release 2 right after its welcome, byte for byte.
+    let state = |release| v1::CatalogState {
+        release,
+        ..Default::default()
+    };
+    let (_a, mut stream) = raw_stream(&c, "current", Some(state(1))).await;
+    let next = stream.message().await.unwrap().unwrap().kind;
+    let Some(Kind::CatalogUpdate(u)) = next else {
+        panic!("expected a catalog update, got {next:?}");
+    };
+    assert_eq!(u.release, 2);
+    assert_eq!(
+        u.signed_catalog,
+        std::fs::read(work.path().join("2.signed")).unwrap()
+    );
+
+    // An agent predating signed catalogs (no catalog in its hello) would take the unknown
+    // message for the end of its stream: it is never sent one. An agent already on release 2
+    // is not sent it again. Two announcements arrive back to back, with nothing between.
+    let (_b, mut old) = raw_stream(&c, "old", None).await;
+    let (_d, mut same) = raw_stream(&c, "same", Some(state(2))).await;
+    assert!(
+        apply(
+            &c,
+            &sign(work.path(), &key, 3, &catalog_with(&["two"]), "3.signed")
+        )
+        .0
+    );
+    let third = stream.message().await.unwrap().unwrap().kind;
+    assert!(matches!(third, Some(Kind::PolicyChanged(_))), "{third:?}");
+    let third = stream.message().await.unwrap().unwrap().kind;
+    assert!(
+        matches!(&third, Some(Kind::CatalogUpdate(u)) if u.release == 3),
+        "{third:?}"
+    );
+    let next = same.message().await.unwrap().unwrap().kind;
+    assert!(matches!(next, Some(Kind::PolicyChanged(_))), "{next:?}");
+    let next = same.message().await.unwrap().unwrap().kind;
+    assert!(
+        matches!(&next, Some(Kind::CatalogUpdate(u)) if u.release == 3),
+        "{next:?}"
+    );
+    assert!(
+        apply(
+            &c,
+            &sign(work.path(), &key, 4, &catalog_with(&["two"]), "4.signed")
+        )
+        .0
+    );
+    for _ in 0..2 {
+        let m = old.message().await.unwrap().unwrap().kind;
+        assert!(matches!(m, Some(Kind::PolicyChanged(_))), "{m:?}");
+    }
+}

@@ -45,6 +45,8 @@ struct CatalogOffer {
     welcomed: bool,
     /// Compare with the catalog in force at the next poll.
     due: bool,
+    /// The agent stated its catalog, so it understands catalog updates.
+    stated: bool,
 }
 
 impl Outbound {
@@ -61,19 +63,25 @@ impl Outbound {
             policy_changes: WatchStream::from_changes(policy_changes),
             collector,
             organisation,
-            catalog: CatalogOffer {
-                due: true,
-                ..CatalogOffer::default()
-            },
+            catalog: CatalogOffer::default(),
         }
     }
 
     /// Sets what the agent stated about its catalog (hello): the release it uses and the one
-    /// it last refused.
-    pub fn with_agent_catalog(mut self, device: String, release: u64, refused: u64) -> Outbound {
+    /// it last refused. `None`: an agent predating signed catalogs, which would take the
+    /// unknown message for the end of the stream and reconnect, forever; it is never offered
+    /// one.
+    pub fn with_agent_catalog(mut self, device: String, stated: Option<(u64, u64)>) -> Outbound {
         self.catalog.device = device;
-        self.catalog.agent_release = release;
-        self.catalog.refused_release = refused;
+        match stated {
+            Some((release, refused)) => {
+                self.catalog.stated = true;
+                self.catalog.agent_release = release;
+                self.catalog.refused_release = refused;
+            }
+            None => self.catalog.stated = false,
+        }
+        self.catalog.due = self.catalog.stated;
         self
     }
 
@@ -125,7 +133,7 @@ impl Stream for Outbound {
         match Pin::new(&mut this.policy_changes).poll_next(cx) {
             Poll::Ready(Some(_generation)) => {
                 // The rules changed: the catalog may have too; compared at the next poll.
-                this.catalog.due = true;
+                this.catalog.due = this.catalog.stated;
                 Poll::Ready(Some(Ok(this.policy_changed())))
             }
             // No announcer left (the collector is shutting down): replies only.

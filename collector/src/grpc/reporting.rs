@@ -192,8 +192,9 @@ impl Reporting for ReportingService {
         )
         .with_agent_catalog(
             who.device_id.clone(),
-            info.catalog.as_ref().map_or(0, |c| c.release),
-            info.catalog.as_ref().map_or(0, |c| c.refused_release),
+            info.catalog
+                .as_ref()
+                .map(|c| (c.release, c.refused_release)),
         );
         let collector = self.0.clone();
         let shutdown = self.1.clone();
