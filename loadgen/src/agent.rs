@@ -165,8 +165,14 @@ impl Agent {
         }
         let mut sequence = 0;
         let mut attempt = 0;
+        // The catalog release this agent holds: the embedded one until a signed one arrives,
+        // stated in every hello like the real agent's, so a reconnect is not sent it again.
+        let mut catalog = commscan_core::signed_catalog::EMBEDDED_CATALOG_RELEASE;
         loop {
-            match self.session(&mut sequence, &mut attempt).await {
+            match self
+                .session(&mut sequence, &mut attempt, &mut catalog)
+                .await
+            {
                 Ok(()) => return,
                 Err(e) => {
                     self.counters.failure(&e);
@@ -185,7 +191,12 @@ impl Agent {
         }
     }
 
-    async fn session(&mut self, sequence: &mut u64, attempt: &mut u32) -> Result<(), LoadgenError> {
+    async fn session(
+        &mut self,
+        sequence: &mut u64,
+        attempt: &mut u32,
+        catalog: &mut u64,
+    ) -> Result<(), LoadgenError> {
         let channel = tokio::select! {
             _ = self.stop.cancelled() => return Ok(()),
             c = connect(&self.target, &self.device, self.source) => c?,
@@ -198,7 +209,13 @@ impl Agent {
             hostname: format!("sim-{:06}", self.index),
             state_digest: Vec::new(),
             device_id: self.device.device_id.clone(),
-            catalog: None,
+            // States its catalog, as a real agent does, so a newer signed catalog in force is
+            // pushed to it (counted and adopted, not verified: the simulator measures the
+            // collector, and verifying 90 KB per agent would load the shared cores).
+            catalog: Some(v1::CatalogState {
+                release: *catalog,
+                ..Default::default()
+            }),
         };
         let closed = || LoadgenError::Protocol("stream closed by collector".into());
         tx.send(AgentMessage {
@@ -274,6 +291,10 @@ impl Agent {
                         }
                     }
                     Some(collector_message::Kind::PolicyChanged(_)) => self.counters.policy_changed(unix_nanos()),
+                    Some(collector_message::Kind::CatalogUpdate(u)) => {
+                        self.counters.catalog_updated(unix_nanos());
+                        *catalog = u.release;
+                    }
                     Some(collector_message::Kind::Throttle(t)) => {
                         // Not applied; like the real agent, wait as asked. The simulator
                         // counts it and moves on to the next report.

@@ -75,6 +75,8 @@ pub struct Counters {
     failures: AtomicU64,
     policy_changes: AtomicU64,
     last_policy_ns: AtomicU64,
+    catalog_updates: AtomicU64,
+    last_catalog_ns: AtomicU64,
     latency: Mutex<Histogram>,
     last_failure: Mutex<String>,
 }
@@ -112,6 +114,12 @@ impl Counters {
     pub fn policy_changed(&self, at_ns: u64) {
         self.policy_changes.fetch_add(1, Relaxed);
         self.last_policy_ns.fetch_max(at_ns, Relaxed);
+    }
+
+    /// A signed catalog was pushed, received at `at_ns` (Unix nanoseconds).
+    pub fn catalog_updated(&self, at_ns: u64) {
+        self.catalog_updates.fetch_add(1, Relaxed);
+        self.last_catalog_ns.fetch_max(at_ns, Relaxed);
     }
 
     /// A report was throttled.
@@ -154,6 +162,12 @@ pub struct Snapshot {
     pub policy_changes: u64,
     /// When the last one arrived (Unix ns; 0 if none).
     pub last_policy_ns: u64,
+    /// Signed catalogs received.
+    #[serde(default)]
+    pub catalog_updates: u64,
+    /// When the last one arrived (Unix ns; 0 if none).
+    #[serde(default)]
+    pub last_catalog_ns: u64,
     /// Ack latencies of load-phase reports.
     pub latency: Histogram,
 }
@@ -173,6 +187,8 @@ impl Snapshot {
         }
         self.policy_changes += o.policy_changes;
         self.last_policy_ns = self.last_policy_ns.max(o.last_policy_ns);
+        self.catalog_updates += o.catalog_updates;
+        self.last_catalog_ns = self.last_catalog_ns.max(o.last_catalog_ns);
         self.latency.merge(&o.latency);
     }
 }
@@ -245,6 +261,8 @@ impl Pool {
             &c.failures,
             &c.policy_changes,
             &c.last_policy_ns,
+            &c.catalog_updates,
+            &c.last_catalog_ns,
         ] {
             a.store(0, Relaxed);
         }
@@ -273,6 +291,8 @@ impl Pool {
                 .clone(),
             policy_changes: c.policy_changes.load(Relaxed),
             last_policy_ns: c.last_policy_ns.load(Relaxed),
+            catalog_updates: c.catalog_updates.load(Relaxed),
+            last_catalog_ns: c.last_catalog_ns.load(Relaxed),
             latency: c.latency.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }

@@ -491,6 +491,24 @@ pub async fn fleet_scenario(
     .await?;
     let ms = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / 1e6;
 
+    // Signed catalog: from putting it in force until the last agent has the envelope.
+    reset(&mut workers).await?;
+    let (catalog_started_ns, catalog_finished_ns) = match server
+        .ask(&Command::PublishCatalog, Duration::from_secs(300))
+        .await?
+    {
+        Event::Reloaded {
+            started_ns,
+            finished_ns,
+            ..
+        } => (started_ns, finished_ns),
+        other => bail!("expected reloaded, got {other:?}"),
+    };
+    let (catalogs, _) = wait_for(&mut workers, Duration::from_secs(120), |s| {
+        s.catalog_updates as usize >= holding
+    })
+    .await?;
+
     // Reconnect storm: kill the collector, start it again on the same port.
     reset(&mut workers).await?;
     let killed_ns = unix_nanos();
@@ -523,6 +541,9 @@ pub async fn fleet_scenario(
         push_ms: ms(finished_ns, pushed.last_policy_ns),
         reload_to_last_ms: ms(started_ns, pushed.last_policy_ns),
         pushed: pushed.policy_changes,
+        catalog_apply_ms: ms(catalog_started_ns, catalog_finished_ns),
+        catalog_to_last_ms: ms(catalog_started_ns, catalogs.last_catalog_ns),
+        catalogs_pushed: catalogs.catalog_updates,
         storm: Storm {
             restart_ms,
             all_back,

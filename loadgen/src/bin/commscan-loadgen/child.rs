@@ -28,6 +28,9 @@ pub enum Command {
     Stats,
     /// Collector: reload the other policy; answer with `Reloaded`.
     Reload,
+    /// Collector: put a newly signed catalog (the embedded one as release 2) in force, as
+    /// `catalog apply` of a signed file does; answer with `Reloaded`.
+    PublishCatalog,
     /// Stop and exit.
     Quit,
 }

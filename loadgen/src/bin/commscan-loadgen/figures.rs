@@ -122,6 +122,12 @@ pub struct FleetFigures {
     pub reload_to_last_ms: f64,
     /// Announcements received.
     pub pushed: u64,
+    /// Putting a signed catalog in force (load, re-judge every device, announce), ms.
+    pub catalog_apply_ms: f64,
+    /// From putting it in force to the last agent holding the envelope, ms.
+    pub catalog_to_last_ms: f64,
+    /// Signed catalogs received by agents.
+    pub catalogs_pushed: u64,
     /// The storm.
     pub storm: Storm,
 }

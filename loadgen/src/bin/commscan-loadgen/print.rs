@@ -95,6 +95,10 @@ pub fn print_partial(s: &Scenario, f: &RunFigures) {
                     "policy push: reload {:.0} ms ({} devices re-judged), then {:.0} ms to the last agent; {:.0} ms in all; {} announcements",
                     x.rejudge_ms, x.rejudged_devices, x.push_ms, x.reload_to_last_ms, x.pushed
                 );
+                println!(
+                    "catalog push: signed catalog in force {:.0} ms, {:.0} ms to the last agent; {} catalogs received",
+                    x.catalog_apply_ms, x.catalog_to_last_ms, x.catalogs_pushed
+                );
                 let s = &x.storm;
                 println!(
                     "storm: restart {:.0} ms; {} back{} {:.1} s after the kill ({:.1} s after listening); peak RSS {:.0} MiB; {:.1} CPU s; {} failed sessions ({})",
@@ -269,6 +273,11 @@ pub fn print_medians(runs: &[RunFigures]) {
     row(
         "push: reload start to last agent",
         f(&|x| x.reload_to_last_ms),
+        "ms",
+    );
+    row(
+        "catalog: in force to last agent",
+        f(&|x| x.catalog_to_last_ms),
         "ms",
     );
     row(

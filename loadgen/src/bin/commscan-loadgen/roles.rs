@@ -130,6 +130,28 @@ pub async fn serve(
     let mut next_policy = 1;
     commands(async |cmd| {
         match cmd {
+            Command::PublishCatalog => {
+                let c = collector.clone().context("catalog: not a collector")?;
+                let key = commscan_core::signed_catalog::CatalogSigningKey::generate()?.0;
+                let signed = commscan_core::signed_catalog::SignedCatalog::sign(
+                    commscan_core::catalog::EMBEDDED_CATALOG,
+                    commscan_core::signed_catalog::EMBEDDED_CATALOG_RELEASE + 1,
+                    &[&key],
+                )?;
+                let file = data.join("../catalog.signed");
+                std::fs::write(&file, signed)?;
+                // The policy in force stays; only the catalog changes.
+                let mut rules = RulesConfig::with_policy(Some(&policy_files[1 - next_policy]));
+                rules.catalog = Some(file);
+                let started_ns = unix_nanos();
+                let r = tokio::task::spawn_blocking(move || c.reload(&rules)).await??;
+                emit(&Event::Reloaded {
+                    started_ns,
+                    finished_ns: unix_nanos(),
+                    devices: r.devices,
+                    changed: r.changed,
+                });
+            }
             Command::Reload => {
                 let c = collector.clone().context("reload: not a collector")?;
                 let rules = RulesConfig::with_policy(Some(&policy_files[next_policy]));
@@ -202,7 +224,9 @@ pub async fn agents(
             Command::Reset => pool.reset(),
             Command::Stats => emit(&Event::Stats(pool.snapshot())),
             Command::Quit => return Ok(false),
-            Command::Reload => anyhow::bail!("agents do not take reload"),
+            Command::Reload | Command::PublishCatalog => {
+                anyhow::bail!("agents do not take reload")
+            }
         }
         Ok(true)
     })
