@@ -118,6 +118,8 @@ pub struct PgStore {
     device_locks: locks::DeviceLocks,
     /// Device reads waiting to be combined into one statement ([`DeviceStore::device`]).
     reads: Combiner<String, Result<Option<DeviceRecord>, StoreError>>,
+    /// Classification reads waiting to be combined into one statement.
+    classifications: Combiner<String, Result<Vec<(String, Classification)>, StoreError>>,
     /// Device writes waiting to be combined into one transaction ([`write_devices`]).
     writes: Combiner<PendingWrite, Result<(), StoreError>>,
 }
@@ -160,6 +162,36 @@ fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
 
 fn json<T: Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).expect("records always serialise")
+}
+
+/// The answers to `keys`, asked at once by concurrent callers and read in one statement:
+/// each caller gets its key's value from `found` (`missing` where the key has no rows, or
+/// the statement's error); a key asked twice gets a copy.
+fn answer_each<V: Clone>(
+    keys: &[String],
+    found: Result<HashMap<String, Result<V, StoreError>>, StoreError>,
+    missing: V,
+) -> Vec<Result<V, StoreError>> {
+    let mut found = match found {
+        Ok(found) => found,
+        Err(e) => return keys.iter().map(|_| Err(e.clone())).collect(),
+    };
+    let mut left: HashMap<&str, usize> = HashMap::new();
+    for k in keys {
+        *left.entry(k.as_str()).or_default() += 1;
+    }
+    keys.iter()
+        .map(|k| {
+            let n = left.get_mut(k.as_str()).expect("counted above");
+            *n -= 1;
+            let answer = if *n == 0 {
+                found.remove(k)
+            } else {
+                found.get(k).cloned()
+            };
+            answer.unwrap_or_else(|| Ok(missing.clone()))
+        })
+        .collect()
 }
 
 /// Decodes column `idx` (`jsonb`) of `row` straight into `T`, without the intermediate JSON
@@ -257,6 +289,7 @@ impl PgStore {
             rt: Some(rt),
             notices,
             reads: Combiner::default(),
+            classifications: Combiner::default(),
             writes: Combiner::default(),
             device_locks,
         };
@@ -827,34 +860,16 @@ impl DeviceStore for PgStore {
                     .map_err(db("read devices"))?;
                 c.query(&st, &[&ids]).await.map_err(db("read devices"))
             });
-            let mut found: HashMap<String, Result<DeviceRecord, StoreError>> = match rows {
-                Ok(rows) => rows
-                    .iter()
+            let found = rows.map(|rows| {
+                rows.iter()
                     .map(|row| {
                         let id: String = row.get(0);
-                        let record = decode_column(&format!("devices/{id}"), row, 1);
+                        let record = decode_column(&format!("devices/{id}"), row, 1).map(Some);
                         (id, record)
                     })
-                    .collect(),
-                Err(e) => return ids.iter().map(|_| Err(e.clone())).collect(),
-            };
-            // An id asked twice gets a copy; the last asker takes the record.
-            let mut left: HashMap<&str, usize> = HashMap::new();
-            for id in &ids {
-                *left.entry(id.as_str()).or_default() += 1;
-            }
-            ids.iter()
-                .map(|id| {
-                    let n = left.get_mut(id.as_str()).expect("counted above");
-                    *n -= 1;
-                    let r = if *n == 0 {
-                        found.remove(id)
-                    } else {
-                        found.get(id).cloned()
-                    };
-                    r.transpose()
-                })
-                .collect()
+                    .collect()
+            });
+            answer_each(&ids, found, None)
         })
     }
 
@@ -1013,19 +1028,37 @@ impl DeviceStore for PgStore {
     }
 
     fn classifications(&self, org: &str) -> Result<Vec<(String, Classification)>, StoreError> {
-        // Read for every delta report: prepared once per connection.
-        let rows = self.read(async |c| {
-            let st = c
-                .prepare_cached(
-                    "SELECT name, record FROM classifications WHERE organisation = $1 ORDER BY name",
-                )
-                .await
-                .map_err(db("read classifications"))?;
-            c.query(&st, &[&org])
-                .await
-                .map_err(db("read classifications"))
-        })?;
-        keyed(rows, &format!("classifications/{org}"))
+        // Read for every delta report: reads waiting meanwhile share one statement.
+        self.classifications.submit(org.to_owned(), |orgs| {
+            let rows = self.read(async |c| {
+                let st = c
+                    .prepare_cached(
+                        "SELECT organisation, name, record FROM classifications
+                         WHERE organisation = ANY($1) ORDER BY organisation, name",
+                    )
+                    .await
+                    .map_err(db("read classifications"))?;
+                c.query(&st, &[&orgs])
+                    .await
+                    .map_err(db("read classifications"))
+            });
+            let found = rows.map(|rows| {
+                let mut by_org: HashMap<String, Result<Vec<(String, Classification)>, StoreError>> =
+                    HashMap::new();
+                for row in &rows {
+                    let (org, name): (String, String) = (row.get(0), row.get(1));
+                    let c = decode_column(&format!("classifications/{org}/{name}"), row, 2);
+                    let entry = by_org.entry(org).or_insert_with(|| Ok(Vec::new()));
+                    match (entry, c) {
+                        (Ok(list), Ok(c)) => list.push((name, c)),
+                        (entry, Err(e)) => *entry = Err(e),
+                        (Err(_), Ok(_)) => {}
+                    }
+                }
+                by_org
+            });
+            answer_each(&orgs, found, Vec::new())
+        })
     }
 }
 
@@ -1916,5 +1949,39 @@ impl PgStore {
             .map_err(db("continue audit positions"))?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_caller_of_a_combined_read_gets_its_own_answer() {
+        let keys: Vec<String> = ["a", "b", "a", "c"].iter().map(|k| k.to_string()).collect();
+        let found = HashMap::from([
+            ("a".to_owned(), Ok(1)),
+            (
+                "c".to_owned(),
+                Err(StoreError::Corrupt {
+                    key: "c".into(),
+                    message: "bad".into(),
+                }),
+            ),
+        ]);
+        let answers = answer_each(&keys, Ok(found), 0);
+        assert_eq!(answers[0].as_ref().ok(), Some(&1), "a, asked first");
+        assert_eq!(answers[1].as_ref().ok(), Some(&0), "b has no rows");
+        assert_eq!(answers[2].as_ref().ok(), Some(&1), "a, asked again");
+        assert!(
+            matches!(answers[3], Err(StoreError::Corrupt { .. })),
+            "only c's record is corrupt"
+        );
+        let failed = answer_each::<u8>(&keys, Err(StoreError::Unavailable("down".into())), 0);
+        assert!(
+            failed
+                .iter()
+                .all(|a| matches!(a, Err(StoreError::Unavailable(_))))
+        );
     }
 }
