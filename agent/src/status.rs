@@ -81,6 +81,20 @@ pub struct StatusFile {
     pub quarantine: Option<QuarantineNote>,
     /// Set when the agent stopped (SIGTERM) cleanly.
     pub stopped: bool,
+    /// The catalog in use and the last signed catalog refused.
+    #[serde(default)]
+    pub catalog: Option<CatalogNote>,
+}
+
+/// The catalog the agent scans with ([`crate::catalog_update`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogNote {
+    /// The release in use (the embedded catalog's unless a signed one was accepted).
+    pub release: u64,
+    /// The last release refused; 0 if none since the agent started.
+    pub refused_release: u64,
+    /// Why.
+    pub refusal: String,
 }
 
 impl StatusFile {
@@ -284,6 +298,17 @@ impl StatusReport {
                         sp.fallbacks,
                         sp.last_fallback.as_deref().unwrap_or("?")
                     );
+                }
+                if let Some(c) = &s.catalog {
+                    let _ = writeln!(o, "catalog:          release {}", c.release);
+                    if c.refused_release > 0 {
+                        let _ = writeln!(
+                            o,
+                            "CATALOG REFUSED:  release {}: {}",
+                            c.refused_release,
+                            commscan_core::text::terminal_safe(&c.refusal)
+                        );
+                    }
                 }
                 if let Some(q) = &s.quarantine {
                     let _ = writeln!(

@@ -240,6 +240,13 @@ async fn tampered_and_older_catalogs_are_refused_and_the_agent_keeps_the_one_it_
     .await;
     assert_eq!(refused.release, 3);
     assert!(refused.refusal.contains("unsigned"), "{refused:?}");
+    // The device's own status says so too (`commscan-agent status`).
+    let local = commscan_agent::status::StatusFile::read(&data)
+        .unwrap()
+        .unwrap()
+        .catalog
+        .unwrap();
+    assert_eq!((local.release, local.refused_release), (3, 4), "{local:?}");
     // The officer sees it.
     let rows = versions(&c);
     assert_eq!(rows[0]["release"], "3", "{rows:?}");

@@ -186,6 +186,12 @@ impl Shared {
             acked_sequence: v.meta.acked_sequence,
         };
         s.quarantine = v.meta.quarantine.clone();
+        let c = self.catalog.status();
+        s.catalog = Some(crate::status::CatalogNote {
+            release: c.release,
+            refused_release: c.refused_release,
+            refusal: c.refusal,
+        });
         s.updated_at = now();
         if let Err(e) = s.write(&self.data) {
             tracing::warn!(error = %e, "cannot write the status file");

@@ -224,6 +224,7 @@ async fn catalog_update(
         Ok(Err(e)) => shared.emit(AgentEvent::CatalogRefused { reason: e.code() }),
         Err(e) => tracing::error!(error = %e, "catalog check failed"),
     }
+    shared.set_status(|_| {});
     tx.send(v1::AgentMessage {
         kind: Some(agent_message::Kind::Catalog(catalog_state(shared))),
     })
