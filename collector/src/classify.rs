@@ -78,11 +78,42 @@ impl Collector {
         if name.trim().is_empty() {
             return Err(CollectorError::InvalidArgument("name: required".into()));
         }
-        if let Classification::Product { product } = &decision
-            && !self.rules().catalog.contains(product)
-        {
-            return Err(CollectorError::InvalidArgument(format!(
-                "product: '{product}' is not in the catalog (see `commscanctl catalog list`)"
+        if let Classification::Product { product } = &decision {
+            let catalog = &self.rules().catalog;
+            if !catalog.contains(product) {
+                return Err(CollectorError::InvalidArgument(format!(
+                    "product: {} (see `commscanctl catalog list`)",
+                    commscan_core::suggest::unknown(
+                        "product",
+                        product,
+                        catalog.products().iter().map(|p| p.id.as_str())
+                    )
+                )));
+            }
+        }
+        // Only a name the organisation's devices reported (or one already decided, to change
+        // the decision): a mistyped name would otherwise be "dismissed" and the real one stay.
+        let mut known: Vec<String> = self
+            .store()
+            .org_aggregate(org)?
+            .unwrap_or_default()
+            .unclassified
+            .into_keys()
+            .collect();
+        known.extend(
+            self.store()
+                .classifications(org)?
+                .into_iter()
+                .map(|(n, _)| n),
+        );
+        if !known.iter().any(|k| k == name) {
+            return Err(CollectorError::NotFound(format!(
+                "{} in '{org}' (see `commscanctl candidates list --org {org}`)",
+                commscan_core::suggest::unknown(
+                    "candidate",
+                    name,
+                    known.iter().map(String::as_str)
+                )
             )));
         }
         self.store().put_classification(org, name, &decision)?;

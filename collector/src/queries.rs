@@ -32,6 +32,20 @@ impl Collector {
             filter.organisation.as_deref(),
             "query.list_devices",
         )?;
+        // A mistyped product would match nothing and read as "none has it".
+        if let Some(product) = filter.product.as_deref() {
+            let catalog = &self.rules().catalog;
+            if !catalog.contains(product) {
+                return Err(CollectorError::InvalidArgument(format!(
+                    "product: {}",
+                    commscan_core::suggest::unknown(
+                        "product",
+                        product,
+                        catalog.products().iter().map(|p| p.id.as_str())
+                    )
+                )));
+            }
+        }
         let filter = DeviceFilter {
             allowed_orgs: proof.orgs,
             ..filter.clone()

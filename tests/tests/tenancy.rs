@@ -374,8 +374,9 @@ async fn every_rpc_for_every_role() {
             [(OK, None), (OK, None), (OK, None), (PD, None), (OK, None)],
         ),
         (
+            // Allowed, then not found: no device of acme reported "Some Chat".
             "Classify(A)",
-            [(OK, None), (OK, None), (OK, None), (PD, None), (PD, None)],
+            [(NF, None), (NF, None), (NF, None), (PD, None), (PD, None)],
         ),
         (
             "Watch(B)",

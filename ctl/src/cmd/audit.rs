@@ -4,6 +4,7 @@ use super::{Conn, colour, time_text};
 use clap::Args;
 use commscan_ctl::output;
 use commscan_proto::v1;
+use commscan_runtime::out;
 use std::process::ExitCode;
 
 #[derive(Args)]
@@ -59,9 +60,9 @@ pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
         "OUTCOME",
         "DETAIL",
     ];
-    print!(
+    out!(
         "{}",
         output::rows_painted(&header, &rows, conn.output, Some(5), colour())
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }

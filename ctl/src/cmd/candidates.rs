@@ -5,6 +5,7 @@ use super::Conn;
 use clap::Subcommand;
 use commscan_ctl::output;
 use commscan_proto::v1;
+use commscan_runtime::{out, outln};
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
@@ -52,7 +53,7 @@ pub(crate) async fn run(command: CandidatesCommand) -> anyhow::Result<ExitCode> 
                 .list_unclassified(v1::ListUnclassifiedRequest { organisation: org })
                 .await?
                 .into_inner();
-            print!("{}", list(&r.candidates, conn.output));
+            out!("{}", list(&r.candidates, conn.output))?;
         }
         CandidatesCommand::Map {
             conn,
@@ -61,11 +62,11 @@ pub(crate) async fn run(command: CandidatesCommand) -> anyhow::Result<ExitCode> 
             product,
         } => {
             classify(&conn, &org, &name, &product).await?;
-            println!("'{name}' in '{org}' now counts as {product}; its devices were re-judged");
+            outln!("'{name}' in '{org}' now counts as {product}; its devices were re-judged")?;
         }
         CandidatesCommand::Dismiss { conn, org, name } => {
             classify(&conn, &org, &name, "").await?;
-            println!("'{name}' in '{org}' dismissed");
+            outln!("'{name}' in '{org}' dismissed")?;
         }
     }
     Ok(ExitCode::SUCCESS)

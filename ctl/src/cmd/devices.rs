@@ -7,6 +7,7 @@ use commscan_core::platform::Platform;
 use commscan_core::verdict::Status;
 use commscan_ctl::output;
 use commscan_proto::{convert, v1};
+use commscan_runtime::{out, outln};
 use std::process::ExitCode;
 
 #[derive(Args)]
@@ -38,14 +39,14 @@ enum DevicesAction {
     Remove {
         #[command(flatten)]
         conn: Conn,
-        /// Device id.
+        /// Device id, or an unambiguous prefix of one.
         id: String,
     },
     /// Revoke a device: refused from its next connection on; its history stays.
     Revoke {
         #[command(flatten)]
         conn: Conn,
-        /// Device id.
+        /// Device id, or an unambiguous prefix of one.
         id: String,
     },
 }
@@ -54,7 +55,7 @@ enum DevicesAction {
 pub(crate) struct DeviceArgs {
     #[command(flatten)]
     conn: Conn,
-    /// Device id.
+    /// Device id, or an unambiguous prefix of one.
     id: String,
 }
 
@@ -63,6 +64,7 @@ pub(crate) async fn run(args: DevicesArgs) -> anyhow::Result<ExitCode> {
     match args.action {
         None => list(args).await?,
         Some(DevicesAction::Remove { conn, id }) => {
+            let id = super::resolve_device(&conn, &id).await?;
             conn.connection()?
                 .admin()
                 .await?
@@ -70,9 +72,10 @@ pub(crate) async fn run(args: DevicesArgs) -> anyhow::Result<ExitCode> {
                     device_id: id.clone(),
                 })
                 .await?;
-            println!("device {id} removed with its history");
+            outln!("device {id} removed with its history")?;
         }
         Some(DevicesAction::Revoke { conn, id }) => {
+            let id = super::resolve_device(&conn, &id).await?;
             conn.connection()?
                 .admin()
                 .await?
@@ -80,9 +83,9 @@ pub(crate) async fn run(args: DevicesArgs) -> anyhow::Result<ExitCode> {
                     device_id: id.clone(),
                 })
                 .await?;
-            println!(
+            outln!(
                 "device {id} revoked: it is refused from its next connection; its history stays"
-            );
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -122,13 +125,14 @@ async fn list(args: DevicesArgs) -> anyhow::Result<()> {
     if limit > 0 {
         rows.truncate(limit);
     }
-    print!("{}", output::devices(&rows, conn.output, colour()));
+    out!("{}", output::devices(&rows, conn.output, colour()))?;
     Ok(())
 }
 
 /// `device ID`: one device in detail.
 pub(crate) async fn show(args: DeviceArgs) -> anyhow::Result<ExitCode> {
     let DeviceArgs { conn, id } = args;
+    let id = super::resolve_device(&conn, &id).await?;
     let d = conn
         .connection()?
         .query()
@@ -136,9 +140,9 @@ pub(crate) async fn show(args: DeviceArgs) -> anyhow::Result<ExitCode> {
         .get_device(v1::GetDeviceRequest { device_id: id })
         .await?
         .into_inner();
-    print!(
+    out!(
         "{}",
         output::device_detail(&output::device_detail_out(&d), conn.output, colour())
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }

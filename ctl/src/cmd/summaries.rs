@@ -5,6 +5,7 @@ use super::{Conn, colour};
 use clap::Args;
 use commscan_ctl::output;
 use commscan_proto::v1;
+use commscan_runtime::out;
 use std::process::ExitCode;
 
 #[derive(Args)]
@@ -43,10 +44,10 @@ pub(crate) async fn summary(args: SummaryArgs) -> anyhow::Result<ExitCode> {
         })
         .await?
         .into_inner();
-    print!(
+    out!(
         "{}",
         output::summary(&output::summary_out(&s), conn.output, colour())
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -59,7 +60,7 @@ pub(crate) async fn fleet(args: FleetArgs) -> anyhow::Result<ExitCode> {
         .fleet_summary(v1::FleetSummaryRequest {})
         .await?
         .into_inner();
-    print!("{}", output::fleet(&r, conn.output, colour()));
+    out!("{}", output::fleet(&r, conn.output, colour()))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -83,9 +84,9 @@ pub(crate) async fn products(args: ProductsArgs) -> anyhow::Result<ExitCode> {
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         output::rows(&["PRODUCT", "DEVICES", "VIOLATING"], &rows, conn.output)
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }

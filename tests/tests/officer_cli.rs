@@ -1,0 +1,298 @@
+//! The officer's command line after a first week (issue 17), run as a person runs it: the
+//! real `commscanctl` and `commscan-agent` binaries against a real collector. Output piped to
+//! a reader that goes away ends quietly; a secret is never lost to `| head -1`; typos are
+//! refused with a suggestion instead of creating, matching or dismissing nothing; device ids
+//! may be abbreviated as long as they are unambiguous; `enroll` never silently replaces an
+//! identity.
+
+use commscan_proto::v1;
+use commscan_tests::{TestCollector, dpkg_fixture, reporter, workspace_binary};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// `commscanctl` set up to reach `c` as `token`.
+fn ctl_command(c: &TestCollector, token: &str, args: &[&str]) -> Command {
+    let ca = c.dir.path().join("ca-for-cli.crt");
+    std::fs::write(&ca, &c.ca_pem).unwrap();
+    let mut cmd = Command::new(workspace_binary("commscanctl"));
+    cmd.args(args)
+        .env("COMMSCAN_COLLECTOR", &c.url)
+        .env("COMMSCAN_CA", &ca)
+        .env("COMMSCAN_TOKEN", token)
+        .env_remove("COMMSCAN_TOKEN_FILE");
+    cmd
+}
+
+/// Runs `commscanctl` against `c` with `token`; (success, stdout, stderr).
+fn ctl(c: &TestCollector, token: &str, args: &[&str]) -> (bool, String, String) {
+    let out = ctl_command(c, token, args)
+        .output()
+        .expect("run commscanctl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `cmd` with its standard output a pipe whose reader reads `lines` lines and goes away
+/// (`| head -N`; 0: the reader is gone before anything is written). Returns the exit status,
+/// the lines read and stderr.
+fn piped_to_head(mut cmd: Command, lines: usize) -> (ExitStatus, Vec<String>, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    let child = cmd
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Only the child holds the write end now.
+    drop(cmd);
+    let mut read = Vec::new();
+    if lines > 0 {
+        let mut reader = BufReader::new(reader);
+        for _ in 0..lines {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            read.push(line.trim_end().to_owned());
+        }
+    } else {
+        drop(reader);
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status,
+        read,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An enrolled device of `acme` that reported Zoom; its id.
+async fn zoom_device(c: &TestCollector, name: &str) -> String {
+    let root = dpkg_fixture(&[("zoom", "install ok installed", "6.1.0")]);
+    let data = c.enroll_agent(name).await;
+    let id = data.identity().unwrap().device_id;
+    reporter(data, root.path())
+        .session(Duration::from_secs(3600), true, &CancellationToken::new())
+        .await
+        .unwrap();
+    id
+}
+
+fn quiet(status: ExitStatus, stderr: &str, what: &str) {
+    assert_eq!(status.code(), Some(0), "{what}: {status:?} {stderr}");
+    assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_binary_ends_quietly_when_its_reader_goes_away_and_a_secret_comes_first() {
+    let c = TestCollector::start().await;
+    for i in 0..3 {
+        zoom_device(&c, &format!("pc{i}")).await;
+    }
+    let admin = c.admin_token.clone();
+    for args in [
+        &["catalog", "list", "--output", "json"][..],
+        &["catalog", "list"],
+        &["devices", "--output", "json"],
+        &["devices"],
+        &["fleet", "--output", "csv"],
+        &["audit"],
+    ] {
+        for lines in [0, 1] {
+            let (status, _, stderr) = piped_to_head(ctl_command(&c, &admin, args), lines);
+            quiet(status, &stderr, &format!("{args:?} | head -{lines}"));
+        }
+    }
+
+    // The agent's `scan` and the collector's `init`, the other binaries that print results.
+    let root = dpkg_fixture(&[("zoom", "install ok installed", "6.1.0")]);
+    let mut scan = Command::new(workspace_binary("commscan-agent"));
+    scan.args(["scan", "--no-processes", "--root"])
+        .arg(root.path());
+    let (status, _, stderr) = piped_to_head(scan, 0);
+    quiet(status, &stderr, "commscan-agent scan | head -0");
+    let dir = tempfile::tempdir().unwrap();
+    let mut init = Command::new(workspace_binary("commscan-collector"));
+    init.args(["init", "--data-dir"]).arg(dir.path().join("c"));
+    let (status, _, stderr) = piped_to_head(init, 0);
+    quiet(status, &stderr, "commscan-collector init | head -0");
+
+    // `tokens create | head -1`: the first line is the secret, and it works.
+    let (status, lines, stderr) = piped_to_head(
+        ctl_command(&c, &admin, &["tokens", "create", "--org", "acme"]),
+        1,
+    );
+    quiet(status, &stderr, "tokens create | head -1");
+    let secret = lines[0].clone();
+    let data = c.enroll_agent_with("from-head", &secret).await;
+    assert_eq!(data.identity().unwrap().organisation, "acme");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typos_are_refused_with_a_suggestion_instead_of_passing_silently() {
+    let c = TestCollector::start().await;
+    zoom_device(&c, "pc").await;
+    let admin = c.admin_token.clone();
+
+    // (args, text on stderr)
+    let cases = [
+        (
+            &["tokens", "create", "--org", "acmee"][..],
+            "unknown organisation 'acmee'; did you mean 'acme'?; give --new-org to create it",
+        ),
+        (
+            &["devices", "--product", "telegramm"],
+            "unknown product 'telegramm'; did you mean 'telegram'?",
+        ),
+        (
+            &["candidates", "dismiss", "--org", "acme", "NotThere"],
+            "unknown candidate 'NotThere' in 'acme'",
+        ),
+        (
+            &[
+                "candidates",
+                "map",
+                "--org",
+                "acme",
+                "NotThere",
+                "--product",
+                "zooom",
+            ],
+            "unknown product 'zooom'; did you mean 'zoom'?",
+        ),
+    ];
+    for (args, expected) in cases {
+        let (ok, stdout, stderr) = ctl(&c, &admin, args);
+        assert!(!ok, "{args:?} succeeded: {stdout}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    // Nothing was created for the typo.
+    let tokens = c
+        .admin_as(&admin)
+        .await
+        .list_enrollment_tokens(v1::ListEnrollmentTokensRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens;
+    assert!(tokens.iter().all(|t| t.organisation != "acmee"));
+
+    // A new organisation is one flag away, and from then on it is known.
+    let (ok, _, stderr) = ctl(
+        &c,
+        &admin,
+        &["tokens", "create", "--org", "globex", "--new-org"],
+    );
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = ctl(&c, &admin, &["tokens", "create", "--org", "globex"]);
+    assert!(ok, "{stderr}");
+    // A product spelled right that nobody has is an empty answer, not an error.
+    let (ok, stdout, stderr) = ctl(&c, &admin, &["devices", "--product", "telegram"]);
+    assert!(ok, "{stderr}");
+    assert!(!stdout.contains("zoom"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_ids_may_be_abbreviated_when_unambiguous() {
+    let c = TestCollector::start().await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(zoom_device(&c, &format!("pc{i}")).await);
+    }
+    let admin = c.admin_token.clone();
+    // The shortest prefix that names exactly one device, as git abbreviates.
+    let unique = |id: &str| -> String {
+        (1..=id.len())
+            .map(|n| id[..n].to_owned())
+            .find(|p| ids.iter().filter(|o| o.starts_with(p.as_str())).count() == 1)
+            .unwrap()
+    };
+    let short = unique(&ids[0]);
+    let (ok, stdout, stderr) = ctl(&c, &admin, &["device", &short]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(&ids[0]), "{stdout}");
+
+    // Six random ids share their first hex digit with another at least sometimes; build an
+    // ambiguous prefix from the longest common prefix of two of them.
+    let (a, b) = ids
+        .iter()
+        .flat_map(|a| ids.iter().map(move |b| (a, b)))
+        .filter(|(a, b)| a != b)
+        .max_by_key(|(a, b)| a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count())
+        .unwrap();
+    let common: String = a
+        .chars()
+        .zip(b.chars())
+        .take_while(|(x, y)| x == y)
+        .map(|(x, _)| x)
+        .collect();
+    if !common.is_empty() {
+        let (ok, _, stderr) = ctl(&c, &admin, &["device", &common]);
+        assert!(!ok);
+        assert!(stderr.contains("is ambiguous"), "{stderr}");
+        assert!(
+            stderr.contains(a.as_str()) && stderr.contains(b.as_str()),
+            "{stderr}"
+        );
+    }
+    let (ok, _, stderr) = ctl(&c, &admin, &["device", "zz"]);
+    assert!(!ok);
+    assert!(stderr.contains("no device id starts with 'zz'"), "{stderr}");
+
+    // Revoking by prefix revokes that device.
+    let (ok, stdout, stderr) = ctl(&c, &admin, &["devices", "revoke", &unique(&ids[1])]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(&ids[1]), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enroll_refuses_to_replace_an_identity_without_force() {
+    let c = TestCollector::start().await;
+    let ca = c.dir.path().join("ca-for-agent.crt");
+    std::fs::write(&ca, &c.ca_pem).unwrap();
+    let data = c.dir.path().join("agent-data");
+    let enroll = |extra: &[&str]| {
+        let out = Command::new(workspace_binary("commscan-agent"))
+            .arg("enroll")
+            .args(extra)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--ca")
+            .arg(&ca)
+            .env("COMMSCAN_COLLECTOR", &c.url)
+            .env("COMMSCAN_ENROLL_TOKEN", &c.enrolment_token)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let id = || {
+        commscan_agent::state::DataDir::new(&data)
+            .identity()
+            .unwrap()
+            .device_id
+    };
+    let (ok, _, stderr) = enroll(&[]);
+    assert!(ok, "{stderr}");
+    let first = id();
+
+    let (ok, _, stderr) = enroll(&[]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("already holds the identity of device {first}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--force"), "{stderr}");
+    assert_eq!(id(), first, "the identity is untouched");
+
+    let (ok, _, stderr) = enroll(&["--force"]);
+    assert!(ok, "{stderr}");
+    assert_ne!(id(), first, "--force enrols as a new device");
+}
