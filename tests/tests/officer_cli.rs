@@ -296,3 +296,115 @@ async fn enroll_refuses_to_replace_an_identity_without_force() {
     assert!(ok, "{stderr}");
     assert_ne!(id(), first, "--force enrols as a new device");
 }
+
+/// Enrols an agent of `acme` that reports `unclassified` in one snapshot over a raw stream;
+/// its device id once acknowledged.
+async fn report_candidates(c: &TestCollector, name: &str, unclassified: &[&str]) -> String {
+    let data = c.enroll_agent(name).await;
+    let (ca, cert, key) = data.credentials().unwrap();
+    let channel = commscan_runtime::transport::channel(&c.url, &ca, Some((&cert, &key)))
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(v1::AgentMessage {
+        kind: Some(v1::agent_message::Kind::Hello(v1::Hello {
+            hostname: name.into(),
+            platform: v1::Platform::Linux as i32,
+            agent_version: "test".into(),
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let mut inbound = v1::reporting_client::ReportingClient::new(channel)
+        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    inbound.message().await.unwrap().unwrap();
+    tx.send(v1::AgentMessage {
+        kind: Some(v1::agent_message::Kind::Report(v1::Report {
+            sequence: 1,
+            body: Some(v1::report::Body::Snapshot(v1::Snapshot {
+                findings: Vec::new(),
+                unclassified: unclassified
+                    .iter()
+                    .map(|n| v1::Unclassified {
+                        name: (*n).into(),
+                        source: "desktop".into(),
+                        detail: "Categories=Network;InstantMessaging".into(),
+                        looks_like: String::new(),
+                    })
+                    .collect(),
+            })),
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let ack = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+        .await
+        .expect("an acknowledgement in time")
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        ack.kind,
+        Some(v1::collector_message::Kind::Ack(_))
+    ));
+    data.identity().unwrap().device_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapped_candidate_can_be_unmapped_and_a_mistyped_one_is_refused() {
+    let c = TestCollector::start().await;
+    let id = report_candidates(&c, "pc", &["Gossip Chat"]).await;
+    let admin = c.admin_token.clone();
+    let device = |args: &[&str]| ctl(&c, &admin, args);
+
+    // A typo in the name is refused with the name it resembles; nothing is decided.
+    let (ok, _, stderr) = device(&["candidates", "dismiss", "--org", "acme", "Gossip Chta"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("unknown candidate 'Gossip Chta'; did you mean 'Gossip Chat'?"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = device(&["candidates", "unmap", "--org", "acme", "Gossip Chat"]);
+    assert!(!ok, "nothing to undo yet");
+    assert!(
+        stderr.contains("unknown decision 'Gossip Chat'"),
+        "{stderr}"
+    );
+
+    // Mapped to Zoom (denied by the default policy): noncompliant, no longer a candidate.
+    let (ok, _, stderr) = device(&[
+        "candidates",
+        "map",
+        "--org",
+        "acme",
+        "Gossip Chat",
+        "--product",
+        "zoom",
+    ]);
+    assert!(ok, "{stderr}");
+    let (_, shown, _) = device(&["device", &id]);
+    assert!(shown.contains("noncompliant"), "{shown}");
+    let (_, listed, _) = device(&["candidates", "list", "--org", "acme"]);
+    assert!(!listed.contains("Gossip Chat"), "{listed}");
+
+    // Unmapped: compliant again, listed again, and audited.
+    let (ok, stdout, stderr) = device(&["candidates", "unmap", "--org", "acme", "Gossip Chat"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("unmapped"), "{stdout}");
+    let (_, shown, _) = device(&["device", &id]);
+    let now = shown.split("history:").next().unwrap();
+    assert!(now.contains("status    compliant"), "{shown}");
+    assert!(!now.contains("zoom"), "{shown}");
+    assert!(now.contains("Gossip Chat (desktop"), "{shown}");
+    let (_, listed, _) = device(&["candidates", "list", "--org", "acme"]);
+    assert!(listed.contains("Gossip Chat"), "{listed}");
+    assert!(
+        c.audit()
+            .iter()
+            .any(|e| e.action == "candidates.unmap" && e.allowed)
+    );
+}

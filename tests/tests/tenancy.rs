@@ -232,6 +232,7 @@ async fn call(w: &World, token: &str, rpc: &str) -> Outcome {
                     name: "Some Chat".into(),
                     product: String::new(),
                     dismiss: true,
+                    unmap: false,
                 })
                 .await,
             ),

@@ -396,6 +396,19 @@ impl Query for QueryService {
         let r = request.into_inner();
         blocking(&self.0, move |c| {
             let who = c.authenticate(token.as_deref(), mark)?;
+            if r.unmap {
+                if r.dismiss || !r.product.is_empty() {
+                    crate::auth::authorize(
+                        &who,
+                        crate::auth::Access::ManageDevices,
+                        Some(&r.organisation),
+                    )?;
+                    return Err(CollectorError::InvalidArgument(
+                        "unmap: give neither product nor dismiss".into(),
+                    ));
+                }
+                return c.unclassify_candidate(&who, &r.organisation, &r.name);
+            }
             let decision = match (r.dismiss, r.product.is_empty()) {
                 (true, true) => Classification::Dismissed,
                 (false, false) => Classification::Product { product: r.product },

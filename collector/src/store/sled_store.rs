@@ -733,6 +733,14 @@ impl DeviceStore for SledStore {
         Ok(())
     }
 
+    fn remove_classification(&self, org: &str, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .classifications
+            .remove(format!("{org}/{name}").as_bytes())
+            .map_err(backend)?
+            .is_some())
+    }
+
     fn classifications(&self, org: &str) -> Result<Vec<(String, Classification)>, StoreError> {
         let prefix = format!("{org}/");
         self.classifications
