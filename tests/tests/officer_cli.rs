@@ -408,3 +408,158 @@ async fn a_mapped_candidate_can_be_unmapped_and_a_mistyped_one_is_refused() {
             .any(|e| e.action == "candidates.unmap" && e.allowed)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summary_shows_the_trend_and_every_organisation_and_json_numbers_are_numbers() {
+    let c = TestCollector::start().await;
+    zoom_device(&c, "pc").await;
+    let admin = c.admin_token.clone();
+
+    // Without --org: every organisation the caller sees (here acme), not `default`.
+    let (ok, stdout, stderr) = ctl(&c, &admin, &["summary"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("organisation acme: 1 devices"), "{stdout}");
+
+    // --days: the daily trend as a table (the sparkline is for terminals only).
+    let (ok, stdout, stderr) = ctl(&c, &admin, &["summary", "--org", "acme", "--days", "14"]);
+    assert!(ok, "{stderr}");
+    let today = time::OffsetDateTime::now_utc().date().to_string();
+    assert!(
+        stdout.contains("DAY         DEVICES  % COMPLIANT  NONCOMPLIANT  WAIVED  STALE"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("{today}  1        0.0          1")),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains('▁'),
+        "no sparkline off a terminal: {stdout}"
+    );
+    let (ok, stdout, _) = ctl(
+        &c,
+        &admin,
+        &[
+            "summary", "--org", "acme", "--days", "14", "--output", "json",
+        ],
+    );
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["trend"][0]["day"], today.as_str());
+    assert_eq!(v["trend"][0]["devices"], 1);
+
+    // fleet: a waived column; JSON numbers as numbers under stable snake_case keys.
+    let (ok, stdout, _) = ctl(&c, &admin, &["fleet"]);
+    assert!(ok);
+    assert!(stdout.contains("NONCOMPLIANT  WAIVED"), "{stdout}");
+    let (ok, stdout, _) = ctl(&c, &admin, &["fleet", "--output", "json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let row = &v[0];
+    assert_eq!(row["organisation"], "acme");
+    assert_eq!(row["devices"], 1);
+    assert_eq!(row["percent_compliant"], 0.0);
+    assert_eq!(row["noncompliant"], 1);
+    assert_eq!(row["waived"], 0);
+    assert!(row.get("%_compliant").is_none(), "{stdout}");
+    let (ok, stdout, _) = ctl(&c, &admin, &["fleet", "--output", "csv"]);
+    assert!(ok);
+    assert!(
+        stdout.starts_with("enterprise,organisation,devices,percent_compliant,noncompliant,waived,stale_devices,updated_at,freshness\n"),
+        "{stdout}"
+    );
+
+    // products: per organisation, numbers as numbers; a mistyped organisation is refused.
+    let (ok, stdout, stderr) = ctl(
+        &c,
+        &admin,
+        &["products", "--org", "acme", "--output", "json"],
+    );
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v[0]["product"], "zoom");
+    assert_eq!(v[0]["devices"], 1);
+    assert_eq!(v[0]["violating"], 1);
+    let (ok, _, stderr) = ctl(&c, &admin, &["products", "--org", "acmee"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("unknown organisation 'acmee'; did you mean 'acme'?"),
+        "{stderr}"
+    );
+
+    // Tables show times to the second.
+    let (ok, stdout, _) = ctl(&c, &admin, &["devices"]);
+    assert!(ok);
+    let seconds = regex_lite_seconds(&stdout);
+    assert!(seconds, "{stdout}");
+}
+
+/// Whether `text` holds an RFC 3339 time to the second (`…T08:00:00Z`) and none with a
+/// fraction of a second.
+fn regex_lite_seconds(text: &str) -> bool {
+    let times: Vec<&str> = text
+        .split_whitespace()
+        .filter(|w| w.len() >= 20 && w.as_bytes()[10] == b'T' && w.ends_with('Z'))
+        .collect();
+    !times.is_empty() && times.iter().all(|t| t.len() == 20)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ministry_analyst_summarises_an_enterprise_s_organisation() {
+    let ministry = TestCollector::start().await;
+    let out = ministry.dir.path().join("issued").join("e1");
+    ministry
+        .layout
+        .issue_enterprise("e1", &["acme".to_owned()], &out)
+        .expect("issue");
+    let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap();
+    let mut upstream = commscan_collector::federation::upstream::Upstream::from_pem(
+        &ministry.url,
+        &read("ministry-ca.crt"),
+        &read("enterprise.crt"),
+        &read("enterprise.key"),
+        Duration::from_secs(600),
+    )
+    .expect("upstream");
+    upstream.change_poll = Duration::from_millis(200);
+    let e1 = TestCollector::start_with(commscan_tests::StartOptions {
+        trust_domain: "e1.test".into(),
+        upstream: Some(upstream),
+        ..Default::default()
+    })
+    .await;
+    zoom_device(&e1, "pc").await;
+    let analyst = ministry
+        .admin_as(&ministry.admin_token)
+        .await
+        .create_access_token(v1::CreateAccessTokenRequest {
+            name: "analyst".into(),
+            grants: vec![v1::Grant {
+                role: v1::Role::Analyst as i32,
+                organisation: String::new(),
+            }],
+            expires_in_seconds: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    commscan_tests::wait_until(Duration::from_secs(60), "acme reaches the ministry", || {
+        let (ok, stdout, _) = ctl(&ministry, &analyst, &["summary", "--org", "acme"]);
+        async move { (ok && stdout.contains("1 devices")).then_some(()) }
+    })
+    .await;
+    let (ok, stdout, stderr) = ctl(&ministry, &analyst, &["summary", "--org", "acme"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("organisation acme (enterprise e1): 1 devices, 0.0% compliant"),
+        "{stdout}"
+    );
+    // And without --org, the enterprise's organisation is among those shown.
+    let (ok, stdout, stderr) = ctl(&ministry, &analyst, &["summary"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("organisation acme (enterprise e1)"),
+        "{stdout}"
+    );
+}

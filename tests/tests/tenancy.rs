@@ -213,7 +213,10 @@ async fn call(w: &World, token: &str, rpc: &str) -> Outcome {
             Err(s) => (s.code(), None),
         },
         "Products" => (
-            code(q.product_findings(v1::ProductFindingsRequest {}).await),
+            code(
+                q.product_findings(v1::ProductFindingsRequest::default())
+                    .await,
+            ),
             None,
         ),
         "Candidates(A)" => (

@@ -346,9 +346,10 @@ impl Query for QueryService {
         request: tonic::Request<v1::ProductFindingsRequest>,
     ) -> Result<tonic::Response<v1::ProductFindingsResponse>, tonic::Status> {
         let (token, mark) = (bearer(&request), mark_of(&request));
+        let org = request.into_inner().organisation;
         let products = blocking(&self.0, move |c| {
             let who = c.authenticate(token.as_deref(), mark)?;
-            c.product_findings(&who)
+            c.product_findings(&who, Some(org.as_str()).filter(|o| !o.is_empty()))
         })
         .await?;
         Ok(tonic::Response::new(v1::ProductFindingsResponse {

@@ -68,14 +68,9 @@ pub(crate) fn colour() -> bool {
     std::io::stdout().is_terminal()
 }
 
-/// A timestamp as RFC 3339, or `-`.
+/// A timestamp as RFC 3339 to the second, or `-`.
 pub(crate) fn time_text(t: Option<&prost_types::Timestamp>) -> String {
-    t.and_then(|t| commscan_proto::convert::from_timestamp(t).ok())
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| "-".into())
+    commscan_ctl::output::time_text(t).unwrap_or_else(|| "-".into())
 }
 
 /// A device id as typed: a whole id, or a prefix of exactly one device the caller may see
