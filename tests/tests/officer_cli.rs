@@ -563,3 +563,42 @@ async fn a_ministry_analyst_summarises_an_enterprise_s_organisation() {
         "{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_devices_are_listed_as_revoked_not_as_noncompliant() {
+    let c = TestCollector::start().await;
+    let kept = zoom_device(&c, "kept").await;
+    let gone = zoom_device(&c, "gone").await;
+    let admin = c.admin_token.clone();
+    let (ok, _, stderr) = ctl(&c, &admin, &["devices", "revoke", &gone]);
+    assert!(ok, "{stderr}");
+
+    let (ok, stdout, stderr) = ctl(&c, &admin, &["devices", "--status", "noncompliant"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains(&kept) && !stdout.contains(&gone),
+        "{stdout}"
+    );
+    let (ok, stdout, stderr) = ctl(&c, &admin, &["devices", "--status", "revoked"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains(&gone) && !stdout.contains(&kept),
+        "{stdout}"
+    );
+    let (ok, stdout, _) = ctl(&c, &admin, &["devices", "--output", "json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let status = |id: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["device_id"] == id)
+            .map(|d| d["status"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    assert_eq!(status(&gone), "revoked");
+    assert_eq!(status(&kept), "noncompliant");
+    let (ok, _, stderr) = ctl(&c, &admin, &["devices", "--status", "revokd"]);
+    assert!(!ok);
+    assert!(stderr.contains("did you mean 'revoked'?"), "{stderr}");
+}

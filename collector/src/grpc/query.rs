@@ -72,6 +72,7 @@ pub(crate) fn row(d: &DeviceRecord) -> v1::DeviceRow {
         products: d.verdict.products(),
         last_report: d.last_report.map(convert::timestamp),
         agent_version: d.agent_version.clone(),
+        revoked: d.revoked,
     }
 }
 
@@ -199,7 +200,12 @@ impl Query for QueryService {
         let cursor = Some(r.page_token).filter(|s| !s.is_empty());
         let page = blocking(&self.0, move |c| {
             let who = c.authenticate(token.as_deref(), mark)?;
-            c.list_devices(&who, &filter, cursor.as_deref(), r.page_size as usize)
+            let page = c.list_devices(&who, &filter, cursor.as_deref(), r.page_size as usize)?;
+            Ok(crate::queries::keep_revoked(
+                page,
+                r.revoked,
+                filter.status.is_some(),
+            ))
         })
         .await?;
         Ok(tonic::Response::new(v1::ListDevicesResponse {

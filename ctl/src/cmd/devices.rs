@@ -19,9 +19,10 @@ pub(crate) struct DevicesArgs {
     /// Only this organisation.
     #[arg(long)]
     org: Option<String>,
-    /// Only this status (compliant, noncompliant, waived, stale, unknown).
-    #[arg(long)]
-    status: Option<Status>,
+    /// Only this status (compliant, noncompliant, waived, stale, unknown), or `revoked`.
+    /// Revoked devices are listed under `revoked` only, never under their last verdict.
+    #[arg(long, value_parser = parse_status)]
+    status: Option<StatusFilter>,
     /// Only devices with this product.
     #[arg(long)]
     product: Option<String>,
@@ -31,6 +32,33 @@ pub(crate) struct DevicesArgs {
     /// Stop after this many rows (0: all).
     #[arg(long, default_value_t = 0)]
     limit: usize,
+}
+
+/// `--status`: a verdict, or revoked (not a verdict: a device taken out of service).
+#[derive(Debug, Clone, Copy)]
+enum StatusFilter {
+    Verdict(Status),
+    Revoked,
+}
+
+fn parse_status(s: &str) -> Result<StatusFilter, String> {
+    if s.eq_ignore_ascii_case("revoked") {
+        return Ok(StatusFilter::Revoked);
+    }
+    s.parse::<Status>().map(StatusFilter::Verdict).map_err(|_| {
+        commscan_core::suggest::unknown(
+            "status",
+            s,
+            [
+                "compliant",
+                "noncompliant",
+                "waived",
+                "stale",
+                "unknown",
+                "revoked",
+            ],
+        )
+    })
 }
 
 #[derive(Subcommand)]
@@ -108,7 +136,11 @@ async fn list(args: DevicesArgs) -> anyhow::Result<()> {
         let page = client
             .list_devices(v1::ListDevicesRequest {
                 organisation: org.clone().unwrap_or_default(),
-                status: status.map(convert::status_to_wire).unwrap_or_default(),
+                status: match status {
+                    Some(StatusFilter::Verdict(s)) => convert::status_to_wire(s),
+                    _ => 0,
+                },
+                revoked: matches!(status, Some(StatusFilter::Revoked)),
                 product: product.clone().unwrap_or_default(),
                 page_size: 1000,
                 page_token: token,
