@@ -602,3 +602,108 @@ async fn revoked_devices_are_listed_as_revoked_not_as_noncompliant() {
     assert!(!ok);
     assert!(stderr.contains("did you mean 'revoked'?"), "{stderr}");
 }
+
+/// The audit table's rows as (position, actor, action).
+fn audit_rows(stdout: &str) -> Vec<(u64, String, String)> {
+    stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut cols = l.split("  ").map(str::trim).filter(|c| !c.is_empty());
+            let position = cols.next()?.parse().ok()?;
+            let _at = cols.next()?;
+            Some((position, cols.next()?.to_owned(), cols.next()?.to_owned()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_is_newest_first_contiguous_and_filtered_by_person_action_and_time() {
+    let c = TestCollector::start().await;
+    let admin = c.admin_token.clone();
+    // Two people called alice, each refused once.
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let r = c
+            .admin_as(&admin)
+            .await
+            .create_access_token(v1::CreateAccessTokenRequest {
+                name: "alice".into(),
+                grants: vec![v1::Grant {
+                    role: v1::Role::Auditor as i32,
+                    organisation: String::new(),
+                }],
+                expires_in_seconds: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        // An auditor may not list enrolment tokens: the refusal is audited under their name.
+        let (ok, _, _) = ctl(&c, &r.secret, &["tokens", "list"]);
+        assert!(!ok);
+        ids.push(r.person_id);
+    }
+    for _ in 0..3 {
+        let (ok, _, stderr) = ctl(&c, &admin, &["tokens", "create", "--org", "acme"]);
+        assert!(ok, "{stderr}");
+    }
+
+    // Newest first, positions contiguous.
+    let (ok, stdout, stderr) = ctl(&c, &admin, &["audit", "--limit", "4"]);
+    assert!(ok, "{stderr}");
+    let rows = audit_rows(&stdout);
+    assert_eq!(rows.len(), 4, "{stdout}");
+    let positions: Vec<u64> = rows.iter().map(|r| r.0).collect();
+    let newest = positions[0];
+    assert_eq!(
+        positions,
+        (newest - 3..=newest).rev().collect::<Vec<_>>(),
+        "{stdout}"
+    );
+    // --reverse pages forward; --after means after that position.
+    let (ok, stdout, _) = ctl(
+        &c,
+        &admin,
+        &["audit", "--reverse", "--after", "2", "--limit", "2"],
+    );
+    assert!(ok);
+    let positions: Vec<u64> = audit_rows(&stdout).iter().map(|r| r.0).collect();
+    assert_eq!(positions, vec![3, 4], "{stdout}");
+
+    // By person: a name finds both alices, told apart by id; an id prefix finds one.
+    let (ok, stdout, _) = ctl(&c, &admin, &["audit", "--person", "alice"]);
+    assert!(ok);
+    let actors: std::collections::BTreeSet<String> =
+        audit_rows(&stdout).into_iter().map(|r| r.1).collect();
+    let want: std::collections::BTreeSet<String> =
+        ids.iter().map(|id| format!("alice [{id}]")).collect();
+    assert_eq!(actors, want, "{stdout}");
+    let (ok, stdout, _) = ctl(&c, &admin, &["audit", "--person", &ids[0][..6]]);
+    assert!(ok);
+    let rows = audit_rows(&stdout);
+    assert!(
+        !rows.is_empty() && rows.iter().all(|r| r.1 == format!("alice [{}]", ids[0])),
+        "{stdout}"
+    );
+
+    // By action group and by time.
+    let (ok, stdout, _) = ctl(&c, &admin, &["audit", "--action", "tokens"]);
+    assert!(ok);
+    let rows = audit_rows(&stdout);
+    assert!(
+        !rows.is_empty() && rows.iter().all(|r| r.2.starts_with("tokens.")),
+        "{stdout}"
+    );
+    let (ok, stdout, _) = ctl(&c, &admin, &["audit", "--since", "1h", "--limit", "1000"]);
+    assert!(ok);
+    assert!(audit_rows(&stdout).len() >= 5, "{stdout}");
+    // Details give times as RFC 3339 to the second too.
+    assert!(stdout.contains("uses=unlimited expires=20"), "{stdout}");
+    assert!(!stdout.contains("+00:00:00"), "{stdout}");
+    let (ok, stdout, _) = ctl(&c, &admin, &["audit", "--until", "2000-01-01"]);
+    assert!(ok);
+    assert_eq!(stdout, "nothing to show\n");
+    let (ok, _, stderr) = ctl(&c, &admin, &["audit", "--since", "yesterday"]);
+    assert!(!ok);
+    assert!(stderr.contains("is not a time"), "{stderr}");
+}

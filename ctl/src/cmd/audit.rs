@@ -1,4 +1,5 @@
-//! `audit`: the audit log, oldest first from a position.
+//! `audit`: the audit log, newest first (or `--reverse`, oldest first), filtered by person,
+//! action and time. Positions are the log's own: stable, and contiguous as entries are added.
 
 use super::{Conn, colour, time_text};
 use clap::Args;
@@ -11,21 +12,53 @@ use std::process::ExitCode;
 pub(crate) struct AuditArgs {
     #[command(flatten)]
     conn: Conn,
-    /// Entries after this position.
+    /// Only entries after this position.
     #[arg(long, default_value_t = 0)]
     after: u64,
-    /// At most this many entries.
+    /// At most this many entries (the newest; with --reverse, the oldest).
     #[arg(long, default_value_t = 100)]
     limit: u32,
+    /// Oldest first: page forward with `--after` the last position shown.
+    #[arg(long)]
+    reverse: bool,
+    /// Only this person: a name (every person of that name), a person id or a prefix of one.
+    #[arg(long)]
+    person: Option<String>,
+    /// Only this action (`tokens.create`) or group of actions (`tokens`).
+    #[arg(long)]
+    action: Option<String>,
+    /// Only entries at or after this time: RFC 3339, a date (YYYY-MM-DD, UTC) or an age (2h, 7d).
+    #[arg(long, value_parser = super::parse_when)]
+    since: Option<time::OffsetDateTime>,
+    /// Only entries before this time (same forms as --since).
+    #[arg(long, value_parser = super::parse_when)]
+    until: Option<time::OffsetDateTime>,
 }
 
 pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
-    let AuditArgs { conn, after, limit } = args;
+    let AuditArgs {
+        conn,
+        after,
+        limit,
+        reverse,
+        person,
+        action,
+        since,
+        until,
+    } = args;
     let r = conn
         .connection()?
         .admin()
         .await?
-        .list_audit(v1::ListAuditRequest { after, limit })
+        .list_audit(v1::ListAuditRequest {
+            after,
+            limit,
+            newest_first: !reverse,
+            person: person.unwrap_or_default(),
+            action: action.unwrap_or_default(),
+            since: since.map(commscan_proto::convert::timestamp),
+            until: until.map(commscan_proto::convert::timestamp),
+        })
         .await?
         .into_inner();
     let rows: Vec<Vec<String>> = r

@@ -143,3 +143,22 @@ pub(crate) async fn known_organisations(
     }
     Ok(known)
 }
+
+/// A time given on the command line: RFC 3339, a date (`YYYY-MM-DD`, midnight UTC), or an age
+/// (`2h`, `7d`: that long ago).
+pub(crate) fn parse_when(s: &str) -> Result<time::OffsetDateTime, String> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok(t);
+    }
+    let date = time::macros::format_description!("[year]-[month]-[day]");
+    if let Ok(d) = time::Date::parse(s, &date) {
+        return Ok(d.midnight().assume_utc());
+    }
+    match commscan_core::duration::parse_duration(s) {
+        Ok(age) => Ok(time::OffsetDateTime::now_utc() - age),
+        Err(_) => Err(format!(
+            "'{s}' is not a time (RFC 3339, YYYY-MM-DD, or an age such as 2h or 7d)"
+        )),
+    }
+}
