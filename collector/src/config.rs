@@ -80,7 +80,10 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:7443";
 pub const DEFAULT_WEB_LISTEN: &str = "0.0.0.0:7444";
 /// The default metrics address: loopback, since `/metrics` is plain HTTP.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
-/// Database connections a collector opens at most, by default.
+/// Database connections in each of a collector's two pools, by default: one for reads and
+/// writes, one for locks held on a connection of their own (a device lock another collector
+/// holds, each alert sink being delivered, each exclusive task). Besides them the store keeps
+/// four sessions for uncontended device locks and one listening for notifications.
 pub const DEFAULT_STORE_CONNECTIONS: usize = 32;
 /// An enterprise pushes at least this often, by default.
 pub const DEFAULT_PUSH_INTERVAL: Duration = Duration::from_secs(15 * 60);

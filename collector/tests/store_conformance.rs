@@ -884,3 +884,72 @@ fn a_write_postgres_refuses_fails_alone_among_concurrent_writes() {
     let agg = store.org_aggregate("north").unwrap().unwrap();
     assert_eq!(agg.devices, 15, "only the written devices are counted");
 }
+
+/// Another collector's attempt to lock `id`: the receiver hears once it got (and let go of)
+/// the lock.
+fn attempt(store: &std::sync::Arc<PgStore>, id: &str) -> std::sync::mpsc::Receiver<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (store, id) = (store.clone(), id.to_owned());
+    std::thread::spawn(move || {
+        drop(store.lock_device(&id).unwrap());
+        let _ = tx.send(());
+    });
+    rx
+}
+
+#[test]
+fn many_device_locks_share_few_connections_and_hold_against_another_collector() {
+    use std::time::Duration;
+    let Some(pg) = PgCluster::start("many_device_locks_share_few_connections") else {
+        return;
+    };
+    // Pools of 4 connections: 100 locks at once cannot each have one.
+    let a = pg_store(pg.url(), &pg);
+    let b = std::sync::Arc::new(pg_store(pg.url(), &pg));
+    let ids: Vec<String> = (0..100).map(|i| format!("dev-{i:03}")).collect();
+    let held: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let a = &a;
+                s.spawn(move || a.lock_device(id).unwrap())
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let waiting = attempt(&b, "dev-042");
+    assert!(
+        waiting.recv_timeout(Duration::from_millis(500)).is_err(),
+        "the other collector got a held lock"
+    );
+    drop(held);
+    waiting
+        .recv_timeout(Duration::from_secs(5))
+        .expect("released locks reach the other collector");
+    // Let go and taken again at once (its unlock may still be queued, or may have run): the
+    // second hold is never undone by the first's unlock.
+    for id in ids.iter().take(20) {
+        drop(a.lock_device(id).unwrap());
+        let again = a.lock_device(id).unwrap();
+        let waiting = attempt(&b, id);
+        assert!(
+            waiting.recv_timeout(Duration::from_millis(300)).is_err(),
+            "{id}: a lock taken again was lost to the other collector"
+        );
+        drop(again);
+        waiting
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("{id}: never released"));
+    }
+    // Every lock is released: the other collector takes them all.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let all: Vec<_> = ids.iter().map(|id| b.lock_device(id).unwrap()).collect();
+        tx.send(all.len()).unwrap();
+    });
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)),
+        Ok(100),
+        "locks never released"
+    );
+}

@@ -601,7 +601,7 @@ struct StoreArgs {
     /// A file holding the database password (one line).
     #[arg(long, env = "COMMSCAN_STORE_PASSWORD_FILE")]
     store_password_file: Option<PathBuf>,
-    /// Most database connections this collector opens [default: 32].
+    /// Connections in each of the store's two pools (plus 4 lock sessions and a listener) [default: 32].
     #[arg(long)]
     store_connections: Option<usize>,
 }

@@ -60,6 +60,7 @@
 //! statement's purpose.
 
 mod listen;
+mod locks;
 pub mod schema;
 pub mod tls;
 
@@ -108,14 +109,17 @@ impl std::fmt::Debug for PgConfig {
 /// The PostgreSQL-backed store.
 pub struct PgStore {
     pool: Pool,
-    /// Connections holding device locks (session advisory locks), apart from `pool` so that
-    /// lock holders never wait on each other for a connection to work with.
-    locks: Pool,
     rt: Option<tokio::runtime::Runtime>,
     /// Notifications from every collector on the database ([`listen`]).
     notices: tokio::sync::broadcast::Sender<super::Notice>,
-    /// Sessions taking uncontended device locks.
-    shared_locks: SharedSessions,
+    /// Device and task locks across collectors ([`locks`]), on connections of a pool of their
+    /// own, apart from `pool`, so that lock holders never wait on each other for a connection
+    /// to work with.
+    device_locks: locks::DeviceLocks,
+    /// Device reads waiting to be combined into one statement ([`DeviceStore::device`]).
+    reads: Combiner<String, Result<Option<DeviceRecord>, StoreError>>,
+    /// Classification reads waiting to be combined into one statement.
+    classifications: Combiner<String, Result<Vec<(String, Classification)>, StoreError>>,
     /// Device writes waiting to be combined into one transaction ([`write_devices`]).
     writes: Combiner<PendingWrite, Result<(), StoreError>>,
 }
@@ -132,93 +136,6 @@ impl Drop for PgStore {
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
         }
-    }
-}
-
-/// Connections of the `locks` pool that take uncontended device locks for many holders at
-/// once ([`DeviceStore::lock_device`]).
-const SHARED_LOCK_SESSIONS: usize = 4;
-
-/// The connection a session advisory lock is held on.
-enum LockConn {
-    /// A connection of its own, taken from the `locks` pool while the lock is held.
-    Own(Box<deadpool_postgres::Object>),
-    /// One of the [`SharedSessions`], where many locks of different keys are held at once.
-    Shared(std::sync::Arc<deadpool_postgres::Object>),
-}
-
-/// A few connections of the `locks` pool kept for `pg_try_advisory_lock`: a session may hold
-/// any number of advisory locks, and tokio-postgres pipelines the statements of concurrent
-/// callers on one connection, so uncontended device locks (nearly all of them) take no
-/// connection each. A closed session is replaced on its next use; the locks it held went
-/// with it, as they would with a connection of their own.
-#[derive(Default)]
-struct SharedSessions {
-    slots:
-        [std::sync::Mutex<Option<std::sync::Arc<deadpool_postgres::Object>>>; SHARED_LOCK_SESSIONS],
-    next: std::sync::atomic::AtomicUsize,
-}
-
-impl SharedSessions {
-    async fn get(
-        &self,
-        pool: &Pool,
-    ) -> Result<std::sync::Arc<deadpool_postgres::Object>, StoreError> {
-        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SHARED_LOCK_SESSIONS;
-        let slot = &self.slots[i];
-        let open = slot
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .filter(|c| !c.is_closed());
-        if let Some(c) = open {
-            return Ok(c);
-        }
-        let fresh = std::sync::Arc::new(pool.get().await.map_err(pool_err)?);
-        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(fresh.clone());
-        Ok(fresh)
-    }
-}
-
-/// A session advisory lock (a device's, or a task's) on a connection of the `locks` pool;
-/// dropping it unlocks
-/// on the store's runtime without blocking (if the store is gone, closing the connection
-/// releases the lock).
-struct AdvisoryLock {
-    conn: Option<LockConn>,
-    /// The lock's namespace (`device`, `task`) and key.
-    space: &'static str,
-    key: String,
-    handle: tokio::runtime::Handle,
-}
-
-impl Drop for AdvisoryLock {
-    fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else {
-            return;
-        };
-        let (space, key) = (self.space, std::mem::take(&mut self.key));
-        self.handle.spawn(async move {
-            let client: &deadpool_postgres::Object = match &conn {
-                LockConn::Own(c) => c,
-                LockConn::Shared(c) => c,
-            };
-            let unlocked = match client
-                .prepare_cached("SELECT pg_advisory_unlock(hashtext($1), hashtext($2))")
-                .await
-            {
-                Ok(st) => client.execute(&st, &[&space, &key]).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = unlocked {
-                // The connection is broken, and with it the lock: discard it (a shared
-                // session is replaced on its next use).
-                tracing::warn!(error = %e, "device unlock failed; dropping the connection");
-                if let LockConn::Own(c) = conn {
-                    let _ = deadpool_postgres::Object::take(*c);
-                }
-            }
-        });
     }
 }
 
@@ -245,6 +162,36 @@ fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
 
 fn json<T: Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).expect("records always serialise")
+}
+
+/// The answers to `keys`, asked at once by concurrent callers and read in one statement:
+/// each caller gets its key's value from `found` (`missing` where the key has no rows, or
+/// the statement's error); a key asked twice gets a copy.
+fn answer_each<V: Clone>(
+    keys: &[String],
+    found: Result<HashMap<String, Result<V, StoreError>>, StoreError>,
+    missing: V,
+) -> Vec<Result<V, StoreError>> {
+    let mut found = match found {
+        Ok(found) => found,
+        Err(e) => return keys.iter().map(|_| Err(e.clone())).collect(),
+    };
+    let mut left: HashMap<&str, usize> = HashMap::new();
+    for k in keys {
+        *left.entry(k.as_str()).or_default() += 1;
+    }
+    keys.iter()
+        .map(|k| {
+            let n = left.get_mut(k.as_str()).expect("counted above");
+            *n -= 1;
+            let answer = if *n == 0 {
+                found.remove(k)
+            } else {
+                found.get(k).cloned()
+            };
+            answer.unwrap_or_else(|| Ok(missing.clone()))
+        })
+        .collect()
 }
 
 /// Decodes column `idx` (`jsonb`) of `row` straight into `T`, without the intermediate JSON
@@ -336,13 +283,15 @@ impl PgStore {
         );
         let (notices, _) = tokio::sync::broadcast::channel(listen::NOTICE_BUFFER);
         rt.spawn(listen::run(listen_config, tls, notices.clone()));
+        let device_locks = locks::DeviceLocks::new(build(locks_manager)?, &rt);
         let store = PgStore {
             pool: build(manager)?,
-            locks: build(locks_manager)?,
             rt: Some(rt),
             notices,
+            reads: Combiner::default(),
+            classifications: Combiner::default(),
             writes: Combiner::default(),
-            shared_locks: SharedSessions::default(),
+            device_locks,
         };
         store.run(async |s| {
             let mut client = s.pool.get().await.map_err(pool_err)?;
@@ -370,6 +319,15 @@ impl PgStore {
             }),
             Ok(_) => tokio::task::block_in_place(|| rt.block_on(f(self))),
         }
+    }
+
+    /// A handle on the store's runtime.
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.rt
+            .as_ref()
+            .expect("runtime lives until drop")
+            .handle()
+            .clone()
     }
 
     /// Runs `f` in one transaction (committed when it returns `Ok`).
@@ -875,44 +833,7 @@ impl Durable for PgStore {
 
 impl DeviceStore for PgStore {
     fn lock_device(&self, device: &str) -> Result<super::StoreLock, StoreError> {
-        let conn = self.run(async |s| {
-            // Uncontended, the lock is taken on a shared session; held by another collector,
-            // it is waited for on a connection of its own.
-            let shared = s.shared_locks.get(&s.locks).await?;
-            let st = shared
-                .prepare_cached("SELECT pg_try_advisory_lock(hashtext('device'), hashtext($1))")
-                .await
-                .map_err(db("lock device"))?;
-            let got: bool = shared
-                .query_one(&st, &[&device])
-                .await
-                .map_err(db("lock device"))?
-                .get(0);
-            if got {
-                return Ok(LockConn::Shared(shared));
-            }
-            let c = s.locks.get().await.map_err(pool_err)?;
-            let st = c
-                .prepare_cached("SELECT pg_advisory_lock(hashtext('device'), hashtext($1))")
-                .await
-                .map_err(db("lock device"))?;
-            c.execute(&st, &[&device])
-                .await
-                .map_err(db("lock device"))?;
-            Ok(LockConn::Own(Box::new(c)))
-        })?;
-        let handle = self
-            .rt
-            .as_ref()
-            .expect("runtime lives until drop")
-            .handle()
-            .clone();
-        Ok(super::StoreLock::held(AdvisoryLock {
-            conn: Some(conn),
-            space: "device",
-            key: device.to_owned(),
-            handle,
-        }))
+        self.device_locks.lock(self, device)
     }
 
     fn put_device(&self, device: &DeviceRecord, at: OffsetDateTime) -> Result<(), StoreError> {
@@ -928,15 +849,27 @@ impl DeviceStore for PgStore {
     }
 
     fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
-        self.read(async |c| {
-            let st = c
-                .prepare_cached("SELECT record FROM devices WHERE device_id = $1")
-                .await
-                .map_err(db("read device"))?;
-            match c.query_opt(&st, &[&id]).await.map_err(db("read device"))? {
-                Some(row) => decode_column(&format!("devices/{id}"), &row, 0).map(Some),
-                None => Ok(None),
-            }
+        // Every report reads its device: reads waiting meanwhile share one statement.
+        self.reads.submit(id.to_owned(), |ids| {
+            let rows = self.read(async |c| {
+                let st = c
+                    .prepare_cached(
+                        "SELECT device_id, record FROM devices WHERE device_id = ANY($1)",
+                    )
+                    .await
+                    .map_err(db("read devices"))?;
+                c.query(&st, &[&ids]).await.map_err(db("read devices"))
+            });
+            let found = rows.map(|rows| {
+                rows.iter()
+                    .map(|row| {
+                        let id: String = row.get(0);
+                        let record = decode_column(&format!("devices/{id}"), row, 1).map(Some);
+                        (id, record)
+                    })
+                    .collect()
+            });
+            answer_each(&ids, found, None)
         })
     }
 
@@ -1107,19 +1040,37 @@ impl DeviceStore for PgStore {
     }
 
     fn classifications(&self, org: &str) -> Result<Vec<(String, Classification)>, StoreError> {
-        // Read for every delta report: prepared once per connection.
-        let rows = self.read(async |c| {
-            let st = c
-                .prepare_cached(
-                    "SELECT name, record FROM classifications WHERE organisation = $1 ORDER BY name",
-                )
-                .await
-                .map_err(db("read classifications"))?;
-            c.query(&st, &[&org])
-                .await
-                .map_err(db("read classifications"))
-        })?;
-        keyed(rows, &format!("classifications/{org}"))
+        // Read for every delta report: reads waiting meanwhile share one statement.
+        self.classifications.submit(org.to_owned(), |orgs| {
+            let rows = self.read(async |c| {
+                let st = c
+                    .prepare_cached(
+                        "SELECT organisation, name, record FROM classifications
+                         WHERE organisation = ANY($1) ORDER BY organisation, name",
+                    )
+                    .await
+                    .map_err(db("read classifications"))?;
+                c.query(&st, &[&orgs])
+                    .await
+                    .map_err(db("read classifications"))
+            });
+            let found = rows.map(|rows| {
+                let mut by_org: HashMap<String, Result<Vec<(String, Classification)>, StoreError>> =
+                    HashMap::new();
+                for row in &rows {
+                    let (org, name): (String, String) = (row.get(0), row.get(1));
+                    let c = decode_column(&format!("classifications/{org}/{name}"), row, 2);
+                    let entry = by_org.entry(org).or_insert_with(|| Ok(Vec::new()));
+                    match (entry, c) {
+                        (Ok(list), Ok(c)) => list.push((name, c)),
+                        (entry, Err(e)) => *entry = Err(e),
+                        (Err(_), Ok(_)) => {}
+                    }
+                }
+                by_org
+            });
+            answer_each(&orgs, found, Vec::new())
+        })
     }
 }
 
@@ -1868,33 +1819,7 @@ impl Store for PgStore {
     }
 
     fn try_exclusive(&self, task: &str) -> Result<Option<super::StoreLock>, StoreError> {
-        let conn = self.run(async |s| {
-            let c = s.locks.get().await.map_err(pool_err)?;
-            let got: bool = c
-                .query_one(
-                    "SELECT pg_try_advisory_lock(hashtext('task'), hashtext($1))",
-                    &[&task],
-                )
-                .await
-                .map_err(db("try the task's lock"))?
-                .get(0);
-            Ok(got.then_some(LockConn::Own(Box::new(c))))
-        })?;
-        let Some(conn) = conn else {
-            return Ok(None);
-        };
-        let handle = self
-            .rt
-            .as_ref()
-            .expect("runtime lives until drop")
-            .handle()
-            .clone();
-        Ok(Some(super::StoreLock::held(AdvisoryLock {
-            conn: Some(conn),
-            space: "task",
-            key: task.to_owned(),
-            handle,
-        })))
+        self.device_locks.try_task(self, task)
     }
 
     fn enroll(
@@ -2036,5 +1961,39 @@ impl PgStore {
             .map_err(db("continue audit positions"))?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_caller_of_a_combined_read_gets_its_own_answer() {
+        let keys: Vec<String> = ["a", "b", "a", "c"].iter().map(|k| k.to_string()).collect();
+        let found = HashMap::from([
+            ("a".to_owned(), Ok(1)),
+            (
+                "c".to_owned(),
+                Err(StoreError::Corrupt {
+                    key: "c".into(),
+                    message: "bad".into(),
+                }),
+            ),
+        ]);
+        let answers = answer_each(&keys, Ok(found), 0);
+        assert_eq!(answers[0].as_ref().ok(), Some(&1), "a, asked first");
+        assert_eq!(answers[1].as_ref().ok(), Some(&0), "b has no rows");
+        assert_eq!(answers[2].as_ref().ok(), Some(&1), "a, asked again");
+        assert!(
+            matches!(answers[3], Err(StoreError::Corrupt { .. })),
+            "only c's record is corrupt"
+        );
+        let failed = answer_each::<u8>(&keys, Err(StoreError::Unavailable("down".into())), 0);
+        assert!(
+            failed
+                .iter()
+                .all(|a| matches!(a, Err(StoreError::Unavailable(_))))
+        );
     }
 }
