@@ -428,6 +428,23 @@ impl Collector {
     }
 }
 
+/// Applies the revoked filter of a device listing to one page: only revoked devices when
+/// asked for them; otherwise, under a status filter, none (a revoked device is out of service
+/// and is not "noncompliant" any more, whatever its last verdict). Pages may come out shorter
+/// than asked; the cursor is the store's, so paging still visits every device once.
+pub(crate) fn keep_revoked(
+    mut page: DevicePage,
+    only_revoked: bool,
+    by_status: bool,
+) -> DevicePage {
+    if only_revoked {
+        page.devices.retain(|d| d.revoked);
+    } else if by_status {
+        page.devices.retain(|d| !d.revoked);
+    }
+    page
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,21 +484,4 @@ mod tests {
         assert_eq!(s.rows[0].percent_compliant(), 75.0);
         assert_eq!(FleetSummary::of(Vec::new()).percent_compliant, 0.0);
     }
-}
-
-/// Applies the revoked filter of a device listing to one page: only revoked devices when
-/// asked for them; otherwise, under a status filter, none (a revoked device is out of service
-/// and is not "noncompliant" any more, whatever its last verdict). Pages may come out shorter
-/// than asked; the cursor is the store's, so paging still visits every device once.
-pub(crate) fn keep_revoked(
-    mut page: DevicePage,
-    only_revoked: bool,
-    by_status: bool,
-) -> DevicePage {
-    if only_revoked {
-        page.devices.retain(|d| d.revoked);
-    } else if by_status {
-        page.devices.retain(|d| !d.revoked);
-    }
-    page
 }
