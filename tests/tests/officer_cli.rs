@@ -239,6 +239,17 @@ async fn device_ids_may_be_abbreviated_when_unambiguous() {
             "{stderr}"
         );
     }
+    // History in a time window (`--since`, `--until`).
+    let (ok, stdout, _) = ctl(&c, &admin, &["device", &short, "--since", "1h"]);
+    assert!(ok);
+    assert!(
+        stdout.contains("history:") && stdout.contains("enrolled"),
+        "{stdout}"
+    );
+    let (ok, stdout, _) = ctl(&c, &admin, &["device", &short, "--until", "2000-01-01"]);
+    assert!(ok);
+    assert!(!stdout.contains("history:"), "{stdout}");
+
     let (ok, _, stderr) = ctl(&c, &admin, &["device", "zz"]);
     assert!(!ok);
     assert!(stderr.contains("no device id starts with 'zz'"), "{stderr}");

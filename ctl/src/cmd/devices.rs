@@ -85,6 +85,12 @@ pub(crate) struct DeviceArgs {
     conn: Conn,
     /// Device id, or an unambiguous prefix of one.
     id: String,
+    /// Only history at or after this time: RFC 3339, a date (YYYY-MM-DD, UTC) or an age (2h, 7d).
+    #[arg(long, value_parser = super::parse_when)]
+    since: Option<time::OffsetDateTime>,
+    /// Only history before this time (same forms as --since).
+    #[arg(long, value_parser = super::parse_when)]
+    until: Option<time::OffsetDateTime>,
 }
 
 /// Lists devices page by page, or runs the revoke/remove action.
@@ -163,15 +169,26 @@ async fn list(args: DevicesArgs) -> anyhow::Result<()> {
 
 /// `device ID`: one device in detail.
 pub(crate) async fn show(args: DeviceArgs) -> anyhow::Result<ExitCode> {
-    let DeviceArgs { conn, id } = args;
+    let DeviceArgs {
+        conn,
+        id,
+        since,
+        until,
+    } = args;
     let id = super::resolve_device(&conn, &id).await?;
-    let d = conn
+    let mut d = conn
         .connection()?
         .query()
         .await?
         .get_device(v1::GetDeviceRequest { device_id: id })
         .await?
         .into_inner();
+    // The collector sends the last 200 events; the window is cut from those.
+    d.history.retain(|h| {
+        let at = h.at.as_ref().and_then(|t| convert::from_timestamp(t).ok());
+        at.is_some_and(|at| since.is_none_or(|s| at >= s) && until.is_none_or(|u| at < u))
+            || (since.is_none() && until.is_none())
+    });
     out!(
         "{}",
         output::device_detail(&output::device_detail_out(&d), conn.output, colour())
