@@ -714,6 +714,12 @@ async fn audit_is_newest_first_contiguous_and_filtered_by_person_action_and_time
     let (ok, stdout, _) = ctl(&c, &admin, &["audit", "--until", "2000-01-01"]);
     assert!(ok);
     assert_eq!(stdout, "nothing to show\n");
+    // JSON: the position is a number, keys are snake_case.
+    let (ok, stdout, _) = ctl(&c, &admin, &["audit", "--limit", "1", "--output", "json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(v[0]["position"].is_u64(), "{stdout}");
+    assert_eq!(v[0]["outcome"], "allowed");
     let (ok, _, stderr) = ctl(&c, &admin, &["audit", "--since", "yesterday"]);
     assert!(!ok);
     assert!(stderr.contains("is not a time"), "{stderr}");

@@ -93,9 +93,38 @@ pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
         "OUTCOME",
         "DETAIL",
     ];
-    out!(
-        "{}",
-        output::rows_painted(&header, &rows, conn.output, Some(5), colour())
-    )?;
+    let text = match conn.output {
+        output::Format::Table => {
+            output::rows_painted(&header, &rows, conn.output, Some(5), colour())
+        }
+        // Scripts get the position as a number and no organisation as null.
+        format => {
+            let typed: Vec<Vec<serde_json::Value>> = r
+                .entries
+                .iter()
+                .zip(&rows)
+                .map(|(e, row)| {
+                    let mut v: Vec<serde_json::Value> =
+                        row.iter().map(|c| c.clone().into()).collect();
+                    v[0] = e.position.into();
+                    if e.organisation.is_empty() {
+                        v[4] = serde_json::Value::Null;
+                    }
+                    v
+                })
+                .collect();
+            let columns = [
+                ("POSITION", "position"),
+                ("AT", "at"),
+                ("ACTOR", "actor"),
+                ("ACTION", "action"),
+                ("ORGANISATION", "organisation"),
+                ("OUTCOME", "outcome"),
+                ("DETAIL", "detail"),
+            ];
+            output::records(&columns, &typed, format)
+        }
+    };
+    out!("{text}")?;
     Ok(ExitCode::SUCCESS)
 }
