@@ -20,6 +20,33 @@ pub enum EnrollError {
     /// The result could not be stored.
     #[error(transparent)]
     State(#[from] StateError),
+    /// This data directory already holds a device's identity.
+    #[error(
+        "{} already holds the identity of device {device_id} in organisation {organisation}; enrolling again would replace it (give --force to do so)",
+        dir.display()
+    )]
+    AlreadyEnrolled {
+        /// The data directory.
+        dir: std::path::PathBuf,
+        /// The device it is.
+        device_id: String,
+        /// Its organisation.
+        organisation: String,
+    },
+}
+
+/// Refuses when `data` already holds an identity, so that re-running `enroll` never
+/// silently turns a device into another one (its history stays with the old id). A
+/// directory whose identity cannot be read is not an identity worth keeping.
+pub fn ensure_not_enrolled(data: &DataDir) -> Result<(), EnrollError> {
+    match data.identity() {
+        Ok(id) => Err(EnrollError::AlreadyEnrolled {
+            dir: data.root().to_path_buf(),
+            device_id: id.device_id,
+            organisation: id.organisation,
+        }),
+        Err(_) => Ok(()),
+    }
 }
 
 /// Enrols this device with the collector at `url`, pinning `ca_pem`, and stores the identity

@@ -16,6 +16,7 @@ use commscan_agent::{enroll, output};
 use commscan_core::catalog::Catalog;
 use commscan_core::platform::Platform;
 use commscan_runtime::bootstrap::{LogFormat, Main, Threads, Usage};
+use commscan_runtime::{out, outln};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -88,6 +89,9 @@ enum Command {
             default_value = config::DEFAULT_DATA_DIR
         )]
         data_dir: PathBuf,
+        /// Replace an identity already stored in the data directory (the device gets a new id).
+        #[arg(long)]
+        force: bool,
     },
     /// Report to the collector until stopped (SIGTERM flushes and exits 0).
     Run {
@@ -251,8 +255,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let report = Scanner::new(&catalog).scan(&target(root, platform, no_processes)?);
             match output {
-                Output::Table => print!("{}", output::table(&report)),
-                Output::Json => println!("{}", output::json(&report)),
+                Output::Table => out!("{}", output::table(&report))?,
+                Output::Json => outln!("{}", output::json(&report))?,
             }
         }
         Command::Enroll {
@@ -261,7 +265,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ca,
             data_dir,
             org,
+            force,
         } => {
+            if !force {
+                enroll::ensure_not_enrolled(&DataDir::new(&data_dir))?;
+            }
             let ca_pem = std::fs::read_to_string(&ca)
                 .with_context(|| format!("--ca {}: cannot read", ca.display()))?;
             let platform = Platform::host().context("this operating system is not supported")?;
@@ -274,12 +282,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &DataDir::new(&data_dir),
             )
             .await?;
-            println!(
+            outln!(
                 "enrolled as device {} in organisation {}; identity stored in {}",
                 id.device_id,
                 id.organisation,
                 data_dir.display()
-            );
+            )?;
         }
         Command::Run {
             config,
@@ -312,19 +320,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let shutdown = commscan_runtime::signals::on_signals();
             if once {
                 let seq = agent.report_once(&shutdown).await?;
-                println!("acknowledged up to report {seq}");
+                outln!("acknowledged up to report {seq}")?;
             } else {
                 agent.run(shutdown).await;
             }
         }
         Command::Validate { config } => {
             let cfg = load_config(config)?;
-            println!(
+            outln!(
                 "configuration ok: data_dir {}, full scan every {:?}, spool cap {} bytes",
                 cfg.data_dir.display(),
                 cfg.triggers.full_scan_interval,
                 cfg.spool_cap
-            );
+            )?;
         }
         Command::Status {
             config,
@@ -338,11 +346,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
             let report = StatusReport::gather(&DataDir::new(&dir), now);
             match output {
-                Output::Table => print!("{}", report.render(now)),
-                Output::Json => println!(
+                Output::Table => out!("{}", report.render(now))?,
+                Output::Json => outln!(
                     "{}",
                     serde_json::to_string_pretty(&report).expect("status serialises")
-                ),
+                )?,
             }
         }
         #[cfg(windows)]
@@ -365,7 +373,7 @@ fn service_dirs(config: Option<&std::path::Path>) -> anyhow::Result<service::Dir
 fn service_command(action: ServiceAction) -> anyhow::Result<()> {
     let print_access = |access: Vec<(PathBuf, String)>| {
         for (dir, sddl) in access {
-            println!("{}: access {sddl}", dir.display());
+            outln!("{}: access {sddl}", dir.display())?;
         }
     };
     match action {
@@ -373,12 +381,12 @@ fn service_command(action: ServiceAction) -> anyhow::Result<()> {
             let exe = std::env::current_exe().context("locating this executable")?;
             let dirs = service_dirs(config.as_deref())?;
             let access = service::install(&exe, config.as_deref(), &dirs)?;
-            println!(
+            outln!(
                 "installed service {} ({} service run); start it with `sc start {}`",
                 commscan_agent::service::SERVICE_NAME,
                 exe.display(),
                 commscan_agent::service::SERVICE_NAME
-            );
+            )?;
             print_access(access);
         }
         ServiceAction::Configure { config } => {
@@ -386,7 +394,7 @@ fn service_command(action: ServiceAction) -> anyhow::Result<()> {
         }
         ServiceAction::Stop => {
             let was_running = service::stop()?;
-            println!(
+            outln!(
                 "service {} {}",
                 commscan_agent::service::SERVICE_NAME,
                 if was_running {
@@ -394,18 +402,18 @@ fn service_command(action: ServiceAction) -> anyhow::Result<()> {
                 } else {
                     "was not running"
                 }
-            );
+            )?;
         }
         ServiceAction::Uninstall => {
             service::uninstall()?;
-            println!(
+            outln!(
                 "service {} stopped and deleted; data kept",
                 commscan_agent::service::SERVICE_NAME
-            );
+            )?;
         }
         ServiceAction::Purge { config } => {
             for path in service::purge(&service_dirs(config.as_deref())?)? {
-                println!("removed {}", path.display());
+                outln!("removed {}", path.display())?;
             }
         }
         ServiceAction::Run { .. } => unreachable!("dispatched in main before the runtime starts"),

@@ -111,10 +111,7 @@ impl Collector {
                 info.token_id,
                 uses.map(|u| u.to_string())
                     .unwrap_or_else(|| "unlimited".into()),
-                info.record
-                    .expires_at
-                    .map(|t| t.to_string())
-                    .unwrap_or_default()
+                info.record.expires_at.map(audit_time).unwrap_or_default()
             ),
             || Ok(self.store().put_token(&hash, &info.record)?),
         )?;
@@ -296,7 +293,7 @@ impl Collector {
                 grants_text(&record.grants),
                 record
                     .expires_at
-                    .map(|t| format!(", expires {t}"))
+                    .map(|t| format!(", expires {}", audit_time(t)))
                     .unwrap_or_default()
             ),
             || Ok(self.store().put_person(&hash, &record)?),
@@ -398,18 +395,40 @@ impl Collector {
         })
     }
 
-    /// Audit entries after `after`, filtered to the caller's organisations.
+    /// Audit entries after `after`, oldest first, filtered to the caller's organisations.
     pub(crate) fn list_audit(
         &self,
         who: &Principal,
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, AuditRecord)>, CollectorError> {
+        self.list_audit_where(
+            who,
+            &AuditQuery {
+                after,
+                limit,
+                ..AuditQuery::default()
+            },
+        )
+    }
+
+    /// Audit entries the caller may see that `query` selects: after its position, the oldest
+    /// `limit` in order, or with `newest_first` the newest `limit`, newest first.
+    pub(crate) fn list_audit_where(
+        &self,
+        who: &Principal,
+        query: &AuditQuery,
+    ) -> Result<Vec<(u64, AuditRecord)>, CollectorError> {
         let proof = self.check(who, Access::ReadAudit, None, "audit.list")?;
-        let limit = if limit == 0 { 100 } else { limit.min(1000) };
-        let mut out = Vec::new();
-        let mut cursor = after;
-        // Scoped callers skip entries of other organisations; read in batches until full.
+        let limit = if query.limit == 0 {
+            100
+        } else {
+            query.limit.min(1000)
+        };
+        let mut out = std::collections::VecDeque::new();
+        let mut cursor = query.after;
+        // Scoped callers skip entries of other organisations; read in batches until full (or,
+        // newest first, to the end, keeping the last `limit`).
         loop {
             let batch = self.store().audit(cursor, 1000)?;
             let done = batch.len() < 1000;
@@ -420,16 +439,111 @@ impl Collector {
                     (Some(orgs), Some(o)) => orgs.contains(o),
                     (Some(_), None) => false,
                 };
-                if visible {
-                    out.push((pos, e));
-                    if out.len() == limit {
-                        return Ok(out);
+                if visible && query.selects(&e) {
+                    out.push_back((pos, e));
+                    if out.len() > limit {
+                        out.pop_front();
+                    }
+                    if out.len() == limit && !query.newest_first {
+                        return Ok(out.into());
                     }
                 }
             }
             if done {
+                let mut out: Vec<_> = out.into();
+                if query.newest_first {
+                    out.reverse();
+                }
                 return Ok(out);
             }
         }
+    }
+}
+
+/// A time in an audit detail: RFC 3339 to the second, as everywhere else.
+fn audit_time(t: time::OffsetDateTime) -> String {
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+/// Which audit entries to list, and in which order.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only entries after this position (0: from the start).
+    pub after: u64,
+    /// At most this many (0: 100; capped at 1000).
+    pub limit: usize,
+    /// The newest `limit` entries, newest first (else the oldest, oldest first).
+    pub newest_first: bool,
+    /// Only this person: a name (every person of that name), a person id or a prefix of one.
+    pub person: Option<String>,
+    /// Only this action (`tokens.create`), or a group of them (`tokens`).
+    pub action: Option<String>,
+    /// Only entries at or after this time.
+    pub since: Option<time::OffsetDateTime>,
+    /// Only entries before this time.
+    pub until: Option<time::OffsetDateTime>,
+}
+
+impl AuditQuery {
+    /// Whether the query selects `e` (visibility aside).
+    pub fn selects(&self, e: &AuditRecord) -> bool {
+        self.person.as_deref().is_none_or(|p| actor_is(&e.actor, p))
+            && self.action.as_deref().is_none_or(|a| {
+                e.action == a || e.action.strip_prefix(a).is_some_and(|r| r.starts_with('.'))
+            })
+            && self.since.is_none_or(|t| e.at >= t)
+            && self.until.is_none_or(|t| e.at < t)
+    }
+}
+
+/// Whether `actor` (`name [person id]`, `device:<id>`, …) is `who`: the whole actor, the name,
+/// or the person id or a prefix of it.
+fn actor_is(actor: &str, who: &str) -> bool {
+    if who.is_empty() {
+        return false;
+    }
+    if actor == who {
+        return true;
+    }
+    match actor.rsplit_once(" [") {
+        Some((name, id)) => {
+            let id = id.strip_suffix(']').unwrap_or(id);
+            name == who || id.starts_with(who)
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod audit_query_tests {
+    use super::*;
+
+    #[test]
+    fn a_person_is_found_by_name_or_by_id_prefix_and_actions_by_group() {
+        assert!(actor_is("alice [3f2a0c9d1b7e]", "alice"));
+        assert!(actor_is("alice [3f2a0c9d1b7e]", "3f2a"));
+        assert!(!actor_is("alice [3f2a0c9d1b7e]", "ali"));
+        assert!(!actor_is("alice [3f2a0c9d1b7e]", "bob"));
+        assert!(actor_is("device:abc", "device:abc"));
+        let at = time::OffsetDateTime::UNIX_EPOCH;
+        let e = AuditRecord {
+            at,
+            actor: "admin [000000000001]".into(),
+            action: "tokens.create".into(),
+            organisation: None,
+            allowed: true,
+            detail: String::new(),
+        };
+        let q = |action: &str| AuditQuery {
+            action: Some(action.into()),
+            ..AuditQuery::default()
+        };
+        assert!(q("tokens").selects(&e));
+        assert!(q("tokens.create").selects(&e));
+        assert!(!q("tok").selects(&e));
+        assert!(!q("people").selects(&e));
     }
 }

@@ -11,7 +11,7 @@ use crate::auth::{Access, Principal};
 use crate::collector::Collector;
 use crate::error::CollectorError;
 use crate::store::{Classification, DeviceFilter, DeviceRecord};
-use commscan_core::scan::{Evidence, Finding};
+use commscan_core::scan::{Evidence, Finding, Unclassified};
 
 impl Collector {
     /// Turns a device's unclassified candidates into findings or drops them, as its
@@ -78,46 +78,56 @@ impl Collector {
         if name.trim().is_empty() {
             return Err(CollectorError::InvalidArgument("name: required".into()));
         }
-        if let Classification::Product { product } = &decision
-            && !self.rules().catalog.contains(product)
-        {
-            return Err(CollectorError::InvalidArgument(format!(
-                "product: '{product}' is not in the catalog (see `commscanctl catalog list`)"
+        if let Classification::Product { product } = &decision {
+            let catalog = &self.rules().catalog;
+            if !catalog.contains(product) {
+                return Err(CollectorError::InvalidArgument(format!(
+                    "product: {} (see `commscanctl catalog list`)",
+                    commscan_core::suggest::unknown(
+                        "product",
+                        product,
+                        catalog.products().iter().map(|p| p.id.as_str())
+                    )
+                )));
+            }
+        }
+        // Only a name the organisation's devices reported (or one already decided, to change
+        // the decision): a mistyped name would otherwise be "dismissed" and the real one stay.
+        let mut known: Vec<String> = self
+            .store()
+            .org_aggregate(org)?
+            .unwrap_or_default()
+            .unclassified
+            .into_keys()
+            .collect();
+        known.extend(
+            self.store()
+                .classifications(org)?
+                .into_iter()
+                .map(|(n, _)| n),
+        );
+        if !known.iter().any(|k| k == name) {
+            return Err(CollectorError::NotFound(format!(
+                "{} in '{org}' (see `commscanctl candidates list --org {org}`)",
+                commscan_core::suggest::unknown(
+                    "candidate",
+                    name,
+                    known.iter().map(String::as_str)
+                )
             )));
         }
         self.store().put_classification(org, name, &decision)?;
-        let now = self.now();
-        let mut touched = 0;
-        let mut cursor: Option<String> = None;
-        let filter = DeviceFilter {
-            organisation: Some(org.to_owned()),
-            ..DeviceFilter::default()
-        };
-        loop {
-            let page = self
-                .store()
-                .list_devices(&filter, cursor.as_deref(), 1000)?;
-            for listed in page.devices {
-                if !listed.unclassified.iter().any(|u| u.name == name) {
-                    continue;
-                }
-                // Re-read under the device's lock: a report may have landed since the listing.
-                let _device_lock = self.lock_device(&listed.device_id)?;
-                let Some(mut device) = self.store().device(&listed.device_id)? else {
-                    continue;
-                };
-                let before = device.verdict.status;
-                self.apply_classifications(&mut device)?;
-                self.judge(&mut device, now);
-                self.store_device(&device, before, now)?;
-                touched += 1;
-            }
-            match page.next {
-                Some(n) => cursor = Some(n),
-                None => break,
-            }
-        }
-        self.store().flush()?;
+        // Devices that report it, and those an earlier mapping of it changed (re-mapped now).
+        let touched = self.rejudge_where(
+            org,
+            |d| {
+                d.unclassified.iter().any(|u| u.name == name)
+                    || d.findings
+                        .iter()
+                        .any(|f| f.evidence.iter().any(|e| officer_mapped(e, name).is_some()))
+            },
+            |d| undo_mapping(d, name),
+        )?;
         let what = match &decision {
             Classification::Product { product } => format!("'{name}' mapped to {product}"),
             Classification::Dismissed => format!("'{name}' dismissed"),
@@ -130,5 +140,127 @@ impl Collector {
             format!("{what}; {touched} devices updated"),
         );
         Ok(touched)
+    }
+
+    /// Undoes an officer's decision: the candidate is listed again, and the organisation's
+    /// devices lose the findings the mapping made (the evidence an officer's classification
+    /// added turns back into the candidate) and are judged again at once.
+    pub fn unclassify_candidate(
+        &self,
+        who: &Principal,
+        org: &str,
+        name: &str,
+    ) -> Result<usize, CollectorError> {
+        self.check(who, Access::ManageDevices, Some(org), "candidates.unmap")?;
+        let decided = self.store().classifications(org)?;
+        if !decided.iter().any(|(n, _)| n == name) {
+            return Err(CollectorError::NotFound(format!(
+                "{} in '{org}': nothing was mapped or dismissed under that name",
+                commscan_core::suggest::unknown(
+                    "decision",
+                    name,
+                    decided.iter().map(|(n, _)| n.as_str())
+                )
+            )));
+        }
+        self.store().remove_classification(org, name)?;
+        let touched = self.rejudge_where(
+            org,
+            |d| {
+                d.findings
+                    .iter()
+                    .any(|f| f.evidence.iter().any(|e| officer_mapped(e, name).is_some()))
+            },
+            |d| undo_mapping(d, name),
+        )?;
+        self.audit(
+            &who.actor(),
+            "candidates.unmap",
+            Some(org),
+            true,
+            format!("'{name}' unmapped; {touched} devices updated"),
+        );
+        Ok(touched)
+    }
+
+    /// Re-judges, under each one's lock, the devices of `org` that `affected` picks, after
+    /// `change`; stores them and flushes. How many were touched.
+    fn rejudge_where(
+        &self,
+        org: &str,
+        affected: impl Fn(&DeviceRecord) -> bool,
+        change: impl Fn(&mut DeviceRecord),
+    ) -> Result<usize, CollectorError> {
+        let now = self.now();
+        let mut touched = 0;
+        let mut cursor: Option<String> = None;
+        let filter = DeviceFilter {
+            organisation: Some(org.to_owned()),
+            ..DeviceFilter::default()
+        };
+        loop {
+            let page = self
+                .store()
+                .list_devices(&filter, cursor.as_deref(), 1000)?;
+            for listed in page.devices {
+                if !affected(&listed) {
+                    continue;
+                }
+                // Re-read under the device's lock: a report may have landed since the listing.
+                let _device_lock = self.lock_device(&listed.device_id)?;
+                let Some(mut device) = self.store().device(&listed.device_id)? else {
+                    continue;
+                };
+                let before = device.verdict.status;
+                change(&mut device);
+                self.apply_classifications(&mut device)?;
+                self.judge(&mut device, now);
+                self.store_device(&device, before, now)?;
+                touched += 1;
+            }
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        self.store().flush()?;
+        Ok(touched)
+    }
+}
+
+/// The candidate's own detail, when `e` is the evidence an officer's mapping of `name` added
+/// (see [`Collector::apply_classifications`]).
+fn officer_mapped<'a>(e: &'a Evidence, name: &str) -> Option<&'a str> {
+    if e.signature != "officer_classification" {
+        return None;
+    }
+    let rest = e.detail.strip_prefix(name)?.strip_prefix(" (")?;
+    let end = rest.rfind("), classified as ")?;
+    Some(&rest[..end])
+}
+
+/// Takes a mapping of `name` out of a device: its evidence back into a candidate, findings
+/// left without evidence dropped.
+fn undo_mapping(device: &mut DeviceRecord, name: &str) {
+    let mut restored = None;
+    for f in &mut device.findings {
+        f.evidence.retain(|e| match officer_mapped(e, name) {
+            Some(detail) => {
+                restored.get_or_insert_with(|| Unclassified {
+                    name: name.to_owned(),
+                    source: e.source.clone(),
+                    detail: detail.to_owned(),
+                    looks_like: None,
+                });
+                false
+            }
+            None => true,
+        });
+    }
+    device.findings.retain(|f| !f.evidence.is_empty());
+    if let Some(u) = restored
+        && !device.unclassified.iter().any(|k| k.name == name)
+    {
+        device.unclassified.push(u);
     }
 }

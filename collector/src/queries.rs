@@ -32,6 +32,20 @@ impl Collector {
             filter.organisation.as_deref(),
             "query.list_devices",
         )?;
+        // A mistyped product would match nothing and read as "none has it".
+        if let Some(product) = filter.product.as_deref() {
+            let catalog = &self.rules().catalog;
+            if !catalog.contains(product) {
+                return Err(CollectorError::InvalidArgument(format!(
+                    "product: {}",
+                    commscan_core::suggest::unknown(
+                        "product",
+                        product,
+                        catalog.products().iter().map(|p| p.id.as_str())
+                    )
+                )));
+            }
+        }
         let filter = DeviceFilter {
             allowed_orgs: proof.orgs,
             ..filter.clone()
@@ -398,12 +412,18 @@ impl Collector {
         Ok(FleetSummary::of(rows))
     }
 
-    /// Per product, devices and violating devices across the caller's organisations.
+    /// Per product, devices and violating devices across the caller's organisations, or in
+    /// one of them. An organisation the caller sees nothing of is refused as unknown, with
+    /// the nearest name it does see.
     pub(crate) fn product_findings(
         &self,
         who: &Principal,
+        org: Option<&str>,
     ) -> Result<Vec<(String, crate::store::records::ProductCounts)>, CollectorError> {
-        let proof = self.check(who, Access::ReadSummaries, None, "query.product_findings")?;
+        let proof = self.check(who, Access::ReadSummaries, org, "query.product_findings")?;
+        // What the caller sees in all, to suggest the organisation they meant.
+        let proof = crate::auth::authorize(who, Access::ReadSummaries, None).unwrap_or(proof);
+        let mut seen: std::collections::BTreeSet<String> = Default::default();
         let mut totals: std::collections::BTreeMap<String, crate::store::records::ProductCounts> =
             Default::default();
         // On a ministry, enterprises' organisations count too (stale ones with their last
@@ -413,8 +433,14 @@ impl Collector {
             .federated_rows()?
             .into_iter()
             .map(|r| (r.organisation, r.aggregate));
+        let filter = org;
         for (org, agg) in self.store().org_aggregates()?.into_iter().chain(federated) {
             if !proof.covers(&org) {
+                continue;
+            }
+            let wanted = filter.is_none_or(|f| f == org);
+            seen.insert(org);
+            if !wanted {
                 continue;
             }
             for (p, c) in agg.by_product {
@@ -422,6 +448,15 @@ impl Collector {
                 t.devices += c.devices;
                 t.violating += c.violating;
             }
+        }
+        if let Some(f) = filter
+            && !seen.contains(f)
+        {
+            return Err(CollectorError::NotFound(commscan_core::suggest::unknown(
+                "organisation",
+                f,
+                seen.iter().map(String::as_str),
+            )));
         }
         let mut out: Vec<_> = totals.into_iter().collect();
         out.sort_by(|a, b| b.1.devices.cmp(&a.1.devices).then_with(|| a.0.cmp(&b.0)));
@@ -465,6 +500,23 @@ impl Collector {
     ) -> Result<crate::auth::Authorized, CollectorError> {
         self.check(who, Access::ReadDevices, org, "query.watch_events")
     }
+}
+
+/// Applies the revoked filter of a device listing to one page: only revoked devices when
+/// asked for them; otherwise, under a status filter, none (a revoked device is out of service
+/// and is not "noncompliant" any more, whatever its last verdict). Pages may come out shorter
+/// than asked; the cursor is the store's, so paging still visits every device once.
+pub(crate) fn keep_revoked(
+    mut page: DevicePage,
+    only_revoked: bool,
+    by_status: bool,
+) -> DevicePage {
+    if only_revoked {
+        page.devices.retain(|d| d.revoked);
+    } else if by_status {
+        page.devices.retain(|d| !d.revoked);
+    }
+    page
 }
 
 #[cfg(test)]

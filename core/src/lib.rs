@@ -14,6 +14,7 @@
 //! | [`identity`] | device and enterprise identities and their SPIFFE-style URIs in client certificates |
 //! | [`duration`] | human durations (`14d`) in config and policy files |
 //! | [`size`] | human sizes (`4MiB`) in config files |
+//! | [`suggest`] | "did you mean" for mistyped names, and ids given as unambiguous prefixes |
 //! | [`text`] | hostile text from endpoints: length limits, control characters removed, CSV quoting |
 //! | [`report`] | a report's body (snapshot or delta) and the canonical form of findings |
 //! | [`signed_catalog`] | signed catalog envelopes: release, digest, Ed25519 signatures by catalog keys; parsing, signing, verification |
@@ -39,6 +40,7 @@ pub mod report;
 pub mod scan;
 pub mod signed_catalog;
 pub mod size;
+pub mod suggest;
 pub mod text;
 pub mod textpos;
 pub mod verdict;

@@ -212,3 +212,83 @@ fn ctl_writes_its_completions_and_man_pages_and_help_never_lists_those_commands(
         "{help}"
     );
 }
+
+/// The `checked` examples of POLICY.md: (name, TOML text).
+fn policy_examples() -> Vec<(String, String)> {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../POLICY.md")).unwrap();
+    let mut out = Vec::new();
+    let mut lines = doc.lines();
+    while let Some(line) = lines.next() {
+        let Some(name) = line
+            .strip_prefix("<!-- checked: ")
+            .and_then(|r| r.strip_suffix(" -->"))
+        else {
+            continue;
+        };
+        assert_eq!(
+            lines.next(),
+            Some("```toml"),
+            "{name}: a toml block follows"
+        );
+        let body: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
+        out.push((name.to_owned(), body.join("\n") + "\n"));
+    }
+    out
+}
+
+#[test]
+fn every_policy_example_in_policy_md_passes_policy_check() {
+    let examples = policy_examples();
+    let names: Vec<&str> = examples.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "ministry-letter",
+            "bank-approved-suite",
+            "government-device-ban"
+        ]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in &examples {
+        let p = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&p, text).unwrap();
+        let (ok, stdout, stderr) = ctl(&["policy", "check", p.to_str().unwrap()]);
+        assert!(ok, "{name}: {stdout}{stderr}");
+        assert!(!stderr.contains("warning"), "{name}: {stderr}");
+    }
+    // The seed's letter is quoted word for word.
+    let letter = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../policies/ministry-letter.toml"
+    ))
+    .unwrap();
+    assert_eq!(examples[0].1, letter);
+}
+
+#[test]
+fn the_bank_example_denies_what_is_not_approved_and_allows_teams() {
+    let (_, bank) = policy_examples()
+        .into_iter()
+        .find(|(n, _)| n == "bank-approved-suite")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("bank.toml");
+    std::fs::write(&policy, bank).unwrap();
+    // (product found, expected status)
+    for (product, status) in [
+        ("microsoft-teams", ": compliant"),
+        ("zoom", ": noncompliant"),
+    ] {
+        let scan = dir.path().join(format!("{product}.json"));
+        std::fs::write(&scan, format!(r#"{{"platform":"linux","findings":[{{"product":"{product}","installed":true,"running":false,"evidence":[{{"source":"dpkg","detail":"package {product}"}}]}}]}}"#)).unwrap();
+        let (ok, stdout, stderr) = ctl(&[
+            "policy",
+            "test",
+            policy.to_str().unwrap(),
+            scan.to_str().unwrap(),
+        ]);
+        assert!(ok, "{stderr}");
+        assert!(stdout.contains(status), "{product}: {stdout}");
+    }
+}

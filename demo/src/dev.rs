@@ -171,14 +171,23 @@ pub async fn run(
         .and_then(|p| p.parent().map(|d| d.join("commscanctl")))
         .filter(|p| p.exists())
         .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "cargo run -p commscan-ctl --".into());
-    writeln!(
-        out,
-        "\nquery it with:\n  COMMSCAN_COLLECTOR={url} COMMSCAN_CA={} COMMSCAN_TOKEN_FILE={} \\\n    {ctl} device {}",
-        ca_path.display(),
-        token_file.display(),
-        identity.device_id
-    )?;
+        // The same profile as the README's `cargo run --release -- dev`: no second build.
+        .unwrap_or_else(|| "cargo run --release -p commscan-ctl --bin commscanctl --".into());
+    if opts.once {
+        // The collector stops with this process: point at nothing that will not answer.
+        writeln!(
+            out,
+            "\nthe collector has stopped (--once); run `dev` without --once to keep it serving and query it with {ctl}"
+        )?;
+    } else {
+        writeln!(
+            out,
+            "\nquery it with:\n  COMMSCAN_COLLECTOR={url} COMMSCAN_CA={} COMMSCAN_TOKEN_FILE={} \\\n    {ctl} device {}",
+            ca_path.display(),
+            token_file.display(),
+            identity.device_id
+        )?;
+    }
     out.flush()?;
 
     if !opts.once {

@@ -36,6 +36,12 @@ fn dev_once_prints_the_verdict_of_a_scanned_tree_and_exits_zero() {
         stdout.contains("commscanctl"),
         "prints how to query: {stdout}"
     );
+    // Nothing points at the collector that has exited with --once.
+    assert!(
+        stdout.contains("the collector has stopped (--once)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("COMMSCAN_COLLECTOR=https://"), "{stdout}");
 }
 
 #[test]

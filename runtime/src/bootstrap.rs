@@ -8,6 +8,7 @@
 //! |---|---|
 //! | success, or the code the command chose | 0, or that code |
 //! | a [`Usage`] error anywhere in the chain (bad flags, configuration, missing file) | 64 (`EX_USAGE`) |
+//! | a write to a pipe whose reader has gone (`| head -1`) | 0, quietly ([`crate::stdout`]) |
 //! | any other error | 1 |
 //!
 //! Errors are printed once, as `NAME: cause: cause…`; a collector's refusal (a
@@ -85,6 +86,7 @@ impl Main {
     {
         init_logging_as(self.default_log, self.log_format);
         install_crypto_provider();
+        crate::stdout::quiet_on_closed_pipe();
         let mut builder = match self.threads {
             Threads::Current => tokio::runtime::Builder::new_current_thread(),
             Threads::Workers(n) => {
@@ -104,6 +106,7 @@ impl Main {
         };
         match rt.block_on(body) {
             Ok(code) => code,
+            Err(e) if crate::stdout::is_closed_pipe(&e) => ExitCode::SUCCESS,
             Err(e) => report(self.name, &e),
         }
     }

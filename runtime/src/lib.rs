@@ -8,6 +8,7 @@
 //! | [`files`] | atomic, durable replacement of small files |
 //! | `testing` | with feature `test-support` only: a tmpfs to fill, for disk-full tests; `testing::postgres`, a throw-away PostgreSQL cluster |
 //! | [`bootstrap`] | a binary's `main`: logging, the rustls provider, the tokio runtime, exit codes |
+//! | [`stdout`] | results on standard output: `out!`/`outln!`, a closed pipe ends the process quietly |
 //! | [`docs`] | the hidden `completions SHELL` and `man DIR` subcommands every packaged binary has |
 //!
 //! Nothing here knows what a device, a report or a policy is: the domain lives in
@@ -19,6 +20,7 @@ pub mod bootstrap;
 pub mod docs;
 pub mod files;
 pub mod signals;
+pub mod stdout;
 pub mod transport;
 
 #[cfg(feature = "test-support")]

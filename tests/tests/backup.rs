@@ -64,6 +64,7 @@ async fn audit(conn: &commscan_ctl::Connection) -> Vec<(u64, String)> {
             .list_audit(commscan_proto::v1::ListAuditRequest {
                 after: all.last().map_or(0, |(p, _)| *p),
                 limit: 1000,
+                ..Default::default()
             })
             .await
             .unwrap()

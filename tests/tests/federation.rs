@@ -282,7 +282,7 @@ async fn ministry_fleet_summary_shows_both_enterprises_organisations_with_their_
         .ministry
         .query()
         .await
-        .product_findings(v1::ProductFindingsRequest {})
+        .product_findings(v1::ProductFindingsRequest::default())
         .await
         .unwrap()
         .into_inner()

@@ -141,7 +141,7 @@ async fn fleet_and_product_summaries_are_aggregates() {
     assert_eq!(fleet.total_devices, 2);
     assert_eq!(fleet.percent_compliant, 50.0);
     let products = q
-        .product_findings(v1::ProductFindingsRequest {})
+        .product_findings(v1::ProductFindingsRequest::default())
         .await
         .unwrap()
         .into_inner()

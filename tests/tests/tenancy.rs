@@ -213,7 +213,10 @@ async fn call(w: &World, token: &str, rpc: &str) -> Outcome {
             Err(s) => (s.code(), None),
         },
         "Products" => (
-            code(q.product_findings(v1::ProductFindingsRequest {}).await),
+            code(
+                q.product_findings(v1::ProductFindingsRequest::default())
+                    .await,
+            ),
             None,
         ),
         "Candidates(A)" => (
@@ -232,6 +235,7 @@ async fn call(w: &World, token: &str, rpc: &str) -> Outcome {
                     name: "Some Chat".into(),
                     product: String::new(),
                     dismiss: true,
+                    unmap: false,
                 })
                 .await,
             ),
@@ -374,8 +378,9 @@ async fn every_rpc_for_every_role() {
             [(OK, None), (OK, None), (OK, None), (PD, None), (OK, None)],
         ),
         (
+            // Allowed, then not found: no device of acme reported "Some Chat".
             "Classify(A)",
-            [(OK, None), (OK, None), (OK, None), (PD, None), (PD, None)],
+            [(NF, None), (NF, None), (NF, None), (PD, None), (PD, None)],
         ),
         (
             "Watch(B)",

@@ -8,6 +8,7 @@ use commscan_collector::federation::push;
 use commscan_collector::layout::{InitOptions, Layout, LayoutError, OpenSettings};
 use commscan_collector::server::serve;
 use commscan_runtime::bootstrap::{LogFormat, Main, Threads, Usage};
+use commscan_runtime::outln;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -312,23 +313,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 store.resolve()?.as_ref(),
             )?;
-            println!("initialised {}", data_dir.display());
-            println!(
+            outln!("initialised {}", data_dir.display())?;
+            outln!(
                 "  CA certificate for agents:  {}",
                 layout.path("pki/ca.crt").display()
-            );
-            println!(
+            )?;
+            outln!(
                 "  admin bearer token file:    {}",
                 layout.path("admin.token").display()
-            );
-            println!(
+            )?;
+            outln!(
                 "  enrolment token for '{org}' (valid 7 days, shown once):\n    {}",
                 s.enrolment_token
-            );
-            println!(
+            )?;
+            outln!(
                 "\nThe CA key is {}; after issuing, it can be moved offline (see deploy/README.md).",
                 layout.path("pki/ca.key").display()
-            );
+            )?;
         }
         Command::Serve { settings } => {
             let settings = settings.resolve()?;
@@ -467,24 +468,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     LayoutError::Invalid(m) => anyhow::Error::new(Usage(m)),
                     e => e.into(),
                 })?;
-            println!(
+            outln!(
                 "issued enterprise '{}' for organisations {} (expires {})",
                 issued.identity.enterprise,
                 issued.identity.organisations.join(", "),
                 issued.not_after.date()
-            );
-            println!("  key (0600, hand over securely): {}", issued.key.display());
-            println!(
+            )?;
+            outln!("  key (0600, hand over securely): {}", issued.key.display())?;
+            outln!(
                 "  certificate:                    {}",
                 issued.cert.display()
-            );
-            println!("  ministry CA certificate:        {}", issued.ca.display());
-            println!(
+            )?;
+            outln!("  ministry CA certificate:        {}", issued.ca.display())?;
+            outln!(
                 "\nOn the enterprise collector:\n  commscan-collector serve --upstream https://<ministry>:7443 --upstream-ca {} --upstream-cert {} --upstream-key {}",
                 issued.ca.display(),
                 issued.cert.display(),
                 issued.key.display()
-            );
+            )?;
         }
         Command::Catalog { command } => catalog_command(command)?,
         Command::Migrate {
@@ -512,18 +513,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let to_store = commscan_collector::store::pg_store::PgStore::open(&pg)
                 .map_err(|e| anyhow::anyhow!("--to {}: {e}", pg.url))?;
             let (read, written) = commscan_collector::store::migrate::copy(&from, &to_store)?;
-            println!("{:<18} {:>12} {:>12}", "table", "sled", "postgres");
+            outln!("{:<18} {:>12} {:>12}", "table", "sled", "postgres")?;
             for (table, n) in &written {
                 // `findings` rows are derived from devices; sled keeps no such table.
                 let r = read.get(table).map_or("-".to_owned(), u64::to_string);
-                println!("{table:<18} {r:>12} {n:>12}");
+                outln!("{table:<18} {r:>12} {n:>12}")?;
             }
-            println!(
+            outln!(
                 "copied {} into {}; serve with --store {}",
                 store_dir.display(),
                 pg.url,
                 pg.url
-            );
+            )?;
         }
         Command::Backup { dest, settings } => {
             let settings = settings.resolve()?;
@@ -534,7 +535,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .into());
             }
             let m = commscan_collector::backup::backup(&settings.data_dir, &dest)?;
-            println!(
+            outln!(
                 "backed up {} into {} ({}: {} trees, {} entries; store calls held {} ms)",
                 settings.data_dir.display(),
                 dest.display(),
@@ -542,23 +543,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 m.trees,
                 m.entries,
                 m.held_ms
-            );
-            println!(
+            )?;
+            outln!(
                 "restore: stop the collector, move {} aside, `commscan-collector restore {} --data-dir {}`, start it",
                 settings.data_dir.display(),
                 dest.display(),
                 settings.data_dir.display()
-            );
+            )?;
         }
         Command::Restore { backup, data_dir } => {
             let m = commscan_collector::backup::restore(&backup, &data_dir)
                 .map_err(|e| Usage(e.to_string()))?;
-            println!(
+            outln!(
                 "restored the backup of {} ({} entries) into {}; start the collector: agents that reported since heal by themselves",
                 m.taken_at,
                 m.entries,
                 data_dir.display()
-            );
+            )?;
         }
         Command::Validate { settings } => {
             let settings = settings.resolve()?;
@@ -585,7 +586,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             };
             for v in stored {
-                println!(
+                outln!(
                     "stored {} {}version {} by {} at {} in force",
                     v.kind,
                     v.organisation
@@ -595,9 +596,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     v.version,
                     v.author,
                     v.at
-                );
+                )?;
             }
-            println!("{}: ready to serve", data_dir.display());
+            outln!("{}: ready to serve", data_dir.display())?;
         }
     }
     Ok(())

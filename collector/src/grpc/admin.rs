@@ -257,11 +257,25 @@ impl Admin for AdminService {
         &self,
         request: tonic::Request<v1::ListAuditRequest>,
     ) -> Result<tonic::Response<v1::ListAuditResponse>, tonic::Status> {
-        let entries = authed!(self, request, |c, who, r| c.list_audit(
-            &who,
-            r.after,
-            r.limit as usize
-        ))?;
+        let entries = authed!(self, request, |c, who, r| {
+            let time = |t: Option<prost_types::Timestamp>, what: &str| {
+                t.map(|t| {
+                    convert::from_timestamp(&t)
+                        .map_err(|e| CollectorError::InvalidArgument(format!("{what}: {e}")))
+                })
+                .transpose()
+            };
+            let query = crate::admin::AuditQuery {
+                after: r.after,
+                limit: r.limit as usize,
+                newest_first: r.newest_first,
+                person: Some(r.person).filter(|s| !s.is_empty()),
+                action: Some(r.action).filter(|s| !s.is_empty()),
+                since: time(r.since, "since")?,
+                until: time(r.until, "until")?,
+            };
+            c.list_audit_where(&who, &query)
+        })?;
         Ok(tonic::Response::new(v1::ListAuditResponse {
             entries: entries
                 .into_iter()

@@ -72,6 +72,7 @@ pub(crate) fn row(d: &DeviceRecord) -> v1::DeviceRow {
         products: d.verdict.products(),
         last_report: d.last_report.map(convert::timestamp),
         agent_version: d.agent_version.clone(),
+        revoked: d.revoked,
     }
 }
 
@@ -199,7 +200,12 @@ impl Query for QueryService {
         let cursor = Some(r.page_token).filter(|s| !s.is_empty());
         let page = blocking(&self.0, move |c| {
             let who = c.authenticate(token.as_deref(), mark)?;
-            c.list_devices(&who, &filter, cursor.as_deref(), r.page_size as usize)
+            let page = c.list_devices(&who, &filter, cursor.as_deref(), r.page_size as usize)?;
+            Ok(crate::queries::keep_revoked(
+                page,
+                r.revoked,
+                filter.status.is_some(),
+            ))
         })
         .await?;
         Ok(tonic::Response::new(v1::ListDevicesResponse {
@@ -372,9 +378,10 @@ impl Query for QueryService {
         request: tonic::Request<v1::ProductFindingsRequest>,
     ) -> Result<tonic::Response<v1::ProductFindingsResponse>, tonic::Status> {
         let (token, mark) = (bearer(&request), mark_of(&request));
+        let org = request.into_inner().organisation;
         let products = blocking(&self.0, move |c| {
             let who = c.authenticate(token.as_deref(), mark)?;
-            c.product_findings(&who)
+            c.product_findings(&who, Some(org.as_str()).filter(|o| !o.is_empty()))
         })
         .await?;
         Ok(tonic::Response::new(v1::ProductFindingsResponse {
@@ -422,6 +429,19 @@ impl Query for QueryService {
         let r = request.into_inner();
         blocking(&self.0, move |c| {
             let who = c.authenticate(token.as_deref(), mark)?;
+            if r.unmap {
+                if r.dismiss || !r.product.is_empty() {
+                    crate::auth::authorize(
+                        &who,
+                        crate::auth::Access::ManageDevices,
+                        Some(&r.organisation),
+                    )?;
+                    return Err(CollectorError::InvalidArgument(
+                        "unmap: give neither product nor dismiss".into(),
+                    ));
+                }
+                return c.unclassify_candidate(&who, &r.organisation, &r.name);
+            }
             let decision = match (r.dismiss, r.product.is_empty()) {
                 (true, true) => Classification::Dismissed,
                 (false, false) => Classification::Product { product: r.product },

@@ -197,6 +197,8 @@ pub trait DeviceStore: Durable {
         name: &str,
         c: &Classification,
     ) -> Result<(), StoreError>;
+    /// Forgets an officer's decision; whether there was one.
+    fn remove_classification(&self, org: &str, name: &str) -> Result<bool, StoreError>;
     /// An organisation's decisions about unclassified candidates.
     fn classifications(&self, org: &str) -> Result<Vec<(String, Classification)>, StoreError>;
 }

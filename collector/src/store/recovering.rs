@@ -224,6 +224,9 @@ impl DeviceStore for Recovering {
     ) -> Result<(), StoreError> {
         self.with(|s| s.put_classification(org, name, c))
     }
+    fn remove_classification(&self, org: &str, name: &str) -> Result<bool, StoreError> {
+        self.with(|s| s.remove_classification(org, name))
+    }
     fn classifications(&self, org: &str) -> Result<Vec<(String, Classification)>, StoreError> {
         self.with(|s| s.classifications(org))
     }

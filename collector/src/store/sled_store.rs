@@ -77,6 +77,8 @@ pub struct SledStore {
     alert_marks: sled::Tree,
     /// Serialises rules appends (read the newest version, write the next).
     rules_writes: std::sync::Arc<std::sync::Mutex<()>>,
+    /// Serialises audit appends (read the last position, write the next).
+    audit_writes: std::sync::Arc<std::sync::Mutex<()>>,
     /// Concurrent `flush` calls share flushes (see [`GroupCommit`]).
     group_commit: std::sync::Arc<GroupCommit>,
     /// Concurrent device writes share transactions (see [`Combiner`]).
@@ -351,6 +353,7 @@ impl SledStore {
             alerts: tree("alerts")?,
             alert_marks: tree("alert_marks")?,
             rules_writes: Default::default(),
+            audit_writes: Default::default(),
             group_commit: Default::default(),
             device_writes: Default::default(),
             db,
@@ -733,6 +736,14 @@ impl DeviceStore for SledStore {
         Ok(())
     }
 
+    fn remove_classification(&self, org: &str, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .classifications
+            .remove(format!("{org}/{name}").as_bytes())
+            .map_err(backend)?
+            .is_some())
+    }
+
     fn classifications(&self, org: &str) -> Result<Vec<(String, Classification)>, StoreError> {
         let prefix = format!("{org}/");
         self.classifications
@@ -776,8 +787,15 @@ impl TokenStore for SledStore {
 
 impl AuditStore for SledStore {
     fn append_audit(&self, entry: &AuditRecord) -> Result<u64, StoreError> {
-        // sled's id generator is monotonic across restarts; +1 keeps 0 free as "from the start".
-        let position = self.db.generate_id().map_err(backend)? + 1 + self.id_floor;
+        // The next position after the last one, so that positions are contiguous (sled's id
+        // generator jumps by a million at every restart); 0 stays free as "from the start",
+        // and a restored copy continues above its floor.
+        let _one_at_a_time = self.audit_writes.lock().unwrap_or_else(|p| p.into_inner());
+        let last = match self.audit.last().map_err(backend)? {
+            Some((k, _)) => trailing_id(&k),
+            None => 0,
+        };
+        let position = last.max(self.id_floor) + 1;
         self.audit
             .insert(position.to_be_bytes(), encode(entry))
             .map_err(backend)?;

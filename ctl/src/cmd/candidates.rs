@@ -5,6 +5,7 @@ use super::Conn;
 use clap::Subcommand;
 use commscan_ctl::output;
 use commscan_proto::v1;
+use commscan_runtime::{out, outln};
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
@@ -30,6 +31,17 @@ pub(crate) enum CandidatesCommand {
         #[arg(long)]
         product: String,
     },
+    /// Undo `map` or `dismiss`: the candidate is listed again and its devices are judged
+    /// without the mapping (a dismissed one reappears with its device's next full report).
+    Unmap {
+        #[command(flatten)]
+        conn: Conn,
+        /// Organisation.
+        #[arg(long)]
+        org: String,
+        /// The candidate's name, as mapped or dismissed.
+        name: String,
+    },
     /// Dismiss a candidate: not listed again.
     Dismiss {
         #[command(flatten)]
@@ -52,7 +64,7 @@ pub(crate) async fn run(command: CandidatesCommand) -> anyhow::Result<ExitCode> 
                 .list_unclassified(v1::ListUnclassifiedRequest { organisation: org })
                 .await?
                 .into_inner();
-            print!("{}", list(&r.candidates, conn.output));
+            out!("{}", list(&r.candidates, conn.output))?;
         }
         CandidatesCommand::Map {
             conn,
@@ -61,11 +73,28 @@ pub(crate) async fn run(command: CandidatesCommand) -> anyhow::Result<ExitCode> 
             product,
         } => {
             classify(&conn, &org, &name, &product).await?;
-            println!("'{name}' in '{org}' now counts as {product}; its devices were re-judged");
+            outln!("'{name}' in '{org}' now counts as {product}; its devices were re-judged")?;
+        }
+        CandidatesCommand::Unmap { conn, org, name } => {
+            conn.connection()?
+                .query()
+                .await?
+                .classify_candidate(v1::ClassifyCandidateRequest {
+                    organisation: org.clone(),
+                    name: name.clone(),
+                    unmap: true,
+                    ..Default::default()
+                })
+                .await?;
+            outln!(
+                "'{}' in '{}' unmapped: listed again; its devices were re-judged",
+                output::text(&name),
+                output::text(&org)
+            )?;
         }
         CandidatesCommand::Dismiss { conn, org, name } => {
             classify(&conn, &org, &name, "").await?;
-            println!("'{name}' in '{org}' dismissed");
+            outln!("'{name}' in '{org}' dismissed")?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -104,6 +133,7 @@ async fn classify(conn: &Conn, org: &str, name: &str, product: &str) -> anyhow::
             name: name.to_owned(),
             product: product.to_owned(),
             dismiss: product.is_empty(),
+            unmap: false,
         })
         .await?;
     Ok(())

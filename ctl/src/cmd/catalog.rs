@@ -9,6 +9,7 @@ use clap::Subcommand;
 use commscan_core::catalog::Catalog;
 use commscan_core::register::Registers;
 use commscan_ctl::output::{self, Format};
+use commscan_runtime::{out, outln};
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
@@ -88,9 +89,9 @@ pub(crate) async fn run(command: CatalogCommand) -> anyhow::Result<ExitCode> {
         CatalogCommand::List { output } => {
             let catalog = Catalog::embedded();
             match output {
-                Format::Json => println!("{}", serde_json::to_string_pretty(catalog.products())?),
+                Format::Json => outln!("{}", serde_json::to_string_pretty(catalog.products())?)?,
                 Format::Csv => {
-                    println!("id,name,vendor,country,categories,status,platforms");
+                    outln!("id,name,vendor,country,categories,status,platforms")?;
                     for p in catalog.products() {
                         let cats: Vec<&str> = p.categories.iter().map(|c| c.as_str()).collect();
                         let plats: Vec<&str> = p.platforms().iter().map(|x| x.as_str()).collect();
@@ -103,14 +104,14 @@ pub(crate) async fn run(command: CatalogCommand) -> anyhow::Result<ExitCode> {
                             format!("{:?}", p.status).to_lowercase(),
                             plats.join(" "),
                         ];
-                        println!(
+                        outln!(
                             "{}",
                             fields
                                 .iter()
                                 .map(|f| output::csv_field(f))
                                 .collect::<Vec<_>>()
                                 .join(",")
-                        );
+                        )?;
                     }
                 }
                 Format::Table => {
@@ -135,7 +136,7 @@ pub(crate) async fn run(command: CatalogCommand) -> anyhow::Result<ExitCode> {
                             ]
                         })
                         .collect();
-                    print!(
+                    out!(
                         "{}",
                         output::table(
                             &["ID", "NAME", "COUNTRY", "CATEGORIES", "PLATFORMS"],
@@ -143,8 +144,8 @@ pub(crate) async fn run(command: CatalogCommand) -> anyhow::Result<ExitCode> {
                             None,
                             false
                         )
-                    );
-                    println!("\n{} products", rows.len());
+                    )?;
+                    outln!("\n{} products", rows.len())?;
                 }
             }
         }
@@ -179,38 +180,41 @@ pub(crate) async fn run(command: CatalogCommand) -> anyhow::Result<ExitCode> {
                             })
                             .collect(),
                     );
-                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    outln!("{}", serde_json::to_string_pretty(&v)?)?;
                 }
                 Format::Table | Format::Csv => {
-                    println!(
+                    outln!(
                         "{} ({})\n  vendor: {}\n  country: {}",
-                        p.name, p.id, p.vendor, p.country
-                    );
-                    println!(
+                        p.name,
+                        p.id,
+                        p.vendor,
+                        p.country
+                    )?;
+                    outln!(
                         "  categories: {}",
                         p.categories
                             .iter()
                             .map(|c| c.as_str())
                             .collect::<Vec<_>>()
                             .join(", ")
-                    );
-                    println!(
+                    )?;
+                    outln!(
                         "  status: {:?}{}",
                         p.status,
                         p.status_note
                             .as_ref()
                             .map(|n| format!(" ({n})"))
                             .unwrap_or_default()
-                    );
+                    )?;
                     if let Some(f) = &p.family {
-                        println!(
+                        outln!(
                             "  family: member of {f} (a policy naming {f} also selects {})",
                             p.id
-                        );
+                        )?;
                     }
                     let members = catalog.members(&p.id);
                     if !members.is_empty() {
-                        println!(
+                        outln!(
                             "  family members: {} (a policy naming {} also selects these)",
                             members
                                 .iter()
@@ -218,29 +222,29 @@ pub(crate) async fn run(command: CatalogCommand) -> anyhow::Result<ExitCode> {
                                 .collect::<Vec<_>>()
                                 .join(", "),
                             p.id
-                        );
+                        )?;
                     }
                     let registers = Registers::embedded(&catalog)?;
                     for r in registers.iter().filter(|r| r.products.contains(&p.id)) {
                         match r.records.get(&p.id) {
-                            _ if !r.is_verified(&p.id) => println!(
+                            _ if !r.is_verified(&p.id) => outln!(
                                 "  register: {} (UNVERIFIED: no registry record number from a public source)",
                                 r.id
-                            ),
-                            Some(record) => println!("  register: {} (record {record})", r.id),
-                            None => println!("  register: {}", r.id),
+                            )?,
+                            Some(record) => outln!("  register: {} (record {record})", r.id)?,
+                            None => outln!("  register: {}", r.id)?,
                         }
                     }
-                    println!("  signatures:");
+                    outln!("  signatures:")?;
                     for s in &p.signatures {
-                        println!(
+                        outln!(
                             "    {:<18} {}{}\n    {:<18} source: {}",
                             s.kind.as_str(),
                             s.values.join(", "),
                             if s.unverified { "  (unverified)" } else { "" },
                             "",
                             s.source
-                        );
+                        )?;
                     }
                 }
             }

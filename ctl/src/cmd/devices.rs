@@ -7,6 +7,7 @@ use commscan_core::platform::Platform;
 use commscan_core::verdict::Status;
 use commscan_ctl::output;
 use commscan_proto::{convert, v1};
+use commscan_runtime::{out, outln};
 use std::process::ExitCode;
 
 #[derive(Args)]
@@ -18,9 +19,10 @@ pub(crate) struct DevicesArgs {
     /// Only this organisation.
     #[arg(long)]
     org: Option<String>,
-    /// Only this status (compliant, noncompliant, waived, stale, unknown).
-    #[arg(long)]
-    status: Option<Status>,
+    /// Only this status (compliant, noncompliant, waived, stale, unknown), or `revoked`.
+    /// Revoked devices are listed under `revoked` only, never under their last verdict.
+    #[arg(long, value_parser = parse_status)]
+    status: Option<StatusFilter>,
     /// Only devices with this product.
     #[arg(long)]
     product: Option<String>,
@@ -32,20 +34,47 @@ pub(crate) struct DevicesArgs {
     limit: usize,
 }
 
+/// `--status`: a verdict, or revoked (not a verdict: a device taken out of service).
+#[derive(Debug, Clone, Copy)]
+enum StatusFilter {
+    Verdict(Status),
+    Revoked,
+}
+
+fn parse_status(s: &str) -> Result<StatusFilter, String> {
+    if s.eq_ignore_ascii_case("revoked") {
+        return Ok(StatusFilter::Revoked);
+    }
+    s.parse::<Status>().map(StatusFilter::Verdict).map_err(|_| {
+        commscan_core::suggest::unknown(
+            "status",
+            s,
+            [
+                "compliant",
+                "noncompliant",
+                "waived",
+                "stale",
+                "unknown",
+                "revoked",
+            ],
+        )
+    })
+}
+
 #[derive(Subcommand)]
 enum DevicesAction {
     /// Remove a revoked, decommissioned device: its record and history are deleted.
     Remove {
         #[command(flatten)]
         conn: Conn,
-        /// Device id.
+        /// Device id, or an unambiguous prefix of one.
         id: String,
     },
     /// Revoke a device: refused from its next connection on; its history stays.
     Revoke {
         #[command(flatten)]
         conn: Conn,
-        /// Device id.
+        /// Device id, or an unambiguous prefix of one.
         id: String,
     },
 }
@@ -54,8 +83,14 @@ enum DevicesAction {
 pub(crate) struct DeviceArgs {
     #[command(flatten)]
     conn: Conn,
-    /// Device id.
+    /// Device id, or an unambiguous prefix of one.
     id: String,
+    /// Only history at or after this time: RFC 3339, a date (YYYY-MM-DD, UTC) or an age (2h, 7d).
+    #[arg(long, value_parser = super::parse_when)]
+    since: Option<time::OffsetDateTime>,
+    /// Only history before this time (same forms as --since).
+    #[arg(long, value_parser = super::parse_when)]
+    until: Option<time::OffsetDateTime>,
 }
 
 /// Lists devices page by page, or runs the revoke/remove action.
@@ -63,6 +98,7 @@ pub(crate) async fn run(args: DevicesArgs) -> anyhow::Result<ExitCode> {
     match args.action {
         None => list(args).await?,
         Some(DevicesAction::Remove { conn, id }) => {
+            let id = super::resolve_device(&conn, &id).await?;
             conn.connection()?
                 .admin()
                 .await?
@@ -70,9 +106,10 @@ pub(crate) async fn run(args: DevicesArgs) -> anyhow::Result<ExitCode> {
                     device_id: id.clone(),
                 })
                 .await?;
-            println!("device {id} removed with its history");
+            outln!("device {id} removed with its history")?;
         }
         Some(DevicesAction::Revoke { conn, id }) => {
+            let id = super::resolve_device(&conn, &id).await?;
             conn.connection()?
                 .admin()
                 .await?
@@ -80,9 +117,9 @@ pub(crate) async fn run(args: DevicesArgs) -> anyhow::Result<ExitCode> {
                     device_id: id.clone(),
                 })
                 .await?;
-            println!(
+            outln!(
                 "device {id} revoked: it is refused from its next connection; its history stays"
-            );
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -105,7 +142,11 @@ async fn list(args: DevicesArgs) -> anyhow::Result<()> {
         let page = client
             .list_devices(v1::ListDevicesRequest {
                 organisation: org.clone().unwrap_or_default(),
-                status: status.map(convert::status_to_wire).unwrap_or_default(),
+                status: match status {
+                    Some(StatusFilter::Verdict(s)) => convert::status_to_wire(s),
+                    _ => 0,
+                },
+                revoked: matches!(status, Some(StatusFilter::Revoked)),
                 product: product.clone().unwrap_or_default(),
                 page_size: 1000,
                 page_token: token,
@@ -122,23 +163,35 @@ async fn list(args: DevicesArgs) -> anyhow::Result<()> {
     if limit > 0 {
         rows.truncate(limit);
     }
-    print!("{}", output::devices(&rows, conn.output, colour()));
+    out!("{}", output::devices(&rows, conn.output, colour()))?;
     Ok(())
 }
 
 /// `device ID`: one device in detail.
 pub(crate) async fn show(args: DeviceArgs) -> anyhow::Result<ExitCode> {
-    let DeviceArgs { conn, id } = args;
-    let d = conn
+    let DeviceArgs {
+        conn,
+        id,
+        since,
+        until,
+    } = args;
+    let id = super::resolve_device(&conn, &id).await?;
+    let mut d = conn
         .connection()?
         .query()
         .await?
         .get_device(v1::GetDeviceRequest { device_id: id })
         .await?
         .into_inner();
-    print!(
+    // The collector sends the last 200 events; the window is cut from those.
+    d.history.retain(|h| {
+        let at = h.at.as_ref().and_then(|t| convert::from_timestamp(t).ok());
+        at.is_some_and(|at| since.is_none_or(|s| at >= s) && until.is_none_or(|u| at < u))
+            || (since.is_none() && until.is_none())
+    });
+    out!(
         "{}",
         output::device_detail(&output::device_detail_out(&d), conn.output, colour())
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@ use clap::Args;
 use commscan_core::verdict::Status;
 use commscan_ctl::output::{self, Format};
 use commscan_proto::{convert, v1};
+use commscan_runtime::out;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -43,7 +44,7 @@ pub(crate) async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
         .into_inner();
     while let Some(e) = stream.message().await? {
         let line = output::event(&e, conn.output, colour());
-        print!("{line}");
+        out!("{line}")?;
         std::io::stdout().flush()?;
     }
     Ok(ExitCode::SUCCESS)

@@ -68,12 +68,97 @@ pub(crate) fn colour() -> bool {
     std::io::stdout().is_terminal()
 }
 
-/// A timestamp as RFC 3339, or `-`.
+/// A timestamp as RFC 3339 to the second, or `-`.
 pub(crate) fn time_text(t: Option<&prost_types::Timestamp>) -> String {
-    t.and_then(|t| commscan_proto::convert::from_timestamp(t).ok())
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| "-".into())
+    commscan_ctl::output::time_text(t).unwrap_or_else(|| "-".into())
+}
+
+/// A device id as typed: a whole id, or a prefix of exactly one device the caller may see
+/// (as git takes abbreviated commits). An ambiguous prefix is refused with its matches.
+pub(crate) async fn resolve_device(conn: &Conn, id: &str) -> anyhow::Result<String> {
+    // A whole UUID needs no listing (and a revoked or foreign device is the collector's call).
+    if id.len() == 36 && id.chars().filter(|c| *c == '-').count() == 4 {
+        return Ok(id.to_owned());
+    }
+    let mut client = conn.connection()?.query().await?;
+    let mut ids = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_devices(commscan_proto::v1::ListDevicesRequest {
+                page_size: 1000,
+                page_token: token,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        ids.extend(page.devices.into_iter().map(|d| d.device_id));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    use commscan_core::suggest::{Prefix, resolve_prefix};
+    let shown = commscan_ctl::output::text(id);
+    match resolve_prefix(id, ids.iter().map(String::as_str)) {
+        Prefix::One(whole) => Ok(whole.to_owned()),
+        Prefix::None => anyhow::bail!("no device id starts with '{shown}'"),
+        Prefix::Ambiguous(matches) => anyhow::bail!(
+            "'{shown}' is ambiguous: {} devices start with it: {}",
+            matches.len(),
+            matches.join(", ")
+        ),
+    }
+}
+
+/// The organisations the caller knows of: those with devices or summaries (the fleet view)
+/// and those with enrolment tokens. Either listing may be refused by role; what the other
+/// gives is used.
+pub(crate) async fn known_organisations(
+    conn: &Conn,
+) -> anyhow::Result<std::collections::BTreeSet<String>> {
+    let c = conn.connection()?;
+    let mut known = std::collections::BTreeSet::new();
+    if let Ok(r) = c
+        .query()
+        .await?
+        .fleet_summary(commscan_proto::v1::FleetSummaryRequest::default())
+        .await
+    {
+        known.extend(
+            r.into_inner()
+                .rows
+                .into_iter()
+                .filter(|r| r.enterprise.is_empty())
+                .map(|r| r.organisation),
+        );
+    }
+    if let Ok(r) = c
+        .admin()
+        .await?
+        .list_enrollment_tokens(commscan_proto::v1::ListEnrollmentTokensRequest::default())
+        .await
+    {
+        known.extend(r.into_inner().tokens.into_iter().map(|t| t.organisation));
+    }
+    Ok(known)
+}
+
+/// A time given on the command line: RFC 3339, a date (`YYYY-MM-DD`, midnight UTC), or an age
+/// (`2h`, `7d`: that long ago).
+pub(crate) fn parse_when(s: &str) -> Result<time::OffsetDateTime, String> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok(t);
+    }
+    let date = time::macros::format_description!("[year]-[month]-[day]");
+    if let Ok(d) = time::Date::parse(s, &date) {
+        return Ok(d.midnight().assume_utc());
+    }
+    match commscan_core::duration::parse_duration(s) {
+        Ok(age) => Ok(time::OffsetDateTime::now_utc() - age),
+        Err(_) => Err(format!(
+            "'{s}' is not a time (RFC 3339, YYYY-MM-DD, or an age such as 2h or 7d)"
+        )),
+    }
 }

@@ -7,6 +7,7 @@ use super::{Conn, time_text};
 use clap::Subcommand;
 use commscan_ctl::output::{self, Format};
 use commscan_proto::v1;
+use commscan_runtime::{out, outln};
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
@@ -85,16 +86,16 @@ pub(crate) async fn run(command: PeopleCommand) -> anyhow::Result<ExitCode> {
                 .await?
                 .into_inner();
             match conn.output {
-                Format::Json => println!(
+                Format::Json => outln!(
                     "{}",
                     serde_json::json!({"person_id": r.person_id, "name": name, "secret": r.secret})
-                ),
-                _ => println!(
+                )?,
+                _ => outln!(
                     "access token for {} [{}] (shown once; store it in a file and point COMMSCAN_TOKEN_FILE at it):\n  {}",
                     output::text(&name),
                     output::text(&r.person_id),
                     r.secret
-                ),
+                )?,
             }
         }
         PeopleCommand::List { conn } => {
@@ -109,7 +110,7 @@ pub(crate) async fn run(command: PeopleCommand) -> anyhow::Result<ExitCode> {
             let header = [
                 "PERSON", "NAME", "GRANTS", "CREATED", "BY", "EXPIRES", "STATE",
             ];
-            print!("{}", output::rows(&header, &rows, conn.output));
+            out!("{}", output::rows(&header, &rows, conn.output))?;
         }
         PeopleCommand::Revoke { conn, id } => {
             let r = conn
@@ -122,11 +123,11 @@ pub(crate) async fn run(command: PeopleCommand) -> anyhow::Result<ExitCode> {
                 .await?
                 .into_inner();
             let t = r.token.unwrap_or_default();
-            println!(
+            outln!(
                 "access token of {} [{}] revoked",
                 output::text(&t.name),
                 output::text(&t.person_id)
-            );
+            )?;
         }
         PeopleCommand::Login { conn, id, console } => {
             let base = match console {
@@ -142,13 +143,13 @@ pub(crate) async fn run(command: PeopleCommand) -> anyhow::Result<ExitCode> {
                 })
                 .await?
                 .into_inner();
-            println!(
+            outln!(
                 "one-time console link for {} [{}] (valid {} minutes, works once):\n  {base}/login/link?code={}",
                 output::text(&r.name),
                 output::text(&id),
                 r.expires_in_seconds / 60,
                 r.code
-            );
+            )?;
         }
         PeopleCommand::Expire { conn, id, after } => {
             let r = conn
@@ -162,12 +163,12 @@ pub(crate) async fn run(command: PeopleCommand) -> anyhow::Result<ExitCode> {
                 .await?
                 .into_inner();
             let t = r.token.unwrap_or_default();
-            println!(
+            outln!(
                 "access token of {} [{}] expires {}",
                 output::text(&t.name),
                 output::text(&t.person_id),
                 time_text(t.expires_at.as_ref())
-            );
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)

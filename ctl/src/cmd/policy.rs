@@ -11,6 +11,7 @@ use commscan_core::register::Registers;
 use commscan_core::scan::ScanReport;
 use commscan_core::verdict::Subject;
 use commscan_ctl::output;
+use commscan_runtime::outln;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,13 +41,13 @@ pub(crate) async fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
         }
         PolicyCommand::Check { file } => match load_policy(&file) {
             Ok((_, p)) => {
-                println!(
+                outln!(
                     "{}: ok (policy '{}', {} rules, {} waivers)",
                     file.display(),
                     p.id,
                     p.rules.len(),
                     p.waivers.len()
-                );
+                )?;
                 for w in p.warnings() {
                     eprintln!("{}: warning: {w}", file.display());
                 }
@@ -76,18 +77,18 @@ pub(crate) async fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
                 &report.findings,
                 time::OffsetDateTime::now_utc(),
             );
-            println!(
+            outln!(
                 "{} under policy '{}': {}",
                 scan.display(),
                 policy.id,
                 output::paint(verdict.status.as_str(), colour())
-            );
+            )?;
             for r in &verdict.reasons {
-                println!(
+                outln!(
                     "  [{}] {}",
                     serde_json::to_value(r.kind)?.as_str().unwrap_or(""),
                     r.text
-                );
+                )?;
             }
         }
     }

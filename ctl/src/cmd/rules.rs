@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use commscan_ctl::output::{self, Format};
 use commscan_proto::v1;
+use commscan_runtime::{out, outln};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -69,10 +70,15 @@ fn scope(kind: v1::RulesKind, org: &str) -> String {
     }
 }
 
-fn print_applied(kind: v1::RulesKind, org: &str, r: &v1::ApplyRulesResponse, format: Format) {
+fn print_applied(
+    kind: v1::RulesKind,
+    org: &str,
+    r: &v1::ApplyRulesResponse,
+    format: Format,
+) -> std::io::Result<()> {
     let what = scope(kind, org);
     if let Format::Json = format {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "rules": what,
@@ -84,14 +90,14 @@ fn print_applied(kind: v1::RulesKind, org: &str, r: &v1::ApplyRulesResponse, for
                 "changed": r.changed,
                 "diff": r.diff,
             })
-        );
-        return;
+        )?;
+        return Ok(());
     }
     let Some(v) = &r.version else {
-        println!("{what}: unchanged (the text is what is in force); nothing stored");
-        return;
+        outln!("{what}: unchanged (the text is what is in force); nothing stored")?;
+        return Ok(());
     };
-    println!(
+    outln!(
         "{what}: version {} stored by {} at {} (+{} -{} lines); {} devices re-judged, {} changed status",
         v.version,
         output::text(&v.author),
@@ -100,10 +106,11 @@ fn print_applied(kind: v1::RulesKind, org: &str, r: &v1::ApplyRulesResponse, for
         r.lines_removed,
         r.devices,
         r.changed
-    );
+    )?;
     for line in r.diff.lines() {
-        println!("{}", output::text(line));
+        outln!("{}", output::text(line))?;
     }
+    Ok(())
 }
 
 pub(crate) async fn run(kind: v1::RulesKind, command: Stored) -> anyhow::Result<ExitCode> {
@@ -124,7 +131,7 @@ pub(crate) async fn run(kind: v1::RulesKind, command: Stored) -> anyhow::Result<
                 })
                 .await?
                 .into_inner();
-            print_applied(kind, &org, &r, conn.output);
+            print_applied(kind, &org, &r, conn.output)?;
         }
         Stored::Rollback { conn, version, org } => {
             let org = org.unwrap_or_default();
@@ -139,7 +146,7 @@ pub(crate) async fn run(kind: v1::RulesKind, command: Stored) -> anyhow::Result<
                 })
                 .await?
                 .into_inner();
-            print_applied(kind, &org, &r, conn.output);
+            print_applied(kind, &org, &r, conn.output)?;
         }
         Stored::History { conn, org, limit } => {
             let org = org.unwrap_or_default();
@@ -155,10 +162,10 @@ pub(crate) async fn run(kind: v1::RulesKind, command: Stored) -> anyhow::Result<
                 .await?
                 .into_inner();
             if r.versions.is_empty() && !matches!(conn.output, Format::Json) {
-                println!(
+                outln!(
                     "{}: no stored versions (the collector's files are in force)",
                     scope(kind, &org)
-                );
+                )?;
                 return Ok(ExitCode::SUCCESS);
             }
             let rows: Vec<Vec<String>> = r
@@ -175,7 +182,7 @@ pub(crate) async fn run(kind: v1::RulesKind, command: Stored) -> anyhow::Result<
                 })
                 .collect();
             let header = ["VERSION", "AT", "BY", "NOTE", "SHA256"];
-            print!("{}", output::rows(&header, &rows, conn.output));
+            out!("{}", output::rows(&header, &rows, conn.output))?;
         }
         Stored::Text { conn, org, version } => {
             let r = conn
@@ -190,17 +197,17 @@ pub(crate) async fn run(kind: v1::RulesKind, command: Stored) -> anyhow::Result<
                 .await?
                 .into_inner();
             match conn.output {
-                Format::Json => println!(
+                Format::Json => outln!(
                     "{}",
                     serde_json::json!({
                         "name": r.name,
                         "version": r.version.as_ref().map(|v| v.version),
                         "text": r.text,
                     })
-                ),
+                )?,
                 _ => {
                     for line in r.text.lines() {
-                        println!("{}", output::text(line));
+                        outln!("{}", output::text(line))?;
                     }
                 }
             }

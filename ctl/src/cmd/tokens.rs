@@ -5,6 +5,7 @@ use super::{Conn, time_text};
 use clap::Subcommand;
 use commscan_ctl::output::{self, Format};
 use commscan_proto::v1;
+use commscan_runtime::{out, outln};
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
@@ -13,9 +14,13 @@ pub(crate) enum TokensCommand {
     Create {
         #[command(flatten)]
         conn: Conn,
-        /// Organisation devices will enrol into.
+        /// Organisation devices will enrol into; it must already exist (have devices or
+        /// tokens) unless --new-org is given.
         #[arg(long)]
         org: String,
+        /// Create the organisation: its first enrolment token.
+        #[arg(long)]
+        new_org: bool,
         /// Number of enrolments it allows, at least 1 (default: unlimited until it expires).
         #[arg(long, value_parser = parse_uses)]
         uses: Option<u64>,
@@ -66,9 +71,23 @@ pub(crate) async fn run(command: TokensCommand) -> anyhow::Result<ExitCode> {
         TokensCommand::Create {
             conn,
             org,
+            new_org,
             uses,
             expires,
         } => {
+            if !new_org {
+                let known = super::known_organisations(&conn).await?;
+                if !known.contains(&org) {
+                    anyhow::bail!(
+                        "{}; give --new-org to create it",
+                        commscan_core::suggest::unknown(
+                            "organisation",
+                            &output::text(&org),
+                            known.iter().map(String::as_str)
+                        )
+                    );
+                }
+            }
             let r = conn
                 .connection()?
                 .admin()
@@ -82,24 +101,23 @@ pub(crate) async fn run(command: TokensCommand) -> anyhow::Result<ExitCode> {
                 .into_inner();
             let t = r.token.unwrap_or_default();
             match conn.output {
-                Format::Json => println!(
+                Format::Json => outln!(
                     "{}",
                     serde_json::json!({"token_id": t.token_id, "organisation": t.organisation, "secret": r.secret, "expires_at": time_text(t.expires_at.as_ref()), "uses": t.uses_left})
-                ),
+                )?,
                 _ => {
-                    println!(
-                        "enrolment token {} for '{}' (expires {}, uses {})",
+                    // The secret first, alone on its line and flushed: it exists nowhere else,
+                    // and `| head -1` must still get it.
+                    outln!("{}", r.secret)?;
+                    outln!(
+                        "enrolment token {} for '{}' (expires {}, uses {}); the secret above is shown once: give it to `commscan-agent enroll` via COMMSCAN_ENROLL_TOKEN",
                         t.token_id,
-                        t.organisation,
+                        output::text(&t.organisation),
                         time_text(t.expires_at.as_ref()),
                         t.uses_left
                             .map(|u| u.to_string())
                             .unwrap_or_else(|| "unlimited".into())
-                    );
-                    println!(
-                        "secret (shown once; give it to `commscan-agent enroll` via COMMSCAN_ENROLL_TOKEN):\n  {}",
-                        r.secret
-                    );
+                    )?;
                 }
             }
         }
@@ -134,7 +152,7 @@ pub(crate) async fn run(command: TokensCommand) -> anyhow::Result<ExitCode> {
                 })
                 .collect();
             let header = ["TOKEN", "ORG", "CREATED", "EXPIRES", "USES LEFT", "STATE"];
-            print!("{}", output::rows(&header, &rows, conn.output));
+            out!("{}", output::rows(&header, &rows, conn.output))?;
         }
         TokensCommand::Revoke { conn, id } => {
             conn.connection()?
@@ -144,7 +162,7 @@ pub(crate) async fn run(command: TokensCommand) -> anyhow::Result<ExitCode> {
                     token_id: id.clone(),
                 })
                 .await?;
-            println!("enrolment token {id} revoked");
+            outln!("enrolment token {id} revoked")?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -36,7 +36,12 @@ pub fn device_out(r: &v1::DeviceRow) -> DeviceOut {
         platform: convert::platform_from_wire(r.platform)
             .map(|p| p.to_string())
             .unwrap_or_default(),
-        status: status_text(r.status),
+        // A revoked device is out of service: its last verdict is history.
+        status: if r.revoked {
+            "revoked".into()
+        } else {
+            status_text(r.status)
+        },
         products: r.products.clone(),
         last_report: time_text(r.last_report.as_ref()),
         agent_version: r.agent_version.clone(),

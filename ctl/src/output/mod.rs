@@ -27,8 +27,11 @@ pub enum Format {
     Csv,
 }
 
-pub(crate) fn time_text(t: Option<&prost_types::Timestamp>) -> Option<String> {
+/// A timestamp as RFC 3339 to the second (`2027-01-15T08:00:00Z`): what tables, JSON and CSV
+/// all show.
+pub fn time_text(t: Option<&prost_types::Timestamp>) -> Option<String> {
     t.and_then(|t| convert::from_timestamp(t).ok())
+        .map(|t| t.replace_nanosecond(0).unwrap_or(t))
         .and_then(|t| t.format(&Rfc3339).ok())
 }
 
@@ -158,6 +161,63 @@ pub fn rows_painted(
     }
 }
 
+/// A column of [`records`]: its table header and its stable snake_case key in JSON and CSV.
+pub type Column = (&'static str, &'static str);
+
+/// Renders typed rows: a table under the headers; JSON objects keyed by the columns' keys with
+/// numbers as numbers (the keys are the documented contract for scripts); CSV under the keys.
+pub fn records(columns: &[Column], rows: &[Vec<serde_json::Value>], format: Format) -> String {
+    let cell = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    match format {
+        Format::Json => {
+            let v: Vec<serde_json::Map<String, serde_json::Value>> = rows
+                .iter()
+                .map(|r| {
+                    columns
+                        .iter()
+                        .map(|(_, k)| k.to_string())
+                        .zip(r.iter().cloned())
+                        .collect()
+                })
+                .collect();
+            serde_json::to_string_pretty(&v).expect("serialises") + "\n"
+        }
+        Format::Csv => {
+            let mut s = columns
+                .iter()
+                .map(|(_, k)| *k)
+                .collect::<Vec<_>>()
+                .join(",")
+                + "\n";
+            for r in rows {
+                let line: Vec<String> = r
+                    .iter()
+                    .map(|v| match v {
+                        serde_json::Value::Null => String::new(),
+                        v => csv_field(&cell(v)),
+                    })
+                    .collect();
+                s.push_str(&line.join(","));
+                s.push('\n');
+            }
+            s
+        }
+        Format::Table => {
+            if rows.is_empty() {
+                return "nothing to show\n".into();
+            }
+            let header: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
+            let body: Vec<Vec<String>> =
+                rows.iter().map(|r| r.iter().map(cell).collect()).collect();
+            table(&header, &body, None, false)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,7 +258,7 @@ mod tests {
         };
         let t = fleet(&r, Format::Table, false);
         assert!(
-            t.contains("e2          acme  3        0.0          0             3              2027-01-15T08:00:00Z  stale"),
+            t.contains("e2          acme  3        0.0          0             0       3              2027-01-15T08:00:00Z  stale"),
             "{t}"
         );
         assert!(t.contains("1 organisations stale"), "{t}");

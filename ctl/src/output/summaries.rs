@@ -1,6 +1,6 @@
 //! Organisation and fleet summaries, and verdict-change events.
 
-use super::{Format, csv_field, paint, rows, status_text, table, text, time_text};
+use super::{Format, csv_field, paint, status_text, table, text, time_text};
 use commscan_core::verdict::Status;
 use commscan_proto::v1;
 use serde::Serialize;
@@ -19,6 +19,25 @@ pub struct SummaryOut {
     pub by_status: std::collections::BTreeMap<String, u64>,
     /// Per product: devices and violating devices.
     pub by_product: Vec<ProductOut>,
+    /// End-of-day counts, oldest first (empty for an enterprise's organisation seen from a
+    /// ministry: federation carries current counts only).
+    pub trend: Vec<DayOut>,
+    /// The enterprise collector a federated row came from; absent for local organisations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enterprise: Option<String>,
+}
+
+/// One day of an organisation's trend.
+#[derive(Debug, Serialize)]
+pub struct DayOut {
+    /// The day, `YYYY-MM-DD` (UTC).
+    pub day: String,
+    /// Devices at the end of the day.
+    pub devices: u64,
+    /// Percent compliant (waived included).
+    pub percent_compliant: f64,
+    /// Devices per status.
+    pub by_status: std::collections::BTreeMap<String, u64>,
 }
 
 /// Per product counts.
@@ -52,6 +71,72 @@ pub fn summary_out(r: &v1::OrganisationSummaryResponse) -> SummaryOut {
                 violating: p.violating,
             })
             .collect(),
+        trend: r
+            .trend
+            .iter()
+            .map(|d| DayOut {
+                day: d.day.clone(),
+                devices: d.by_status.iter().map(|s| s.devices).sum(),
+                percent_compliant: (d.percent_compliant * 10.0).round() / 10.0,
+                by_status: d
+                    .by_status
+                    .iter()
+                    .map(|s| (status_text(s.status), s.devices))
+                    .collect(),
+            })
+            .collect(),
+        enterprise: None,
+    }
+}
+
+/// A fleet row (an enterprise's organisation on a ministry collector) as a summary: counts
+/// by status, no products, no trend.
+pub fn summary_of_fleet_row(row: &v1::FleetRow) -> SummaryOut {
+    SummaryOut {
+        organisation: row.organisation.clone(),
+        devices: row.devices,
+        percent_compliant: (row.percent_compliant * 10.0).round() / 10.0,
+        by_status: row
+            .by_status
+            .iter()
+            .map(|s| (status_text(s.status), s.devices))
+            .collect(),
+        by_product: Vec::new(),
+        trend: Vec::new(),
+        enterprise: Some(row.enterprise.clone()).filter(|e| !e.is_empty()),
+    }
+}
+
+/// A one-line sparkline of percentages (0-100): one block a value, low to high.
+pub fn sparkline(values: &[f64]) -> String {
+    const BLOCKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    values
+        .iter()
+        .map(|v| BLOCKS[((v.clamp(0.0, 100.0) / 100.0) * 7.0).round() as usize])
+        .collect()
+}
+
+/// Several summaries: JSON an array, CSV one header, tables one after another.
+pub fn summaries(list: &[SummaryOut], format: Format, terminal: bool) -> String {
+    match format {
+        Format::Json => serde_json::to_string_pretty(list).expect("serialises") + "\n",
+        Format::Csv => {
+            let mut out = String::new();
+            for (i, s) in list.iter().enumerate() {
+                let one = summary(s, format, terminal);
+                out.push_str(if i == 0 {
+                    &one
+                } else {
+                    one.split_once('\n').map_or("", |(_, rest)| rest)
+                });
+            }
+            out
+        }
+        Format::Table => list
+            .iter()
+            .map(|s| summary(s, format, terminal))
+            .collect::<Vec<_>>()
+            .join("\n"),
     }
 }
 
@@ -74,14 +159,29 @@ pub fn summary(s: &SummaryOut, format: Format, colour: bool) -> String {
                     p.violating
                 );
             }
+            // A day's `violating` is its noncompliant devices.
+            for d in &s.trend {
+                let _ = writeln!(
+                    out,
+                    "{},trend,{},{},{}",
+                    csv_field(&s.organisation),
+                    csv_field(&d.day),
+                    d.devices,
+                    d.by_status.get("noncompliant").copied().unwrap_or(0)
+                );
+            }
             out
         }
         Format::Table => {
             let mut out = String::new();
             let _ = writeln!(
                 out,
-                "organisation {}: {} devices, {:.1}% compliant\n",
+                "organisation {}{}: {} devices, {:.1}% compliant\n",
                 text(&s.organisation),
+                s.enterprise
+                    .as_deref()
+                    .map(|e| format!(" (enterprise {})", text(e)))
+                    .unwrap_or_default(),
                 s.devices,
                 s.percent_compliant
             );
@@ -111,6 +211,48 @@ pub fn summary(s: &SummaryOut, format: Format, colour: bool) -> String {
                     false,
                 ));
             }
+            if !s.trend.is_empty() {
+                out.push('\n');
+                let rows: Vec<Vec<String>> = s
+                    .trend
+                    .iter()
+                    .map(|d| {
+                        let n = |k: &str| d.by_status.get(k).copied().unwrap_or(0).to_string();
+                        vec![
+                            d.day.clone(),
+                            d.devices.to_string(),
+                            format!("{:.1}", d.percent_compliant),
+                            n("noncompliant"),
+                            n("waived"),
+                            n("stale"),
+                        ]
+                    })
+                    .collect();
+                out.push_str(&table(
+                    &[
+                        "DAY",
+                        "DEVICES",
+                        "% COMPLIANT",
+                        "NONCOMPLIANT",
+                        "WAIVED",
+                        "STALE",
+                    ],
+                    &rows,
+                    None,
+                    false,
+                ));
+                // On a terminal, the trend at a glance.
+                if colour {
+                    let values: Vec<f64> = s.trend.iter().map(|d| d.percent_compliant).collect();
+                    let _ = writeln!(
+                        out,
+                        "\n% compliant  {}  {:.1}% -> {:.1}%",
+                        sparkline(&values),
+                        values[0],
+                        values[values.len() - 1]
+                    );
+                }
+            }
             out
         }
     }
@@ -124,57 +266,52 @@ pub fn fleet(r: &v1::FleetSummaryResponse, format: Format, colour: bool) -> Stri
             .map(|c| c.devices)
             .unwrap_or(0)
     };
-    let body: Vec<Vec<String>> = r
+    use serde_json::{Value, json};
+    let body: Vec<Vec<Value>> = r
         .rows
         .iter()
         .map(|row| {
             vec![
                 if row.enterprise.is_empty() {
-                    "-".into()
+                    Value::Null
                 } else {
-                    row.enterprise.clone()
+                    json!(row.enterprise)
                 },
-                row.organisation.clone(),
-                row.devices.to_string(),
-                format!("{:.1}", row.percent_compliant),
-                count(&row.by_status, Status::Noncompliant).to_string(),
+                json!(row.organisation),
+                json!(row.devices),
+                json!((row.percent_compliant * 10.0).round() / 10.0),
+                json!(count(&row.by_status, Status::Noncompliant)),
+                json!(count(&row.by_status, Status::Waived)),
                 // A stale federated row's devices all count as stale, as in the totals.
-                if row.stale {
+                json!(if row.stale {
                     row.devices
                 } else {
                     count(&row.by_status, Status::Stale)
-                }
-                .to_string(),
+                }),
                 row.updated_at
                     .as_ref()
-                    .and_then(|t| {
-                        time_text(Some(&prost_types::Timestamp {
-                            seconds: t.seconds,
-                            nanos: 0,
-                        }))
-                    })
-                    .unwrap_or_else(|| "live".into()),
-                if row.stale {
-                    "stale".into()
-                } else {
-                    "fresh".into()
-                },
+                    .and_then(|t| time_text(Some(t)))
+                    .map(Value::String)
+                    .unwrap_or(Value::Null),
+                json!(if row.stale { "stale" } else { "fresh" }),
             ]
         })
         .collect();
-    let header = [
-        "ENTERPRISE",
-        "ORG",
-        "DEVICES",
-        "% COMPLIANT",
-        "NONCOMPLIANT",
-        "STALE DEVICES",
-        "UPDATED",
-        "FRESHNESS",
+    let columns: [super::Column; 9] = [
+        ("ENTERPRISE", "enterprise"),
+        ("ORG", "organisation"),
+        ("DEVICES", "devices"),
+        ("% COMPLIANT", "percent_compliant"),
+        ("NONCOMPLIANT", "noncompliant"),
+        ("WAIVED", "waived"),
+        ("STALE DEVICES", "stale_devices"),
+        ("UPDATED", "updated_at"),
+        ("FRESHNESS", "freshness"),
     ];
     match format {
         Format::Table => {
-            let mut s = table(&header, &body, None, colour);
+            let _ = colour;
+            let mut s = super::records(&columns, &body, format);
             let _ = write!(
                 s,
                 "\n{} organisations, {} devices, {:.1}% compliant",
@@ -193,7 +330,7 @@ pub fn fleet(r: &v1::FleetSummaryResponse, format: Format, colour: bool) -> Stri
             s.push('\n');
             s
         }
-        _ => rows(&header, &body, format),
+        _ => super::records(&columns, &body, format),
     }
 }
 
@@ -228,5 +365,16 @@ pub fn event(e: &v1::Event, format: Format, colour: bool) -> String {
             paint(&status_text(e.to), colour),
             text(&e.products.join(", "))
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sparkline_rises_with_compliance() {
+        assert_eq!(sparkline(&[0.0, 50.0, 100.0, 140.0]), "▁▅██");
+        assert_eq!(sparkline(&[]), "");
     }
 }

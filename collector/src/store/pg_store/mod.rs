@@ -1027,6 +1027,18 @@ impl DeviceStore for PgStore {
         self.read(async |db_| upsert_classification(&db_, org, name, c).await)
     }
 
+    fn remove_classification(&self, org: &str, name: &str) -> Result<bool, StoreError> {
+        let removed = self.read(async |c| {
+            c.execute(
+                "DELETE FROM classifications WHERE organisation = $1 AND name = $2",
+                &[&org, &name],
+            )
+            .await
+            .map_err(db("remove classification"))
+        })?;
+        Ok(removed > 0)
+    }
+
     fn classifications(&self, org: &str) -> Result<Vec<(String, Classification)>, StoreError> {
         // Read for every delta report: reads waiting meanwhile share one statement.
         self.classifications.submit(org.to_owned(), |orgs| {

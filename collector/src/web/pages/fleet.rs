@@ -152,7 +152,7 @@ pub async fn fleet(State(web): State<Web>, ctx: Ctx, Query(q): Query<DaysQuery>)
 
 pub async fn products(State(web): State<Web>, ctx: Ctx) -> Response {
     let who = ctx.signed.who.clone();
-    let rows = match web.blocking(move |c| c.product_findings(&who)).await {
+    let rows = match web.blocking(move |c| c.product_findings(&who, None)).await {
         Ok(r) => r,
         Err(e) => return page::error(ctx.lang, e),
     };
