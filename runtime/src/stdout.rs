@@ -11,11 +11,31 @@
 
 use std::io::Write;
 
+/// The reader of standard output went away: carried inside the `BrokenPipe` error that
+/// [`write_fmt`] returns, so that only standard output's closed pipe ends a process quietly,
+/// never a broken pipe or socket elsewhere (a connection to the collector, a child process).
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed by its reader")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
 /// Writes formatted text to standard output and flushes it.
 pub fn write_fmt(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    out.write_fmt(args)?;
-    out.flush()
+    out.write_fmt(args)
+        .and_then(|()| out.flush())
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, StdoutClosed)
+            }
+            _ => e,
+        })
 }
 
 /// `print!` that returns the write error instead of panicking.
@@ -37,11 +57,13 @@ macro_rules! outln {
     };
 }
 
-/// Whether `e` is (or was caused by) a write to a pipe whose reader has gone.
+/// Whether `e` is (or was caused by) a write to standard output whose reader has gone.
 pub fn is_closed_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        c.is::<StdoutClosed>()
+            || c.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.is::<StdoutClosed>())
     })
 }
 
@@ -70,10 +92,16 @@ mod tests {
 
     #[test]
     fn a_closed_pipe_is_found_under_context() {
-        let e = Err::<(), _>(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        let closed = std::io::Error::new(std::io::ErrorKind::BrokenPipe, StdoutClosed);
+        let e = Err::<(), _>(closed)
             .context("printing devices")
             .unwrap_err();
         assert!(is_closed_pipe(&e));
         assert!(!is_closed_pipe(&anyhow::anyhow!("disk full")));
+        // A broken pipe elsewhere (a socket, a child's stdin) is an error like any other.
+        let elsewhere = Err::<(), _>(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            .context("sending to the collector")
+            .unwrap_err();
+        assert!(!is_closed_pipe(&elsewhere));
     }
 }
