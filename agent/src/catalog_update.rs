@@ -70,6 +70,10 @@ pub struct CatalogKeeper {
     keys: Vec<CatalogPublicKey>,
     path: PathBuf,
     status: Mutex<CatalogStatus>,
+    /// Held across an offer's check, write and switch, so two offers (a session's left
+    /// running and the next session's) can neither both pass the release check against the
+    /// same floor nor interleave their writes.
+    offering: Mutex<()>,
 }
 
 impl CatalogKeeper {
@@ -85,6 +89,7 @@ impl CatalogKeeper {
                 digest,
                 ..CatalogStatus::default()
             }),
+            offering: Mutex::new(()),
         };
         let bytes = match std::fs::read(&keeper.path) {
             Ok(b) => b,
@@ -123,6 +128,7 @@ impl CatalogKeeper {
     /// Checks an offered signed catalog; when it passes, stores it durably and returns it to
     /// scan with. A refusal is noted (for the collector) and logged; nothing else changes.
     pub fn offer(&self, bytes: &[u8]) -> Result<Catalog, OfferError> {
+        let _one_at_a_time = self.offering.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.status().release;
         let result = self
             .check(bytes, current)
@@ -166,8 +172,10 @@ impl CatalogKeeper {
             });
         }
         let envelope = SignedCatalog::parse(bytes)?;
-        let catalog = envelope.verify(&self.keys)?;
+        // The release is signed: a replayed or older one is refused before its catalog is
+        // parsed (a forged release fails the signature check after this one).
         check_newer(envelope.release, current)?;
+        let catalog = envelope.verify(&self.keys)?;
         Ok((envelope, catalog))
     }
 

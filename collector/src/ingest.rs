@@ -197,6 +197,7 @@ fn check_findings(
 
 fn check_unclassified(
     list: &mut [Unclassified],
+    known: impl Fn(&str) -> bool,
     bounded: &mut Bounded,
 ) -> Result<(), CollectorError> {
     if list.len() > MAX_UNCLASSIFIED {
@@ -210,6 +211,12 @@ fn check_unclassified(
         if canonical != *u {
             bounded.cut += 1;
             *u = canonical;
+        }
+        // A hint naming no product of the catalog in force is the agent's say-so alone: it
+        // would pre-select a mapping an officer confirms in one click.
+        if u.looks_like.as_deref().is_some_and(|p| !known(p)) {
+            u.looks_like = None;
+            bounded.cut += 1;
         }
     }
     Ok(())
@@ -477,7 +484,7 @@ impl Collector {
                 mut unclassified,
             } => {
                 check_findings(&mut findings, known, &mut bounded)?;
-                check_unclassified(&mut unclassified, &mut bounded)?;
+                check_unclassified(&mut unclassified, known, &mut bounded)?;
                 device.findings = findings;
                 device.unclassified = unclassified;
             }
@@ -512,7 +519,7 @@ impl Collector {
                 }
                 device.findings = by_product.into_values().collect();
                 if let Some(mut u) = unclassified {
-                    check_unclassified(&mut u, &mut bounded)?;
+                    check_unclassified(&mut u, known, &mut bounded)?;
                     device.unclassified = u;
                 }
             }

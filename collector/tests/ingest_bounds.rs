@@ -177,12 +177,14 @@ fn products_absent_from_the_catalog_are_neither_stored_nor_counted() {
 }
 
 #[test]
-fn a_near_miss_hint_is_stored_only_when_it_is_a_product_id() {
+fn a_near_miss_hint_is_stored_only_when_it_is_a_product_of_the_catalog() {
     let h = Harness::new();
     let who = h.enroll("acme", 1);
     // (hint sent, hint stored)
     let cases = [
         (Some("whatsapp"), Some("whatsapp")),
+        // Shaped like a product id, but no product of the collector's catalog.
+        (Some("bank-approved-chat"), None),
         (Some("<img src=x onerror=alert(1)>"), None),
         (Some("whatsapp\x1b[2J"), None),
         (None, None),

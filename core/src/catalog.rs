@@ -340,7 +340,8 @@ pub fn is_slug(s: &str) -> bool {
 
 /// Why a path value would make a source look outside its fixed places, if it would: catalog
 /// content is data, and a catalog from the network must not widen what the agent reads.
-/// `linux_path` is absolute or `~/`-relative; neither kind may climb with `..` or hold a NUL.
+/// `linux_path` is absolute or `~/`-relative; neither kind may climb with `..` or hold a NUL;
+/// a `win_path` names no drive.
 fn path_problem(kind: SignatureKind, v: &str) -> Option<&'static str> {
     let climbs = |sep: &[char]| v.split(sep).any(|part| part == "..");
     match kind {
@@ -352,6 +353,10 @@ fn path_problem(kind: SignatureKind, v: &str) -> Option<&'static str> {
         }
         SignatureKind::LinuxPath if climbs(&['/']) => Some("a path may not climb with '..'"),
         SignatureKind::WinPath if climbs(&['/', '\\']) => Some("a path may not climb with '..'"),
+        // `D:` as a component would replace the folder it is joined to on Windows.
+        SignatureKind::WinPath if v.contains(':') => {
+            Some("a win_path may not name a drive (no ':'); it starts with a %VARIABLE%")
+        }
         _ => None,
     }
 }

@@ -433,6 +433,11 @@ impl SignedCatalog {
         if trusted.is_empty() {
             return Err(EnvelopeError::NoTrustedKeys);
         }
+        // The fields are public: bind the signatures to the content checked, not to a digest
+        // a caller may have changed since `parse`.
+        if content_digest(&self.content) != self.digest {
+            return Err(EnvelopeError::DigestMismatch);
+        }
         let message = signed_message(self.release, &self.digest);
         let mut good = false;
         for sig in self.signatures.iter().filter(|s| trusted.contains(&s.key)) {

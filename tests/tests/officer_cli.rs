@@ -254,8 +254,13 @@ async fn device_ids_may_be_abbreviated_when_unambiguous() {
     assert!(!ok);
     assert!(stderr.contains("no device id starts with 'zz'"), "{stderr}");
 
-    // Revoking by prefix revokes that device.
-    let (ok, stdout, stderr) = ctl(&c, &admin, &["devices", "revoke", &unique(&ids[1])]);
+    // An irreversible change wants 8 characters at least, however unique a shorter prefix is.
+    let short_revoke = &ids[1][..unique(&ids[1]).len().min(7)];
+    let (ok, _, stderr) = ctl(&c, &admin, &["devices", "revoke", short_revoke]);
+    assert!(!ok, "revoked by {short_revoke}");
+    assert!(stderr.contains("at least 8 characters"), "{stderr}");
+    // Revoking by a long enough prefix revokes that device.
+    let (ok, stdout, stderr) = ctl(&c, &admin, &["devices", "revoke", &ids[1][..8]]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains(&ids[1]), "{stdout}");
 }

@@ -212,11 +212,18 @@ async fn catalog_update(
     tx: &mpsc::Sender<v1::AgentMessage>,
 ) -> Result<(), AgentError> {
     let s = shared.clone();
-    match tokio::task::spawn_blocking(move || s.catalog.offer(&update.signed_catalog)).await {
-        Ok(Ok(catalog)) => {
-            if shared.inventory.use_catalog(&catalog) {
-                shared.rescan.notify_one();
-            }
+    // Accepted and put to use in one step on the blocking thread: were the session's future
+    // dropped meanwhile (an ack timeout, shutdown), a stored catalog must not be left unused
+    // while the hello already states it.
+    let offered = tokio::task::spawn_blocking(move || {
+        let catalog = s.catalog.offer(&update.signed_catalog)?;
+        if s.inventory.use_catalog(&catalog) {
+            s.rescan.notify_one();
+        }
+        Ok::<(), crate::catalog_update::OfferError>(())
+    });
+    match offered.await {
+        Ok(Ok(())) => {
             shared.emit(AgentEvent::CatalogAccepted {
                 release: shared.catalog.status().release,
             });

@@ -88,10 +88,15 @@ pub struct SledStore {
     /// starts again at 0: the copy records, under [`ID_FLOOR_KEY`] of the `meta` tree, an id
     /// above every one it holds, so that new ids never reuse (and overwrite) a restored one.
     id_floor: u64,
+    /// Store-wide marks: the id floor, the last audit position.
+    meta: sled::Tree,
 }
 
 /// The key of the id floor in the `meta` tree (big-endian u64).
 const ID_FLOOR_KEY: &[u8] = b"id_floor";
+/// `meta` key of the highest audit position handed out: positions never go back, even when
+/// retention empties the audit tree.
+const AUDIT_LAST_KEY: &[u8] = b"audit_last";
 
 /// The trees whose keys end in a generated id (big-endian u64).
 const GENERATED_TREES: [&str; 3] = ["audit", "history", "alerts"];
@@ -336,6 +341,7 @@ impl SledStore {
         };
         Ok(SledStore {
             id_floor,
+            meta: meta.clone(),
             devices: tree("devices")?,
             by_org: tree("by_org")?,
             orgs: tree("orgs")?,
@@ -795,7 +801,15 @@ impl AuditStore for SledStore {
             Some((k, _)) => trailing_id(&k),
             None => 0,
         };
-        let position = last.max(self.id_floor) + 1;
+        let handed_out = match self.meta.get(AUDIT_LAST_KEY).map_err(backend)? {
+            Some(b) => <[u8; 8]>::try_from(b.as_ref()).map_or(0, u64::from_be_bytes),
+            None => 0,
+        };
+        let position = last.max(handed_out).max(self.id_floor) + 1;
+        // The mark first: a crash between the two writes leaves a gap, never a reused number.
+        self.meta
+            .insert(AUDIT_LAST_KEY, &position.to_be_bytes())
+            .map_err(backend)?;
         self.audit
             .insert(position.to_be_bytes(), encode(entry))
             .map_err(backend)?;
@@ -1179,6 +1193,29 @@ mod tests {
             store.id_floor
         );
         assert!(store.append_audit(&entry("new")).unwrap() > old);
+    }
+
+    #[test]
+    fn audit_positions_never_go_back_after_retention_empties_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let handed: Vec<u64> = (0..3)
+            .map(|i| store.append_audit(&entry(&format!("e{i}"))).unwrap())
+            .collect();
+        assert_eq!(handed, [1, 2, 3], "contiguous from 1");
+        // Everything is older than the cut: the log is emptied.
+        let future = OffsetDateTime::now_utc() + time::Duration::days(1);
+        assert_eq!(store.prune_audit(future, u64::MAX).unwrap(), 3);
+        assert_eq!(store.append_audit(&entry("after")).unwrap(), 4);
+        assert_eq!(store.prune_audit(future, u64::MAX).unwrap(), 1);
+        store.db.flush().unwrap();
+        drop(store);
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.append_audit(&entry("reopened")).unwrap(),
+            5,
+            "a reader paging with --after 4 must see it"
+        );
     }
 
     /// A restored copy is a new database whose id generator starts low again; without the

@@ -93,12 +93,26 @@ pub(crate) struct DeviceArgs {
     until: Option<time::OffsetDateTime>,
 }
 
+/// Shortest id prefix accepted for a change that cannot be undone (revoke, remove): a prefix of
+/// one or two characters names whichever device happens to start with it.
+const MIN_CHANGE_PREFIX: usize = 8;
+
+/// `id`, when long enough to name the device of an irreversible change.
+fn changing(id: &str) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        id.chars().count() >= MIN_CHANGE_PREFIX,
+        "'{}': give at least {MIN_CHANGE_PREFIX} characters of the device id to revoke or remove it",
+        commscan_ctl::output::text(id)
+    );
+    Ok(id.to_owned())
+}
+
 /// Lists devices page by page, or runs the revoke/remove action.
 pub(crate) async fn run(args: DevicesArgs) -> anyhow::Result<ExitCode> {
     match args.action {
         None => list(args).await?,
         Some(DevicesAction::Remove { conn, id }) => {
-            let id = super::resolve_device(&conn, &id).await?;
+            let id = super::resolve_device(&conn, &changing(&id)?).await?;
             conn.connection()?
                 .admin()
                 .await?
@@ -109,7 +123,7 @@ pub(crate) async fn run(args: DevicesArgs) -> anyhow::Result<ExitCode> {
             outln!("device {id} removed with its history")?;
         }
         Some(DevicesAction::Revoke { conn, id }) => {
-            let id = super::resolve_device(&conn, &id).await?;
+            let id = super::resolve_device(&conn, &changing(&id)?).await?;
             conn.connection()?
                 .admin()
                 .await?

@@ -156,7 +156,10 @@ pub(crate) fn parse_when(s: &str) -> Result<time::OffsetDateTime, String> {
         return Ok(d.midnight().assume_utc());
     }
     match commscan_core::duration::parse_duration(s) {
-        Ok(age) => Ok(time::OffsetDateTime::now_utc() - age),
+        Ok(age) => time::Duration::try_from(age)
+            .ok()
+            .and_then(|age| time::OffsetDateTime::now_utc().checked_sub(age))
+            .ok_or_else(|| format!("'{}' reaches too far back", commscan_ctl::output::text(s))),
         Err(_) => Err(format!(
             "'{s}' is not a time (RFC 3339, YYYY-MM-DD, or an age such as 2h or 7d)"
         )),

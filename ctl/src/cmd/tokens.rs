@@ -107,8 +107,16 @@ pub(crate) async fn run(command: TokensCommand) -> anyhow::Result<ExitCode> {
                 )?,
                 _ => {
                     // The secret first, alone on its line and flushed: it exists nowhere else,
-                    // and `| head -1` must still get it.
-                    outln!("{}", r.secret)?;
+                    // and `| head -1` must still get it. If it cannot be written, the token is
+                    // useless: that is a failure (not the quiet end of a closed pipe), naming
+                    // the token to revoke.
+                    outln!("{}", r.secret).map_err(|e| {
+                        anyhow::anyhow!(
+                            "enrolment token {} was created but its secret could not be written ({e}); revoke it with `commscanctl tokens revoke {}`",
+                            t.token_id,
+                            t.token_id
+                        )
+                    })?;
                     outln!(
                         "enrolment token {} for '{}' (expires {}, uses {}); the secret above is shown once: give it to `commscan-agent enroll` via COMMSCAN_ENROLL_TOKEN",
                         t.token_id,

@@ -15,13 +15,14 @@ use std::path::{Path, PathBuf};
 pub(crate) const MAX_DIR_ENTRIES: usize = 100_000;
 
 /// Splits a Windows path (`\` or `/` separated) into components, dropping empty and `.` ones.
-/// `None` if it climbs with `..`.
+/// `None` if it climbs with `..` or a component holds `:` (a drive such as `D:`, joined to a
+/// folder on Windows, would replace it).
 pub(crate) fn components(path: &str) -> Option<Vec<&str>> {
     let parts: Vec<&str> = path
         .split(['\\', '/'])
         .filter(|p| !p.is_empty() && *p != ".")
         .collect();
-    (!parts.contains(&"..")).then_some(parts)
+    (!parts.iter().any(|p| *p == ".." || p.contains(':'))).then_some(parts)
 }
 
 /// Resolves `components` below `base`, each matched exactly or else case-insensitively.
