@@ -371,10 +371,11 @@ fn service_dirs(config: Option<&std::path::Path>) -> anyhow::Result<service::Dir
 
 #[cfg(windows)]
 fn service_command(action: ServiceAction) -> anyhow::Result<()> {
-    let print_access = |access: Vec<(PathBuf, String)>| {
+    let print_access = |access: Vec<(PathBuf, String)>| -> anyhow::Result<()> {
         for (dir, sddl) in access {
             outln!("{}: access {sddl}", dir.display())?;
         }
+        Ok(())
     };
     match action {
         ServiceAction::Install { config } => {
@@ -387,10 +388,10 @@ fn service_command(action: ServiceAction) -> anyhow::Result<()> {
                 exe.display(),
                 commscan_agent::service::SERVICE_NAME
             )?;
-            print_access(access);
+            print_access(access)?;
         }
         ServiceAction::Configure { config } => {
-            print_access(service::configure(&service_dirs(config.as_deref())?)?);
+            print_access(service::configure(&service_dirs(config.as_deref())?)?)?;
         }
         ServiceAction::Stop => {
             let was_running = service::stop()?;
