@@ -429,32 +429,25 @@ impl Query for QueryService {
         let r = request.into_inner();
         blocking(&self.0, move |c| {
             let who = c.authenticate(token.as_deref(), mark)?;
+            // A malformed request is named only to whoever may classify there.
+            let refuse = |why: &str| -> Result<usize, CollectorError> {
+                crate::auth::authorize(
+                    &who,
+                    crate::auth::Access::ManageDevices,
+                    Some(&r.organisation),
+                )?;
+                Err(CollectorError::InvalidArgument(why.into()))
+            };
             if r.unmap {
                 if r.dismiss || !r.product.is_empty() {
-                    crate::auth::authorize(
-                        &who,
-                        crate::auth::Access::ManageDevices,
-                        Some(&r.organisation),
-                    )?;
-                    return Err(CollectorError::InvalidArgument(
-                        "unmap: give neither product nor dismiss".into(),
-                    ));
+                    return refuse("unmap: give neither product nor dismiss");
                 }
                 return c.unclassify_candidate(&who, &r.organisation, &r.name);
             }
             let decision = match (r.dismiss, r.product.is_empty()) {
                 (true, true) => Classification::Dismissed,
                 (false, false) => Classification::Product { product: r.product },
-                _ => {
-                    crate::auth::authorize(
-                        &who,
-                        crate::auth::Access::ManageDevices,
-                        Some(&r.organisation),
-                    )?;
-                    return Err(CollectorError::InvalidArgument(
-                        "give either product or dismiss".into(),
-                    ));
-                }
+                _ => return refuse("give either product or dismiss"),
             };
             c.classify_candidate(&who, &r.organisation, &r.name, decision)
         })
