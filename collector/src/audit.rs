@@ -301,9 +301,22 @@ impl Collector {
         detail: String,
         write: impl FnOnce() -> Result<T, CollectorError>,
     ) -> Result<T, CollectorError> {
+        self.audited_as(who.actor(), action, organisation, detail, write)
+    }
+
+    /// [`Collector::audited`] for an action taken by `actor`, a person's or the collector's
+    /// own (`federation <ministry>` adopting the ministry's rules).
+    pub(crate) fn audited_as<T>(
+        &self,
+        actor: String,
+        action: &str,
+        organisation: Option<&str>,
+        detail: String,
+        write: impl FnOnce() -> Result<T, CollectorError>,
+    ) -> Result<T, CollectorError> {
         let entry = AuditRecord {
             at: self.now(),
-            actor: who.actor(),
+            actor,
             action: action.to_owned(),
             organisation: organisation.map(str::to_owned),
             allowed: true,

@@ -102,6 +102,9 @@ pub struct Collector {
     metrics: crate::metrics::Metrics,
     /// Where alerts go (see [`crate::alerts`]); set once, before serving.
     alerts: std::sync::OnceLock<Arc<crate::alerts::Alerts>>,
+    /// Keys whose signed catalogs this collector accepts (`[rules] catalog_keys`); empty:
+    /// signatures are left to the agents ([`crate::catalog_trust`]).
+    catalog_keys: Vec<commscan_core::signed_catalog::CatalogPublicKey>,
 }
 
 /// Default staleness window: three missed hourly reports.
@@ -162,7 +165,22 @@ impl Collector {
             bound_counters: crate::ingest::BoundCounters::default(),
             refusals: Default::default(),
             alerts: Default::default(),
+            catalog_keys: Vec::new(),
         }
+    }
+
+    /// With the keys whose signed catalogs it accepts (see [`crate::catalog_trust`]).
+    pub(crate) fn with_catalog_keys(
+        mut self,
+        keys: Vec<commscan_core::signed_catalog::CatalogPublicKey>,
+    ) -> Collector {
+        self.catalog_keys = keys;
+        self
+    }
+
+    /// The keys whose signed catalogs it accepts; empty when none are configured.
+    pub(crate) fn catalog_keys(&self) -> &[commscan_core::signed_catalog::CatalogPublicKey] {
+        &self.catalog_keys
     }
 
     /// With `clock` (see [`Collector::set_clock`]).

@@ -24,6 +24,7 @@
 //! policy = "policy.toml"
 //! catalog = "catalog.toml"
 //! registers = "registers.toml"
+//! catalog_keys = ["ed25519:<64 hex>"] # signed catalogs must carry a signature by one of these
 //! [rules.organisations]            # a policy per organisation
 //! acme = "acme.policy.toml"
 //!
@@ -33,6 +34,7 @@
 //! upstream_cert = "enterprise.crt"
 //! upstream_key = "enterprise.key"
 //! push_interval = "15m"
+//! fetch_registers = false          # an enterprise taking its ministry's registers too
 //! stale_after = "45m"              # a ministry: an enterprise silent this long is stale
 //!
 //! [limits]                         # the network edge (ARCHITECTURE.md, "Bounds")
@@ -126,6 +128,7 @@ struct RawRules {
     policy: Option<Spanned<String>>,
     catalog: Option<Spanned<String>>,
     registers: Option<Spanned<String>>,
+    catalog_keys: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     organisations: BTreeMap<String, Spanned<String>>,
 }
@@ -138,6 +141,7 @@ struct RawFederation {
     upstream_cert: Option<Spanned<String>>,
     upstream_key: Option<Spanned<String>>,
     push_interval: Option<Spanned<String>>,
+    fetch_registers: Option<Spanned<bool>>,
     stale_after: Option<Spanned<String>>,
 }
 
@@ -181,6 +185,10 @@ pub struct Overrides {
     pub catalog: Option<PathBuf>,
     /// `--registers`.
     pub registers: Option<PathBuf>,
+    /// `--catalog-key` (repeatable); given, they replace the file's.
+    pub catalog_keys: Vec<String>,
+    /// `--fetch-registers`.
+    pub fetch_registers: Option<bool>,
     /// `--upstream`.
     pub upstream: Option<String>,
     /// `--upstream-ca`.
@@ -243,6 +251,8 @@ pub struct Settings {
     pub store: Option<StoreSettings>,
     /// The rules files.
     pub rules: RulesConfig,
+    /// Keys whose signed catalogs this collector accepts ([`crate::catalog_trust`]).
+    pub catalog_keys: Vec<commscan_core::signed_catalog::CatalogPublicKey>,
     /// The ministry to push to, unresolved (its files are read when `serve` starts).
     pub upstream: UpstreamFlags,
     /// On a ministry, how long an enterprise's rows stay fresh.
@@ -337,6 +347,7 @@ pub fn resolve(file: Option<&(PathBuf, String)>, flags: Overrides) -> Result<Set
 
     let store = store(&mut c, &flags, &raw.store, &path_of);
     let rules = rules(&mut c, &flags, &raw.rules, &path_of);
+    let catalog_keys = catalog_keys(&mut c, &flags, &raw.rules);
     let data_dir = flags
         .data_dir
         .or_else(|| raw.data_dir.as_ref().map(path_of))
@@ -396,6 +407,10 @@ pub fn resolve(file: Option<&(PathBuf, String)>, flags: Overrides) -> Result<Set
             .or_else(|| file_path(&fed.upstream_cert)),
         key: flags.upstream_key.or_else(|| file_path(&fed.upstream_key)),
         interval: push_interval,
+        fetch_registers: flags
+            .fetch_registers
+            .or_else(|| fed.fetch_registers.as_ref().map(|v| *v.get_ref()))
+            .unwrap_or(false),
     };
 
     let l = &raw.limits;
@@ -535,6 +550,7 @@ pub fn resolve(file: Option<&(PathBuf, String)>, flags: Overrides) -> Result<Set
         metrics_listen,
         store,
         rules,
+        catalog_keys,
         upstream,
         federation_stale_after,
         limits,
@@ -708,6 +724,41 @@ fn store(
 
 /// `[rules]` and the rules flags. An organisation's policy from the command line replaces the
 /// file's for that organisation.
+/// Most keys in `catalog_keys` (as for agents).
+pub const MAX_CATALOG_KEYS: usize = 16;
+
+/// `--catalog-key` flags, else `[rules] catalog_keys`; each must read `ed25519:<64 hex>`.
+fn catalog_keys(
+    c: &mut Check,
+    flags: &Overrides,
+    raw: &RawRules,
+) -> Vec<commscan_core::signed_catalog::CatalogPublicKey> {
+    let (given, origin): (Vec<String>, Origin) = if !flags.catalog_keys.is_empty() {
+        (flags.catalog_keys.clone(), Origin::Flag("--catalog-key"))
+    } else if let Some(v) = &raw.catalog_keys {
+        (v.get_ref().clone(), Origin::File(v.span()))
+    } else {
+        return Vec::new();
+    };
+    if given.len() > MAX_CATALOG_KEYS {
+        c.problem(
+            origin.clone(),
+            "rules.catalog_keys",
+            format!("{} keys, more than {MAX_CATALOG_KEYS}", given.len()),
+        );
+        return Vec::new();
+    }
+    let mut keys = Vec::new();
+    for (i, k) in given.iter().enumerate() {
+        match k.parse() {
+            Ok(key) if !keys.contains(&key) => keys.push(key),
+            Ok(_) => {}
+            Err(e) => c.problem(origin.clone(), &format!("rules.catalog_keys[{i}]"), e),
+        }
+    }
+    keys
+}
+
 fn rules(
     c: &mut Check,
     flags: &Overrides,
@@ -880,6 +931,35 @@ mod tests {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }
         assert_eq!(err.0.len(), 7, "{text}");
+    }
+
+    #[test]
+    fn catalog_keys_come_from_the_file_or_the_flags_and_a_bad_one_is_named_at_its_line() {
+        let good = format!("ed25519:{}", "ab".repeat(32));
+        let other = format!("ed25519:{}", "cd".repeat(32));
+        let f = file(&format!(
+            "[rules]\ncatalog_keys = [\"{good}\"]\n[federation]\nfetch_registers = true\n"
+        ));
+        let s = resolve(Some(&f), Overrides::default()).unwrap();
+        assert_eq!(s.catalog_keys, vec![good.parse().unwrap()]);
+        assert!(s.upstream.fetch_registers);
+        let s = resolve(
+            Some(&f),
+            Overrides {
+                catalog_keys: vec![other.clone()],
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.catalog_keys, vec![other.parse().unwrap()]);
+        let err = resolve(
+            Some(&file("\n[rules]\ncatalog_keys = [\"ed25519:00\"]\n")),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert_eq!(err.0[0].line, Some(3), "{err}");
+        assert_eq!(err.0[0].key, "rules.catalog_keys[0]", "{err}");
     }
 
     #[test]

@@ -139,6 +139,8 @@ pub struct OpenSettings {
     pub federation_stale_after: std::time::Duration,
     /// The PostgreSQL store to use instead of the data directory's sled store.
     pub postgres: Option<crate::store::pg_store::PgConfig>,
+    /// Keys whose signed catalogs are accepted ([`crate::catalog_trust`]); empty: none checked.
+    pub catalog_keys: Vec<commscan_core::signed_catalog::CatalogPublicKey>,
 }
 
 impl Default for OpenSettings {
@@ -147,6 +149,7 @@ impl Default for OpenSettings {
             clock: system_clock(),
             federation_stale_after: crate::collector::DEFAULT_FEDERATION_STALE_AFTER,
             postgres: None,
+            catalog_keys: Vec::new(),
         }
     }
 }
@@ -384,6 +387,8 @@ impl Layout {
         )
         .map_err(|e| LayoutError::Invalid(e.to_string()))?;
         let rules = Rules::load(rules).map_err(|e| LayoutError::Invalid(format!("rules: {e}")))?;
+        crate::catalog_trust::check(&rules, &settings.catalog_keys)
+            .map_err(|e| LayoutError::Invalid(format!("rules: {e}")))?;
         let store: Arc<dyn Store> = match &settings.postgres {
             Some(pg) => Arc::new(
                 crate::store::pg_store::PgStore::open(pg)
@@ -402,7 +407,8 @@ impl Layout {
         };
         let collector = Collector::new(store, rules, authority, ca_pem, trust_domain)
             .with_clock(settings.clock.clone())
-            .with_federation_stale_after(settings.federation_stale_after);
+            .with_federation_stale_after(settings.federation_stale_after)
+            .with_catalog_keys(settings.catalog_keys.clone());
         // Rules applied through the API override the files; stored rules that no longer
         // validate against the files are reported, and the files judge until they are fixed.
         if let Err(e) = collector.refresh_rules() {

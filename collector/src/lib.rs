@@ -24,6 +24,7 @@
 //! | [`federation`] | enterprise → ministry aggregates: issuing enterprise certificates, pushing; the ministry side (its own type) receiving, freshness |
 //! | [`auth`] | bearer tokens → principals; the one authorisation function |
 //! | [`compliance`] | catalog, registers and policy in force; judging a device |
+//! | [`catalog_trust`] | the collector's own check of signed catalogs against `catalog_keys` |
 //! | [`store`] | the storage traits (devices and aggregates; tokens and people; audit; federated rows), their records, the sled backend |
 //! | [`secrets`] | token generation and hashing |
 //! | [`error`] | the domain error and its wire codes |
@@ -50,6 +51,7 @@ pub(crate) mod audit;
 pub mod auth;
 pub mod backup;
 pub mod catalog_signing;
+pub mod catalog_trust;
 pub(crate) mod classify;
 pub mod cluster;
 pub mod collector;

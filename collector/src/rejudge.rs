@@ -26,6 +26,10 @@ pub enum ReloadError {
     /// The new rules are invalid; the previous ones stay in force.
     #[error("reload refused, previous policy stays in force: {0}")]
     Invalid(#[from] Problems),
+    /// The new catalog is signed by none of the collector's catalog keys; the previous rules
+    /// stay in force.
+    #[error("reload refused, previous policy stays in force: {0}")]
+    Untrusted(#[from] crate::catalog_trust::Untrusted),
     /// Re-judging failed part-way; the new rules are in force and the next report or reload
     /// finishes the job.
     #[error("re-judging devices: {0}")]
@@ -98,6 +102,7 @@ impl Collector {
         let base = Sources::read(config)?;
         let stored = self.store().current_rules().map_err(CollectorError::from)?;
         let rules = Rules::parse(base.overlay(&stored))?;
+        crate::catalog_trust::check(&rules, self.catalog_keys())?;
         let id = rules.policy.id.clone();
         self.set_base_rules(base);
         self.replace_rules(rules);

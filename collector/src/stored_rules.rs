@@ -131,7 +131,7 @@ impl Collector {
         note: &str,
     ) -> Result<Applied, CollectorError> {
         self.check_rules(who, Access::ManagePolicy, kind, organisation, "apply")?;
-        self.store_rules(who, kind, organisation, text, note, "apply")
+        self.store_rules(&who.actor(), kind, organisation, text, note, "apply")
     }
 
     /// Applies the text of an earlier `version` again, as a new version.
@@ -153,12 +153,21 @@ impl Collector {
                 ))
             })?;
         let note = format!("rollback to version {version}");
-        self.store_rules(who, kind, organisation, &old.text, &note, "rollback")
+        self.store_rules(
+            &who.actor(),
+            kind,
+            organisation,
+            &old.text,
+            &note,
+            "rollback",
+        )
     }
 
-    fn store_rules(
+    /// Validates, stores (audited as `actor`), puts in force, re-judges and announces; the
+    /// one path of every rules change, whoever makes it.
+    pub(crate) fn store_rules(
         &self,
-        who: &Principal,
+        actor: &str,
         kind: RulesKind,
         organisation: Option<&str>,
         text: &str,
@@ -194,7 +203,12 @@ impl Collector {
         };
         let mut candidate = in_force.sources.clone();
         candidate.set(kind, organisation, proposed.clone());
-        Rules::parse(candidate).map_err(|p| CollectorError::InvalidArgument(p.to_string()))?;
+        let parsed =
+            Rules::parse(candidate).map_err(|p| CollectorError::InvalidArgument(p.to_string()))?;
+        if kind == RulesKind::Catalog {
+            crate::catalog_trust::check(&parsed, self.catalog_keys())
+                .map_err(|e| CollectorError::InvalidArgument(format!("text: {e}")))?;
+        }
         let (diff, added, removed) = diff(&old, &proposed);
         let current_stored = self.store().rules_version(kind, organisation, None)?;
         let stored_is_same = current_stored.as_ref().is_some_and(|v| v.text == text);
@@ -212,16 +226,17 @@ impl Collector {
             scope_text(kind, organisation),
             &crate::secrets::hash(text)[..16]
         );
-        let stored = self.audited(who, &action(kind, verb), organisation, detail, || {
-            Ok(self.store().append_rules(
-                kind,
-                organisation,
-                text,
-                &who.actor(),
-                &note,
-                self.now(),
-            )?)
-        })?;
+        let stored = self.audited_as(
+            actor.to_owned(),
+            &action(kind, verb),
+            organisation,
+            detail,
+            || {
+                Ok(self
+                    .store()
+                    .append_rules(kind, organisation, text, actor, &note, self.now())?)
+            },
+        )?;
         let rules = self.stored_rules()?;
         let scope = match (kind, organisation) {
             (RulesKind::Policy, Some(org)) => Some(org.to_owned()),
@@ -254,11 +269,14 @@ impl Collector {
     /// The base with every stored version laid over it, parsed and validated.
     fn stored_rules(&self) -> Result<Rules, CollectorError> {
         let stored = self.store().current_rules()?;
-        Rules::parse(self.base_rules().overlay(&stored)).map_err(|p| {
+        let rules = Rules::parse(self.base_rules().overlay(&stored)).map_err(|p| {
             CollectorError::FailedPrecondition(format!(
                 "the stored rules do not validate against this collector's files: {p}"
             ))
-        })
+        })?;
+        crate::catalog_trust::check(&rules, self.catalog_keys())
+            .map_err(|e| CollectorError::FailedPrecondition(format!("the stored catalog: {e}")))?;
+        Ok(rules)
     }
 
     /// Puts the stored rules in force if they differ from what is in force (another collector
@@ -277,6 +295,11 @@ impl Collector {
         let rules = Rules::parse(sources).map_err(|p| {
             CollectorError::FailedPrecondition(format!(
                 "the stored rules do not validate against this collector's files, the previous rules stay in force: {p}"
+            ))
+        })?;
+        crate::catalog_trust::check(&rules, self.catalog_keys()).map_err(|e| {
+            CollectorError::FailedPrecondition(format!(
+                "the stored catalog, the previous rules stay in force: {e}"
             ))
         })?;
         self.replace_rules(rules);

@@ -134,6 +134,7 @@ async fn world(interval: Duration) -> World {
             clock: clock.clock(),
             federation_stale_after: WINDOW,
             postgres: None,
+            ..OpenSettings::default()
         },
         upstream: None,
         ..Default::default()
@@ -569,4 +570,164 @@ async fn a_change_made_while_the_ministry_is_down_arrives_once_it_is_back() {
         ],
     )
     .await;
+}
+
+/// The embedded catalog with one more dpkg product, `id`.
+fn catalog_with(id: &str) -> String {
+    format!(
+        "{}\n[[product]]\nid = \"{id}\"\nname = \"{id}\"\nvendor = \"test\"\ncountry = \"RU\"\ncategories = [\"messenger\"]\nstatus = \"active\"\n\n[[product.signature]]\nkind = \"dpkg\"\nvalues = [\"{id}\"]\nsource = \"test\"\n",
+        commscan_core::catalog::EMBEDDED_CATALOG
+    )
+}
+
+/// Applies `text` as the catalog or the registers of `c`, as its administrator.
+async fn apply(c: &TestCollector, kind: v1::RulesKind, text: &str) {
+    c.admin_as(&c.admin_token)
+        .await
+        .apply_rules(v1::ApplyRulesRequest {
+            kind: kind as i32,
+            organisation: String::new(),
+            text: text.to_owned(),
+            note: "ministry file".into(),
+        })
+        .await
+        .expect("apply");
+}
+
+/// An enterprise of `ministry` that accepts catalogs signed by `keys` and fetches every
+/// 200 ms.
+async fn fetching_enterprise(
+    ministry: &TestCollector,
+    id: &str,
+    keys: Vec<commscan_core::signed_catalog::CatalogPublicKey>,
+    fetch_registers: bool,
+) -> TestCollector {
+    let out = issued(ministry, id);
+    ministry
+        .layout
+        .issue_enterprise(id, &["acme".to_owned()], &out)
+        .expect("issue");
+    let mut upstream = Upstream::from_pem(
+        &ministry.url,
+        &read(out.join("ministry-ca.crt")),
+        &read(out.join("enterprise.crt")),
+        &read(out.join("enterprise.key")),
+        Duration::from_secs(3600),
+    )
+    .expect("upstream");
+    upstream.change_poll = Duration::from_millis(200);
+    upstream.fetch_interval = Duration::from_millis(200);
+    upstream.fetch_registers = fetch_registers;
+    TestCollector::start_with(StartOptions {
+        trust_domain: format!("{id}.test"),
+        settings: OpenSettings {
+            catalog_keys: keys,
+            ..OpenSettings::default()
+        },
+        upstream: Some(upstream),
+        ..Default::default()
+    })
+    .await
+}
+
+/// The signed release in force at `c`, 0 without one.
+fn release_in_force(c: &TestCollector) -> u64 {
+    c.domain()
+        .rules()
+        .signed_catalog
+        .as_ref()
+        .map_or(0, |s| s.release)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_enterprise_adopts_the_ministrys_signed_catalog_only_when_its_own_keys_verify_it() {
+    use commscan_core::signed_catalog::{CatalogSigningKey, SignedCatalog};
+    let (key, _) = CatalogSigningKey::generate().unwrap();
+    let (other, _) = CatalogSigningKey::generate().unwrap();
+    let ministry = TestCollector::start_with(StartOptions {
+        trust_domain: "ministry.test".into(),
+        ..Default::default()
+    })
+    .await;
+    let envelope = SignedCatalog::sign(&catalog_with("newmsgr"), 2, &[&key]).unwrap();
+    apply(&ministry, v1::RulesKind::Catalog, &envelope).await;
+    let registers = format!(
+        "{}\n# amended by the ministry\n",
+        ministry.domain().rules().sources.registers.text
+    );
+    apply(&ministry, v1::RulesKind::Registers, &registers).await;
+
+    // Trusting the key, e1 adopts release 2 unchanged (the bytes its agents will be sent),
+    // with its history naming the ministry as author, and the registers it asked for.
+    let e1 = fetching_enterprise(&ministry, "e1", vec![key.public_key()], true).await;
+    wait_until(PATIENCE, "e1 adopts release 2", || async {
+        (release_in_force(&e1) == 2).then_some(())
+    })
+    .await;
+    let served = e1.domain().rules().signed_catalog.clone().unwrap();
+    assert_eq!(served.bytes, envelope.as_bytes());
+    assert!(e1.domain().rules().catalog.product("newmsgr").is_some());
+    let stored = e1
+        .domain()
+        .store()
+        .rules_version(commscan_collector::store::RulesKind::Catalog, None, None)
+        .unwrap()
+        .expect("a stored catalog version");
+    assert_eq!(stored.author, format!("federation {}", ministry.url));
+    wait_until(PATIENCE, "e1 takes the ministry's registers", || async {
+        (e1.domain().rules().sources.registers.text == registers).then_some(())
+    })
+    .await;
+
+    // e2 trusts another key, e3 none, e4 the key but not the registers: none adopts what it
+    // must not, and e2 and e3 audit why they refused release 2.
+    let e2 = fetching_enterprise(&ministry, "e2", vec![other.public_key()], true).await;
+    let e3 = fetching_enterprise(&ministry, "e3", Vec::new(), false).await;
+    let e4 = fetching_enterprise(&ministry, "e4", vec![key.public_key()], false).await;
+    wait_until(PATIENCE, "e4 adopts release 2", || async {
+        (release_in_force(&e4) == 2).then_some(())
+    })
+    .await;
+    for (e, why) in [(&e2, "unsigned"), (&e3, "catalog_keys")] {
+        wait_until(PATIENCE, "the refusal audited", || async {
+            let log = e.domain().store().audit(0, 1000).unwrap();
+            log.iter()
+                .find(|(_, r)| r.action == "catalog.fetch" && !r.allowed)
+                .map(|(_, r)| assert!(r.detail.contains(why), "{}", r.detail))
+        })
+        .await;
+    }
+    assert_eq!(
+        release_in_force(&e2),
+        0,
+        "e2 must refuse a catalog its keys do not verify"
+    );
+    assert_eq!(release_in_force(&e3), 0, "e3 has no keys to verify with");
+    assert!(e2.domain().rules().catalog.product("newmsgr").is_none());
+    assert_ne!(e4.domain().rules().sources.registers.text, registers);
+    // The ministry's catalog in force at e2 stays the embedded one; its registers (which
+    // name no product outside it) were still taken.
+    assert_eq!(e2.domain().rules().sources.registers.text, registers);
+
+    // An administrator of e1 applying a catalog signed by a key e1 does not hold is refused
+    // before anything is stored: release 2 stays in force.
+    let forged = SignedCatalog::sign(&catalog_with("forged"), 3, &[&other]).unwrap();
+    let err = e1
+        .admin_as(&e1.admin_token)
+        .await
+        .apply_rules(v1::ApplyRulesRequest {
+            kind: v1::RulesKind::Catalog as i32,
+            organisation: String::new(),
+            text: forged,
+            note: "forged".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("release 3 refused"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(release_in_force(&e1), 2);
 }

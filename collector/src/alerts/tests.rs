@@ -41,6 +41,7 @@ fn fixture(toml: &str) -> Fixture {
         }),
         federation_stale_after: Duration::from_secs(600),
         postgres: None,
+        ..OpenSettings::default()
     };
     let (c, _) = layout.open_with(&Default::default(), &settings).unwrap();
     let config: config::AlertsConfig =

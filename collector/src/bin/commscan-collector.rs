@@ -188,6 +188,11 @@ struct RulesArgs {
     /// Registers file replacing the embedded registers.
     #[arg(long, env = "COMMSCAN_REGISTERS")]
     registers: Option<PathBuf>,
+    /// A public key (`ed25519:<64 hex>`, printed by `catalog keygen`) whose signed catalogs
+    /// this collector accepts (repeatable). With any, a signed catalog signed by none of them
+    /// is refused, and an enterprise adopts its ministry's signed catalog.
+    #[arg(long = "catalog-key")]
+    catalog_keys: Vec<String>,
 }
 
 /// `serve` and `validate`: the configuration file, and flags (or their environment
@@ -229,6 +234,9 @@ struct SettingsArgs {
     /// Enterprise: push at least this often, and soon after every change [default: 15m].
     #[arg(long, value_parser = commscan_core::duration::parse_duration)]
     push_interval: Option<Duration>,
+    /// Enterprise: take the ministry's registers too (they replace this collector's).
+    #[arg(long)]
+    fetch_registers: bool,
     /// Ministry: an enterprise whose last push is older than this shows as stale (keep it
     /// at about three push intervals) [default: 45m].
     #[arg(long, value_parser = commscan_core::duration::parse_duration)]
@@ -253,6 +261,8 @@ impl SettingsArgs {
             org_policies: self.rules.org_policies,
             catalog: self.rules.catalog,
             registers: self.rules.registers,
+            catalog_keys: self.rules.catalog_keys,
+            fetch_registers: self.fetch_registers.then_some(true),
             upstream: self.upstream,
             upstream_ca: self.upstream_ca,
             upstream_cert: self.upstream_cert,
@@ -346,6 +356,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let open = OpenSettings {
                 federation_stale_after: settings.federation_stale_after,
                 postgres: postgres(&settings)?,
+                catalog_keys: settings.catalog_keys.clone(),
                 ..OpenSettings::default()
             };
             let (collector, tls) = Layout::new(&data_dir).open_with(&rules, &open)?;
@@ -571,6 +582,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let open = OpenSettings {
                 federation_stale_after: settings.federation_stale_after,
                 postgres: postgres(&settings)?,
+                catalog_keys: settings.catalog_keys.clone(),
                 ..OpenSettings::default()
             };
             let (collector, _) = Layout::new(data_dir)

@@ -319,6 +319,7 @@ mod tests {
             }),
             federation_stale_after: Duration::from_secs(600),
             postgres: None,
+            ..OpenSettings::default()
         };
         let (c, _) = layout.open_with(&Default::default(), &settings).unwrap();
         Ministry {

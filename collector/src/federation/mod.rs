@@ -14,6 +14,7 @@
 //! | [`issue`] | the ministry operator issues an enterprise certificate, offline, from the ministry's CA |
 //! | [`upstream`] | the enterprise side's settings: the ministry's URL, CA, and the enterprise certificate |
 //! | [`push`] | the enterprise side: a background task pushing its aggregates, periodically and on change |
+//! | [`fetch`] | the rules a ministry publishes (its signed catalog, its registers) and how an enterprise adopts them |
 //! | [`ministry`] | the ministry side ([`ministry::Ministry`]): who may push what, validation, storing, freshness |
 //!
 //! **Identity.** An enterprise authenticates with a client certificate issued by the ministry's
@@ -42,6 +43,7 @@
 //! default 15-minute interval; `serve --federation-stale-after`). Stale rows keep their last
 //! figures for reference, but fleet totals count all their devices as stale, never compliant.
 
+pub(crate) mod fetch;
 pub mod issue;
 pub(crate) mod ministry;
 pub mod push;

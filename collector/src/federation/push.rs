@@ -24,6 +24,11 @@
 //! holder's lock connection break while it keeps running, two may push for a while: harmless,
 //! since each push is a full snapshot the ministry applies atomically.
 //!
+//! **Rules from the ministry.** After every delivered push, and every `fetch_interval`
+//! (default 5 min, never beyond the push interval), the same task asks the ministry for the
+//! rules it publishes and adopts them ([`super::fetch`]): a failed fetch is logged and tried
+//! again at the next one; it never delays a push.
+//!
 //! **Never in the way of ingest.** The task only reads the store, on the blocking pool; the
 //! verdict-change subscription is a bounded broadcast whose laggards miss events (and then
 //! simply push), never slowing the sender.
@@ -55,6 +60,9 @@ pub(crate) const PUSH_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const RETRY_BASE: Duration = Duration::from_secs(1);
 /// Largest retry delay.
 pub(crate) const RETRY_CAP: Duration = Duration::from_secs(5 * 60);
+/// Default interval between fetches of the ministry's published rules (also after every
+/// delivered push).
+pub const DEFAULT_FETCH_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// How often a collector that does not push tries to take over pushing.
 pub const LEAD_RETRY: Duration = Duration::from_secs(10);
 
@@ -181,6 +189,67 @@ async fn push_once(
         .map_err(|e| PushError::Transport(TransportError::Protocol(e)))
 }
 
+/// Asks the ministry for the rules it publishes beyond what this collector holds.
+async fn fetch_once(
+    client: &mut Option<FederationClient<Channel>>,
+    upstream: &Upstream,
+    held: &super::fetch::Held,
+) -> Result<super::fetch::Published, PushError> {
+    let c = match client {
+        Some(c) => c,
+        None => {
+            let ch = channel(
+                &upstream.url,
+                &upstream.ca_pem,
+                Some((&upstream.cert_pem, &upstream.key_pem)),
+            )
+            .await?;
+            client.insert(FederationClient::new(ch))
+        }
+    };
+    let request = crate::grpc::federation::held_to_wire(held);
+    let answer = tokio::time::timeout(PUSH_TIMEOUT, c.fetch_rules(request))
+        .await
+        .map_err(|_| PushError::Timeout(PUSH_TIMEOUT))??
+        .into_inner();
+    Ok(crate::grpc::federation::published_from_wire(answer))
+}
+
+/// Fetches and adopts the ministry's published rules; failures are logged, never returned.
+async fn fetch_and_adopt(
+    collector: &Arc<Collector>,
+    client: &mut Option<FederationClient<Channel>>,
+    upstream: &Upstream,
+    refused: &mut super::fetch::Refused,
+) {
+    let held = collector.held_rules(upstream.fetch_registers, refused);
+    let published = match fetch_once(client, upstream, &held).await {
+        Ok(p) => p,
+        Err(e) => {
+            if e.is_retriable() {
+                *client = None;
+            }
+            tracing::warn!(upstream = %upstream.url, error = %e, "federation: cannot fetch the ministry's rules; trying again later");
+            return;
+        }
+    };
+    if published.signed_catalog.is_none() && published.registers.is_none() {
+        return;
+    }
+    let c = collector.clone();
+    let (url, take_registers) = (upstream.url.clone(), upstream.fetch_registers);
+    let mut r = refused.clone();
+    match tokio::task::spawn_blocking(move || {
+        let adopted = c.adopt_published(&url, &published, take_registers, &mut r);
+        (adopted, r)
+    })
+    .await
+    {
+        Ok((_, r)) => *refused = r,
+        Err(e) => tracing::error!(error = %e, "federation: adopting the ministry's rules failed"),
+    }
+}
+
 /// Pushes until `shutdown` fires. Never returns an error: failures are logged and retried.
 pub async fn run(collector: Arc<Collector>, upstream: Upstream, shutdown: CancellationToken) {
     let who = &upstream.identity;
@@ -194,6 +263,9 @@ pub async fn run(collector: Arc<Collector>, upstream: Upstream, shutdown: Cancel
     let mut retry: Option<(u32, Instant)> = None;
     let mut warned_not_granted = BTreeSet::new();
     let mut warned_window = false;
+    // When the ministry's rules were last asked for, and what was refused of them.
+    let mut fetched: Option<Instant> = None;
+    let mut refused = super::fetch::Refused::default();
     loop {
         let c = collector.clone();
         let id = who.clone();
@@ -242,6 +314,7 @@ pub async fn run(collector: Arc<Collector>, upstream: Upstream, shutdown: Cancel
                         }
                         delivered = Some((Instant::now(), snapshot));
                         retry = None;
+                        fetched = None;
                     }
                     Err(e) => {
                         let failures = retry.map_or(1, |(n, _)| n.saturating_add(1));
@@ -259,6 +332,13 @@ pub async fn run(collector: Arc<Collector>, upstream: Upstream, shutdown: Cancel
                     }
                 }
             }
+        }
+        if fetched.is_none_or(|at| at.elapsed() >= upstream.fetch_interval) && retry.is_none() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                () = fetch_and_adopt(&collector, &mut client, &upstream, &mut refused) => {}
+            }
+            fetched = Some(Instant::now());
         }
         let mut wake = Instant::now() + upstream.change_poll;
         if let Some((_, not_before)) = retry {

@@ -3,7 +3,7 @@
 //! push failing every interval. The enterprise's identity and the organisations it may push are
 //! read from its own certificate.
 
-use super::push::DEFAULT_CHANGE_POLL;
+use super::push::{DEFAULT_CHANGE_POLL, DEFAULT_FETCH_INTERVAL};
 use commscan_core::identity::EnterpriseIdentity;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -51,6 +51,8 @@ pub struct UpstreamFlags {
     pub key: Option<PathBuf>,
     /// `--push-interval`.
     pub interval: Duration,
+    /// `--fetch-registers`: take the ministry's registers.
+    pub fetch_registers: bool,
 }
 
 impl UpstreamFlags {
@@ -84,7 +86,7 @@ impl UpstreamFlags {
             path: ca.clone(),
             message: e.to_string(),
         })?;
-        let upstream = Upstream::from_pem(url, &ca_pem, &cert_pem, &key_pem, self.interval)
+        let mut upstream = Upstream::from_pem(url, &ca_pem, &cert_pem, &key_pem, self.interval)
             .map_err(|e| match e {
                 UpstreamError::Certificate(message) => UpstreamError::File {
                     path: cert.clone(),
@@ -96,6 +98,7 @@ impl UpstreamFlags {
                 },
                 e => e,
             })?;
+        upstream.fetch_registers = self.fetch_registers;
         Ok(Some(upstream))
     }
 }
@@ -117,6 +120,10 @@ pub struct Upstream {
     pub interval: Duration,
     /// Interval between checks for changes.
     pub change_poll: Duration,
+    /// Interval between fetches of the ministry's published rules ([`super::fetch`]).
+    pub fetch_interval: Duration,
+    /// Whether the ministry's registers replace this collector's.
+    pub fetch_registers: bool,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -165,6 +172,8 @@ impl Upstream {
             identity,
             interval,
             change_poll: DEFAULT_CHANGE_POLL,
+            fetch_interval: DEFAULT_FETCH_INTERVAL.min(interval),
+            fetch_registers: false,
         })
     }
 }

@@ -1,4 +1,5 @@
-//! `Federation.PushSummary` adapter (ministry side) and the wire conversions both sides use.
+//! `Federation.PushSummary` and `Federation.FetchRules` adapters (ministry side) and the wire
+//! conversions both sides use.
 //!
 //! The enterprise is the one named by the verified client certificate
 //! ([`crate::federation::ministry::Ministry::federation_peer`]); the organisations of the request are authorised against
@@ -8,6 +9,7 @@
 use super::blocking;
 use crate::collector::Collector;
 use crate::error::CollectorError;
+use crate::federation::fetch::{Held, Published};
 use crate::federation::{OrgSummary, Push, Receipt};
 use crate::store::OrgAggregate;
 use crate::store::records::ProductCounts;
@@ -159,6 +161,73 @@ impl Federation for FederationService {
         })
         .await?;
         Ok(tonic::Response::new(receipt_to_wire(&receipt)))
+    }
+
+    async fn fetch_rules(
+        &self,
+        request: tonic::Request<v1::FetchRulesRequest>,
+    ) -> Result<tonic::Response<v1::FetchRulesResponse>, tonic::Status> {
+        let leaf = request
+            .peer_certs()
+            .and_then(|chain| chain.first().map(|c| c.to_vec()));
+        let remote = request.remote_addr();
+        let held = held_from_wire(request.into_inner()).map_err(super::to_status)?;
+        let published = blocking(&self.0, move |c| {
+            c.ministry().federation_peer(leaf.as_deref(), remote)?;
+            Ok(c.published_rules(&held))
+        })
+        .await?;
+        Ok(tonic::Response::new(published_to_wire(published)))
+    }
+}
+
+/// Wire request of `FetchRules` → what the enterprise holds; errors name the field.
+pub(crate) fn held_from_wire(r: v1::FetchRulesRequest) -> Result<Held, CollectorError> {
+    let registers_sha256 = match r.registers_sha256.as_str() {
+        "" => None,
+        h if h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+        {
+            Some(r.registers_sha256)
+        }
+        _ => {
+            return Err(CollectorError::InvalidArgument(
+                "registers_sha256: 64 lower-case hex digits, or empty".into(),
+            ));
+        }
+    };
+    Ok(Held {
+        catalog_release: r.catalog_release,
+        registers_sha256,
+    })
+}
+
+/// What the enterprise holds → wire request.
+pub(crate) fn held_to_wire(h: &Held) -> v1::FetchRulesRequest {
+    v1::FetchRulesRequest {
+        catalog_release: h.catalog_release,
+        registers_sha256: h.registers_sha256.clone().unwrap_or_default(),
+    }
+}
+
+/// What the ministry publishes → wire response.
+pub(crate) fn published_to_wire(p: Published) -> v1::FetchRulesResponse {
+    v1::FetchRulesResponse {
+        signed_catalog: p.signed_catalog.unwrap_or_default(),
+        catalog_release: p.catalog_release,
+        registers: p.registers.unwrap_or_default(),
+        registers_sha256: p.registers_sha256,
+    }
+}
+
+/// Wire response → what the ministry publishes (empty fields: nothing sent).
+pub(crate) fn published_from_wire(r: v1::FetchRulesResponse) -> Published {
+    Published {
+        signed_catalog: (!r.signed_catalog.is_empty()).then_some(r.signed_catalog),
+        catalog_release: r.catalog_release,
+        registers: (!r.registers.is_empty()).then_some(r.registers),
+        registers_sha256: r.registers_sha256,
     }
 }
 
