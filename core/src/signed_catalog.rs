@@ -418,12 +418,21 @@ impl SignedCatalog {
         if content_digest(content) != digest {
             return Err(EnvelopeError::DigestMismatch);
         }
-        Ok(SignedCatalog {
+        let envelope = SignedCatalog {
             release,
             digest,
             signatures,
             content: content.to_owned(),
-        })
+        };
+        // One spelling per envelope (lower-case hex, no leading zeros, the header in the
+        // order `catalog sign` writes it): two byte strings never carry the same signed
+        // meaning, so a stored or logged envelope identifies what was signed.
+        if envelope.encode() != text {
+            return Err(bad(
+                "not in canonical form (as `commscan-collector catalog sign` writes it: lower-case hex, no leading zeros, release, sha256, signatures, content-length in that order)",
+            ));
+        }
+        Ok(envelope)
     }
 
     /// Checks the signatures against `trusted`, then validates the content as a catalog.

@@ -139,3 +139,100 @@ fn a_corrupt_stored_catalog_is_quarantined_and_the_embedded_one_used() {
         .collect();
     assert_eq!(aside.len(), 1);
 }
+
+/// The files of `dir` whose names contain `part`.
+fn named(dir: &Path, part: &str) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(part))
+        .count()
+}
+
+#[test]
+fn after_the_stored_catalog_is_quarantined_an_older_release_stays_refused() {
+    let (dir, key) = setup();
+    let keys = vec![key.public_key()];
+    let (keeper, _) = CatalogKeeper::open(dir.path(), keys.clone());
+    let three = SignedCatalog::sign(&with_product("three"), 3, &[&key]).unwrap();
+    keeper.offer(three.as_bytes()).unwrap();
+    drop(keeper);
+    // The stored catalog is lost (corrupt, or signed by a key since removed).
+    std::fs::write(dir.path().join(STORED_CATALOG), b"garbage").unwrap();
+    let (again, stored) = CatalogKeeper::open(dir.path(), keys);
+    assert!(stored.is_none());
+    assert_eq!(again.status().release, EMBEDDED_CATALOG_RELEASE);
+    // Release 2, validly signed, is older than what this agent accepted: a replay.
+    let two = SignedCatalog::sign(&with_product("two"), 2, &[&key]).unwrap();
+    let e = again.offer(two.as_bytes()).unwrap_err();
+    assert_eq!(e.code(), "downgrade", "{e}");
+    // Release 3 with other content is refused too; release 3 as accepted is taken back.
+    let other3 = SignedCatalog::sign(&with_product("other"), 3, &[&key]).unwrap();
+    assert_eq!(
+        again.offer(other3.as_bytes()).unwrap_err().code(),
+        "downgrade"
+    );
+    assert!(again.offer(three.as_bytes()).unwrap().contains("three"));
+    assert_eq!(again.status().release, 3);
+}
+
+#[test]
+fn a_corrupt_floor_is_quarantined_and_the_stored_catalog_sets_it_again() {
+    let (dir, key) = setup();
+    let keys = vec![key.public_key()];
+    let (keeper, _) = CatalogKeeper::open(dir.path(), keys.clone());
+    keeper
+        .offer(
+            SignedCatalog::sign(&with_product("three"), 3, &[&key])
+                .unwrap()
+                .as_bytes(),
+        )
+        .unwrap();
+    drop(keeper);
+    std::fs::write(dir.path().join(CATALOG_FLOOR), b"release x\n").unwrap();
+    let (again, stored) = CatalogKeeper::open(dir.path(), keys.clone());
+    assert!(stored.is_some());
+    assert_eq!(named(dir.path(), "catalog.floor.quarantined"), 1);
+    let floor = std::fs::read_to_string(dir.path().join(CATALOG_FLOOR)).unwrap();
+    assert!(floor.starts_with("release 3\n"), "{floor}");
+    let two = SignedCatalog::sign(&with_product("two"), 2, &[&key]).unwrap();
+    assert_eq!(again.offer(two.as_bytes()).unwrap_err().code(), "downgrade");
+}
+
+#[test]
+fn an_oversized_stored_catalog_is_quarantined_without_being_read_whole() {
+    let (dir, key) = setup();
+    let path = dir.path().join(STORED_CATALOG);
+    std::fs::write(&path, vec![b'x'; MAX_SIGNED_CATALOG_BYTES + 10]).unwrap();
+    let (keeper, stored) = CatalogKeeper::open(dir.path(), vec![key.public_key()]);
+    assert!(stored.is_none());
+    assert!(!path.exists());
+    assert_eq!(named(dir.path(), "catalog.signed.quarantined"), 1);
+    assert_eq!(keeper.status().release, EMBEDDED_CATALOG_RELEASE);
+}
+
+#[test]
+fn a_catalog_that_cannot_be_stored_is_not_refused_for_good() {
+    let (dir, key) = setup();
+    let (keeper, _) = CatalogKeeper::open(dir.path(), vec![key.public_key()]);
+    // A non-empty directory where the file goes: the rename fails, like a full disk.
+    std::fs::create_dir_all(dir.path().join(STORED_CATALOG).join("in-the-way")).unwrap();
+    let two = SignedCatalog::sign(&with_product("two"), 2, &[&key]).unwrap();
+    let e = keeper.offer(two.as_bytes()).unwrap_err();
+    assert_eq!(e.code(), "not-stored", "{e}");
+    let status = keeper.status();
+    assert_eq!(status.release, EMBEDDED_CATALOG_RELEASE);
+    assert_eq!(
+        status.refused_release, 0,
+        "the collector must offer it again"
+    );
+    assert!(
+        status.refusal.contains("cannot store"),
+        "{}",
+        status.refusal
+    );
+    // Once the disk is usable again the same release is accepted.
+    std::fs::remove_dir_all(dir.path().join(STORED_CATALOG)).unwrap();
+    keeper.offer(two.as_bytes()).unwrap();
+    assert_eq!(keeper.status().release, 2);
+}

@@ -231,3 +231,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_envelope_not_in_canonical_form_is_refused_although_its_signature_holds() {
+    let (key, _) = CatalogSigningKey::generate().unwrap();
+    let good = SignedCatalog::sign(EMBEDDED_CATALOG, 2, &[&key]).unwrap();
+    let parsed = SignedCatalog::parse(good.as_bytes()).unwrap();
+    let digest = hex::encode(parsed.digest);
+    let variants = [
+        good.replacen(&digest, &digest.to_uppercase(), 1),
+        good.replacen("release: 2\n", "release: 02\n", 1),
+        good.replacen("content-length: ", "content-length: 0", 1),
+        {
+            // sha256 before release: the same fields, another order.
+            let mut lines: Vec<&str> = good.splitn(4, '\n').collect();
+            lines.swap(1, 2);
+            lines.join("\n")
+        },
+    ];
+    for v in variants {
+        assert_ne!(v, good);
+        let e = SignedCatalog::parse(v.as_bytes()).unwrap_err();
+        assert_eq!(e.code(), "malformed", "{e}");
+        assert!(e.to_string().contains("canonical"), "{e}");
+    }
+    SignedCatalog::parse(good.as_bytes()).unwrap();
+}
