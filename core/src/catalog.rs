@@ -338,16 +338,38 @@ pub fn is_slug(s: &str) -> bool {
         })
 }
 
+/// Where a `linux_path` may point: below the places software is installed, system-wide or
+/// per user. Anything else (`/etc`, `/root`, `~/.ssh`) would let a catalog ask whether a
+/// directory exists on every device, which is not what a catalog is for.
+pub const LINUX_PATH_ROOTS: &[&str] = &[
+    "/opt/",
+    "/usr/",
+    "/snap/",
+    "/var/lib/flatpak/",
+    "/var/opt/",
+    "~/.local/",
+    "~/Downloads/",
+    "~/Applications/",
+    "~/.var/app/",
+    "~/opt/",
+    "~/apps/",
+];
+
 /// Why a path value would make a source look outside its fixed places, if it would: catalog
 /// content is data, and a catalog from the network must not widen what the agent reads.
-/// `linux_path` is absolute or `~/`-relative; neither kind may climb with `..` or hold a NUL;
-/// a `win_path` names no drive.
+/// `linux_path` is strictly below one of [`LINUX_PATH_ROOTS`]; neither kind may climb with
+/// `..` or hold a NUL; a `win_path` names no drive.
 fn path_problem(kind: SignatureKind, v: &str) -> Option<&'static str> {
     let climbs = |sep: &[char]| v.split(sep).any(|part| part == "..");
+    let below_a_root = || {
+        LINUX_PATH_ROOTS
+            .iter()
+            .any(|r| v.len() > r.len() && v.starts_with(r))
+    };
     match kind {
-        SignatureKind::LinuxPath if !(v.starts_with('/') || v.starts_with("~/")) => {
-            Some("a linux_path is absolute or starts with '~/'")
-        }
+        SignatureKind::LinuxPath if !below_a_root() => Some(
+            "a linux_path lies below /opt/, /usr/, /snap/, /var/lib/flatpak/, /var/opt/, ~/.local/, ~/Downloads/, ~/Applications/, ~/.var/app/, ~/opt/ or ~/apps/",
+        ),
         SignatureKind::LinuxPath | SignatureKind::WinPath if v.contains('\0') => {
             Some("a path holds a NUL character")
         }

@@ -154,6 +154,11 @@ fn paths_that_leave_the_sources_places_are_invalid() {
     for (kind, value) in [
         ("linux_path", "/opt/../etc/shadow"),
         ("linux_path", "relative/dir"),
+        ("linux_path", "/etc/ssh"),
+        ("linux_path", "/root/.config"),
+        ("linux_path", "~/.ssh"),
+        ("linux_path", "/opt/"),
+        ("linux_path", "/optional/dir"),
         ("win_path", "%LOCALAPPDATA%\\..\\..\\Windows"),
     ] {
         let text = SMALL.replace(
@@ -164,6 +169,22 @@ fn paths_that_leave_the_sources_places_are_invalid() {
             Catalog::parse("t", &text).is_err(),
             "{kind} {value} accepted"
         );
+    }
+}
+
+#[test]
+fn paths_below_the_install_roots_are_valid() {
+    for value in [
+        "/opt/newchat",
+        "/usr/share/newchat",
+        "~/.local/share/newchat",
+        "~/Downloads/Newchat",
+    ] {
+        let text = SMALL.replace(
+            "kind = \"dpkg\"\nvalues = [\"newchat\"]",
+            &format!("kind = \"linux_path\"\nvalues = [{value:?}]"),
+        );
+        Catalog::parse("t", &text).unwrap_or_else(|e| panic!("{value}: {e}"));
     }
 }
 
