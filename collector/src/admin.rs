@@ -196,6 +196,8 @@ impl Collector {
             return Err(not_found());
         }
         device.revoked = true;
+        // Out of the organisation's figures from now on: the store subtracts what it counted.
+        device.uncounted = true;
         self.audited(
             who,
             "devices.revoke",

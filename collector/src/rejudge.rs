@@ -79,7 +79,10 @@ impl Collector {
             self.apply_classifications(&mut device)?;
             self.judge(&mut device, now);
             out.devices += 1;
-            if device.verdict != before {
+            // Revoked by a collector that still counted revoked devices: left out now.
+            let uncount = device.revoked && !device.uncounted;
+            device.uncounted |= device.revoked;
+            if device.verdict != before || uncount {
                 if device.verdict.status != before.status {
                     out.changed += 1;
                     tracing::info!(device = %id, from = %before.status, to = %device.verdict.status, "verdict changed by policy");

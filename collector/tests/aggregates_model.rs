@@ -40,6 +40,10 @@ enum Op {
     Remove {
         device: usize,
     },
+    /// As `devices revoke` does: out of the figures, kept in the store.
+    Revoke {
+        device: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -50,6 +54,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..8usize, 0..PRODUCTS.len()).prop_map(|(device, product)| Op::Waiver { device, product }),
         1 => (1..8i64).prop_map(|hours| Op::Tick { hours }),
         1 => (0..8usize).prop_map(|device| Op::Remove { device }),
+        1 => (0..8usize).prop_map(|device| Op::Revoke { device }),
     ]
 }
 
@@ -61,6 +66,8 @@ fn recomputed(h: &Harness) -> BTreeMap<String, OrgAggregate> {
             .or_default()
             .apply(&d.contribution(), true);
     }
+    // An organisation whose every device is revoked has nothing counted, as maintained.
+    out.retain(|_, a| a.devices > 0);
     out
 }
 
@@ -145,6 +152,15 @@ fn run_model(h: &Harness, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         .store()
                         .remove_device(&who.device_id, h.now())
                         .unwrap();
+                }
+            }
+            Op::Revoke { device } => {
+                if let Some(who) = devices[device].take() {
+                    let store = h.collector.store();
+                    let mut d = store.device(&who.device_id).unwrap().unwrap();
+                    d.revoked = true;
+                    d.uncounted = true;
+                    store.put_device(&d, h.now()).unwrap();
                 }
             }
         }
@@ -372,4 +388,25 @@ fn concurrent_reports_sharing_transactions_and_flushes_lose_no_update() {
         );
     }
     assert_eq!(maintained(&h), recomputed(&h));
+}
+
+#[test]
+fn a_device_revoked_by_an_older_collector_leaves_the_figures_when_rejudged_at_start() {
+    let h = Harness::new();
+    let a = h.enroll("acme", 1);
+    let b = h.enroll("acme", 2);
+    h.report(&a, &["zoom"], &[]);
+    h.report(&b, &["zoom"], &[]);
+    // An older collector revoked b and kept counting it.
+    let store = h.collector.store();
+    let mut d = store.device(&b.device_id).unwrap().unwrap();
+    d.revoked = true;
+    store.put_device(&d, h.now()).unwrap();
+    assert_eq!(store.org_aggregate("acme").unwrap().unwrap().devices, 2);
+    h.collector.rejudge_all().unwrap();
+    let agg = store.org_aggregate("acme").unwrap().unwrap();
+    assert_eq!(agg.devices, 1);
+    assert_eq!(agg.by_product["zoom"].devices, 1);
+    assert_eq!(maintained(&h), recomputed(&h));
+    assert!(store.device(&b.device_id).unwrap().unwrap().uncounted);
 }

@@ -582,12 +582,30 @@ async fn a_ministry_analyst_summarises_an_enterprise_s_organisation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_devices_are_listed_as_revoked_not_as_noncompliant() {
-    let c = TestCollector::start().await;
+    let mut c = TestCollector::start().await;
     let kept = zoom_device(&c, "kept").await;
     let gone = zoom_device(&c, "gone").await;
     let admin = c.admin_token.clone();
+    let summary = |c: &TestCollector| {
+        let (ok, stdout, stderr) = ctl(c, &admin, &["summary", "--org", "acme"]);
+        assert!(ok, "{stderr}");
+        stdout
+    };
+    assert!(summary(&c).contains("acme: 2 devices"), "{}", summary(&c));
     let (ok, _, stderr) = ctl(&c, &admin, &["devices", "revoke", &gone]);
     assert!(ok, "{stderr}");
+    // Out of the organisation's figures, and still out after a restart (re-judging at start
+    // must not count it again).
+    assert!(summary(&c).contains("acme: 1 devices"), "{}", summary(&c));
+    let (ok, stdout, stderr) = ctl(
+        &c,
+        &admin,
+        &["products", "--org", "acme", "--output", "json"],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("\"devices\": 1"), "{stdout}");
+    c.restart().await;
+    assert!(summary(&c).contains("acme: 1 devices"), "{}", summary(&c));
 
     let (ok, stdout, stderr) = ctl(&c, &admin, &["devices", "--status", "noncompliant"]);
     assert!(ok, "{stderr}");

@@ -52,6 +52,11 @@ pub struct DeviceRecord {
     /// Revoked devices are refused; their history stays.
     #[serde(default)]
     pub revoked: bool,
+    /// Left out of its organisation's aggregate (summary, products, fleet): set when the
+    /// device is revoked. Devices revoked by an older collector, counted then, are left out
+    /// when re-judged at start ([`crate::rejudge`]).
+    #[serde(default)]
+    pub uncounted: bool,
     /// Set when two agents use this device's identity at once (a cloned disk); reports are
     /// refused until the device is revoked and the clones re-enrolled.
     #[serde(default)]
@@ -121,6 +126,7 @@ impl DeviceRecord {
             judged_at: None,
             policy: String::new(),
             revoked: false,
+            uncounted: false,
             duplicate: None,
             state_digest: String::new(),
             certificate_expires: None,
@@ -138,6 +144,7 @@ impl DeviceRecord {
             .map(|r| r.product.clone())
             .collect();
         Contribution {
+            counted: !self.uncounted,
             status: self.verdict.status,
             products: self.findings.iter().map(|f| f.product.clone()).collect(),
             violating,
@@ -158,6 +165,8 @@ impl DeviceRecord {
 /// A device's share of an aggregate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Contribution {
+    /// Whether it is counted at all (a revoked device is not).
+    pub counted: bool,
     /// Its status.
     pub status: Status,
     /// Products found.
@@ -223,6 +232,9 @@ pub struct CandidateCounts {
 impl OrgAggregate {
     /// Adds (`sign = 1`) or removes (`sign = -1`) a device's contribution.
     pub fn apply(&mut self, c: &Contribution, add: bool) {
+        if !c.counted {
+            return;
+        }
         fn step(v: &mut u64, add: bool) {
             *v = if add { *v + 1 } else { v.saturating_sub(1) };
         }
@@ -627,6 +639,7 @@ mod tests {
     #[test]
     fn an_aggregate_keeps_the_hint_any_reporting_device_gave() {
         let contribution = |looks_like: Option<&str>| Contribution {
+            counted: true,
             status: Status::Compliant,
             products: BTreeSet::new(),
             violating: BTreeSet::new(),
