@@ -747,3 +747,54 @@ async fn audit_is_newest_first_contiguous_and_filtered_by_person_action_and_time
     assert!(!ok);
     assert!(stderr.contains("is not a time"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_people_json_give_numbers_lists_and_nulls_not_strings() {
+    let c = TestCollector::start().await;
+    let admin = c.admin_token.clone();
+    let (ok, _, stderr) = ctl(
+        &c,
+        &admin,
+        &["tokens", "create", "--org", "acme", "--uses", "3"],
+    );
+    assert!(ok, "{stderr}");
+    let (ok, stdout, stderr) = ctl(&c, &admin, &["tokens", "list", "--output", "json"]);
+    assert!(ok, "{stderr}");
+    let tokens: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let uses: Vec<&serde_json::Value> = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["uses_left"])
+        .collect();
+    assert!(uses.contains(&&serde_json::json!(3)), "{stdout}");
+    // The enrolment token `init` made has no use limit: null, not "unlimited".
+    assert!(uses.contains(&&serde_json::Value::Null), "{stdout}");
+    c.admin_as(&admin)
+        .await
+        .create_access_token(v1::CreateAccessTokenRequest {
+            name: "olga".into(),
+            grants: vec![v1::Grant {
+                role: v1::Role::Officer as i32,
+                organisation: "acme".into(),
+            }],
+            expires_in_seconds: 0,
+        })
+        .await
+        .unwrap();
+    let (ok, stdout, stderr) = ctl(&c, &admin, &["people", "list", "--output", "json"]);
+    assert!(ok, "{stderr}");
+    let people: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let olga = people
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "olga")
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(
+        olga["grants"],
+        serde_json::json!([{"role": "officer", "organisation": "acme"}])
+    );
+    assert_eq!(olga["expires"], serde_json::Value::Null, "{stdout}");
+    assert_eq!(olga["state"], "active");
+}

@@ -106,6 +106,31 @@ pub(crate) async fn run(command: PeopleCommand) -> anyhow::Result<ExitCode> {
                 .list_access_tokens(v1::ListAccessTokensRequest {})
                 .await?
                 .into_inner();
+            if matches!(conn.output, Format::Json) {
+                // Typed: grants a list of {role, organisation (null: every one)}, times null
+                // when unset.
+                let v: Vec<serde_json::Value> = r
+                    .tokens
+                    .iter()
+                    .map(|t| {
+                        let r = row(t);
+                        serde_json::json!({
+                            "person": t.person_id,
+                            "name": t.name,
+                            "grants": t.grants.iter().map(|g| serde_json::json!({
+                                "role": role_name(g.role),
+                                "organisation": (!g.organisation.is_empty()).then_some(&g.organisation),
+                            })).collect::<Vec<_>>(),
+                            "created": output::time_text(t.created_at.as_ref()),
+                            "by": t.created_by,
+                            "expires": output::time_text(t.expires_at.as_ref()),
+                            "state": r[6],
+                        })
+                    })
+                    .collect();
+                outln!("{}", serde_json::to_string_pretty(&v)?)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let rows: Vec<Vec<String>> = r.tokens.iter().map(row).collect();
             let header = [
                 "PERSON", "NAME", "GRANTS", "CREATED", "BY", "EXPIRES", "STATE",

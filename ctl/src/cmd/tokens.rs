@@ -159,6 +159,25 @@ pub(crate) async fn run(command: TokensCommand) -> anyhow::Result<ExitCode> {
                     ]
                 })
                 .collect();
+            if matches!(conn.output, output::Format::Json) {
+                // Typed: uses_left a number (null: unlimited), revoked a boolean.
+                let v: Vec<serde_json::Value> = r
+                    .tokens
+                    .iter()
+                    .map(|t| {
+                        serde_json::json!({
+                            "token": t.token_id,
+                            "org": t.organisation,
+                            "created": output::time_text(t.created_at.as_ref()),
+                            "expires": output::time_text(t.expires_at.as_ref()),
+                            "uses_left": t.uses_left,
+                            "state": if t.revoked { "revoked" } else { "active" },
+                        })
+                    })
+                    .collect();
+                outln!("{}", serde_json::to_string_pretty(&v)?)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let header = ["TOKEN", "ORG", "CREATED", "EXPIRES", "USES LEFT", "STATE"];
             out!("{}", output::rows(&header, &rows, conn.output))?;
         }
