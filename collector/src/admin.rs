@@ -422,6 +422,9 @@ impl Collector {
         query: &AuditQuery,
     ) -> Result<Vec<(u64, AuditRecord)>, CollectorError> {
         let proof = self.check(who, Access::ReadAudit, None, "audit.list")?;
+        if let Some(person) = &query.person {
+            self.check_person_filter(person)?;
+        }
         let limit = if query.limit == 0 {
             100
         } else {
@@ -498,6 +501,31 @@ impl AuditQuery {
             })
             && self.since.is_none_or(|t| e.at >= t)
             && self.until.is_none_or(|t| e.at < t)
+    }
+}
+
+impl Collector {
+    /// Refuses a person filter that is the start of several people's ids (as git refuses an
+    /// ambiguous abbreviation), naming them; a name, a whole actor or a unique prefix passes.
+    fn check_person_filter(&self, person: &str) -> Result<(), CollectorError> {
+        let people = self.store().people()?;
+        if people.iter().any(|(_, p)| p.name == person) {
+            return Ok(());
+        }
+        let mut ids: Vec<String> = people
+            .iter()
+            .map(|(hash, _)| token_id(hash))
+            .filter(|id| id.starts_with(person))
+            .collect();
+        if ids.len() > 1 {
+            ids.sort();
+            return Err(CollectorError::InvalidArgument(format!(
+                "person: '{person}' starts {} person ids ({}); give more of the id",
+                ids.len(),
+                ids.join(", ")
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -798,3 +798,45 @@ async fn tokens_and_people_json_give_numbers_lists_and_nulls_not_strings() {
     assert_eq!(olga["expires"], serde_json::Value::Null, "{stdout}");
     assert_eq!(olga["state"], "active");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_person_refuses_a_prefix_that_starts_several_ids() {
+    let c = TestCollector::start().await;
+    let admin = c.admin_token.clone();
+    // 17 people and the administrator: two ids share a first hex digit (pigeonhole).
+    let mut ids = Vec::new();
+    for n in 0..17 {
+        let r = c
+            .admin_as(&admin)
+            .await
+            .create_access_token(v1::CreateAccessTokenRequest {
+                name: format!("p{n}"),
+                grants: vec![v1::Grant {
+                    role: v1::Role::Auditor as i32,
+                    organisation: String::new(),
+                }],
+                expires_in_seconds: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        ids.push(r.person_id);
+    }
+    let shared = (0..ids.len())
+        .find_map(|i| {
+            let first = &ids[i][..1];
+            ids[i + 1..]
+                .iter()
+                .any(|o| o.starts_with(first))
+                .then(|| first.to_owned())
+        })
+        .expect("two of 17 ids share a first digit");
+    let (ok, _, stderr) = ctl(&c, &admin, &["audit", "--person", &shared]);
+    assert!(!ok, "an ambiguous prefix was taken");
+    assert!(stderr.contains("give more of the id"), "{stderr}");
+    // A whole id and a name still select.
+    for person in [ids[0].as_str(), "p3"] {
+        let (ok, _, stderr) = ctl(&c, &admin, &["audit", "--person", person]);
+        assert!(ok, "{person}: {stderr}");
+    }
+}
