@@ -146,6 +146,8 @@ impl Iterator for DeviceExport {
             .list_devices(&self.filter, self.cursor.as_deref(), EXPORT_PAGE)
         {
             Ok(page) => {
+                // As listings do: under a status filter a revoked device is left out.
+                let page = keep_revoked(page, false, self.filter.status.is_some());
                 self.done = page.next.is_none();
                 self.cursor = page.next;
                 Some(Ok(page.devices))
@@ -160,7 +162,7 @@ impl Iterator for DeviceExport {
 
 impl Collector {
     /// Authorises an export of the devices matching `filter` (organisation and status are
-    /// honoured) and returns its pages.
+    /// honoured; under a status, revoked devices are left out) and returns its pages.
     pub(crate) fn export_devices(
         &self,
         who: &Principal,

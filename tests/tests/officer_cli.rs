@@ -632,6 +632,16 @@ async fn revoked_devices_are_listed_as_revoked_not_as_noncompliant() {
     };
     assert_eq!(status(&gone), "revoked");
     assert_eq!(status(&kept), "noncompliant");
+    // The export under a status filter leaves it out too; without one it is there.
+    let (ok, stdout, stderr) = ctl(&c, &admin, &["export", "--status", "noncompliant"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains(&kept) && !stdout.contains(&gone),
+        "{stdout}"
+    );
+    let (ok, stdout, stderr) = ctl(&c, &admin, &["export"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(&kept) && stdout.contains(&gone), "{stdout}");
     let (ok, _, stderr) = ctl(&c, &admin, &["devices", "--status", "revokd"]);
     assert!(!ok);
     assert!(stderr.contains("did you mean 'revoked'?"), "{stderr}");

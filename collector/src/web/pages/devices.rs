@@ -92,7 +92,13 @@ pub async fn organisation(
                 Some(&cursor).filter(|c| !c.is_empty()).map(String::as_str),
                 PAGE,
             ) {
-                Ok(p) => Some(p),
+                // As the API lists them: a revoked device is out of service, never listed
+                // under its last verdict's status.
+                Ok(p) => Some(crate::queries::keep_revoked(
+                    p,
+                    false,
+                    filter.status.is_some(),
+                )),
                 Err(CollectorError::PermissionDenied(_)) => None,
                 Err(e) => return Err(e),
             };
