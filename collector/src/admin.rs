@@ -63,6 +63,7 @@ impl Collector {
         org: &str,
         uses: Option<u64>,
         lifetime: Option<Duration>,
+        new_organisation: bool,
     ) -> Result<(TokenInfo, String), CollectorError> {
         if !is_valid_organisation(org) {
             return Err(CollectorError::InvalidArgument(format!(
@@ -70,6 +71,24 @@ impl Collector {
             )));
         }
         self.check(who, Access::ManageDevices, Some(org), "tokens.create")?;
+        if !new_organisation {
+            let known = self.known_organisations()?;
+            if !known.contains(org) {
+                // Suggest only among organisations the caller holds a grant on.
+                let visible = known
+                    .iter()
+                    .filter(|o| {
+                        who.grants
+                            .iter()
+                            .any(|g| g.organisation.as_ref().is_none_or(|go| go == *o))
+                    })
+                    .map(String::as_str);
+                return Err(CollectorError::InvalidArgument(format!(
+                    "{}; ask for a new organisation to create it (commscanctl tokens create --new-org)",
+                    commscan_core::suggest::unknown("organisation", org, visible)
+                )));
+            }
+        }
         // `None` is "not given" (unlimited uses, the default lifetime); a zero given is
         // never silently turned into either.
         if uses == Some(0) {
@@ -505,6 +524,23 @@ impl AuditQuery {
 }
 
 impl Collector {
+    /// Organisations that exist: those with devices (an aggregate) or enrolment tokens.
+    fn known_organisations(&self) -> Result<std::collections::BTreeSet<String>, CollectorError> {
+        let mut known: std::collections::BTreeSet<String> = self
+            .store()
+            .org_aggregates()?
+            .into_iter()
+            .map(|(o, _)| o)
+            .collect();
+        known.extend(
+            self.store()
+                .tokens()?
+                .into_iter()
+                .map(|(_, t)| t.organisation),
+        );
+        Ok(known)
+    }
+
     /// Refuses a person filter that is the start of several people's ids (as git refuses an
     /// ambiguous abbreviation), naming them; a name, a whole actor or a unique prefix passes.
     fn check_person_filter(&self, person: &str) -> Result<(), CollectorError> {

@@ -564,7 +564,7 @@ mod tests {
             .authenticate(Some(&f.admin_token), Default::default())
             .unwrap();
         let (info, _) = c
-            .create_enrollment_token(&who, "acme", Some(1), None)
+            .create_enrollment_token(&who, "acme", Some(1), None, false)
             .unwrap();
         // A SIGKILL now leaves exactly the files as written: copy them while the store is open.
         let live = f.dir.path().join("c/store");

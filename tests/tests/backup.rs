@@ -86,6 +86,7 @@ async fn create_tokens(conn: &commscan_ctl::Connection, n: usize) {
                 organisation: "acme".into(),
                 uses: 1,
                 expires_in_seconds: 0,
+                new_organisation: true,
             })
             .await
             .unwrap();

@@ -184,6 +184,7 @@ async fn world() -> World {
             organisation: "globex".into(),
             uses: 0,
             expires_in_seconds: 0,
+            new_organisation: true,
         })
         .await
         .unwrap()
@@ -907,6 +908,7 @@ async fn verdict_changes_appear_without_reloading_and_only_for_the_readers_organ
                 organisation: "globex".into(),
                 uses: 0,
                 expires_in_seconds: 0,
+                new_organisation: true,
             })
             .await
             .unwrap()

@@ -104,6 +104,7 @@ async fn token(c: &TestCollector, org: &str) -> String {
             organisation: org.into(),
             uses: 0,
             expires_in_seconds: 0,
+            new_organisation: true,
         })
         .await
         .expect("token")

@@ -218,6 +218,7 @@ async fn a_single_use_token_cannot_be_replayed() {
             organisation: "acme".into(),
             uses: 1,
             expires_in_seconds: 0,
+            new_organisation: true,
         })
         .await
         .unwrap()
@@ -288,6 +289,7 @@ async fn a_revoked_token_is_refused() {
             organisation: "acme".into(),
             uses: 0,
             expires_in_seconds: 3600,
+            new_organisation: true,
         })
         .await
         .unwrap()

@@ -850,3 +850,43 @@ async fn audit_person_refuses_a_prefix_that_starts_several_ids() {
         assert!(ok, "{person}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collector_itself_refuses_a_token_for_an_unknown_organisation() {
+    let c = TestCollector::start().await;
+    let create = |org: &str, new_organisation: bool| v1::CreateEnrollmentTokenRequest {
+        organisation: org.into(),
+        uses: 0,
+        expires_in_seconds: 0,
+        new_organisation,
+    };
+    // Any API client (not only commscanctl, which checks first): a typo makes no organisation.
+    let err = c
+        .admin_as(&c.admin_token)
+        .await
+        .create_enrollment_token(create("acmee", false))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("did you mean 'acme'?"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        c.domain()
+            .store()
+            .tokens()
+            .unwrap()
+            .iter()
+            .all(|(_, t)| t.organisation != "acmee")
+    );
+    // Asked for, it is created; then known.
+    for new in [true, false] {
+        c.admin_as(&c.admin_token)
+            .await
+            .create_enrollment_token(create("initech", new))
+            .await
+            .unwrap();
+    }
+}

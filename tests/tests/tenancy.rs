@@ -22,6 +22,7 @@ async fn world() -> World {
             organisation: "globex".into(),
             uses: 0,
             expires_in_seconds: 0,
+            new_organisation: true,
         })
         .await
         .unwrap()
@@ -163,6 +164,7 @@ async fn call(w: &World, token: &str, rpc: &str) -> Outcome {
                         organisation: org.into(),
                         uses: 1,
                         expires_in_seconds: 60,
+                        new_organisation: true,
                     })
                     .await,
                 ),

@@ -138,7 +138,7 @@ impl Admin for AdminService {
             let uses = (r.uses > 0).then_some(r.uses);
             let lifetime =
                 (r.expires_in_seconds > 0).then(|| Duration::from_secs(r.expires_in_seconds));
-            c.create_enrollment_token(&who, &r.organisation, uses, lifetime)
+            c.create_enrollment_token(&who, &r.organisation, uses, lifetime, r.new_organisation)
         })?;
         Ok(tonic::Response::new(v1::CreateEnrollmentTokenResponse {
             token: Some(token_to_wire(&info)),

@@ -96,6 +96,7 @@ pub(crate) async fn run(command: TokensCommand) -> anyhow::Result<ExitCode> {
                     organisation: org.clone(),
                     uses: uses.unwrap_or(0),
                     expires_in_seconds: expires.map(|d| d.as_secs()).unwrap_or(0),
+                    new_organisation: new_org,
                 })
                 .await?
                 .into_inner();

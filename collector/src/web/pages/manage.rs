@@ -318,7 +318,7 @@ pub async fn create_token(
     };
     let (who, org) = (ctx.signed.who.clone(), f.org.clone());
     match web
-        .blocking(move |c| c.create_enrollment_token(&who, &org, uses, None))
+        .blocking(move |c| c.create_enrollment_token(&who, &org, uses, None, false))
         .await
     {
         // The secret is rendered into this response only, never stored in plain.
