@@ -449,40 +449,59 @@ impl Collector {
         } else {
             query.limit.min(1000)
         };
-        let mut out = std::collections::VecDeque::new();
+        let visible = |e: &AuditRecord| match (&proof.orgs, &e.organisation) {
+            (None, _) => true,
+            (Some(orgs), Some(o)) => orgs.contains(o),
+            (Some(_), None) => false,
+        };
+        let mut out = Vec::new();
+        // Scoped callers skip entries of other organisations: read in batches until `limit`
+        // selected entries or the end. Newest first reads the log backwards from its end,
+        // down to `after`, so the newest page costs about `limit` entries, not the log.
+        if query.newest_first {
+            let mut cursor = u64::MAX;
+            loop {
+                let batch = self.store().audit_before(cursor, AUDIT_BATCH)?;
+                let done = batch.len() < AUDIT_BATCH;
+                for (pos, e) in batch {
+                    if pos <= query.after {
+                        return Ok(out);
+                    }
+                    cursor = pos;
+                    if visible(&e) && query.selects(&e) {
+                        out.push((pos, e));
+                        if out.len() == limit {
+                            return Ok(out);
+                        }
+                    }
+                }
+                if done {
+                    return Ok(out);
+                }
+            }
+        }
         let mut cursor = query.after;
-        // Scoped callers skip entries of other organisations; read in batches until full (or,
-        // newest first, to the end, keeping the last `limit`).
         loop {
-            let batch = self.store().audit(cursor, 1000)?;
-            let done = batch.len() < 1000;
+            let batch = self.store().audit(cursor, AUDIT_BATCH)?;
+            let done = batch.len() < AUDIT_BATCH;
             for (pos, e) in batch {
                 cursor = pos;
-                let visible = match (&proof.orgs, &e.organisation) {
-                    (None, _) => true,
-                    (Some(orgs), Some(o)) => orgs.contains(o),
-                    (Some(_), None) => false,
-                };
-                if visible && query.selects(&e) {
-                    out.push_back((pos, e));
-                    if out.len() > limit {
-                        out.pop_front();
-                    }
-                    if out.len() == limit && !query.newest_first {
-                        return Ok(out.into());
+                if visible(&e) && query.selects(&e) {
+                    out.push((pos, e));
+                    if out.len() == limit {
+                        return Ok(out);
                     }
                 }
             }
             if done {
-                let mut out: Vec<_> = out.into();
-                if query.newest_first {
-                    out.reverse();
-                }
                 return Ok(out);
             }
         }
     }
 }
+
+/// Entries read from the store at a time while selecting audit entries.
+const AUDIT_BATCH: usize = 1000;
 
 /// A time in an audit detail: RFC 3339 to the second, as everywhere else.
 fn audit_time(t: time::OffsetDateTime) -> String {

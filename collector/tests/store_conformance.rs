@@ -305,6 +305,17 @@ fn scenario(s: &dyn Store) -> Vec<String> {
         "audit after the first, 2",
         format!("{:?}", after.iter().map(|(_, e)| e).collect::<Vec<_>>()),
     );
+    // Backwards: the newest two, newest first; then the two before those.
+    let newest = s.audit_before(u64::MAX, 2).unwrap();
+    let actions =
+        |v: &[(u64, AuditRecord)]| v.iter().map(|(_, e)| e.action.clone()).collect::<Vec<_>>();
+    assert_eq!(actions(&newest), ["action-4", "action-3"]);
+    let before = s.audit_before(newest[1].0, 2).unwrap();
+    assert_eq!(actions(&before), ["action-2", "action-1"]);
+    assert_eq!(
+        actions(&s.audit_before(first, 10).unwrap()),
+        Vec::<String>::new()
+    );
     let pruned = s.prune_audit(T0 + Duration::hours(2), u64::MAX).unwrap();
     assert_eq!(pruned, 2, "the two entries older than the cut");
     let budget: u64 = 2 * (8 + serde_json::to_vec(&entries[4].1).unwrap().len() as u64);

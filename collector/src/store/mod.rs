@@ -227,6 +227,13 @@ pub trait AuditStore: Durable {
     fn append_audit(&self, entry: &AuditRecord) -> Result<u64, StoreError>;
     /// Audit entries after `after`, oldest first, at most `limit`.
     fn audit(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditRecord)>, StoreError>;
+    /// Audit entries before `before` (`u64::MAX`: the newest), newest first, at most `limit`:
+    /// the newest page costs `limit` entries, not the whole log.
+    fn audit_before(
+        &self,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, AuditRecord)>, StoreError>;
     /// Retention, the one way entries leave the log: removes every entry older than `before`
     /// and, newest kept first, every entry beyond `max_bytes` of encoded entries. Returns how
     /// many were removed. Not durable until [`Durable::flush`].

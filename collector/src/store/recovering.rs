@@ -260,6 +260,13 @@ impl AuditStore for Recovering {
     fn audit(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
         self.with(|s| s.audit(after, limit))
     }
+    fn audit_before(
+        &self,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
+        self.with(|s| s.audit_before(before, limit))
+    }
     fn prune_audit(&self, before: OffsetDateTime, max_bytes: u64) -> Result<u64, StoreError> {
         self.with(|s| s.prune_audit(before, max_bytes))
     }

@@ -832,6 +832,26 @@ impl AuditStore for SledStore {
             .collect()
     }
 
+    fn audit_before(
+        &self,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
+        self.audit
+            .range(..before.to_be_bytes())
+            .rev()
+            .take(limit)
+            .map(|r| {
+                let (k, v) = r.map_err(backend)?;
+                let position: [u8; 8] = k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    key: format!("audit/{k:?}"),
+                    message: "audit key is not a u64".into(),
+                })?;
+                Ok((u64::from_be_bytes(position), decode(&k, &v)?))
+            })
+            .collect()
+    }
+
     fn prune_audit(&self, before: OffsetDateTime, max_bytes: u64) -> Result<u64, StoreError> {
         // Newest first: the first entry too old, or past the byte budget, is the newest to go.
         let mut bytes = 0u64;

@@ -1307,6 +1307,28 @@ impl AuditStore for PgStore {
             .collect()
     }
 
+    fn audit_before(
+        &self,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
+        let rows = self.read(async |c| {
+            c.query(
+                "SELECT position, record FROM audit WHERE position < $1 ORDER BY position DESC LIMIT $2",
+                &[&i64_of(before), &limit_of(limit)],
+            )
+            .await
+            .map_err(db("read audit"))
+        })?;
+        rows.into_iter()
+            .map(|r| {
+                let position: i64 = r.get(0);
+                let e = decode(&format!("audit/{position}"), r.get(1))?;
+                Ok((u64::try_from(position).unwrap_or_default(), e))
+            })
+            .collect()
+    }
+
     fn prune_audit(&self, before: OffsetDateTime, max_bytes: u64) -> Result<u64, StoreError> {
         self.tx(async |tx| {
             // Newest first: the first entry too old, or past the byte budget, is the newest
