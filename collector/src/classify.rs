@@ -43,7 +43,7 @@ impl Collector {
                             "{} ({}), classified as {product} by an officer",
                             u.name, u.detail
                         ),
-                        signature: "officer_classification".into(),
+                        signature: officer_signature(&u.name),
                     };
                     match device.findings.iter_mut().find(|f| &f.product == product) {
                         Some(f) => {
@@ -228,13 +228,28 @@ impl Collector {
     }
 }
 
+/// The evidence signature of an officer's mapping: it names the candidate whole, so undoing
+/// the mapping of `Telegram` never touches one of `Telegram (Beta)`.
+fn officer_signature(name: &str) -> String {
+    format!("{OFFICER_SIGNATURE}/{name}")
+}
+
+/// What evidence added by an officer's mapping is signed with (then `/` and the candidate).
+const OFFICER_SIGNATURE: &str = "officer_classification";
+
 /// The candidate's own detail, when `e` is the evidence an officer's mapping of `name` added
 /// (see [`Collector::apply_classifications`]).
 fn officer_mapped<'a>(e: &'a Evidence, name: &str) -> Option<&'a str> {
-    if e.signature != "officer_classification" {
-        return None;
-    }
-    let rest = e.detail.strip_prefix(name)?.strip_prefix(" (")?;
+    let rest = match e.signature.strip_prefix(OFFICER_SIGNATURE)? {
+        // Named: exact.
+        r if r.strip_prefix('/') == Some(name) => e.detail.strip_prefix(name)?,
+        r if r.starts_with('/') => return None,
+        // Stored before mappings were named in the signature: read from the text, which
+        // cannot tell `Telegram` from `Telegram (Beta)`.
+        "" => e.detail.strip_prefix(name)?,
+        _ => return None,
+    };
+    let rest = rest.strip_prefix(" (")?;
     let end = rest.rfind("), classified as ")?;
     Some(&rest[..end])
 }
@@ -262,5 +277,71 @@ fn undo_mapping(device: &mut DeviceRecord, name: &str) {
         && !device.unclassified.iter().any(|k| k.name == name)
     {
         device.unclassified.push(u);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapped(name: &str, detail: &str, signature: String) -> Evidence {
+        Evidence {
+            source: "desktop".into(),
+            detail: format!("{name} ({detail}), classified as telegram by an officer"),
+            signature,
+        }
+    }
+
+    #[test]
+    fn a_mapping_is_recognised_by_its_whole_candidate_name() {
+        let beta = mapped(
+            "Telegram (Beta)",
+            "app",
+            officer_signature("Telegram (Beta)"),
+        );
+        let plain = mapped("Telegram", "app", officer_signature("Telegram"));
+        assert_eq!(officer_mapped(&beta, "Telegram"), None);
+        assert_eq!(officer_mapped(&beta, "Telegram (Beta)"), Some("app"));
+        assert_eq!(officer_mapped(&plain, "Telegram"), Some("app"));
+        assert_eq!(officer_mapped(&plain, "Telegram (Beta)"), None);
+        // Evidence stored before the name was in the signature is still read from its text.
+        let old = mapped("Telegram", "app", OFFICER_SIGNATURE.into());
+        assert_eq!(officer_mapped(&old, "Telegram"), Some("app"));
+        // An agent's own evidence is never an officer's mapping.
+        let agent = mapped("Telegram", "app", "dpkg".into());
+        assert_eq!(officer_mapped(&agent, "Telegram"), None);
+    }
+
+    #[test]
+    fn undoing_one_mapping_leaves_a_similarly_named_one() {
+        let mut d = DeviceRecord::enrolled(
+            "d".into(),
+            "acme".into(),
+            "h".into(),
+            None,
+            String::new(),
+            "0".into(),
+            time::OffsetDateTime::UNIX_EPOCH,
+        );
+        d.findings.push(Finding {
+            product: "telegram".into(),
+            installed: true,
+            running: false,
+            version: None,
+            evidence: vec![
+                mapped("Telegram", "a", officer_signature("Telegram")),
+                mapped("Telegram (Beta)", "b", officer_signature("Telegram (Beta)")),
+            ],
+        });
+        undo_mapping(&mut d, "Telegram");
+        assert_eq!(d.findings[0].evidence.len(), 1);
+        assert!(
+            d.findings[0].evidence[0]
+                .detail
+                .starts_with("Telegram (Beta)")
+        );
+        assert_eq!(d.unclassified.len(), 1);
+        assert_eq!(d.unclassified[0].name, "Telegram");
+        assert_eq!(d.unclassified[0].detail, "a");
     }
 }
