@@ -234,6 +234,10 @@ fn officer_signature(name: &str) -> String {
     format!("{OFFICER_SIGNATURE}/{name}")
 }
 
+/// The evidence source of a running process (the agent's `process` source): evidence of
+/// running, not of installation.
+const PROCESS_SOURCE: &str = "process";
+
 /// What evidence added by an officer's mapping is signed with (then `/` and the candidate).
 const OFFICER_SIGNATURE: &str = "officer_classification";
 
@@ -259,6 +263,7 @@ fn officer_mapped<'a>(e: &'a Evidence, name: &str) -> Option<&'a str> {
 fn undo_mapping(device: &mut DeviceRecord, name: &str) {
     let mut restored = None;
     for f in &mut device.findings {
+        let before = f.evidence.len();
         f.evidence.retain(|e| match officer_mapped(e, name) {
             Some(detail) => {
                 restored.get_or_insert_with(|| Unclassified {
@@ -271,6 +276,11 @@ fn undo_mapping(device: &mut DeviceRecord, name: &str) {
             }
             None => true,
         });
+        // The mapping marked its product installed; what is left decides again: a running
+        // process alone is not an installation.
+        if f.evidence.len() != before {
+            f.installed = f.evidence.iter().any(|e| e.source != PROCESS_SOURCE);
+        }
     }
     device.findings.retain(|f| !f.evidence.is_empty());
     if let Some(u) = restored
@@ -333,15 +343,33 @@ mod tests {
                 mapped("Telegram (Beta)", "b", officer_signature("Telegram (Beta)")),
             ],
         });
+        d.findings.push(Finding {
+            product: "zoom".into(),
+            installed: true,
+            running: true,
+            version: None,
+            evidence: vec![
+                Evidence {
+                    source: "process".into(),
+                    detail: "process zoom".into(),
+                    signature: "zoom".into(),
+                },
+                mapped("Zoom Beta", "c", officer_signature("Zoom Beta")),
+            ],
+        });
+        undo_mapping(&mut d, "Zoom Beta");
+        // Only the running process is left of zoom: running, no longer installed.
+        assert!(d.findings[1].running && !d.findings[1].installed);
         undo_mapping(&mut d, "Telegram");
+        assert!(d.findings[0].installed);
         assert_eq!(d.findings[0].evidence.len(), 1);
         assert!(
             d.findings[0].evidence[0]
                 .detail
                 .starts_with("Telegram (Beta)")
         );
-        assert_eq!(d.unclassified.len(), 1);
-        assert_eq!(d.unclassified[0].name, "Telegram");
-        assert_eq!(d.unclassified[0].detail, "a");
+        let names: Vec<&str> = d.unclassified.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["Zoom Beta", "Telegram"]);
+        assert_eq!(d.unclassified[1].detail, "a");
     }
 }
