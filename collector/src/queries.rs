@@ -342,6 +342,16 @@ pub(crate) struct DeviceDetail {
     pub waivers: Vec<commscan_core::policy::Waiver>,
 }
 
+/// The part of a device's history asked for: the latest [`HISTORY_LIMIT`] events at or after
+/// `since` and before `until`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HistoryWindow {
+    /// From this time on.
+    pub since: Option<time::OffsetDateTime>,
+    /// Before this time.
+    pub until: Option<time::OffsetDateTime>,
+}
+
 /// Most history events returned with a device.
 pub(crate) const HISTORY_LIMIT: usize = 200;
 
@@ -351,9 +361,11 @@ impl Collector {
         &self,
         who: &Principal,
         id: &str,
+        window: HistoryWindow,
     ) -> Result<DeviceDetail, CollectorError> {
         let device = self.get_device(who, id)?;
-        let history = self.store().history(id, HISTORY_LIMIT)?;
+        let mut history = self.store().history(id, window.until, HISTORY_LIMIT)?;
+        history.retain(|h| window.since.is_none_or(|s| h.at >= s));
         let rules = self.rules();
         let waivers = rules
             .policy_for(&device.organisation)

@@ -234,7 +234,7 @@ fn a_device_that_misses_its_window_turns_stale_and_never_counts_as_compliant() {
     let kinds: Vec<String> = h
         .collector
         .store()
-        .history(&who.device_id, 50)
+        .history(&who.device_id, None, 50)
         .unwrap()
         .iter()
         .map(|e| format!("{:?}", e.kind))
@@ -250,7 +250,11 @@ fn history_records_first_seen_removal_and_verdict_changes_for_time_to_remediate(
     let seen = h.now();
     h.advance(time::Duration::days(3));
     h.report(&who, &[], &[]);
-    let history = h.collector.store().history(&who.device_id, 50).unwrap();
+    let history = h
+        .collector
+        .store()
+        .history(&who.device_id, None, 50)
+        .unwrap();
     let seen_at = history.iter().find(|e| matches!(&e.kind, commscan_collector::store::HistoryKind::ProductSeen { product } if product == "zoom")).unwrap().at;
     let removed_at = history.iter().find(|e| matches!(&e.kind, commscan_collector::store::HistoryKind::ProductRemoved { product } if product == "zoom")).unwrap().at;
     assert_eq!(seen_at, seen);

@@ -159,13 +159,21 @@ fn scenario(s: &dyn Store) -> Vec<String> {
     assert_eq!(trend.len(), 2, "one point per day: {trend:?}");
     assert_eq!(trend[0].0, "2026-11-20");
     note("trend", format!("{trend:?}"));
-    let history = s.history("d4", 10).unwrap();
+    let history = s.history("d4", None, 10).unwrap();
     assert!(history.len() >= 2, "{history:?}");
     note("history d4", format!("{history:?}"));
     note(
         "history d4 last 1",
-        format!("{:?}", s.history("d4", 1).unwrap()),
+        format!("{:?}", s.history("d4", None, 1).unwrap()),
     );
+    let last_at = history.last().unwrap().at;
+    let before_last = s.history("d4", Some(last_at), 10).unwrap();
+    assert!(
+        before_last.iter().all(|h| h.at < last_at),
+        "{before_last:?}"
+    );
+    assert!(before_last.len() < history.len(), "{before_last:?}");
+    note("history d4 before its last", format!("{before_last:?}"));
 
     // Listings: every filter, and paging by cursor through everything once.
     let all = s.list_devices(&DeviceFilter::default(), None, 100).unwrap();
@@ -248,7 +256,7 @@ fn scenario(s: &dyn Store) -> Vec<String> {
     assert!(s.remove_device("d3", t2).unwrap());
     assert!(!s.remove_device("d3", t2).unwrap());
     assert!(s.device("d3").unwrap().is_none());
-    assert!(s.history("d3", 10).unwrap().is_empty());
+    assert!(s.history("d3", None, 10).unwrap().is_empty());
     note("device ids", format!("{:?}", s.device_ids().unwrap()));
     note(
         "globex after removal",
@@ -448,7 +456,7 @@ fn contents(s: &dyn Store) -> Vec<String> {
         out.push(format!("device {d:?}"));
         out.push(format!(
             "history {:?}",
-            s.history(&d.device_id, 100).unwrap()
+            s.history(&d.device_id, None, 100).unwrap()
         ));
     }
     out.push(format!("tokens {:?}", s.tokens().unwrap()));

@@ -151,6 +151,7 @@ pub async fn run(
         .await?
         .get_device(v1::GetDeviceRequest {
             device_id: identity.device_id.clone(),
+            ..Default::default()
         })
         .await
         .context("query the device back")?

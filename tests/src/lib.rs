@@ -458,6 +458,7 @@ pub async fn stored_products(
         .ok()?
         .get_device(v1::GetDeviceRequest {
             device_id: device_id.to_owned(),
+            ..Default::default()
         })
         .await
         .ok()?
@@ -474,6 +475,7 @@ pub async fn device_state(c: &TestCollector, device_id: &str) -> Option<(Vec<Str
         .await
         .get_device(commscan_proto::v1::GetDeviceRequest {
             device_id: device_id.to_owned(),
+            ..Default::default()
         })
         .await
         .ok()?

@@ -453,6 +453,7 @@ async fn three_collectors_on_one_database_lose_nothing_through_a_kill_and_a_cras
             let d = query
                 .get_device(commscan_proto::v1::GetDeviceRequest {
                     device_id: m.device_id.clone(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap_or_else(|e| panic!("{} answers for {}: {e}", n.name, m.device_id))

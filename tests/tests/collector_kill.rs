@@ -103,6 +103,7 @@ async fn a_collector_killed_mid_stream_loses_nothing_and_records_every_report_on
                 .ok()?
                 .get_device(commscan_proto::v1::GetDeviceRequest {
                     device_id: identity.device_id.clone(),
+                    ..Default::default()
                 })
                 .await
                 .ok()?
@@ -134,6 +135,7 @@ async fn a_collector_killed_mid_stream_loses_nothing_and_records_every_report_on
         .unwrap()
         .get_device(commscan_proto::v1::GetDeviceRequest {
             device_id: identity.device_id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -275,7 +275,10 @@ async fn a_corrupt_spool_is_quarantined_and_reported_to_the_collector_and_in_sta
     let d = c
         .query()
         .await
-        .get_device(commscan_proto::v1::GetDeviceRequest { device_id: id })
+        .get_device(commscan_proto::v1::GetDeviceRequest {
+            device_id: id,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -450,7 +453,10 @@ async fn a_week_offline_with_a_change_every_minute_stays_under_the_cap_and_conve
     let history = c
         .query()
         .await
-        .get_device(commscan_proto::v1::GetDeviceRequest { device_id: id })
+        .get_device(commscan_proto::v1::GetDeviceRequest {
+            device_id: id,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()

@@ -158,7 +158,10 @@ async fn revoked_device_is_refused_at_its_next_connection_and_keeps_its_history(
     let d = c
         .query()
         .await
-        .get_device(v1::GetDeviceRequest { device_id: id })
+        .get_device(v1::GetDeviceRequest {
+            device_id: id,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -184,6 +187,7 @@ async fn device_a_certificate_with_device_b_in_the_hello_is_refused_and_audited(
         .await
         .get_device(v1::GetDeviceRequest {
             device_id: b.identity().unwrap().device_id,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -472,7 +476,10 @@ async fn a_cloned_disk_is_flagged_as_a_duplicate_never_merged() {
     let d = c
         .query()
         .await
-        .get_device(v1::GetDeviceRequest { device_id: id })
+        .get_device(v1::GetDeviceRequest {
+            device_id: id,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -565,7 +572,10 @@ async fn a_device_is_removed_only_after_it_was_revoked() {
     let err = c
         .query()
         .await
-        .get_device(v1::GetDeviceRequest { device_id: id })
+        .get_device(v1::GetDeviceRequest {
+            device_id: id,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);

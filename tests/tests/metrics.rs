@@ -76,7 +76,10 @@ async fn metrics_count_what_happened_and_prometheus_scrapes_them() {
         .unwrap();
     c.query()
         .await
-        .get_device(v1::GetDeviceRequest { device_id: id })
+        .get_device(v1::GetDeviceRequest {
+            device_id: id,
+            ..Default::default()
+        })
         .await
         .unwrap();
     let refused = c

@@ -20,6 +20,7 @@ async fn status(c: &TestCollector, id: &str) -> i32 {
         .await
         .get_device(v1::GetDeviceRequest {
             device_id: id.into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -106,7 +107,10 @@ async fn an_organisation_with_its_own_policy_is_judged_by_it() {
     let d = c
         .query()
         .await
-        .get_device(v1::GetDeviceRequest { device_id: id })
+        .get_device(v1::GetDeviceRequest {
+            device_id: id,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

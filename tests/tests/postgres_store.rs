@@ -61,6 +61,7 @@ async fn reports_wait_out_a_database_outage_and_arrive_once() {
         .await
         .get_device(commscan_proto::v1::GetDeviceRequest {
             device_id: id.clone(),
+            ..Default::default()
         })
         .await
         .expect_err("a query without its database");
@@ -231,6 +232,7 @@ async fn a_cloned_identity_on_two_collectors_is_flagged_as_on_one() {
             .await
             .get_device(commscan_proto::v1::GetDeviceRequest {
                 device_id: id.clone(),
+                ..Default::default()
             })
             .await
             .unwrap()

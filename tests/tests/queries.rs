@@ -175,6 +175,7 @@ async fn device_detail_shows_history() {
             .await
             .get_device(v1::GetDeviceRequest {
                 device_id: id.clone(),
+                ..Default::default()
             })
             .await
             .unwrap()

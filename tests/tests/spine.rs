@@ -33,6 +33,7 @@ async fn device_with_zoom_in_dpkg_is_noncompliant_with_zoom_as_the_reason() {
     let d = q
         .get_device(v1::GetDeviceRequest {
             device_id: id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -117,7 +118,10 @@ async fn removed_package_in_config_files_state_is_not_a_finding() {
     let d = c
         .query()
         .await
-        .get_device(v1::GetDeviceRequest { device_id: id })
+        .get_device(v1::GetDeviceRequest {
+            device_id: id,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -133,7 +137,10 @@ async fn enrolled_device_that_never_reported_is_unknown() {
     let d = c
         .query()
         .await
-        .get_device(v1::GetDeviceRequest { device_id: id })
+        .get_device(v1::GetDeviceRequest {
+            device_id: id,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -264,6 +271,7 @@ async fn restarting_the_collector_keeps_the_device_and_its_state() {
         .await
         .get_device(v1::GetDeviceRequest {
             device_id: id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -642,6 +650,7 @@ async fn a_hostile_device_cannot_bloat_its_record_or_break_queries_and_exports()
     for id in [&normal_id, &hostile_id] {
         q.get_device(v1::GetDeviceRequest {
             device_id: id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap_or_else(|e| panic!("GetDevice {id}: {e:?}"));

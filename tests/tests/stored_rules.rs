@@ -47,6 +47,7 @@ async fn status(c: &TestCollector, id: &str) -> i32 {
         .await
         .get_device(v1::GetDeviceRequest {
             device_id: id.into(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -118,6 +118,7 @@ async fn call(w: &World, token: &str, rpc: &str) -> Outcome {
             code(
                 q.get_device(v1::GetDeviceRequest {
                     device_id: w.dev_a.clone(),
+                    ..Default::default()
                 })
                 .await,
             ),
@@ -127,6 +128,7 @@ async fn call(w: &World, token: &str, rpc: &str) -> Outcome {
             code(
                 q.get_device(v1::GetDeviceRequest {
                     device_id: w.dev_b.clone(),
+                    ..Default::default()
                 })
                 .await,
             ),

@@ -384,7 +384,10 @@ async fn windows_agent_enrols_and_reports_to_a_linux_collector() {
                 let d = c
                     .query()
                     .await
-                    .get_device(commscan_proto::v1::GetDeviceRequest { device_id: id })
+                    .get_device(commscan_proto::v1::GetDeviceRequest {
+                        device_id: id,
+                        ..Default::default()
+                    })
                     .await
                     .ok()?
                     .into_inner();

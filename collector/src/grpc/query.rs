@@ -219,7 +219,19 @@ impl Query for QueryService {
         request: tonic::Request<v1::GetDeviceRequest>,
     ) -> Result<tonic::Response<v1::GetDeviceResponse>, tonic::Status> {
         let (token, mark) = (bearer(&request), mark_of(&request));
-        let id = request.into_inner().device_id;
+        let r = request.into_inner();
+        let time = |t: Option<prost_types::Timestamp>, field: &str| {
+            t.map(|t| {
+                convert::from_timestamp(&t)
+                    .map_err(|e| tonic::Status::invalid_argument(format!("{field}: {e}")))
+            })
+            .transpose()
+        };
+        let window = crate::queries::HistoryWindow {
+            since: time(r.history_since, "history_since")?,
+            until: time(r.history_until, "history_until")?,
+        };
+        let id = r.device_id;
         let detail = blocking(&self.0, move |c| {
             let who = c.authenticate(token.as_deref(), mark)?;
             if id.is_empty() {
@@ -227,7 +239,7 @@ impl Query for QueryService {
                     "device_id: required".into(),
                 ));
             }
-            c.device_detail(&who, &id)
+            c.device_detail(&who, &id, window)
         })
         .await?;
         let now = self.0.now();

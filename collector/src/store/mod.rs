@@ -183,7 +183,12 @@ pub trait DeviceStore: Durable {
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
     /// A device's last `limit` history events, oldest first.
-    fn history(&self, device: &str, limit: usize) -> Result<Vec<HistoryRecord>, StoreError>;
+    fn history(
+        &self,
+        device: &str,
+        until: Option<OffsetDateTime>,
+        limit: usize,
+    ) -> Result<Vec<HistoryRecord>, StoreError>;
     /// An organisation's aggregate.
     fn org_aggregate(&self, org: &str) -> Result<Option<OrgAggregate>, StoreError>;
     /// Every organisation's aggregate.

@@ -204,8 +204,13 @@ impl DeviceStore for Recovering {
     ) -> Result<Vec<String>, StoreError> {
         self.with(|s| s.stale_candidates(reported_before, limit))
     }
-    fn history(&self, device: &str, limit: usize) -> Result<Vec<HistoryRecord>, StoreError> {
-        self.with(|s| s.history(device, limit))
+    fn history(
+        &self,
+        device: &str,
+        until: Option<OffsetDateTime>,
+        limit: usize,
+    ) -> Result<Vec<HistoryRecord>, StoreError> {
+        self.with(|s| s.history(device, until, limit))
     }
     fn org_aggregate(&self, org: &str) -> Result<Option<OrgAggregate>, StoreError> {
         self.with(|s| s.org_aggregate(org))

@@ -692,18 +692,25 @@ impl DeviceStore for SledStore {
             .collect()
     }
 
-    fn history(&self, device: &str, limit: usize) -> Result<Vec<HistoryRecord>, StoreError> {
+    fn history(
+        &self,
+        device: &str,
+        until: Option<OffsetDateTime>,
+        limit: usize,
+    ) -> Result<Vec<HistoryRecord>, StoreError> {
         let mut prefix = device.as_bytes().to_vec();
         prefix.push(b'/');
         let mut out: Vec<HistoryRecord> = self
             .history
             .scan_prefix(&prefix)
             .rev()
-            .take(limit)
             .map(|r| {
                 let (k, v) = r.map_err(backend)?;
-                decode(&k, &v)
+                decode::<HistoryRecord>(&k, &v)
             })
+            // Newest first: skip what is at or after `until`.
+            .filter(|r| r.as_ref().map_or(true, |h| until.is_none_or(|u| h.at < u)))
+            .take(limit)
             .collect::<Result<_, _>>()?;
         out.reverse();
         Ok(out)

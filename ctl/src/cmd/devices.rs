@@ -190,19 +190,18 @@ pub(crate) async fn show(args: DeviceArgs) -> anyhow::Result<ExitCode> {
         until,
     } = args;
     let id = super::resolve_device(&conn, &id).await?;
-    let mut d = conn
+    // The collector cuts the window (the latest 200 events of it).
+    let d = conn
         .connection()?
         .query()
         .await?
-        .get_device(v1::GetDeviceRequest { device_id: id })
+        .get_device(v1::GetDeviceRequest {
+            device_id: id,
+            history_since: since.map(convert::timestamp),
+            history_until: until.map(convert::timestamp),
+        })
         .await?
         .into_inner();
-    // The collector sends the last 200 events; the window is cut from those.
-    d.history.retain(|h| {
-        let at = h.at.as_ref().and_then(|t| convert::from_timestamp(t).ok());
-        at.is_some_and(|at| since.is_none_or(|s| at >= s) && until.is_none_or(|u| at < u))
-            || (since.is_none() && until.is_none())
-    });
     out!(
         "{}",
         output::device_detail(&output::device_detail_out(&d), conn.output, colour())

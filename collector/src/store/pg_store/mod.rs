@@ -954,11 +954,17 @@ impl DeviceStore for PgStore {
         })
     }
 
-    fn history(&self, device: &str, limit: usize) -> Result<Vec<HistoryRecord>, StoreError> {
+    fn history(
+        &self,
+        device: &str,
+        until: Option<OffsetDateTime>,
+        limit: usize,
+    ) -> Result<Vec<HistoryRecord>, StoreError> {
         let rows = self.read(async |c| {
             c.query(
-                "SELECT record FROM history WHERE device_id = $1 ORDER BY position DESC LIMIT $2",
-                &[&device, &limit_of(limit)],
+                "SELECT record FROM history WHERE device_id = $1 AND ($3::timestamptz IS NULL OR at < $3)
+                 ORDER BY position DESC LIMIT $2",
+                &[&device, &limit_of(limit), &until],
             )
             .await
             .map_err(db("read history"))

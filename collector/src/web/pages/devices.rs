@@ -313,7 +313,10 @@ fn history_text(lang: Lang, k: &HistoryKind) -> maud::Markup {
 
 pub async fn device(State(web): State<Web>, ctx: Ctx, Path(id): Path<String>) -> Response {
     let who = ctx.signed.who.clone();
-    let detail = match web.blocking(move |c| c.device_detail(&who, &id)).await {
+    let detail = match web
+        .blocking(move |c| c.device_detail(&who, &id, Default::default()))
+        .await
+    {
         Ok(d) => d,
         Err(e) => return page::error(ctx.lang, e),
     };
