@@ -67,11 +67,26 @@ pub fn is_closed_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// Set by a long-running service ([`serving`]): its panics are never turned into a quiet,
+/// successful exit, so a supervisor sees them and restarts it.
+static SERVING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Declares this process a long-running service (`collector serve`, `agent run`): from now
+/// on a `print!` failing on a closed pipe panics as any bug does, instead of ending the
+/// process quietly with code 0 (which a supervisor would take for a clean stop).
+pub fn serving() {
+    SERVING.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// Installs a panic hook that exits quietly (code 0) when the panic is `print!` failing on a
-/// closed pipe, and otherwise defers to the previous hook.
+/// closed pipe in a command (not a service, see [`serving`]), and otherwise defers to the
+/// previous hook.
 pub fn quiet_on_closed_pipe() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        if SERVING.load(std::sync::atomic::Ordering::SeqCst) {
+            return previous(info);
+        }
         let message = info
             .payload()
             .downcast_ref::<String>()

@@ -342,6 +342,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
         }
         Command::Serve { settings } => {
+            commscan_runtime::stdout::serving();
             let settings = settings.resolve()?;
             let data_dir = settings.data_dir.clone();
             let rules = settings.rules.clone();
