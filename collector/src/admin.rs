@@ -458,33 +458,22 @@ impl Collector {
         // Scoped callers skip entries of other organisations: read in batches until `limit`
         // selected entries or the end. Newest first reads the log backwards from its end,
         // down to `after`, so the newest page costs about `limit` entries, not the log.
-        if query.newest_first {
-            let mut cursor = u64::MAX;
-            loop {
-                let batch = self.store().audit_before(cursor, AUDIT_BATCH)?;
-                let done = batch.len() < AUDIT_BATCH;
-                for (pos, e) in batch {
-                    if pos <= query.after {
-                        return Ok(out);
-                    }
-                    cursor = pos;
-                    if visible(&e) && query.selects(&e) {
-                        out.push((pos, e));
-                        if out.len() == limit {
-                            return Ok(out);
-                        }
-                    }
-                }
-                if done {
-                    return Ok(out);
-                }
-            }
-        }
-        let mut cursor = query.after;
+        let mut cursor = if query.newest_first {
+            u64::MAX
+        } else {
+            query.after
+        };
         loop {
-            let batch = self.store().audit(cursor, AUDIT_BATCH)?;
+            let batch = if query.newest_first {
+                self.store().audit_before(cursor, AUDIT_BATCH)?
+            } else {
+                self.store().audit(cursor, AUDIT_BATCH)?
+            };
             let done = batch.len() < AUDIT_BATCH;
             for (pos, e) in batch {
+                if query.newest_first && pos <= query.after {
+                    return Ok(out);
+                }
                 cursor = pos;
                 if visible(&e) && query.selects(&e) {
                     out.push((pos, e));

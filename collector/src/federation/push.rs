@@ -159,24 +159,30 @@ impl Collector {
     }
 }
 
+/// The client to the ministry, connecting when there is none (a failure drops it).
+async fn connected<'a>(
+    client: &'a mut Option<FederationClient<Channel>>,
+    upstream: &Upstream,
+) -> Result<&'a mut FederationClient<Channel>, PushError> {
+    if client.is_none() {
+        let ch = channel(
+            &upstream.url,
+            &upstream.ca_pem,
+            Some((&upstream.cert_pem, &upstream.key_pem)),
+        )
+        .await?;
+        *client = Some(FederationClient::new(ch));
+    }
+    Ok(client.as_mut().expect("just set"))
+}
+
 /// Sends one push and waits for the ministry's acknowledgement.
 async fn push_once(
     client: &mut Option<FederationClient<Channel>>,
     upstream: &Upstream,
     snapshot: &Snapshot,
 ) -> Result<super::Receipt, PushError> {
-    let c = match client {
-        Some(c) => c,
-        None => {
-            let ch = channel(
-                &upstream.url,
-                &upstream.ca_pem,
-                Some((&upstream.cert_pem, &upstream.key_pem)),
-            )
-            .await?;
-            client.insert(FederationClient::new(ch))
-        }
-    };
+    let c = connected(client, upstream).await?;
     let request = crate::grpc::federation::push_to_wire(&super::Push {
         generated_at: time::OffsetDateTime::now_utc(),
         organisations: snapshot.organisations.clone(),
@@ -195,18 +201,7 @@ async fn fetch_once(
     upstream: &Upstream,
     held: &super::fetch::Held,
 ) -> Result<super::fetch::Published, PushError> {
-    let c = match client {
-        Some(c) => c,
-        None => {
-            let ch = channel(
-                &upstream.url,
-                &upstream.ca_pem,
-                Some((&upstream.cert_pem, &upstream.key_pem)),
-            )
-            .await?;
-            client.insert(FederationClient::new(ch))
-        }
-    };
+    let c = connected(client, upstream).await?;
     let request = crate::grpc::federation::held_to_wire(held);
     let answer = tokio::time::timeout(PUSH_TIMEOUT, c.fetch_rules(request))
         .await

@@ -798,6 +798,18 @@ impl TokenStore for SledStore {
     }
 }
 
+/// An audit entry as read from its tree: (position, entry).
+fn audit_entry(
+    r: sled::Result<(sled::IVec, sled::IVec)>,
+) -> Result<(u64, AuditRecord), StoreError> {
+    let (k, v) = r.map_err(backend)?;
+    let position: [u8; 8] = k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+        key: format!("audit/{k:?}"),
+        message: "audit key is not a u64".into(),
+    })?;
+    Ok((u64::from_be_bytes(position), decode(&k, &v)?))
+}
+
 impl AuditStore for SledStore {
     fn append_audit(&self, entry: &AuditRecord) -> Result<u64, StoreError> {
         // The next position after the last one, so that positions are contiguous (sled's id
@@ -828,14 +840,7 @@ impl AuditStore for SledStore {
         self.audit
             .range(start..)
             .take(limit)
-            .map(|r| {
-                let (k, v) = r.map_err(backend)?;
-                let position: [u8; 8] = k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-                    key: format!("audit/{k:?}"),
-                    message: "audit key is not a u64".into(),
-                })?;
-                Ok((u64::from_be_bytes(position), decode(&k, &v)?))
-            })
+            .map(audit_entry)
             .collect()
     }
 
@@ -848,14 +853,7 @@ impl AuditStore for SledStore {
             .range(..before.to_be_bytes())
             .rev()
             .take(limit)
-            .map(|r| {
-                let (k, v) = r.map_err(backend)?;
-                let position: [u8; 8] = k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-                    key: format!("audit/{k:?}"),
-                    message: "audit key is not a u64".into(),
-                })?;
-                Ok((u64::from_be_bytes(position), decode(&k, &v)?))
-            })
+            .map(audit_entry)
             .collect()
     }
 

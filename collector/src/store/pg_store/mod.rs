@@ -1290,6 +1290,17 @@ impl TokenStore for PgStore {
     }
 }
 
+/// Audit rows (`position, record`) as entries.
+fn audit_entries(rows: Vec<tokio_postgres::Row>) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
+    rows.into_iter()
+        .map(|r| {
+            let position: i64 = r.get(0);
+            let e = decode(&format!("audit/{position}"), r.get(1))?;
+            Ok((u64::try_from(position).unwrap_or_default(), e))
+        })
+        .collect()
+}
+
 impl AuditStore for PgStore {
     fn append_audit(&self, entry: &AuditRecord) -> Result<u64, StoreError> {
         self.read(async |c| insert_audit(&c, None, entry).await)
@@ -1304,13 +1315,7 @@ impl AuditStore for PgStore {
             .await
             .map_err(db("read audit"))
         })?;
-        rows.into_iter()
-            .map(|r| {
-                let position: i64 = r.get(0);
-                let e = decode(&format!("audit/{position}"), r.get(1))?;
-                Ok((u64::try_from(position).unwrap_or_default(), e))
-            })
-            .collect()
+        audit_entries(rows)
     }
 
     fn audit_before(
@@ -1326,13 +1331,7 @@ impl AuditStore for PgStore {
             .await
             .map_err(db("read audit"))
         })?;
-        rows.into_iter()
-            .map(|r| {
-                let position: i64 = r.get(0);
-                let e = decode(&format!("audit/{position}"), r.get(1))?;
-                Ok((u64::try_from(position).unwrap_or_default(), e))
-            })
-            .collect()
+        audit_entries(rows)
     }
 
     fn prune_audit(&self, before: OffsetDateTime, max_bytes: u64) -> Result<u64, StoreError> {
