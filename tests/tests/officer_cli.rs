@@ -70,6 +70,26 @@ fn piped_to_head(mut cmd: Command, lines: usize) -> (ExitStatus, Vec<String>, St
     )
 }
 
+/// A person made by `c`'s administrator with one grant (`org` empty: every organisation):
+/// (secret, person id).
+async fn person(c: &TestCollector, name: &str, role: v1::Role, org: &str) -> (String, String) {
+    let r = c
+        .admin_as(&c.admin_token)
+        .await
+        .create_access_token(v1::CreateAccessTokenRequest {
+            name: name.into(),
+            grants: vec![v1::Grant {
+                role: role as i32,
+                organisation: org.into(),
+            }],
+            expires_in_seconds: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (r.secret, r.person_id)
+}
+
 /// An enrolled device of `acme` that reported Zoom; its id.
 async fn zoom_device(c: &TestCollector, name: &str) -> String {
     let root = dpkg_fixture(&[("zoom", "install ok installed", "6.1.0")]);
@@ -545,21 +565,7 @@ async fn a_ministry_analyst_summarises_an_enterprise_s_organisation() {
     })
     .await;
     zoom_device(&e1, "pc").await;
-    let analyst = ministry
-        .admin_as(&ministry.admin_token)
-        .await
-        .create_access_token(v1::CreateAccessTokenRequest {
-            name: "analyst".into(),
-            grants: vec![v1::Grant {
-                role: v1::Role::Analyst as i32,
-                organisation: String::new(),
-            }],
-            expires_in_seconds: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .secret;
+    let (analyst, _) = person(&ministry, "analyst", v1::Role::Analyst, "").await;
     commscan_tests::wait_until(Duration::from_secs(60), "acme reaches the ministry", || {
         let (ok, stdout, _) = ctl(&ministry, &analyst, &["summary", "--org", "acme"]);
         async move { (ok && stdout.contains("1 devices")).then_some(()) }
@@ -668,24 +674,11 @@ async fn audit_is_newest_first_contiguous_and_filtered_by_person_action_and_time
     // Two people called alice, each refused once.
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let r = c
-            .admin_as(&admin)
-            .await
-            .create_access_token(v1::CreateAccessTokenRequest {
-                name: "alice".into(),
-                grants: vec![v1::Grant {
-                    role: v1::Role::Auditor as i32,
-                    organisation: String::new(),
-                }],
-                expires_in_seconds: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let (secret, id) = person(&c, "alice", v1::Role::Auditor, "").await;
         // An auditor may not list enrolment tokens: the refusal is audited under their name.
-        let (ok, _, _) = ctl(&c, &r.secret, &["tokens", "list"]);
+        let (ok, _, _) = ctl(&c, &secret, &["tokens", "list"]);
         assert!(!ok);
-        ids.push(r.person_id);
+        ids.push(id);
     }
     for _ in 0..3 {
         let (ok, _, stderr) = ctl(&c, &admin, &["tokens", "create", "--org", "acme"]);
@@ -780,18 +773,7 @@ async fn tokens_and_people_json_give_numbers_lists_and_nulls_not_strings() {
     assert!(uses.contains(&&serde_json::json!(3)), "{stdout}");
     // The enrolment token `init` made has no use limit: null, not "unlimited".
     assert!(uses.contains(&&serde_json::Value::Null), "{stdout}");
-    c.admin_as(&admin)
-        .await
-        .create_access_token(v1::CreateAccessTokenRequest {
-            name: "olga".into(),
-            grants: vec![v1::Grant {
-                role: v1::Role::Officer as i32,
-                organisation: "acme".into(),
-            }],
-            expires_in_seconds: 0,
-        })
-        .await
-        .unwrap();
+    person(&c, "olga", v1::Role::Officer, "acme").await;
     let (ok, stdout, stderr) = ctl(&c, &admin, &["people", "list", "--output", "json"]);
     assert!(ok, "{stderr}");
     let people: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -816,21 +798,7 @@ async fn audit_person_refuses_a_prefix_that_starts_several_ids() {
     // 17 people and the administrator: two ids share a first hex digit (pigeonhole).
     let mut ids = Vec::new();
     for n in 0..17 {
-        let r = c
-            .admin_as(&admin)
-            .await
-            .create_access_token(v1::CreateAccessTokenRequest {
-                name: format!("p{n}"),
-                grants: vec![v1::Grant {
-                    role: v1::Role::Auditor as i32,
-                    organisation: String::new(),
-                }],
-                expires_in_seconds: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        ids.push(r.person_id);
+        ids.push(person(&c, &format!("p{n}"), v1::Role::Auditor, "").await.1);
     }
     let shared = (0..ids.len())
         .find_map(|i| {
