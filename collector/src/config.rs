@@ -43,7 +43,7 @@
 //! first_request_timeout = "10s"
 //! idle_timeout = "30s"
 //! request_timeout = "30s"
-//! keepalive_interval = "60s"
+//! keepalive_interval = "2h"         # server pings, to reap vanished agents' streams
 //! keepalive_timeout = "20s"
 //! shutdown_grace = "10s"           # at most 25s: the unit's TimeoutStopSec is 30s
 //!
