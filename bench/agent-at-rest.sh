@@ -80,7 +80,7 @@ COMMSCAN_LOG=info NO_COLOR=1 "$agent" run --config "$tmp/agent.toml" --root "$ro
   2>"$tmp/agent.log" &
 apid=$!
 pids+=("$apid")
-acks() { grep -c 'report acknowledged' "$tmp/agent.log" || true; }
+acks() { grep -c 'report acknowledged' "$tmp/agent.log" 2>/dev/null || true; }
 for _ in $(seq 600); do [[ $(acks) -ge 1 ]] && break; sleep 0.1; done
 [[ $(acks) -ge 1 ]] || { echo "no acknowledgement; agent log:" >&2; cat "$tmp/agent.log" >&2; exit 1; }
 sleep "$settle"
