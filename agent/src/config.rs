@@ -15,9 +15,11 @@
 //! spool_cap = "4MiB"                      # bytes of unacknowledged changes kept offline
 //! backoff_initial = "1s"                  # first reconnect delay (full jitter)
 //! backoff_max = "5m"                      # reconnect delay cap
-//! keepalive_interval = "30s"              # HTTP/2 ping interval on the collector link
+//! keepalive_interval = "15m"              # HTTP/2 ping interval of an idle collector link
+//! keepalive_interval_min = "2m"           # floor when the interval halves after an idle link died
 //! keepalive_timeout = "10s"               # a ping unanswered this long means the link is dead
-//! ack_timeout = "60s"                     # a report unacknowledged this long ends the session
+//! ack_timeout = "60s"                     # the hello or a report unacknowledged this long ends
+//!                                         # the session (a dead link with something to send)
 //! collectors = []                         # addresses to fail over between (default: enrolment's)
 //! shutdown_grace = "10s"                  # SIGTERM: time allowed to finish and flush
 //! processes = true                        # read the process table
@@ -74,8 +76,10 @@ pub struct RawConfig {
     pub backoff_initial: Option<String>,
     /// Longest reconnect delay (e.g. "5m").
     pub backoff_max: Option<String>,
-    /// HTTP/2 keepalive ping interval (e.g. "30s").
+    /// HTTP/2 keepalive ping interval of an idle link (e.g. "15m").
     pub keepalive_interval: Option<String>,
+    /// The least the ping interval halves to after links found dead while idle (e.g. "2m").
+    pub keepalive_interval_min: Option<String>,
     /// How long a keepalive ping may go unanswered (e.g. "10s").
     pub keepalive_timeout: Option<String>,
     /// How long to wait for a report's acknowledgement before giving the session up.
@@ -134,8 +138,11 @@ pub struct Delivery {
     pub backoff_initial: Duration,
     /// Reconnect delay cap.
     pub backoff_max: Duration,
-    /// HTTP/2 keepalive ping interval.
+    /// HTTP/2 keepalive ping interval of an idle link, before any halving
+    /// ([`crate::delivery`]'s keepalive module).
     pub keepalive_interval: Duration,
+    /// The least the idle ping interval halves to.
+    pub keepalive_interval_min: Duration,
     /// HTTP/2 keepalive timeout.
     pub keepalive_timeout: Duration,
     /// Acknowledgement timeout.
@@ -160,7 +167,8 @@ impl Default for Delivery {
         Delivery {
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
-            keepalive_interval: Duration::from_secs(30),
+            keepalive_interval: Duration::from_secs(15 * 60),
+            keepalive_interval_min: Duration::from_secs(2 * 60),
             keepalive_timeout: Duration::from_secs(10),
             ack_timeout: Duration::from_secs(60),
             collectors: Vec::new(),
@@ -285,6 +293,12 @@ impl RawConfig {
             d.delivery.keepalive_interval,
             s(1),
         );
+        let keepalive_interval_min = dur(
+            "keepalive_interval_min",
+            &self.keepalive_interval_min,
+            d.delivery.keepalive_interval_min,
+            s(1),
+        );
         let keepalive_timeout = dur(
             "keepalive_timeout",
             &self.keepalive_timeout,
@@ -335,6 +349,14 @@ impl RawConfig {
                 }
             },
         };
+        if keepalive_interval_min > keepalive_interval {
+            problems.push(Problem {
+                key: "keepalive_interval_min".into(),
+                message: format!(
+                    "{keepalive_interval_min:?} is more than keepalive_interval ({keepalive_interval:?})"
+                ),
+            });
+        }
         let collectors = self.collectors.clone().unwrap_or_default();
         if collectors.len() > MAX_COLLECTORS {
             problems.push(Problem {
@@ -392,6 +414,7 @@ impl RawConfig {
                 backoff_initial,
                 backoff_max,
                 keepalive_interval,
+                keepalive_interval_min,
                 keepalive_timeout,
                 ack_timeout,
                 collectors,
@@ -461,6 +484,27 @@ mod tests {
             keys,
             ["full_scan_interval", "backoff_max", "spool_cap", "data_dir"],
             "{err}"
+        );
+    }
+
+    #[test]
+    fn the_idle_ping_defaults_to_15_minutes_and_its_floor_may_not_exceed_it() {
+        let d = Delivery::default();
+        assert_eq!(d.keepalive_interval, Duration::from_secs(900));
+        assert_eq!(d.keepalive_interval_min, Duration::from_secs(120));
+        let ok = RawConfig::parse("keepalive_interval = \"30m\"\nkeepalive_interval_min = \"5m\"")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(ok.delivery.keepalive_interval, Duration::from_secs(1800));
+        assert_eq!(ok.delivery.keepalive_interval_min, Duration::from_secs(300));
+        let e = RawConfig::parse("keepalive_interval = \"1m\"\nkeepalive_interval_min = \"5m\"")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            e.0.iter().any(|p| p.key == "keepalive_interval_min"),
+            "{e:?}"
         );
     }
 

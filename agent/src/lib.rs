@@ -34,6 +34,7 @@ pub mod config;
 pub mod delivery;
 pub(crate) mod device_state;
 pub mod enroll;
+pub mod memory;
 pub mod output;
 pub mod scanner;
 pub mod service;

@@ -441,11 +441,7 @@ fn run_service(config: Option<PathBuf>) -> ExitCode {
             Err(_) => bootstrap::init_logging(LOG),
         }
         bootstrap::install_crypto_provider();
-        let rt = match tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-        {
+        let rt = match bootstrap::resident_runtime(BLOCKING_THREADS, BLOCKING_KEEP_ALIVE) {
             Ok(rt) => rt,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the async runtime");
@@ -499,6 +495,12 @@ async fn serve_as_service(
 /// The log filter when `COMMSCAN_LOG` is not set.
 const LOG: &str = "warn,commscan_agent=info";
 
+/// Blocking threads at once (a scan, a catalog check, name resolution): the agent's async
+/// work runs on the main thread alone (ARCHITECTURE.md, "The agent at rest").
+const BLOCKING_THREADS: usize = 2;
+/// An idle blocking thread ends this long after its last task, so an agent at rest keeps none.
+const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(5);
+
 fn main() -> ExitCode {
     // `completions SHELL`, `man DIR`: what the packages install (runtime/src/docs.rs).
     if let Some(code) = commscan_runtime::docs::generate_if_asked::<Cli>() {
@@ -512,10 +514,14 @@ fn main() -> ExitCode {
     {
         return run_service(config);
     }
+    commscan_agent::memory::limit_arenas();
     Main {
         name: "commscan-agent",
         default_log: LOG,
-        threads: Threads::Workers(Some(2)),
+        threads: Threads::Resident {
+            max_blocking: BLOCKING_THREADS,
+            keep_alive: BLOCKING_KEEP_ALIVE,
+        },
         log_format: cli.log_format,
     }
     .run(async { run(cli).await.map(|()| ExitCode::SUCCESS) })

@@ -45,7 +45,7 @@
 //! first_request_timeout = "10s"
 //! idle_timeout = "30s"
 //! request_timeout = "30s"
-//! keepalive_interval = "60s"
+//! keepalive_interval = "2h"         # server pings (1s..24h), to reap vanished agents' streams
 //! keepalive_timeout = "20s"
 //! shutdown_grace = "10s"           # at most 25s: the unit's TimeoutStopSec is 30s
 //!
@@ -455,7 +455,7 @@ pub fn resolve(file: Option<&(PathBuf, String)>, flags: Overrides) -> Result<Set
         &l.keepalive_interval,
         ("limits.keepalive_interval", ""),
         d.keepalive_interval,
-        (s(1), hour),
+        (s(1), hour * 24),
     );
     limits.keepalive_timeout = duration(
         &mut c,

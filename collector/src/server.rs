@@ -71,8 +71,13 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// (headers sent, message never completed) is cancelled after this long. Streams already
 /// answered (an agent's stream, watches, exports) are not limited by it.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// HTTP/2 keepalive ping interval (the server's own pings; agents ping every 30 s).
-pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// HTTP/2 keepalive ping interval (the server's own pings). Only for reaping the streams of
+/// agents that vanished (powered off, a link that died while idle): a live agent pings on its
+/// own schedule (every 15 min while idle) and a reconnecting one takes its old stream over
+/// ([`crate::connections`]), so a long interval costs nothing but how long a vanished agent's
+/// stream is held; each ping is 78 bytes of TLS records both ways (ARCHITECTURE.md,
+/// "Keepalive").
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2 * 3600);
 /// How long a keepalive ping may go unanswered before the connection is closed.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// After shutdown starts (GOAWAY sent, streams asked to end), connections still open this

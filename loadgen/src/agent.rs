@@ -101,7 +101,9 @@ fn report(sequence: u64, body: v1::report::Body) -> AgentMessage {
     }
 }
 
-/// A channel to `target` from `source`, with the agent's TLS and keepalive settings.
+/// A channel to `target` from `source`, with the agent's TLS and the transport's default
+/// keepalive (a ping every 30 s: harsher on the collector than a real idle agent, which pings
+/// every 15 min).
 pub async fn connect(
     target: &Target,
     device: &SimDevice,

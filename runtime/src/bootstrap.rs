@@ -32,6 +32,29 @@ pub enum Threads {
     Current,
     /// A multi-threaded runtime with this many workers (`None`: one per core).
     Workers(Option<usize>),
+    /// A resident process that is idle most of its life (the agent): one thread for async
+    /// work, at most `max_blocking` threads for blocking work (scans, disk), each ending once
+    /// it has waited `keep_alive` for work, so that an idle process keeps none
+    /// ([`resident_runtime`]).
+    Resident {
+        /// Most blocking threads at once.
+        max_blocking: usize,
+        /// How long an idle blocking thread lives.
+        keep_alive: std::time::Duration,
+    },
+}
+
+/// The runtime of [`Threads::Resident`]: current-thread, a small blocking pool whose threads
+/// end `keep_alive` after their last task, timers and I/O enabled.
+pub fn resident_runtime(
+    max_blocking: usize,
+    keep_alive: std::time::Duration,
+) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(max_blocking.max(1))
+        .thread_keep_alive(keep_alive)
+        .enable_all()
+        .build()
 }
 
 /// How log lines are written.
@@ -87,17 +110,23 @@ impl Main {
         init_logging_as(self.default_log, self.log_format);
         install_crypto_provider();
         crate::stdout::quiet_on_closed_pipe();
-        let mut builder = match self.threads {
-            Threads::Current => tokio::runtime::Builder::new_current_thread(),
+        let built = match self.threads {
+            Threads::Current => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
             Threads::Workers(n) => {
                 let mut b = tokio::runtime::Builder::new_multi_thread();
                 if let Some(n) = n {
                     b.worker_threads(n);
                 }
-                b
+                b.enable_all().build()
             }
+            Threads::Resident {
+                max_blocking,
+                keep_alive,
+            } => resident_runtime(max_blocking, keep_alive),
         };
-        let rt = match builder.enable_all().build() {
+        let rt = match built {
             Ok(rt) => rt,
             Err(e) => {
                 eprintln!("{}: cannot start the async runtime: {e}", self.name);

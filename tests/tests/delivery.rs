@@ -91,11 +91,22 @@ async fn an_install_in_a_watched_directory_reaches_the_collector_within_seconds(
     running.shutdown().await;
 }
 
-/// Cuts the agent's link with `fault`; the agent must notice within twice the keepalive
-/// (interval + timeout) and deliver a later change over a new connection.
-async fn a_cut_link_is_noticed_and_delivery_resumes(fault: Fault) {
+/// An agent reporting through a proxy to a new collector, converged on `zoom`, idle.
+struct Proxied {
+    c: TestCollector,
+    proxy: TcpProxy,
+    id: String,
+    root: tempfile::TempDir,
+    events: broadcast::Receiver<AgentEvent>,
+    running: RunningAgent,
+}
+
+async fn proxied(
+    name: &str,
+    cfg: impl FnOnce(&mut commscan_agent::config::AgentConfig),
+) -> Proxied {
     let c = TestCollector::start().await;
-    let data = c.enroll_agent(&format!("cut-{fault:?}")).await;
+    let data = c.enroll_agent(name).await;
     let mut identity = data.identity().unwrap();
     let id = identity.device_id.clone();
     let upstream = c.url.trim_start_matches("https://").parse().unwrap();
@@ -108,48 +119,101 @@ async fn a_cut_link_is_noticed_and_delivery_resumes(fault: Fault) {
     .unwrap();
     let root = tempfile::tempdir().unwrap();
     install(root.path(), &["zoom"]);
-    let mut cfg = watching(&data);
-    cfg.delivery.keepalive_interval = Duration::from_secs(2);
-    cfg.delivery.keepalive_timeout = Duration::from_secs(2);
-    let keepalive = cfg.delivery.keepalive_interval + cfg.delivery.keepalive_timeout;
-    let agent = tree_agent(cfg, root.path());
-    let mut events = agent.events();
+    let mut config = watching(&data);
+    cfg(&mut config);
+    let agent = tree_agent(config, root.path());
+    let events = agent.events();
     let running = RunningAgent::start(agent);
     converged(&c, &id, &["zoom"], Duration::from_secs(30)).await;
+    Proxied {
+        c,
+        proxy,
+        id,
+        root,
+        events,
+        running,
+    }
+}
+
+/// Cuts an idle agent's link with `fault`, then makes a change: the report the agent cannot
+/// deliver must make it notice the dead link within its acknowledgement deadline (plus the
+/// watch's 100 ms debounce and the scan: 2 s allowed), although its idle ping interval is an
+/// hour, and the change must arrive over a new connection.
+async fn a_cut_link_with_a_pending_report_is_noticed_within_the_ack_deadline(fault: Fault) {
+    let ack = Duration::from_secs(4);
+    let mut p = proxied(&format!("cut-{fault:?}"), |cfg| {
+        cfg.delivery.keepalive_interval = Duration::from_secs(3600);
+        cfg.delivery.ack_timeout = ack;
+    })
+    .await;
 
     let t0 = Instant::now();
-    proxy.cut(fault);
+    p.proxy.cut(fault);
+    install(p.root.path(), &["zoom", "skypeforlinux"]);
     event(
-        &mut events,
-        keepalive * 2 + Duration::from_secs(10),
+        &mut p.events,
+        ack * 2 + Duration::from_secs(10),
         "the cut to be noticed",
         |e| matches!(e, AgentEvent::Disconnected { .. }),
     )
     .await;
     let noticed = t0.elapsed();
-    println!("{fault:?}: noticed after {noticed:?} (keepalive {keepalive:?})");
+    let bound = ack + Duration::from_secs(2);
+    println!("{fault:?}: noticed after {noticed:?} (ack deadline {ack:?})");
     assert!(
-        noticed <= keepalive * 2,
-        "{fault:?} noticed after {noticed:?}, more than twice the keepalive {keepalive:?}"
+        noticed <= bound,
+        "{fault:?} noticed after {noticed:?}, more than the ack deadline {ack:?} + 2 s"
     );
-    install(root.path(), &["zoom", "skypeforlinux"]);
-    converged(&c, &id, &["zoom", "skype"], Duration::from_secs(30)).await;
-    running.shutdown().await;
+    converged(&p.c, &p.id, &["zoom", "skype"], Duration::from_secs(30)).await;
+    p.running.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_dropped_link_is_noticed_and_delivery_resumes() {
-    a_cut_link_is_noticed_and_delivery_resumes(Fault::Drop).await;
+    a_cut_link_with_a_pending_report_is_noticed_within_the_ack_deadline(Fault::Drop).await;
 }
 
 #[tokio::test]
-async fn a_stalled_half_open_link_is_noticed_by_keepalive_and_delivery_resumes() {
-    a_cut_link_is_noticed_and_delivery_resumes(Fault::Stall).await;
+async fn a_stalled_half_open_link_with_a_pending_report_is_noticed_and_delivery_resumes() {
+    a_cut_link_with_a_pending_report_is_noticed_within_the_ack_deadline(Fault::Stall).await;
 }
 
 #[tokio::test]
 async fn a_reset_link_is_noticed_and_delivery_resumes() {
-    a_cut_link_is_noticed_and_delivery_resumes(Fault::Reset).await;
+    a_cut_link_with_a_pending_report_is_noticed_within_the_ack_deadline(Fault::Reset).await;
+}
+
+/// An idle agent's half-open link, with nothing to send: noticed by its keepalive ping within
+/// twice (interval + timeout), and a later change is delivered over a new connection.
+#[tokio::test]
+async fn an_idle_stalled_link_is_noticed_by_keepalive_and_delivery_resumes() {
+    let (interval, timeout) = (Duration::from_secs(2), Duration::from_secs(2));
+    let mut p = proxied("idle-stall", |cfg| {
+        cfg.delivery.keepalive_interval = interval;
+        cfg.delivery.keepalive_interval_min = Duration::from_secs(1);
+        cfg.delivery.keepalive_timeout = timeout;
+    })
+    .await;
+    let keepalive = interval + timeout;
+
+    let t0 = Instant::now();
+    p.proxy.cut(Fault::Stall);
+    event(
+        &mut p.events,
+        keepalive * 2 + Duration::from_secs(10),
+        "the idle cut to be noticed",
+        |e| matches!(e, AgentEvent::Disconnected { .. }),
+    )
+    .await;
+    let noticed = t0.elapsed();
+    println!("idle stall: noticed after {noticed:?} (keepalive {keepalive:?})");
+    assert!(
+        noticed <= keepalive * 2,
+        "idle stall noticed after {noticed:?}, more than twice the keepalive {keepalive:?}"
+    );
+    install(p.root.path(), &["zoom", "skypeforlinux"]);
+    converged(&p.c, &p.id, &["zoom", "skype"], Duration::from_secs(30)).await;
+    p.running.shutdown().await;
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

@@ -16,6 +16,9 @@
 //!   acknowledged sequence and state digest, welcome (which may ask for a snapshot), then one
 //!   record at a time from the spool, each forgotten only after its acknowledgement.
 //!   Failures end the session and the sender reconnects after a full-jitter backoff.
+//! - A **dead link** ([`keepalive`]) is noticed by the acknowledgement deadline when something
+//!   is pending (`ack_timeout`), and by rare HTTP/2 pings when idle (`keepalive_interval`,
+//!   halved down to `keepalive_interval_min` after each link found dead while idle).
 //! - **Shutdown** (SIGTERM): both loops stop at their next await, the spool is flushed, the
 //!   status file says `stopped`, and [`Agent::run`] returns within the configured grace. A
 //!   record in flight stays in the spool and is sent again, under the same sequence, at the
@@ -24,6 +27,7 @@
 //! Every step is announced as an [`AgentEvent`] (tests and the status file listen) and
 //! reflected in `<data-dir>/status.json` ([`crate::status`]).
 
+mod keepalive;
 mod observer;
 mod session;
 

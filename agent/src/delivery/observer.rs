@@ -217,6 +217,10 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
         if let Err(e) = scan_now(&shared, kind).await {
             tracing::error!(error = %e, "cannot record a scan in the spool");
         }
+        if kind != ScanKind::Sample {
+            // The scan's buffers are dropped: give their pages back while the agent waits.
+            crate::memory::trim();
+        }
         match kind {
             ScanKind::Sample => {
                 next_sample = t.process_sample_interval.map(|i| Instant::now() + i);

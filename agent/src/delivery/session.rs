@@ -1,10 +1,11 @@
 //! The sender: one `Reporting.Connect` stream at a time, records from the spool, reconnects.
 //!
-//! A session: hello (acknowledged sequence and state digest) → welcome, handed to the spool
-//! (a snapshot may replace the pending deltas; sequences move above the collector's) → then,
-//! while the stream lives, the spool's next record is sent and its acknowledgement awaited
-//! (at most `ack_timeout`) before the next; with nothing to send the sender waits for the
-//! observer, a command, or shutdown. Throttle: the record was not applied; wait as asked
+//! A session: hello (acknowledged sequence and state digest) → welcome (awaited at most
+//! `ack_timeout`), handed to the spool (a snapshot may replace the pending deltas; sequences
+//! move above the collector's) → then, while the stream lives, the spool's next record is
+//! sent and its acknowledgement awaited (at most `ack_timeout`) before the next; with nothing
+//! to send the sender waits for the observer, a command, or shutdown, the link watched only by
+//! rare pings ([`super::keepalive`]: the interval halves after a link found dead while idle). Throttle: the record was not applied; wait as asked
 //! (at most half the ack timeout) and send it again under the same sequence. RESYNC (sent
 //! after an ack): the spool replaces what is pending by a snapshot. RESCAN: the observer
 //! scans now.
@@ -13,6 +14,7 @@
 //! `backoff_max` (permanent refusals wait at least an hour), never shorter than a throttle
 //! the collector asked for; a session that reached the welcome resets the backoff.
 
+use super::keepalive::{IdlePing, broke_in_transit};
 use super::{AgentError, AgentEvent, Shared, now};
 use crate::spool::{Record, ReportBody, hello_fields};
 use commscan_proto::convert;
@@ -76,25 +78,34 @@ enum End {
     Idle(u64),
 }
 
-/// What a failed session leaves for the backoff.
+/// What a failed session leaves for the backoff and the idle ping interval.
 #[derive(Default)]
 struct Progress {
     established: bool,
     throttle: Option<Duration>,
+    /// The link broke in transit while nothing awaited an acknowledgement.
+    dead_while_idle: bool,
 }
 
 /// The sender loop: sessions until shutdown.
 pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     let d = shared.config.delivery.clone();
     let mut attempt = 0u32;
+    let mut ping = IdlePing::new(&d);
     loop {
         let mut progress = Progress::default();
-        let result = session(&shared, &shutdown, false, attempt, &mut progress).await;
+        let result = session(&shared, &shutdown, false, attempt, ping, &mut progress).await;
         shared.set_status(|s| s.connected = false);
         let err = match result {
             Ok(_) => return,
             Err(e) => e,
         };
+        if let Some(interval) = ping.session_ended(progress.dead_while_idle) {
+            tracing::info!(
+                keepalive_interval_s = interval.as_secs(),
+                "the link died while idle: pinging more often"
+            );
+        }
         if progress.established {
             attempt = 0;
         }
@@ -124,7 +135,8 @@ pub(crate) async fn until_idle(
     shutdown: &CancellationToken,
 ) -> Result<u64, AgentError> {
     let mut progress = Progress::default();
-    let r = session(shared, shutdown, true, 0, &mut progress).await;
+    let ping = IdlePing::new(&shared.config.delivery);
+    let r = session(shared, shutdown, true, 0, ping, &mut progress).await;
     shared.set_status(|s| s.connected = false);
     match r? {
         End::Idle(seq) => Ok(seq),
@@ -261,6 +273,7 @@ async fn session(
     shutdown: &CancellationToken,
     until_idle: bool,
     attempt: u32,
+    ping: IdlePing,
     progress: &mut Progress,
 ) -> Result<End, AgentError> {
     let d = &shared.config.delivery;
@@ -274,12 +287,17 @@ async fn session(
     }
     let (ca, cert, key) = shared.data.credentials()?;
     check_clock(&cert, time::OffsetDateTime::now_utc())?;
-    tracing::debug!(collector, attempt, "connecting");
+    tracing::debug!(
+        collector,
+        attempt,
+        keepalive_interval_s = ping.interval().as_secs(),
+        "connecting"
+    );
     let channel = transport::channel_with(
         collector,
         &ca,
         Some((&cert, &key)),
-        d.keepalive_interval,
+        ping.interval(),
         d.keepalive_timeout,
     )
     .await?;
@@ -300,8 +318,17 @@ async fn session(
     })
     .await
     .map_err(|_| TransportError::Protocol("stream closed before hello".into()))?;
-    let mut inbound = client.connect(ReceiverStream::new(rx)).await?.into_inner();
-    let welcome = match inbound.message().await? {
+    // The welcome acknowledges the hello: a link that dies here is noticed within the
+    // acknowledgement deadline too.
+    let opened = tokio::time::timeout(d.ack_timeout, async {
+        let mut inbound = client.connect(ReceiverStream::new(rx)).await?.into_inner();
+        let first = inbound.message().await?;
+        Ok::<_, AgentError>((inbound, first))
+    })
+    .await
+    .map_err(|_| TransportError::Protocol(format!("no welcome within {:?}", d.ack_timeout)))??;
+    let (mut inbound, first) = opened;
+    let welcome = match first {
         Some(v1::CollectorMessage {
             kind: Some(collector_message::Kind::Welcome(w)),
         }) => w,
@@ -342,7 +369,7 @@ async fn session(
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(End::Shutdown),
                 _ = shared.ready.notified() => continue,
-                m = inbound.message() => match m?.and_then(|m| m.kind) {
+                m = inbound.message() => match m.inspect_err(|e| progress.dead_while_idle = broke_in_transit(e))?.and_then(|m| m.kind) {
                     Some(collector_message::Kind::Command(c)) => command(shared, &c)?,
                     Some(collector_message::Kind::PolicyChanged(p)) => policy_changed(shared, p),
                     Some(collector_message::Kind::CatalogUpdate(u)) => catalog_update(shared, u, &tx).await?,
@@ -417,6 +444,8 @@ async fn session(
             "report acknowledged"
         );
         shared.emit(AgentEvent::Acked { sequence: acked });
+        // The report's encoding is dropped: its pages go back while the agent waits.
+        crate::memory::trim();
         shared.set_status(|s| {
             s.last_ack = Some(crate::status::AckNote {
                 at: now(),
