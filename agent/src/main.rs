@@ -297,6 +297,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             no_processes,
             once,
         } => {
+            commscan_runtime::stdout::serving();
             let mut cfg = load_config(config)?;
             if let Some(d) = data_dir {
                 cfg.data_dir = d;
@@ -427,6 +428,7 @@ fn service_command(action: ServiceAction) -> anyhow::Result<()> {
 #[cfg(windows)]
 fn run_service(config: Option<PathBuf>) -> ExitCode {
     use commscan_runtime::bootstrap;
+    commscan_runtime::stdout::serving();
     let body: service::Body = Box::new(move |stop| {
         let dirs = match service_dirs(config.as_deref()) {
             Ok(d) => d,
