@@ -103,7 +103,8 @@ pub fn state_digest(findings: &[v1::Finding]) -> Vec<u8> {
     commscan_core::digest::state_digest(&canonical, &[]).to_vec()
 }
 
-fn report(sequence: u64, body: v1::report::Body, state: &[v1::Finding]) -> AgentMessage {
+/// A report leaving `state`, whose digest is `digest`.
+fn report(sequence: u64, body: v1::report::Body, digest: Vec<u8>) -> AgentMessage {
     AgentMessage {
         kind: Some(agent_message::Kind::Report(v1::Report {
             sequence,
@@ -116,29 +117,29 @@ fn report(sequence: u64, body: v1::report::Body, state: &[v1::Finding]) -> Agent
             scanned_at: Some(commscan_proto::convert::timestamp(
                 time::OffsetDateTime::now_utc(),
             )),
-            state_digest: state_digest(state),
+            state_digest: digest,
         })),
     }
 }
 
-/// A snapshot of `state`.
-fn snapshot(sequence: u64, state: &[v1::Finding]) -> AgentMessage {
+/// A snapshot of `state`, whose digest is `digest`.
+fn snapshot(sequence: u64, state: &[v1::Finding], digest: Vec<u8>) -> AgentMessage {
     let body = v1::report::Body::Snapshot(v1::Snapshot {
         findings: state.to_vec(),
         unclassified: Vec::new(),
     });
-    report(sequence, body, state)
+    report(sequence, body, digest)
 }
 
-/// A delta moving `moved`, leaving `state`.
-fn delta(sequence: u64, moved: v1::Finding, state: &[v1::Finding]) -> AgentMessage {
+/// A delta moving `moved`, leaving a state whose digest is `digest`.
+fn delta(sequence: u64, moved: v1::Finding, digest: Vec<u8>) -> AgentMessage {
     let body = v1::report::Body::Delta(v1::Delta {
         upserted: vec![moved],
         removed: Vec::new(),
         unclassified: Vec::new(),
         unclassified_changed: false,
     });
-    report(sequence, body, state)
+    report(sequence, body, digest)
 }
 
 /// What a simulated device keeps between sessions, as the agent's spool does.
@@ -211,8 +212,10 @@ pub struct Agent {
 /// A report waiting for its ack.
 struct InFlight {
     sequence: u64,
-    /// The state once it is applied.
+    /// The state once it is applied, and its digest (computed once per report: the
+    /// simulator shares the cores with the server it measures).
     state: Vec<v1::Finding>,
+    digest: Vec<u8>,
     sent: Instant,
     /// Sent by a load phase (its latency is recorded), not the session's snapshot.
     measured: bool,
@@ -313,12 +316,14 @@ impl Agent {
             self.counters.snapshot_asked();
             kept.sequence += 1;
             let state = kept.acked.clone();
-            tx.send(snapshot(kept.sequence, &state))
+            let digest = state_digest(&state);
+            tx.send(snapshot(kept.sequence, &state, digest.clone()))
                 .await
                 .map_err(|_| closed())?;
             in_flight = Some(InFlight {
                 sequence: kept.sequence,
                 state,
+                digest,
                 sent: Instant::now(),
                 measured: false,
             });
@@ -357,7 +362,7 @@ impl Agent {
                             if !f.measured {
                                 self.counters.in_sync();
                             }
-                            kept.acked_digest = Some(state_digest(&f.state));
+                            kept.acked_digest = Some(f.digest);
                             kept.acked = f.state;
                         }
                     }
@@ -388,12 +393,14 @@ impl Agent {
     ) -> Result<InFlight, LoadgenError> {
         kept.sequence += 1;
         let (moved, state) = after_delta(self.index, kept.sequence, &kept.acked);
-        tx.send(delta(kept.sequence, moved, &state))
+        let digest = state_digest(&state);
+        tx.send(delta(kept.sequence, moved, digest.clone()))
             .await
             .map_err(|_| LoadgenError::Protocol("stream closed by collector".into()))?;
         Ok(InFlight {
             sequence: kept.sequence,
             state,
+            digest,
             sent: Instant::now(),
             measured: true,
         })
