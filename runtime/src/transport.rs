@@ -45,10 +45,10 @@ pub fn connection_refused(e: &(dyn std::error::Error + 'static)) -> bool {
                 return true;
             }
             // An io::Error wrapping another error: look inside it too.
-            if let Some(inner) = io.get_ref() {
-                if connection_refused(inner) {
-                    return true;
-                }
+            if let Some(inner) = io.get_ref()
+                && connection_refused(inner)
+            {
+                return true;
             }
         }
         next = err.source();
@@ -208,30 +208,30 @@ mod tests {
         let ca = commscan_core::pki::Authority::generate("t.local")
             .unwrap()
             .0;
-        let err = channel(&format!("https://127.0.0.1:{port}"), &ca.cert_pem(), None)
+        let err = channel(&format!("https://127.0.0.1:{port}"), ca.cert_pem(), None)
             .await
             .unwrap_err();
         assert!(err.is_refused(), "{err:?}");
         assert!(err.is_retriable());
-        // A listener that accepts and never speaks TLS: a handshake timeout, not a refusal.
-        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = silent.local_addr().unwrap();
-        let hold = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((s, _)) = silent.accept().await {
-                held.push(s);
-            }
+        // A listener that accepts, reads the ClientHello and closes cleanly: the handshake
+        // fails on an early end of stream, which is not a refusal.
+        let closing = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = closing.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut s, _) = closing.accept().await.unwrap();
+            let mut hello = vec![0u8; 64 * 1024];
+            let _ = s.read(&mut hello).await;
+            let _ = s.shutdown().await;
+            // Keep reading until the client closes, so no unread byte makes the kernel reset.
+            while matches!(s.read(&mut hello).await, Ok(n) if n > 0) {}
         });
-        let err = channel_with(
-            &format!("https://{addr}"),
-            &ca.cert_pem(),
-            None,
-            KEEPALIVE_INTERVAL,
-            KEEPALIVE_TIMEOUT,
-        );
-        let err = tokio::time::timeout(Duration::from_secs(30), err).await;
-        hold.abort();
-        let err = err.expect("the connect timeout ends it").unwrap_err();
+        let url = format!("https://{addr}");
+        let err = tokio::time::timeout(Duration::from_secs(30), channel(&url, ca.cert_pem(), None))
+            .await
+            .expect("the handshake ends at the server's close")
+            .unwrap_err();
+        server.abort();
         assert!(!err.is_refused(), "{err:?}");
         assert!(!TransportError::Protocol("eof".into()).is_refused());
         assert!(!TransportError::Status(tonic::Status::unavailable("down")).is_refused());
