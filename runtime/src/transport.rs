@@ -6,10 +6,12 @@
 //! (defaults [`KEEPALIVE_INTERVAL`], [`KEEPALIVE_TIMEOUT`]).
 //!
 //! Errors are classified once, in [`TransportError::is_retriable`]: the agent's reconnect loop,
-//! an enterprise's push to its ministry and `commscanctl` all ask it. A connection refused or
-//! reset before the TLS handshake completed ([`TransportError::is_refused`],
-//! [`connection_refused`]) is told apart: the collector's host answered but nothing listens,
-//! which is a collector restarting, not one overloaded. Reconnect loops retry those within
+//! an enterprise's push to its ministry and `commscanctl` all ask it. A refused connection (the
+//! host answered the TCP connection attempt with a reset: [`TransportError::is_refused`],
+//! [`connection_refused`]) is told apart: the collector's host is up but nothing listens,
+//! which is a collector restarting, not one overloaded. A reset after the connection was made
+//! is not: a collector whose handshakes time out under load resets them, and those agents must
+//! back off as usual. Reconnect loops retry those within
 //! [`REFUSED_BACKOFF_MAX`] (full jitter) instead of their ordinary cap: a refused attempt costs
 //! the collector nothing (the kernel answers it), and agents that backed off for minutes
 //! would come back long after the collector is listening again.
@@ -28,20 +30,16 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// are all back within a few seconds of it.
 pub const REFUSED_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// Whether `e`, or an error it was caused by, is a TCP connection refused, reset or aborted:
-/// the peer's host answered and no server took the connection (a restarting collector). A
-/// timeout, an unreachable host or a certificate refused by the TLS handshake are not.
+/// Whether `e`, or an error it was caused by, is a TCP connection refused: the peer's host
+/// answered and nothing listens (a restarting collector). A timeout, an unreachable host, a
+/// reset of an established connection (a handshake an overloaded server gave up on) or a
+/// certificate refused by the TLS handshake are not.
 pub fn connection_refused(e: &(dyn std::error::Error + 'static)) -> bool {
     use std::io::ErrorKind;
     let mut next = Some(e);
     while let Some(err) = next {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if matches!(
-                io.kind(),
-                ErrorKind::ConnectionRefused
-                    | ErrorKind::ConnectionReset
-                    | ErrorKind::ConnectionAborted
-            ) {
+            if io.kind() == ErrorKind::ConnectionRefused {
                 return true;
             }
             // An io::Error wrapping another error: look inside it too.
@@ -106,7 +104,7 @@ impl TransportError {
 }
 
 impl TransportError {
-    /// Whether the connection was refused or reset before the session was set up (see
+    /// Whether the connection was refused: nothing listens (see
     /// [`connection_refused`]): a collector restarting. Retried within
     /// [`REFUSED_BACKOFF_MAX`].
     pub fn is_refused(&self) -> bool {

@@ -127,8 +127,8 @@ pub enum AgentError {
 }
 
 impl AgentError {
-    /// Whether the collector's host refused or reset the connection before the session was
-    /// set up: a collector restarting, retried within
+    /// Whether the collector's host refused the connection (nothing listens): a collector
+    /// restarting, retried within
     /// [`commscan_runtime::transport::REFUSED_BACKOFF_MAX`].
     pub fn is_refused(&self) -> bool {
         matches!(self, AgentError::Transport(t) if t.is_refused())

@@ -12,8 +12,8 @@
 //! Between sessions: full-jitter exponential backoff from `backoff_initial` up to
 //! `backoff_max` (permanent refusals wait at least an hour), never shorter than a throttle
 //! the collector asked for; a session that reached the welcome resets the backoff. A
-//! connection refused or reset before the session was set up (the collector restarting:
-//! its host answers, nothing listens yet) backs off on its own count and within
+//! connection refused (the collector restarting: its host answers the connection attempt,
+//! nothing listens yet) backs off on its own count and within
 //! [`REFUSED_BACKOFF_MAX`], so a fleet is back a few seconds after its collector listens
 //! again rather than minutes; a failure that may mean an overloaded collector (a timeout, a
 //! handshake failing, a throttle) still grows the ordinary backoff, which refusals leave
@@ -38,7 +38,7 @@ const PERMANENT_BACKOFF: Duration = Duration::from_secs(3600);
 /// How a session failed, as far as the wait before the next one goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
-    /// Connection refused or reset before the session was set up: the collector restarting.
+    /// Connection refused: the collector restarting.
     Refused,
     /// Any other failure a retry may fix.
     Retriable,
