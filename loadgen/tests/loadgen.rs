@@ -94,7 +94,11 @@ async fn simulated_agents_report_and_receive_a_pushed_policy_change() {
 
     // The collector goes away and comes back on the same port: every agent reconnects, and
     // as the real agent's digest spares it, none is asked for a snapshot (the digests each
-    // report declared, deltas included, match what the collector stored).
+    // report declared, deltas included, match what the collector stored). Idle first: the
+    // closed-loop phase above may not be over yet, and its last reports' acks must arrive
+    // (a report applied but not acknowledged rightly costs a snapshot).
+    pool.set_phase(Phase::Idle);
+    tokio::time::sleep(Duration::from_secs(1)).await;
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(15), server).await;
     pool.reset();
