@@ -5,11 +5,23 @@
 //! A reload that fails validation returns every problem and leaves the rules in force untouched.
 //! A reload that re-judged every device is announced to every connected agent
 //! ([`crate::connections::Connections::announce_policy_change`]).
+//!
+//! At start, `serve` listens first and re-judges in the background ([`spawn_rejudge_at_start`]):
+//! a restarted collector takes its agents back at once instead of after re-judging its whole
+//! fleet (16,000 devices: several seconds). This is safe because re-judging holds each
+//! device's lock while it reads, judges and writes the device back, as applying a report does:
+//! a report applied meanwhile is judged under the rules in force and not overwritten, and a
+//! device re-judged after it is read afresh. Until the pass ends, devices it has not reached
+//! yet show the verdict stored under the previous policy in queries, exports and aggregates
+//! (as they would have before the restart); the pass logs `devices judged under the policy in
+//! force` when done. A reload during the pass re-judges everything again under its rules.
 
 use crate::collector::Collector;
 use crate::compliance::{Rules, RulesConfig, Sources};
 use crate::error::CollectorError;
 use commscan_core::textpos::Problems;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// What a re-judgement changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -42,6 +54,12 @@ impl Collector {
         self.rejudge(self.store().device_ids()?)
     }
 
+    /// [`Collector::rejudge_all`], stopping between two devices once `stop` fires (what was
+    /// re-judged by then is stored and flushed).
+    pub fn rejudge_all_until(&self, stop: &CancellationToken) -> Result<Rejudged, CollectorError> {
+        self.rejudge_until(self.store().device_ids()?, Some(stop))
+    }
+
     /// Re-judges the devices of `organisation`.
     pub(crate) fn rejudge_organisation(
         &self,
@@ -68,10 +86,23 @@ impl Collector {
 
     /// Re-judges `ids` under the rules in force now; a device no longer stored is skipped.
     pub(crate) fn rejudge(&self, ids: Vec<String>) -> Result<Rejudged, CollectorError> {
-        let now = self.now();
+        self.rejudge_until(ids, None)
+    }
+
+    fn rejudge_until(
+        &self,
+        ids: Vec<String>,
+        stop: Option<&CancellationToken>,
+    ) -> Result<Rejudged, CollectorError> {
         let mut out = Rejudged::default();
         for id in ids {
+            if stop.is_some_and(CancellationToken::is_cancelled) {
+                break;
+            }
             let _device_lock = self.lock_device(&id)?;
+            // Read under the lock: a pass running beside ingest (at start) judges each device
+            // at its own time, after any report applied before it.
+            let now = self.now();
             let Some(mut device) = self.store().device(&id)? else {
                 continue;
             };
@@ -114,4 +145,32 @@ impl Collector {
         tracing::info!(policy = %id, devices = r.devices, changed = r.changed, "policy reloaded");
         Ok(r)
     }
+}
+
+/// Re-judges every stored device on a blocking thread while the collector serves (see the
+/// module documentation), until done or `stop` fires. A failure is logged: the rules are in
+/// force, and the next report of each device or the next reload judges it.
+pub fn spawn_rejudge_at_start(
+    collector: Arc<Collector>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<Option<Rejudged>> {
+    tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        match collector.rejudge_all_until(&stop) {
+            Ok(r) => {
+                tracing::info!(
+                    devices = r.devices,
+                    changed = r.changed,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    complete = !stop.is_cancelled(),
+                    "devices judged under the policy in force"
+                );
+                Some(r)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "re-judging stored devices at start failed; each is judged at its next report or reload");
+                None
+            }
+        }
+    })
 }

@@ -1,11 +1,16 @@
 //! One simulated agent: the wire behaviour of `commscan-agent run`, without the scanner.
 //!
 //! A session connects from the agent's own source address (so many agents are not limited by
-//! the ephemeral ports of one address), presents the device's certificate, sends a hello,
-//! waits for the welcome, then sends a snapshot as the real agent does at the start of every
-//! session. Afterwards it sends deltas as the pool's [`Phase`] says, one in flight at a time,
-//! each after the previous ack. A failed session is retried with the real agent's full-jitter
-//! backoff (`commscan_runtime::transport::backoff`, base 1 s, cap 300 s).
+//! the ephemeral ports of one address), presents the device's certificate, sends a hello with
+//! the state digest it last had acknowledged, waits for the welcome, and sends a snapshot only
+//! when the welcome asks for one (the collector holds nothing, or another state), as the real
+//! agent's spool does. Every report declares the digest of the state it leaves
+//! (`commscan_core::digest`, over the canonical findings, as the agent computes it), so the
+//! collector's stored digest matches the simulated device's and a reconnect needs no snapshot.
+//! Afterwards it sends deltas as the pool's [`Phase`] says, one in flight at a time, each after
+//! the previous ack. A failed session is retried with the real agent's full-jitter backoff
+//! (`commscan_runtime::transport::backoff`, base 1 s, cap 300 s; a refused connection on its
+//! own count, capped at `REFUSED_BACKOFF_MAX`).
 
 use crate::fleet::SimDevice;
 use crate::pool::{Counters, Phase};
@@ -13,7 +18,9 @@ use crate::{LoadgenError, unix_nanos};
 use commscan_proto::v1::{
     self, AgentMessage, agent_message, collector_message, reporting_client::ReportingClient,
 };
-use commscan_runtime::transport::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
+use commscan_runtime::transport::{
+    KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, REFUSED_BACKOFF_MAX, backoff, connection_refused,
+};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,31 +65,46 @@ fn finding(product: &str, version: String) -> v1::Finding {
     }
 }
 
-/// The `index`-th device's snapshot: three catalogued products.
-fn snapshot(index: usize) -> v1::report::Body {
-    let findings = (0..3)
+/// The `index`-th device's base state: three catalogued products at 1.0.0.
+fn base_state(index: usize) -> Vec<v1::Finding> {
+    (0..3)
         .map(|k| finding(PRODUCTS[(index + k * 3) % PRODUCTS.len()], "1.0.0".into()))
+        .collect()
+}
+
+/// The state after a delta: the first product of the base moved to another version (the
+/// commonest change).
+fn after_delta(
+    index: usize,
+    sequence: u64,
+    state: &[v1::Finding],
+) -> (v1::Finding, Vec<v1::Finding>) {
+    let moved = finding(PRODUCTS[index % PRODUCTS.len()], format!("1.0.{sequence}"));
+    let next = state
+        .iter()
+        .map(|f| {
+            if f.product == moved.product {
+                moved.clone()
+            } else {
+                f.clone()
+            }
+        })
         .collect();
-    v1::report::Body::Snapshot(v1::Snapshot {
-        findings,
-        unclassified: Vec::new(),
-    })
+    (moved, next)
 }
 
-/// A delta: the first product of the snapshot moved to another version (the commonest change).
-fn delta(index: usize, sequence: u64) -> v1::report::Body {
-    v1::report::Body::Delta(v1::Delta {
-        upserted: vec![finding(
-            PRODUCTS[index % PRODUCTS.len()],
-            format!("1.0.{sequence}"),
-        )],
-        removed: Vec::new(),
-        unclassified: Vec::new(),
-        unclassified_changed: false,
-    })
+/// The state digest of `findings`, as the agent computes it: over their canonical form.
+pub fn state_digest(findings: &[v1::Finding]) -> Vec<u8> {
+    let canonical: Vec<commscan_core::scan::Finding> = findings
+        .iter()
+        .filter_map(|f| commscan_proto::convert::finding_from_wire(f.clone()).ok())
+        .map(commscan_core::report::canonical_finding)
+        .collect();
+    commscan_core::digest::state_digest(&canonical, &[]).to_vec()
 }
 
-fn report(sequence: u64, body: v1::report::Body) -> AgentMessage {
+/// A report leaving `state`, whose digest is `digest`.
+fn report(sequence: u64, body: v1::report::Body, digest: Vec<u8>) -> AgentMessage {
     AgentMessage {
         kind: Some(agent_message::Kind::Report(v1::Report {
             sequence,
@@ -95,10 +117,49 @@ fn report(sequence: u64, body: v1::report::Body) -> AgentMessage {
             scanned_at: Some(commscan_proto::convert::timestamp(
                 time::OffsetDateTime::now_utc(),
             )),
-            // The simulator does not reconcile; an empty digest asks for no resync.
-            state_digest: Vec::new(),
+            state_digest: digest,
         })),
     }
+}
+
+/// A snapshot of `state`, whose digest is `digest`.
+fn snapshot(sequence: u64, state: &[v1::Finding], digest: Vec<u8>) -> AgentMessage {
+    let body = v1::report::Body::Snapshot(v1::Snapshot {
+        findings: state.to_vec(),
+        unclassified: Vec::new(),
+    });
+    report(sequence, body, digest)
+}
+
+/// A delta moving `moved`, leaving a state whose digest is `digest`.
+fn delta(sequence: u64, moved: v1::Finding, digest: Vec<u8>) -> AgentMessage {
+    let body = v1::report::Body::Delta(v1::Delta {
+        upserted: vec![moved],
+        removed: Vec::new(),
+        unclassified: Vec::new(),
+        unclassified_changed: false,
+    });
+    report(sequence, body, digest)
+}
+
+/// What a simulated device keeps between sessions, as the agent's spool does.
+#[derive(Debug, Clone)]
+struct Kept {
+    /// The last sequence sent.
+    sequence: u64,
+    /// The state the collector acknowledged last, and its digest (stated in the hello).
+    acked: Vec<v1::Finding>,
+    acked_digest: Option<Vec<u8>>,
+    /// The catalog release held: the embedded one until a signed one arrives, stated in every
+    /// hello like the real agent's, so a reconnect is not sent it again.
+    catalog: u64,
+}
+
+/// Consecutive failed sessions, refusals counted apart (as the agent's session loop does).
+#[derive(Debug, Default)]
+struct Failures {
+    refused: u32,
+    other: u32,
 }
 
 /// A channel to `target` from `source`, with the agent's TLS and the transport's default
@@ -153,6 +214,10 @@ pub struct Agent {
 /// A report waiting for its ack.
 struct InFlight {
     sequence: u64,
+    /// The state once it is applied, and its digest (computed once per report: the
+    /// simulator shares the cores with the server it measures).
+    state: Vec<v1::Finding>,
+    digest: Vec<u8>,
     sent: Instant,
     /// Sent by a load phase (its latency is recorded), not the session's snapshot.
     measured: bool,
@@ -165,25 +230,30 @@ impl Agent {
             _ = self.stop.cancelled() => return,
             _ = tokio::time::sleep(start_after) => {}
         }
-        let mut sequence = 0;
-        let mut attempt = 0;
-        // The catalog release this agent holds: the embedded one until a signed one arrives,
-        // stated in every hello like the real agent's, so a reconnect is not sent it again.
-        let mut catalog = commscan_core::signed_catalog::EMBEDDED_CATALOG_RELEASE;
+        let mut kept = Kept {
+            sequence: 0,
+            acked: base_state(self.index),
+            acked_digest: None,
+            catalog: commscan_core::signed_catalog::EMBEDDED_CATALOG_RELEASE,
+        };
+        let mut failures = Failures::default();
         loop {
-            match self
-                .session(&mut sequence, &mut attempt, &mut catalog)
-                .await
-            {
+            let mut established = false;
+            match self.session(&mut kept, &mut established).await {
                 Ok(()) => return,
                 Err(e) => {
                     self.counters.failure(&e);
-                    let delay = commscan_runtime::transport::backoff(
-                        attempt,
-                        Duration::from_secs(1),
-                        Duration::from_secs(300),
-                    );
-                    attempt += 1;
+                    if established {
+                        failures = Failures::default();
+                    }
+                    let refused = matches!(&e, LoadgenError::Connect(c) if connection_refused(c));
+                    let (count, cap) = if refused {
+                        (&mut failures.refused, REFUSED_BACKOFF_MAX)
+                    } else {
+                        (&mut failures.other, Duration::from_secs(300))
+                    };
+                    let delay = backoff(*count, Duration::from_secs(1), cap);
+                    *count += 1;
                     tokio::select! {
                         _ = self.stop.cancelled() => return,
                         _ = tokio::time::sleep(delay) => {}
@@ -195,9 +265,8 @@ impl Agent {
 
     async fn session(
         &mut self,
-        sequence: &mut u64,
-        attempt: &mut u32,
-        catalog: &mut u64,
+        kept: &mut Kept,
+        established: &mut bool,
     ) -> Result<(), LoadgenError> {
         let channel = tokio::select! {
             _ = self.stop.cancelled() => return Ok(()),
@@ -207,15 +276,15 @@ impl Agent {
         let hello = v1::Hello {
             agent_version: commscan_core::VERSION.into(),
             platform: v1::Platform::Linux as i32,
-            last_acked_sequence: *sequence,
+            last_acked_sequence: kept.sequence,
             hostname: format!("sim-{:06}", self.index),
-            state_digest: Vec::new(),
+            state_digest: kept.acked_digest.clone().unwrap_or_default(),
             device_id: self.device.device_id.clone(),
             // States its catalog, as a real agent does, so a newer signed catalog in force is
             // pushed to it (counted and adopted, not verified: the simulator measures the
             // collector, and verifying 90 KB per agent would load the shared cores).
             catalog: Some(v1::CatalogState {
-                release: *catalog,
+                release: kept.catalog,
                 ..Default::default()
             }),
         };
@@ -229,42 +298,46 @@ impl Agent {
             .connect(ReceiverStream::new(rx))
             .await?
             .into_inner();
-        match inbound.message().await?.and_then(|m| m.kind) {
+        let want_snapshot = match inbound.message().await?.and_then(|m| m.kind) {
             Some(collector_message::Kind::Welcome(w)) => {
-                *sequence = (*sequence).max(w.stored_sequence)
+                kept.sequence = kept.sequence.max(w.stored_sequence);
+                w.want_snapshot
             }
             other => {
                 return Err(LoadgenError::Protocol(format!(
                     "expected a welcome, got {other:?}"
                 )));
             }
-        }
-        *attempt = 0;
+        };
+        *established = true;
         let _online = self.counters.online();
 
-        *sequence += 1;
-        tx.send(report(*sequence, snapshot(self.index)))
-            .await
-            .map_err(|_| closed())?;
-        let mut in_flight = Some(InFlight {
-            sequence: *sequence,
-            sent: Instant::now(),
-            measured: false,
-        });
+        // As the agent's spool: a snapshot of the current state only when the collector asks.
+        let mut in_flight = None;
+        if want_snapshot {
+            self.counters.snapshot_asked();
+            kept.sequence += 1;
+            let state = kept.acked.clone();
+            let digest = state_digest(&state);
+            tx.send(snapshot(kept.sequence, &state, digest.clone()))
+                .await
+                .map_err(|_| closed())?;
+            in_flight = Some(InFlight {
+                sequence: kept.sequence,
+                state,
+                digest,
+                sent: Instant::now(),
+                measured: false,
+            });
+        } else {
+            self.counters.in_sync();
+        }
         let mut phase = *self.phase.borrow_and_update();
         let mut tick = phase.ticker(self.index);
         loop {
             // Closed loop: the next report leaves as soon as the previous one is acknowledged.
             if in_flight.is_none() && phase.closed_loop_open() {
-                *sequence += 1;
-                tx.send(report(*sequence, delta(self.index, *sequence)))
-                    .await
-                    .map_err(|_| closed())?;
-                in_flight = Some(InFlight {
-                    sequence: *sequence,
-                    sent: Instant::now(),
-                    measured: true,
-                });
+                in_flight = Some(self.send_delta(kept, &tx).await?);
             }
             tokio::select! {
                 _ = self.stop.cancelled() => return Ok(()),
@@ -281,21 +354,24 @@ impl Agent {
                     } else if in_flight.is_some() {
                         self.counters.skipped();
                     } else {
-                        *sequence += 1;
-                        tx.send(report(*sequence, delta(self.index, *sequence))).await.map_err(|_| closed())?;
-                        in_flight = Some(InFlight { sequence: *sequence, sent: Instant::now(), measured: true });
+                        in_flight = Some(self.send_delta(kept, &tx).await?);
                     }
                 }
                 m = inbound.message() => match m?.and_then(|m| m.kind) {
                     Some(collector_message::Kind::Ack(a)) => {
                         if let Some(f) = in_flight.take_if(|f| a.sequence >= f.sequence) {
                             self.counters.acked(f.measured.then(|| f.sent.elapsed()));
+                            if !f.measured {
+                                self.counters.in_sync();
+                            }
+                            kept.acked_digest = Some(f.digest);
+                            kept.acked = f.state;
                         }
                     }
                     Some(collector_message::Kind::PolicyChanged(_)) => self.counters.policy_changed(unix_nanos()),
                     Some(collector_message::Kind::CatalogUpdate(u)) => {
                         self.counters.catalog_updated(unix_nanos());
-                        *catalog = u.release;
+                        kept.catalog = u.release;
                     }
                     Some(collector_message::Kind::Throttle(t)) => {
                         // Not applied; like the real agent, wait as asked. The simulator
@@ -309,6 +385,27 @@ impl Agent {
                 },
             }
         }
+    }
+
+    /// Sends the next delta from the acknowledged state.
+    async fn send_delta(
+        &self,
+        kept: &mut Kept,
+        tx: &mpsc::Sender<AgentMessage>,
+    ) -> Result<InFlight, LoadgenError> {
+        kept.sequence += 1;
+        let (moved, state) = after_delta(self.index, kept.sequence, &kept.acked);
+        let digest = state_digest(&state);
+        tx.send(delta(kept.sequence, moved, digest.clone()))
+            .await
+            .map_err(|_| LoadgenError::Protocol("stream closed by collector".into()))?;
+        Ok(InFlight {
+            sequence: kept.sequence,
+            state,
+            digest,
+            sent: Instant::now(),
+            measured: true,
+        })
     }
 }
 

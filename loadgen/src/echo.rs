@@ -39,12 +39,14 @@ impl Reporting for EchoReporting {
         tokio::spawn(async move {
             while let Ok(Some(m)) = inbound.message().await {
                 let kind = match m.kind {
+                    // Like the collector for a device it holds nothing of: an agent that
+                    // states no digest is asked for a snapshot.
                     Some(agent_message::Kind::Hello(h)) => {
                         collector_message::Kind::Welcome(v1::Welcome {
+                            want_snapshot: h.state_digest.is_empty(),
                             device_id: h.device_id,
                             organisation: String::new(),
                             stored_sequence: 0,
-                            want_snapshot: false,
                         })
                     }
                     Some(agent_message::Kind::Report(r)) => collector_message::Kind::Ack(v1::Ack {

@@ -70,6 +70,9 @@ pub struct Counters {
     welcomes: AtomicU64,
     last_welcome_ns: AtomicU64,
     acks: AtomicU64,
+    in_sync: AtomicU64,
+    last_in_sync_ns: AtomicU64,
+    snapshots_asked: AtomicU64,
     throttled: AtomicU64,
     skipped: AtomicU64,
     failures: AtomicU64,
@@ -108,6 +111,19 @@ impl Counters {
                 .unwrap_or_else(|p| p.into_inner())
                 .record(l);
         }
+    }
+
+    /// A session's welcome asked for a snapshot (the collector's state did not match the
+    /// agent's digest).
+    pub fn snapshot_asked(&self) {
+        self.snapshots_asked.fetch_add(1, Relaxed);
+    }
+
+    /// A session is in sync with the collector: its welcome needed no snapshot, or its
+    /// snapshot was acknowledged.
+    pub fn in_sync(&self) {
+        self.in_sync.fetch_add(1, Relaxed);
+        self.last_in_sync_ns.fetch_max(crate::unix_nanos(), Relaxed);
     }
 
     /// A policy change was announced, received at `at_ns` (Unix nanoseconds).
@@ -150,6 +166,16 @@ pub struct Snapshot {
     pub last_welcome_ns: u64,
     /// Reports acknowledged.
     pub acks: u64,
+    /// Sessions in sync with the collector (welcome without a snapshot asked, or the
+    /// session's snapshot acknowledged).
+    #[serde(default)]
+    pub in_sync: u64,
+    /// When the last session got in sync (Unix ns; 0 if none).
+    #[serde(default)]
+    pub last_in_sync_ns: u64,
+    /// Welcomes that asked for a snapshot.
+    #[serde(default)]
+    pub snapshots_asked: u64,
     /// Reports throttled.
     pub throttled: u64,
     /// Open-loop ticks skipped because a report was in flight.
@@ -179,6 +205,9 @@ impl Snapshot {
         self.welcomes += o.welcomes;
         self.last_welcome_ns = self.last_welcome_ns.max(o.last_welcome_ns);
         self.acks += o.acks;
+        self.in_sync += o.in_sync;
+        self.last_in_sync_ns = self.last_in_sync_ns.max(o.last_in_sync_ns);
+        self.snapshots_asked += o.snapshots_asked;
         self.throttled += o.throttled;
         self.skipped += o.skipped;
         self.failures += o.failures;
@@ -256,6 +285,9 @@ impl Pool {
             &c.welcomes,
             &c.last_welcome_ns,
             &c.acks,
+            &c.in_sync,
+            &c.last_in_sync_ns,
+            &c.snapshots_asked,
             &c.throttled,
             &c.skipped,
             &c.failures,
@@ -281,6 +313,9 @@ impl Pool {
             welcomes: c.welcomes.load(Relaxed),
             last_welcome_ns: c.last_welcome_ns.load(Relaxed),
             acks: c.acks.load(Relaxed),
+            in_sync: c.in_sync.load(Relaxed),
+            last_in_sync_ns: c.last_in_sync_ns.load(Relaxed),
+            snapshots_asked: c.snapshots_asked.load(Relaxed),
             throttled: c.throttled.load(Relaxed),
             skipped: c.skipped.load(Relaxed),
             failures: c.failures.load(Relaxed),

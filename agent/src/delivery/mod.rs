@@ -131,6 +131,13 @@ pub enum AgentError {
 }
 
 impl AgentError {
+    /// Whether the collector's host refused the connection (nothing listens): a collector
+    /// restarting, retried within
+    /// [`commscan_runtime::transport::REFUSED_BACKOFF_MAX`].
+    pub fn is_refused(&self) -> bool {
+        matches!(self, AgentError::Transport(t) if t.is_refused())
+    }
+
     /// Whether retrying later may succeed: some transport failures, and the spool's disk
     /// failing (a full disk frees up: retried with the ordinary short backoff, never the
     /// hour of a permanent refusal); a broken data directory or a corrupt spool needs a person.

@@ -12,7 +12,13 @@
 //!
 //! Between sessions: full-jitter exponential backoff from `backoff_initial` up to
 //! `backoff_max` (permanent refusals wait at least an hour), never shorter than a throttle
-//! the collector asked for; a session that reached the welcome resets the backoff.
+//! the collector asked for; a session that reached the welcome resets the backoff. A
+//! connection refused (the collector restarting: its host answers the connection attempt,
+//! nothing listens yet) backs off on its own count and within
+//! [`REFUSED_BACKOFF_MAX`], so a fleet is back a few seconds after its collector listens
+//! again rather than minutes; a failure that may mean an overloaded collector (a timeout, a
+//! handshake failing, a throttle) still grows the ordinary backoff, which refusals leave
+//! untouched.
 
 use super::keepalive::{IdlePing, broke_in_transit};
 use super::{AgentError, AgentEvent, Shared, now};
@@ -21,7 +27,7 @@ use commscan_proto::convert;
 use commscan_proto::v1::{
     self, agent_message, collector_message, reporting_client::ReportingClient,
 };
-use commscan_runtime::transport::{self, TransportError, backoff};
+use commscan_runtime::transport::{self, REFUSED_BACKOFF_MAX, TransportError, backoff};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -31,19 +37,76 @@ use tokio_util::sync::CancellationToken;
 /// Permanent refusals (revoked, unknown device) are retried this rarely at most.
 const PERMANENT_BACKOFF: Duration = Duration::from_secs(3600);
 
+/// How a session failed, as far as the wait before the next one goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Connection refused: the collector restarting.
+    Refused,
+    /// Any other failure a retry may fix.
+    Retriable,
+    /// A refusal no retry can fix (revoked, unknown device).
+    Permanent,
+}
+
+impl Failure {
+    fn of(e: &AgentError) -> Failure {
+        if !e.is_retriable() {
+            Failure::Permanent
+        } else if e.is_refused() {
+            Failure::Refused
+        } else {
+            Failure::Retriable
+        }
+    }
+}
+
+/// Failed sessions since the last established one, refusals counted apart: a collector that
+/// was restarting does not lengthen the backoff after a later timeout, nor the reverse.
+#[derive(Debug, Default, Clone, Copy)]
+struct Failures {
+    refused: u32,
+    other: u32,
+}
+
+impl Failures {
+    /// The wait before the next session after `failure`; counts it.
+    fn next_delay(
+        &mut self,
+        failure: Failure,
+        d: &crate::config::Delivery,
+        throttle: Duration,
+    ) -> Duration {
+        let count = match failure {
+            Failure::Refused => &mut self.refused,
+            Failure::Retriable | Failure::Permanent => &mut self.other,
+        };
+        let delay = retry_delay(failure, *count, d, throttle);
+        *count = count.saturating_add(1);
+        delay
+    }
+}
+
 /// The wait before the next session: full-jitter backoff for a retriable failure, never less
-/// than the collector's throttle; at least [`PERMANENT_BACKOFF`] (plus up to a tenth of it, so
-/// a fleet refused at once does not come back at once) for a refusal no retry can fix.
+/// than the collector's throttle, within [`REFUSED_BACKOFF_MAX`] (or `backoff_max` if lower)
+/// after a refused connection; at least [`PERMANENT_BACKOFF`] (plus up to a tenth of it, so a
+/// fleet refused at once does not come back at once) for a refusal no retry can fix.
 fn retry_delay(
-    retriable: bool,
+    failure: Failure,
     attempt: u32,
     d: &crate::config::Delivery,
     throttle: Duration,
 ) -> Duration {
-    if retriable {
-        backoff(attempt, d.backoff_initial, d.backoff_max).max(throttle)
-    } else {
-        PERMANENT_BACKOFF + backoff(attempt, PERMANENT_BACKOFF / 10, PERMANENT_BACKOFF / 10)
+    match failure {
+        Failure::Refused => backoff(
+            attempt,
+            d.backoff_initial,
+            d.backoff_max.min(REFUSED_BACKOFF_MAX),
+        )
+        .max(throttle),
+        Failure::Retriable => backoff(attempt, d.backoff_initial, d.backoff_max).max(throttle),
+        Failure::Permanent => {
+            PERMANENT_BACKOFF + backoff(attempt, PERMANENT_BACKOFF / 10, PERMANENT_BACKOFF / 10)
+        }
     }
 }
 
@@ -90,8 +153,10 @@ struct Progress {
 /// The sender loop: sessions until shutdown.
 pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     let d = shared.config.delivery.clone();
+    // Sessions since the last established one: picks the collector of the list.
     let mut attempt = 0u32;
     let mut ping = IdlePing::new(&d);
+    let mut failures = Failures::default();
     loop {
         let mut progress = Progress::default();
         let result = session(&shared, &shutdown, false, attempt, ping, &mut progress).await;
@@ -108,15 +173,12 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
         }
         if progress.established {
             attempt = 0;
+            failures = Failures::default();
         }
-        let delay = retry_delay(
-            err.is_retriable(),
-            attempt,
-            &d,
-            progress.throttle.unwrap_or_default(),
-        );
+        let failure = Failure::of(&err);
+        let delay = failures.next_delay(failure, &d, progress.throttle.unwrap_or_default());
         attempt = attempt.saturating_add(1);
-        tracing::warn!(error = %err, retriable = err.is_retriable(), retry_in_ms = delay.as_millis() as u64, "session ended");
+        tracing::warn!(error = %err, retriable = err.is_retriable(), refused = failure == Failure::Refused, retry_in_ms = delay.as_millis() as u64, "session ended");
         shared.emit(AgentEvent::Disconnected {
             error: err.to_string(),
         });
@@ -493,14 +555,52 @@ mod tests {
     fn a_refused_device_waits_at_least_an_hour_and_an_outage_is_retried_soon() {
         let d = crate::config::Delivery::default();
         for attempt in 0..5 {
-            let refused = retry_delay(false, attempt, &d, Duration::ZERO);
+            let refused = retry_delay(Failure::Permanent, attempt, &d, Duration::ZERO);
             assert!(refused >= PERMANENT_BACKOFF, "{refused:?}");
             assert!(refused <= PERMANENT_BACKOFF + PERMANENT_BACKOFF / 10);
         }
-        let first = retry_delay(true, 0, &d, Duration::ZERO);
+        let first = retry_delay(Failure::Retriable, 0, &d, Duration::ZERO);
         assert!(first <= d.backoff_initial, "{first:?}");
-        let throttled = retry_delay(true, 0, &d, Duration::from_secs(30));
+        let throttled = retry_delay(Failure::Retriable, 0, &d, Duration::from_secs(30));
         assert!(throttled >= Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_refused_connection_is_retried_within_seconds_and_leaves_the_ordinary_backoff_alone() {
+        let d = crate::config::Delivery::default();
+        assert!(d.backoff_max > REFUSED_BACKOFF_MAX * 10);
+        let mut failures = Failures::default();
+        // A collector restarting for a long while: however many refusals, never over the cap.
+        let mut longest = Duration::ZERO;
+        for _ in 0..200 {
+            let delay = failures.next_delay(Failure::Refused, &d, Duration::ZERO);
+            assert!(delay <= REFUSED_BACKOFF_MAX, "{delay:?}");
+            longest = longest.max(delay);
+        }
+        // Full jitter over [0, 5 s], 200 draws: the cap is reached, not a fixed short delay.
+        assert!(longest > REFUSED_BACKOFF_MAX / 2, "{longest:?}");
+        // The first failure of another kind after them starts the ordinary backoff afresh.
+        let after = failures.next_delay(Failure::Retriable, &d, Duration::ZERO);
+        assert!(after <= d.backoff_initial, "{after:?}");
+        // Ordinary failures still grow past the refusal cap (4 s, 8 s, ... 300 s ceilings).
+        let mut grown = Duration::ZERO;
+        for _ in 0..200 {
+            grown = grown.max(failures.next_delay(Failure::Retriable, &d, Duration::ZERO));
+        }
+        assert!(grown > REFUSED_BACKOFF_MAX, "{grown:?}");
+        // A throttle is honoured even after a refusal, and a lower configured cap wins.
+        let throttled = retry_delay(Failure::Refused, 0, &d, Duration::from_secs(30));
+        assert!(throttled >= Duration::from_secs(30));
+        let short = crate::config::Delivery {
+            backoff_max: Duration::from_secs(2),
+            ..d
+        };
+        for attempt in 0..20 {
+            assert!(
+                retry_delay(Failure::Refused, attempt, &short, Duration::ZERO)
+                    <= Duration::from_secs(2)
+            );
+        }
     }
 
     #[test]

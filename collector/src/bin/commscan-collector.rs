@@ -366,13 +366,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tracing::info!(sinks = ?alerts, "alert hooks");
                 collector.set_alerts(std::sync::Arc::new(alerts));
             }
-            // Verdicts stored under another policy (or catalog) are brought up to date at once.
-            let r = collector.rejudge_all()?;
-            tracing::info!(
-                devices = r.devices,
-                changed = r.changed,
-                "devices judged under the policy in force"
-            );
             // Signals are caught from here on: a SIGTERM right after start stops cleanly.
             let shutdown = commscan_runtime::signals::on_signals();
             let listen = settings.listen;
@@ -380,6 +373,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("listen {listen}: cannot bind"))?;
             tracing::info!(addr = %listener.local_addr()?, data_dir = %data_dir.display(), "serving");
+            // Verdicts stored under another policy (or catalog) are brought up to date while
+            // agents reconnect (rejudge.rs states why that is safe).
+            let rejudge = commscan_collector::rejudge::spawn_rejudge_at_start(
+                collector.clone(),
+                shutdown.clone(),
+            );
             let console = match settings.web_listen {
                 None => None,
                 Some(addr) => {
@@ -441,6 +440,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await?;
             shutdown.cancel();
+            // Stops between two devices; what it re-judged is flushed.
+            let _ = rejudge.await;
             maintenance.wait().await;
             alert_hooks.wait().await;
             if let Some(p) = pusher {

@@ -340,7 +340,7 @@ async fn capacity_on(
     let n = o.capacity_agents;
     let mut workers = start_workers(o, n, &targets).await?;
     let (s, ok) = wait_for(&mut workers, Duration::from_secs(300), |s| {
-        s.connected as usize >= n && s.acks as usize >= n
+        s.connected as usize >= n && s.in_sync as usize >= n
     })
     .await?;
     if !ok {
@@ -405,7 +405,7 @@ pub async fn echo_hold(o: &Options, fleet: &Fleet, run: &Path) -> anyhow::Result
     wait_sampling(
         &mut workers,
         budget,
-        |s| s.connected as usize >= n && s.acks as usize >= n,
+        |s| s.connected as usize >= n && s.in_sync as usize >= n,
         |s| points.push((s.connected as f64, server.sample().rss_kib as f64)),
     )
     .await?;
@@ -450,7 +450,7 @@ pub async fn fleet_scenario(
     let (s, ok) = wait_sampling(
         &mut workers,
         ramp_budget,
-        |s| s.connected as usize >= n && s.acks as usize >= n,
+        |s| s.connected as usize >= n && s.in_sync as usize >= n,
         |s| points.push((s.connected as f64, server.sample().rss_kib as f64)),
     )
     .await?;
@@ -518,7 +518,7 @@ pub async fn fleet_scenario(
     let ready_ns = unix_nanos();
     let cpu = server.sample().cpu_seconds;
     let (back, all_back) = wait_for(&mut workers, Duration::from_secs(600), |s| {
-        s.connected as usize >= holding && s.acks as usize >= holding
+        s.connected as usize >= holding && s.in_sync as usize >= holding
     })
     .await?;
     let stormed = server.sample();
@@ -548,8 +548,9 @@ pub async fn fleet_scenario(
             restart_ms,
             all_back,
             back: back.connected,
-            back_after_kill_s: ms(killed_ns, back.last_welcome_ns) / 1000.0,
-            back_after_ready_s: ms(ready_ns, back.last_welcome_ns) / 1000.0,
+            back_after_kill_s: ms(killed_ns, back.last_in_sync_ns) / 1000.0,
+            back_after_ready_s: ms(ready_ns, back.last_in_sync_ns) / 1000.0,
+            snapshots_asked: back.snapshots_asked,
             peak_rss_kib: stormed.peak_kib,
             cpu_seconds: stormed.cpu_seconds - cpu,
             failures: back.failures,

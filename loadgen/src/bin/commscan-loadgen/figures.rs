@@ -69,16 +69,20 @@ impl Hold {
 /// The reconnect storm after a collector restart.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Storm {
-    /// The new collector's time from process start to listening (store open, re-judging).
+    /// The new collector's time from process start to listening (store open).
     pub restart_ms: f64,
-    /// Whether every agent was back before the deadline.
+    /// Whether every agent was back and in sync before the deadline.
     pub all_back: bool,
     /// Agents back.
     pub back: i64,
-    /// From the kill to the last agent's welcome, seconds.
+    /// From the kill to the last agent back in sync (its welcome asked no snapshot, or its
+    /// snapshot was acknowledged), seconds.
     pub back_after_kill_s: f64,
-    /// From the new collector listening to the last agent's welcome, seconds.
+    /// From the new collector listening to the same, seconds.
     pub back_after_ready_s: f64,
+    /// Welcomes that asked for a snapshot during the storm (the stored state did not match
+    /// the agent's digest).
+    pub snapshots_asked: u64,
     /// The new collector's peak RSS, KiB.
     pub peak_rss_kib: u64,
     /// Its CPU time during the storm, seconds.

@@ -101,12 +101,13 @@ pub fn print_partial(s: &Scenario, f: &RunFigures) {
                 );
                 let s = &x.storm;
                 println!(
-                    "storm: restart {:.0} ms; {} back{} {:.1} s after the kill ({:.1} s after listening); peak RSS {:.0} MiB; {:.1} CPU s; {} failed sessions ({})",
+                    "storm: restart {:.0} ms; {} back{} {:.1} s after the kill ({:.1} s after listening); {} snapshots asked; peak RSS {:.0} MiB; {:.1} CPU s; {} failed sessions ({})",
                     s.restart_ms,
                     s.back,
                     if s.all_back { " (all)" } else { " (NOT all)" },
                     s.back_after_kill_s,
                     s.back_after_ready_s,
+                    s.snapshots_asked,
                     mib(s.peak_rss_kib),
                     s.cpu_seconds,
                     s.failures,

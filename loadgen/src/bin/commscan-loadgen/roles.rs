@@ -92,11 +92,11 @@ pub async fn serve(
                         ..Limiters::default()
                     });
             }
-            // As `commscan-collector serve` does before listening.
-            let r = tokio::task::block_in_place(|| c.rejudge_all())?;
-            tracing::info!(devices = r.devices, "judged");
             let listener = tokio::net::TcpListener::bind(listen).await?;
             let addr = listener.local_addr()?;
+            // As `commscan-collector serve` does once listening.
+            let _rejudge =
+                commscan_collector::rejudge::spawn_rejudge_at_start(c.clone(), stop.clone());
             collector = Some(c.clone());
             let stop = stop.clone();
             let task = tokio::spawn(async move {
