@@ -186,7 +186,13 @@ impl CatalogKeeper {
 
     /// The floor file's content; `None` when absent, or unreadable (then quarantined).
     fn read_floor(&self) -> Option<Floor> {
-        let text = match std::fs::read(&self.floor_path) {
+        // Never more than a floor can hold is read (a release and a digest: under 128 bytes).
+        let read = std::fs::File::open(&self.floor_path).and_then(|f| {
+            use std::io::Read;
+            let mut b = Vec::new();
+            f.take(257).read_to_end(&mut b).map(|_| b)
+        });
+        let text = match read {
             Ok(b) if b.len() <= 256 => String::from_utf8(b).ok(),
             Ok(_) => None,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
