@@ -10,6 +10,7 @@
 //! | [`device_state`] | the reported state in canonical form, its digest, changes between states |
 //! | [`spool`] | the durable spool: pending changes, unacknowledged records, sequences |
 //! | [`delivery`] | the running agent: triggers → scans → spool → stream → acks, reconnects |
+//! | [`candidate_mappings`] | the organisation's candidate decisions sent by the collector: kept beside the spool, applied to every scan |
 //! | [`catalog_update`] | signed catalogs pushed by the collector: verified against `catalog_keys`, kept beside the spool, never downgraded |
 //! | [`config`] | `/etc/commscan/agent.toml`: raw → validated → typed |
 //! | [`status`] | `status.json` written by the running agent, read by `commscan-agent status` |
@@ -29,6 +30,7 @@
 // `service::acl`), whose FFI is commented at each call.
 #![deny(unsafe_code)]
 
+pub mod candidate_mappings;
 pub mod catalog_update;
 pub mod config;
 pub mod delivery;

@@ -6,6 +6,7 @@
 use crate::sources::{self, ScanContext, Source};
 use commscan_core::catalog::Catalog;
 use commscan_core::inventory::InventoryItem;
+use commscan_core::mappings::CandidateMappings;
 use commscan_core::matcher::Matcher;
 use commscan_core::platform::Platform;
 use commscan_core::scan::{ScanReport, ScanStats};
@@ -182,6 +183,11 @@ pub trait Inventory: Send + Sync {
     fn use_catalog(&self, _catalog: &Catalog) -> bool {
         false
     }
+    /// Applies the organisation's candidate decisions to every scan from now on
+    /// ([`crate::candidate_mappings`]); false when this inventory cannot.
+    fn use_mappings(&self, _mappings: Arc<CandidateMappings>) -> bool {
+        false
+    }
 }
 
 /// The sources of a target, run by a scanner.
@@ -191,6 +197,8 @@ pub struct HostInventory {
     target: ScanTarget,
     /// Items and outcomes of the non-process sources at the last full scan.
     installed: Mutex<Option<(Vec<InventoryItem>, ScanStats)>>,
+    /// The organisation's candidate decisions, applied to every scan.
+    mappings: std::sync::RwLock<Arc<CandidateMappings>>,
 }
 
 impl std::fmt::Debug for HostInventory {
@@ -213,6 +221,7 @@ impl HostInventory {
             scanner: std::sync::RwLock::new(scanner),
             target,
             installed: Mutex::new(None),
+            mappings: std::sync::RwLock::default(),
         }
     }
 
@@ -222,6 +231,17 @@ impl HostInventory {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// `report` with the organisation's candidate decisions applied.
+    fn decided(&self, mut report: ScanReport) -> ScanReport {
+        let m = self
+            .mappings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        m.apply(&mut report.findings, &mut report.unclassified);
+        report
     }
 
     /// (installed-software sources, the process source).
@@ -243,7 +263,7 @@ impl Inventory for HostInventory {
         *self.installed.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((items.clone(), stats.clone()));
         scanner.collect(&self.target, &running, &mut items, &mut stats);
-        scanner.finish(self.target.platform, &items, stats, start)
+        self.decided(scanner.finish(self.target.platform, &items, stats, start))
     }
 
     fn sample(&self) -> Option<ScanReport> {
@@ -259,7 +279,7 @@ impl Inventory for HostInventory {
         let (_, running) = self.split();
         let scanner = self.scanner();
         scanner.collect(&self.target, &running, &mut items, &mut stats);
-        Some(scanner.finish(self.target.platform, &items, stats, start))
+        Some(self.decided(scanner.finish(self.target.platform, &items, stats, start)))
     }
 
     fn watch_paths(&self) -> Vec<PathBuf> {
@@ -276,6 +296,11 @@ impl Inventory for HostInventory {
         *self.scanner.write().unwrap_or_else(|p| p.into_inner()) = scanner;
         // Installed items of the last full scan were matched under the old catalog only at
         // `finish`, so keeping them is correct: samples re-match them with the new one.
+        true
+    }
+
+    fn use_mappings(&self, mappings: Arc<CandidateMappings>) -> bool {
+        *self.mappings.write().unwrap_or_else(|p| p.into_inner()) = mappings;
         true
     }
 }

@@ -95,6 +95,10 @@ pub struct CatalogNote {
     pub refused_release: u64,
     /// Why.
     pub refusal: String,
+    /// How many of the organisation's candidate decisions are applied
+    /// ([`crate::candidate_mappings`]).
+    #[serde(default)]
+    pub candidate_decisions: usize,
 }
 
 impl StatusFile {
@@ -300,7 +304,11 @@ impl StatusReport {
                     );
                 }
                 if let Some(c) = &s.catalog {
-                    let _ = writeln!(o, "catalog:          release {}", c.release);
+                    let _ = writeln!(
+                        o,
+                        "catalog:          release {}, {} candidate decisions of the organisation",
+                        c.release, c.candidate_decisions
+                    );
                     if c.refused_release > 0 {
                         let _ = writeln!(
                             o,

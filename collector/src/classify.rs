@@ -4,14 +4,19 @@
 //! Decisions are stored per organisation and applied by the collector to every report from then
 //! on ([`Collector::apply_classifications`]): a mapped candidate becomes a finding of the product
 //! (installed, with the agent's evidence and the officer's decision named), a dismissed one is
-//! dropped. Existing devices of the organisation are re-judged at once. Agents are not sent
-//! the mapping: matching of mapped candidates happens here, on what agents already report.
+//! dropped. Existing devices of the organisation are re-judged at once. The organisation's
+//! agents are sent its decisions too ([`crate::mappings`]) and apply them to their own scans
+//! with the same code ([`commscan_core::mappings`]); the collector applies them anyway, so a
+//! report from an agent that has not heard yet (or predates mappings) is judged the same.
 
 use crate::auth::{Access, Principal};
 use crate::collector::Collector;
 use crate::error::CollectorError;
 use crate::store::{Classification, DeviceFilter, DeviceRecord};
-use commscan_core::scan::{Evidence, Finding, Unclassified};
+use commscan_core::mappings::{
+    CandidateMappings, Decision, MAX_MAPPINGS, PROCESS_SOURCE, officer_mapped,
+};
+use commscan_core::scan::Unclassified;
 
 impl Collector {
     /// Turns a device's unclassified candidates into findings or drops them, as its
@@ -29,35 +34,20 @@ impl Collector {
         }
         let mut keep = Vec::with_capacity(device.unclassified.len());
         for u in std::mem::take(&mut device.unclassified) {
-            match decisions
-                .iter()
-                .find(|(name, _)| *name == u.name)
-                .map(|(_, c)| c)
-            {
+            match decisions.iter().find(|(name, _)| *name == u.name) {
                 None => keep.push(u),
-                Some(Classification::Dismissed) => {}
-                Some(Classification::Product { product }) => {
-                    let evidence = Evidence {
-                        source: u.source.clone(),
-                        detail: format!(
-                            "{} ({}), classified as {product} by an officer",
-                            u.name, u.detail
-                        ),
-                        signature: officer_signature(&u.name),
+                Some((name, c)) => {
+                    let decision = match c {
+                        Classification::Product { product } => Decision::Product(product.clone()),
+                        Classification::Dismissed => Decision::Dismissed,
                     };
-                    match device.findings.iter_mut().find(|f| &f.product == product) {
-                        Some(f) => {
-                            f.installed = true;
-                            f.evidence.push(evidence);
-                        }
-                        None => device.findings.push(Finding {
-                            product: product.clone(),
-                            installed: true,
-                            running: false,
-                            version: None,
-                            evidence: vec![evidence],
-                        }),
-                    }
+                    // One candidate at a time through the rules agents apply: the store may
+                    // hold decisions beyond what an agent is sent, and all of them count here.
+                    let one =
+                        CandidateMappings::new([(name.clone(), decision)]).unwrap_or_default();
+                    let mut candidate = vec![u];
+                    one.apply(&mut device.findings, &mut candidate);
+                    keep.extend(candidate);
                 }
             }
         }
@@ -100,12 +90,14 @@ impl Collector {
             .unclassified
             .into_keys()
             .collect();
-        known.extend(
-            self.store()
-                .classifications(org)?
-                .into_iter()
-                .map(|(n, _)| n),
-        );
+        let decided = self.store().classifications(org)?;
+        if decided.len() >= MAX_MAPPINGS && !decided.iter().any(|(n, _)| n == name) {
+            return Err(CollectorError::InvalidArgument(format!(
+                "'{org}' holds {} candidate decisions, at most {MAX_MAPPINGS} (its agents are sent them all): unmap some first",
+                decided.len()
+            )));
+        }
+        known.extend(decided.into_iter().map(|(n, _)| n));
         if !known.iter().any(|k| k == name) {
             return Err(CollectorError::NotFound(format!(
                 "{} in '{org}' (see `commscanctl candidates list --org {org}`)",
@@ -128,6 +120,7 @@ impl Collector {
             },
             |d| undo_mapping(d, name),
         )?;
+        self.mappings_changed(org);
         let what = match &decision {
             Classification::Product { product } => format!("'{name}' mapped to {product}"),
             Classification::Dismissed => format!("'{name}' dismissed"),
@@ -173,6 +166,7 @@ impl Collector {
             },
             |d| undo_mapping(d, name),
         )?;
+        self.mappings_changed(org);
         self.audit(
             &who.actor(),
             "candidates.unmap",
@@ -228,36 +222,6 @@ impl Collector {
     }
 }
 
-/// The evidence signature of an officer's mapping: it names the candidate whole, so undoing
-/// the mapping of `Telegram` never touches one of `Telegram (Beta)`.
-fn officer_signature(name: &str) -> String {
-    format!("{OFFICER_SIGNATURE}/{name}")
-}
-
-/// The evidence source of a running process (the agent's `process` source): evidence of
-/// running, not of installation.
-const PROCESS_SOURCE: &str = "process";
-
-/// What evidence added by an officer's mapping is signed with (then `/` and the candidate).
-const OFFICER_SIGNATURE: &str = "officer_classification";
-
-/// The candidate's own detail, when `e` is the evidence an officer's mapping of `name` added
-/// (see [`Collector::apply_classifications`]).
-fn officer_mapped<'a>(e: &'a Evidence, name: &str) -> Option<&'a str> {
-    let rest = match e.signature.strip_prefix(OFFICER_SIGNATURE)? {
-        // Named: exact.
-        r if r.strip_prefix('/') == Some(name) => e.detail.strip_prefix(name)?,
-        r if r.starts_with('/') => return None,
-        // Stored before mappings were named in the signature: read from the text, which
-        // cannot tell `Telegram` from `Telegram (Beta)`.
-        "" => e.detail.strip_prefix(name)?,
-        _ => return None,
-    };
-    let rest = rest.strip_prefix(" (")?;
-    let end = rest.rfind("), classified as ")?;
-    Some(&rest[..end])
-}
-
 /// Takes a mapping of `name` out of a device: its evidence back into a candidate, findings
 /// left without evidence dropped.
 fn undo_mapping(device: &mut DeviceRecord, name: &str) {
@@ -293,6 +257,8 @@ fn undo_mapping(device: &mut DeviceRecord, name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use commscan_core::mappings::officer_signature;
+    use commscan_core::scan::{Evidence, Finding};
 
     fn mapped(name: &str, detail: &str, signature: String) -> Evidence {
         Evidence {
@@ -300,26 +266,6 @@ mod tests {
             detail: format!("{name} ({detail}), classified as telegram by an officer"),
             signature,
         }
-    }
-
-    #[test]
-    fn a_mapping_is_recognised_by_its_whole_candidate_name() {
-        let beta = mapped(
-            "Telegram (Beta)",
-            "app",
-            officer_signature("Telegram (Beta)"),
-        );
-        let plain = mapped("Telegram", "app", officer_signature("Telegram"));
-        assert_eq!(officer_mapped(&beta, "Telegram"), None);
-        assert_eq!(officer_mapped(&beta, "Telegram (Beta)"), Some("app"));
-        assert_eq!(officer_mapped(&plain, "Telegram"), Some("app"));
-        assert_eq!(officer_mapped(&plain, "Telegram (Beta)"), None);
-        // Evidence stored before the name was in the signature is still read from its text.
-        let old = mapped("Telegram", "app", OFFICER_SIGNATURE.into());
-        assert_eq!(officer_mapped(&old, "Telegram"), Some("app"));
-        // An agent's own evidence is never an officer's mapping.
-        let agent = mapped("Telegram", "app", "dpkg".into());
-        assert_eq!(officer_mapped(&agent, "Telegram"), None);
     }
 
     #[test]

@@ -9,13 +9,16 @@
 //! - A device's stream taken over by another collector: its stream here is closed (two agents
 //!   with one identity connected to different collectors keep taking over from each other,
 //!   and are flagged as they would be on one; see [`crate::connections`]).
+//! - An organisation's candidate decisions changed on another collector: re-read for the
+//!   streams here ([`crate::mappings`]).
 //! - Every [`HEARTBEAT`], this collector says it is alive
 //!   ([`crate::store::Store::heartbeat`]): a stream held by a collector that died is not
 //!   counted as taken over.
 //! - The listening connection was lost and is back, or this collector fell behind: the rules
 //!   are re-read, since a change may have been missed.
 //!
-//! A check every [`RULES_BACKSTOP`] re-reads the rules anyway: a notification is a hint to look
+//! A check every [`RULES_BACKSTOP`] re-reads the rules (and the cached candidate decisions)
+//! anyway: a notification is a hint to look
 //! now, never the only way a change arrives. A store one process owns (sled) has no
 //! notifications, and none of this runs.
 
@@ -60,6 +63,13 @@ pub async fn follow(collector: Arc<Collector>, shutdown: CancellationToken) {
                     collector.receive_verdict(&payload);
                     false
                 }
+                Ok(Notice::Message { channel: Channel::Mappings, payload }) => {
+                    let c = collector.clone();
+                    if let Err(e) = tokio::task::spawn_blocking(move || c.reload_mappings(&payload)).await {
+                        tracing::error!(error = %e, "candidate decisions reload task failed");
+                    }
+                    false
+                }
                 Ok(Notice::Message { channel: Channel::Streams, payload }) => {
                     match serde_json::from_str::<StreamMoved>(&payload) {
                         Ok(m) if m.node != collector.node() => {
@@ -81,7 +91,12 @@ pub async fn follow(collector: Arc<Collector>, shutdown: CancellationToken) {
         };
         if refresh {
             let c = collector.clone();
-            match tokio::task::spawn_blocking(move || c.refresh_rules()).await {
+            match tokio::task::spawn_blocking(move || {
+                c.reload_all_mappings();
+                c.refresh_rules()
+            })
+            .await
+            {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::error!(error = %e, "stored rules not put in force"),
                 Err(e) => tracing::error!(error = %e, "rules refresh task failed"),

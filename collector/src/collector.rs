@@ -105,6 +105,8 @@ pub struct Collector {
     /// Keys whose signed catalogs this collector accepts (`[rules] catalog_keys`); empty:
     /// signatures are left to the agents ([`crate::catalog_trust`]).
     catalog_keys: Vec<commscan_core::signed_catalog::CatalogPublicKey>,
+    /// Organisations' candidate decisions, ready for their agents' streams.
+    mappings: crate::mappings::MappingsCache,
 }
 
 /// Default staleness window: three missed hourly reports.
@@ -157,6 +159,7 @@ impl Collector {
             ca_pem,
             limiters: Limiters::default(),
             connections: Connections::default(),
+            mappings: crate::mappings::MappingsCache::default(),
             trust_domain,
             clock,
             stale_after: DEFAULT_STALE_AFTER,
@@ -270,6 +273,11 @@ impl Collector {
     /// Connected agents.
     pub fn connections(&self) -> &Connections {
         &self.connections
+    }
+
+    /// Organisations' candidate decisions, as their agents' streams serve them.
+    pub(crate) fn mappings(&self) -> &crate::mappings::MappingsCache {
+        &self.mappings
     }
 
     /// What ingest cut or dropped from reports since start.

@@ -55,7 +55,17 @@ pub(crate) struct Registered {
 pub struct Connections {
     next: std::sync::atomic::AtomicU64,
     inner: Mutex<HashMap<String, Entry>>,
-    policy_generation: tokio::sync::watch::Sender<u64>,
+    announced: tokio::sync::watch::Sender<Announced>,
+}
+
+/// What has been announced to connected streams, as generations: a stream compares each with
+/// the one it saw last.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Announced {
+    /// Changes of the rules in force.
+    pub rules: u64,
+    /// Changes of some organisation's candidate mappings ([`crate::mappings`]).
+    pub mappings: u64,
 }
 
 impl Connections {
@@ -146,12 +156,18 @@ impl Connections {
     /// re-judged the stored devices). Streams opened later are not told: their agent learns
     /// nothing it needs, since verdicts are computed here.
     pub(crate) fn announce_policy_change(&self) {
-        self.policy_generation.send_modify(|g| *g += 1);
+        self.announced.send_modify(|a| a.rules += 1);
     }
 
-    /// A subscription to policy-change announcements made from now on.
-    pub(crate) fn policy_changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.policy_generation.subscribe()
+    /// Tells every connected stream that some organisation's candidate mappings changed;
+    /// each compares its own organisation's with what its agent holds.
+    pub(crate) fn announce_mappings_change(&self) {
+        self.announced.send_modify(|a| a.mappings += 1);
+    }
+
+    /// A subscription to announcements made from now on.
+    pub(crate) fn policy_changes(&self) -> tokio::sync::watch::Receiver<Announced> {
+        self.announced.subscribe()
     }
 
     /// Devices with a stream open now.
@@ -203,6 +219,16 @@ mod tests {
         );
         early.mark_unchanged();
         assert!(!early.has_changed().unwrap(), "two changes are seen as one");
+        c.announce_mappings_change();
+        assert!(early.has_changed().unwrap());
+        assert_eq!(
+            *early.borrow_and_update(),
+            Announced {
+                rules: 2,
+                mappings: 1
+            },
+            "a mappings change leaves the rules generation alone"
+        );
     }
 
     #[test]

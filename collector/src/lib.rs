@@ -21,6 +21,7 @@
 //! | [`events`] | verdict-change events for `WatchEvents` |
 //! | [`alerts`] | alert hooks: verdict changes, stale devices and enterprises to webhooks and syslog, from a durable outbox |
 //! | [`classify`] | officers map or dismiss unclassified candidates; applied at ingest |
+//! | [`mappings`] | an organisation's candidate decisions cached for its agents' streams, reloaded on every change |
 //! | [`federation`] | enterprise → ministry aggregates: issuing enterprise certificates, pushing; the ministry side (its own type) receiving, freshness |
 //! | [`auth`] | bearer tokens → principals; the one authorisation function |
 //! | [`compliance`] | catalog, registers and policy in force; judging a device |
@@ -67,6 +68,7 @@ pub mod grpc;
 pub mod ingest;
 pub mod layout;
 pub mod limits;
+pub(crate) mod mappings;
 pub mod metrics;
 pub mod open_files;
 pub mod queries;

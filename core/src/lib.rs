@@ -7,6 +7,7 @@
 //! | [`register`] | named registers: lists of product ids approved by an authority |
 //! | [`inventory`] | inventory items, the neutral input every agent source produces |
 //! | [`matcher`] | the precompiled matcher turning inventory items into findings with evidence |
+//! | [`mappings`] | an organisation's decisions on unclassified candidates, applied alike by collector and agents |
 //! | [`scan`] | the scan result: findings, unclassified candidates, per-source status (the `scan --output json` contract) |
 //! | [`policy`] | the policy language and its evaluation into a verdict with readable reasons |
 //! | [`verdict`] | judging findings under a policy at a given time: status and reasons |
@@ -31,6 +32,7 @@ pub mod digest;
 pub mod duration;
 pub mod identity;
 pub mod inventory;
+pub mod mappings;
 pub mod matcher;
 pub mod pki;
 pub mod platform;

@@ -437,3 +437,163 @@ async fn only_agents_that_state_their_catalog_are_sent_one_and_only_a_newer_one(
         assert!(matches!(m, Some(Kind::PolicyChanged(_))), "{m:?}");
     }
 }
+
+/// A desktop entry the catalog does not know but that looks like communication software.
+fn write_candidate(root: &Path, name: &str) {
+    let apps = root.join("usr/share/applications");
+    std::fs::create_dir_all(&apps).unwrap();
+    std::fs::write(
+        apps.join("obscure.desktop"),
+        format!(
+            "[Desktop Entry]\nType=Application\nName={name}\nExec=obscure\nCategories=Network;InstantMessaging;\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// The digest of the state the collector stores for `device`: equal to an agent's only when
+/// the agent sees the device as the collector does.
+fn stored_state_digest(c: &TestCollector, device: &str) -> String {
+    let d = c.domain().store().device(device).unwrap().expect("device");
+    commscan_core::digest::hex(&commscan_core::digest::state_digest(
+        &d.findings,
+        &d.unclassified,
+    ))
+}
+
+/// Waits for the agent to send a report whose state digest is `want`.
+async fn sends_state(
+    events: &mut tokio::sync::broadcast::Receiver<commscan_agent::delivery::AgentEvent>,
+    want: &str,
+) {
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(WITHIN, async {
+        loop {
+            if let Ok(commscan_agent::delivery::AgentEvent::Sent { state_digest, .. }) =
+                events.recv().await
+            {
+                if state_digest == want {
+                    return;
+                }
+                seen.push(state_digest);
+            }
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "no report of state {want}; sent {seen:?}");
+}
+
+/// An event of `events` that `pick` accepts, within the deadline.
+async fn wait_event(
+    events: &mut tokio::sync::broadcast::Receiver<commscan_agent::delivery::AgentEvent>,
+    pick: impl Fn(&commscan_agent::delivery::AgentEvent) -> bool,
+) {
+    tokio::time::timeout(WITHIN, async {
+        loop {
+            if let Ok(e) = events.recv().await
+                && pick(&e)
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the event within the deadline")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_officers_mapping_reaches_the_running_agent_which_reports_the_product_itself() {
+    use commscan_agent::delivery::AgentEvent;
+    use commscan_proto::v1;
+    let c = TestCollector::start().await;
+    let root = tempfile::tempdir().unwrap();
+    install(root.path(), &["zoom"]);
+    write_candidate(root.path(), "Obscure Chat");
+    let data = c.enroll_agent("laptop").await;
+    let id = data.identity().unwrap().device_id;
+    let config = test_config(&data);
+    let agent = tree_agent(config.clone(), root.path());
+    let mut events = agent.events();
+    let running = RunningAgent::start(agent);
+    converged(&c, &id, &["zoom"], WITHIN).await;
+    wait_until(WITHIN, "the candidate stored", || async {
+        let d = c.domain().store().device(&id).unwrap()?;
+        d.unclassified
+            .iter()
+            .any(|u| u.name == "Obscure Chat")
+            .then_some(())
+    })
+    .await;
+    let status = |data: &commscan_agent::state::DataDir| {
+        commscan_agent::status::StatusFile::read(data)
+            .unwrap()
+            .unwrap()
+            .catalog
+            .unwrap()
+            .candidate_decisions
+    };
+    assert_eq!(status(&data), 0);
+
+    // The officer maps the candidate: the collector applies it at once, and the agent is sent
+    // it, applies it to a rescan, and reports the very state the collector holds.
+    let mut q = c.query().await;
+    q.classify_candidate(v1::ClassifyCandidateRequest {
+        organisation: "acme".into(),
+        name: "Obscure Chat".into(),
+        product: "telegram".into(),
+        dismiss: false,
+        unmap: false,
+    })
+    .await
+    .unwrap();
+    wait_event(&mut events, |e| {
+        matches!(e, AgentEvent::MappingsAccepted { decisions: 1 })
+    })
+    .await;
+    // The collector holds the mapped state; the agent's own state must come to equal it.
+    converged(&c, &id, &["telegram", "zoom"], WITHIN).await;
+    let mapped = stored_state_digest(&c, &id);
+    sends_state(&mut events, &mapped).await;
+    assert_eq!(status(&data), 1);
+    let kept = std::fs::read_to_string(data.root().join("catalog.mappings")).unwrap();
+    assert!(
+        kept.contains("Obscure Chat") && kept.contains("telegram"),
+        "{kept}"
+    );
+
+    // A restart keeps the decisions: the hello states them, nothing is sent again.
+    running.shutdown().await;
+    let restarted = tree_agent(config, root.path());
+    let mut events = restarted.events();
+    let running = RunningAgent::start(restarted);
+    wait_event(&mut events, |e| matches!(e, AgentEvent::Connected { .. })).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Ok(e) = events.try_recv() {
+        assert!(
+            !matches!(e, AgentEvent::MappingsAccepted { .. }),
+            "the restarted agent was sent the decisions again: {e:?}"
+        );
+    }
+    assert_eq!(status(&data), 1);
+
+    // Undone: the agent reports the candidate again, as the collector lists it.
+    q.classify_candidate(v1::ClassifyCandidateRequest {
+        organisation: "acme".into(),
+        name: "Obscure Chat".into(),
+        product: String::new(),
+        dismiss: false,
+        unmap: true,
+    })
+    .await
+    .unwrap();
+    wait_event(&mut events, |e| {
+        matches!(e, AgentEvent::MappingsAccepted { decisions: 0 })
+    })
+    .await;
+    converged(&c, &id, &["zoom"], WITHIN).await;
+    let unmapped = stored_state_digest(&c, &id);
+    assert_ne!(unmapped, mapped);
+    sends_state(&mut events, &unmapped).await;
+    assert_eq!(status(&data), 0);
+    running.shutdown().await;
+}

@@ -31,6 +31,7 @@ mod keepalive;
 mod observer;
 mod session;
 
+use crate::candidate_mappings::MappingsKeeper;
 use crate::catalog_update::CatalogKeeper;
 use crate::config::AgentConfig;
 use crate::scanner::{HostInventory, Inventory, ScanTarget, Scanner};
@@ -91,6 +92,13 @@ pub enum AgentEvent {
         /// Its release.
         release: u64,
     },
+    /// The organisation's candidate decisions sent by the collector are now applied.
+    MappingsAccepted {
+        /// How many.
+        decisions: usize,
+    },
+    /// Candidate decisions sent by the collector were refused; the previous ones stay.
+    MappingsRefused,
     /// A signed catalog pushed by the collector was refused; the previous one stays.
     CatalogRefused {
         /// One-word reason ([`crate::catalog_update::OfferError::code`]).
@@ -174,6 +182,8 @@ pub(crate) struct Shared {
     pub(crate) status: Mutex<StatusFile>,
     /// The catalog in use and the checks a pushed one must pass.
     pub(crate) catalog: CatalogKeeper,
+    /// The organisation's candidate decisions in use.
+    pub(crate) mappings: MappingsKeeper,
 }
 
 impl Shared {
@@ -202,6 +212,7 @@ impl Shared {
             release: c.release,
             refused_release: c.refused_release,
             refusal: c.refusal,
+            candidate_decisions: self.mappings.current().len(),
         });
         s.updated_at = now();
         if let Err(e) = s.write(&self.data) {
@@ -266,6 +277,13 @@ impl Agent {
                 "this inventory cannot change its catalog; the stored catalog is not used"
             );
         }
+        let mappings = MappingsKeeper::open(&config.data_dir);
+        let current = mappings.current();
+        if !current.is_empty() && !inventory.use_mappings(current) {
+            tracing::warn!(
+                "this inventory cannot apply candidate decisions; the stored ones are not used"
+            );
+        }
         Agent {
             shared: Arc::new(Shared {
                 data: DataDir::new(&config.data_dir),
@@ -278,6 +296,7 @@ impl Agent {
                 events,
                 status: Mutex::new(status),
                 catalog,
+                mappings,
             }),
         }
     }

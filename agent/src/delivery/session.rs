@@ -274,7 +274,36 @@ fn catalog_state(shared: &Shared) -> v1::CatalogState {
         digest: s.digest.to_vec(),
         refused_release: s.refused_release,
         refusal: s.refusal,
+        mappings_digest: shared.mappings.current().digest().to_vec(),
     }
+}
+
+/// The organisation's candidate decisions ([`crate::candidate_mappings`]): checked and stored
+/// off the async threads, then applied to a rescan at once; refused whole otherwise. The
+/// collector learns the digest in use at the next hello.
+async fn candidate_mappings(shared: &Arc<Shared>, sent: v1::CandidateMappings) {
+    let s = shared.clone();
+    let offered = tokio::task::spawn_blocking(move || {
+        let pairs = sent.mappings.into_iter().map(|m| (m.name, m.product));
+        let m = s.mappings.offer(pairs)?;
+        let decisions = m.len();
+        if s.inventory.use_mappings(m) {
+            s.rescan.notify_one();
+        }
+        Ok::<usize, crate::candidate_mappings::MappingsRefused>(decisions)
+    });
+    match offered.await {
+        Ok(Ok(decisions)) => {
+            tracing::info!(decisions, "candidate decisions of the organisation applied");
+            shared.emit(AgentEvent::MappingsAccepted { decisions });
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "candidate decisions refused; the previous ones stay");
+            shared.emit(AgentEvent::MappingsRefused);
+        }
+        Err(e) => tracing::error!(error = %e, "candidate decisions check failed"),
+    }
+    shared.set_status(|_| {});
 }
 
 /// A signed catalog from the collector ([`crate::catalog_update`]): checked and stored off the
@@ -435,6 +464,7 @@ async fn session(
                     Some(collector_message::Kind::Command(c)) => command(shared, &c)?,
                     Some(collector_message::Kind::PolicyChanged(p)) => policy_changed(shared, p),
                     Some(collector_message::Kind::CatalogUpdate(u)) => catalog_update(shared, u, &tx).await?,
+                    Some(collector_message::Kind::CandidateMappings(m)) => candidate_mappings(shared, m).await,
                     Some(_) => {}
                     None => return Err(closed()),
                 },
@@ -474,6 +504,9 @@ async fn session(
                         }
                         Some(collector_message::Kind::CatalogUpdate(u)) => {
                             catalog_update(shared, u, &tx).await?
+                        }
+                        Some(collector_message::Kind::CandidateMappings(m)) => {
+                            candidate_mappings(shared, m).await
                         }
                         Some(collector_message::Kind::Throttle(t)) => {
                             let wait = Duration::from_millis(u64::from(t.retry_after_ms))

@@ -12,8 +12,15 @@
 //! hello and sends a `CatalogUpdate` when it is newer, not the release the agent last
 //! refused, and not already sent on this stream. The bytes are the administrator's, unchanged:
 //! the collector signs nothing, the agent verifies.
+//!
+//! The organisation's candidate decisions ([`crate::mappings`]) follow the same pattern: after
+//! the welcome and after every announcement (a decision changed anywhere), the stream compares
+//! its organisation's cached decisions with the digest the agent stated (or the set last sent)
+//! and sends the whole set when they differ. Only agents that stated a digest are sent one.
 
 use crate::collector::Collector;
+use crate::connections::Announced;
+use commscan_core::mappings::{CandidateMappings, Decision};
 use commscan_proto::v1::{self, CollectorMessage, collector_message};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,10 +32,17 @@ use tokio_stream::wrappers::{ReceiverStream, WatchStream};
 /// The outbound half of one agent's stream.
 pub struct Outbound {
     replies: ReceiverStream<Result<CollectorMessage, tonic::Status>>,
-    policy_changes: WatchStream<u64>,
+    policy_changes: WatchStream<Announced>,
+    /// The rules generation last seen: an announcement with another one is a policy change.
+    rules_seen: u64,
     collector: Arc<Collector>,
     organisation: String,
     catalog: CatalogOffer,
+    /// The digest of the candidate decisions the agent holds (stated in its hello, then the
+    /// set last sent); `None`: it predates them and is never sent any.
+    mappings_held: Option<[u8; 32]>,
+    /// Compare the decisions at the next poll.
+    mappings_due: bool,
 }
 
 /// What this stream knows of its agent's catalog.
@@ -54,17 +68,44 @@ impl Outbound {
     /// (take it when the stream is registered, so no reload falls between the two).
     pub fn new(
         replies: mpsc::Receiver<Result<CollectorMessage, tonic::Status>>,
-        policy_changes: watch::Receiver<u64>,
+        policy_changes: watch::Receiver<Announced>,
         collector: Arc<Collector>,
         organisation: String,
     ) -> Outbound {
+        let rules_seen = policy_changes.borrow().rules;
         Outbound {
             replies: ReceiverStream::new(replies),
             policy_changes: WatchStream::from_changes(policy_changes),
+            rules_seen,
             collector,
             organisation,
             catalog: CatalogOffer::default(),
+            mappings_held: None,
+            mappings_due: false,
         }
+    }
+
+    /// Sets the digest of the candidate decisions the agent stated in its hello (32 bytes);
+    /// anything else (an agent predating them) means it is never sent any.
+    pub fn with_agent_mappings(mut self, stated: &[u8]) -> Outbound {
+        self.mappings_held = <[u8; 32]>::try_from(stated).ok();
+        self.mappings_due = self.mappings_held.is_some();
+        self
+    }
+
+    /// The organisation's candidate decisions when they differ from what the agent holds.
+    fn mappings_update(&mut self) -> Option<CollectorMessage> {
+        let held = self.mappings_held?;
+        let served = self.collector.mappings().get(&self.organisation)?;
+        let digest = served.digest();
+        if digest == held {
+            return None;
+        }
+        self.mappings_held = Some(digest);
+        tracing::info!(device = %self.catalog.device, organisation = %self.organisation, decisions = served.len(), "candidate decisions sent");
+        Some(CollectorMessage {
+            kind: Some(collector_message::Kind::CandidateMappings(to_wire(&served))),
+        })
     }
 
     /// Sets what the agent stated about its catalog (hello): the release it uses and the one
@@ -130,14 +171,50 @@ impl Stream for Outbound {
                 return Poll::Ready(Some(Ok(update)));
             }
         }
-        match Pin::new(&mut this.policy_changes).poll_next(cx) {
-            Poll::Ready(Some(_generation)) => {
-                // The rules changed: the catalog may have too; compared at the next poll.
-                this.catalog.due = this.catalog.stated;
-                Poll::Ready(Some(Ok(this.policy_changed())))
+        if this.catalog.welcomed && this.mappings_due {
+            this.mappings_due = false;
+            if let Some(update) = this.mappings_update() {
+                return Poll::Ready(Some(Ok(update)));
             }
-            // No announcer left (the collector is shutting down): replies only.
-            Poll::Ready(None) | Poll::Pending => Poll::Pending,
         }
+        loop {
+            match Pin::new(&mut this.policy_changes).poll_next(cx) {
+                Poll::Ready(Some(announced)) => {
+                    this.mappings_due = this.mappings_held.is_some();
+                    if announced.rules == this.rules_seen {
+                        // Only some organisation's decisions changed: compared now.
+                        if this.catalog.welcomed
+                            && let Some(update) = this.mappings_update()
+                        {
+                            this.mappings_due = false;
+                            return Poll::Ready(Some(Ok(update)));
+                        }
+                        continue;
+                    }
+                    this.rules_seen = announced.rules;
+                    // The rules changed: the catalog may have too; compared at the next poll.
+                    this.catalog.due = this.catalog.stated;
+                    return Poll::Ready(Some(Ok(this.policy_changed())));
+                }
+                // No announcer left (the collector is shutting down): replies only.
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// The decisions as the wire carries them.
+fn to_wire(m: &CandidateMappings) -> v1::CandidateMappings {
+    v1::CandidateMappings {
+        mappings: m
+            .iter()
+            .map(|(name, d)| v1::CandidateMapping {
+                name: name.to_owned(),
+                product: match d {
+                    Decision::Product(p) => p.clone(),
+                    Decision::Dismissed => String::new(),
+                },
+            })
+            .collect(),
     }
 }

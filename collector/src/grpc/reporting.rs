@@ -154,13 +154,25 @@ impl Reporting for ReportingService {
             certificate_expires,
             catalog: hello.catalog.as_ref().map(catalog_from_wire),
         };
+        let mappings_digest = hello
+            .catalog
+            .as_ref()
+            .map(|c| c.mappings_digest.clone())
+            .unwrap_or_default();
+        let stated_mappings = mappings_digest.len() == 32;
         let (device, registered) = {
             let (w, info) = (who.clone(), info.clone());
-            blocking(&self.0, move |c| c.open_stream(&w, &info))
-                .await
-                .inspect_err(
-                    |s| tracing::warn!(device = %who, error = %s.message(), "stream refused"),
-                )?
+            blocking(&self.0, move |c| {
+                let opened = c.open_stream(&w, &info)?;
+                if stated_mappings {
+                    c.ensure_mappings(&w.organisation);
+                }
+                Ok(opened)
+            })
+            .await
+            .inspect_err(
+                |s| tracing::warn!(device = %who, error = %s.message(), "stream refused"),
+            )?
         };
         if let Some(catalog) = info.catalog.clone()
             && catalog != device.catalog
@@ -195,7 +207,8 @@ impl Reporting for ReportingService {
             info.catalog
                 .as_ref()
                 .map(|c| (c.release, c.refused_release)),
-        );
+        )
+        .with_agent_mappings(&mappings_digest);
         let collector = self.0.clone();
         let shutdown = self.1.clone();
         tokio::spawn(async move {

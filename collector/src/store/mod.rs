@@ -343,6 +343,9 @@ pub enum Channel {
     /// A device's stream moved to another collector (sent by the store itself, on commit;
     /// payload: [`StreamMoved`] as JSON): the one that held it closes its stream.
     Streams,
+    /// An organisation's candidate decisions changed (payload: the organisation): every
+    /// collector re-reads them for its streams ([`crate::mappings`]).
+    Mappings,
 }
 
 /// What [`Channel::Streams`] carries.
@@ -366,7 +369,12 @@ pub struct StreamClaim {
 
 impl Channel {
     /// Every channel.
-    pub const ALL: [Channel; 3] = [Channel::Rules, Channel::Verdicts, Channel::Streams];
+    pub const ALL: [Channel; 4] = [
+        Channel::Rules,
+        Channel::Verdicts,
+        Channel::Streams,
+        Channel::Mappings,
+    ];
 
     /// The channel's name in the database.
     pub fn name(self) -> &'static str {
@@ -374,6 +382,7 @@ impl Channel {
             Channel::Rules => "commscan_rules",
             Channel::Verdicts => "commscan_verdicts",
             Channel::Streams => "commscan_streams",
+            Channel::Mappings => "commscan_mappings",
         }
     }
 }

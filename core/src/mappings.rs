@@ -1,0 +1,371 @@
+//! An organisation's decisions on unclassified candidates, applied the same way by the
+//! collector (to every report) and by agents (to every scan).
+//!
+//! An officer maps a candidate an agent reported (`Telegram (Beta)` from a desktop entry) to
+//! a catalog product, or dismisses it. [`CandidateMappings::apply`] turns a mapped candidate
+//! into an installed finding of the product, with the agent's evidence and the officer's
+//! decision named in it ([`officer_signature`]), and drops a dismissed one.
+//!
+//! Mappings are **data only** and cannot widen what an agent reads: they relabel candidates
+//! its sources already found, by their exact name. That is why agents accept them from the
+//! collector over the mutually authenticated stream without a catalog signature: a collector
+//! already decides what a device's report means (it applies the same mappings at ingest), so
+//! a mapping gives it nothing it did not have. They are bounded ([`MAX_MAPPINGS`] entries,
+//! names of at most [`MAX_TEXT`](crate::text::MAX_TEXT) bytes, products as catalog slugs)
+//! and identified by a [`CandidateMappings::digest`] both sides compute over the canonical
+//! form:
+//!
+//! ```text
+//! "commscan-mappings-v1\n"
+//! u32 number of entries, then for each in name order: str name, str product ("" dismissed)
+//! ```
+//!
+//! (`u32` big-endian; `str` a `u32` byte length and UTF-8 bytes, as in [`crate::digest`]).
+
+use crate::catalog::is_slug;
+use crate::scan::{Evidence, Finding, Unclassified};
+use crate::text::{MAX_SOURCE, MAX_TEXT};
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
+
+/// Most decisions one organisation's agents are sent (and the collector keeps per
+/// organisation).
+pub const MAX_MAPPINGS: usize = 1_000;
+
+/// What evidence added by an officer's mapping is signed with (then `/` and the candidate).
+pub const OFFICER_SIGNATURE: &str = "officer_classification";
+
+/// The evidence source of a running process (the agent's `process` source): evidence of
+/// running, not of installation.
+pub const PROCESS_SOURCE: &str = "process";
+
+/// An officer's decision on one candidate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// It is this catalog product.
+    Product(String),
+    /// Not communication software, or not of interest: dropped from reports.
+    Dismissed,
+}
+
+/// A set of mappings that breaks a bound.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MappingsError {
+    /// More entries than [`MAX_MAPPINGS`].
+    #[error("{count} candidate mappings, at most {MAX_MAPPINGS}")]
+    TooMany {
+        /// How many were given.
+        count: usize,
+    },
+    /// An empty, oversized or control-character name.
+    #[error("candidate mapping {index}: the name must be 1 to {MAX_TEXT} bytes of text")]
+    BadName {
+        /// Its position.
+        index: usize,
+    },
+    /// A product that is not a catalog slug.
+    #[error("candidate mapping {index}: product '{product}' is not a catalog product id")]
+    BadProduct {
+        /// Its position.
+        index: usize,
+        /// The product given (cut to [`MAX_SOURCE`] characters).
+        product: String,
+    },
+    /// The same name twice.
+    #[error("candidate mapping {index}: '{name}' is decided twice")]
+    Duplicate {
+        /// Its position.
+        index: usize,
+        /// The name.
+        name: String,
+    },
+}
+
+/// An organisation's decisions, by candidate name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CandidateMappings {
+    entries: BTreeMap<String, Decision>,
+}
+
+impl CandidateMappings {
+    /// Checks and collects `entries` (name, decision), refusing what breaks a bound.
+    pub fn new(
+        entries: impl IntoIterator<Item = (String, Decision)>,
+    ) -> Result<CandidateMappings, MappingsError> {
+        let mut map = BTreeMap::new();
+        for (index, (name, decision)) in entries.into_iter().enumerate() {
+            if index >= MAX_MAPPINGS {
+                return Err(MappingsError::TooMany { count: index + 1 });
+            }
+            if name.is_empty() || name.len() > MAX_TEXT || name.chars().any(char::is_control) {
+                return Err(MappingsError::BadName { index });
+            }
+            if let Decision::Product(p) = &decision
+                && (p.len() > MAX_SOURCE || !is_slug(p))
+            {
+                return Err(MappingsError::BadProduct {
+                    index,
+                    product: p.chars().take(MAX_SOURCE).collect(),
+                });
+            }
+            if map.contains_key(&name) {
+                return Err(MappingsError::Duplicate { index, name });
+            }
+            map.insert(name, decision);
+        }
+        Ok(CandidateMappings { entries: map })
+    }
+
+    /// No decisions.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// How many decisions.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The decisions, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Decision)> {
+        self.entries.iter().map(|(n, d)| (n.as_str(), d))
+    }
+
+    /// The decision on `name`.
+    pub fn get(&self, name: &str) -> Option<&Decision> {
+        self.entries.get(name)
+    }
+
+    /// SHA-256 of the canonical form (see the module's documentation).
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"commscan-mappings-v1\n");
+        h.update((self.entries.len() as u32).to_be_bytes());
+        for (name, decision) in &self.entries {
+            let product = match decision {
+                Decision::Product(p) => p.as_str(),
+                Decision::Dismissed => "",
+            };
+            for s in [name.as_str(), product] {
+                h.update((s.len() as u32).to_be_bytes());
+                h.update(s.as_bytes());
+            }
+        }
+        h.finalize().into()
+    }
+
+    /// Turns mapped candidates into installed findings of their product (merged into an
+    /// existing finding of it) and drops dismissed ones; findings stay in product order.
+    pub fn apply(&self, findings: &mut Vec<Finding>, unclassified: &mut Vec<Unclassified>) {
+        if self.entries.is_empty() || unclassified.is_empty() {
+            return;
+        }
+        let mut touched = false;
+        let mut keep = Vec::with_capacity(unclassified.len());
+        for u in std::mem::take(unclassified) {
+            match self.entries.get(&u.name) {
+                None => keep.push(u),
+                Some(Decision::Dismissed) => {}
+                Some(Decision::Product(product)) => {
+                    touched = true;
+                    let evidence = officer_evidence(&u, product);
+                    match findings.iter_mut().find(|f| &f.product == product) {
+                        Some(f) => {
+                            f.installed = true;
+                            f.evidence.push(evidence);
+                        }
+                        None => findings.push(Finding {
+                            product: product.clone(),
+                            installed: true,
+                            running: false,
+                            version: None,
+                            evidence: vec![evidence],
+                        }),
+                    }
+                }
+            }
+        }
+        *unclassified = keep;
+        if touched {
+            findings.sort_by(|a, b| a.product.cmp(&b.product));
+        }
+    }
+}
+
+/// The evidence a mapping of `u` to `product` adds: the agent's source, the candidate's name
+/// and detail, the decision. The candidate's detail is cut so the whole stays within
+/// [`MAX_TEXT`] (what the collector stores), keeping the text [`officer_mapped`] reads back.
+fn officer_evidence(u: &Unclassified, product: &str) -> Evidence {
+    let tail = format!("), classified as {product} by an officer");
+    let room = MAX_TEXT.saturating_sub(u.name.len() + 2 + tail.len());
+    let mut cut = room.min(u.detail.len());
+    while !u.detail.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Evidence {
+        source: u.source.clone(),
+        detail: format!("{} ({}{tail}", u.name, &u.detail[..cut]),
+        signature: officer_signature(&u.name),
+    }
+}
+
+/// The evidence signature of an officer's mapping: it names the candidate whole, so undoing
+/// the mapping of `Telegram` never touches one of `Telegram (Beta)`.
+pub fn officer_signature(name: &str) -> String {
+    format!("{OFFICER_SIGNATURE}/{name}")
+}
+
+/// The candidate's own detail, when `e` is the evidence an officer's mapping of `name` added
+/// (see [`CandidateMappings::apply`]).
+pub fn officer_mapped<'a>(e: &'a Evidence, name: &str) -> Option<&'a str> {
+    let rest = match e.signature.strip_prefix(OFFICER_SIGNATURE)? {
+        // Named: exact.
+        r if r.strip_prefix('/') == Some(name) => e.detail.strip_prefix(name)?,
+        r if r.starts_with('/') => return None,
+        // Stored before mappings were named in the signature: read from the text, which
+        // cannot tell `Telegram` from `Telegram (Beta)`.
+        "" => e.detail.strip_prefix(name)?,
+        _ => return None,
+    };
+    let rest = rest.strip_prefix(" (")?;
+    let end = rest.rfind("), classified as ")?;
+    Some(&rest[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(name: &str, detail: &str) -> Unclassified {
+        Unclassified {
+            name: name.into(),
+            source: "desktop".into(),
+            detail: detail.into(),
+            looks_like: None,
+        }
+    }
+
+    fn mappings(entries: &[(&str, Option<&str>)]) -> CandidateMappings {
+        CandidateMappings::new(entries.iter().map(|(n, p)| {
+            (
+                (*n).to_owned(),
+                p.map_or(Decision::Dismissed, |p| Decision::Product(p.into())),
+            )
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_mapped_candidate_becomes_an_installed_finding_and_a_dismissed_one_goes() {
+        let m = mappings(&[("Telegram (Beta)", Some("telegram")), ("Calc", None)]);
+        let mut findings = vec![Finding {
+            product: "zoom".into(),
+            installed: true,
+            running: false,
+            version: None,
+            evidence: Vec::new(),
+        }];
+        let mut unclassified = vec![
+            candidate("Telegram (Beta)", "Categories=Chat"),
+            candidate("Calc", "Categories=Office"),
+            candidate("Other", "x"),
+        ];
+        m.apply(&mut findings, &mut unclassified);
+        assert_eq!(unclassified, vec![candidate("Other", "x")]);
+        let products: Vec<&str> = findings.iter().map(|f| f.product.as_str()).collect();
+        assert_eq!(products, ["telegram", "zoom"]);
+        let e = &findings[0].evidence[0];
+        assert!(findings[0].installed && !findings[0].running);
+        assert_eq!(e.signature, "officer_classification/Telegram (Beta)");
+        assert_eq!(
+            officer_mapped(e, "Telegram (Beta)"),
+            Some("Categories=Chat")
+        );
+        assert_eq!(officer_mapped(e, "Telegram"), None);
+    }
+
+    fn mapped(name: &str, detail: &str, signature: String) -> Evidence {
+        Evidence {
+            source: "desktop".into(),
+            detail: format!("{name} ({detail}), classified as telegram by an officer"),
+            signature,
+        }
+    }
+
+    #[test]
+    fn a_mapping_is_recognised_by_its_whole_candidate_name() {
+        let beta = mapped(
+            "Telegram (Beta)",
+            "app",
+            officer_signature("Telegram (Beta)"),
+        );
+        let plain = mapped("Telegram", "app", officer_signature("Telegram"));
+        assert_eq!(officer_mapped(&beta, "Telegram"), None);
+        assert_eq!(officer_mapped(&beta, "Telegram (Beta)"), Some("app"));
+        assert_eq!(officer_mapped(&plain, "Telegram"), Some("app"));
+        assert_eq!(officer_mapped(&plain, "Telegram (Beta)"), None);
+        // Evidence stored before the name was in the signature is still read from its text.
+        let old = mapped("Telegram", "app", OFFICER_SIGNATURE.into());
+        assert_eq!(officer_mapped(&old, "Telegram"), Some("app"));
+        // An agent's own evidence is never an officer's mapping.
+        let agent = mapped("Telegram", "app", "dpkg".into());
+        assert_eq!(officer_mapped(&agent, "Telegram"), None);
+    }
+
+    #[test]
+    fn evidence_of_a_long_candidate_stays_within_what_the_collector_stores() {
+        let m = mappings(&[("App", Some("telegram"))]);
+        let (mut findings, mut unclassified) =
+            (Vec::new(), vec![candidate("App", &"é".repeat(400))]);
+        m.apply(&mut findings, &mut unclassified);
+        let e = &findings[0].evidence[0];
+        assert!(e.detail.len() <= MAX_TEXT, "{}", e.detail.len());
+        assert!(officer_mapped(e, "App").is_some_and(|d| d.starts_with("éé")));
+    }
+
+    #[test]
+    fn the_digest_is_of_the_content_not_the_order_given() {
+        let a = mappings(&[("A", Some("zoom")), ("B", None)]);
+        let b = mappings(&[("B", None), ("A", Some("zoom"))]);
+        assert_eq!(a.digest(), b.digest());
+        assert_ne!(a.digest(), mappings(&[("A", Some("zoom"))]).digest());
+        assert_ne!(
+            a.digest(),
+            mappings(&[("A", Some("skype")), ("B", None)]).digest()
+        );
+        // "A" dismissed and "" mapped cannot collide: names are never empty.
+        assert_ne!(
+            CandidateMappings::default().digest(),
+            mappings(&[("A", None)]).digest()
+        );
+    }
+
+    #[test]
+    fn bounds_are_refused_with_the_entry_named() {
+        let d = || Decision::Dismissed;
+        let too_many = (0..=MAX_MAPPINGS).map(|i| (format!("n{i}"), d()));
+        assert!(matches!(
+            CandidateMappings::new(too_many),
+            Err(MappingsError::TooMany { .. })
+        ));
+        for bad in [String::new(), "x".repeat(MAX_TEXT + 1), "a\nb".into()] {
+            assert_eq!(
+                CandidateMappings::new([(bad, d())]),
+                Err(MappingsError::BadName { index: 0 })
+            );
+        }
+        let e = CandidateMappings::new([
+            ("ok".into(), d()),
+            ("x".into(), Decision::Product("../etc".into())),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "candidate mapping 1: product '../etc' is not a catalog product id"
+        );
+        assert!(matches!(
+            CandidateMappings::new([("a".into(), d()), ("a".into(), d())]),
+            Err(MappingsError::Duplicate { index: 1, .. })
+        ));
+    }
+}
