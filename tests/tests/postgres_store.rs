@@ -240,3 +240,74 @@ async fn a_cloned_identity_on_two_collectors_is_flagged_as_on_one() {
         assert!(!d.duplicate.is_empty(), "{}", c.url);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_mapped_on_one_collector_reaches_an_agent_connected_to_another() {
+    let Some(pg) =
+        cluster("a_candidate_mapped_on_one_collector_reaches_an_agent_connected_to_another").await
+    else {
+        return;
+    };
+    let a = collector_on(&pg).await;
+    let b = a.another_node().await;
+    let data = a.enroll_agent("pg-mapped").await;
+    let id = data.identity().unwrap().device_id;
+    let root = tempfile::tempdir().unwrap();
+    install(root.path(), &["zoom"]);
+    let apps = root.path().join("usr/share/applications");
+    std::fs::create_dir_all(&apps).unwrap();
+    std::fs::write(
+        apps.join("obscure.desktop"),
+        "[Desktop Entry]\nType=Application\nName=Obscure Chat\nExec=obscure\nCategories=Network;InstantMessaging;\n",
+    )
+    .unwrap();
+    let mut cfg = watching(&data);
+    cfg.delivery.collectors = vec![b.url.clone()];
+    let agent = tree_agent(cfg, root.path());
+    let mut events = agent.events();
+    let running = RunningAgent::start(agent);
+    converged(&b, &id, &["zoom"], Duration::from_secs(30)).await;
+    commscan_tests::wait_until(Duration::from_secs(30), "the candidate stored", || async {
+        let store = a.domain().store().clone();
+        let id = id.clone();
+        tokio::task::spawn_blocking(move || store.device(&id).unwrap())
+            .await
+            .unwrap()
+            .filter(|d| d.unclassified.iter().any(|u| u.name == "Obscure Chat"))
+    })
+    .await;
+
+    // Mapped through collector A; the agent's stream is on B, which hears of it by the
+    // database's notification (well before its 30-second backstop).
+    let started = std::time::Instant::now();
+    a.query()
+        .await
+        .classify_candidate(commscan_proto::v1::ClassifyCandidateRequest {
+            organisation: "acme".into(),
+            name: "Obscure Chat".into(),
+            product: "telegram".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let accepted = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Ok(commscan_agent::delivery::AgentEvent::MappingsAccepted { decisions: 1 }) =
+                events.recv().await
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        accepted.is_ok(),
+        "the agent on collector B was not sent the mapping made on A"
+    );
+    eprintln!(
+        "mapping on A reached the agent on B after {:?}",
+        started.elapsed()
+    );
+    converged(&b, &id, &["telegram", "zoom"], Duration::from_secs(30)).await;
+    running.shutdown().await;
+}
