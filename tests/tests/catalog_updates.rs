@@ -4,7 +4,9 @@
 //! used at once: a product added to the catalog is reported without restarting an agent. A
 //! catalog whose signature is wrong is refused by the agent, which says so to the collector and
 //! keeps scanning with what it had; the collector itself refuses malformed, invalid and
-//! oversized envelopes; an older release never replaces a newer one.
+//! oversized envelopes; an older release never replaces a newer one. An officer's mapping of
+//! an unclassified candidate reaches the running agent too, which then reports the product
+//! itself, keeps the mapping across a restart, and drops it when it is undone.
 
 use commscan_collector::store::DeviceCatalog;
 use commscan_core::catalog::EMBEDDED_CATALOG;
