@@ -5,7 +5,8 @@
 //! <data-dir>/device.key      the device's private key, generated here, never sent (0600)
 //! <data-dir>/device.crt      the client certificate the collector issued (0600)
 //! <data-dir>/ca.crt          the deployment CA, pinned on every connection
-//! <data-dir>/spool/           the spool (sled): state, pending changes, sequences (crate::spool)
+//! <data-dir>/spool.log       the spool: state, pending changes, sequences (crate::spool)
+//! <data-dir>/spool.lock      held by the running agent: one agent per data directory
 //! <data-dir>/status.json     what the running agent last did (crate::status)
 //! ```
 //!

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 // The SIGTERM test is Unix-only; so is what only it uses.
 #[cfg(unix)]
-use commscan_agent::spool::{SledSpool, Spool};
+use commscan_agent::spool::{LogSpool, Spool};
 #[cfg(unix)]
 use commscan_core::identity::DeviceIdentity;
 #[cfg(unix)]
@@ -146,7 +146,7 @@ fn sigterm_flushes_the_spool_and_exits_zero_and_status_tells_what_happened() {
     assert_eq!(status.code(), Some(0));
 
     // What was observed is in the spool, waiting for the collector.
-    let spool = SledSpool::open(&data.join("spool"), 1 << 22).unwrap();
+    let spool = LogSpool::open(&data.join("spool.log"), 1 << 22).unwrap();
     let view = spool.view();
     assert!(view.current.findings.contains_key("zoom"));
     assert!(view.sendable(), "the unsent report survives the restart");

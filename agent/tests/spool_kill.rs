@@ -11,7 +11,7 @@
 //! -- --nocapture` is the longer bench.
 
 use commscan_agent::spool::torture::{MemorySpool, TORTURE_CAP, step};
-use commscan_agent::spool::{SledSpool, Spool};
+use commscan_agent::spool::{LogSpool, Spool};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,7 +35,7 @@ fn an_agent_killed_at_random_points_keeps_every_committed_change_and_reopens_fas
     let started = Instant::now();
     for it in 0..iterations {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("spool");
+        let path = dir.path().join("spool.log");
         let seed = rand(&mut x);
         let mut child = Command::new(env!("CARGO_BIN_EXE_commscan-spool-torture"))
             .arg(&path)
@@ -67,7 +67,7 @@ fn an_agent_killed_at_random_points_keeps_every_committed_change_and_reopens_fas
             }
         }
         let t = Instant::now();
-        let reopened = SledSpool::open(&path, TORTURE_CAP)
+        let reopened = LogSpool::open(&path, TORTURE_CAP)
             .unwrap_or_else(|e| panic!("iteration {it} (seed {seed}): reopen failed: {e}"));
         let took = t.elapsed();
         reopen_max = reopen_max.max(took);

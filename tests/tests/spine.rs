@@ -304,7 +304,7 @@ async fn wiped_agent_spool_continues_after_the_collectors_sequence() {
         );
     }
     drop(r);
-    std::fs::remove_dir_all(data.file("spool")).unwrap();
+    std::fs::remove_file(data.file("spool.log")).unwrap();
     // Without the collector's welcome the agent would restart at 1 and be ignored forever.
     assert_eq!(
         reporter(data, root.path())

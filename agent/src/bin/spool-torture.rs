@@ -3,7 +3,7 @@
 //! operation after it returned, until killed. Test-only: built only with the `torture`
 //! feature, which the agent's own tests turn on and release builds never do.
 
-use commscan_agent::spool::{SledSpool, torture};
+use commscan_agent::spool::{LogSpool, torture};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -13,7 +13,7 @@ fn main() -> ExitCode {
         eprintln!("usage: commscan-spool-torture DIR SEED");
         return ExitCode::from(64);
     };
-    let spool = match SledSpool::open(std::path::Path::new(dir), torture::TORTURE_CAP) {
+    let spool = match LogSpool::open(std::path::Path::new(dir), torture::TORTURE_CAP) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("commscan-spool-torture: {e}");

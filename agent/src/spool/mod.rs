@@ -25,13 +25,14 @@
 //!    the earlier one); the bytes of pending changes plus outbox records stay under the cap.
 //!    Reaching it drops them all and marks a snapshot as needed (logged, counted in
 //!    `fallbacks`, shown by `commscan-agent status`): at most one state's worth is then kept.
-//! 6. **Atomic steps.** Every operation is one sled batch followed by a flush: after a crash
-//!    the spool is exactly as after some completed operation, never between two.
+//! 6. **Atomic steps.** Every operation is one checksummed batch appended and synced
+//!    ([`LogSpool`]): after a crash the spool is exactly as after some completed operation,
+//!    never between two.
 //!
 //! # Record format
 //!
-//! One sled tree, `spool`, in `<data-dir>/spool/`; values are JSON (readable in a debugger,
-//! versioned by `Meta::version`):
+//! Entries (key → value) in `<data-dir>/spool.log`, whose framing [`LogSpool`] documents;
+//! values are JSON (readable in a debugger, versioned by `Meta::version`):
 //!
 //! | key | value |
 //! |---|---|
@@ -68,14 +69,15 @@
 //! - Writes the kernel accepted survive the agent's death (SIGKILL); a power cut loses
 //!   nothing flushed, as far as the disk honours `fsync`.
 
+mod from_sled;
+mod log_spool;
 mod logic;
 pub mod quarantine;
-mod sled_spool;
 #[cfg(any(test, feature = "torture"))]
 pub mod torture;
 
+pub use log_spool::LogSpool;
 pub use logic::SpoolView;
-pub use sled_spool::SledSpool;
 
 use crate::device_state::{Change, State};
 use commscan_core::digest::StateDigest;
@@ -209,7 +211,7 @@ pub struct Observed {
     pub sendable: bool,
 }
 
-/// The durable spool. One implementation ([`SledSpool`]); the trait is the seam the
+/// The durable spool. One implementation ([`LogSpool`]); the trait is the seam the
 /// delivery loop and its tests use.
 pub trait Spool: Send + Sync {
     /// A copy of the spool's content.

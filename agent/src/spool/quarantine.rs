@@ -3,61 +3,91 @@
 //! fresh one remembers the fact ([`super::Meta::quarantine`]) so that `commscan-agent status`
 //! shows it and reports tell the collector (a `spool` entry in the scan stats, see
 //! [`crate::delivery`]). Errors that a fresh spool would not fix (the lock held by another
-//! running agent, a read-only disk) are returned as they are.
+//! running agent, a read-only disk) are returned as they are. A spool an older agent kept in
+//! sled is taken over first ([`super::from_sled`]); one that cannot be read is set aside the
+//! same way.
 
-use super::{QuarantineNote, SledSpool, SpoolError};
+use super::{LogSpool, QuarantineNote, SpoolError, from_sled};
 use std::path::{Path, PathBuf};
 
-/// The spool directory inside a data directory.
-pub const SPOOL_DIR: &str = "spool";
-/// Prefix of quarantined spool directories.
+/// The spool file inside a data directory.
+pub const SPOOL_FILE: &str = "spool.log";
+/// The directory older agents kept their (sled) spool in.
+pub const SLED_SPOOL_DIR: &str = "spool";
+/// Prefix of quarantined spools.
 pub const QUARANTINE_PREFIX: &str = "spool.corrupt-";
 
-/// Opens `<data>/spool`, quarantining it if it is corrupt. `now` is Unix seconds.
-pub fn open_or_quarantine(data: &Path, cap: u64, now: i64) -> Result<SledSpool, SpoolError> {
-    let dir = data.join(SPOOL_DIR);
-    match SledSpool::open(&dir, cap) {
-        Ok(s) => Ok(s),
-        Err(e) if e.is_corruption() => {
-            let stamp = time::OffsetDateTime::from_unix_timestamp(now)
-                .map(|t| {
-                    format!(
-                        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-                        t.year(),
-                        u8::from(t.month()),
-                        t.day(),
-                        t.hour(),
-                        t.minute(),
-                        t.second()
-                    )
-                })
-                .unwrap_or_else(|_| now.to_string());
-            let mut aside = data.join(format!("{QUARANTINE_PREFIX}{stamp}"));
-            let mut n = 1;
-            while aside.exists() {
-                aside = data.join(format!("{QUARANTINE_PREFIX}{stamp}.{n}"));
-                n += 1;
+/// Renames `path` aside in `data` as a quarantined spool; where it went.
+fn set_aside(data: &Path, path: &Path, now: i64) -> Result<PathBuf, SpoolError> {
+    let stamp = time::OffsetDateTime::from_unix_timestamp(now)
+        .map(|t| {
+            format!(
+                "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            )
+        })
+        .unwrap_or_else(|_| now.to_string());
+    let mut aside = data.join(format!("{QUARANTINE_PREFIX}{stamp}"));
+    let mut n = 1;
+    while aside.exists() {
+        aside = data.join(format!("{QUARANTINE_PREFIX}{stamp}.{n}"));
+        n += 1;
+    }
+    std::fs::rename(path, &aside).map_err(|io| {
+        SpoolError::Backend(format!(
+            "cannot set the corrupt spool {} aside: {io}",
+            path.display()
+        ))
+    })?;
+    Ok(aside)
+}
+
+/// Opens `<data>/spool.log`, quarantining it if it is corrupt. `now` is Unix seconds.
+pub fn open_or_quarantine(data: &Path, cap: u64, now: i64) -> Result<LogSpool, SpoolError> {
+    let log = data.join(SPOOL_FILE);
+    let old = data.join(SLED_SPOOL_DIR);
+    let mut note = None;
+    if old.is_dir() && !log.exists() {
+        match from_sled::take_over(&old, &log, cap) {
+            Ok(_) => {}
+            Err(e) if e.is_corruption() => {
+                let aside = set_aside(data, &old, now)?;
+                tracing::error!(error = %e, quarantined = %aside.display(), "older agent's spool unreadable; set aside, starting a fresh one");
+                note = Some(QuarantineNote {
+                    at: now,
+                    path: aside.display().to_string(),
+                    reason: e.to_string(),
+                });
             }
-            std::fs::rename(&dir, &aside).map_err(|io| {
-                SpoolError::Backend(format!(
-                    "cannot set the corrupt spool {} aside: {io}",
-                    dir.display()
-                ))
-            })?;
+            Err(e) => return Err(e),
+        }
+    }
+    let spool = match LogSpool::open(&log, cap) {
+        Ok(s) => s,
+        Err(e) if e.is_corruption() => {
+            let aside = set_aside(data, &log, now)?;
             tracing::error!(error = %e, quarantined = %aside.display(), "spool corrupt; set aside, starting a fresh one");
-            let fresh = SledSpool::open(&dir, cap)?;
-            fresh.note_quarantine(QuarantineNote {
+            note = Some(QuarantineNote {
                 at: now,
                 path: aside.display().to_string(),
                 reason: e.to_string(),
-            })?;
-            Ok(fresh)
+            });
+            LogSpool::open(&log, cap)?
         }
-        Err(e) => Err(e),
+        Err(e) => return Err(e),
+    };
+    if let Some(note) = note {
+        spool.note_quarantine(note)?;
     }
+    Ok(spool)
 }
 
-/// Quarantined spool directories in a data directory, oldest first.
+/// Quarantined spools in a data directory, oldest first.
 pub fn quarantined(data: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(data)
         .into_iter()

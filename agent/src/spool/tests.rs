@@ -32,8 +32,8 @@ fn obs(products: &[(&str, &str)], report: bool) -> Observation {
     }
 }
 
-fn open(dir: &std::path::Path) -> SledSpool {
-    SledSpool::open(&dir.join("spool"), DEFAULT_CAP_BYTES).unwrap()
+fn open(dir: &std::path::Path) -> LogSpool {
+    LogSpool::open(&dir.join("spool.log"), DEFAULT_CAP_BYTES).unwrap()
 }
 
 #[test]
@@ -119,7 +119,7 @@ fn reopening_gives_back_exactly_what_was_committed() {
 #[test]
 fn reaching_the_cap_falls_back_to_a_single_snapshot() {
     let dir = tempfile::tempdir().unwrap();
-    let s = SledSpool::open(&dir.path().join("spool"), 2048).unwrap();
+    let s = LogSpool::open(&dir.path().join("spool.log"), 2048).unwrap();
     s.observe(obs(&[], true)).unwrap();
     let r = s.next_record().unwrap().unwrap();
     s.acknowledge(r.sequence).unwrap();
@@ -208,15 +208,17 @@ fn a_record_the_collector_cannot_have_applied_is_sent_again_under_a_new_sequence
 #[test]
 fn a_corrupt_spool_is_quarantined_and_a_fresh_one_started() {
     let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(quarantine::SPOOL_FILE);
     {
         let s = open(dir.path());
         s.observe(obs(&[("zoom", "6")], true)).unwrap();
-        s.tree()
-            .insert(b"o/garbage", b"{not json".to_vec())
-            .unwrap();
-        s.flush().unwrap();
+        s.observe(obs(&[("zoom", "7")], true)).unwrap();
     }
-    let err = SledSpool::open(&dir.path().join("spool"), DEFAULT_CAP_BYTES).unwrap_err();
+    // A bit flipped inside the first batch (a bad sector), with more batches after it.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[40] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = LogSpool::open(&path, DEFAULT_CAP_BYTES).unwrap_err();
     assert!(err.is_corruption(), "{err}");
     let s = quarantine::open_or_quarantine(dir.path(), DEFAULT_CAP_BYTES, 1_700_000_000).unwrap();
     let note = s.view().meta.quarantine.expect("the fresh spool remembers");
@@ -225,7 +227,7 @@ fn a_corrupt_spool_is_quarantined_and_a_fresh_one_started() {
         "{}",
         note.path
     );
-    assert!(note.reason.contains("outbox key"), "{}", note.reason);
+    assert!(note.reason.contains("checksum"), "{}", note.reason);
     assert_eq!(quarantine::quarantined(dir.path()).len(), 1);
     assert!(s.view().meta.snapshot_needed);
     // Opening again does not quarantine again.
@@ -235,11 +237,72 @@ fn a_corrupt_spool_is_quarantined_and_a_fresh_one_started() {
     assert_eq!(quarantine::quarantined(dir.path()).len(), 1);
 }
 
+/// Writes `entries` as an older agent's sled spool in `data`.
+fn write_sled_spool(data: &std::path::Path, entries: &[(Vec<u8>, Vec<u8>)]) {
+    let db = sled::open(data.join(quarantine::SLED_SPOOL_DIR)).unwrap();
+    let tree = db.open_tree("spool").unwrap();
+    for (k, v) in entries {
+        tree.insert(k, v.clone()).unwrap();
+    }
+    db.flush().unwrap();
+}
+
+#[test]
+fn an_older_agents_sled_spool_is_taken_over_with_nothing_unacknowledged_lost() {
+    // What an older agent had: an acknowledged state, a record in flight, a pending change.
+    let before = tempfile::tempdir().unwrap();
+    let view = {
+        let s = open(before.path());
+        s.observe(obs(&[("zoom", "6")], true)).unwrap();
+        let r = s.next_record().unwrap().unwrap();
+        s.acknowledge(r.sequence).unwrap();
+        s.observe(obs(&[("zoom", "7")], false)).unwrap();
+        s.next_record().unwrap().unwrap();
+        s.observe(obs(&[("zoom", "7"), ("skype", "8")], false))
+            .unwrap();
+        s.view()
+    };
+    let bytes = std::fs::read(before.path().join(quarantine::SPOOL_FILE)).unwrap();
+    let (entries, _) = super::log_spool::replay(&bytes).unwrap();
+    let entries: Vec<_> = entries.into_iter().collect();
+
+    let data = tempfile::tempdir().unwrap();
+    write_sled_spool(data.path(), &entries);
+    let s = quarantine::open_or_quarantine(data.path(), DEFAULT_CAP_BYTES, 0).unwrap();
+    assert_eq!(s.view(), view);
+    assert_eq!(
+        s.view().outbox.len(),
+        1,
+        "the record in flight is still there"
+    );
+    assert!(!data.path().join(quarantine::SLED_SPOOL_DIR).exists());
+    assert!(quarantine::quarantined(data.path()).is_empty());
+    drop(s);
+    // Taken over once: a restart reads the new file.
+    let s = quarantine::open_or_quarantine(data.path(), DEFAULT_CAP_BYTES, 0).unwrap();
+    assert_eq!(s.view(), view);
+}
+
+#[test]
+fn an_older_agents_unreadable_sled_spool_is_set_aside() {
+    let data = tempfile::tempdir().unwrap();
+    write_sled_spool(
+        data.path(),
+        &[(b"o/garbage".to_vec(), b"{not json".to_vec())],
+    );
+    let s = quarantine::open_or_quarantine(data.path(), DEFAULT_CAP_BYTES, 1_700_000_000).unwrap();
+    let note = s.view().meta.quarantine.expect("noted");
+    assert!(note.reason.contains("outbox key"), "{}", note.reason);
+    assert_eq!(quarantine::quarantined(data.path()).len(), 1);
+    assert!(!data.path().join(quarantine::SLED_SPOOL_DIR).exists());
+}
+
 #[test]
 fn a_spool_held_by_another_running_agent_is_not_quarantined() {
     let dir = tempfile::tempdir().unwrap();
     let _running = open(dir.path());
-    // sled locks the database file; a second open in this process fails the same way.
+    // The spool's lock is held while it is open; a second open in this process is refused
+    // the same way as another agent's.
     let err = quarantine::open_or_quarantine(dir.path(), DEFAULT_CAP_BYTES, 0).unwrap_err();
     assert!(!err.is_corruption(), "{err}");
     assert!(quarantine::quarantined(dir.path()).is_empty());
@@ -248,15 +311,15 @@ fn a_spool_held_by_another_running_agent_is_not_quarantined() {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
-    /// The sled spool behaves like the in-memory model for any sequence of operations, and
+    /// The spool file behaves like the in-memory model for any sequence of operations, and
     /// reopening it gives back the model's content.
     #[test]
-    fn sled_spool_matches_the_model_and_survives_reopening(seed in any::<u64>(), ops in 1u64..120) {
+    fn the_spool_file_matches_the_model_and_survives_reopening(seed in any::<u64>(), ops in 1u64..120) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("spool");
+        let path = dir.path().join("spool.log");
         let model = MemorySpool::new(torture::TORTURE_CAP);
         {
-            let real = SledSpool::open(&path, torture::TORTURE_CAP).unwrap();
+            let real = LogSpool::open(&path, torture::TORTURE_CAP).unwrap();
             for i in 0..ops {
                 let a = step(&real, seed, i).unwrap();
                 let b = step(&model, seed, i).unwrap();
@@ -265,7 +328,7 @@ proptest! {
             }
             prop_assert_eq!(real.view(), model.view());
         }
-        let reopened = SledSpool::open(&path, torture::TORTURE_CAP).unwrap();
+        let reopened = LogSpool::open(&path, torture::TORTURE_CAP).unwrap();
         prop_assert_eq!(reopened.view(), model.view());
     }
 }
@@ -297,10 +360,13 @@ fn a_disk_that_filled_once_is_written_again_once_space_comes_back() {
     }
     let failure = failure.expect("the full disk never refused a write");
     assert!(matches!(failure, SpoolError::Backend(_)), "{failure}");
-    // Still full: refused again, the mirror unchanged.
-    assert!(s.observe(obs(&[("zoom", "2")], true)).is_err());
+    // The refused observation changed nothing, in memory or on disk (its partial batch was
+    // cut off, so the spool reads back as it was).
     assert_eq!(s.view().current.findings.len(), last_ok.len());
-    // Space comes back: the next operation reopens the database and succeeds.
+    let on_disk = std::fs::read(dir.join(quarantine::SPOOL_FILE)).unwrap();
+    let (_, intact) = super::log_spool::replay(&on_disk).unwrap();
+    assert_eq!(intact, on_disk.len(), "no torn batch left behind");
+    // Space comes back: the next operation reads the file again and succeeds.
     std::fs::remove_file(&filler).unwrap();
     s.observe(obs(&[("zoom", "3")], true))
         .expect("written once space came back");
