@@ -120,6 +120,9 @@ impl MappingsKeeper {
     ) -> Result<Arc<CandidateMappings>, MappingsRefused> {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let m = from_pairs(pairs)?;
+        if **current == m {
+            return Ok(current.clone());
+        }
         let stored: Vec<Stored> = m
             .iter()
             .map(|(name, d)| Stored {

@@ -14,7 +14,7 @@ use crate::collector::Collector;
 use crate::error::CollectorError;
 use crate::store::{Classification, DeviceFilter, DeviceRecord};
 use commscan_core::mappings::{
-    CandidateMappings, Decision, MAX_MAPPINGS, PROCESS_SOURCE, officer_mapped,
+    Decision, MAX_MAPPINGS, PROCESS_SOURCE, apply_decision, officer_mapped,
 };
 use commscan_core::scan::Unclassified;
 
@@ -36,23 +36,18 @@ impl Collector {
         for u in std::mem::take(&mut device.unclassified) {
             match decisions.iter().find(|(name, _)| *name == u.name) {
                 None => keep.push(u),
-                Some((name, c)) => {
+                // Every stored decision, through the function agents apply (the store may
+                // hold decisions beyond the bounds of what agents are sent).
+                Some((_, c)) => {
                     let decision = match c {
                         Classification::Product { product } => Decision::Product(product.clone()),
                         Classification::Dismissed => Decision::Dismissed,
                     };
-                    // One candidate at a time through the rules agents apply: the store may
-                    // hold decisions beyond what an agent is sent, and all of them count here.
-                    let one =
-                        CandidateMappings::new([(name.clone(), decision)]).unwrap_or_default();
-                    let mut candidate = vec![u];
-                    one.apply(&mut device.findings, &mut candidate);
-                    keep.extend(candidate);
+                    apply_decision(&u, &decision, &mut device.findings);
                 }
             }
         }
         device.unclassified = keep;
-        device.findings.sort_by(|a, b| a.product.cmp(&b.product));
         Ok(())
     }
 
@@ -109,6 +104,8 @@ impl Collector {
             )));
         }
         self.store().put_classification(org, name, &decision)?;
+        // Agents hear of it now, whatever happens to the re-judging below.
+        self.mappings_changed(org);
         // Devices that report it, and those an earlier mapping of it changed (re-mapped now).
         let touched = self.rejudge_where(
             org,
@@ -120,7 +117,6 @@ impl Collector {
             },
             |d| undo_mapping(d, name),
         )?;
-        self.mappings_changed(org);
         let what = match &decision {
             Classification::Product { product } => format!("'{name}' mapped to {product}"),
             Classification::Dismissed => format!("'{name}' dismissed"),
@@ -157,6 +153,7 @@ impl Collector {
             )));
         }
         self.store().remove_classification(org, name)?;
+        self.mappings_changed(org);
         let touched = self.rejudge_where(
             org,
             |d| {
@@ -166,7 +163,6 @@ impl Collector {
             },
             |d| undo_mapping(d, name),
         )?;
-        self.mappings_changed(org);
         self.audit(
             &who.actor(),
             "candidates.unmap",

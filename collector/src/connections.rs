@@ -165,9 +165,12 @@ impl Connections {
         self.announced.send_modify(|a| a.mappings += 1);
     }
 
-    /// A subscription to announcements made from now on.
-    pub(crate) fn policy_changes(&self) -> tokio::sync::watch::Receiver<Announced> {
-        self.announced.subscribe()
+    /// A subscription to announcements made from now on, and the rules generation at
+    /// subscription (an announcement with another one is a policy change).
+    pub(crate) fn policy_changes(&self) -> (tokio::sync::watch::Receiver<Announced>, u64) {
+        let rx = self.announced.subscribe();
+        let rules = rx.borrow().rules;
+        (rx, rules)
     }
 
     /// Devices with a stream open now.
@@ -205,12 +208,13 @@ mod tests {
     #[test]
     fn a_policy_change_reaches_every_subscriber_once_and_only_later_ones() {
         let c = Connections::default();
-        let mut early = c.policy_changes();
-        let other = c.policy_changes();
+        let (mut early, _) = c.policy_changes();
+        let (other, _) = c.policy_changes();
         assert!(!early.has_changed().unwrap());
         c.announce_policy_change();
         c.announce_policy_change();
-        let late = c.policy_changes();
+        let (late, generation) = c.policy_changes();
+        assert_eq!(generation, 2);
         assert!(early.has_changed().unwrap());
         assert!(other.has_changed().unwrap());
         assert!(

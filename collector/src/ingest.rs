@@ -557,22 +557,31 @@ impl Collector {
         if let Some(c) = &hello.catalog {
             device.catalog = c.clone();
         }
-        // The digest of the state as the agent reported it, before officers' classifications
-        // turn candidates into findings (or dismiss them): the agent cannot know those.
+        // The digest of the state as the agent reported it, before this collector applies
+        // the organisation's decisions on candidates (which the agent may hold an older
+        // version of, or none).
         let reported = digest::hex(&digest::state_digest(
             &device.findings,
             &device.unclassified,
         ));
+        // The collector is the authority on decisions: mappings in the report (made by an
+        // agent that was sent them) go back to candidates, and the decisions in the store
+        // are applied below.
+        let agent_mapped = commscan_core::mappings::take_out_mappings(
+            &mut device.findings,
+            &mut device.unclassified,
+        );
         let declared = digest::hex(&report.state_digest);
         // Where the organisation classifies candidates, a stored base may already hold
         // officer-made findings or lack dismissed candidates, so the collector cannot recompute
         // the agent's view after a delta: it keeps the agent's declared digest and asks no
         // resync. Elsewhere the recomputed digest is the truth and a mismatch means a lost delta.
         let classifies = is_delta
-            && !self
-                .store()
-                .classifications(&device.organisation)?
-                .is_empty();
+            && (agent_mapped
+                || !self
+                    .store()
+                    .classifications(&device.organisation)?
+                    .is_empty());
         // Findings of products unknown here were dropped: the agent's state holds them, so
         // its digest cannot match; keep it, as for classifications, rather than ask again.
         let filtered = bounded.unknown_products > 0;

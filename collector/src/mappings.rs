@@ -2,8 +2,8 @@
 //! agents' streams.
 //!
 //! The collector applies an organisation's decisions to every report ([`crate::classify`]).
-//! It also passes them on to the organisation's agents, so that an agent's own view (its
-//! `status`, a local scan, its next report) names the product too. Streams never read the
+//! It also passes them on to the organisation's agents, so that a running agent's own view
+//! (its `status`, its spool, its reports) names the product too. Streams never read the
 //! store on their async threads: they read this cache. An organisation's entry is read from
 //! the store when one of its agents connects (on the blocking thread that admits the hello,
 //! and only when absent), and read again when a decision changes on this collector
@@ -15,25 +15,50 @@
 //!
 //! Bounds: one entry per organisation whose agents connected since start (organisations are
 //! created by administrators), each at most [`MAX_MAPPINGS`] decisions: the collector refuses
-//! a decision beyond that ([`crate::classify`]), and an older store holding more serves the
-//! first [`MAX_MAPPINGS`] by name (logged) while ingest still applies them all.
+//! a decision beyond that ([`crate::classify`]). A decision outside the bounds of what agents
+//! are sent (a candidate name over [`commscan_core::mappings::MAX_NAME_CHARS`] characters,
+//! or an older store holding more than [`MAX_MAPPINGS`]) is left out of the set (logged) and
+//! applied by the collector alone, at ingest, like every stored decision.
+//!
+//! A store one process owns (sled) has no notifications and needs none: every decision is
+//! made through this collector. On PostgreSQL the notice is backed by the cluster's 30-second
+//! re-read ([`crate::cluster::RULES_BACKSTOP`]).
 
 use crate::collector::Collector;
 use crate::error::CollectorError;
 use crate::store::{Channel, Classification};
 use commscan_core::mappings::{CandidateMappings, Decision, MAX_MAPPINGS};
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// An organisation's decisions as its streams serve them, with their digest (computed once).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Served {
+    /// The decisions.
+    pub mappings: CandidateMappings,
+    /// [`CandidateMappings::digest`].
+    pub digest: [u8; 32],
+}
+
+impl Served {
+    fn of(mappings: CandidateMappings) -> Served {
+        let digest = mappings.digest();
+        Served { mappings, digest }
+    }
+}
 
 /// Decisions of the organisations whose agents are connected.
 #[derive(Debug, Default)]
 pub struct MappingsCache {
-    by_org: RwLock<HashMap<String, Arc<CandidateMappings>>>,
+    by_org: RwLock<HashMap<String, Arc<Served>>>,
+    /// Held across a reload's read of the store and its update of the cache, so reloads of
+    /// one organisation never land out of order (an older read replacing a newer one).
+    reloading: Mutex<()>,
 }
 
 impl MappingsCache {
     /// The cached decisions of `org`.
-    pub(crate) fn get(&self, org: &str) -> Option<Arc<CandidateMappings>> {
+    pub(crate) fn get(&self, org: &str) -> Option<Arc<Served>> {
         self.by_org
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -44,11 +69,20 @@ impl MappingsCache {
     /// Puts `m` for `org`; whether that changed what is served.
     fn put(&self, org: &str, m: CandidateMappings) -> bool {
         let mut map = self.by_org.write().unwrap_or_else(|p| p.into_inner());
-        if map.get(org).is_some_and(|old| **old == m) {
+        if map.get(org).is_some_and(|old| old.mappings == m) {
             return false;
         }
-        map.insert(org.to_owned(), Arc::new(m));
+        map.insert(org.to_owned(), Arc::new(Served::of(m)));
         true
+    }
+
+    /// Puts `m` for `org` unless a reload put something first (which is as new or newer).
+    fn put_if_absent(&self, org: &str, m: CandidateMappings) {
+        self.by_org
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(org.to_owned())
+            .or_insert_with(|| Arc::new(Served::of(m)));
     }
 
     fn organisations(&self) -> Vec<String> {
@@ -74,13 +108,12 @@ pub(crate) fn from_stored(org: &str, stored: Vec<(String, Classification)>) -> C
             Classification::Product { product } => Decision::Product(product),
             Classification::Dismissed => Decision::Dismissed,
         };
-        let entry = (name, decision);
-        if CandidateMappings::new([entry.clone()]).is_ok() {
-            kept.push(entry);
+        if CandidateMappings::admits(&name, &decision) {
+            kept.push((name, decision));
         }
     }
     if kept.len() < total {
-        tracing::warn!(organisation = %org, stored = total, served = kept.len(), max = MAX_MAPPINGS, "candidate decisions beyond the bounds are applied by the collector only");
+        tracing::warn!(organisation = %org, stored = total, served = kept.len(), max = MAX_MAPPINGS, "candidate decisions outside the bounds of what agents are sent are applied by the collector alone");
     }
     // Names are unique in the store and each entry passed alone.
     CandidateMappings::new(kept).unwrap_or_default()
@@ -98,17 +131,21 @@ impl Collector {
             return;
         }
         match self.stored_mappings(org) {
-            Ok(m) => {
-                self.mappings().put(org, m);
-            }
+            // Read without the reload lock: a reload that lands meanwhile read later, and wins.
+            Ok(m) => self.mappings().put_if_absent(org, m),
             Err(e) => {
-                tracing::warn!(organisation = %org, error = %e, "candidate decisions not read; agents are sent them later")
+                tracing::warn!(organisation = %org, error = %e, "candidate decisions not read; tried again when the next of its agents connects")
             }
         }
     }
 
     /// Reads `org`'s decisions again; when they changed, tells every stream.
     pub(crate) fn reload_mappings(&self, org: &str) {
+        let _in_order = self
+            .mappings()
+            .reloading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         match self.stored_mappings(org) {
             Ok(m) => {
                 if self.mappings().put(org, m) {
@@ -151,7 +188,7 @@ mod tests {
         stored.insert(
             0,
             (
-                "bad\u{7}".into(),
+                "x".repeat(commscan_core::mappings::MAX_NAME_CHARS + 1),
                 Classification::Product {
                     product: "zoom".into(),
                 },
@@ -159,7 +196,7 @@ mod tests {
         );
         let m = from_stored("acme", stored);
         assert_eq!(m.len(), MAX_MAPPINGS);
-        assert!(m.get("bad\u{7}").is_none());
+        assert!(m.iter().all(|(n, _)| n.starts_with("app ")));
         assert_eq!(m.get("app 0000"), Some(&Decision::Dismissed));
     }
 

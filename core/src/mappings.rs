@@ -10,10 +10,12 @@
 //! its sources already found, by their exact name. That is why agents accept them from the
 //! collector over the mutually authenticated stream without a catalog signature: a collector
 //! already decides what a device's report means (it applies the same mappings at ingest), so
-//! a mapping gives it nothing it did not have. They are bounded ([`MAX_MAPPINGS`] entries,
-//! names of at most [`MAX_TEXT`](crate::text::MAX_TEXT) bytes, products as catalog slugs)
-//! and identified by a [`CandidateMappings::digest`] both sides compute over the canonical
-//! form:
+//! a mapping gives it nothing it did not have. The collector also takes every mapping out of
+//! a report before applying its own decisions ([`take_out_mappings`]), so it stays the
+//! authority: a mapping an agent holds after an officer changed it is undone at ingest. Sets
+//! sent to agents are bounded ([`MAX_MAPPINGS`] entries, names of at most [`MAX_NAME_CHARS`]
+//! characters, products as catalog slugs) and identified by a
+//! [`CandidateMappings::digest`] both sides compute over the canonical form:
 //!
 //! ```text
 //! "commscan-mappings-v1\n"
@@ -24,7 +26,7 @@
 
 use crate::catalog::is_slug;
 use crate::scan::{Evidence, Finding, Unclassified};
-use crate::text::{MAX_SOURCE, MAX_TEXT};
+use crate::text::MAX_TEXT;
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 
@@ -32,7 +34,21 @@ use std::collections::BTreeMap;
 /// organisation).
 pub const MAX_MAPPINGS: usize = 1_000;
 
-/// What evidence added by an officer's mapping is signed with (then `/` and the candidate).
+/// Longest candidate name (in characters) in a set sent to agents: with the decision around
+/// it, the evidence a mapping adds stays within what the collector stores
+/// ([`MAX_TEXT`]). A longer name's decision is applied by the collector alone.
+pub const MAX_NAME_CHARS: usize = 256;
+
+/// Longest product id in a set sent to agents.
+pub const MAX_PRODUCT_BYTES: usize = 128;
+
+/// Most evidence entries mappings add to one finding: the finding is installed either way,
+/// and a report stays within the collector's bound on evidence per finding.
+pub const MAX_MAPPED_EVIDENCE: usize = 16;
+
+/// What evidence added by an officer's mapping is signed with, then `#` and the first 16
+/// bytes of the SHA-256 of the candidate's name in hex: fixed length, so the signature
+/// survives the collector's bound on signatures whatever the name.
 pub const OFFICER_SIGNATURE: &str = "officer_classification";
 
 /// The evidence source of a running process (the agent's `process` source): evidence of
@@ -58,7 +74,7 @@ pub enum MappingsError {
         count: usize,
     },
     /// An empty, oversized or control-character name.
-    #[error("candidate mapping {index}: the name must be 1 to {MAX_TEXT} bytes of text")]
+    #[error("candidate mapping {index}: the name must be 1 to {MAX_NAME_CHARS} characters of text")]
     BadName {
         /// Its position.
         index: usize,
@@ -68,7 +84,7 @@ pub enum MappingsError {
     BadProduct {
         /// Its position.
         index: usize,
-        /// The product given (cut to [`MAX_SOURCE`] characters).
+        /// The product given (cut to 64 characters).
         product: String,
     },
     /// The same name twice.
@@ -87,6 +103,25 @@ pub struct CandidateMappings {
     entries: BTreeMap<String, Decision>,
 }
 
+/// Whether one decision is within the bounds of a set sent to agents.
+fn check_entry(index: usize, name: &str, decision: &Decision) -> Result<(), MappingsError> {
+    if name.is_empty()
+        || name.chars().count() > MAX_NAME_CHARS
+        || name.chars().any(char::is_control)
+    {
+        return Err(MappingsError::BadName { index });
+    }
+    if let Decision::Product(p) = decision
+        && (p.len() > MAX_PRODUCT_BYTES || !is_slug(p))
+    {
+        return Err(MappingsError::BadProduct {
+            index,
+            product: p.chars().take(64).collect(),
+        });
+    }
+    Ok(())
+}
+
 impl CandidateMappings {
     /// Checks and collects `entries` (name, decision), refusing what breaks a bound.
     pub fn new(
@@ -97,23 +132,18 @@ impl CandidateMappings {
             if index >= MAX_MAPPINGS {
                 return Err(MappingsError::TooMany { count: index + 1 });
             }
-            if name.is_empty() || name.len() > MAX_TEXT || name.chars().any(char::is_control) {
-                return Err(MappingsError::BadName { index });
-            }
-            if let Decision::Product(p) = &decision
-                && (p.len() > MAX_SOURCE || !is_slug(p))
-            {
-                return Err(MappingsError::BadProduct {
-                    index,
-                    product: p.chars().take(MAX_SOURCE).collect(),
-                });
-            }
+            check_entry(index, &name, &decision)?;
             if map.contains_key(&name) {
                 return Err(MappingsError::Duplicate { index, name });
             }
             map.insert(name, decision);
         }
         Ok(CandidateMappings { entries: map })
+    }
+
+    /// Whether a decision on `name` could be part of a set sent to agents.
+    pub fn admits(name: &str, decision: &Decision) -> bool {
+        check_entry(0, name, decision).is_ok()
     }
 
     /// No decisions.
@@ -160,66 +190,110 @@ impl CandidateMappings {
         if self.entries.is_empty() || unclassified.is_empty() {
             return;
         }
-        let mut touched = false;
         let mut keep = Vec::with_capacity(unclassified.len());
         for u in std::mem::take(unclassified) {
             match self.entries.get(&u.name) {
                 None => keep.push(u),
-                Some(Decision::Dismissed) => {}
-                Some(Decision::Product(product)) => {
-                    touched = true;
-                    let evidence = officer_evidence(&u, product);
-                    match findings.iter_mut().find(|f| &f.product == product) {
-                        Some(f) => {
-                            f.installed = true;
-                            f.evidence.push(evidence);
-                        }
-                        None => findings.push(Finding {
-                            product: product.clone(),
-                            installed: true,
-                            running: false,
-                            version: None,
-                            evidence: vec![evidence],
-                        }),
-                    }
-                }
+                Some(d) => apply_decision(&u, d, findings),
             }
         }
         *unclassified = keep;
-        if touched {
-            findings.sort_by(|a, b| a.product.cmp(&b.product));
+    }
+}
+
+/// Applies one decision to candidate `u` (which the caller takes out of the candidates): a
+/// mapping adds (or marks installed) a finding of its product, in product order, with the
+/// officer's evidence; a dismissal adds nothing.
+pub fn apply_decision(u: &Unclassified, decision: &Decision, findings: &mut Vec<Finding>) {
+    let Decision::Product(product) = decision else {
+        return;
+    };
+    let evidence = officer_evidence(u, product);
+    match findings.iter_mut().find(|f| &f.product == product) {
+        Some(f) => {
+            f.installed = true;
+            let mapped = f
+                .evidence
+                .iter()
+                .filter(|e| e.signature.starts_with(OFFICER_SIGNATURE))
+                .count();
+            if mapped < MAX_MAPPED_EVIDENCE {
+                f.evidence.push(evidence);
+            }
+        }
+        None => {
+            let at = findings.partition_point(|f| f.product < *product);
+            findings.insert(
+                at,
+                Finding {
+                    product: product.clone(),
+                    installed: true,
+                    running: false,
+                    version: None,
+                    evidence: vec![evidence],
+                },
+            );
         }
     }
 }
 
 /// The evidence a mapping of `u` to `product` adds: the agent's source, the candidate's name
 /// and detail, the decision. The candidate's detail is cut so the whole stays within
-/// [`MAX_TEXT`] (what the collector stores), keeping the text [`officer_mapped`] reads back.
+/// [`MAX_TEXT`] characters (what the collector stores), keeping the text
+/// [`officer_mapped`] reads back.
 fn officer_evidence(u: &Unclassified, product: &str) -> Evidence {
     let tail = format!("), classified as {product} by an officer");
-    let room = MAX_TEXT.saturating_sub(u.name.len() + 2 + tail.len());
-    let mut cut = room.min(u.detail.len());
-    while !u.detail.is_char_boundary(cut) {
-        cut -= 1;
-    }
+    let used = u.name.chars().count() + 2 + tail.chars().count();
+    let detail: String = u
+        .detail
+        .chars()
+        .take(MAX_TEXT.saturating_sub(used))
+        .collect();
     Evidence {
         source: u.source.clone(),
-        detail: format!("{} ({}{tail}", u.name, &u.detail[..cut]),
+        detail: format!("{} ({detail}{tail}", u.name),
         signature: officer_signature(&u.name),
     }
 }
 
-/// The evidence signature of an officer's mapping: it names the candidate whole, so undoing
-/// the mapping of `Telegram` never touches one of `Telegram (Beta)`.
+/// The evidence signature of an officer's mapping of `name`: it identifies the candidate
+/// whole (so undoing the mapping of `Telegram` never touches one of `Telegram (Beta)`) in a
+/// fixed length.
 pub fn officer_signature(name: &str) -> String {
-    format!("{OFFICER_SIGNATURE}/{name}")
+    let h = Sha256::digest(name.as_bytes());
+    format!("{OFFICER_SIGNATURE}#{}", hex::encode(&h[..16]))
+}
+
+/// `(name, candidate detail)` when `e` is evidence an officer's mapping added; `None` for
+/// anything else, and for such evidence whose name cannot be told exactly (stored before
+/// names were identified in the signature).
+pub fn officer_candidate(e: &Evidence) -> Option<(&str, &str)> {
+    let rest = e.signature.strip_prefix(OFFICER_SIGNATURE)?;
+    if rest.starts_with('#') {
+        // The name is the prefix of the detail before one of its " (" whose hash matches.
+        return e
+            .detail
+            .match_indices(" (")
+            .map(|(i, _)| &e.detail[..i])
+            .find(|name| officer_signature(name) == e.signature)
+            .and_then(|name| Some((name, officer_mapped(e, name)?)));
+    }
+    // The previous form named the candidate in the signature.
+    let name = rest.strip_prefix('/')?;
+    Some((name, officer_mapped(e, name)?))
 }
 
 /// The candidate's own detail, when `e` is the evidence an officer's mapping of `name` added
 /// (see [`CandidateMappings::apply`]).
 pub fn officer_mapped<'a>(e: &'a Evidence, name: &str) -> Option<&'a str> {
     let rest = match e.signature.strip_prefix(OFFICER_SIGNATURE)? {
-        // Named: exact.
+        r if r.starts_with('#') => {
+            if e.signature != officer_signature(name) {
+                return None;
+            }
+            e.detail.strip_prefix(name)?
+        }
+        // Named in the signature (evidence stored before the fixed-length form): exact.
         r if r.strip_prefix('/') == Some(name) => e.detail.strip_prefix(name)?,
         r if r.starts_with('/') => return None,
         // Stored before mappings were named in the signature: read from the text, which
@@ -230,6 +304,48 @@ pub fn officer_mapped<'a>(e: &'a Evidence, name: &str) -> Option<&'a str> {
     let rest = rest.strip_prefix(" (")?;
     let end = rest.rfind("), classified as ")?;
     Some(&rest[..end])
+}
+
+/// Takes every officer's mapping out of `findings` whose candidate can be told: its evidence
+/// turns back into a candidate in `unclassified` (once per name), a finding left with only a
+/// running process is no longer installed, one left without evidence goes. The collector
+/// does this to each report before applying its own decisions, so a mapping an agent still
+/// holds after an officer changed it never outlives the change. Whether anything changed.
+pub fn take_out_mappings(
+    findings: &mut Vec<Finding>,
+    unclassified: &mut Vec<Unclassified>,
+) -> bool {
+    let mut changed = false;
+    for f in findings.iter_mut() {
+        if !f
+            .evidence
+            .iter()
+            .any(|e| e.signature.starts_with(OFFICER_SIGNATURE))
+        {
+            continue;
+        }
+        let before = f.evidence.len();
+        f.evidence.retain(|e| match officer_candidate(e) {
+            Some((name, detail)) => {
+                if !unclassified.iter().any(|u| u.name == name) {
+                    unclassified.push(Unclassified {
+                        name: name.to_owned(),
+                        source: e.source.clone(),
+                        detail: detail.to_owned(),
+                        looks_like: None,
+                    });
+                }
+                false
+            }
+            None => true,
+        });
+        if f.evidence.len() != before {
+            changed = true;
+            f.installed = f.evidence.iter().any(|e| e.source != PROCESS_SOURCE);
+        }
+    }
+    findings.retain(|f| !f.evidence.is_empty());
+    changed
 }
 
 #[cfg(test)]
@@ -276,7 +392,8 @@ mod tests {
         assert_eq!(products, ["telegram", "zoom"]);
         let e = &findings[0].evidence[0];
         assert!(findings[0].installed && !findings[0].running);
-        assert_eq!(e.signature, "officer_classification/Telegram (Beta)");
+        assert_eq!(e.signature, officer_signature("Telegram (Beta)"));
+        assert_eq!(e.signature.len(), OFFICER_SIGNATURE.len() + 33);
         assert_eq!(
             officer_mapped(e, "Telegram (Beta)"),
             Some("Categories=Chat")
@@ -313,13 +430,66 @@ mod tests {
     }
 
     #[test]
+    fn a_mapping_taken_out_gives_back_the_candidate_even_with_a_long_name() {
+        let long = "Корпоративный мессенджер (Beta) для удалённой работы и видеосвязи";
+        let m = mappings(&[(long, Some("telegram")), ("Short", Some("zoom"))]);
+        let mut findings = vec![Finding {
+            product: "zoom".into(),
+            installed: false,
+            running: true,
+            version: None,
+            evidence: vec![Evidence {
+                source: "process".into(),
+                detail: "process zoom".into(),
+                signature: "linux_exe".into(),
+            }],
+        }];
+        let original = vec![candidate(long, "Categories=Chat"), candidate("Short", "x")];
+        let mut unclassified = original.clone();
+        m.apply(&mut findings, &mut unclassified);
+        assert!(unclassified.is_empty());
+        // What the collector stores of a report: signatures cut to 64 characters.
+        for f in &mut findings {
+            *f = crate::report::canonical_finding(f.clone());
+        }
+        assert!(take_out_mappings(&mut findings, &mut unclassified));
+        unclassified.sort();
+        let mut want = original;
+        want.sort();
+        assert_eq!(unclassified, want);
+        // zoom keeps its running process and is no longer installed; telegram is gone.
+        assert_eq!(findings.len(), 1);
+        assert!(findings[0].running && !findings[0].installed);
+        assert!(!take_out_mappings(&mut findings, &mut unclassified));
+    }
+
+    #[test]
+    fn mappings_add_a_bounded_number_of_evidence_entries_to_one_finding() {
+        let names: Vec<String> = (0..40).map(|i| format!("Chat {i}")).collect();
+        let m = CandidateMappings::new(
+            names
+                .iter()
+                .map(|n| (n.clone(), Decision::Product("telegram".into()))),
+        )
+        .unwrap();
+        let (mut findings, mut unclassified) = (
+            Vec::new(),
+            names.iter().map(|n| candidate(n, "x")).collect::<Vec<_>>(),
+        );
+        m.apply(&mut findings, &mut unclassified);
+        assert!(unclassified.is_empty());
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].evidence.len(), MAX_MAPPED_EVIDENCE);
+    }
+
+    #[test]
     fn evidence_of_a_long_candidate_stays_within_what_the_collector_stores() {
         let m = mappings(&[("App", Some("telegram"))]);
         let (mut findings, mut unclassified) =
-            (Vec::new(), vec![candidate("App", &"é".repeat(400))]);
+            (Vec::new(), vec![candidate("App", &"é".repeat(600))]);
         m.apply(&mut findings, &mut unclassified);
         let e = &findings[0].evidence[0];
-        assert!(e.detail.len() <= MAX_TEXT, "{}", e.detail.len());
+        assert_eq!(e.detail.chars().count(), MAX_TEXT);
         assert!(officer_mapped(e, "App").is_some_and(|d| d.starts_with("éé")));
     }
 
@@ -348,7 +518,9 @@ mod tests {
             CandidateMappings::new(too_many),
             Err(MappingsError::TooMany { .. })
         ));
-        for bad in [String::new(), "x".repeat(MAX_TEXT + 1), "a\nb".into()] {
+        // Characters are counted, not bytes: 256 Cyrillic letters are a valid name.
+        assert!(CandidateMappings::new([("ж".repeat(MAX_NAME_CHARS), d())]).is_ok());
+        for bad in [String::new(), "x".repeat(MAX_NAME_CHARS + 1), "a\nb".into()] {
             assert_eq!(
                 CandidateMappings::new([(bad, d())]),
                 Err(MappingsError::BadName { index: 0 })

@@ -599,3 +599,72 @@ async fn an_officers_mapping_reaches_the_running_agent_which_reports_the_product
     assert_eq!(status(&data), 0);
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapping_an_agent_still_applies_after_it_was_undone_is_not_believed() {
+    use commscan_proto::v1;
+    let c = TestCollector::start().await;
+    let (tx, mut stream) = commscan_tests::open_stream(&c, "stale").await;
+    // What an agent that still holds "Obscure Chat → telegram" reports, though the
+    // organisation decided nothing (or undid it while the agent was offline).
+    let candidate = commscan_core::scan::Unclassified {
+        name: "Obscure Chat".into(),
+        source: "desktop".into(),
+        detail: "Categories=Network;InstantMessaging;".into(),
+        looks_like: None,
+    };
+    let stale = commscan_core::mappings::CandidateMappings::new([(
+        candidate.name.clone(),
+        commscan_core::mappings::Decision::Product("telegram".into()),
+    )])
+    .unwrap();
+    let (mut findings, mut unclassified) = (Vec::new(), vec![candidate]);
+    stale.apply(&mut findings, &mut unclassified);
+    assert!(unclassified.is_empty());
+    let e = &findings[0].evidence[0];
+    tx.send(v1::AgentMessage {
+        kind: Some(v1::agent_message::Kind::Report(v1::Report {
+            sequence: 1,
+            body: Some(v1::report::Body::Snapshot(v1::Snapshot {
+                findings: vec![v1::Finding {
+                    product: "telegram".into(),
+                    installed: true,
+                    evidence: vec![v1::Evidence {
+                        source: e.source.clone(),
+                        detail: e.detail.clone(),
+                        signature: e.signature.clone(),
+                    }],
+                    ..Default::default()
+                }],
+                unclassified: Vec::new(),
+            })),
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let ack = tokio::time::timeout(WITHIN, stream.message())
+        .await
+        .expect("an acknowledgement in time")
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(ack.kind, Some(v1::collector_message::Kind::Ack(_))),
+        "{ack:?}"
+    );
+    let devices = c
+        .domain()
+        .store()
+        .list_devices(&Default::default(), None, 10)
+        .unwrap()
+        .devices;
+    assert_eq!(devices.len(), 1);
+    let d = &devices[0];
+    assert!(d.findings.is_empty(), "{:?}", d.findings);
+    let names: Vec<&str> = d.unclassified.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["Obscure Chat"]);
+    assert_eq!(
+        d.unclassified[0].detail,
+        "Categories=Network;InstantMessaging;"
+    );
+}

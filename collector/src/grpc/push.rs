@@ -65,14 +65,15 @@ struct CatalogOffer {
 
 impl Outbound {
     /// Merges `replies` with the policy changes announced after `policy_changes` was taken
-    /// (take it when the stream is registered, so no reload falls between the two).
+    /// (take it when the stream is registered, so no reload falls between the two), and
+    /// `rules_seen`, the rules generation it held when taken
+    /// ([`crate::connections::Connections::policy_changes`] returns both).
     pub fn new(
         replies: mpsc::Receiver<Result<CollectorMessage, tonic::Status>>,
-        policy_changes: watch::Receiver<Announced>,
+        (policy_changes, rules_seen): (watch::Receiver<Announced>, u64),
         collector: Arc<Collector>,
         organisation: String,
     ) -> Outbound {
-        let rules_seen = policy_changes.borrow().rules;
         Outbound {
             replies: ReceiverStream::new(replies),
             policy_changes: WatchStream::from_changes(policy_changes),
@@ -97,14 +98,15 @@ impl Outbound {
     fn mappings_update(&mut self) -> Option<CollectorMessage> {
         let held = self.mappings_held?;
         let served = self.collector.mappings().get(&self.organisation)?;
-        let digest = served.digest();
-        if digest == held {
+        if served.digest == held {
             return None;
         }
-        self.mappings_held = Some(digest);
-        tracing::info!(device = %self.catalog.device, organisation = %self.organisation, decisions = served.len(), "candidate decisions sent");
+        self.mappings_held = Some(served.digest);
+        tracing::info!(device = %self.catalog.device, organisation = %self.organisation, decisions = served.mappings.len(), "candidate decisions sent");
         Some(CollectorMessage {
-            kind: Some(collector_message::Kind::CandidateMappings(to_wire(&served))),
+            kind: Some(collector_message::Kind::CandidateMappings(to_wire(
+                &served.mappings,
+            ))),
         })
     }
 
@@ -180,17 +182,17 @@ impl Stream for Outbound {
         loop {
             match Pin::new(&mut this.policy_changes).poll_next(cx) {
                 Poll::Ready(Some(announced)) => {
-                    this.mappings_due = this.mappings_held.is_some();
                     if announced.rules == this.rules_seen {
-                        // Only some organisation's decisions changed: compared now.
-                        if this.catalog.welcomed
-                            && let Some(update) = this.mappings_update()
-                        {
-                            this.mappings_due = false;
+                        // Only some organisation's decisions changed: compared now, or after
+                        // the welcome.
+                        if !this.catalog.welcomed {
+                            this.mappings_due = this.mappings_held.is_some();
+                        } else if let Some(update) = this.mappings_update() {
                             return Poll::Ready(Some(Ok(update)));
                         }
                         continue;
                     }
+                    this.mappings_due = this.mappings_held.is_some();
                     this.rules_seen = announced.rules;
                     // The rules changed: the catalog may have too; compared at the next poll.
                     this.catalog.due = this.catalog.stated;
