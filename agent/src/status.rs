@@ -3,7 +3,7 @@
 //! The running agent writes `<data-dir>/status.json` (replaced by rename, never half
 //! written) whenever something worth knowing happens: a scan, a connection, an
 //! acknowledgement, a fallback, a quarantine. `status` reads it together with the identity,
-//! the certificate's expiry and any quarantined spool directories; it never contacts the
+//! the certificate's expiry and any quarantined spools; it never contacts the
 //! collector, and it works while the agent runs (the spool itself is locked by the agent).
 
 use crate::spool::QuarantineNote;
@@ -132,7 +132,7 @@ pub struct StatusReport {
     pub certificate_days_left: Option<i64>,
     /// The running agent's report.
     pub agent: Option<StatusFile>,
-    /// Quarantined spool directories.
+    /// Quarantined spools (files; directories from older agents).
     pub quarantined: Vec<PathBuf>,
     /// Problems reading any of this.
     pub problems: Vec<String>,

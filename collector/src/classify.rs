@@ -14,9 +14,8 @@ use crate::collector::Collector;
 use crate::error::CollectorError;
 use crate::store::{Classification, DeviceFilter, DeviceRecord};
 use commscan_core::mappings::{
-    Decision, MAX_MAPPINGS, PROCESS_SOURCE, apply_decision, officer_mapped,
+    Decision, MAX_MAPPINGS, apply_decision, officer_mapped, take_out_mapping_of,
 };
-use commscan_core::scan::Unclassified;
 
 impl Collector {
     /// Turns a device's unclassified candidates into findings or drops them, as its
@@ -221,33 +220,7 @@ impl Collector {
 /// Takes a mapping of `name` out of a device: its evidence back into a candidate, findings
 /// left without evidence dropped.
 fn undo_mapping(device: &mut DeviceRecord, name: &str) {
-    let mut restored = None;
-    for f in &mut device.findings {
-        let before = f.evidence.len();
-        f.evidence.retain(|e| match officer_mapped(e, name) {
-            Some(detail) => {
-                restored.get_or_insert_with(|| Unclassified {
-                    name: name.to_owned(),
-                    source: e.source.clone(),
-                    detail: detail.to_owned(),
-                    looks_like: None,
-                });
-                false
-            }
-            None => true,
-        });
-        // The mapping marked its product installed; what is left decides again: a running
-        // process alone is not an installation.
-        if f.evidence.len() != before {
-            f.installed = f.evidence.iter().any(|e| e.source != PROCESS_SOURCE);
-        }
-    }
-    device.findings.retain(|f| !f.evidence.is_empty());
-    if let Some(u) = restored
-        && !device.unclassified.iter().any(|k| k.name == name)
-    {
-        device.unclassified.push(u);
-    }
+    take_out_mapping_of(name, &mut device.findings, &mut device.unclassified);
 }
 
 #[cfg(test)]

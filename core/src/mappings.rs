@@ -315,6 +315,28 @@ pub fn take_out_mappings(
     findings: &mut Vec<Finding>,
     unclassified: &mut Vec<Unclassified>,
 ) -> bool {
+    take_out(findings, unclassified, |e| {
+        officer_candidate(e).map(|(n, d)| (n.to_owned(), d.to_owned()))
+    })
+}
+
+/// [`take_out_mappings`] for the mapping of `name` alone (an officer undid or changed it).
+pub fn take_out_mapping_of(
+    name: &str,
+    findings: &mut Vec<Finding>,
+    unclassified: &mut Vec<Unclassified>,
+) -> bool {
+    take_out(findings, unclassified, |e| {
+        officer_mapped(e, name).map(|d| (name.to_owned(), d.to_owned()))
+    })
+}
+
+/// Takes out the evidence `pick` names a candidate for (name, detail).
+fn take_out(
+    findings: &mut Vec<Finding>,
+    unclassified: &mut Vec<Unclassified>,
+    pick: impl Fn(&Evidence) -> Option<(String, String)>,
+) -> bool {
     let mut changed = false;
     for f in findings.iter_mut() {
         if !f
@@ -325,13 +347,13 @@ pub fn take_out_mappings(
             continue;
         }
         let before = f.evidence.len();
-        f.evidence.retain(|e| match officer_candidate(e) {
+        f.evidence.retain(|e| match pick(e) {
             Some((name, detail)) => {
                 if !unclassified.iter().any(|u| u.name == name) {
                     unclassified.push(Unclassified {
-                        name: name.to_owned(),
+                        name,
                         source: e.source.clone(),
-                        detail: detail.to_owned(),
+                        detail,
                         looks_like: None,
                     });
                 }
@@ -339,6 +361,8 @@ pub fn take_out_mappings(
             }
             None => true,
         });
+        // The mapping marked its product installed; what is left decides again: a running
+        // process alone is not an installation.
         if f.evidence.len() != before {
             changed = true;
             f.installed = f.evidence.iter().any(|e| e.source != PROCESS_SOURCE);

@@ -186,8 +186,9 @@ async fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
             let run_dir = o.cache.join("run");
             let mut all = Vec::new();
             for r in 1..=runs.max(1) {
-                println!("\n# run {r} of {runs}");
+                println!("\n# run {r} of {runs} (load average {})", load_average());
                 all.push(bench::run_once(&o, &fleet, &run_dir).await?);
+                println!("# end of run {r} (load average {})", load_average());
             }
             let _ = std::fs::remove_dir_all(&run_dir);
             print::print_medians(&all);
@@ -256,4 +257,13 @@ fn main() -> ExitCode {
         // Children hold thousands of sockets and blocking threads: exit without waiting for them.
         std::process::exit(0)
     })
+}
+
+/// The 1, 5 and 15 minute load averages (`/proc/loadavg`), as printed beside each run: the
+/// machine's other work shows in them, and the figures are read with it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into())
 }
