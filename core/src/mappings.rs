@@ -507,6 +507,49 @@ mod tests {
     }
 
     #[test]
+    fn undoing_one_mapping_leaves_a_similarly_named_one() {
+        let (mut findings, mut unclassified) = (Vec::new(), Vec::new());
+        findings.push(Finding {
+            product: "telegram".into(),
+            installed: true,
+            running: false,
+            version: None,
+            evidence: vec![
+                mapped("Telegram", "a", officer_signature("Telegram")),
+                mapped("Telegram (Beta)", "b", officer_signature("Telegram (Beta)")),
+            ],
+        });
+        findings.push(Finding {
+            product: "zoom".into(),
+            installed: true,
+            running: true,
+            version: None,
+            evidence: vec![
+                Evidence {
+                    source: "process".into(),
+                    detail: "process zoom".into(),
+                    signature: "zoom".into(),
+                },
+                mapped("Zoom Beta", "c", officer_signature("Zoom Beta")),
+            ],
+        });
+        take_out_mapping_of("Zoom Beta", &mut findings, &mut unclassified);
+        // Only the running process is left of zoom: running, no longer installed.
+        assert!(findings[1].running && !findings[1].installed);
+        take_out_mapping_of("Telegram", &mut findings, &mut unclassified);
+        assert!(findings[0].installed);
+        assert_eq!(findings[0].evidence.len(), 1);
+        assert!(
+            findings[0].evidence[0]
+                .detail
+                .starts_with("Telegram (Beta)")
+        );
+        let names: Vec<&str> = unclassified.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["Zoom Beta", "Telegram"]);
+        assert_eq!(unclassified[1].detail, "a");
+    }
+
+    #[test]
     fn evidence_of_a_long_candidate_stays_within_what_the_collector_stores() {
         let m = mappings(&[("App", Some("telegram"))]);
         let (mut findings, mut unclassified) =
