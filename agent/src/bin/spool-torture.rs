@@ -1,5 +1,5 @@
 //! `commscan-spool-torture DIR SEED`: runs the spool's deterministic crash workload
-//! (`commscan_agent::spool::torture`) on a sled spool in DIR, printing the number of each
+//! (`commscan_agent::spool::torture`) on the spool file DIR, printing the number of each
 //! operation after it returned, until killed. Test-only: built only with the `torture`
 //! feature, which the agent's own tests turn on and release builds never do.
 
