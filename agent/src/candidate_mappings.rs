@@ -16,7 +16,7 @@
 //! no decisions are applied until the collector sends them again (at the next connection:
 //! the hello then states the digest of none).
 
-use commscan_core::mappings::{CandidateMappings, Decision, MappingsError};
+use commscan_core::mappings::{CandidateMappings, MappingsError};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -99,7 +99,7 @@ impl MappingsKeeper {
             return Err(format!("larger than {MAX_STORED_BYTES} bytes"));
         }
         let stored: Vec<Stored> = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-        from_pairs(stored.into_iter().map(|s| (s.name, s.product)))
+        CandidateMappings::from_pairs(stored.into_iter().map(|s| (s.name, s.product)))
             .map(Some)
             .map_err(|e| e.to_string())
     }
@@ -119,18 +119,15 @@ impl MappingsKeeper {
         pairs: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Arc<CandidateMappings>, MappingsRefused> {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        let m = from_pairs(pairs)?;
+        let m = CandidateMappings::from_pairs(pairs)?;
         if **current == m {
             return Ok(current.clone());
         }
         let stored: Vec<Stored> = m
-            .iter()
-            .map(|(name, d)| Stored {
+            .pairs()
+            .map(|(name, product)| Stored {
                 name: name.to_owned(),
-                product: match d {
-                    Decision::Product(p) => p.clone(),
-                    Decision::Dismissed => String::new(),
-                },
+                product: product.to_owned(),
             })
             .collect();
         let json = serde_json::to_vec(&stored).expect("decisions serialise");
@@ -145,22 +142,10 @@ impl MappingsKeeper {
     }
 }
 
-fn from_pairs(
-    pairs: impl IntoIterator<Item = (String, String)>,
-) -> Result<CandidateMappings, MappingsError> {
-    CandidateMappings::new(pairs.into_iter().map(|(name, product)| {
-        let d = if product.is_empty() {
-            Decision::Dismissed
-        } else {
-            Decision::Product(product)
-        };
-        (name, d)
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use commscan_core::mappings::Decision;
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
         list.iter()

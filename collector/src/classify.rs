@@ -13,9 +13,7 @@ use crate::auth::{Access, Principal};
 use crate::collector::Collector;
 use crate::error::CollectorError;
 use crate::store::{Classification, DeviceFilter, DeviceRecord};
-use commscan_core::mappings::{
-    Decision, MAX_MAPPINGS, apply_decision, officer_mapped, take_out_mapping_of,
-};
+use commscan_core::mappings::{MAX_MAPPINGS, apply_decision, officer_mapped, take_out_mapping_of};
 
 impl Collector {
     /// Turns a device's unclassified candidates into findings or drops them, as its
@@ -37,13 +35,7 @@ impl Collector {
                 None => keep.push(u),
                 // Every stored decision, through the function agents apply (the store may
                 // hold decisions beyond the bounds of what agents are sent).
-                Some((_, c)) => {
-                    let decision = match c {
-                        Classification::Product { product } => Decision::Product(product.clone()),
-                        Classification::Dismissed => Decision::Dismissed,
-                    };
-                    apply_decision(&u, &decision, &mut device.findings);
-                }
+                Some((_, c)) => apply_decision(&u, &c.into(), &mut device.findings),
             }
         }
         device.unclassified = keep;
@@ -114,7 +106,9 @@ impl Collector {
                         .iter()
                         .any(|f| f.evidence.iter().any(|e| officer_mapped(e, name).is_some()))
             },
-            |d| undo_mapping(d, name),
+            |d| {
+                take_out_mapping_of(name, &mut d.findings, &mut d.unclassified);
+            },
         )?;
         let what = match &decision {
             Classification::Product { product } => format!("'{name}' mapped to {product}"),
@@ -160,7 +154,9 @@ impl Collector {
                     .iter()
                     .any(|f| f.evidence.iter().any(|e| officer_mapped(e, name).is_some()))
             },
-            |d| undo_mapping(d, name),
+            |d| {
+                take_out_mapping_of(name, &mut d.findings, &mut d.unclassified);
+            },
         )?;
         self.audit(
             &who.actor(),
@@ -215,10 +211,4 @@ impl Collector {
         self.store().flush()?;
         Ok(touched)
     }
-}
-
-/// Takes a mapping of `name` out of a device: its evidence back into a candidate, findings
-/// left without evidence dropped.
-fn undo_mapping(device: &mut DeviceRecord, name: &str) {
-    take_out_mapping_of(name, &mut device.findings, &mut device.unclassified);
 }

@@ -95,6 +95,15 @@ impl MappingsCache {
     }
 }
 
+impl From<&Classification> for Decision {
+    fn from(c: &Classification) -> Decision {
+        match c {
+            Classification::Product { product } => Decision::Product(product.clone()),
+            Classification::Dismissed => Decision::Dismissed,
+        }
+    }
+}
+
 /// Stored decisions as the core type: entries that would break a bound (only a store written
 /// before the bounds existed holds them) are left out, and logged.
 pub(crate) fn from_stored(org: &str, stored: Vec<(String, Classification)>) -> CandidateMappings {
@@ -104,10 +113,7 @@ pub(crate) fn from_stored(org: &str, stored: Vec<(String, Classification)>) -> C
         if kept.len() == MAX_MAPPINGS {
             break;
         }
-        let decision = match c {
-            Classification::Product { product } => Decision::Product(product),
-            Classification::Dismissed => Decision::Dismissed,
-        };
+        let decision = Decision::from(&c);
         if CandidateMappings::admits(&name, &decision) {
             kept.push((name, decision));
         }

@@ -141,6 +141,33 @@ impl CandidateMappings {
         Ok(CandidateMappings { entries: map })
     }
 
+    /// From `(name, product)` pairs, the form the wire and the agent's file carry: an empty
+    /// product is a dismissal.
+    pub fn from_pairs(
+        pairs: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<CandidateMappings, MappingsError> {
+        CandidateMappings::new(pairs.into_iter().map(|(name, product)| {
+            let d = if product.is_empty() {
+                Decision::Dismissed
+            } else {
+                Decision::Product(product)
+            };
+            (name, d)
+        }))
+    }
+
+    /// The decisions as `(name, product)` pairs in name order, an empty product for a
+    /// dismissal ([`CandidateMappings::from_pairs`] reads them back).
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().map(|(n, d)| {
+            let product = match d {
+                Decision::Product(p) => p.as_str(),
+                Decision::Dismissed => "",
+            };
+            (n.as_str(), product)
+        })
+    }
+
     /// Whether a decision on `name` could be part of a set sent to agents.
     pub fn admits(name: &str, decision: &Decision) -> bool {
         check_entry(0, name, decision).is_ok()
@@ -171,12 +198,8 @@ impl CandidateMappings {
         let mut h = Sha256::new();
         h.update(b"commscan-mappings-v1\n");
         h.update((self.entries.len() as u32).to_be_bytes());
-        for (name, decision) in &self.entries {
-            let product = match decision {
-                Decision::Product(p) => p.as_str(),
-                Decision::Dismissed => "",
-            };
-            for s in [name.as_str(), product] {
+        for (name, product) in self.pairs() {
+            for s in [name, product] {
                 h.update((s.len() as u32).to_be_bytes());
                 h.update(s.as_bytes());
             }

@@ -665,6 +665,38 @@ async fn pipe(
     }
 }
 
+/// Sends a snapshot (sequence 1) of `findings` and `unclassified` on a stream past its welcome
+/// and asserts it is acknowledged within `within`.
+pub async fn snapshot_acked(
+    tx: &tokio::sync::mpsc::Sender<v1::AgentMessage>,
+    inbound: &mut tonic::Streaming<v1::CollectorMessage>,
+    findings: Vec<v1::Finding>,
+    unclassified: Vec<v1::Unclassified>,
+    within: Duration,
+) {
+    tx.send(v1::AgentMessage {
+        kind: Some(v1::agent_message::Kind::Report(v1::Report {
+            sequence: 1,
+            body: Some(v1::report::Body::Snapshot(v1::Snapshot {
+                findings,
+                unclassified,
+            })),
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let ack = tokio::time::timeout(within, inbound.message())
+        .await
+        .expect("an acknowledgement in time")
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(ack.kind, Some(v1::collector_message::Kind::Ack(_))),
+        "{ack:?}"
+    );
+}
+
 /// Opens a reporting stream for an enrolled agent and returns it after the welcome, with the
 /// sender that keeps it open.
 pub async fn open_stream(

@@ -622,36 +622,17 @@ async fn a_mapping_an_agent_still_applies_after_it_was_undone_is_not_believed() 
     stale.apply(&mut findings, &mut unclassified);
     assert!(unclassified.is_empty());
     let e = &findings[0].evidence[0];
-    tx.send(v1::AgentMessage {
-        kind: Some(v1::agent_message::Kind::Report(v1::Report {
-            sequence: 1,
-            body: Some(v1::report::Body::Snapshot(v1::Snapshot {
-                findings: vec![v1::Finding {
-                    product: "telegram".into(),
-                    installed: true,
-                    evidence: vec![v1::Evidence {
-                        source: e.source.clone(),
-                        detail: e.detail.clone(),
-                        signature: e.signature.clone(),
-                    }],
-                    ..Default::default()
-                }],
-                unclassified: Vec::new(),
-            })),
-            ..Default::default()
-        })),
-    })
-    .await
-    .unwrap();
-    let ack = tokio::time::timeout(WITHIN, stream.message())
-        .await
-        .expect("an acknowledgement in time")
-        .unwrap()
-        .unwrap();
-    assert!(
-        matches!(ack.kind, Some(v1::collector_message::Kind::Ack(_))),
-        "{ack:?}"
-    );
+    let finding = v1::Finding {
+        product: "telegram".into(),
+        installed: true,
+        evidence: vec![v1::Evidence {
+            source: e.source.clone(),
+            detail: e.detail.clone(),
+            signature: e.signature.clone(),
+        }],
+        ..Default::default()
+    };
+    commscan_tests::snapshot_acked(&tx, &mut stream, vec![finding], Vec::new(), WITHIN).await;
     let devices = c
         .domain()
         .store()

@@ -92,27 +92,14 @@ async fn raw_report(
         welcome.kind,
         Some(v1::collector_message::Kind::Welcome(_))
     ));
-    tx.send(v1::AgentMessage {
-        kind: Some(v1::agent_message::Kind::Report(v1::Report {
-            sequence: 1,
-            body: Some(v1::report::Body::Snapshot(v1::Snapshot {
-                findings,
-                unclassified,
-            })),
-            ..Default::default()
-        })),
-    })
-    .await
-    .unwrap();
-    let ack = tokio::time::timeout(Duration::from_secs(10), inbound.message())
-        .await
-        .expect("an acknowledgement in time")
-        .unwrap()
-        .unwrap();
-    assert!(
-        matches!(ack.kind, Some(v1::collector_message::Kind::Ack(_))),
-        "{ack:?}"
-    );
+    commscan_tests::snapshot_acked(
+        &tx,
+        &mut inbound,
+        findings,
+        unclassified,
+        Duration::from_secs(10),
+    )
+    .await;
     data.identity().unwrap().device_id
 }
 

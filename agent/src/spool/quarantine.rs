@@ -17,8 +17,14 @@ pub const SLED_SPOOL_DIR: &str = "spool";
 /// Prefix of quarantined spools.
 pub const QUARANTINE_PREFIX: &str = "spool.corrupt-";
 
-/// Renames `path` aside in `data` as a quarantined spool; where it went.
-fn set_aside(data: &Path, path: &Path, now: i64) -> Result<PathBuf, SpoolError> {
+/// Renames the unreadable spool `path` aside in `data`, logs it, and returns the note the
+/// fresh spool keeps of it.
+fn quarantine(
+    data: &Path,
+    path: &Path,
+    now: i64,
+    error: &SpoolError,
+) -> Result<QuarantineNote, SpoolError> {
     let stamp = time::OffsetDateTime::from_unix_timestamp(now)
         .map(|t| {
             format!(
@@ -44,7 +50,12 @@ fn set_aside(data: &Path, path: &Path, now: i64) -> Result<PathBuf, SpoolError> 
             path.display()
         ))
     })?;
-    Ok(aside)
+    tracing::error!(%error, spool = %path.display(), quarantined = %aside.display(), "spool unreadable; set aside, starting a fresh one");
+    Ok(QuarantineNote {
+        at: now,
+        path: aside.display().to_string(),
+        reason: error.to_string(),
+    })
 }
 
 /// Opens `<data>/spool.log`, quarantining it if it is corrupt. `now` is Unix seconds.
@@ -55,28 +66,14 @@ pub fn open_or_quarantine(data: &Path, cap: u64, now: i64) -> Result<LogSpool, S
     if old.is_dir() && !log.exists() {
         match from_sled::take_over(&old, &log, cap) {
             Ok(_) => {}
-            Err(e) if e.is_corruption() => {
-                let aside = set_aside(data, &old, now)?;
-                tracing::error!(error = %e, quarantined = %aside.display(), "older agent's spool unreadable; set aside, starting a fresh one");
-                note = Some(QuarantineNote {
-                    at: now,
-                    path: aside.display().to_string(),
-                    reason: e.to_string(),
-                });
-            }
+            Err(e) if e.is_corruption() => note = Some(quarantine(data, &old, now, &e)?),
             Err(e) => return Err(e),
         }
     }
     let spool = match LogSpool::open(&log, cap) {
         Ok(s) => s,
         Err(e) if e.is_corruption() => {
-            let aside = set_aside(data, &log, now)?;
-            tracing::error!(error = %e, quarantined = %aside.display(), "spool corrupt; set aside, starting a fresh one");
-            note = Some(QuarantineNote {
-                at: now,
-                path: aside.display().to_string(),
-                reason: e.to_string(),
-            });
+            note = Some(quarantine(data, &log, now, &e)?);
             LogSpool::open(&log, cap)?
         }
         Err(e) => return Err(e),

@@ -20,7 +20,7 @@
 
 use crate::collector::Collector;
 use crate::connections::Announced;
-use commscan_core::mappings::{CandidateMappings, Decision};
+use commscan_core::mappings::CandidateMappings;
 use commscan_proto::v1::{self, CollectorMessage, collector_message};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -209,13 +209,10 @@ impl Stream for Outbound {
 fn to_wire(m: &CandidateMappings) -> v1::CandidateMappings {
     v1::CandidateMappings {
         mappings: m
-            .iter()
-            .map(|(name, d)| v1::CandidateMapping {
+            .pairs()
+            .map(|(name, product)| v1::CandidateMapping {
                 name: name.to_owned(),
-                product: match d {
-                    Decision::Product(p) => p.clone(),
-                    Decision::Dismissed => String::new(),
-                },
+                product: product.to_owned(),
             })
             .collect(),
     }
